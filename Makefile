@@ -1,0 +1,43 @@
+# Everything runs from a local virtual environment built from pyproject.toml,
+# with the exact versions pinned in constraints.txt.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: all render check test venv constraints clean broken-specs
+
+all: render
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		-c constraints.txt -e '.[test]'
+	touch $@
+
+venv: $(STAMP)
+
+# The main job: render every bundled spec in isa/ into generated/.
+render: $(STAMP)
+	$(BIN)/kgen render
+
+check: $(STAMP)
+	$(BIN)/kgen check
+
+# The whole test suite; .ci/run calls exactly this.
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+# Re-pin after changing dependencies in pyproject.toml.
+constraints: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable --disable-pip-version-check \
+		| sed '1i # Exact versions installed by `make venv`; regenerate with `make constraints`.' \
+		> constraints.txt
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+
+# Rewrite the broken-spec corpus in tests/broken/ from its definitions.
+broken-specs: $(STAMP)
+	$(BIN)/python tests/broken/regen.py

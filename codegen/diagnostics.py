@@ -1,0 +1,44 @@
+"""Positions in spec files and the problems found there."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Mark:
+    """A 1-based line and column in a file; line 0 stands for the whole file."""
+
+    path: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        if self.line == 0:
+            return self.path
+        return f"{self.path}:{self.line}:{self.col}"
+
+
+def quote(value: object, limit: int = 48) -> str:
+    """A user's value, quoted and escaped for a one-line message."""
+    text = repr(str(value))
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem, printed as ``path:line:col: message``."""
+
+    mark: Mark
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.mark}: {self.message}"
+
+
+class SpecError(Exception):
+    """Every problem found in one or more spec files."""
+
+    def __init__(self, diagnostics: list[Diagnostic]):
+        self.diagnostics = sorted(diagnostics, key=lambda d: (d.mark, d.message))
+        super().__init__("\n".join(str(d) for d in self.diagnostics))

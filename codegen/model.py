@@ -1,0 +1,310 @@
+"""The spec format: typed, frozen objects for one instruction and its kernel use.
+
+Each dataclass is one mapping in the YAML file; each field is one key, with
+the same name.  A field's type says what the key holds, and
+``typing.Annotated`` adds the constraints (ranges, C identifiers, comment-safe
+text, ...).  The loader (:mod:`codegen.spec`) and the published JSON Schema
+(:mod:`codegen.jsonschema`) are both derived from these declarations, so the
+format has exactly one definition.
+
+The format describes the whole SEV-SNP instruction family, not RMPOPT alone:
+inputs in any general register, pointer operands, return codes in RAX (with
+retry codes), and flag outputs with their software meaning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from .diagnostics import Mark
+
+FORMAT_VERSION = 1
+
+
+# --- constraints carried by typing.Annotated --------------------------------
+
+
+@dataclass(frozen=True)
+class Range:
+    """An integer between ``lo`` and ``hi`` inclusive (``hi`` None: unbounded)."""
+
+    lo: int
+    hi: int | None = None
+
+
+@dataclass(frozen=True)
+class Text:
+    """A string with a character rule; ``kind`` names the rule for messages."""
+
+    kind: Literal["identifier", "comment", "c-string", "path", "version"]
+
+
+@dataclass(frozen=True)
+class PowerOfTwo:
+    """An integer that is a power of two."""
+
+
+@dataclass(frozen=True)
+class SizeLiteral:
+    """An integer, or a string such as ``1G`` or ``2T`` (binary units)."""
+
+
+@dataclass(frozen=True)
+class Doc:
+    """What a key means, shown in the JSON Schema and the format reference."""
+
+    text: str
+
+
+Identifier = Annotated[str, Text("identifier")]
+CommentText = Annotated[str, Text("comment")]
+CString = Annotated[str, Text("c-string")]
+TreePath = Annotated[str, Text("path")]
+VersionText = Annotated[str, Text("version")]
+Byte = Annotated[int, Range(0, 0xFF)]
+U32 = Annotated[int, Range(0, 0xFFFF_FFFF)]
+U64 = Annotated[int, Range(0, 0xFFFF_FFFF_FFFF_FFFF)]
+BitIndex64 = Annotated[int, Range(0, 63)]
+BitIndex32 = Annotated[int, Range(0, 31)]
+Size = Annotated[int, SizeLiteral(), PowerOfTwo(), Range(1, 1 << 64)]
+Milliseconds = Annotated[int, Range(0, 3_600_000)]
+
+GeneralRegister = Literal[
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi",
+    "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
+]  # fmt: skip
+Flag = Literal["cf", "zf", "sf", "of", "pf"]
+CpuidRegister = Literal["eax", "ebx", "ecx", "edx"]
+ScalarType = Literal["u8", "u16", "u32", "u64", "bool", "int", "unsigned long", "pointer"]
+
+
+# --- the spec ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    """Base of every spec object: remembers where each of its keys was written."""
+
+    marks: dict[str, Mark] = field(
+        default_factory=dict, compare=False, repr=False, kw_only=True, metadata={"internal": True}
+    )
+
+    def mark(self, key: str | None = None) -> Mark:
+        """Position of ``key``'s value, or of the mapping itself."""
+        return self.marks.get(key or "", self.marks.get("", Mark("<spec>", 0, 0)))
+
+
+@dataclass(frozen=True)
+class EncodingByte(Node):
+    byte: Annotated[Byte, Doc("the byte value, 0x00..0xff")]
+    role: Annotated[
+        Literal["prefix", "escape", "opcode", "modrm", "immediate"],
+        Doc("prefix (66/F2/F3), escape (0F opcode map), opcode, modrm or immediate"),
+    ]
+
+
+@dataclass(frozen=True)
+class Fault(Node):
+    exception: Annotated[Literal["UD", "GP", "PF", "VC", "NPF"], Doc("exception mnemonic")]
+    when: Annotated[CommentText, Doc("condition that raises it")]
+    unsure: Annotated[bool, Doc("true when the fact is not yet confirmed")] = False
+
+
+@dataclass(frozen=True)
+class Privilege(Node):
+    cpl: Annotated[int, Range(0, 3), Doc("highest current privilege level allowed")]
+    faults: tuple[Fault, ...] = ()
+
+
+@dataclass(frozen=True)
+class Input(Node):
+    register: Annotated[GeneralRegister, Doc("register that carries the operand")]
+    name: Annotated[Identifier, Doc("C parameter name in the low-level helper")]
+    kind: Annotated[
+        Literal[
+            "physical-address", "virtual-address", "function-code",
+            "page-size", "boolean", "attributes", "pointer", "value",
+        ],
+        Doc("what the operand means"),
+    ]  # fmt: skip
+    type: Annotated[ScalarType, Doc("C type of the helper parameter; 'pointer' needs points_to")]
+    description: CommentText
+    width: Annotated[Literal[8, 16, 32, 64], Doc("bits the instruction reads")] = 64
+    align: Annotated[
+        Literal["region", "page"] | None,
+        Doc("the value is aligned down to this unit before the instruction sees it"),
+    ] = None
+    points_to: Annotated[Identifier | None, Doc("struct name for pointer operands")] = None
+    access: Annotated[
+        Literal["read", "write", "read-write"] | None,
+        Doc("what the instruction does with the memory a pointer operand points to"),
+    ] = None
+
+
+@dataclass(frozen=True)
+class ReturnCode(Node):
+    name: Annotated[Identifier, Doc("kernel constant for the code")]
+    value: U64
+    description: CommentText
+    retry: Annotated[bool, Doc("software retries the instruction on this code")] = False
+
+
+@dataclass(frozen=True)
+class Output(Node):
+    name: Annotated[Identifier, Doc("name of the result in C")]
+    type: Annotated[Literal["bool", "int", "u64"], Doc("C type of the result")]
+    description: CommentText
+    register: Annotated[GeneralRegister | None, Doc("register holding the result")] = None
+    flag: Annotated[Flag | None, Doc("RFLAGS bit holding the result")] = None
+    codes: Annotated[tuple[ReturnCode, ...], Doc("return codes of a register output")] = ()
+    software_code: Annotated[
+        ReturnCode | None,
+        Doc("code the kernel helper returns when the flag is set (e.g. PVALIDATE_FAIL_NOUPDATE)"),
+    ] = None
+
+
+@dataclass(frozen=True)
+class FunctionCode(Node):
+    name: Annotated[Identifier, Doc("lower-case name; the enum constant is PREFIX + NAME")]
+    value: Annotated[int, Range(0)]
+    description: CommentText
+
+
+@dataclass(frozen=True)
+class FunctionCodes(Node):
+    operand: Annotated[GeneralRegister, Doc("input register that carries the code")]
+    codes: tuple[FunctionCode, ...]
+
+
+@dataclass(frozen=True)
+class Cpuid(Node):
+    leaf: U32
+    register: CpuidRegister
+    bit: BitIndex32
+    feature: Annotated[Identifier, Doc("kernel feature flag, e.g. X86_FEATURE_RMPOPT")]
+    word: Annotated[int, Range(0, 63), Doc("word of the kernel's capability array")]
+    word_bit: BitIndex32
+    subleaf: U32 | None = None
+
+
+@dataclass(frozen=True)
+class MsrBit(Node):
+    name: Identifier
+    bit: BitIndex64
+
+
+@dataclass(frozen=True)
+class MsrField(Node):
+    low_bit: BitIndex64
+    high_bit: BitIndex64
+    description: CommentText
+
+
+@dataclass(frozen=True)
+class Msr(Node):
+    name: Identifier
+    number: U32
+    enable: MsrBit
+    base: Annotated[MsrField | None, Doc("bits holding the aligned base address")] = None
+
+
+@dataclass(frozen=True)
+class Table(Node):
+    region_size: Annotated[Size, Doc("bytes covered by one table bit, e.g. 1G")]
+    entries: Annotated[int, Range(1, 1 << 32), Doc("bits in each CPU's table")]
+    coverage: Annotated[Size, Doc("bytes one table covers from its base, e.g. 2T")]
+
+
+@dataclass(frozen=True)
+class Assembler(Node):
+    binutils: Annotated[VersionText | None, Doc("first binutils that knows the mnemonic")] = None
+    llvm: Annotated[VersionText | None, Doc("first LLVM that knows the mnemonic")] = None
+
+
+@dataclass(frozen=True)
+class Instruction(Node):
+    mnemonic: Annotated[Identifier, Doc("lower-case assembler mnemonic")]
+    title: CommentText
+    vendor: Literal["amd", "intel"]
+    description: CommentText
+    encoding: tuple[EncodingByte, ...]
+    privilege: Privilege
+    inputs: tuple[Input, ...]
+    outputs: tuple[Output, ...]
+    clobbers: tuple[Literal["memory", "cc"], ...]
+    preserved: Annotated[
+        tuple[GeneralRegister, ...], Doc("input registers the instruction leaves unchanged")
+    ] = ()
+    function_codes: FunctionCodes | None = None
+    cpuid: Cpuid | None = None
+    msr: Msr | None = None
+    table: Table | None = None
+    assembler: Assembler | None = None
+    requires: Annotated[tuple[CommentText, ...], Doc("conditions for the instruction to work")] = ()
+    references: tuple[CommentText, ...] = ()
+
+
+@dataclass(frozen=True)
+class RawHelper(Node):
+    name: Annotated[Identifier, Doc("low-level helper that mirrors the instruction reference")]
+    header: Annotated[TreePath, Doc("kernel file the helpers belong in")]
+
+
+@dataclass(frozen=True)
+class Helper(Node):
+    name: Annotated[Identifier, Doc("higher-level helper")]
+    parameter: Annotated[Identifier, Doc("its one parameter, e.g. pa")]
+    function: Annotated[Identifier, Doc("function code the helper passes")]
+
+
+@dataclass(frozen=True)
+class KernelEnum(Node):
+    name: Annotated[Identifier, Doc("enum tag for the function codes")]
+    prefix: Annotated[Identifier, Doc("constant prefix, e.g. RMPOPT_FUNC_")]
+
+
+@dataclass(frozen=True)
+class Worker(Node):
+    kind: Annotated[Literal["kthread", "delayed-work"], Doc("how the sweep is driven")]
+    name: Annotated[Identifier, Doc("worker function (and thread) name")]
+    trigger: Annotated[Identifier, Doc("function that requests a sweep")]
+    setup: Annotated[Identifier, Doc("function that creates the worker")]
+    workqueue: Annotated[Identifier | None, Doc("dedicated workqueue (delayed-work only)")] = None
+    first_delay_ms: Annotated[Milliseconds | None, Doc("delay of the pass after setup")] = None
+    rearm_delay_ms: Annotated[
+        Milliseconds | None, Doc("each request re-arms the work this far ahead")
+    ] = None
+
+
+@dataclass(frozen=True)
+class Sweep(Node):
+    source: Annotated[TreePath, Doc("kernel file the sweep belongs in")]
+    function: Annotated[Identifier, Doc("function code each RMPOPT uses")]
+    pass_name: Annotated[Identifier, Doc("function that runs one pass over all regions")]
+    leader: Literal["current-cpu"]
+    cpus: Literal["primary-threads"]
+    followers: Literal["primary-threads-except-leader-siblings"]
+    resched: Literal["between-regions"]
+    log_message: Annotated[CString, Doc("pr_info() text before the range; says it attempts")]
+    cap_message: Annotated[CString, Doc("pr_info() text when memory lies above the coverage")]
+    workers: tuple[Worker, ...]
+
+
+@dataclass(frozen=True)
+class Kernel(Node):
+    raw_helper: RawHelper
+    helper: Helper | None = None
+    enum: KernelEnum | None = None
+    sweep: Sweep | None = None
+
+
+@dataclass(frozen=True)
+class Spec(Node):
+    format: Annotated[Literal[1], Doc("spec format version")]
+    instruction: Instruction
+    kernel: Kernel
+    path: str = field(default="", compare=False, kw_only=True, metadata={"internal": True})
+    source: str = field(
+        default="", compare=False, repr=False, kw_only=True, metadata={"internal": True}
+    )

@@ -1,0 +1,488 @@
+"""Load a spec file into the typed objects of :mod:`codegen.model`.
+
+Loading has two stages, and reports every problem of a stage in one run:
+
+1. structure: the YAML node tree is matched against the dataclass
+   declarations (unknown, missing and duplicate keys, wrong types, values out
+   of range, names that are not C identifiers, text that would break C);
+2. meaning: rules that relate fields (function codes unique and fitting their
+   operand, coverage = region size x entries, kernel names resolvable, ...).
+
+Every problem is a :class:`~codegen.diagnostics.Diagnostic` with the file, line
+and column of the value at fault.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from functools import cache
+from pathlib import Path
+from typing import Any, Iterable, Literal, Union
+
+from yaml.nodes import MappingNode, Node as YamlNode, ScalarNode, SequenceNode
+
+from . import model
+from .diagnostics import Diagnostic, Mark, SpecError, quote
+from .model import PowerOfTwo, Range, SizeLiteral, Spec, Text
+from .yamlsource import compose, node_mark, read_text, scalar_value
+
+C_KEYWORDS = frozenset(
+    """
+    auto break case char const continue default do double else enum extern float for goto if
+    inline int long register restrict return short signed sizeof static struct switch typedef
+    union unsigned void volatile while _Alignas _Alignof _Atomic _Bool _Complex _Generic
+    _Imaginary _Noreturn _Static_assert _Thread_local asm typeof __asm__ __typeof__ __inline__
+    __volatile__ __attribute__ __restrict__ __extension__ bool true false
+    """.split()
+)
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_PATH = re.compile(r"[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*\Z")
+_VERSION = re.compile(r"[0-9][0-9A-Za-z.+-]*\Z")
+_SIZE = re.compile(r"\s*([0-9]+)\s*([KMGTPE]?)\s*\Z")
+SIZE_UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50, "E": 60}
+
+_INVALID = object()  # a value that failed; its diagnostic is already recorded
+
+
+def parse_size(text: str) -> int | None:
+    """``"1G"`` -> 1 << 30; None when the text is not a size."""
+    m = _SIZE.match(text)
+    if not m:
+        return None
+    return int(m.group(1)) << SIZE_UNITS[m.group(2)]
+
+
+def text_problem(kind: str, value: str) -> str | None:
+    """Why ``value`` breaks the character rule ``kind``, or None."""
+    if kind == "identifier":
+        if not _IDENTIFIER.match(value):
+            return f"{quote(value)} is not a C identifier"
+        if value in C_KEYWORDS:
+            return f"{quote(value)} is a C keyword"
+        return None
+    if kind == "comment":
+        if "*/" in value or "/*" in value:
+            return "text must not contain '/*' or '*/': it is written into a C comment"
+        bad = next((c for c in value if not (c.isprintable() or c == "\n")), None)
+        if bad is not None:
+            return f"text must not contain the control character {bad!r}"
+        if not value.isascii():
+            return "text must be ASCII: it is written into C source"
+        return None
+    if kind == "c-string":
+        if not value.isascii() or not value.isprintable():
+            return "message must be printable ASCII on one line: it is written into a C string"
+        for c, why in (('"', "a double quote"), ("\\", "a backslash"), ("%", "a '%'")):
+            if c in value:
+                return f"message must not contain {why}: it is written into a C format string"
+        return None
+    if kind == "path":
+        if not _PATH.match(value) or ".." in value.split("/"):
+            return f"{quote(value)} is not a relative path inside a kernel tree"
+        return None
+    if kind == "version":
+        if not _VERSION.match(value):
+            return f"{quote(value)} is not a version number"
+        return None
+    raise AssertionError(kind)
+
+
+def _describe(node: YamlNode) -> str:
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    try:
+        value = scalar_value(node)
+    except ValueError:
+        return quote(node.value)
+    if value is None:
+        return "nothing (null)"
+    name = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    return f"{name.get(type(value), type(value).__name__)} {quote(node.value)}"
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def yaml_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of a spec dataclass that are YAML keys."""
+    return [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+
+
+def field_type(cls: type, name: str) -> Any:
+    return _hints(cls)[name]
+
+
+def is_optional_field(f: dataclasses.Field) -> bool:
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _type_name(typing.get_args(tp)[0])
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin is tuple:
+        return "a list"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+class _Converter:
+    def __init__(self, path: str):
+        self.path = path
+        self.problems: list[Diagnostic] = []
+
+    def error(self, node: YamlNode, message: str) -> object:
+        self.problems.append(Diagnostic(node_mark(self.path, node), message))
+        return _INVALID
+
+    def convert(self, node: YamlNode, tp: Any) -> Any:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            base, *constraints = typing.get_args(tp)
+            return self._annotated(node, base, constraints)
+        if origin in (Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if isinstance(node, ScalarNode) and node.tag.endswith(":null"):
+                return None
+            assert len(args) == 1, tp
+            return self.convert(node, args[0])
+        if origin is Literal:
+            return self._literal(node, typing.get_args(tp))
+        if origin is tuple:
+            return self._sequence(node, typing.get_args(tp)[0])
+        if dataclasses.is_dataclass(tp):
+            return self._mapping(node, tp)
+        return self._scalar(node, tp)
+
+    def _scalar(self, node: YamlNode, tp: type) -> Any:
+        if not isinstance(node, ScalarNode):
+            return self.error(node, f"expected {_type_name(tp)}, got {_describe(node)}")
+        try:
+            value = scalar_value(node)
+        except ValueError as exc:
+            return self.error(node, str(exc))
+        if type(value) is not tp:
+            return self.error(node, f"expected {_type_name(tp)}, got {_describe(node)}")
+        return value
+
+    def _literal(self, node: YamlNode, choices: tuple) -> Any:
+        if isinstance(node, ScalarNode):
+            try:
+                value = scalar_value(node)
+            except ValueError as exc:
+                return self.error(node, str(exc))
+            for choice in choices:
+                if type(value) is type(choice) and value == choice:
+                    return value
+        wanted = ", ".join(repr(c) for c in choices)
+        hint = ""
+        if isinstance(node, ScalarNode):
+            close = difflib.get_close_matches(str(node.value), [str(c) for c in choices], 1)
+            hint = f" (did you mean {quote(close[0])}?)" if close else ""
+        return self.error(node, f"expected one of {wanted}, got {_describe(node)}{hint}")
+
+    def _annotated(self, node: YamlNode, base: Any, constraints: list) -> Any:
+        if any(isinstance(c, SizeLiteral) for c in constraints) and isinstance(node, ScalarNode):
+            try:
+                raw = scalar_value(node)
+            except ValueError as exc:
+                return self.error(node, str(exc))
+            if isinstance(raw, str):
+                size = parse_size(raw)
+                if size is None:
+                    return self.error(node, f"{quote(raw)} is not a size (write e.g. 4096, 2M, 1G, 2T)")
+                value: Any = size
+            else:
+                value = self.convert(node, base)
+        else:
+            value = self.convert(node, base)
+        if value is _INVALID or value is None:
+            return value
+        for c in constraints:
+            if isinstance(c, Range):
+                if value < c.lo or (c.hi is not None and value > c.hi):
+                    hi = "" if c.hi is None else f"..{c.hi:#x}" if c.hi > 255 else f"..{c.hi}"
+                    return self.error(node, f"value {value:#x} is out of range {c.lo}{hi}")
+            elif isinstance(c, PowerOfTwo):
+                if value <= 0 or value & (value - 1):
+                    return self.error(node, f"{value:#x} is not a power of two")
+            elif isinstance(c, Text):
+                why = text_problem(c.kind, value)
+                if why:
+                    return self.error(node, why)
+        return value
+
+    def _sequence(self, node: YamlNode, item_tp: Any) -> Any:
+        if not isinstance(node, SequenceNode):
+            return self.error(node, f"expected a list, got {_describe(node)}")
+        items = [self.convert(item, item_tp) for item in node.value]
+        if any(i is _INVALID for i in items):
+            return _INVALID
+        return tuple(items)
+
+    def _mapping(self, node: YamlNode, cls: type) -> Any:
+        if not isinstance(node, MappingNode):
+            return self.error(node, f"expected a mapping ({cls.__name__}), got {_describe(node)}")
+        known = {f.name: f for f in yaml_fields(cls)}
+        values: dict[str, Any] = {}
+        marks: dict[str, Mark] = {"": node_mark(self.path, node)}
+        failed = False
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, ScalarNode) else None
+            if not isinstance(key, str) or key not in known:
+                shown = key if isinstance(key, str) else _describe(key_node)
+                close = difflib.get_close_matches(str(shown), list(known), 1)
+                hint = f" (did you mean {quote(close[0])}?)" if close else ""
+                allowed = ", ".join(known)
+                self.error(key_node, f"unknown key {quote(shown)}{hint}; {cls.__name__} has: {allowed}")
+                failed = True
+                continue
+            marks[key] = node_mark(self.path, value_node)
+            value = self.convert(value_node, field_type(cls, key))
+            if value is _INVALID:
+                failed = True
+            values[key] = value
+            if isinstance(value_node, SequenceNode):
+                for i, item in enumerate(value_node.value):
+                    marks[f"{key}[{i}]"] = node_mark(self.path, item)
+        for name, f in known.items():
+            if name not in values and not is_optional_field(f):
+                self.error(node, f"missing required key '{name}' in {cls.__name__}")
+                failed = True
+        if failed:
+            return _INVALID
+        return cls(**values, marks=marks)
+
+
+# --- meaning ----------------------------------------------------------------
+
+
+class _Rules:
+    """Rules across fields; each appends diagnostics, none stops the others."""
+
+    def __init__(self, spec: Spec):
+        self.spec = spec
+        self.problems: list[Diagnostic] = []
+
+    def error(self, mark: Mark, message: str) -> None:
+        self.problems.append(Diagnostic(mark, message))
+
+    def unique(self, items: Iterable[tuple[Any, Mark]], what: str) -> None:
+        seen: dict[Any, Mark] = {}
+        for value, mark in items:
+            if value in seen:
+                shown = f"{value:#x}" if isinstance(value, int) else quote(value)
+                self.error(mark, f"{what} {shown} repeats (first at line {seen[value].line})")
+            else:
+                seen[value] = mark
+
+    def run(self) -> list[Diagnostic]:
+        insn = self.spec.instruction
+        self.encoding(insn)
+        self.operands(insn)
+        self.function_codes(insn)
+        self.table_and_msr(insn)
+        self.kernel(self.spec.kernel, insn)
+        return self.problems
+
+    def encoding(self, insn: model.Instruction) -> None:
+        order = ["prefix", "escape", "opcode", "modrm", "immediate"]
+        last = 0
+        for i, b in enumerate(insn.encoding):
+            where = insn.mark(f"encoding[{i}]")
+            rank = order.index(b.role)
+            if rank < last:
+                self.error(
+                    where,
+                    f"{b.role} byte after a {order[last]} byte; the order is "
+                    "prefix, escape, opcode, modrm, immediate",
+                )
+            last = max(last, rank)
+            if b.role == "prefix" and b.byte not in (0x66, 0xF2, 0xF3, 0xF0):
+                self.error(b.mark("byte"), f"{b.byte:#04x} is not a 66/F2/F3/F0 prefix")
+            if b.role == "escape" and b.byte != 0x0F:
+                self.error(b.mark("byte"), f"the escape byte is 0x0f, not {b.byte:#04x}")
+        roles = [b.role for b in insn.encoding]
+        if "opcode" not in roles:
+            self.error(insn.mark("encoding"), "the encoding has no opcode byte")
+        if roles.count("modrm") > 1:
+            self.error(insn.mark("encoding"), "the encoding has more than one ModRM byte")
+
+    def operands(self, insn: model.Instruction) -> None:
+        self.unique(((i.register, i.mark("register")) for i in insn.inputs), "input register")
+        self.unique(((i.name, i.mark("name")) for i in insn.inputs), "input name")
+        self.unique(((o.name, o.mark("name")) for o in insn.outputs), "output name")
+        for i in insn.inputs:
+            if (i.type == "pointer") != (i.points_to is not None):
+                self.error(i.mark("type"), "type 'pointer' and points_to go together")
+            if (i.type == "pointer") != (i.access is not None):
+                self.error(i.mark("type"), "type 'pointer' and access go together")
+            if i.align == "region" and insn.table is None:
+                self.error(i.mark("align"), "align: region needs a table with a region_size")
+        for o in insn.outputs:
+            if (o.register is None) == (o.flag is None):
+                self.error(o.mark(), "an output has exactly one of register or flag")
+            if o.codes and o.register is None:
+                self.error(o.mark("codes"), "return codes belong to a register output")
+            if o.software_code and o.flag is None:
+                self.error(o.mark("software_code"), "software_code belongs to a flag output")
+            if o.flag and o.type != "bool" and o.software_code is None:
+                self.error(o.mark("type"), "a flag output without software_code is a bool")
+            self.unique(((c.name, c.mark("name")) for c in o.codes), "return code name")
+            self.unique(((c.value, c.mark("value")) for c in o.codes), "return code value")
+        flags = [o.flag for o in insn.outputs if o.flag]
+        if flags and "cc" not in insn.clobbers:
+            self.error(insn.mark("clobbers"), "a flag output needs the 'cc' clobber")
+        self.unique(((c, insn.mark(f"clobbers[{n}]")) for n, c in enumerate(insn.clobbers)), "clobber")
+        inputs = {i.register for i in insn.inputs}
+        outputs = {o.register for o in insn.outputs if o.register}
+        for n, reg in enumerate(insn.preserved):
+            where = insn.mark(f"preserved[{n}]")
+            if reg not in inputs:
+                self.error(where, f"preserved register '{reg}' is not an input")
+            if reg in outputs:
+                self.error(where, f"register '{reg}' cannot be both preserved and an output")
+
+    def function_codes(self, insn: model.Instruction) -> None:
+        fc = insn.function_codes
+        if fc is None:
+            return
+        operand = next((i for i in insn.inputs if i.register == fc.operand), None)
+        if operand is None:
+            self.error(fc.mark("operand"), f"'{fc.operand}' is not one of the inputs")
+        elif operand.kind != "function-code":
+            self.error(fc.mark("operand"), f"input '{fc.operand}' is not of kind function-code")
+        if not fc.codes:
+            self.error(fc.mark("codes"), "at least one function code is needed")
+        self.unique(((c.name, c.mark("name")) for c in fc.codes), "function code name")
+        self.unique(((c.value, c.mark("value")) for c in fc.codes), "function code value")
+        if operand is not None:
+            for c in fc.codes:
+                if c.value >= 1 << operand.width:
+                    self.error(
+                        c.mark("value"),
+                        f"function code {c.value:#x} does not fit the {operand.width}-bit "
+                        f"operand {fc.operand}",
+                    )
+
+    def table_and_msr(self, insn: model.Instruction) -> None:
+        t = insn.table
+        if t is not None and t.region_size * t.entries != t.coverage:
+            self.error(
+                t.mark("coverage"),
+                f"coverage {t.coverage:#x} is not region_size {t.region_size:#x} x entries "
+                f"{t.entries} = {t.region_size * t.entries:#x}",
+            )
+        msr = insn.msr
+        if msr is None or msr.base is None:
+            return
+        base = msr.base
+        if base.low_bit > base.high_bit:
+            self.error(base.mark("low_bit"), "low_bit is above high_bit")
+        if base.low_bit <= msr.enable.bit <= base.high_bit:
+            self.error(msr.enable.mark("bit"), "the enable bit lies inside the base field")
+        if t is not None and base.low_bit > t.region_size.bit_length() - 1:
+            self.error(
+                base.mark("low_bit"),
+                f"a base starting at bit {base.low_bit} cannot hold every "
+                f"{t.region_size:#x}-aligned address",
+            )
+
+    def kernel(self, k: model.Kernel, insn: model.Instruction) -> None:
+        codes = {c.name for c in insn.function_codes.codes} if insn.function_codes else set()
+        for owner, what in ((k.helper, "helper"), (k.sweep, "sweep")):
+            if owner is not None and owner.function not in codes:
+                known = ", ".join(sorted(codes)) or "none are declared"
+                self.error(
+                    owner.mark("function"),
+                    f"{what} function '{owner.function}' is not a function code ({known})",
+                )
+        if k.enum is not None and insn.function_codes is None:
+            self.error(k.enum.mark(), "an enum needs instruction.function_codes")
+        if k.sweep is not None:
+            if insn.table is None:
+                self.error(k.sweep.mark(), "a sweep needs instruction.table")
+            if k.helper is None:
+                self.error(k.sweep.mark(), "a sweep needs kernel.helper")
+            self.workers(k.sweep)
+        names: list[tuple[str, Mark]] = [(k.raw_helper.name, k.raw_helper.mark("name"))]
+        if k.helper:
+            names.append((k.helper.name, k.helper.mark("name")))
+        if k.enum:
+            names.append((k.enum.name, k.enum.mark("name")))
+            # one constant per distinct code name: a repeated name is reported above
+            first_of_name = {c.name: c for c in reversed(insn.function_codes.codes)}  # type: ignore[union-attr]
+            names += [
+                (k.enum.prefix + name.upper(), c.mark("name")) for name, c in first_of_name.items()
+            ]
+        if k.sweep:
+            names.append((k.sweep.pass_name, k.sweep.mark("pass_name")))
+            for w in k.sweep.workers:
+                names += [(w.name, w.mark("name"))]
+                names += [(w.workqueue, w.mark("workqueue"))] if w.workqueue else []
+        self.unique(names, "kernel name")
+
+    def workers(self, sweep: model.Sweep) -> None:
+        if not sweep.workers:
+            self.error(sweep.mark("workers"), "at least one worker is needed")
+        self.unique(((w.kind, w.mark("kind")) for w in sweep.workers), "worker kind")
+        for w in sweep.workers:
+            if w.kind == "delayed-work":
+                for key in ("workqueue", "first_delay_ms", "rearm_delay_ms"):
+                    if getattr(w, key) is None:
+                        self.error(w.mark(), f"a delayed-work worker needs '{key}'")
+            else:
+                for key in ("workqueue", "first_delay_ms", "rearm_delay_ms"):
+                    if getattr(w, key) is not None:
+                        self.error(w.mark(key), f"a kthread worker takes no '{key}'")
+
+
+# --- entry points -----------------------------------------------------------
+
+
+def parse(text: str, path: str) -> Spec:
+    """Parse spec text; ``path`` is only used in messages."""
+    node, problems = compose(text, path)
+    if node is None:
+        raise SpecError([Diagnostic(Mark(path, 1, 1), "the spec is empty")])
+    conv = _Converter(path)
+    spec = conv.convert(node, Spec)
+    if problems or conv.problems:
+        raise SpecError(problems + conv.problems)
+    problems = _Rules(spec).run()
+    if problems:
+        raise SpecError(problems)
+    return dataclasses.replace(spec, path=path, source=text)
+
+
+def load(path: str | Path) -> Spec:
+    """Load and check one spec file."""
+    display = str(path)
+    return parse(read_text(Path(path), display), display)
+
+
+def load_all(paths: Iterable[str | Path]) -> list[Spec]:
+    """Load several spec files, reporting the problems of all of them at once."""
+    specs, problems = [], []
+    for p in paths:
+        try:
+            specs.append(load(p))
+        except SpecError as exc:
+            problems += exc.diagnostics
+    if problems:
+        raise SpecError(problems)
+    return specs

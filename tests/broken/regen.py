@@ -1,0 +1,316 @@
+"""Write the broken-spec corpus: _base.yaml with one defect per file.
+
+Each defect replaces one exact piece of _base.yaml.  The replacement marks with
+"«" the position where the loader must report the problem; that position is
+computed here from the text, never by running the loader.  Each file starts
+with two comment lines that the test reads:
+
+    # defect: what is wrong
+    # expect: LINE:COL: message
+
+Run `make broken-specs` (or `python tests/broken/regen.py`) after changing a
+defect or _base.yaml; tests/test_broken_specs.py fails while the files are stale.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+MARK = "«"
+
+# (file stem, what is wrong, old text, new text with «, expected message)
+DEFECTS: list[tuple[str, str, str, str, str]] = [
+    # YAML syntax and safety
+    ("yaml-unclosed-flow", "a flow mapping is not closed",
+     "    - {byte: 0x01, role: opcode}\n    - {byte: 0xee",
+     "    - {byte: 0x01, role: opcode\n    - «{byte: 0xee",
+     "invalid YAML: expected ',' or '}', but got '{' (while parsing a flow mapping "
+     "that starts at line 14, column 7)"),
+    ("yaml-tab-indent", "a tab indents a key",
+     "  title: Frobnicate", "«\ttitle: Frobnicate",
+     "invalid YAML: found character '\\t' that cannot start any token"),
+    ("yaml-duplicate-top-key", "a top-level key appears twice",
+     "format: 1\n", "format: 1\n«format: 1\n",
+     "duplicate key 'format' (first defined at line 5)"),
+    ("yaml-duplicate-nested-key", "a key inside a flow mapping appears twice",
+     "{name: MSR_FROB_ENABLE, bit: 1}", "{name: MSR_FROB_ENABLE, bit: 1, «bit: 2}",
+     "duplicate key 'bit' (first defined at line 70)"),
+    ("yaml-alias", "an alias repeats a value",
+     "  requires: [frob mode on]\n  references: [none, it is made up]",
+     "  requires: &r [frob mode on]\n  references: «*r",
+     "alias '*r' is not allowed in a spec; write the value out"),
+    ("yaml-python-tag", "an unsafe python tag",
+     "  title: Frobnicate Optimize", "  title: «!!python/object:os.system Frobnicate",
+     "could not determine a constructor for the tag 'tag:yaml.org,2002:python/object:os.system'"),
+    ("yaml-two-documents", "a second YAML document follows",
+     "format: 1\n", "format: 1\n«---\nformat: 1\n",
+     "invalid YAML: expected a single document in the stream, but found another document"),
+    ("yaml-top-level-list", "the document is a list, not a mapping",
+     "format: 1\ninstruction:", "- format: 1\n«instruction:",
+     "invalid YAML: expected <block end>, but found '?' (while parsing a block collection "
+     "that starts at line 5, column 1)"),
+    # unknown, missing and mistyped keys
+    ("key-unknown-top", "an unknown top-level key",
+     "format: 1\n", "format: 1\n«formats: 2\n",
+     "unknown key 'formats' (did you mean 'format'?); Spec has: format, instruction, kernel"),
+    ("key-unknown-nested", "an unknown key in the table",
+     "    entries: 512\n", "    entries: 512\n    «entires: 512\n",
+     "unknown key 'entires' (did you mean 'entries'?); Table has: region_size, entries, "
+     "coverage"),
+    ("key-missing-vendor", "a required key is missing",
+     "  mnemonic: frobopt\n  title: Frobnicate Optimize\n  vendor: intel\n",
+     "  «mnemonic: frobopt\n  title: Frobnicate Optimize\n",
+     "missing required key 'vendor' in Instruction"),
+    ("key-missing-kernel", "the kernel section is missing",
+     "kernel:\n  raw_helper: {name: __frobopt, header: arch/x86/include/asm/frob.h}\n",
+     "kernel_:\n  raw_helper: {name: __frobopt, header: arch/x86/include/asm/frob.h}\n",
+     ""),  # expectation filled in below: two messages share a defect
+    ("type-int-is-string", "cpl is a word",
+     "    cpl: 0", "    cpl: «zero",
+     "expected an integer, got a string 'zero'"),
+    ("type-int-is-bool", "a bit number is a boolean",
+     "    bit: 5\n", "    bit: «true\n",
+     "expected an integer, got a boolean 'true'"),
+    ("type-list-is-scalar", "clobbers is not a list",
+     "  clobbers: [memory, cc]", "  clobbers: «memory",
+     "expected a list, got a string 'memory'"),
+    ("type-mapping-is-int", "privilege is a number",
+     "  privilege:\n    cpl: 0\n    faults:\n      - {exception: GP, when: the frob MSR is clear}\n",
+     "  privilege: «0\n",
+     "expected a mapping (Privilege), got an integer '0'"),
+    ("type-timestamp", "a version reads as a date",
+     'llvm: "19"', "llvm: «2024-01-01",
+     "expected a string, got date '2024-01-01'"),
+    ("type-bad-width", "an operand width that is not 8/16/32/64",
+     "      width: 8\n", "      width: «12\n",
+     "expected one of 8, 16, 32, 64, got an integer '12'"),
+    ("literal-vendor", "an unknown vendor",
+     "  vendor: intel", "  vendor: «arm",
+     "expected one of 'amd', 'intel', got a string 'arm' (did you mean 'amd'?)"),
+    ("literal-role-typo", "an encoding role with a typo",
+     "{byte: 0x01, role: opcode}", "{byte: 0x01, role: «opcod}",
+     "expected one of 'prefix', 'escape', 'opcode', 'modrm', 'immediate', got a string "
+     "'opcod' (did you mean 'opcode'?)"),
+    ("literal-format-2", "a format version kgen does not know",
+     "format: 1\n", "format: «2\n",
+     "expected one of 1, got an integer '2'"),
+    # encoding
+    ("byte-too-large", "a byte above 0xff",
+     "{byte: 0xee, role: modrm}", "{byte: «0x100, role: modrm}",
+     "value 0x100 is out of range 0..255"),
+    ("byte-negative", "a negative byte",
+     "{byte: 0x01, role: opcode}", "{byte: «-1, role: opcode}",
+     "value -0x1 is out of range 0..255"),
+    ("encoding-not-a-prefix", "a prefix byte that is no prefix",
+     "{byte: 0x66, role: prefix}", "{byte: «0x67, role: prefix}",
+     "0x67 is not a 66/F2/F3/F0 prefix"),
+    ("encoding-bad-escape", "an escape byte that is not 0x0f",
+     "{byte: 0x0f, role: escape}", "{byte: «0x0e, role: escape}",
+     "the escape byte is 0x0f, not 0x0e"),
+    ("encoding-modrm-before-opcode", "ModRM comes before the opcode",
+     "    - {byte: 0x01, role: opcode}\n    - {byte: 0xee, role: modrm}",
+     "    - {byte: 0xee, role: modrm}\n    - «{byte: 0x01, role: opcode}",
+     "opcode byte after a modrm byte; the order is prefix, escape, opcode, modrm, immediate"),
+    ("encoding-no-opcode", "the opcode byte is missing",
+     "  encoding:\n    - {byte: 0x66, role: prefix}\n    - {byte: 0x0f, role: escape}\n"
+     "    - {byte: 0x01, role: opcode}\n",
+     "  encoding:\n    «- {byte: 0x66, role: prefix}\n    - {byte: 0x0f, role: escape}\n",
+     "the encoding has no opcode byte"),
+    # operands and outputs
+    ("input-register-repeats", "two inputs in one register",
+     "    - register: rdi\n", "    - register: «rdx\n",
+     "input register 'rdx' repeats (first at line 21)"),
+    ("input-name-repeats", "two inputs with one name",
+     "      name: mode\n", "      name: «base_pa\n",
+     "input name 'base_pa' repeats (first at line 22)"),
+    ("input-pointer-no-target", "a pointer operand without points_to",
+     "      points_to: frob_desc\n", "",
+     ""),  # position is the type key: filled in below
+    ("output-register-and-flag", "an output names a register and a flag",
+     "    - flag: zf\n", "    - «flag: zf\n      register: rbx\n",
+     "an output has exactly one of register or flag"),
+    ("output-flag-no-cc", "a flag output without the cc clobber",
+     "  clobbers: [memory, cc]", "  clobbers: «[memory]",
+     "a flag output needs the 'cc' clobber"),
+    ("output-code-repeats", "two return codes share a value",
+     "{name: FROB_BUSY, value: 3,", "{name: FROB_BUSY, value: «0,",
+     "return code value 0x0 repeats (first at line 46)"),
+    ("preserved-not-input", "a preserved register that is no input",
+     "  preserved: [rdx]", "  preserved: [«rbx]",
+     "preserved register 'rbx' is not an input"),
+    # function codes
+    ("fcode-value-repeats", "two function codes share a value",
+     "{name: heavy, value: 0xff,", "{name: heavy, value: «0,",
+     "function code value 0x0 repeats (first at line 57)"),
+    ("fcode-name-repeats", "two function codes share a name",
+     "      - {name: heavy, value: 0xff, description: Heavy frobbing}\n",
+     "      - {name: heavy, value: 0xff, description: Heavy frobbing}\n"
+     "      - {name: «light, value: 2, description: Light again}\n",
+     "function code name 'light' repeats (first at line 57)"),
+    ("fcode-too-wide", "a function code that does not fit the 8-bit operand",
+     "{name: heavy, value: 0xff,", "{name: heavy, value: «0x100,",
+     "function code 0x100 does not fit the 8-bit operand rsi"),
+    ("fcode-operand-unknown", "the function-code operand is not an input",
+     "    operand: rsi", "    operand: «r8",
+     "'r8' is not one of the inputs"),
+    ("fcode-operand-wrong-kind", "the function-code operand is an address",
+     "    operand: rsi", "    operand: «rdx",
+     "input 'rdx' is not of kind function-code"),
+    # sizes, table, cpuid, msr
+    ("size-not-power-of-two", "a region size of 3M",
+     "    region_size: 2M", "    region_size: «3M",
+     "0x300000 is not a power of two"),
+    ("size-bad-unit", "a size written with a unit kgen does not read",
+     "    coverage: 1G", "    coverage: «1 GB",
+     "'1 GB' is not a size (write e.g. 4096, 2M, 1G, 2T)"),
+    ("table-coverage-mismatch", "coverage is not region size x entries",
+     "    coverage: 1G", "    coverage: «2G",
+     "coverage 0x80000000 is not region_size 0x200000 x entries 512 = 0x40000000"),
+    ("cpuid-bit-32", "a CPUID bit beyond 31",
+     "    bit: 5\n", "    bit: «32\n",
+     "value 0x20 is out of range 0..31"),
+    ("msr-number-too-large", "an MSR number wider than 32 bits",
+     "    number: 0x1234", "    number: «0x100000000",
+     "value 0x100000000 is out of range 0..0xffffffff"),
+    ("msr-enable-in-base", "the enable bit lies inside the base field",
+     "{name: MSR_FROB_ENABLE, bit: 1}", "{name: MSR_FROB_ENABLE, bit: «30}",
+     "the enable bit lies inside the base field"),
+    ("msr-base-too-high", "the base field cannot hold a region-aligned address",
+     "base: {low_bit: 21,", "base: {low_bit: «22,",
+     "a base starting at bit 22 cannot hold every 0x200000-aligned address"),
+    # names and text
+    ("name-not-identifier", "a helper name that is not a C identifier",
+     "helper: {name: frobopt,", "helper: {name: «2frob,",
+     "'2frob' is not a C identifier"),
+    ("name-c-keyword", "an input named after a C keyword",
+     "      name: desc\n", "      name: «static\n",
+     "'static' is a C keyword"),
+    ("name-bad-prefix", "an enum prefix with a dash",
+     "prefix: FROB_MODE_}", "prefix: «FROB-MODE_}",
+     "'FROB-MODE_' is not a C identifier"),
+    ("name-collision", "the sweep function has the helper's name",
+     "    pass_name: frob_sweep", "    pass_name: «frobopt",
+     "kernel name 'frobopt' repeats (first at line 81)"),
+    ("text-closes-comment", "a description that would end a C comment",
+     "      description: Frob mode\n", "      description: «Frob */ mode\n",
+     "text must not contain '/*' or '*/': it is written into a C comment"),
+    ("text-control-char", "a description with an escape character",
+     "    - {exception: GP, when: the frob MSR is clear}",
+     '    - {exception: GP, when: «"the frob\\x1b MSR"}',
+     "text must not contain the control character '\\x1b'"),
+    ("cstring-quote", "a log message with a double quote",
+     "    log_message: Attempt frobbing on range", "    log_message: «Attempt \"frobbing\"",
+     "message must not contain a double quote: it is written into a C format string"),
+    ("cstring-percent", "a log message with a printf conversion",
+     "    cap_message: Beyond the frob table", "    cap_message: «Beyond %s table",
+     "message must not contain a '%': it is written into a C format string"),
+    ("path-dotdot", "a kernel path that climbs out of the tree",
+     "    source: arch/x86/kernel/frob.c", "    source: «../frob.c",
+     "'../frob.c' is not a relative path inside a kernel tree"),
+    # kernel usage
+    ("helper-unknown-function", "the helper passes a function code that does not exist",
+     "parameter: addr, function: heavy}", "parameter: addr, function: «medium}",
+     "helper function 'medium' is not a function code (heavy, light)"),
+    ("worker-kind-repeats", "two kthread workers",
+     "      - kind: delayed-work\n", "      - kind: «kthread\n",
+     ""),  # several messages: filled in below
+    ("worker-no-workqueue", "a delayed-work worker without a workqueue",
+     "      - kind: delayed-work\n", "      - «kind: delayed-work\n",
+     "a delayed-work worker needs 'workqueue'"),
+    ("worker-kthread-delay", "a kthread worker with a re-arm delay",
+     "setup: frob_init}", "setup: frob_init, rearm_delay_ms: «5}",
+     "a kthread worker takes no 'rearm_delay_ms'"),
+    ("delay-out-of-range", "a re-arm delay of two hours",
+     "        rearm_delay_ms: 100", "        rearm_delay_ms: «7200000",
+     "value 0x6ddd00 is out of range 0..0x36ee80"),
+]
+
+# Defects whose expected text is not a single replacement.
+SPECIAL = {
+    "worker-no-workqueue": ("        workqueue: frob_wq\n", ""),
+}
+MULTI = {
+    "key-missing-kernel": [
+        ("«format: 1", "missing required key 'kernel' in Spec"),  # the document mapping
+        ("«kernel_", "unknown key 'kernel_' (did you mean 'kernel'?); "
+         "Spec has: format, instruction, kernel"),
+    ],
+    "input-pointer-no-target": [
+        ("type: «pointer", "type 'pointer' and points_to go together"),
+    ],
+    "worker-kind-repeats": [
+        ("«kthread\n        name: frob_work", "worker kind 'kthread' repeats (first at line 94)"),
+        ("workqueue: «frob_wq", "a kthread worker takes no 'workqueue'"),
+        ("«5\n        rearm", "a kthread worker takes no 'first_delay_ms'"),
+        ("«100", "a kthread worker takes no 'rearm_delay_ms'"),
+    ],
+}
+
+HEADER_LINES = 2
+
+
+def _position(text: str, needle: str) -> tuple[int, int]:
+    """1-based line and column of the « in ``needle``, found in ``text``."""
+    plain = needle.replace(MARK, "")
+    at = text.find(plain)
+    if at < 0 or text.find(plain, at + 1) >= 0:
+        raise SystemExit(f"regen: position anchor {plain!r} must occur exactly once")
+    offset = at + needle.index(MARK)
+    line = text.count("\n", 0, offset) + 1
+    col = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return line + HEADER_LINES, col
+
+
+def build() -> dict[str, bytes]:
+    base = (HERE / "_base.yaml").read_text()
+    out: dict[str, bytes] = {}
+    for n, (stem, what, old, new, message) in enumerate(DEFECTS, 1):
+        if base.count(old) != 1:
+            raise SystemExit(f"regen: {stem}: {old!r} must occur exactly once in _base.yaml")
+        marked = base.replace(old, new)
+        if stem in SPECIAL:
+            marked = marked.replace(*SPECIAL[stem])
+        text = marked.replace(MARK, "")
+        expects = []
+        if stem in MULTI:
+            for anchor, msg in MULTI[stem]:
+                if MARK in anchor:
+                    line, col = _position(text, anchor)
+                else:
+                    line, col = (int(x) for x in anchor.split(":"))
+                expects.append(f"{line}:{col}: {msg}")
+        else:
+            if MARK not in marked:
+                raise SystemExit(f"regen: {stem}: the new text has no {MARK} position mark")
+            offset = marked.index(MARK)
+            line = marked.count("\n", 0, offset) + 1 + HEADER_LINES
+            col = offset - (marked.rfind("\n", 0, offset) + 1) + 1
+            expects.append(f"{line}:{col}: {message}")
+        header = f"# defect: {what}\n# expect: " + " | ".join(expects) + "\n"
+        if HEADER_LINES != 2:  # the header is two lines; keep the arithmetic honest
+            raise AssertionError
+        out[f"{n:02d}-{stem}.yaml"] = (header + text).encode()
+    # A spec must be UTF-8: one byte that is not, at a known place.
+    bad = b"# defect: a byte that is not UTF-8\n# expect: 3:1: file is not valid UTF-8\n\xff\n"
+    out[f"{len(DEFECTS) + 1:02d}-not-utf8.yaml"] = bad
+    out[f"{len(DEFECTS) + 2:02d}-empty.yaml"] = (
+        b"# defect: the spec is empty\n# expect: 1:1: the spec is empty\n"
+    )
+    return out
+
+
+def main() -> int:
+    files = build()
+    for old in HERE.glob("[0-9][0-9]-*.yaml"):
+        if old.name not in files:
+            old.unlink()
+    for name, data in files.items():
+        (HERE / name).write_bytes(data)
+    print(f"wrote {len(files)} broken specs to {HERE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

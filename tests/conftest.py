@@ -1,0 +1,43 @@
+"""Shared fixtures: the project root, the bundled spec, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from codegen.cli import main
+from codegen.spec import load
+
+ROOT = Path(__file__).resolve().parent.parent
+ISA = ROOT / "isa"
+RMPOPT_YAML = ISA / "rmpopt.yaml"
+
+
+def shared_dir() -> Path | None:
+    """The project's shared fact sheets (../shared beside the clone), if present."""
+    env = os.environ.get("KGEN_SHARED")
+    candidates = [Path(env)] if env else []
+    candidates += [ROOT.parent / "shared", ROOT.parent.parent / "shared"]
+    return next((c for c in candidates if (c / "RMPOPT.md").is_file()), None)
+
+
+@pytest.fixture(scope="session")
+def rmpopt():
+    return load(RMPOPT_YAML)
+
+
+@pytest.fixture()
+def run_kgen(monkeypatch):
+    """Run the CLI in-process from the project root; returns click's Result."""
+
+    def run(*args: str, cwd: Path = ROOT):
+        monkeypatch.chdir(cwd)
+        result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=True)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise AssertionError(f"kgen {' '.join(map(str, args))} crashed") from result.exception
+        return result
+
+    return run

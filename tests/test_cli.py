@@ -1,0 +1,105 @@
+"""The command contract: help, version, exit codes, validate and schema."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+import yaml
+
+from codegen import __version__
+from tests.broken.regen import HERE as BROKEN
+from tests.conftest import RMPOPT_YAML
+
+
+def test_help_lists_the_commands(run_kgen):
+    result = run_kgen("--help")
+    assert result.exit_code == 0
+    for command in ("validate", "schema"):
+        assert command in result.output
+
+
+def test_version(run_kgen):
+    result = run_kgen("--version")
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_validate_bundled_spec(run_kgen):
+    result = run_kgen("validate", "isa/rmpopt.yaml")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("isa/rmpopt.yaml: ok (rmpopt:")
+
+
+def test_validate_defaults_to_every_bundled_spec(run_kgen):
+    result = run_kgen("validate")
+    assert result.exit_code == 0
+    assert "isa/rmpopt.yaml: ok" in result.output
+
+
+def test_validate_without_specs_outside_the_project_is_a_usage_error(run_kgen, tmp_path):
+    result = run_kgen("validate", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "no spec files given" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["no-such-command"], ["validate", "--no-such-option"]])
+def test_usage_errors_exit_2(run_kgen, args):
+    assert run_kgen(*args).exit_code == 2
+
+
+def test_missing_file_is_a_finding(run_kgen):
+    result = run_kgen("validate", "isa/nope.yaml")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == "isa/nope.yaml: no such file"
+
+
+def test_validate_json_report(run_kgen):
+    bad = sorted(BROKEN.glob("*-cpuid-bit-32.yaml"))[0]
+    result = run_kgen("validate", "--json", "isa/rmpopt.yaml", bad)
+    assert result.exit_code == 1
+    report = json.loads(result.output)
+    assert report["ok"] is False
+    (problem,) = report["problems"]
+    assert problem["path"] == str(bad) and problem["line"] > 0 and problem["col"] > 0
+    good = json.loads(run_kgen("validate", "--json", "isa/rmpopt.yaml").output)
+    assert good == {"ok": True, "specs": [{"path": "isa/rmpopt.yaml", "mnemonic": "rmpopt"}],
+                    "problems": []}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def schema():
+    from codegen.jsonschema import spec_schema
+
+    s = spec_schema()
+    jsonschema.Draft202012Validator.check_schema(s)
+    return s
+
+
+def test_schema_command_prints_the_schema(run_kgen, schema):
+    result = run_kgen("schema")
+    assert result.exit_code == 0
+    assert json.loads(result.output) == schema
+
+
+def test_schema_accepts_the_bundled_spec_and_the_base(schema):
+    for path in (RMPOPT_YAML, BROKEN / "_base.yaml"):
+        jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+
+
+STRUCTURAL = [
+    "key-unknown-top", "key-unknown-nested", "key-missing-vendor", "type-int-is-string",
+    "type-int-is-bool", "type-list-is-scalar", "type-mapping-is-int", "type-bad-width",
+    "literal-vendor", "literal-role-typo", "literal-format-2", "byte-too-large", "byte-negative",
+    "size-bad-unit", "cpuid-bit-32", "msr-number-too-large", "name-not-identifier",
+    "name-c-keyword", "name-bad-prefix", "text-closes-comment", "cstring-quote",
+    "cstring-percent", "path-dotdot", "delay-out-of-range",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("stem", STRUCTURAL)
+def test_schema_rejects_what_the_loader_rejects_per_value(schema, stem):
+    """Per-value rules live in both the loader and the schema; they must agree."""
+    (path,) = BROKEN.glob(f"[0-9][0-9]-{stem}.yaml")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(yaml.safe_load(path.read_text()), schema)
