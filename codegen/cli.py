@@ -18,6 +18,7 @@ from .model import Spec
 from .spec import load_all
 
 DEFAULT_ISA_DIR = Path("isa")
+DEFAULT_OUT_DIR = Path("generated")
 
 
 def default_spec_paths() -> list[Path]:
@@ -61,7 +62,11 @@ def main() -> None:
 @click.argument("specs", nargs=-1, metavar="[SPEC]...")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
 def validate(specs: tuple[str, ...], as_json: bool) -> None:
-    """Check specs: structure, types, ranges, names and cross-field rules."""
+    """Check specs: structure, types, ranges, names and cross-field rules.
+
+    Each valid spec is also rendered in memory and its output held to the
+    kernel review rules.
+    """
     try:
         loaded = load_all(specs or default_spec_paths())
     except SpecError as exc:
@@ -70,9 +75,17 @@ def validate(specs: tuple[str, ...], as_json: bool) -> None:
         else:
             report_problems(exc)
         sys.exit(1)
+    findings = review_findings(loaded)
     if as_json:
-        click.echo(json.dumps(_json_report(loaded, None), indent=2))
-        return
+        report = _json_report(loaded, None)
+        report["review"] = [{"path": p, "rule": r, "message": m} for p, r, m in findings]
+        report["ok"] = not findings
+        click.echo(json.dumps(report, indent=2))
+        sys.exit(1 if findings else 0)
+    for path, rule, message in findings:
+        click.echo(f"{path}: review [{rule}]: {message}", err=True)
+    if findings:
+        sys.exit(1)
     for spec in loaded:
         insn = spec.instruction
         codes = len(insn.function_codes.codes) if insn.function_codes else 0
@@ -80,6 +93,22 @@ def validate(specs: tuple[str, ...], as_json: bool) -> None:
             f"{spec.path}: ok ({insn.mnemonic}: {len(insn.encoding)} encoding bytes, "
             f"{len(insn.inputs)} inputs, {len(insn.outputs)} outputs, {codes} function codes)"
         )
+
+
+def review_findings(specs: list[Spec]) -> list[tuple[str, str, str]]:
+    """Render each spec in memory and apply the kernel review rules to the result."""
+    from .render import RenderError, render_spec
+    from .review import review
+
+    findings = []
+    for spec in specs:
+        try:
+            files = render_spec(spec)
+        except RenderError as exc:
+            findings.append((spec.path, "render", str(exc)))
+            continue
+        findings += [(spec.path, rule, msg) for rule, msg in review(spec, files)]
+    return findings
 
 
 def _json_report(specs: list[Spec], exc: SpecError | None) -> dict:
@@ -92,6 +121,95 @@ def _json_report(specs: list[Spec], exc: SpecError | None) -> dict:
             for d in problems
         ],
     }
+
+
+def render_specs(specs: list[Spec]) -> dict[str, str]:
+    """Render in memory; exit 1 with the reason when a template cannot express a spec."""
+    from .render import RenderError, render_all
+
+    try:
+        return render_all(specs)
+    except RenderError as exc:
+        click.echo(f"kgen: cannot render: {exc}", err=True)
+        sys.exit(1)
+
+
+def render_scope(named: tuple[str, ...], specs: list[Spec]) -> list[str] | None:
+    """Rendering named specs touches only their own output directories."""
+    return [s.instruction.mnemonic for s in specs] if named else None
+
+
+out_option = click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_OUT_DIR,
+    show_default=True,
+    help="Directory of the generated files.",
+)
+
+
+@main.command()
+@click.argument("specs", nargs=-1, metavar="[SPEC]...")
+@out_option
+def render(specs: tuple[str, ...], out: Path) -> None:
+    """Render kernel C from specs into the output directory.
+
+    Output is byte-identical on every run; each file is replaced atomically,
+    and nothing is written unless every file rendered.
+    """
+    from .render import write_tree
+
+    loaded = load_specs(specs)
+    files = render_specs(loaded)
+    try:
+        changed = write_tree(files, out, render_scope(specs, loaded))
+    except OSError as exc:
+        click.echo(f"kgen: cannot write {exc.filename or out}: {exc.strerror}", err=True)
+        sys.exit(1)
+    for path in changed:
+        click.echo(f"  {'removed' if path not in files else 'wrote'} {out / path}")
+    n = len(loaded)
+    click.echo(
+        f"rendered {len(files)} files from {n} spec{'s' if n != 1 else ''} into {out}/ "
+        f"({len(changed)} changed)"
+    )
+
+
+@main.command()
+@click.argument("specs", nargs=-1, metavar="[SPEC]...")
+@out_option
+def check(specs: tuple[str, ...], out: Path) -> None:
+    """Exit 1 with a unified diff when the output directory differs from a fresh render.
+
+    Never writes.  Run `kgen render` to bring the files up to date.
+    """
+    from .render import drift
+
+    loaded = load_specs(specs)
+    diffs = drift(render_specs(loaded), out, render_scope(specs, loaded))
+    if diffs:
+        click.echo("".join(diffs), nl=False)
+        click.echo(f"kgen: {len(diffs)} generated file(s) out of date; run `kgen render`", err=True)
+        sys.exit(1)
+    click.echo(f"{out}/ is up to date with {len(loaded)} spec(s)")
+
+
+@main.command()
+def doctor() -> None:
+    """Say which compilers kgen uses, their versions and where they come from."""
+    from .toolchain import ToolchainError, find_clang, find_gcc
+
+    status = 0
+    try:
+        clang = find_clang()
+        click.echo(f"clang: {clang.name}, from {clang.origin}")
+        click.echo(f"       command: {' '.join(clang.argv)}")
+    except ToolchainError as exc:
+        click.echo(f"clang: missing: {exc}", err=True)
+        status = 1
+    gcc = find_gcc()
+    click.echo(f"gcc:   {gcc.name}, from {gcc.origin}" if gcc else "gcc:   not found (optional)")
+    sys.exit(status)
 
 
 @main.command()

@@ -269,7 +269,8 @@ class Worker(Node):
     kind: Annotated[Literal["kthread", "delayed-work"], Doc("how the sweep is driven")]
     name: Annotated[Identifier, Doc("worker function (and thread) name")]
     trigger: Annotated[Identifier, Doc("function that requests a sweep")]
-    setup: Annotated[Identifier, Doc("function that creates the worker")]
+    setup: Annotated[Identifier, Doc("function that creates the worker and asks for a pass")]
+    teardown: Annotated[Identifier, Doc("function that stops the worker cleanly")]
     workqueue: Annotated[Identifier | None, Doc("dedicated workqueue (delayed-work only)")] = None
     first_delay_ms: Annotated[Milliseconds | None, Doc("delay of the pass after setup")] = None
     rearm_delay_ms: Annotated[
@@ -280,7 +281,6 @@ class Worker(Node):
 @dataclass(frozen=True)
 class Sweep(Node):
     source: Annotated[TreePath, Doc("kernel file the sweep belongs in")]
-    function: Annotated[Identifier, Doc("function code each RMPOPT uses")]
     pass_name: Annotated[Identifier, Doc("function that runs one pass over all regions")]
     leader: Literal["current-cpu"]
     cpus: Literal["primary-threads"]

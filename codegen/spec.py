@@ -46,6 +46,8 @@ _VERSION = re.compile(r"[0-9][0-9A-Za-z.+-]*\Z")
 _SIZE = re.compile(r"\s*([0-9]+)\s*([KMGTPE]?)\s*\Z")
 SIZE_UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50, "E": 60}
 
+WORKER_NAME_KEYS = ("name", "workqueue", "trigger", "setup", "teardown")
+
 _INVALID = object()  # a value that failed; its diagnostic is already recorded
 
 
@@ -404,13 +406,12 @@ class _Rules:
 
     def kernel(self, k: model.Kernel, insn: model.Instruction) -> None:
         codes = {c.name for c in insn.function_codes.codes} if insn.function_codes else set()
-        for owner, what in ((k.helper, "helper"), (k.sweep, "sweep")):
-            if owner is not None and owner.function not in codes:
-                known = ", ".join(sorted(codes)) or "none are declared"
-                self.error(
-                    owner.mark("function"),
-                    f"{what} function '{owner.function}' is not a function code ({known})",
-                )
+        if k.helper is not None and k.helper.function not in codes:
+            known = ", ".join(sorted(codes)) or "none are declared"
+            self.error(
+                k.helper.mark("function"),
+                f"helper function {quote(k.helper.function)} is not a function code ({known})",
+            )
         if k.enum is not None and insn.function_codes is None:
             self.error(k.enum.mark(), "an enum needs instruction.function_codes")
         if k.sweep is not None:
@@ -431,10 +432,15 @@ class _Rules:
             ]
         if k.sweep:
             names.append((k.sweep.pass_name, k.sweep.mark("pass_name")))
-            for w in k.sweep.workers:
-                names += [(w.name, w.mark("name"))]
-                names += [(w.workqueue, w.mark("workqueue"))] if w.workqueue else []
         self.unique(names, "kernel name")
+        # each worker form is compiled on its own beside the common names
+        common = {name for name, _ in names}
+        for w in k.sweep.workers if k.sweep else ():
+            own = [(getattr(w, key), w.mark(key)) for key in WORKER_NAME_KEYS if getattr(w, key)]
+            for name, mark in own:
+                if name in common:
+                    self.error(mark, f"kernel name {quote(name)} is already used by the helpers")
+            self.unique(own, "worker name")
 
     def workers(self, sweep: model.Sweep) -> None:
         if not sweep.workers:

@@ -64,7 +64,22 @@ def test_validate_json_report(run_kgen):
     assert problem["path"] == str(bad) and problem["line"] > 0 and problem["col"] > 0
     good = json.loads(run_kgen("validate", "--json", "isa/rmpopt.yaml").output)
     assert good == {"ok": True, "specs": [{"path": "isa/rmpopt.yaml", "mnemonic": "rmpopt"}],
-                    "problems": []}  # fmt: skip
+                    "problems": [], "review": []}  # fmt: skip
+
+
+def test_validate_applies_the_review_rules(run_kgen, monkeypatch, tmp_path):
+    import shutil
+
+    from codegen import render
+
+    broken = tmp_path / "templates"
+    shutil.copytree(render.TEMPLATES, broken)
+    sweep = broken / "sweep.c.j2"
+    sweep.write_text(sweep.read_text().replace("\tpa_end   = ALIGN(", "\tpa_end = ALIGN("))
+    monkeypatch.setattr(render.render_spec, "__defaults__", (broken,))
+    result = run_kgen("validate", "isa/rmpopt.yaml")
+    assert result.exit_code == 1
+    assert "isa/rmpopt.yaml: review [aligned-range]:" in result.stderr
 
 
 @pytest.fixture(scope="module")

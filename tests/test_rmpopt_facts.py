@@ -27,6 +27,7 @@ PROSE = {  # free text with no counterpart in the fact sheet
     "instruction.privilege.faults[].when", "instruction.msr.base.description",
     "instruction.references[]", "kernel.sweep.cap_message", "kernel.sweep.pass_name",
     "kernel.sweep.workers[].name", "kernel.sweep.workers[].setup",
+    "kernel.sweep.workers[].teardown",
     "kernel.sweep.workers[].workqueue", "kernel.sweep.workers[].first_delay_ms",
     "instruction.outputs[].name", "instruction.inputs[].type", "instruction.outputs[].type",
     "instruction.inputs[].width", "kernel.enum.prefix",
@@ -199,12 +200,11 @@ def test_kernel_names(rmpopt, sheet):
     assert re.search(rf"the merged code kept `{k.enum.name}`", sheet)
 
 
-@covers("kernel.sweep.source", "kernel.sweep.function", "kernel.sweep.leader", "kernel.sweep.cpus", "kernel.sweep.followers", "kernel.sweep.resched", "kernel.sweep.log_message", "kernel.sweep.workers[].kind", "kernel.sweep.workers[].trigger", "kernel.sweep.workers[].rearm_delay_ms")
+@covers("kernel.sweep.source", "kernel.sweep.leader", "kernel.sweep.cpus", "kernel.sweep.followers", "kernel.sweep.resched", "kernel.sweep.log_message", "kernel.sweep.workers[].kind", "kernel.sweep.workers[].trigger", "kernel.sweep.workers[].rearm_delay_ms")
 def test_sweep_policy(rmpopt, sheet):
     s = rmpopt.kernel.sweep
     section = sheet.split("## The sweep the kernel runs", 1)[1].split("\n## ", 1)[0]
     assert re.search(rf"helpers `static inline` in `{re.escape(s.source)}`", section)
-    assert s.function == rmpopt.kernel.helper.function
     assert "Leader = the current CPU" in section and s.leader == "current-cpu"
     assert "primary thread of each online core" in section and s.cpus == "primary-threads"
     assert "primary threads minus the leader's" in section

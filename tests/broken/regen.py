@@ -14,6 +14,7 @@ defect or _base.yaml; tests/test_broken_specs.py fails while the files are stale
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -33,10 +34,10 @@ DEFECTS: list[tuple[str, str, str, str, str]] = [
      "invalid YAML: found character '\\t' that cannot start any token"),
     ("yaml-duplicate-top-key", "a top-level key appears twice",
      "format: 1\n", "format: 1\n«format: 1\n",
-     "duplicate key 'format' (first defined at line 5)"),
+     "duplicate key 'format' (first defined at line {line:format: 1})"),
     ("yaml-duplicate-nested-key", "a key inside a flow mapping appears twice",
      "{name: MSR_FROB_ENABLE, bit: 1}", "{name: MSR_FROB_ENABLE, bit: 1, «bit: 2}",
-     "duplicate key 'bit' (first defined at line 70)"),
+     "duplicate key 'bit' (first defined at line {line:MSR_FROB_ENABLE})"),
     ("yaml-alias", "an alias repeats a value",
      "  requires: [frob mode on]\n  references: [none, it is made up]",
      "  requires: &r [frob mode on]\n  references: «*r",
@@ -121,10 +122,10 @@ DEFECTS: list[tuple[str, str, str, str, str]] = [
     # operands and outputs
     ("input-register-repeats", "two inputs in one register",
      "    - register: rdi\n", "    - register: «rdx\n",
-     "input register 'rdx' repeats (first at line 21)"),
+     "input register 'rdx' repeats (first at line {line:register: rdx})"),
     ("input-name-repeats", "two inputs with one name",
      "      name: mode\n", "      name: «base_pa\n",
-     "input name 'base_pa' repeats (first at line 22)"),
+     "input name 'base_pa' repeats (first at line {line:name: base_pa})"),
     ("input-pointer-no-target", "a pointer operand without points_to",
      "      points_to: frob_desc\n", "",
      ""),  # position is the type key: filled in below
@@ -136,19 +137,19 @@ DEFECTS: list[tuple[str, str, str, str, str]] = [
      "a flag output needs the 'cc' clobber"),
     ("output-code-repeats", "two return codes share a value",
      "{name: FROB_BUSY, value: 3,", "{name: FROB_BUSY, value: «0,",
-     "return code value 0x0 repeats (first at line 46)"),
+     "return code value 0x0 repeats (first at line {line:FROB_OK})"),
     ("preserved-not-input", "a preserved register that is no input",
      "  preserved: [rdx]", "  preserved: [«rbx]",
      "preserved register 'rbx' is not an input"),
     # function codes
     ("fcode-value-repeats", "two function codes share a value",
      "{name: heavy, value: 0xff,", "{name: heavy, value: «0,",
-     "function code value 0x0 repeats (first at line 57)"),
+     "function code value 0x0 repeats (first at line {line:name: light})"),
     ("fcode-name-repeats", "two function codes share a name",
      "      - {name: heavy, value: 0xff, description: Heavy frobbing}\n",
      "      - {name: heavy, value: 0xff, description: Heavy frobbing}\n"
      "      - {name: «light, value: 2, description: Light again}\n",
-     "function code name 'light' repeats (first at line 57)"),
+     "function code name 'light' repeats (first at line {line:name: light})"),
     ("fcode-too-wide", "a function code that does not fit the 8-bit operand",
      "{name: heavy, value: 0xff,", "{name: heavy, value: «0x100,",
      "function code 0x100 does not fit the 8-bit operand rsi"),
@@ -192,7 +193,7 @@ DEFECTS: list[tuple[str, str, str, str, str]] = [
      "'FROB-MODE_' is not a C identifier"),
     ("name-collision", "the sweep function has the helper's name",
      "    pass_name: frob_sweep", "    pass_name: «frobopt",
-     "kernel name 'frobopt' repeats (first at line 81)"),
+     "kernel name 'frobopt' repeats (first at line {line:name: frobopt})"),
     ("text-closes-comment", "a description that would end a C comment",
      "      description: Frob mode\n", "      description: «Frob */ mode\n",
      "text must not contain '/*' or '*/': it is written into a C comment"),
@@ -220,7 +221,7 @@ DEFECTS: list[tuple[str, str, str, str, str]] = [
      "      - kind: delayed-work\n", "      - «kind: delayed-work\n",
      "a delayed-work worker needs 'workqueue'"),
     ("worker-kthread-delay", "a kthread worker with a re-arm delay",
-     "setup: frob_init}", "setup: frob_init, rearm_delay_ms: «5}",
+     "teardown: frob_exit}", "teardown: frob_exit, rearm_delay_ms: «5}",
      "a kthread worker takes no 'rearm_delay_ms'"),
     ("delay-out-of-range", "a re-arm delay of two hours",
      "        rearm_delay_ms: 100", "        rearm_delay_ms: «7200000",
@@ -241,7 +242,7 @@ MULTI = {
         ("type: «pointer", "type 'pointer' and points_to go together"),
     ],
     "worker-kind-repeats": [
-        ("«kthread\n        name: frob_work", "worker kind 'kthread' repeats (first at line 94)"),
+        ("«kthread\n        name: frob_work", "worker kind 'kthread' repeats (first at line {line:{kind: kthread})"),
         ("workqueue: «frob_wq", "a kthread worker takes no 'workqueue'"),
         ("«5\n        rearm", "a kthread worker takes no 'first_delay_ms'"),
         ("«100", "a kthread worker takes no 'rearm_delay_ms'"),
@@ -249,6 +250,19 @@ MULTI = {
 }
 
 HEADER_LINES = 2
+LINE_OF = re.compile(r"\{line:([^}]*)\}")
+
+
+def _lines_filled(message: str, text: str) -> str:
+    """Replace each {line:TEXT} with the line where TEXT first stands in ``text``."""
+
+    def line_of(m: re.Match) -> str:
+        at = text.find(m.group(1))
+        if at < 0:
+            raise SystemExit(f"regen: {m.group(1)!r} does not occur")
+        return str(text.count("\n", 0, at) + 1 + HEADER_LINES)
+
+    return LINE_OF.sub(line_of, message)
 
 
 def _position(text: str, needle: str) -> tuple[int, int]:
@@ -280,14 +294,14 @@ def build() -> dict[str, bytes]:
                     line, col = _position(text, anchor)
                 else:
                     line, col = (int(x) for x in anchor.split(":"))
-                expects.append(f"{line}:{col}: {msg}")
+                expects.append(f"{line}:{col}: {_lines_filled(msg, text)}")
         else:
             if MARK not in marked:
                 raise SystemExit(f"regen: {stem}: the new text has no {MARK} position mark")
             offset = marked.index(MARK)
             line = marked.count("\n", 0, offset) + 1 + HEADER_LINES
             col = offset - (marked.rfind("\n", 0, offset) + 1) + 1
-            expects.append(f"{line}:{col}: {message}")
+            expects.append(f"{line}:{col}: {_lines_filled(message, text)}")
         header = f"# defect: {what}\n# expect: " + " | ".join(expects) + "\n"
         if HEADER_LINES != 2:  # the header is two lines; keep the arithmetic honest
             raise AssertionError

@@ -1,0 +1,364 @@
+"""Render kernel C from a spec with the Jinja templates in ``templates/``.
+
+Rendering is pure: :func:`render_spec` maps a spec to ``{relative path: text}``
+and the same spec always gives the same bytes.  Values reach the C text only
+through the filters below, which format them (hex literals, ``SZ_*``
+constants, checked identifiers, wrapped comment text); a template that prints
+a raw value fails to render.  Writing is separate and atomic
+(:func:`write_tree`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import tempfile
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable
+
+import jinja2
+
+from . import __version__
+from .model import Spec, Worker
+from .spec import text_problem
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+LINE_LIMIT = 100
+
+_REGISTER_CONSTRAINT = {"rax": "a", "rbx": "b", "rcx": "c", "rdx": "d", "rsi": "S", "rdi": "D"}
+_SIZE_SUFFIX = ((40, "T"), (30, "G"), (20, "M"), (10, "K"), (0, ""))
+
+
+class RenderError(Exception):
+    """A spec value that the templates cannot express, or a template bug."""
+
+
+class C(str):
+    """Text already formatted for C; the only kind of value a template may print."""
+
+
+def _c(text: str) -> C:
+    return C(text)
+
+
+def f_hex(value: int, digits: int = 0) -> C:
+    return _c(f"0x{value:0{digits}x}")
+
+
+def f_ident(value: str) -> C:
+    why = text_problem("identifier", value)
+    if why:
+        raise RenderError(why)
+    return _c(value)
+
+
+def f_upper_ident(value: str) -> C:
+    return f_ident(value.upper())
+
+
+def f_sz(value: int) -> C:
+    """A power-of-two size as the kernel's <linux/sizes.h> constant (SZ_1G, SZ_2T, ...)."""
+    if value <= 0 or value & (value - 1):
+        raise RenderError(f"{value:#x} is not a power of two: no SZ_ constant names it")
+    shift = value.bit_length() - 1
+    for unit_shift, unit in _SIZE_SUFFIX:
+        if shift >= unit_shift and (unit_shift == 40 or shift - unit_shift < 10):
+            return _c(f"SZ_{1 << (shift - unit_shift)}{unit}")
+    raise AssertionError(value)
+
+
+def f_human_size(value: int) -> C:
+    """1 << 30 -> '1 GB', for comments."""
+    name = f_sz(value)[3:]
+    return _c(f"{name[:-1]} {name[-1]}B" if name[-1].isalpha() else f"{name} bytes")
+
+
+def f_byte_directive(encoding: Iterable[Any]) -> C:
+    return _c(".byte " + ", ".join(f"0x{b.byte:02x}" for b in encoding))
+
+
+def f_byte_text(encoding: Iterable[Any]) -> C:
+    return _c(" ".join(f"{b.byte:02X}" for b in encoding))
+
+
+def f_register(name: str) -> C:
+    return _c(name.upper())
+
+
+def f_input_constraint(register: str) -> C:
+    if register not in _REGISTER_CONSTRAINT:
+        raise RenderError(f"register {register} has no asm constraint letter")
+    return _c(f'"{_REGISTER_CONSTRAINT[register]}"')
+
+
+def f_flag_constraint(flag: str) -> C:
+    return _c(f'"=@cc{flag[0]}"')
+
+
+def f_cstring(value: str) -> C:
+    why = text_problem("c-string", value)
+    if why:
+        raise RenderError(why)
+    return _c(value)
+
+
+def f_comment(value: str, first: str = "", indent: str = " * ", width: int = LINE_LIMIT) -> C:
+    """Wrap prose into comment lines: ``first`` starts the first line, ``indent`` the rest.
+
+    Tabs count as 8 columns, as the kernel's 100-column rule counts them.
+    """
+    why = text_problem("comment", value)
+    if why:
+        raise RenderError(why)
+    text = " ".join(value.split())
+    cols = width - len(indent.expandtabs(8))
+    lines = textwrap.wrap(
+        text, cols, initial_indent=first, subsequent_indent="", break_on_hyphens=False
+    )
+    return _c(("\n" + indent).join(lines))
+
+
+def f_ms(value: int) -> C:
+    return _c(str(value))
+
+
+def f_duration(ms: int) -> C:
+    """10000 -> '10 s', for comments."""
+    return _c(f"{ms // 1000} s" if ms % 1000 == 0 and ms else f"{ms} ms")
+
+
+FILTERS = {
+    "hex": f_hex,
+    "ident": f_ident,
+    "upper_ident": f_upper_ident,
+    "sz": f_sz,
+    "human_size": f_human_size,
+    "byte_directive": f_byte_directive,
+    "byte_text": f_byte_text,
+    "register": f_register,
+    "input_constraint": f_input_constraint,
+    "flag_constraint": f_flag_constraint,
+    "cstring": f_cstring,
+    "comment": f_comment,
+    "ms": f_ms,
+    "duration": f_duration,
+}
+
+
+def _strict(fn):
+    """Let a filter fail as StrictUndefined does when any argument is undefined."""
+
+    def filter_(*args: Any, **kwargs: Any) -> C:
+        for arg in (*args, *kwargs.values()):
+            if isinstance(arg, jinja2.Undefined):
+                arg._fail_with_undefined_error()
+        return fn(*args, **kwargs)
+
+    return filter_
+
+
+def _finalize(value: Any) -> Any:
+    if isinstance(value, C):
+        return value
+    raise RenderError(f"a template printed {value!r} without a formatting filter")
+
+
+def environment(templates: Path = TEMPLATES) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+        finalize=_finalize,
+    )
+    env.filters.update({name: _strict(fn) for name, fn in FILTERS.items()})
+    return env
+
+
+@dataclass(frozen=True)
+class Output:
+    """One generated file: where it is written and where it goes in a kernel tree."""
+
+    path: str  # relative to the output directory
+    template: str
+    destination: str  # kernel file the fragment belongs in
+    worker: Worker | None = None
+
+
+def spec_display_path(spec: Spec) -> str:
+    """The spec's path as the banner shows it: relative to the current directory."""
+    rel = os.path.relpath(spec.path)
+    return PurePosixPath(Path(rel)).as_posix() if not rel.startswith("..") else Path(spec.path).name
+
+
+def include_split(header: str) -> tuple[str, str]:
+    """'arch/x86/include/asm/x.h' -> ('arch/x86/include', 'asm/x.h'): the -I dir and #include name."""
+    parts = PurePosixPath(header).parts
+    if "include" not in parts[:-1]:
+        return str(PurePosixPath(header).parent), PurePosixPath(header).name
+    at = len(parts) - 1 - parts[::-1].index("include")
+    return "/".join(parts[:at + 1]), "/".join(parts[at + 1 :])
+
+
+def outputs(spec: Spec) -> list[Output]:
+    k = spec.kernel
+    root = PurePosixPath(spec.instruction.mnemonic)
+    files = [Output(str(root / k.raw_helper.header), "helpers.h.j2", k.raw_helper.header)]
+    if k.sweep is not None:
+        src = PurePosixPath(k.sweep.source)
+        for w in k.sweep.workers:
+            name = f"{src.stem}-{w.kind}{src.suffix}"
+            files.append(Output(str(root / src.parent / name), "sweep.c.j2", k.sweep.source, w))
+    return files
+
+
+def banner_context(spec: Spec, out: Output) -> dict[str, C]:
+    digest = hashlib.sha256(spec.source.encode()).hexdigest()[:12]
+    return {
+        "generated_by": _c(
+            f"Generated by kgen {__version__} from {spec_display_path(spec)} "
+            f"(sha256 {digest}); do not edit."
+        ),
+        "destination": _c(out.destination),
+    }
+
+
+def render_spec(spec: Spec, templates: Path = TEMPLATES) -> dict[str, str]:
+    """Every generated file of one spec, as ``{relative path: text}``."""
+    env = environment(templates)
+    insn, k = spec.instruction, spec.kernel
+    result = {}
+    for out in outputs(spec):
+        context = {
+            "insn": insn,
+            "kernel": k,
+            "sweep": k.sweep,
+            "worker": out.worker,
+            "inputs": {i.register: i for i in insn.inputs},
+            "header_include": _c(include_split(k.raw_helper.header)[1]),
+            "enum_const": (
+                {c.name: f_ident(k.enum.prefix + c.name.upper()) for c in insn.function_codes.codes}
+                if k.enum and insn.function_codes
+                else {}
+            ),
+            **banner_context(spec, out),
+        }
+        try:
+            text = env.get_template(out.template).render(context)
+        except jinja2.TemplateError as exc:
+            where = f"{exc.filename or out.template}:{getattr(exc, 'lineno', '?')}"
+            raise RenderError(f"{where}: {exc.message}") from None
+        check_layout(out.path, text)
+        result[out.path] = text
+    return result
+
+
+def render_all(specs: Iterable[Spec], templates: Path = TEMPLATES) -> dict[str, str]:
+    files: dict[str, str] = {}
+    for spec in specs:
+        for path, text in render_spec(spec, templates).items():
+            if path in files:
+                raise RenderError(f"two specs render {path}")
+            files[path] = text
+    return files
+
+
+def check_layout(path: str, text: str) -> None:
+    """Kernel layout rules every generated file keeps."""
+    for n, line in enumerate(text.splitlines(), 1):
+        # as checkpatch does, a user-visible string may run past the limit if it starts within it
+        head = line.split('"', 1)[0]
+        if len(head.expandtabs(8)) > LINE_LIMIT:
+            raise RenderError(f"{path}:{n}: line longer than {LINE_LIMIT} columns")
+        if line != line.rstrip():
+            raise RenderError(f"{path}:{n}: trailing whitespace")
+    if not text.endswith("\n") or text.endswith("\n\n"):
+        raise RenderError(f"{path}: must end with exactly one newline")
+
+
+# --- the output tree --------------------------------------------------------
+
+
+BANNER_MARK = "Generated by kgen "
+
+
+def read_tree(root: Path, scope: Iterable[str] | None = None) -> dict[str, str]:
+    """Generated files below ``root`` as ``{relative posix path: text}``.
+
+    Only files that carry kgen's banner count, so a directory shared with
+    hand-written files is never mistaken for drift or pruned.  ``scope``
+    limits the result to files below those top-level directories (one per
+    spec: its mnemonic).
+    """
+    scope = None if scope is None else set(scope)
+    if not root.is_dir():
+        return {}
+    tree = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if not p.is_file() or p.name.startswith(".") or (scope is not None and rel.parts[0] not in scope):
+            continue
+        text = p.read_text(errors="replace")
+        if BANNER_MARK in "".join(text.splitlines(keepends=True)[:5]):
+            tree[rel.as_posix()] = text
+    return tree
+
+
+def drift(expected: dict[str, str], root: Path, scope: Iterable[str] | None = None) -> list[str]:
+    """A unified diff per file that differs between a fresh render and ``root``."""
+    actual = read_tree(root, scope)
+    diffs = []
+    for path in sorted(set(expected) | set(actual)):
+        old, new = actual.get(path), expected.get(path)
+        if old == new:
+            continue
+        diffs.append(
+            "".join(
+                difflib.unified_diff(
+                    (old or "").splitlines(keepends=True),
+                    (new or "").splitlines(keepends=True),
+                    fromfile=f"a/{root.name}/{path}" if old is not None else "/dev/null",
+                    tofile=f"b/{root.name}/{path}" if new is not None else "/dev/null",
+                )
+            )
+        )
+    return diffs
+
+
+def write_tree(files: dict[str, str], root: Path, scope: Iterable[str] | None = None) -> list[str]:
+    """Make ``root`` hold exactly ``files``; returns the paths that changed.
+
+    Each file is written to a temporary file beside it and renamed into place,
+    so a reader never sees half a file; all files are rendered before the
+    first one is written, so a failed render changes nothing.  Generated
+    files below ``root`` that no spec renders any more are removed.
+    """
+    changed = []
+    current = read_tree(root, scope)
+    for path, text in sorted(files.items()):
+        if current.get(path) == text:
+            continue
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w", newline="\n") as f:
+                f.write(text)
+            os.replace(tmp, target)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        changed.append(path)
+    for path in sorted(set(current) - set(files)):
+        (root / path).unlink()
+        changed.append(path)
+        parent = (root / path).parent
+        while parent != root and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+    return changed

@@ -1,0 +1,283 @@
+"""The kernel review of the RMPOPT series, as named checks on generated code.
+
+Each rule is one request from the review rounds (see the README's list) or
+one of the reviewers' own mistaken sketches that a toolkit must not repeat.
+A rule reads the rendered files and the spec, and returns the problems it
+finds; every name and constant it looks for comes from the spec.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from .model import Spec
+from .render import f_sz, outputs
+
+Files = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    summary: str
+    check: Callable[[Spec, Files], list[str]]
+
+
+RULES: list[Rule] = []
+
+
+def rule(name: str, summary: str):
+    def register(fn: Callable[[Spec, Files], list[str]]):
+        RULES.append(Rule(name, summary, fn))
+        return fn
+
+    return register
+
+
+def _header(spec: Spec, files: Files) -> tuple[str, str]:
+    path = outputs(spec)[0].path
+    return path, files[path]
+
+
+def _sweeps(spec: Spec, files: Files) -> dict[str, tuple[str, str]]:
+    """kind -> (path, text) of each sweep form."""
+    return {o.worker.kind: (o.path, files[o.path]) for o in outputs(spec) if o.worker}
+
+
+def _function(text: str, name: str) -> str | None:
+    """The source of C function ``name`` (signature to closing brace), if defined."""
+    m = re.search(rf"^[^\n;*]*\b{re.escape(name)}\([^;{{\n]*\)\n\{{\n.*?^\}}\n", text, re.M | re.S)
+    return m.group(0) if m else None
+
+
+def _comment_before(text: str, anchor: str) -> str:
+    at = text.find(anchor)
+    start = text.rfind("/**", 0, at)
+    return text[start:at] if at > 0 and start >= 0 else ""
+
+
+@rule("raw-helper-shape", "__rmpopt(pa_start, op_type) mirrors the reference and returns CF as bool")
+def raw_helper_shape(spec: Spec, files: Files) -> list[str]:
+    path, text = _header(spec, files)
+    insn, raw = spec.instruction, spec.kernel.raw_helper.name
+    params = ", ".join(f"u64 {i.name}" for i in insn.inputs)
+    problems = []
+    if not path.endswith(spec.kernel.raw_helper.header):
+        problems.append(f"helpers are not in {spec.kernel.raw_helper.header}")
+    body = _function(text, raw)
+    if body is None or not body.startswith(f"static inline bool {raw}({params})"):
+        problems.append(f"{raw} is not 'static inline bool {raw}({params})'")
+        return problems
+    for o in insn.outputs:
+        if o.flag and f'"=@cc{o.flag[0]}" ({o.name})' not in body:
+            problems.append(f"{raw} does not return {o.flag.upper()} through a \"=@cc\" output")
+    for i in insn.inputs:
+        letter = {"rax": "a", "rcx": "c", "rdx": "d"}.get(i.register)
+        if letter and f'"{letter}" ({i.name})' not in body:
+            problems.append(f"{i.name} is not passed in {i.register.upper()}")
+    return problems
+
+
+@rule("asm-bytes", "the .byte line is the spec's encoding, without trailing \\n\\t noise")
+def asm_bytes(spec: Spec, files: Files) -> list[str]:
+    _, text = _header(spec, files)
+    want = ".byte " + ", ".join(f"0x{b.byte:02x}" for b in spec.instruction.encoding)
+    found = re.findall(r'asm volatile\("([^"]*)"', text)
+    problems = []
+    if found != [want]:
+        problems.append(f"asm string is {found!r}, not [{want!r}]")
+    if "\\n\\t" in "".join(found):
+        problems.append("\\n\\t after the .byte of a single-instruction asm string")
+    return problems
+
+
+@rule("asm-clobbers", "the asm clobbers what the spec says the instruction clobbers")
+def asm_clobbers(spec: Spec, files: Files) -> list[str]:
+    _, text = _header(spec, files)
+    want = ": " + ", ".join(f'"{c}"' for c in spec.instruction.clobbers) + ");"
+    return [] if want in text else [f"clobber list is not {want}"]
+
+
+@rule("helper-aligns", "rmpopt(pa) aligns with ALIGN_DOWN(pa, SZ_1G) and passes the fixed code")
+def helper_aligns(spec: Spec, files: Files) -> list[str]:
+    _, text = _header(spec, files)
+    h, k = spec.kernel.helper, spec.kernel
+    body = _function(text, h.name)
+    if body is None:
+        return [f"no {h.name}() helper"]
+    region = f_sz(spec.instruction.table.region_size)
+    const = k.enum.prefix + h.function.upper()
+    problems = []
+    if f"ALIGN_DOWN({h.parameter}, {region})" not in body:
+        problems.append(f"{h.name}() does not use ALIGN_DOWN({h.parameter}, {region})")
+    if const not in body:
+        problems.append(f"{h.name}() does not pass {const}")
+    if f"return {k.raw_helper.name}(" not in body:
+        problems.append(f"{h.name}() does not return {k.raw_helper.name}()'s result")
+    return problems
+
+
+@rule("no-pointer-packing", "address and function code are never packed into one argument")
+def no_pointer_packing(spec: Spec, files: Files) -> list[str]:
+    _, text = _header(spec, files)
+    problems = []
+    if re.search(r"\bvoid \*", text):
+        problems.append("a helper takes a void * argument")
+    if re.search(r"\(u64\)\s*\w+\s*&", text) or re.search(r"\|\s*" + spec.kernel.enum.prefix, "".join(files.values())):
+        problems.append("address and function code are packed into one value")
+    return problems
+
+
+@rule("enum-from-spec", "the function-code enum has the spec's name and values")
+def enum_from_spec(spec: Spec, files: Files) -> list[str]:
+    _, text = _header(spec, files)
+    e = spec.kernel.enum
+    m = re.search(rf"^enum {e.name} \{{\n(.*?)^\}};", text, re.M | re.S)
+    if not m:
+        return [f"no 'enum {e.name}'"]
+    got = re.findall(r"^\t(\w+) = (0x[0-9a-f]+),$", m.group(1), re.M)
+    want = [(e.prefix + c.name.upper(), f"{c.value:#x}") for c in spec.instruction.function_codes.codes]
+    return [] if got == want else [f"enum {e.name} is {got}, not {want}"]
+
+
+@rule("no-pud-size", "regions are SZ_1G as the architecture says, never PUD_SIZE")
+def no_pud_size(spec: Spec, files: Files) -> list[str]:
+    problems = []
+    region = f_sz(spec.instruction.table.region_size)
+    for path, text in files.items():
+        if re.search(r"\bPUD_(SIZE|MASK|SHIFT)\b", text):
+            problems.append(f"{path} uses PUD_*")
+    for kind, (path, text) in _sweeps(spec, files).items():
+        if text.count(f"+= {region})") != 2:
+            problems.append(f"{path}: the region loops do not step by {region}")
+    return problems
+
+
+@rule("cap-plain-if", "the coverage cap is a plain if, not a ternary")
+def cap_plain_if(spec: Spec, files: Files) -> list[str]:
+    cov = f_sz(spec.instruction.table.coverage)
+    problems = []
+    for path, text in _sweeps(spec, files).values():
+        if re.search(r"\?[^\n]*:", _function(text, spec.kernel.sweep.pass_name) or ""):
+            problems.append(f"{path}: the sweep uses a ternary")
+        if f"\tif (pa_end - pa_start > {cov}) {{\n" not in text:
+            problems.append(f"{path}: no plain 'if (pa_end - pa_start > {cov})' cap")
+        if f"pa_end = pa_cap;" not in text or f"pa_cap = pa_start + {cov};" not in text:
+            problems.append(f"{path}: the cap does not set pa_end to pa_start + {cov}")
+    return problems
+
+
+@rule("aligned-range", "the paired pa_start = / pa_end = lines are vertically aligned")
+def aligned_range(spec: Spec, files: Files) -> list[str]:
+    problems = []
+    for path, text in _sweeps(spec, files).values():
+        start = re.search(r"^(\tpa_start\s*)= ALIGN_DOWN\(", text, re.M)
+        end = re.search(r"^(\tpa_end\s*)= ALIGN\(", text, re.M)
+        if not start or not end:
+            problems.append(f"{path}: no pa_start/pa_end pair")
+        elif len(start.group(1)) != len(end.group(1)):
+            problems.append(f"{path}: '=' of pa_start and pa_end are not aligned")
+    return problems
+
+
+@rule("log-attempts", "the log line says the code attempts the optimization")
+def log_attempts(spec: Spec, files: Files) -> list[str]:
+    problems = []
+    for path, text in _sweeps(spec, files).values():
+        logs = re.findall(r'pr_info\("([^"]*)"', text)
+        if not any(m.startswith("Attempt") for m in logs):
+            problems.append(f"{path}: no log line that says it attempts")
+        if any(re.search(r"\benabled?\b", m, re.I) for m in logs):
+            problems.append(f"{path}: a log line claims optimizations are enabled")
+    return problems
+
+
+@rule("no-status-talk", "no talk of status where the code never reads the status")
+def no_status_talk(spec: Spec, files: Files) -> list[str]:
+    problems = []
+    for path, text in _sweeps(spec, files).values():
+        if re.search(r"status", text, re.I):
+            problems.append(f"{path}: mentions status, which the sweep never reads")
+        if re.search(rf"=\s*{spec.kernel.helper.name}\(|if \(!?{spec.kernel.helper.name}\(", text):
+            problems.append(f"{path}: reads the status after all; document it")
+    return problems
+
+
+@rule("worker-sleeps", "the worker runs one pass per request and then sleeps")
+def worker_sleeps(spec: Spec, files: Files) -> list[str]:
+    problems = []
+    sweep = spec.kernel.sweep
+    for kind, (path, text) in _sweeps(spec, files).items():
+        w = next(w for w in sweep.workers if w.kind == kind)
+        if kind == "kthread":
+            body = _function(text, w.name) or ""
+            loop = re.search(
+                r"set_current_state\(TASK_INTERRUPTIBLE\);\n\t+if \(kthread_should_stop\(\)\)\n"
+                r"\t+break;\n.*?schedule\(\);", body, re.S)
+            if not loop:
+                problems.append(f"{path}: {w.name} does not sleep until woken between passes")
+            if body.count(f"{sweep.pass_name}();") != 1:
+                problems.append(f"{path}: {w.name} does not run exactly one pass per wake-up")
+            if "kthread_stop(" not in (_function(text, w.teardown) or ""):
+                problems.append(f"{path}: {w.teardown} does not stop the kthread")
+        else:
+            body = _function(text, f"{w.name}_fn") or ""
+            if re.search(r"(queue|mod)_delayed_work", body):
+                problems.append(f"{path}: the work re-arms itself and never rests")
+            trigger = _function(text, w.trigger) or ""
+            if "mod_delayed_work(" not in trigger:
+                problems.append(f"{path}: {w.trigger} does not batch with mod_delayed_work()")
+    return problems
+
+
+@rule("resched-between-regions", "cond_resched() after every region, leader and followers")
+def resched_between_regions(spec: Spec, files: Files) -> list[str]:
+    problems = []
+    for path, text in _sweeps(spec, files).values():
+        loops = re.findall(r"\tfor \(pa = pa_start; pa < pa_end; [^\n]*\{\n(.*?)\n\t\}", text, re.S)
+        if len(loops) != 2 or not all(l.rstrip().endswith("cond_resched();") for l in loops):
+            problems.append(f"{path}: a region loop lacks cond_resched()")
+    return problems
+
+
+@rule("followers-skip-leader-core", "followers are primary threads minus the leader's siblings")
+def followers_skip_leader_core(spec: Spec, files: Files) -> list[str]:
+    problems = []
+    for path, text in _sweeps(spec, files).values():
+        if "topology_is_primary_thread(cpu)" not in text:
+            problems.append(f"{path}: followers are not restricted to primary threads")
+        if "!cpumask_test_cpu(cpu, topology_sibling_cpumask(leader))" not in text:
+            problems.append(f"{path}: followers include the leader's siblings")
+        if text.find("migrate_disable();") > text.find("leader = smp_processor_id();"):
+            problems.append(f"{path}: the leader may migrate while it sweeps")
+    return problems
+
+
+@rule("byte-comment", "a comment above __rmpopt documents encoding, inputs and output")
+def byte_comment(spec: Spec, files: Files) -> list[str]:
+    _, text = _header(spec, files)
+    insn = spec.instruction
+    doc = _comment_before(text, f"static inline bool {spec.kernel.raw_helper.name}(")
+    doc = " ".join(line.lstrip(" *") for line in doc.splitlines())
+    need = [insn.mnemonic.upper(), " ".join(f"{b.byte:02X}" for b in insn.encoding), "binutils"]
+    need += [f"{i.register.upper()} = @{i.name}" for i in insn.inputs]
+    need += [f"RFLAGS.{o.flag.upper()}" for o in insn.outputs if o.flag]
+    return [f"the comment above {spec.kernel.raw_helper.name} lacks {n!r}" for n in need if n not in doc]
+
+
+@rule("no-warn-on-success", "CF = 1 means optimized: never WARN on the helper's result")
+def no_warn_on_success(spec: Spec, files: Files) -> list[str]:
+    names = f"({spec.kernel.raw_helper.name}|{spec.kernel.helper.name})"
+    return [
+        f"{path}: WARN on {names}()" for path, text in files.items()
+        if re.search(rf"WARN(_ON)?(_ONCE)?\(\s*!?{names}\(", text)
+    ]  # fmt: skip
+
+
+def review(spec: Spec, files: Files) -> list[tuple[str, str]]:
+    """(rule name, problem) for every rule a spec's rendered files break."""
+    if spec.kernel.sweep is None or spec.kernel.helper is None or spec.kernel.enum is None:
+        return []  # the review covers the RMPOPT-style helper + sweep layout
+    return [(r.name, p) for r in RULES for p in r.check(spec, files)]

@@ -1,0 +1,125 @@
+"""Finding the C compilers that build the generated code.
+
+clang is looked for in this order: ``$CC`` when it is clang, ``clang`` on
+PATH, then the clang bundled in the pinned ``ziglang`` wheel that the
+project's own install step brings.  gcc (``$GCC`` or ``gcc`` on PATH) is used
+beside it where a check runs with every compiler.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from functools import cache
+
+_CLANG = re.compile(r"clang version (\d+(?:\.\d+)*)")
+
+
+class ToolchainError(Exception):
+    """No usable compiler; the message says what was tried."""
+
+
+@dataclass(frozen=True)
+class Compiler:
+    family: str  # "clang" or "gcc"
+    argv: tuple[str, ...]  # the command and the arguments it always needs
+    version: str
+    origin: str  # how it was found, for `kgen doctor`
+
+    @property
+    def name(self) -> str:
+        return f"{self.family} {self.version}"
+
+    def command(self, *args: str) -> list[str]:
+        return [*self.argv, *args]
+
+
+def _probe(argv: list[str]) -> tuple[str, str] | None:
+    """(family, version) of a compiler command, or None when it does not run."""
+    try:
+        proc = subprocess.run(
+            [*argv, "--version"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    first = proc.stdout.splitlines()[0] if proc.stdout else ""
+    m = _CLANG.search(first)
+    if m:
+        return "clang", m.group(1)
+    if first.startswith(("gcc", "cc ")) or "(GCC)" in first:
+        return "gcc", first.split()[-1]
+    return None
+
+
+def _ziglang_argv() -> list[str] | None:
+    if importlib.util.find_spec("ziglang") is None:
+        return None
+    # without an explicit target zig tunes for the host CPU and the code would
+    # differ from machine to machine
+    return [sys.executable, "-m", "ziglang", "cc", "-target", "x86_64-linux-gnu"]
+
+
+def _origin(where: str, skipped: list[str]) -> str:
+    return f"{where}; skipped {', '.join(skipped)}" if skipped else where
+
+
+@cache
+def find_clang() -> Compiler:
+    tried = []
+    cc = os.environ.get("CC")
+    if cc:
+        argv = shlex.split(cc)
+        found = _probe(argv)
+        if found and found[0] == "clang":
+            return Compiler("clang", tuple(argv), found[1], f"$CC ({cc})")
+        tried.append(f"$CC={cc} (not clang)")
+    path = shutil.which("clang")
+    if path:
+        found = _probe([path])
+        if found and found[0] == "clang":
+            return Compiler("clang", (path,), found[1], _origin(f"PATH ({path})", tried))
+        tried.append(f"{path} (does not run)")
+    else:
+        tried.append("clang on PATH (none)")
+    zig = _ziglang_argv()
+    if zig:
+        found = _probe(zig)
+        if found and found[0] == "clang":
+            return Compiler(
+                "clang", tuple(zig), found[1], _origin("the ziglang wheel in this environment", tried)
+            )
+        tried.append("the ziglang wheel (does not run)")
+    else:
+        tried.append("the ziglang wheel (not installed)")
+    raise ToolchainError(
+        "no clang found; tried " + ", ".join(tried) + ". Run `make venv` to install the pinned "
+        "ziglang wheel, or point $CC at a clang."
+    )
+
+
+@cache
+def find_gcc() -> Compiler | None:
+    cmd = os.environ.get("GCC", "gcc")
+    argv = shlex.split(cmd)
+    found = _probe(argv)
+    if found and found[0] == "gcc":
+        where = shutil.which(argv[0]) or argv[0]
+        return Compiler("gcc", tuple(argv), found[1], f"PATH ({where})")
+    return None
+
+
+def compilers() -> list[Compiler]:
+    """clang (required) and gcc (when present)."""
+    found = [find_clang()]
+    gcc = find_gcc()
+    if gcc:
+        found.append(gcc)
+    return found

@@ -1,0 +1,192 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * A userspace stand-in for the kernel API that kgen's generated code uses.
+ *
+ * Generated files are compiled unmodified against this header (passed with
+ * -include); the functions declared here are implemented by the trap harness,
+ * which records every call as an event.  Types and macros follow the kernel's
+ * definitions closely enough that code which compiles here compiles there.
+ */
+#ifndef KSHIM_H
+#define KSHIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef uint8_t u8;
+typedef uint16_t u16;
+typedef uint32_t u32;
+typedef uint64_t u64;
+typedef u64 phys_addr_t;
+
+#define __always_unused		__attribute__((__unused__))
+#define __maybe_unused		__attribute__((__unused__))
+#define __init
+#define __printf(a, b)		__attribute__((__format__(printf, a, b)))
+
+/* <linux/align.h> */
+#define __ALIGN_MASK(x, mask)	(((x) + (mask)) & ~(mask))
+#define ALIGN(x, a)		__ALIGN_MASK(x, (__typeof__(x))(a) - 1)
+#define ALIGN_DOWN(x, a)	ALIGN((x) - ((a) - 1), (a))
+
+/* <linux/sizes.h>: every power of two the kernel names */
+#define SZ_1			0x00000001
+#define SZ_2			0x00000002
+#define SZ_4			0x00000004
+#define SZ_8			0x00000008
+#define SZ_16			0x00000010
+#define SZ_32			0x00000020
+#define SZ_64			0x00000040
+#define SZ_128			0x00000080
+#define SZ_256			0x00000100
+#define SZ_512			0x00000200
+#define SZ_1K			0x00000400
+#define SZ_2K			0x00000800
+#define SZ_4K			0x00001000
+#define SZ_8K			0x00002000
+#define SZ_16K			0x00004000
+#define SZ_32K			0x00008000
+#define SZ_64K			0x00010000
+#define SZ_128K			0x00020000
+#define SZ_256K			0x00040000
+#define SZ_512K			0x00080000
+#define SZ_1M			0x00100000
+#define SZ_2M			0x00200000
+#define SZ_4M			0x00400000
+#define SZ_8M			0x00800000
+#define SZ_16M			0x01000000
+#define SZ_32M			0x02000000
+#define SZ_64M			0x04000000
+#define SZ_128M			0x08000000
+#define SZ_256M			0x10000000
+#define SZ_512M			0x20000000
+#define SZ_1G			0x40000000
+#define SZ_2G			0x80000000ULL
+#define SZ_4G			0x100000000ULL
+#define SZ_8G			0x200000000ULL
+#define SZ_16G			0x400000000ULL
+#define SZ_32G			0x800000000ULL
+#define SZ_64G			0x1000000000ULL
+#define SZ_128G			0x2000000000ULL
+#define SZ_256G			0x4000000000ULL
+#define SZ_512G			0x8000000000ULL
+#define SZ_1T			0x10000000000ULL
+#define SZ_2T			0x20000000000ULL
+#define SZ_4T			0x40000000000ULL
+#define SZ_8T			0x80000000000ULL
+#define SZ_16T			0x100000000000ULL
+#define SZ_32T			0x200000000000ULL
+#define SZ_64T			0x400000000000ULL
+
+/* <linux/pfn.h>, <linux/memblock.h> */
+#define PAGE_SHIFT		12
+#define PFN_PHYS(x)		((phys_addr_t)(x) << PAGE_SHIFT)
+extern unsigned long min_low_pfn;
+extern unsigned long max_pfn;
+
+/* <linux/err.h>, <linux/errno.h> */
+#define ENOMEM			12
+#define MAX_ERRNO		4095
+#define IS_ERR(ptr)		((unsigned long)(ptr) >= (unsigned long)-MAX_ERRNO)
+#define PTR_ERR(ptr)		((long)(ptr))
+
+/* <linux/bitops.h> */
+void set_bit(long nr, volatile unsigned long *addr);
+bool test_and_clear_bit(long nr, volatile unsigned long *addr);
+
+/* <linux/cpumask.h> */
+#define NR_CPUS			4096
+#define BITS_PER_LONG		64
+struct cpumask {
+	unsigned long bits[NR_CPUS / BITS_PER_LONG];
+};
+typedef struct cpumask cpumask_t;
+
+static inline void cpumask_clear(struct cpumask *mask)
+{
+	for (unsigned int i = 0; i < NR_CPUS / BITS_PER_LONG; i++)
+		mask->bits[i] = 0;
+}
+
+static inline void __cpumask_set_cpu(unsigned int cpu, struct cpumask *mask)
+{
+	mask->bits[cpu / BITS_PER_LONG] |= 1UL << (cpu % BITS_PER_LONG);
+}
+
+static inline bool cpumask_test_cpu(int cpu, const struct cpumask *mask)
+{
+	return (mask->bits[cpu / BITS_PER_LONG] >> (cpu % BITS_PER_LONG)) & 1;
+}
+
+static inline bool cpumask_empty(const struct cpumask *mask)
+{
+	for (unsigned int i = 0; i < NR_CPUS / BITS_PER_LONG; i++)
+		if (mask->bits[i])
+			return false;
+	return true;
+}
+
+extern struct cpumask __cpu_online_mask;
+extern unsigned int nr_cpu_ids;
+#define cpu_online_mask		((const struct cpumask *)&__cpu_online_mask)
+#define for_each_online_cpu(cpu)					\
+	for ((cpu) = 0; (cpu) < nr_cpu_ids; (cpu)++)			\
+		if (cpumask_test_cpu((cpu), cpu_online_mask))
+
+/* <linux/topology.h> */
+bool topology_is_primary_thread(unsigned int cpu);
+const struct cpumask *topology_sibling_cpumask(unsigned int cpu);
+
+/* <linux/smp.h>, <linux/preempt.h>, <linux/sched.h> */
+typedef void (*smp_call_func_t)(void *info);
+unsigned int kshim_smp_processor_id(void);
+#define smp_processor_id()	kshim_smp_processor_id()
+void on_each_cpu_mask(const struct cpumask *mask, smp_call_func_t func, void *info, bool wait);
+void migrate_disable(void);
+void migrate_enable(void);
+void kshim_cond_resched(void);
+#define cond_resched()		kshim_cond_resched()
+
+struct task_struct;
+#define TASK_RUNNING		0x00000000
+#define TASK_INTERRUPTIBLE	0x00000001
+void kshim_set_current_state(long state);
+#define set_current_state(state)	kshim_set_current_state(state)
+#define __set_current_state(state)	kshim_set_current_state(state)
+void schedule(void);
+int wake_up_process(struct task_struct *task);
+
+/* <linux/kthread.h> */
+struct task_struct *kthread_create(int (*threadfn)(void *data), void *data, const char *name);
+#define kthread_run(threadfn, data, name)	kthread_create(threadfn, data, name)
+bool kthread_should_stop(void);
+int kthread_stop(struct task_struct *task);
+
+/* <linux/workqueue.h>, <linux/jiffies.h> */
+struct workqueue_struct;
+struct work_struct;
+typedef void (*work_func_t)(struct work_struct *work);
+struct work_struct {
+	work_func_t func;
+};
+struct delayed_work {
+	struct work_struct work;
+	unsigned long expires;
+	bool pending;
+};
+#define DECLARE_DELAYED_WORK(n, f)	struct delayed_work n = { .work = { .func = (f) } }
+unsigned long msecs_to_jiffies(unsigned int m);
+struct workqueue_struct *alloc_ordered_workqueue(const char *name, unsigned int flags);
+bool queue_delayed_work(struct workqueue_struct *wq, struct delayed_work *dwork,
+			unsigned long delay);
+bool mod_delayed_work(struct workqueue_struct *wq, struct delayed_work *dwork,
+		      unsigned long delay);
+bool cancel_delayed_work_sync(struct delayed_work *dwork);
+void destroy_workqueue(struct workqueue_struct *wq);
+
+/* <linux/printk.h>: %pa prints a phys_addr_t through a pointer, as in the kernel */
+__printf(1, 2) void kshim_pr_info(const char *fmt, ...);
+#define pr_info(fmt, ...)	kshim_pr_info(fmt, ##__VA_ARGS__)
+
+#endif /* KSHIM_H */

@@ -1,0 +1,75 @@
+"""Every review requirement holds in the output, and each check fails on a broken template."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from codegen import render
+from codegen.review import RULES, review
+
+# (rule, template, exact text in the template, replacement): one deliberate defect each
+MUTANTS = [
+    ("raw-helper-shape", "helpers.h.j2", "{{ o.flag | flag_constraint }}", '"=r"'),
+    ("raw-helper-shape", "helpers.h.j2", "static inline bool {{ kernel.raw_helper.name | ident }}(",
+     "static inline void {{ kernel.raw_helper.name | ident }}("),
+    ("asm-bytes", "helpers.h.j2", '"{{ insn.encoding | byte_directive }}"',
+     '"{{ insn.encoding | byte_directive }}\\n\\t"'),
+    ("asm-bytes", "helpers.h.j2", '"{{ insn.encoding | byte_directive }}"',
+     '"{{ insn.encoding[1:] | byte_directive }}"'),
+    ("asm-clobbers", "helpers.h.j2", "{% for c in insn.clobbers %}", "{% for c in insn.clobbers[1:] %}"),
+    ("helper-aligns", "helpers.h.j2", "ALIGN_DOWN({{ h.parameter | ident }}, {{ region | sz }})",
+     "{{ h.parameter | ident }} & ~({{ region | sz }} - 1)"),
+    ("no-pointer-packing", "helpers.h.j2", "{{ h.name | ident }}(phys_addr_t {{ h.parameter | ident }})",
+     "{{ h.name | ident }}(void *{{ h.parameter | ident }})"),
+    ("enum-from-spec", "helpers.h.j2", "{{ enum_const[code.name] }} = {{ code.value | hex }},",
+     "{{ enum_const[code.name] }},"),
+    ("no-pud-size", "sweep.c.j2", "pa < pa_end; pa += {{ region | sz }}) {\n\t\t{{ h.name",
+     "pa < pa_end; pa += PUD_SIZE) {\n\t\t{{ h.name"),
+    ("cap-plain-if", "sweep.c.j2", "\tif (pa_end - pa_start > {{ coverage | sz }}) {",
+     "\tpa_end = (pa_end - pa_start) <= {{ coverage | sz }} ? pa_end : pa_start + {{ coverage | sz }};"
+     "\n\tif (0) {"),
+    ("aligned-range", "sweep.c.j2", "\tpa_end   = ALIGN(", "\tpa_end = ALIGN("),
+    ("log-attempts", "sweep.c.j2", 'pr_info("{{ sweep.log_message | cstring }}',
+     'pr_info("RMP optimizations enabled on'),
+    ("no-status-talk", "sweep.c.j2", "\t\t{{ h.name | ident }}(pa);\n",
+     "\t\t{{ h.name | ident }}(pa); /* verify and report status */\n"),
+    ("worker-sleeps", "sweep.c.j2", "\t\t\tschedule();\n\t\t\tcontinue;", "\t\t\tcontinue;"),
+    ("worker-sleeps", "sweep.c.j2", "\t{{ sweep.pass_name | ident }}();\n}\n\nstatic DECLARE",
+     "\t{{ sweep.pass_name | ident }}();\n\tmod_delayed_work({{ worker.workqueue | ident }}, "
+     "&{{ worker.name | ident }}, 0);\n}\n\nstatic DECLARE"),
+    ("resched-between-regions", "sweep.c.j2", "\t\t{{ h.name | ident }}(pa);\n\t\tcond_resched();",
+     "\t\t{{ h.name | ident }}(pa);"),
+    ("followers-skip-leader-core", "sweep.c.j2",
+     "topology_is_primary_thread(cpu) &&\n\t\t    !cpumask_test_cpu(cpu, topology_sibling_cpumask(leader)))",
+     "topology_is_primary_thread(cpu))"),
+    ("followers-skip-leader-core", "sweep.c.j2",
+     "\tmigrate_disable();\n\tleader = smp_processor_id();",
+     "\tleader = smp_processor_id();\n\tmigrate_disable();"),
+    ("byte-comment", "helpers.h.j2", "{{ i.register | register }} = @{{ i.name | ident }}",
+     "@{{ i.name | ident }}"),
+    ("no-warn-on-success", "sweep.c.j2", "\t\t{{ h.name | ident }}(pa);\n",
+     "\t\tWARN_ON_ONCE({{ h.name | ident }}(pa));\n"),
+]  # fmt: skip
+
+
+def test_the_rendered_code_passes_every_review_rule(rmpopt):
+    assert review(rmpopt, render.render_spec(rmpopt)) == []
+
+
+def test_every_rule_has_a_mutant():
+    assert {r.name for r in RULES} == {m[0] for m in MUTANTS}
+
+
+@pytest.mark.parametrize("rule_name, template, old, new", MUTANTS, ids=[f"{m[0]}-{i}" for i, m in enumerate(MUTANTS)])
+def test_each_rule_catches_its_broken_template(rule_name, template, old, new, rmpopt, tmp_path):
+    broken = tmp_path / "templates"
+    shutil.copytree(render.TEMPLATES, broken)
+    path = broken / template
+    text = path.read_text()
+    assert text.count(old) >= 1, f"mutation anchor not found in {template}: {old!r}"
+    path.write_text(text.replace(old, new, 1))
+    files = render.render_spec(rmpopt, broken)
+    found = {name for name, _ in review(rmpopt, files)}
+    assert rule_name in found
