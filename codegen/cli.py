@@ -194,6 +194,165 @@ def check(specs: tuple[str, ...], out: Path) -> None:
     click.echo(f"{out}/ is up to date with {len(loaded)} spec(s)")
 
 
+class SizeParam(click.ParamType):
+    """An integer (decimal or 0x hex) or a size such as 2M, 1G, 3T."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        from .spec import parse_size
+
+        if isinstance(value, int):
+            return value
+        try:
+            return int(str(value), 0)
+        except ValueError:
+            size = parse_size(str(value))
+            if size is None:
+                self.fail(f"{value!r} is not a number or a size (e.g. 4096, 0x1000, 2M, 3T)")
+            return size
+
+
+class RangeParam(click.ParamType):
+    """START-END physical addresses, each a number or size: 0x1000-0x3000, 1G-1G+4K is not."""
+
+    name = "start-end"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        start, sep, end = str(value).partition("-")
+        if not sep:
+            self.fail(f"{value!r} is not START-END")
+        lo, hi = SIZE.convert(start, param, ctx), SIZE.convert(end, param, ctx)
+        if hi <= lo:
+            self.fail(f"{value!r}: END must be above START")
+        return (lo, hi)
+
+
+SIZE = SizeParam()
+
+
+def _cpu_ranges(cpus: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5'."""
+    out, start = [], None
+    for i, cpu in enumerate(cpus):
+        if start is None:
+            start = cpu
+        if i + 1 == len(cpus) or cpus[i + 1] != cpu + 1:
+            out.append(f"{start}" if start == cpu else f"{start}-{cpu}")
+            start = None
+    return ",".join(out)
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC")
+@click.option("--min-pfn", type=SIZE, default=0, show_default=True, help="min_low_pfn.")
+@click.option("--max-pfn", type=SIZE, help="max_pfn (exclusive end of RAM, in pages).")
+@click.option("--memory", type=SIZE, help="End of RAM as a size, e.g. 3T (sets max_pfn).")
+@click.option("--cores", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--threads-per-core", type=click.IntRange(1), default=1, show_default=True)
+@click.option(
+    "--numbering", type=click.Choice(["spread", "adjacent"]), default="spread", show_default=True,
+    help="How Linux numbers SMT siblings: spread (CPU t*cores+c) or adjacent (CPU c*threads+t).",
+)  # fmt: skip
+@click.option("--leader", type=click.IntRange(0), default=0, show_default=True,
+              help="The CPU the sweep runs on.")  # fmt: skip
+@click.option("--offline", type=click.IntRange(0), multiple=True, help="An offline CPU (repeat).")
+@click.option("--assigned", type=RangeParam(), multiple=True,
+              help="Guest-assigned physical range START-END (repeat), e.g. 0x1000-0x3000 or 4G-5G.")  # fmt: skip
+@click.option("--base", type=SIZE, help="RMPOPT_BASE of every CPU [default: start of the range].")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole trace, one JSON object a line.")
+def sweep(spec_path, min_pfn, max_pfn, memory, cores, threads_per_core, numbering, leader,
+          offline, assigned, base, as_json) -> None:  # fmt: skip
+    """Run the mirror: one pass of the sweep on a machine, and the tables it leaves.
+
+    Prints a summary, or with --json the trace: log, rmpopt (cpu, rax, rcx,
+    cf), resched and ipi events in order, then one table event per online
+    CPU with the regions its RMPOPT table marks optimized.
+    """
+    from . import mirror
+
+    if (max_pfn is None) == (memory is None):
+        raise click.UsageError("give exactly one of --max-pfn and --memory")
+    (spec,) = load_specs((spec_path,))
+    if spec.kernel.sweep is None:
+        click.echo(f"{spec.path}: the spec describes no sweep", err=True)
+        sys.exit(1)
+    if max_pfn is None:
+        max_pfn = -(-memory // (1 << mirror.PAGE_SHIFT))
+    try:
+        machine = mirror.Machine(
+            min_pfn, max_pfn, cores, threads_per_core, numbering, leader, frozenset(offline),
+            tuple(assigned), base,
+        )  # fmt: skip
+        hw = mirror.hardware_for(spec, machine)
+    except mirror.MachineError as exc:
+        click.echo(f"kgen: impossible machine: {exc}", err=True)
+        sys.exit(1)
+    if as_json:
+        _sweep_json(spec, machine, hw)
+    else:
+        _sweep_summary(spec, machine)
+
+
+def _sweep_json(spec, machine, hw) -> None:
+    from . import mirror
+
+    out = sys.stdout
+    dumps = json.dumps
+    for event in mirror.sweep(spec, machine, hw):
+        out.write(dumps(mirror.event_json(event), separators=(",", ":")) + "\n")
+    for cpu in machine.online:
+        regions = hw.optimized(cpu)
+        out.write(dumps({"kind": "table", "cpu": cpu, "optimized": len(regions),
+                         "regions": regions}, separators=(",", ":")) + "\n")  # fmt: skip
+
+
+def _sweep_summary(spec, machine) -> None:
+    from . import mirror
+    from .render import f_human_size
+
+    summary, hw = mirror.summarize(spec, machine)
+    t = spec.instruction.table
+    r = summary.range
+    pa = mirror.pa_text
+    followers = mirror.followers(machine)
+    online = machine.online
+    click.echo(
+        f"{spec.path}: one pass on {len(online)} online CPUs ({machine.cores} cores x "
+        f"{machine.threads_per_core} threads, {machine.numbering} numbering), leader CPU "
+        f"{machine.leader}"
+    )
+    rows = [
+        ("range", f"{pa(r.pa_start)} - {pa(r.pa_end)}: {summary.regions} regions of "
+                  f"{f_human_size(t.region_size)}"),
+        ("above cap", f"{_bytes(r.uncapped_end - r.pa_end)} not optimized "
+                      f"({pa(r.pa_end)} - {pa(r.uncapped_end)})" if r.capped else "none"),
+        (spec.instruction.mnemonic.upper(),
+         f"{summary.rmpopt} executions ({summary.regions} by the leader, "
+         f"{len(followers)} followers x {summary.regions}); {summary.cf_set} returned CF=1"),
+        ("cross-CPU", f"{summary.ipis} calls to CPUs {_cpu_ranges(followers) or 'none'}"),
+        ("cond_resched", str(summary.rescheds)),
+    ]  # fmt: skip
+    by_count: dict[int, list[int]] = {}
+    for cpu, n in summary.optimized.items():
+        by_count.setdefault(n, []).append(cpu)
+    for n, cpus in sorted(by_count.items(), key=lambda kv: kv[1][0]):
+        rows.append(("optimized", f"CPUs {_cpu_ranges(cpus)}: {n} of {t.entries} regions"))
+    for text in summary.logs:
+        rows.append(("log", text))
+    for key, value in rows:
+        click.echo(f"  {key:<13}{value}")
+
+
+def _bytes(n: int) -> str:
+    for shift, unit in ((40, "TB"), (30, "GB"), (20, "MB"), (10, "KB")):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n:#x} bytes"
+
+
 @main.command()
 def doctor() -> None:
     """Say which compilers kgen uses, their versions and where they come from."""

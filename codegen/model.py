@@ -168,6 +168,10 @@ class Output(Node):
 class FunctionCode(Node):
     name: Annotated[Identifier, Doc("lower-case name; the enum constant is PREFIX + NAME")]
     value: Annotated[int, Range(0)]
+    effect: Annotated[
+        Literal["scan-and-set", "read"],
+        Doc("scan-and-set: mark the region when it holds no assigned page; read: only report"),
+    ]
     description: CommentText
 
 

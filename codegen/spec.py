@@ -414,6 +414,14 @@ class _Rules:
             )
         if k.enum is not None and insn.function_codes is None:
             self.error(k.enum.mark(), "an enum needs instruction.function_codes")
+        if k.sweep is not None and k.helper is not None and k.helper.function in codes:
+            code = next(c for c in insn.function_codes.codes if c.name == k.helper.function)
+            if code.effect != "scan-and-set":
+                self.error(
+                    k.helper.mark("function"),
+                    f"the sweep calls {k.helper.name}(), whose function "
+                    f"{quote(code.name)} only reads: it would never optimize a region",
+                )
         if k.sweep is not None:
             if insn.table is None:
                 self.error(k.sweep.mark(), "a sweep needs instruction.table")

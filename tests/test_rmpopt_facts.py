@@ -113,12 +113,19 @@ def test_inputs(rmpopt, facts):
     assert (by_reg["rax"].name, by_reg["rcx"].name) == names.groups()
 
 
-@covers("instruction.function_codes.operand", "instruction.function_codes.codes[].name", "instruction.function_codes.codes[].value")
+@covers("instruction.function_codes.operand", "instruction.function_codes.codes[].name", "instruction.function_codes.codes[].value", "instruction.function_codes.codes[].effect")
 def test_function_codes(rmpopt, facts):
     fc = rmpopt.instruction.function_codes
     assert fc.operand == "rcx"
     sheet_codes = {int(v): n.strip() for v, n in re.findall(r"(\d+) = ([a-z ]+)", facts["RCX (input)"])}
     assert {c.value: c.name.replace("_", " ") for c in fc.codes} == sheet_codes
+    # "verify and report status" scans and sets the bit; "report status" only reads it
+    behaviour = (SHEET / "RMPOPT.md").read_text().split("## How the hardware behaves", 1)[1]
+    for c in fc.codes:
+        words = c.name.replace("_", " ").capitalize()
+        said = " ".join(re.search(rf'"{words}": (.+?)\n(?:- |\n)', behaviour, re.S).group(1).split())
+        assert c.effect == ("scan-and-set" if "sets the region's bit" in said else "read"), said
+        assert c.effect == "read" or "scans" in said
 
 
 @covers("instruction.outputs[].flag", "instruction.outputs[].register", "instruction.preserved[]", "instruction.clobbers[]", "instruction.outputs[].codes[]", "instruction.outputs[].software_code")

@@ -146,9 +146,9 @@ DEFECTS: list[tuple[str, str, str, str, str]] = [
      "{name: heavy, value: 0xff,", "{name: heavy, value: «0,",
      "function code value 0x0 repeats (first at line {line:name: light})"),
     ("fcode-name-repeats", "two function codes share a name",
-     "      - {name: heavy, value: 0xff, description: Heavy frobbing}\n",
-     "      - {name: heavy, value: 0xff, description: Heavy frobbing}\n"
-     "      - {name: «light, value: 2, description: Light again}\n",
+     "      - {name: heavy, value: 0xff, effect: scan-and-set, description: Heavy frobbing}\n",
+     "      - {name: heavy, value: 0xff, effect: scan-and-set, description: Heavy frobbing}\n"
+     "      - {name: «light, value: 2, effect: read, description: Light again}\n",
      "function code name 'light' repeats (first at line {line:name: light})"),
     ("fcode-too-wide", "a function code that does not fit the 8-bit operand",
      "{name: heavy, value: 0xff,", "{name: heavy, value: «0x100,",
@@ -214,6 +214,10 @@ DEFECTS: list[tuple[str, str, str, str, str]] = [
     ("helper-unknown-function", "the helper passes a function code that does not exist",
      "parameter: addr, function: heavy}", "parameter: addr, function: «medium}",
      "helper function 'medium' is not a function code (heavy, light)"),
+    ("helper-reads-only", "the sweep's helper passes a function code that never sets a bit",
+     "parameter: addr, function: heavy}", "parameter: addr, function: «light}",
+     "the sweep calls frobopt(), whose function 'light' only reads: it would never optimize "
+     "a region"),
     ("worker-kind-repeats", "two kthread workers",
      "      - kind: delayed-work\n", "      - kind: «kthread\n",
      ""),  # several messages: filled in below

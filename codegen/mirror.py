@@ -1,0 +1,370 @@
+"""The Python mirror: what the hardware and the generated sweep must do.
+
+Computed from the spec alone (never from the templates or generated C), so
+that compile-and-compare sets two independent derivations of the spec
+against each other.
+
+- :func:`registers` and :func:`instruction_bytes`: what one execution sees.
+- :class:`Hardware`: the RMP (which pages are guest-assigned) and one
+  RMPOPT table per CPU, with the instruction's and RMPUPDATE's effects.
+- :func:`sweep`: the ordered trace of one pass of the kernel's sweep on a
+  :class:`Machine`, executing each RMPOPT on the hardware model.
+
+Trace events (also the JSON lines of ``kgen sweep --json``):
+
+==========  ==============================================================
+kind        fields
+==========  ==============================================================
+``log``     ``text``: the pr_info() line, without the newline
+``rmpopt``  ``cpu``, ``rax``, ``rcx``, ``cf`` (0/1): one execution
+``resched`` ``cpu``: a cond_resched() by the sweeping thread
+``ipi``     ``cpu`` (caller), ``targets`` (ascending CPU list): one
+            on_each_cpu_mask() call; its targets' executions follow it
+==========  ==============================================================
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Iterator, Literal, NamedTuple
+
+from .model import Spec
+
+PAGE_SHIFT = 12
+
+
+# --- one execution ----------------------------------------------------------
+
+
+def instruction_bytes(spec: Spec) -> bytes:
+    return bytes(b.byte for b in spec.instruction.encoding)
+
+
+def function_code(spec: Spec, name: str) -> int:
+    fc = spec.instruction.function_codes
+    if fc is None:
+        raise KeyError(f"{spec.instruction.mnemonic} has no function codes")
+    for code in fc.codes:
+        if code.name == name:
+            return code.value
+    raise KeyError(f"no function code {name!r}")
+
+
+def align_down(value: int, size: int) -> int:
+    return value - value % size
+
+
+def align_up(value: int, size: int) -> int:
+    return -(-value // size) * size
+
+
+def registers(spec: Spec, pa: int, function: str | None = None) -> dict[str, int]:
+    """The registers the helper gives the instruction for address ``pa``.
+
+    ``function`` defaults to the one the kernel helper passes.
+    """
+    insn = spec.instruction
+    name = function or spec.kernel.helper.function
+    regs = {}
+    for i in insn.inputs:
+        if i.kind == "function-code":
+            regs[i.register] = function_code(spec, name)
+        elif i.align == "region":
+            regs[i.register] = align_down(pa, insn.table.region_size)
+        else:
+            regs[i.register] = pa
+    return regs
+
+
+# --- the machine and its hardware state -------------------------------------
+
+
+class Rmpopt(NamedTuple):
+    cpu: int
+    rax: int
+    rcx: int
+    cf: int
+    kind: str = "rmpopt"
+
+
+class Resched(NamedTuple):
+    cpu: int
+    kind: str = "resched"
+
+
+class Ipi(NamedTuple):
+    cpu: int
+    targets: tuple[int, ...]
+    kind: str = "ipi"
+
+
+class Log(NamedTuple):
+    text: str
+    kind: str = "log"
+
+
+Event = Rmpopt | Resched | Ipi | Log
+
+
+def event_json(event: Event) -> dict:
+    """The stable JSON object of one event (kind first)."""
+    d = event._asdict()
+    kind = d.pop("kind")
+    if "targets" in d:
+        d["targets"] = list(d["targets"])
+    return {"kind": kind, **d}
+
+
+class MachineError(ValueError):
+    """An impossible machine (max below min, leader offline, no CPU...)."""
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the sweep sees: memory bounds, CPUs and their SMT topology.
+
+    ``numbering`` says how Linux numbers SMT siblings: ``spread`` (x86's
+    usual order: CPU ``t * cores + c`` is thread ``t`` of core ``c``, so the
+    primary threads come first) or ``adjacent`` (CPU ``c * threads + t``).
+    """
+
+    min_low_pfn: int
+    max_pfn: int
+    cores: int = 1
+    threads_per_core: int = 1
+    numbering: Literal["spread", "adjacent"] = "spread"
+    leader: int = 0
+    offline: frozenset[int] = frozenset()
+    assigned: tuple[tuple[int, int], ...] = ()  # guest-assigned [start, end) physical ranges
+    table_base: int | None = None  # RMPOPT_BASE of every CPU; None: the sweep's start
+
+    def __post_init__(self) -> None:
+        if self.min_low_pfn < 0 or self.max_pfn < 0:
+            raise MachineError("page frame numbers cannot be negative")
+        if self.max_pfn < self.min_low_pfn:
+            raise MachineError(f"max_pfn {self.max_pfn:#x} is below min_low_pfn {self.min_low_pfn:#x}")
+        if self.max_pfn >= 1 << (64 - PAGE_SHIFT):
+            raise MachineError("max_pfn does not fit a 64-bit physical address")
+        if self.cores < 1 or self.threads_per_core < 1:
+            raise MachineError("a machine needs at least one core with one thread")
+        if self.nr_cpus > 4096:
+            raise MachineError(f"{self.nr_cpus} CPUs: at most 4096 are supported")
+        bad = sorted(c for c in self.offline if not 0 <= c < self.nr_cpus)
+        if bad:
+            raise MachineError(f"offline CPU {bad[0]} does not exist ({self.nr_cpus} CPUs)")
+        if not self.online:
+            raise MachineError("no CPU is online")
+        if self.leader not in self.online:
+            raise MachineError(f"leader CPU {self.leader} is not online")
+        for start, end in self.assigned:
+            if not 0 <= start < end:
+                raise MachineError(f"assigned range {start:#x}-{end:#x} is empty or negative")
+
+    @property
+    def nr_cpus(self) -> int:
+        return self.cores * self.threads_per_core
+
+    @property
+    def online(self) -> list[int]:
+        return [c for c in range(self.nr_cpus) if c not in self.offline]
+
+    def core_thread(self, cpu: int) -> tuple[int, int]:
+        if self.numbering == "spread":
+            return cpu % self.cores, cpu // self.cores
+        return cpu // self.threads_per_core, cpu % self.threads_per_core
+
+    def is_primary(self, cpu: int) -> bool:
+        return self.core_thread(cpu)[1] == 0
+
+    def siblings(self, cpu: int) -> set[int]:
+        """Every CPU of ``cpu``'s core, itself included (online or not)."""
+        core = self.core_thread(cpu)[0]
+        return {c for c in range(self.nr_cpus) if self.core_thread(c)[0] == core}
+
+
+@dataclass
+class Hardware:
+    """The RMP and one RMPOPT table per CPU, as the instruction sees them.
+
+    Each function code acts as its ``effect`` in the spec says: ``scan-and-set``
+    marks the region in this CPU's table when no page in it is assigned and
+    reports the bit in CF; ``read`` only reports the bit.  Regions outside
+    ``[base, base + coverage)`` are never optimized.
+    """
+
+    spec: Spec
+    nr_cpus: int
+    base: int  # every CPU's RMPOPT_BASE (region aligned)
+    tables: list[set[int]] = field(default_factory=list)  # per CPU: optimized region indices
+
+    def __post_init__(self) -> None:
+        t = self.spec.instruction.table
+        if self.base % t.region_size:
+            raise MachineError(f"RMPOPT base {self.base:#x} is not aligned to {t.region_size:#x}")
+        self.region_size, self.entries = t.region_size, t.entries
+        self.tables = [set() for _ in range(self.nr_cpus)]
+        fc = self.spec.instruction.function_codes
+        self.effects = {c.value: c.effect for c in fc.codes} if fc else {}
+        self._starts: list[int] = []  # sorted, disjoint assigned ranges
+        self._ends: list[int] = []
+        self._blocked: dict[int, bool] = {}  # region index -> holds an assigned page
+
+    # the RMP
+    def assign(self, start: int, end: int) -> None:
+        """RMPUPDATE makes [start, end) guest-assigned: clears those regions' bits on every CPU."""
+        ranges = sorted([*zip(self._starts, self._ends), (start, end)])
+        merged: list[list[int]] = []
+        for s, e in ranges:
+            if merged and s <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], e)
+            else:
+                merged.append([s, e])
+        self._starts = [s for s, _ in merged]
+        self._ends = [e for _, e in merged]
+        self._blocked.clear()
+        first = (start - self.base) // self.region_size
+        last = (end - 1 - self.base) // self.region_size
+        for table in self.tables:
+            table.difference_update([i for i in table if first <= i <= last])
+
+    def region_has_assigned(self, region_start: int) -> bool:
+        """Whether any assigned page lies in [region_start, region_start + region size)."""
+        i = bisect.bisect_left(self._starts, region_start + self.region_size) - 1
+        return i >= 0 and self._ends[i] > region_start
+
+    # the instruction
+    def _region(self, rax: int, rcx: int) -> tuple[int | None, str]:
+        effect = self.effects.get(rcx)
+        if effect is None:
+            raise MachineError(f"function code {rcx:#x} is not defined (the CPU raises #GP)")
+        index = (align_down(rax, self.region_size) - self.base) // self.region_size
+        if not 0 <= index < self.entries:
+            return None, effect  # outside the table's coverage: never optimized
+        if effect == "scan-and-set" and index not in self._blocked:
+            self._blocked[index] = self.region_has_assigned(self.base + index * self.region_size)
+        return index, effect
+
+    def execute(self, cpu: int, rax: int, rcx: int) -> int:
+        """One execution on ``cpu``: the CF it returns (0 or 1)."""
+        return self.execute_on((cpu,), rax, rcx)[0]
+
+    def execute_on(self, cpus: list[int] | tuple[int, ...], rax: int, rcx: int) -> list[int]:
+        """The same execution on each of ``cpus`` in turn: their CFs."""
+        index, effect = self._region(rax, rcx)
+        if index is None:
+            return [0] * len(cpus)
+        tables = self.tables
+        if effect == "scan-and-set" and not self._blocked[index]:
+            for cpu in cpus:
+                tables[cpu].add(index)
+            return [1] * len(cpus)
+        return [int(index in tables[cpu]) for cpu in cpus]
+
+    def optimized(self, cpu: int) -> list[int]:
+        """Start addresses of the regions ``cpu``'s table marks optimized."""
+        return sorted(self.base + i * self.region_size for i in self.tables[cpu])
+
+
+# --- the sweep --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Range:
+    pa_start: int
+    pa_end: int  # after the cap
+    uncapped_end: int
+
+    @property
+    def capped(self) -> bool:
+        return self.uncapped_end != self.pa_end
+
+
+def sweep_range(spec: Spec, machine: Machine) -> Range:
+    t = spec.instruction.table
+    start = align_down(machine.min_low_pfn << PAGE_SHIFT, t.region_size)
+    end = align_up(machine.max_pfn << PAGE_SHIFT, t.region_size)
+    capped = end
+    if end - start > t.coverage:
+        capped = start + t.coverage
+    return Range(start, capped, end)
+
+
+def followers(machine: Machine) -> list[int]:
+    """Online primary threads, minus every sibling of the leader, ascending."""
+    leader_core = machine.siblings(machine.leader)
+    return [c for c in machine.online if machine.is_primary(c) and c not in leader_core]
+
+
+def hardware_for(spec: Spec, machine: Machine) -> Hardware:
+    base = machine.table_base
+    if base is None:
+        base = sweep_range(spec, machine).pa_start
+    hw = Hardware(spec, machine.nr_cpus, base)
+    for start, end in machine.assigned:
+        hw.assign(start, end)
+    return hw
+
+
+def pa_text(value: int) -> str:
+    """A physical address as the kernel's %pa prints it on 64-bit."""
+    return f"0x{value:016x}"
+
+
+def sweep(spec: Spec, machine: Machine, hw: Hardware | None = None) -> Iterator[Event]:
+    """The ordered events of one pass, executing each RMPOPT on ``hw``."""
+    s = spec.kernel.sweep
+    t = spec.instruction.table
+    hw = hw if hw is not None else hardware_for(spec, machine)
+    r = sweep_range(spec, machine)
+    if r.capped:
+        yield Log(f"{s.cap_message} [{pa_text(r.pa_end)} - {pa_text(r.uncapped_end)}]")
+    yield Log(f"{s.log_message} [{pa_text(r.pa_start)} - {pa_text(r.pa_end)}]")
+    leader = machine.leader
+    regions = range(r.pa_start, r.pa_end, t.region_size)
+    rcx = function_code(spec, spec.kernel.helper.function)
+    for pa in regions:
+        yield Rmpopt(leader, pa, rcx, hw.execute(leader, pa, rcx))
+        yield Resched(leader)
+    targets = tuple(followers(machine))
+    if not targets:
+        return
+    ipi, resched = Ipi(leader, targets), Resched(leader)
+    for pa in regions:
+        yield ipi
+        for cpu, cf in zip(targets, hw.execute_on(targets, pa, rcx)):
+            yield Rmpopt(cpu, pa, rcx, cf)
+        yield resched
+
+
+@dataclass(frozen=True)
+class Summary:
+    regions: int
+    rmpopt: int
+    ipis: int
+    rescheds: int
+    logs: tuple[str, ...]
+    range: Range
+    optimized: dict[int, int]  # cpu -> regions its table marks optimized
+    cf_set: int  # executions that returned CF = 1
+
+
+def summarize(spec: Spec, machine: Machine) -> tuple[Summary, Hardware]:
+    hw = hardware_for(spec, machine)
+    counts = {"rmpopt": 0, "ipi": 0, "resched": 0}
+    cf_set, logs = 0, []
+    for e in sweep(spec, machine, hw):
+        if e.kind == "log":
+            logs.append(e.text)
+            continue
+        counts[e.kind] += 1
+        if e.kind == "rmpopt":
+            cf_set += e.cf
+    r = sweep_range(spec, machine)
+    regions = len(range(r.pa_start, r.pa_end, spec.instruction.table.region_size))
+    optimized = {cpu: len(hw.tables[cpu]) for cpu in machine.online}
+    return (
+        Summary(regions, counts["rmpopt"], counts["ipi"], counts["resched"], tuple(logs), r,
+                optimized, cf_set),  # fmt: skip
+        hw,
+    )

@@ -1,0 +1,352 @@
+"""The mirror: registers, the sweep's trace, and the RMP/RMPOPT-table state.
+
+Each rule of the sweep is a check function below, run as a hypothesis
+property over random machines; a mutation test then breaks the mirror on
+purpose, once per rule, and shows that the rule's check fails.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from codegen import mirror
+from codegen.mirror import Hardware, Machine, MachineError, sweep, sweep_range
+
+
+@pytest.fixture(scope="module")
+def t(rmpopt):
+    return rmpopt.instruction.table
+
+
+def codes(spec):
+    return {c.effect: c.value for c in spec.instruction.function_codes.codes}
+
+
+# --- registers --------------------------------------------------------------
+
+
+def test_registers_align_the_address_and_pass_the_helper_code(rmpopt, t):
+    pa = 5 * t.region_size + 12345
+    regs = mirror.registers(rmpopt, pa)
+    assert regs == {"rax": 5 * t.region_size, "rcx": codes(rmpopt)["scan-and-set"]}
+    assert mirror.registers(rmpopt, pa, "report_status")["rcx"] == codes(rmpopt)["read"]
+
+
+def test_instruction_bytes(rmpopt):
+    assert list(mirror.instruction_bytes(rmpopt)) == [b.byte for b in rmpopt.instruction.encoding]
+
+
+# --- machines ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(min_low_pfn=9, max_pfn=5), "below min_low_pfn"),
+        (dict(min_low_pfn=0, max_pfn=5, cores=0), "at least one core"),
+        (dict(min_low_pfn=0, max_pfn=5, cores=2, leader=2), "leader CPU 2 is not online"),
+        (dict(min_low_pfn=0, max_pfn=5, cores=2, offline=frozenset({0, 1})), "no CPU is online"),
+        (dict(min_low_pfn=0, max_pfn=5, cores=2, offline=frozenset({0})), "leader CPU 0"),
+        (dict(min_low_pfn=0, max_pfn=5, offline=frozenset({7})), "does not exist"),
+        (dict(min_low_pfn=0, max_pfn=5, assigned=((4, 4),)), "empty"),
+    ],
+)
+def test_impossible_machines(kwargs, message):
+    with pytest.raises(MachineError, match=message):
+        Machine(**kwargs)
+
+
+def test_sibling_numbering():
+    spread = Machine(0, 1, cores=4, threads_per_core=2, numbering="spread")
+    adjacent = Machine(0, 1, cores=4, threads_per_core=2, numbering="adjacent")
+    assert [c for c in range(8) if spread.is_primary(c)] == [0, 1, 2, 3]
+    assert spread.siblings(1) == {1, 5}
+    assert [c for c in range(8) if adjacent.is_primary(c)] == [0, 2, 4, 6]
+    assert adjacent.siblings(3) == {2, 3}
+
+
+# --- the rules of the sweep, as checks --------------------------------------
+
+
+def check_alignment(spec, machine, events):
+    size = spec.instruction.table.region_size
+    lo, hi = machine.min_low_pfn << mirror.PAGE_SHIFT, machine.max_pfn << mirror.PAGE_SHIFT
+    leader_rax = [e.rax for e in events if e.kind == "rmpopt" and e.cpu == machine.leader]
+    leader_rax = leader_rax[: len(set(leader_rax))]
+    for rax in leader_rax:
+        assert rax % size == 0
+    if leader_rax:
+        assert leader_rax[0] <= lo < leader_rax[0] + size or lo == leader_rax[0]
+        assert leader_rax == list(range(leader_rax[0], leader_rax[-1] + size, size))
+
+
+def check_cap(spec, machine, events):
+    t = spec.instruction.table
+    s = spec.kernel.sweep
+    lo = (machine.min_low_pfn << mirror.PAGE_SHIFT) // t.region_size * t.region_size
+    hi = -(-(machine.max_pfn << mirror.PAGE_SHIFT) // t.region_size) * t.region_size
+    logs = [e.text for e in events if e.kind == "log"]
+    regions = sorted({e.rax for e in events if e.kind == "rmpopt"})
+    assert len(regions) == min((hi - lo) // t.region_size, t.entries)
+    capped = hi - lo > t.coverage
+    assert [l.startswith(s.cap_message) for l in logs] == ([True, False] if capped else [False])
+    end = lo + min(hi - lo, t.coverage)
+    assert logs[-1] == f"{s.log_message} [0x{lo:016x} - 0x{end:016x}]"
+    if capped:
+        assert logs[0] == f"{s.cap_message} [0x{end:016x} - 0x{hi:016x}]"
+
+
+def check_order(spec, machine, events):
+    kinds = [e.kind for e in events]
+    n_logs = kinds.index("rmpopt") if "rmpopt" in kinds else len(kinds)
+    assert set(kinds[:n_logs]) <= {"log"} and "log" not in kinds[n_logs:]
+    body = events[n_logs:]
+    regions = sorted({e.rax for e in body if e.kind == "rmpopt"})
+    leader = body[: 2 * len(regions)]
+    assert [e.kind for e in leader] == ["rmpopt", "resched"] * len(regions)
+    assert [e.rax for e in leader[::2]] == regions
+    rest = body[2 * len(regions):]
+    i = 0
+    for pa in regions if rest else []:
+        ipi = rest[i]
+        assert ipi.kind == "ipi" and ipi.cpu == machine.leader
+        run = rest[i + 1 : i + 1 + len(ipi.targets)]
+        assert [(e.kind, e.cpu, e.rax) for e in run] == [("rmpopt", c, pa) for c in ipi.targets]
+        assert rest[i + 1 + len(ipi.targets)].kind == "resched"
+        i += 2 + len(ipi.targets)
+    assert i == len(rest)
+    assert all(e.cpu == machine.leader for e in body if e.kind == "resched")
+
+
+def check_split(spec, machine, events):
+    leader_core = machine.siblings(machine.leader)
+    ipis = [e for e in events if e.kind == "ipi"]
+    executed = {e.cpu for e in events if e.kind == "rmpopt"}
+    expected = {c for c in machine.online if machine.is_primary(c) and c not in leader_core}
+    if not any(e.kind == "rmpopt" for e in events):  # no region to sweep
+        assert not ipis
+        return
+    assert executed == expected | {machine.leader}
+    for ipi in ipis:
+        assert set(ipi.targets) == expected and list(ipi.targets) == sorted(ipi.targets)
+        assert machine.leader not in ipi.targets
+    if not expected:
+        assert not ipis
+
+
+def check_state(spec, machine, events, hw):
+    t = spec.instruction.table
+    fn = codes(spec)
+    optimized = {cpu: set(hw.optimized(cpu)) for cpu in machine.online}
+    for e in (e for e in events if e.kind == "rmpopt"):
+        blocked = any(s < e.rax + t.region_size and e.rax < end for s, end in machine.assigned)
+        inside = 0 <= e.rax - hw.base < t.coverage
+        assert e.rcx == fn["scan-and-set"]
+        assert e.cf == int(inside and not blocked)
+        assert (e.cf == 1) == (e.rax in optimized[e.cpu])
+    ran: dict[int, set[int]] = {cpu: set() for cpu in machine.online}
+    for e in events:
+        if e.kind == "rmpopt" and e.cf:
+            ran[e.cpu].add(e.rax)
+    assert optimized == ran
+
+
+CHECKS = [check_alignment, check_cap, check_order, check_split]
+
+
+@st.composite
+def machines(draw, max_cores=6):
+    cores = draw(st.integers(1, max_cores))
+    threads = draw(st.integers(1, 4))
+    n = cores * threads
+    offline = draw(st.frozensets(st.integers(0, n - 1), max_size=n - 1))
+    leader = draw(st.sampled_from([c for c in range(n) if c not in offline]))
+    gb = 1 << 30
+    min_pa = draw(st.integers(0, 8 * gb))
+    span = draw(st.one_of(st.integers(0, 8 * gb), st.sampled_from([2 << 40, (2 << 40) + gb, 3 << 40])))
+    assigned = tuple(
+        (s, s + draw(st.integers(1, 4 << 20)))
+        for s in draw(st.lists(st.integers(0, min_pa + span + gb), max_size=4))
+    )
+    return Machine(
+        min_pa >> 12, (min_pa + span) >> 12, cores, threads,
+        draw(st.sampled_from(["spread", "adjacent"])), leader, offline, assigned,
+    )  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(machines())
+def test_sweep_rules_hold_on_random_machines(rmpopt, machine):
+    hw = mirror.hardware_for(rmpopt, machine)
+    events = list(sweep(rmpopt, machine, hw))
+    for check in CHECKS:
+        check(rmpopt, machine, events)
+    check_state(rmpopt, machine, events, hw)
+
+
+# --- each rule's check fails when the mirror breaks that rule ---------------
+
+
+def _broken_followers(machine):
+    return [c for c in machine.online if machine.is_primary(c) and c != machine.leader]
+
+
+MIRROR_MUTANTS = {
+    # rule broken -> (attribute of codegen.mirror, replacement)
+    "alignment": ("align_down", lambda v, s: v),
+    "cap": ("sweep_range", lambda spec, m: mirror.Range(
+        mirror.align_down(m.min_low_pfn << 12, spec.instruction.table.region_size),
+        mirror.align_up(m.max_pfn << 12, spec.instruction.table.region_size),
+        mirror.align_up(m.max_pfn << 12, spec.instruction.table.region_size))),
+    "split": ("followers", _broken_followers),
+    "order": ("Resched", lambda cpu: mirror.Log("cond_resched")),
+}  # fmt: skip
+RULE_CHECK = {"alignment": check_alignment, "cap": check_cap, "split": check_split, "order": check_order}
+
+
+@pytest.mark.parametrize("rule", sorted(MIRROR_MUTANTS))
+def test_each_rule_check_catches_a_broken_mirror(rmpopt, rule, monkeypatch, t):
+    gb = t.region_size
+    machine = Machine(
+        (gb + 4096) >> 12, ((3 << 40) + gb // 2) >> 12, cores=3, threads_per_core=2, leader=4,
+        table_base=0,
+    )  # fmt: skip
+    events = list(sweep(rmpopt, machine))
+    RULE_CHECK[rule](rmpopt, machine, events)  # passes on the real mirror
+    monkeypatch.setattr(mirror, *MIRROR_MUTANTS[rule])
+    broken = list(sweep(rmpopt, machine))
+    with pytest.raises(AssertionError):
+        RULE_CHECK[rule](rmpopt, machine, broken)
+
+
+def test_state_check_catches_a_model_that_ignores_assigned_pages(rmpopt, monkeypatch, t):
+    machine = Machine(0, (4 * t.region_size) >> 12, cores=2, assigned=((t.region_size, t.region_size + 4096),))
+    hw = mirror.hardware_for(rmpopt, machine)
+    check_state(rmpopt, machine, list(sweep(rmpopt, machine, hw)), hw)
+    monkeypatch.setattr(Hardware, "region_has_assigned", lambda self, start: False)
+    hw = mirror.hardware_for(rmpopt, machine)
+    with pytest.raises(AssertionError):
+        check_state(rmpopt, machine, list(sweep(rmpopt, machine, hw)), hw)
+
+
+# --- hardware state transitions ---------------------------------------------
+
+
+@pytest.fixture()
+def hw(rmpopt, t):
+    return Hardware(rmpopt, nr_cpus=4, base=0)
+
+
+def test_verify_sets_the_bit_report_only_reads(rmpopt, hw, t):
+    fn = codes(rmpopt)
+    region = 7 * t.region_size
+    assert hw.execute(1, region, fn["read"]) == 0
+    assert hw.execute(1, region, fn["scan-and-set"]) == 1
+    assert hw.execute(1, region, fn["read"]) == 1
+    assert hw.execute(2, region, fn["read"]) == 0, "tables are per CPU"
+
+
+def test_assigned_page_blocks_and_rmpupdate_clears_every_cpu(rmpopt, hw, t):
+    fn = codes(rmpopt)
+    region = 3 * t.region_size
+    for cpu in range(4):
+        assert hw.execute(cpu, region, fn["scan-and-set"]) == 1
+    hw.assign(region + t.region_size - 4096, region + t.region_size)  # last page of the region
+    assert [hw.execute(cpu, region, fn["read"]) for cpu in range(4)] == [0, 0, 0, 0]
+    assert hw.execute(0, region, fn["scan-and-set"]) == 0
+    assert hw.execute(0, region + t.region_size, fn["scan-and-set"]) == 1, "next region is free"
+    assert hw.execute(0, region - t.region_size, fn["scan-and-set"]) == 1, "previous one too"
+
+
+def test_regions_outside_coverage_never_optimize(rmpopt, t):
+    fn = codes(rmpopt)
+    hw = Hardware(rmpopt, nr_cpus=1, base=4 * t.region_size)
+    assert hw.execute(0, 3 * t.region_size, fn["scan-and-set"]) == 0
+    assert hw.execute(0, 4 * t.region_size, fn["scan-and-set"]) == 1
+    assert hw.execute(0, 4 * t.region_size + t.coverage - t.region_size, fn["scan-and-set"]) == 1
+    assert hw.execute(0, 4 * t.region_size + t.coverage, fn["scan-and-set"]) == 0
+
+
+def test_undefined_function_code_faults(rmpopt, hw):
+    with pytest.raises(MachineError, match="#GP"):
+        hw.execute(0, 0, max(codes(rmpopt).values()) + 1)
+
+
+def test_unaligned_base_is_refused(rmpopt, t):
+    with pytest.raises(MachineError):
+        Hardware(rmpopt, nr_cpus=1, base=t.region_size // 2)
+
+
+# --- worked examples --------------------------------------------------------
+
+
+def test_three_tb_eight_core_smt2_machine(rmpopt, t):
+    machine = Machine(0, (3 << 40) >> 12, cores=8, threads_per_core=2)
+    summary, hw = mirror.summarize(rmpopt, machine)
+    assert summary.regions == t.entries
+    assert summary.range.capped and summary.range.uncapped_end - summary.range.pa_end == 1 << 40
+    assert summary.rmpopt == t.entries * 8  # the leader plus the 7 other primary threads
+    assert summary.ipis == t.entries and summary.rescheds == 2 * t.entries
+    assert summary.optimized == {c: (t.entries if c < 8 else 0) for c in range(16)}
+
+
+def test_one_region_single_cpu(rmpopt, t):
+    machine = Machine(0, 1, cores=1)
+    events = list(sweep(rmpopt, machine))
+    assert [e.kind for e in events] == ["log", "rmpopt", "resched"]
+    assert events[1] == mirror.Rmpopt(0, 0, codes(rmpopt)["scan-and-set"], 1)
+
+
+def test_sweep_range_rounds_outward(rmpopt, t):
+    r = sweep_range(rmpopt, Machine((t.region_size + 4096) >> 12, (2 * t.region_size + 4096) >> 12))
+    assert (r.pa_start, r.pa_end) == (t.region_size, 3 * t.region_size)
+
+
+# --- the command ------------------------------------------------------------
+
+
+def test_kgen_sweep_summary_reports_the_cap(run_kgen, t):
+    result = run_kgen("sweep", "isa/rmpopt.yaml", "--memory", "3T", "--cores", "8",
+                      "--threads-per-core", "2")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f": {t.entries} regions of 1 GB" in result.output
+    assert "above cap    1 TB not optimized" in result.output
+    assert f"{t.entries * 8} executions" in result.output
+
+
+def test_kgen_sweep_json_trace_format(run_kgen, rmpopt, t):
+    result = run_kgen("sweep", "isa/rmpopt.yaml", "--memory", "4G", "--cores", "2",
+                      "--threads-per-core", "2", "--assigned", "0-4K", "--json")  # fmt: skip
+    assert result.exit_code == 0
+    lines = [json.loads(l) for l in result.output.splitlines()]
+    assert all(list(l)[0] == "kind" for l in lines)
+    rm = [l for l in lines if l["kind"] == "rmpopt"]
+    assert set(rm[0]) == {"kind", "cpu", "rax", "rcx", "cf"}
+    assert rm[0] == {"kind": "rmpopt", "cpu": 0, "rax": 0, "rcx": 0, "cf": 0}  # page 0 assigned
+    ipi = next(l for l in lines if l["kind"] == "ipi")
+    assert ipi == {"kind": "ipi", "cpu": 0, "targets": [1]}
+    tables = [l for l in lines if l["kind"] == "table"]
+    assert [tb["cpu"] for tb in tables] == [0, 1, 2, 3]
+    assert tables[0]["optimized"] == 3 and tables[2]["optimized"] == 0
+
+
+@pytest.mark.parametrize(
+    "args, code, text",
+    [
+        (["--memory", "4G", "--leader", "3"], 1, "leader CPU 3 is not online"),
+        (["--min-pfn", "9", "--max-pfn", "5"], 1, "below min_low_pfn"),
+        ([], 2, "exactly one of --max-pfn and --memory"),
+        (["--memory", "4G", "--max-pfn", "5"], 2, "exactly one"),
+        (["--memory", "lots"], 2, "not a number or a size"),
+        (["--memory", "4G", "--assigned", "5-4"], 2, "END must be above START"),
+        (["--memory", "4G", "--cores", "0"], 2, "0"),
+    ],
+)
+def test_kgen_sweep_bad_machines(run_kgen, args, code, text):
+    result = run_kgen("sweep", "isa/rmpopt.yaml", *args)
+    assert result.exit_code == code
+    assert text in result.stderr
