@@ -354,6 +354,111 @@ def _bytes(n: int) -> str:
 
 
 @main.command()
+@click.argument("specs", nargs=-1, metavar="[SPEC]...")
+@click.option("--cases", "count", type=click.IntRange(1), default=3000, show_default=True,
+              help="Configurations per spec: every boundary, then random ones.")  # fmt: skip
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the random cases.")
+@click.option("--case", "only", type=click.IntRange(0), help="Run only this case (see a report).")
+@click.option("--engine", type=click.Choice(["auto", "native", "emulator"]), default="auto",
+              show_default=True, help="Trap natively, or run the code in a CPU emulator.")  # fmt: skip
+@click.option("--opt", "opts", multiple=True, type=click.Choice(["-O0", "-O1", "-O2", "-O3", "-Os"]),
+              help="Optimisation level (repeat) [default: -O0 -O2 -Os].")  # fmt: skip
+@click.option("--keep-going", is_flag=True, help="Report every mismatching level, not the first.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
+def compare(specs, count, seed, only, engine, opts, keep_going, as_json) -> None:
+    """Compile the generated C with clang and check it against the mirror.
+
+    The generated code runs in a trap harness that executes the real
+    instruction bytes; its trace (every instruction with its registers,
+    cross-CPU calls, cond_resched() calls, log lines, helper results) must
+    equal the mirror's for every case at every optimisation level.
+    """
+    from . import compare as cmp
+    from .build import BuildError
+    from .host import choose_engine
+    from .toolchain import ToolchainError, find_clang
+
+    loaded = load_specs(specs)
+    try:
+        compiler = find_clang()
+    except ToolchainError as exc:
+        click.echo(f"kgen: {exc}", err=True)
+        sys.exit(1)
+    choice = choose_engine(engine)
+    opts = tuple(opts) or cmp.DEFAULT_OPTS
+    reports, failed = [], False
+    for spec in loaded:
+        if spec.kernel.sweep is None or spec.instruction.function_codes is None:
+            click.echo(f"{spec.path}: nothing to compare yet (no sweep)", err=True)
+            continue
+        bar = _progress_bar(spec.path) if sys.stderr.isatty() and not as_json else None
+        try:
+            result = cmp.compare(spec, compiler, choice, seed, count, opts, only,
+                                 keep_going=keep_going, progress=bar)  # fmt: skip
+        except (BuildError, ValueError, RuntimeError) as exc:
+            click.echo(f"kgen: {spec.path}: {exc}", err=True)
+            sys.exit(1)
+        finally:
+            if bar:
+                click.echo("\r\033[K", nl=False, err=True)
+        failed |= not result.ok
+        reports.append(result)
+        if not as_json:
+            _print_compare(result)
+    if as_json:
+        click.echo(json.dumps([_compare_json(r) for r in reports], indent=2))
+    sys.exit(1 if failed else 0)
+
+
+def _progress_bar(label: str):
+    def show(done: int, total: int, result) -> None:
+        width = 30
+        filled = width * done // max(total, 1)
+        click.echo(
+            f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} chunks, "
+            f"{result.executions} executions checked",
+            nl=False, err=True,
+        )  # fmt: skip
+
+    return show
+
+
+def _print_compare(r) -> None:
+    levels = " ".join(r.opts)
+    rate = r.executions / max(r.seconds - r.build_seconds, 1e-9)
+    click.echo(
+        f"{r.spec}: {'ok' if r.ok else 'MISMATCH'}: {r.cases} cases x {len(r.opts)} levels "
+        f"({levels}), {r.executions} {'' if r.ok else 'matching '}executions checked"
+    )
+    click.echo(
+        f"  {r.compiler.name} ({r.compiler.origin}); engine {r.engine.engine}: {r.engine.reason}"
+    )
+    click.echo(
+        f"  seed {r.seed}; build {r.build_seconds:.1f} s, total {r.seconds:.1f} s, "
+        f"{rate:,.0f} executions/s"
+    )
+    for m in r.mismatches:
+        click.echo(f"  case {m.case} at {m.opt}: line {m.index} of its trace differs")
+        click.echo(f"    machine:  {m.description}")
+        for line in m.context:
+            click.echo(f"    same:     {line}")
+        click.echo(f"    expected: {m.expected}")
+        click.echo(f"    got:      {m.got}")
+        click.echo(f"    reproduce: {m.reproduce}")
+
+
+def _compare_json(r) -> dict:
+    return {
+        "spec": r.spec, "ok": r.ok, "engine": r.engine.engine, "engine_reason": r.engine.reason,
+        "compiler": r.compiler.name, "compiler_origin": r.compiler.origin, "seed": r.seed,
+        "cases": r.cases, "opts": list(r.opts), "executions": r.executions,
+        "seconds": round(r.seconds, 3), "build_seconds": round(r.build_seconds, 3),
+        "levels": {o: vars(s) for o, s in r.stats.items()},
+        "mismatches": [vars(m) | {"context": list(m.context)} for m in r.mismatches],
+    }  # fmt: skip
+
+
+@main.command()
 def doctor() -> None:
     """Say which compilers kgen uses, their versions and where they come from."""
     from .toolchain import ToolchainError, find_clang, find_gcc

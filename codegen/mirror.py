@@ -368,3 +368,49 @@ def summarize(spec: Spec, machine: Machine) -> tuple[Summary, Hardware]:
                 optimized, cf_set),  # fmt: skip
         hw,
     )
+
+
+# --- the workers ------------------------------------------------------------
+
+
+def worker_passes(worker, actions: list[str]) -> list[int]:
+    """Indices of the actions after which the worker runs one pass.
+
+    Actions: ``setup``, ``trigger``, ``teardown``; ``run`` lets a woken
+    kthread run until it sleeps again; ``a:MS`` advances time by MS
+    milliseconds (delayed work runs when its timer expires).
+
+    kthread: setup asks for a pass; a woken thread runs one pass for all the
+    requests made since its last pass, then sleeps; kthread_stop() ends it
+    before another pass.  delayed-work: setup arms the timer first_delay_ms
+    ahead; each request re-arms it rearm_delay_ms ahead of now, so a burst of
+    requests makes one pass; teardown cancels a pending pass.
+    """
+    passes = []
+    if worker.kind == "kthread":
+        alive = pending = False
+        for n, action in enumerate(actions):
+            if action == "setup":
+                alive = pending = True
+            elif action == "trigger" and alive:
+                pending = True
+            elif action == "run" and alive and pending:
+                passes.append(n)
+                pending = False
+            elif action == "teardown":
+                alive = pending = False
+        return passes
+    now, expires, alive = 0, None, False
+    for n, action in enumerate(actions):
+        if action == "setup":
+            alive, expires = True, now + worker.first_delay_ms
+        elif action == "trigger" and alive:
+            expires = now + worker.rearm_delay_ms
+        elif action.startswith("a:"):
+            now += int(action[2:])
+            if expires is not None and expires <= now:
+                passes.append(n)
+                expires = None
+        elif action == "teardown":
+            alive, expires = False, None
+    return passes

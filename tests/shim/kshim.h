@@ -96,7 +96,7 @@ void set_bit(long nr, volatile unsigned long *addr);
 bool test_and_clear_bit(long nr, volatile unsigned long *addr);
 
 /* <linux/cpumask.h> */
-#define NR_CPUS			4096
+#define NR_CPUS			512	/* the largest machine compare runs: 256 cores x 2 */
 #define BITS_PER_LONG		64
 struct cpumask {
 	unsigned long bits[NR_CPUS / BITS_PER_LONG];
@@ -159,7 +159,8 @@ int wake_up_process(struct task_struct *task);
 
 /* <linux/kthread.h> */
 struct task_struct *kthread_create(int (*threadfn)(void *data), void *data, const char *name);
-#define kthread_run(threadfn, data, name)	kthread_create(threadfn, data, name)
+struct task_struct *kshim_kthread_run(int (*threadfn)(void *data), void *data, const char *name);
+#define kthread_run(threadfn, data, name)	kshim_kthread_run(threadfn, data, name)
 bool kthread_should_stop(void);
 int kthread_stop(struct task_struct *task);
 

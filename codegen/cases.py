@@ -1,0 +1,257 @@
+"""The configurations compile-and-compare runs, and what the mirror expects of each.
+
+A case is a machine plus a script of actions for one generated form: a
+worker (setup, trigger, run, advance time, teardown) or the helpers (call
+``rmpopt(pa)`` or ``__rmpopt(rax, rcx)`` on a CPU).  :func:`generate` gives
+every boundary first, then random cases from a seed; case N of a seed is
+always the same case.  :func:`case_line` writes a case in the harness's
+input format and :func:`expected` the event lines the harness must print
+(see tests/harness/core.c for both formats).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from functools import cache
+
+from . import mirror
+from .host import GUARD_TOP
+from .mirror import Machine
+from .model import Spec
+
+HELPERS = "helpers"
+
+
+@dataclass(frozen=True)
+class Case:
+    id: int
+    form: str  # a worker kind, or "helpers"
+    machine: Machine
+    actions: tuple[str, ...]
+    label: str
+
+    def describe(self) -> str:
+        m = self.machine
+        parts = [
+            f"{self.form}", f"min_low_pfn={m.min_low_pfn:#x}", f"max_pfn={m.max_pfn:#x}",
+            f"{m.cores} cores x {m.threads_per_core} threads ({m.numbering})",
+            f"leader {m.leader}",
+        ]  # fmt: skip
+        if m.offline:
+            parts.append("offline " + ",".join(map(str, sorted(m.offline))))
+        if m.assigned:
+            parts.append("assigned " + ",".join(f"{s:#x}-{e:#x}" for s, e in m.assigned))
+        if m.table_base is not None:
+            parts.append(f"base {m.table_base:#x}")
+        parts.append("actions " + ",".join(self.actions))
+        return f"[{self.label}] " + "; ".join(parts)
+
+
+def spec_line(spec: Spec) -> str:
+    insn = spec.instruction
+    codes = ",".join(
+        f"{c.value:#x}:{'s' if c.effect == 'scan-and-set' else 'r'}" for c in insn.function_codes.codes
+    )
+    return (
+        "spec insn=" + ",".join(f"{b.byte:#04x}" for b in insn.encoding)
+        + f" region={insn.table.region_size:#x} entries={insn.table.entries} codes={codes}\n"
+    )  # fmt: skip
+
+
+def case_line(spec: Spec, case: Case, budget: int) -> str:
+    m = case.machine
+    base = m.table_base if m.table_base is not None else mirror.sweep_range(spec, m).pa_start
+    fields = [
+        f"id={case.id}", f"form={case.form}", f"min={m.min_low_pfn:#x}", f"max={m.max_pfn:#x}",
+        f"cores={m.cores}", f"threads={m.threads_per_core}", f"numbering={m.numbering}",
+        f"leader={m.leader}", f"base={base:#x}", f"budget={budget}",
+    ]  # fmt: skip
+    if m.offline:
+        fields.append("offline=" + ",".join(map(str, sorted(m.offline))))
+    if m.assigned:
+        fields.append("assigned=" + ",".join(f"{s:#x}:{e:#x}" for s, e in m.assigned))
+    fields.append("actions=" + ",".join(case.actions))
+    return "case " + " ".join(fields) + "\n"
+
+
+def event_line(event: mirror.Event) -> str:
+    kind = event.kind
+    if kind == "rmpopt":
+        return f"R {event.cpu} {event.rax:#x} {event.rcx:#x} {event.cf}"
+    if kind == "resched":
+        return f"S {event.cpu}"
+    if kind == "ipi":
+        return f"I {event.cpu} " + ",".join(map(str, event.targets))
+    return f"L {event.text}"
+
+
+def expected(spec: Spec, case: Case) -> list[str]:
+    """The event lines the generated code must produce for ``case``, end line included."""
+    hw = mirror.hardware_for(spec, case.machine)
+    lines: list[str] = []
+    if case.form == HELPERS:
+        for action in case.actions:
+            kind, cpu, *args = action.split(":")
+            cpu = int(cpu)
+            if kind == "h":
+                regs = mirror.registers(spec, int(args[0], 0))
+            else:
+                regs = {i.register: int(a, 0) for i, a in zip(spec.instruction.inputs, args)}
+            cf = hw.execute(cpu, regs["rax"], regs["rcx"])
+            lines += [f"R {cpu} {regs['rax']:#x} {regs['rcx']:#x} {cf}", f"V {cf}"]
+    else:
+        worker = next(w for w in spec.kernel.sweep.workers if w.kind == case.form)
+        passes = set(mirror.worker_passes(worker, list(case.actions)))
+        for n in range(len(case.actions)):
+            if n in passes:
+                lines += [event_line(e) for e in mirror.sweep(spec, case.machine, hw)]
+    lines.append(f"E {case.id}")
+    return lines
+
+
+# --- generating cases -------------------------------------------------------
+
+
+def _pfn(pa: int) -> int:
+    return pa >> mirror.PAGE_SHIFT
+
+
+def _worker_script(rng: random.Random, worker, passes_max: int) -> tuple[str, ...]:
+    if worker.kind == "kthread":
+        script = ["setup", "run"]
+        for _ in range(rng.randint(0, passes_max - 1)):
+            script += ["trigger"] * rng.randint(1, 3) + ["run"]
+        if rng.random() < 0.3:
+            script.append("trigger")  # a request the teardown overtakes
+        return tuple(script + ["teardown"])
+    first, rearm = worker.first_delay_ms, worker.rearm_delay_ms
+    script = ["setup", f"a:{first}"]
+    for _ in range(rng.randint(0, passes_max - 1)):
+        for _ in range(rng.randint(1, 3)):  # a burst, closer together than the re-arm delay
+            script += ["trigger", f"a:{rng.randint(0, max(rearm - 1, 0))}"]
+        script.append(f"a:{rearm}")
+    if rng.random() < 0.3:
+        script.append("trigger")  # cancelled by the teardown
+    return tuple(script + ["teardown"])
+
+
+def _helper_script(rng: random.Random, spec: Spec, machine: Machine, calls: int) -> tuple[str, ...]:
+    t = spec.instruction.table
+    codes = [c.value for c in spec.instruction.function_codes.codes]
+    online = machine.online
+    span = min(GUARD_TOP, 64 * t.coverage)
+    script = []
+    for _ in range(calls):
+        cpu = rng.choice(online)
+        pa = rng.choice([rng.randrange(0, span), rng.randrange(0, 8) * t.region_size,
+                         rng.randrange(1, 8) * t.region_size - 1])  # fmt: skip
+        if rng.random() < 0.5:
+            script.append(f"h:{cpu}:{pa:#x}")
+        else:
+            script.append(f"r:{cpu}:{pa:#x}:{rng.choice(codes):#x}")
+    return tuple(script)
+
+
+def _boundaries(spec: Spec) -> list[tuple[str, Machine]]:
+    """Every edge the issue and the review name, in terms of the spec's sizes."""
+    t = spec.instruction.table
+    gb, cov, page = t.region_size, t.coverage, 1 << mirror.PAGE_SHIFT
+    M = Machine
+    return [
+        ("one region", M(0, _pfn(gb), cores=2)),
+        ("less than one region", M(0, 1, cores=2)),
+        ("empty range", M(_pfn(gb), _pfn(gb), cores=2)),
+        ("unaligned min_low_pfn", M(_pfn(gb + page), _pfn(4 * gb), cores=2, threads_per_core=2)),
+        ("unaligned max_pfn", M(0, _pfn(3 * gb + page), cores=2)),
+        ("min_low_pfn on a region edge", M(_pfn(2 * gb), _pfn(5 * gb), cores=2)),
+        ("exactly the coverage", M(0, _pfn(cov), cores=2)),
+        ("coverage plus one region", M(0, _pfn(cov + gb), cores=2)),
+        ("coverage plus one page", M(0, _pfn(cov) + 1, cores=2)),
+        ("coverage from an unaligned start", M(_pfn(gb + page), _pfn(gb + cov + page), cores=2)),
+        ("one and a half coverages", M(0, _pfn(cov + cov // 2), cores=1)),
+        ("a single CPU", M(0, _pfn(3 * gb), cores=1)),
+        ("a single CPU with a sibling", M(0, _pfn(3 * gb), cores=1, threads_per_core=2)),
+        ("leader without siblings", M(0, _pfn(2 * gb), cores=4, leader=2)),
+        ("leader on a secondary thread", M(0, _pfn(2 * gb), cores=4, threads_per_core=2, leader=5)),
+        ("leader on a secondary thread, adjacent numbering",
+         M(0, _pfn(2 * gb), cores=4, threads_per_core=2, numbering="adjacent", leader=3)),
+        ("leader is the last CPU", M(0, _pfn(2 * gb), cores=3, threads_per_core=2, leader=5)),
+        ("four threads per core", M(0, _pfn(2 * gb), cores=3, threads_per_core=4, leader=6)),
+        ("holes in the CPU mask",
+         M(0, _pfn(3 * gb), cores=6, threads_per_core=2, offline=frozenset({1, 4, 7}))),
+        ("every follower offline", M(0, _pfn(2 * gb), cores=3, offline=frozenset({1, 2}))),
+        ("the leader's primary offline",
+         M(0, _pfn(2 * gb), cores=2, threads_per_core=2, leader=2, offline=frozenset({0}))),
+        ("assigned first page of a region", M(0, _pfn(3 * gb), cores=2, assigned=((gb, gb + page),))),
+        ("assigned last page of a region",
+         M(0, _pfn(3 * gb), cores=2, assigned=((2 * gb - page, 2 * gb),))),
+        ("assigned range across regions",
+         M(0, _pfn(4 * gb), cores=2, assigned=((gb - page, 2 * gb + page),))),
+        ("assigned page 0", M(0, _pfn(2 * gb), cores=2, assigned=((0, page),))),
+        ("assigned beyond the coverage",
+         M(0, _pfn(cov + 2 * gb), cores=1, assigned=((cov + page, cov + 2 * page),))),
+        ("table base above the range start", M(0, _pfn(4 * gb), cores=2, table_base=2 * gb)),
+        ("table base below the range start", M(_pfn(3 * gb), _pfn(5 * gb), cores=2, table_base=gb)),
+        ("many CPUs", M(0, _pfn(2 * gb), cores=256, threads_per_core=2, leader=300)),
+    ]  # fmt: skip
+
+
+def _random_machine(rng: random.Random, spec: Spec, large: bool) -> Machine:
+    t = spec.instruction.table
+    gb, page = t.region_size, 1 << mirror.PAGE_SHIFT
+    if large == "memory":
+        cores, threads = rng.randint(1, 3), rng.choice([1, 2])
+        start = rng.randrange(0, 4 * gb, page)
+        span = rng.choice([t.coverage, t.coverage + gb, rng.randrange(gb, 2 * t.coverage, page)])
+    elif large == "cpus":
+        cores, threads = rng.randint(64, 256), rng.choice([1, 2])
+        start, span = rng.randrange(0, 2 * gb, page), rng.randrange(0, 4 * gb, page)
+    else:
+        cores, threads = rng.randint(1, 6), rng.choice([1, 1, 2, 2, 4])
+        start = rng.choice([0, rng.randrange(0, 8 * gb, page), rng.randrange(0, 8) * gb])
+        span = rng.choice([rng.randrange(0, 8 * gb, page), rng.randrange(0, 8) * gb])
+    n = cores * threads
+    offline = frozenset(rng.sample(range(n), rng.randint(0, n // 3))) if rng.random() < 0.3 else frozenset()
+    leader = rng.choice([c for c in range(n) if c not in offline])
+    assigned = []
+    for _ in range(rng.choice([0, 0, 1, 2, 4])):
+        s = rng.choice([rng.randrange(start, start + span + gb, page),
+                        rng.randrange(0, 8) * gb, rng.randrange(1, 8) * gb - page])  # fmt: skip
+        assigned.append((s, s + rng.choice([page, 2 << 20, gb])))
+    base = None if rng.random() < 0.85 else rng.randrange(0, 4) * gb
+    return Machine(
+        start >> mirror.PAGE_SHIFT, (start + span) >> mirror.PAGE_SHIFT, cores, threads,
+        rng.choice(["spread", "adjacent"]), leader, offline, tuple(assigned), base,
+    )  # fmt: skip
+
+
+@cache
+def generate(spec: Spec, seed: int, count: int) -> tuple[Case, ...]:
+    """``count`` cases: each boundary for every form first, then random ones."""
+    forms = [w.kind for w in spec.kernel.sweep.workers] if spec.kernel.sweep else []
+    workers = {w.kind: w for w in spec.kernel.sweep.workers} if spec.kernel.sweep else {}
+    rng = random.Random(seed)
+    cases: list[Case] = []
+
+    def add(form: str, machine: Machine, label: str, passes: int = 2) -> None:
+        if len(cases) >= count:
+            return
+        if form == HELPERS:
+            actions = _helper_script(rng, spec, machine, rng.randint(1, 12))
+        else:
+            actions = _worker_script(rng, workers[form], passes)
+        cases.append(Case(len(cases), form, machine, actions, label))
+
+    for label, machine in _boundaries(spec):
+        for form in forms:
+            add(form, machine, "boundary: " + label, passes=1 if machine.nr_cpus > 64 else 2)
+    add(HELPERS, Machine(0, 1, cores=4, threads_per_core=2), "boundary: helper calls")
+    while len(cases) < count:
+        n = len(cases)
+        large = "memory" if n % 251 == 5 else "cpus" if n % 97 == 50 else False
+        machine = _random_machine(rng, spec, large)
+        form = rng.choice(forms + [HELPERS] if forms else [HELPERS])
+        add(form, machine, f"random, seed {seed}" + (f", large {large}" if large else ""),
+            passes=1 if large else 3)  # fmt: skip
+    return tuple(cases)

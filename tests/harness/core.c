@@ -1,0 +1,834 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * The harness core: the kernel API of tests/shim/kshim.h, a model of the
+ * machine (CPUs, SMT topology, time) and of the hardware (the RMP and one
+ * RMPOPT-style table per CPU), and the case runner.  Freestanding: no libc.
+ *
+ * Input: one line per case, whitespace-separated key=value tokens (see
+ * codegen/compare.py, which writes them), preceded once by a "spec" line.
+ * Output: one event per line, ending with "E <case id>":
+ *
+ *	L <text>			pr_info()
+ *	R <cpu> <rax> <rcx> <cf>	an executed instruction (hex rax, rcx)
+ *	S <cpu>				cond_resched()
+ *	I <cpu> <cpu,cpu,...>		on_each_cpu_mask() and its online targets
+ *	V <value>			a helper's return value
+ *	B <text>			a bug the harness saw; the case stops here
+ */
+#include <stdarg.h>
+
+#include "kharness.h"
+
+#define MAX_CODES	16
+#define MAX_INSN	15
+#define MAX_ASSIGNED	64
+#define TABLE_WORDS	(1UL << 18)
+#define KT_STACK	(256 * 1024)
+
+/* --- output ------------------------------------------------------------- */
+
+char *kgen_out;
+unsigned long kgen_out_len;
+unsigned long kgen_out_cap;
+static char *op, *oend;	/* write position and end of the usable space */
+static bool out_full;
+
+void kgen_set_output(char *buf, unsigned long cap)
+{
+	kgen_out = buf;
+	kgen_out_cap = cap;
+	kgen_out_len = 0;
+	op = buf;
+	oend = buf + cap - 256;	/* room for the closing lines of a case */
+}
+
+/* Reserve @n bytes; writes go to *op++ after a successful call. */
+static bool room(unsigned long n)
+{
+	if ((unsigned long)(oend - op) >= n)
+		return true;
+	out_full = true;
+	return false;
+}
+
+static void out_char(char c)
+{
+	if (room(1))
+		*op++ = c;
+}
+
+static void out_str(const char *s)
+{
+	while (*s)
+		out_char(*s++);
+}
+
+/* Hex with "0x", at least @digits digits; needs 18 bytes of room. */
+static void put_hex(u64 v, int digits)
+{
+	int n = 1;
+
+	while (n < 16 && (v >> (4 * n)))
+		n++;
+	if (n < digits)
+		n = digits;
+	*op++ = '0';
+	*op++ = 'x';
+	for (int i = n - 1; i >= 0; i--)
+		*op++ = "0123456789abcdef"[(v >> (4 * i)) & 15];
+}
+
+/* Decimal; needs 20 bytes of room. */
+static void put_dec(u64 v)
+{
+	char buf[20];
+	int n = 0;
+
+	do {
+		buf[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	while (n)
+		*op++ = buf[--n];
+}
+
+static void out_hex(u64 v, int digits)
+{
+	if (room(18))
+		put_hex(v, digits);
+}
+
+static void out_dec(u64 v)
+{
+	if (room(20))
+		put_dec(v);
+}
+
+/* --- cases, events and their budget -------------------------------------- */
+
+static void *case_jmp[5];
+static unsigned long events, budget;
+static bool case_running;
+
+static void event_begin(char kind)
+{
+	if (budget && ++events > budget)
+		kgen_abort_case("event budget exceeded: the code does far more than the mirror expects");
+	out_char(kind);
+}
+
+void kgen_abort_case(const char *why)
+{
+	oend += 128;	/* a bug report may use the reserve */
+	out_str("B ");
+	out_str(why);
+	out_char('\n');
+	oend -= 128;
+	if (case_running)
+		__builtin_longjmp(case_jmp, 1);
+	for (;;)
+		;
+}
+
+/* --- the spec (once per run) --------------------------------------------- */
+
+static u8 insn[MAX_INSN];
+static int insn_len;
+static u64 region_size, region_entries;
+static u64 code_value[MAX_CODES];
+static char code_effect[MAX_CODES];	/* 's' scan-and-set, 'r' read */
+static int ncodes;
+
+/* --- the machine (once per case) ----------------------------------------- */
+
+unsigned long min_low_pfn, max_pfn;
+struct cpumask __cpu_online_mask;
+unsigned int nr_cpu_ids;
+static unsigned int m_cores, m_threads;
+static bool m_spread;
+static unsigned int cur_cpu;
+static int migrate_depth, in_ipi;
+static unsigned long now;
+
+static unsigned int core_of(unsigned int cpu)
+{
+	return m_spread ? cpu % m_cores : cpu / m_threads;
+}
+
+static unsigned int thread_of(unsigned int cpu)
+{
+	return m_spread ? cpu / m_cores : cpu % m_threads;
+}
+
+bool topology_is_primary_thread(unsigned int cpu)
+{
+	return thread_of(cpu) == 0;
+}
+
+static struct cpumask sibling_mask;
+static unsigned int sibling_core = ~0U;	/* whose siblings sibling_mask holds */
+
+const struct cpumask *topology_sibling_cpumask(unsigned int cpu)
+{
+	if (core_of(cpu) != sibling_core) {
+		sibling_core = core_of(cpu);
+		cpumask_clear(&sibling_mask);
+		for (unsigned int c = 0; c < nr_cpu_ids; c++)
+			if (core_of(c) == sibling_core)
+				__cpumask_set_cpu(c, &sibling_mask);
+	}
+	return &sibling_mask;
+}
+
+unsigned int kshim_smp_processor_id(void)
+{
+	if (!migrate_depth && !in_ipi)
+		kgen_abort_case("smp_processor_id() in preemptible code: the CPU may change under it");
+	return cur_cpu;
+}
+
+void migrate_disable(void)
+{
+	migrate_depth++;
+}
+
+void migrate_enable(void)
+{
+	if (!migrate_depth)
+		kgen_abort_case("migrate_enable() without migrate_disable()");
+	migrate_depth--;
+}
+
+void kshim_cond_resched(void)
+{
+	event_begin('S');
+	if (!room(24))
+		return;
+	*op++ = ' ';
+	put_dec(cur_cpu);
+	*op++ = '\n';
+}
+
+void on_each_cpu_mask(const struct cpumask *mask, smp_call_func_t func, void *info,
+		      bool wait __always_unused)
+{
+	unsigned int caller = cur_cpu, cpu;
+	bool first = true;
+
+	event_begin('I');
+	out_char(' ');
+	out_dec(caller);
+	out_char(' ');
+	for (cpu = 0; cpu < nr_cpu_ids; cpu++) {
+		if (!cpumask_test_cpu(cpu, mask) || !cpumask_test_cpu(cpu, cpu_online_mask))
+			continue;
+		if (!first)
+			out_char(',');
+		out_dec(cpu);
+		first = false;
+	}
+	out_char('\n');
+	for (cpu = 0; cpu < nr_cpu_ids; cpu++) {
+		if (!cpumask_test_cpu(cpu, mask) || !cpumask_test_cpu(cpu, cpu_online_mask))
+			continue;
+		cur_cpu = cpu;
+		in_ipi++;
+		func(info);
+		in_ipi--;
+	}
+	cur_cpu = caller;
+}
+
+void set_bit(long nr, volatile unsigned long *addr)
+{
+	addr[nr / BITS_PER_LONG] |= 1UL << (nr % BITS_PER_LONG);
+}
+
+bool test_and_clear_bit(long nr, volatile unsigned long *addr)
+{
+	unsigned long bit = 1UL << (nr % BITS_PER_LONG);
+	bool was = addr[nr / BITS_PER_LONG] & bit;
+
+	addr[nr / BITS_PER_LONG] &= ~bit;
+	return was;
+}
+
+/* pr_info(): the formats the generated code uses, %pa included */
+void kshim_pr_info(const char *fmt, ...)
+{
+	va_list ap;
+	const char *end = fmt;
+
+	while (*end)
+		end++;
+	if (end > fmt && end[-1] == '\n')
+		end--;
+	event_begin('L');
+	out_char(' ');
+	va_start(ap, fmt);
+	for (const char *p = fmt; p < end; p++) {
+		if (*p != '%') {
+			out_char(*p);
+			continue;
+		}
+		p++;
+		if (*p == 'p' && p[1] == 'a') {
+			out_hex(*va_arg(ap, phys_addr_t *), 16);
+			p++;
+		} else if (*p == 's') {
+			out_str(va_arg(ap, const char *));
+		} else if (*p == 'u') {
+			out_dec(va_arg(ap, unsigned int));
+		} else if (*p == 'l' && p[1] == 'l' && p[2] == 'x') {
+			out_hex(va_arg(ap, unsigned long long), 0);
+			p += 2;
+		} else if (*p == '%') {
+			out_char('%');
+		} else {
+			va_end(ap);
+			kgen_abort_case("pr_info() with a format the harness does not know");
+		}
+	}
+	va_end(ap);
+	out_char('\n');
+}
+
+/* --- the hardware: the RMP and one table per CPU -------------------------- */
+
+static u64 table_base;
+static u64 assigned_start[MAX_ASSIGNED], assigned_end[MAX_ASSIGNED];
+static int nassigned;
+static unsigned long tables[TABLE_WORDS];
+static unsigned long table_stride;	/* words per CPU */
+
+static bool region_blocked(u64 start)
+{
+	for (int i = 0; i < nassigned; i++)
+		if (assigned_start[i] < start + region_size && start < assigned_end[i])
+			return true;
+	return false;
+}
+
+bool kgen_trap(struct kgen_regs *regs)
+{
+	const u8 *at = (const u8 *)regs->rip;
+	u64 start, index;
+	int cf = 0, code;
+
+	for (int i = 0; i < insn_len; i++)
+		if (at[i] != insn[i])
+			return false;
+	event_begin('R');
+	if (!room(64))
+		kgen_abort_case("output buffer full");
+	*op++ = ' ';
+	put_dec(cur_cpu);
+	*op++ = ' ';
+	put_hex(regs->rax, 0);
+	*op++ = ' ';
+	put_hex(regs->rcx, 0);
+	*op++ = ' ';
+	for (code = 0; code < ncodes; code++)
+		if (code_value[code] == regs->rcx)
+			break;
+	if (code == ncodes) {
+		out_str("#GP\n");
+		kgen_abort_case("undefined function code: the CPU raises #GP");
+	}
+	start = regs->rax - regs->rax % region_size;
+	index = (start - table_base) / region_size;
+	if (start >= table_base && index < region_entries) {
+		unsigned long *word = &tables[cur_cpu * table_stride + index / 64];
+		unsigned long bit = 1UL << (index % 64);
+
+		if (code_effect[code] == 's' && !region_blocked(start))
+			*word |= bit;
+		cf = (*word & bit) != 0;
+	}
+	*op++ = (char)('0' + cf);
+	*op++ = '\n';
+	regs->flags = (regs->flags & ~1ULL) | (u64)cf;
+	regs->rip += (u64)insn_len;
+	return true;
+}
+
+/* --- one kthread, run as a coroutine -------------------------------------- */
+
+struct task_struct {
+	int (*fn)(void *data);
+	void *data;
+	long state;
+	bool exists, runnable, should_stop, exited;
+	int ret;
+	void *sp;
+};
+
+static struct task_struct kt;
+static struct task_struct *current_task;	/* NULL: the main context */
+static void *main_sp;
+static unsigned char kt_stack[KT_STACK] __attribute__((aligned(16)));
+
+void kgen_switch(void **save_sp, void *new_sp);
+__asm__(".text\n"
+	".globl kgen_switch\n"
+	".type kgen_switch, @function\n"
+	"kgen_switch:\n"
+	"	pushq %rbp\n	pushq %rbx\n	pushq %r12\n"
+	"	pushq %r13\n	pushq %r14\n	pushq %r15\n"
+	"	movq %rsp, (%rdi)\n"
+	"	movq %rsi, %rsp\n"
+	"	popq %r15\n	popq %r14\n	popq %r13\n"
+	"	popq %r12\n	popq %rbx\n	popq %rbp\n"
+	"	ret\n"
+	".size kgen_switch, .-kgen_switch\n");
+
+static void kt_trampoline(void)
+{
+	kt.ret = kt.fn(kt.data);
+	kt.exited = true;
+	current_task = NULL;
+	kgen_switch(&kt.sp, main_sp);
+	kgen_abort_case("an exited kthread ran again");
+}
+
+struct task_struct *kthread_create(int (*threadfn)(void *data), void *data,
+				   const char *name __always_unused)
+{
+	u64 *sp = (u64 *)(kt_stack + KT_STACK);
+
+	if (kt.exists && !kt.exited)
+		kgen_abort_case("a second kthread: the harness runs one");
+	kt = (struct task_struct){ .fn = threadfn, .data = data, .exists = true,
+				   .state = TASK_INTERRUPTIBLE };
+	*--sp = 0;				/* the trampoline's return address */
+	*--sp = (u64)(unsigned long)kt_trampoline;
+	for (int i = 0; i < 6; i++)
+		*--sp = 0;			/* rbp rbx r12 r13 r14 r15 */
+	kt.sp = sp;
+	return &kt;
+}
+
+int wake_up_process(struct task_struct *task)
+{
+	if (task->exited || (task->state == TASK_RUNNING && task->runnable))
+		return 0;
+	task->state = TASK_RUNNING;
+	task->runnable = true;
+	return 1;
+}
+
+struct task_struct *kshim_kthread_run(int (*threadfn)(void *data), void *data, const char *name)
+{
+	struct task_struct *task = kthread_create(threadfn, data, name);
+
+	wake_up_process(task);
+	return task;
+}
+
+static void run_until_idle(void)
+{
+	while (kt.exists && kt.runnable && !kt.exited) {
+		current_task = &kt;
+		kgen_switch(&main_sp, kt.sp);
+		current_task = NULL;
+	}
+}
+
+void kshim_set_current_state(long state)
+{
+	if (current_task)
+		current_task->state = state;
+}
+
+void schedule(void)
+{
+	if (!current_task || current_task->state == TASK_RUNNING)
+		return;
+	current_task->runnable = false;
+	kgen_switch(&current_task->sp, main_sp);
+}
+
+bool kthread_should_stop(void)
+{
+	return current_task && current_task->should_stop;
+}
+
+int kthread_stop(struct task_struct *task)
+{
+	task->should_stop = true;
+	wake_up_process(task);
+	run_until_idle();
+	if (!task->exited)
+		kgen_abort_case("kthread_stop(): the thread went back to sleep without exiting");
+	return task->ret;
+}
+
+/* --- delayed work on simulated time (HZ = 1000) -------------------------- */
+
+struct workqueue_struct {
+	bool alive;
+};
+
+static struct workqueue_struct wq_obj;
+static struct delayed_work *works[8];
+static int nworks;
+
+unsigned long msecs_to_jiffies(unsigned int m)
+{
+	return m;
+}
+
+struct workqueue_struct *alloc_ordered_workqueue(const char *name __always_unused,
+						 unsigned int flags __always_unused)
+{
+	wq_obj.alive = true;
+	return &wq_obj;
+}
+
+static void track(struct workqueue_struct *wq, struct delayed_work *dwork)
+{
+	if (!wq || !wq->alive)
+		kgen_abort_case("work queued on a workqueue that does not exist");
+	for (int i = 0; i < nworks; i++)
+		if (works[i] == dwork)
+			return;
+	if (nworks == 8)
+		kgen_abort_case("more delayed works than the harness tracks");
+	works[nworks++] = dwork;
+}
+
+bool queue_delayed_work(struct workqueue_struct *wq, struct delayed_work *dwork,
+			unsigned long delay)
+{
+	track(wq, dwork);
+	if (dwork->pending)
+		return false;
+	dwork->pending = true;
+	dwork->expires = now + delay;
+	return true;
+}
+
+bool mod_delayed_work(struct workqueue_struct *wq, struct delayed_work *dwork,
+		      unsigned long delay)
+{
+	bool was = dwork->pending;
+
+	track(wq, dwork);
+	dwork->pending = true;
+	dwork->expires = now + delay;
+	return was;
+}
+
+bool cancel_delayed_work_sync(struct delayed_work *dwork)
+{
+	bool was = dwork->pending;
+
+	dwork->pending = false;
+	return was;
+}
+
+void destroy_workqueue(struct workqueue_struct *wq)
+{
+	for (int i = 0; i < nworks; i++)
+		if (works[i]->pending)
+			kgen_abort_case("destroy_workqueue() with work still pending");
+	wq->alive = false;
+}
+
+static void advance(unsigned long ms)
+{
+	unsigned long target = now + ms;
+
+	for (;;) {
+		struct delayed_work *next = NULL;
+
+		for (int i = 0; i < nworks; i++)
+			if (works[i]->pending && works[i]->expires <= target &&
+			    (!next || works[i]->expires < next->expires))
+				next = works[i];
+		if (!next)
+			break;
+		if (next->expires > now)
+			now = next->expires;
+		next->pending = false;
+		next->work.func(&next->work);
+	}
+	now = target;
+}
+
+/* --- parsing ------------------------------------------------------------- */
+
+struct cursor {
+	const char *p, *end;
+};
+
+static bool token(struct cursor *c, const char **key, int *klen, const char **val, int *vlen)
+{
+	while (c->p < c->end && (*c->p == ' ' || *c->p == '\t'))
+		c->p++;
+	if (c->p >= c->end || *c->p == '\n')
+		return false;
+	*key = c->p;
+	while (c->p < c->end && *c->p != '=' && *c->p != ' ' && *c->p != '\n')
+		c->p++;
+	*klen = (int)(c->p - *key);
+	*val = c->p;
+	*vlen = 0;
+	if (c->p < c->end && *c->p == '=') {
+		*val = ++c->p;
+		while (c->p < c->end && *c->p != ' ' && *c->p != '\n')
+			c->p++;
+		*vlen = (int)(c->p - *val);
+	}
+	return true;
+}
+
+static bool is(const char *s, int len, const char *word)
+{
+	int i = 0;
+
+	for (; i < len && word[i]; i++)
+		if (s[i] != word[i])
+			return false;
+	return i == len && !word[i];
+}
+
+/* Parse one hex (0x...) or decimal number; advance *s. */
+static u64 number(const char **s, const char *end)
+{
+	const char *p = *s;
+	u64 v = 0;
+
+	if (end - p > 2 && p[0] == '0' && p[1] == 'x') {
+		for (p += 2; p < end; p++) {
+			int d = *p >= '0' && *p <= '9' ? *p - '0' :
+				*p >= 'a' && *p <= 'f' ? *p - 'a' + 10 : -1;
+			if (d < 0)
+				break;
+			v = v * 16 + (u64)d;
+		}
+	} else {
+		for (; p < end && *p >= '0' && *p <= '9'; p++)
+			v = v * 10 + (u64)(*p - '0');
+	}
+	*s = p;
+	return v;
+}
+
+static u64 num(const char *s, int len)
+{
+	return number(&s, s + len);
+}
+
+static void parse_spec(struct cursor *c)
+{
+	const char *k, *v;
+	int kl, vl;
+
+	while (token(c, &k, &kl, &v, &vl)) {
+		const char *p = v, *end = v + vl;
+
+		if (is(k, kl, "insn")) {
+			for (insn_len = 0; p < end && insn_len < MAX_INSN; p++) {
+				insn[insn_len++] = (u8)number(&p, end);
+				if (p >= end)
+					break;
+			}
+		} else if (is(k, kl, "region")) {
+			region_size = num(v, vl);
+		} else if (is(k, kl, "entries")) {
+			region_entries = num(v, vl);
+		} else if (is(k, kl, "codes")) {
+			for (ncodes = 0; p < end && ncodes < MAX_CODES; p++) {
+				code_value[ncodes] = number(&p, end);
+				code_effect[ncodes++] = p + 1 < end ? p[1] : 's';
+				p += 2;
+				if (p >= end)
+					break;
+			}
+		}
+	}
+}
+
+static void reset_case(void)
+{
+	min_low_pfn = max_pfn = 0;
+	cpumask_clear(&__cpu_online_mask);
+	nr_cpu_ids = m_cores = m_threads = 1;
+	sibling_core = ~0U;
+	m_spread = true;
+	cur_cpu = 0;
+	migrate_depth = in_ipi = 0;
+	now = 0;
+	table_base = 0;
+	nassigned = 0;
+	kt = (struct task_struct){ 0 };
+	current_task = NULL;
+	wq_obj.alive = false;
+	for (int i = 0; i < nworks; i++)
+		works[i]->pending = false;
+	nworks = 0;
+	events = budget = 0;
+	out_full = false;
+}
+
+static const struct kgen_form *find_form(const char *s, int len)
+{
+	for (int i = 0; i < kgen_nforms; i++)
+		if (is(s, len, kgen_forms[i].kind))
+			return &kgen_forms[i];
+	return NULL;
+}
+
+static void run_action(const struct kgen_form *form, const char *a, const char *end)
+{
+	const char *p;
+
+	if (is(a, (int)(end - a), "setup") || is(a, (int)(end - a), "trigger") ||
+	    is(a, (int)(end - a), "teardown")) {
+		if (!form)
+			kgen_abort_case("a worker action in a case without a worker form");
+		form->entry(*a == 's' ? 0 : *a == 't' && a[1] == 'r' ? 1 : 2);
+	} else if (is(a, (int)(end - a), "run")) {
+		run_until_idle();
+	} else if (a[0] == 'a' && a[1] == ':') {
+		p = a + 2;
+		advance(number(&p, end));
+	} else if ((a[0] == 'h' || a[0] == 'r') && a[1] == ':') {
+		u64 args[8];
+		int n = 0;
+		bool ret;
+
+		p = a + 2;
+		cur_cpu = (unsigned int)number(&p, end);
+		while (p < end && *p == ':' && n < 8) {
+			p++;
+			args[n++] = number(&p, end);
+		}
+		in_ipi++;	/* a helper call runs pinned, like the IPI callbacks */
+		ret = a[0] == 'h' ? kgen_call_helper(args[0]) : kgen_call_raw(args);
+		in_ipi--;
+		event_begin('V');
+		out_str(ret ? " 1\n" : " 0\n");
+	} else {
+		kgen_abort_case("unknown action");
+	}
+}
+
+static void run_case(struct cursor *c)
+{
+	const char *k, *v, *id = "?", *actions = NULL, *offline = NULL;
+	int kl, vl, idlen = 1, alen = 0, offlen = 0;
+	const struct kgen_form *form = NULL;
+	unsigned int leader = 0;
+
+	reset_case();
+	while (token(c, &k, &kl, &v, &vl)) {
+		const char *p = v, *end = v + vl;
+
+		if (is(k, kl, "id")) {
+			id = v;
+			idlen = vl;
+		} else if (is(k, kl, "form")) {
+			form = find_form(v, vl);
+		} else if (is(k, kl, "min")) {
+			min_low_pfn = (unsigned long)num(v, vl);
+		} else if (is(k, kl, "max")) {
+			max_pfn = (unsigned long)num(v, vl);
+		} else if (is(k, kl, "cores")) {
+			m_cores = (unsigned int)num(v, vl);
+		} else if (is(k, kl, "threads")) {
+			m_threads = (unsigned int)num(v, vl);
+		} else if (is(k, kl, "numbering")) {
+			m_spread = is(v, vl, "spread");
+		} else if (is(k, kl, "leader")) {
+			leader = (unsigned int)num(v, vl);
+		} else if (is(k, kl, "base")) {
+			table_base = num(v, vl);
+		} else if (is(k, kl, "budget")) {
+			budget = num(v, vl);
+		} else if (is(k, kl, "offline")) {
+			offline = v;	/* a comma-separated list, applied below */
+			offlen = vl;
+		} else if (is(k, kl, "assigned")) {
+			while (p < end && nassigned < MAX_ASSIGNED) {
+				assigned_start[nassigned] = number(&p, end);
+				p++;
+				assigned_end[nassigned++] = number(&p, end);
+				if (p < end && *p == ',')
+					p++;
+				else
+					break;
+			}
+		} else if (is(k, kl, "actions")) {
+			actions = v;
+			alen = vl;
+		}
+	}
+	nr_cpu_ids = m_cores * m_threads;
+	table_stride = (unsigned long)((region_entries + 63) / 64);
+	if (nr_cpu_ids > NR_CPUS || table_stride * nr_cpu_ids > TABLE_WORDS) {
+		out_str("B machine too large for the harness\n");
+		goto end;
+	}
+	for (unsigned long i = 0; i < table_stride * nr_cpu_ids; i++)
+		tables[i] = 0;
+	for (unsigned int cpu = 0; cpu < nr_cpu_ids; cpu++)
+		__cpumask_set_cpu(cpu, &__cpu_online_mask);
+	for (const char *p = offline, *end = offline + offlen; p && p < end; p++) {
+		u64 cpu = number(&p, end);
+
+		if (cpu < nr_cpu_ids)
+			__cpu_online_mask.bits[cpu / BITS_PER_LONG] &= ~(1UL << (cpu % BITS_PER_LONG));
+	}
+	cur_cpu = leader;
+
+	case_running = true;
+	if (__builtin_setjmp(case_jmp) == 0) {
+		const char *a = actions, *end = actions + alen;
+
+		while (a && a < end) {
+			const char *stop = a;
+
+			while (stop < end && *stop != ',')
+				stop++;
+			run_action(form, a, stop);
+			a = stop + 1;
+		}
+	}
+	case_running = false;
+	current_task = NULL;
+	if (out_full)
+		out_str("B output buffer full\n");
+end:
+	oend += 256;	/* the closing lines may use the reserve */
+	out_str("E ");
+	for (int i = 0; i < idlen; i++)
+		out_char(id[i]);
+	out_char('\n');
+	oend -= 256;
+	kgen_out_len = (unsigned long)(op - kgen_out);
+}
+
+void kgen_run(const char *in, unsigned long len)
+{
+	struct cursor c = { in, in + len };
+	const char *k, *v;
+	int kl, vl;
+
+	while (c.p < c.end) {
+		const char *eol = c.p;
+
+		while (eol < c.end && *eol != '\n')
+			eol++;
+		c.end = eol;
+		if (token(&c, &k, &kl, &v, &vl)) {
+			if (is(k, kl, "spec"))
+				parse_spec(&c);
+			else if (is(k, kl, "case"))
+				run_case(&c);
+		}
+		c.p = eol + 1;
+		c.end = in + len;
+	}
+}
