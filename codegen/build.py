@@ -7,6 +7,8 @@ own ``#include <asm/...>`` line through ``-I``.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,36 +143,61 @@ def _run(cmd: list[str], what: str) -> None:
         raise BuildError(f"{what}:\n{proc.stderr.strip()}")
 
 
+def _cached_object(compiler: Compiler, name: str, cmd_tail: list[str], work: Path) -> Path:
+    """Compile a harness source once per compiler and content; reuse it afterwards."""
+    sources = [HARNESS_DIR / f"{name}.c", HARNESS_DIR / "kharness.h", SHIM_HEADER]
+    key = hashlib.sha256(
+        "\0".join([*compiler.argv, compiler.version, *cmd_tail, *(p.read_text() for p in sources)]).encode()
+    ).hexdigest()[:24]
+    cache = _cache_dir() / f"{name}-{key}.o"
+    if not cache.exists():
+        tmp = work / f"{name}.{compiler.family}.o"
+        _run(compiler.command(*cmd_tail, "-c", str(sources[0]), "-o", str(tmp)),
+             f"{compiler.name} rejected the harness's {name}.c")  # fmt: skip
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, cache)
+    return cache
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "kgen" / "objects"
+
+
 def build_harness(compiler: Compiler, spec: Spec, files: dict[str, str], work: Path,
-                  opts: tuple[str, ...] = ("-O0", "-O2", "-Os")) -> list[Harness]:  # fmt: skip
-    """Compile the generated files once per optimisation level and link both front ends."""
+                  opts: tuple[str, ...] = ("-O0", "-O2", "-Os"),
+                  front_ends: tuple[str, ...] = ("native", "emulated")) -> list[Harness]:  # fmt: skip
+    """Compile the generated files once per optimisation level and link the front ends.
+
+    The harness's own code does not depend on the spec: it is built once,
+    optimised, and cached between runs; only the generated code varies by level.
+    """
     gen_root = work / "gen"
     write_files(files, gen_root)
     tus = units(spec, gen_root, work)
-    # the harness's own code is built once, optimised: only the generated code varies by level
-    core_obj, emu_obj = (
-        compile_object(compiler, Unit(name, HARNESS_DIR / f"{name}.c"), spec, gen_root, "-O2",
-                       out_dir=work)
-        for name in ("core", "emu")
-    )  # fmt: skip
-    native_obj = work / f"native.{compiler.family}.o"
-    _run(
-        compiler.command(*KERNEL_WARNINGS, "-O2", "-fPIE", "-I", str(HARNESS_DIR), "-c",
-                         str(HARNESS_DIR / "native.c"), "-o", str(native_obj)),
-        f"{compiler.name} rejected the native harness",
+    flags = [*KERNEL_WARNINGS, *HARNESS_FLAGS, "-O2", "-include", str(SHIM_HEADER),
+             "-I", str(HARNESS_DIR), "-I", str(SHIM_DIR)]  # fmt: skip
+    core_obj = _cached_object(compiler, "core", flags, work)
+    emu_obj = _cached_object(compiler, "emu", flags, work) if "emulated" in front_ends else None
+    native_obj = (
+        _cached_object(compiler, "native", [*KERNEL_WARNINGS, "-O2", "-fPIE", "-I", str(HARNESS_DIR)],
+                       work)
+        if "native" in front_ends else None
     )  # fmt: skip
     built = []
     for opt in opts:
         objs = [compile_object(compiler, u, spec, gen_root, opt, out_dir=work) for u in tus]
         objs.append(core_obj)
         native = work / f"harness{opt}.{compiler.family}"
-        _run(compiler.command(*map(str, objs), str(native_obj), "-pie", "-o", str(native)),
-             f"linking the native harness at {opt}")  # fmt: skip
         emulated = work / f"harness{opt}.{compiler.family}.elf"
-        _run(
-            compiler.command(*map(str, objs), str(emu_obj), "-nostdlib", "-static", "-no-pie",
-                             "-Wl,-e,kgen_emu_run", "-o", str(emulated)),
-            f"linking the emulated harness at {opt}",
-        )  # fmt: skip
+        if native_obj:
+            _run(compiler.command(*map(str, objs), str(native_obj), "-pie", "-o", str(native)),
+                 f"linking the native harness at {opt}")  # fmt: skip
+        if emu_obj:
+            _run(
+                compiler.command(*map(str, objs), str(emu_obj), "-nostdlib", "-static", "-no-pie",
+                                 "-Wl,-e,kgen_emu_run", "-o", str(emulated)),
+                f"linking the emulated harness at {opt}",
+            )  # fmt: skip
         built.append(Harness(opt, native, emulated))
     return built

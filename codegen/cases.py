@@ -75,7 +75,7 @@ def case_line(spec: Spec, case: Case, budget: int) -> str:
     return "case " + " ".join(fields) + "\n"
 
 
-def event_line(event: mirror.Event) -> str:
+def event_line(event: mirror.Event, ms: int = 0) -> str:
     kind = event.kind
     if kind == "rmpopt":
         return f"R {event.cpu} {event.rax:#x} {event.rcx:#x} {event.cf}"
@@ -83,7 +83,7 @@ def event_line(event: mirror.Event) -> str:
         return f"S {event.cpu}"
     if kind == "ipi":
         return f"I {event.cpu} " + ",".join(map(str, event.targets))
-    return f"L {event.text}"
+    return f"L {ms} {event.text}"
 
 
 def expected(spec: Spec, case: Case) -> list[str]:
@@ -102,10 +102,8 @@ def expected(spec: Spec, case: Case) -> list[str]:
             lines += [f"R {cpu} {regs['rax']:#x} {regs['rcx']:#x} {cf}", f"V {cf}"]
     else:
         worker = next(w for w in spec.kernel.sweep.workers if w.kind == case.form)
-        passes = set(mirror.worker_passes(worker, list(case.actions)))
-        for n in range(len(case.actions)):
-            if n in passes:
-                lines += [event_line(e) for e in mirror.sweep(spec, case.machine, hw)]
+        for _, ms in mirror.worker_passes(worker, list(case.actions)):
+            lines += [event_line(e, ms) for e in mirror.sweep(spec, case.machine, hw)]
     lines.append(f"E {case.id}")
     return lines
 

@@ -364,8 +364,11 @@ def _bytes(n: int) -> str:
 @click.option("--opt", "opts", multiple=True, type=click.Choice(["-O0", "-O1", "-O2", "-O3", "-Os"]),
               help="Optimisation level (repeat) [default: -O0 -O2 -Os].")  # fmt: skip
 @click.option("--keep-going", is_flag=True, help="Report every mismatching level, not the first.")
+@click.option("--generated", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Compile the files in this directory (as kgen render writes them) "
+                   "instead of a fresh render.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
-def compare(specs, count, seed, only, engine, opts, keep_going, as_json) -> None:
+def compare(specs, count, seed, only, engine, opts, keep_going, generated, as_json) -> None:
     """Compile the generated C with clang and check it against the mirror.
 
     The generated code runs in a trap harness that executes the real
@@ -391,10 +394,20 @@ def compare(specs, count, seed, only, engine, opts, keep_going, as_json) -> None
         if spec.kernel.sweep is None or spec.instruction.function_codes is None:
             click.echo(f"{spec.path}: nothing to compare yet (no sweep)", err=True)
             continue
+        files = None
+        if generated is not None:
+            from .render import outputs, read_tree
+
+            files = read_tree(generated, [spec.instruction.mnemonic])
+            missing = [o.path for o in outputs(spec) if o.path not in files]
+            if missing:
+                click.echo(f"kgen: {generated}/{missing[0]}: no such generated file", err=True)
+                sys.exit(1)
         bar = _progress_bar(spec.path) if sys.stderr.isatty() and not as_json else None
         try:
-            result = cmp.compare(spec, compiler, choice, seed, count, opts, only,
-                                 keep_going=keep_going, progress=bar)  # fmt: skip
+            result = cmp.compare(spec, compiler, choice, seed, count, opts, only, files=files,
+                                 generated_dir=generated, keep_going=keep_going,
+                                 progress=bar)  # fmt: skip
         except (BuildError, ValueError, RuntimeError) as exc:
             click.echo(f"kgen: {spec.path}: {exc}", err=True)
             sys.exit(1)

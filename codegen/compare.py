@@ -89,8 +89,12 @@ def _budget(expected_lines: int) -> int:
     return expected_lines + expected_lines // 2 + 64
 
 
+CASE_TIMEOUT = 20  # seconds one case may run: code that loops without any event
+
+
 def _run_native(harness: Path, guard: int | None, text: str) -> str:
-    cmd = [str(harness)] + (["--guard", hex(guard)] if guard else [])
+    cmd = [str(harness), "--timeout", str(CASE_TIMEOUT)]
+    cmd += ["--guard", hex(guard)] if guard else []
     proc = subprocess.run(cmd, input=text, capture_output=True, text=True, check=False)
     head, _, out = proc.stdout.partition("\n")
     if not head.startswith("G ") or head == "G fail":
@@ -105,16 +109,24 @@ EMU_BATCH = 256 << 10  # bytes of case lines per emulator call (its input buffer
 
 
 def _run_emulated(harness: Path, spec_line: str, lines: list[str]) -> str:
-    from .emulator import Emulator
+    from .emulator import Emulator, EmulatorTimeout
 
-    emu = _EMULATORS.get(harness)
-    if emu is None:
-        emu = _EMULATORS[harness] = Emulator(harness)
-        emu.run(spec_line.encode())
     out, batch, size = [], [], 0
     for line in lines + [None]:
         if line is None or (batch and size + len(line) > EMU_BATCH):
-            out.append(emu.run("".join(batch).encode()).decode(errors="replace"))
+            emu = _EMULATORS.get(harness)
+            if emu is None:
+                emu = _EMULATORS[harness] = Emulator(harness)
+                emu.run(spec_line.encode())
+            try:
+                # generous: a normal batch takes a few seconds
+                text = emu.run("".join(batch).encode(), timeout=CASE_TIMEOUT + len(batch) * 0.05)
+            except EmulatorTimeout as exc:
+                del _EMULATORS[harness]  # its state is lost: load it afresh next time
+                text = exc.args[0] + b"\nB timed out: the code ran far longer than the mirror expects\n"
+                out.append(text.decode(errors="replace"))
+                break
+            out.append(text.decode(errors="replace"))
             batch, size = [], 0
         if line is not None:
             batch.append(line)
@@ -190,7 +202,8 @@ def _chunks(spec: Spec, all_cases: tuple, ids: list[int], parts: int) -> list[tu
 
 def compare(spec: Spec, compiler: Compiler, engine: EngineChoice, seed: int, count: int,
             opts: tuple[str, ...] = DEFAULT_OPTS, only: int | None = None,
-            files: dict[str, str] | None = None, keep_going: bool = False,
+            files: dict[str, str] | None = None, generated_dir: Path | None = None,
+            keep_going: bool = False,
             progress=None, workers: int | None = None) -> Result:  # fmt: skip
     """Build the harness for ``spec`` (or ``files``), run the cases, compare with the mirror."""
     from .render import render_spec
@@ -198,6 +211,8 @@ def compare(spec: Spec, compiler: Compiler, engine: EngineChoice, seed: int, cou
     start = time.perf_counter()
     result = Result(spec.path, engine, compiler, seed, opts, 0)
     reproduce = f"kgen compare {spec.path} --seed {seed} --cases {count} --engine {engine.engine}"
+    if generated_dir is not None:
+        reproduce += f" --generated {generated_dir}"
     all_cases = case_gen.generate(spec, seed, count)
     ids = [only] if only is not None else list(range(len(all_cases)))
     if only is not None and not 0 <= only < len(all_cases):
@@ -205,7 +220,8 @@ def compare(spec: Spec, compiler: Compiler, engine: EngineChoice, seed: int, cou
     result.cases = len(ids)
     with tempfile.TemporaryDirectory(prefix="kgen-compare-") as tmp:
         harnesses: list[Harness] = build_harness(
-            compiler, spec, files if files is not None else render_spec(spec), Path(tmp), opts
+            compiler, spec, files if files is not None else render_spec(spec), Path(tmp), opts,
+            ("native",) if engine.engine == "native" else ("emulated",),
         )
         result.build_seconds = time.perf_counter() - start
         levels = tuple(

@@ -10,11 +10,15 @@ address and continues at ``kgen_emu_trap_stub``, which runs the same
 
 from __future__ import annotations
 
+import ctypes
 from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 from unicorn import UC_ARCH_X86, UC_HOOK_INSN_INVALID, UC_MODE_64, Uc, UcError
+from unicorn.unicorn_py3 import unicorn as _unicorn_binding
 from unicorn.x86_const import UC_X86_REG_RDI, UC_X86_REG_RIP, UC_X86_REG_RSP
+
+_UCLIB = _unicorn_binding.uclib  # the C library behind the binding
 
 PAGE = 0x1000
 STACK_TOP = 0x7FFF_0000_0000
@@ -24,6 +28,10 @@ SENTINEL = 0x7FFF_1000_0000  # the return address of kgen_emu_run: emulation sto
 
 class EmulatorError(Exception):
     """The emulated harness did not return normally."""
+
+
+class EmulatorTimeout(EmulatorError):
+    """The emulated code ran past its time limit; ``args[0]`` is the output so far."""
 
 
 def _page_down(x: int) -> int:
@@ -66,19 +74,32 @@ class Emulator:
         self.out_len_addr = symbols["kgen_out_len"]
         self.in_cap = 1 << 20
         self.traps = 0
+        self._handle = self.uc._uch
+        self._rip, self._rsp = ctypes.c_uint64(), ctypes.c_uint64()
+        self._rip_ref, self._rsp_ref = ctypes.byref(self._rip), ctypes.byref(self._rsp)
+        self._rip_bytes = ctypes.cast(ctypes.pointer(self._rip), ctypes.POINTER(ctypes.c_char))
         self.uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
 
     def _on_invalid(self, uc: Uc, _user) -> bool:
-        rip = uc.reg_read(UC_X86_REG_RIP)
-        rsp = uc.reg_read(UC_X86_REG_RSP) - 8
-        uc.mem_write(rsp, rip.to_bytes(8, "little"))
-        uc.reg_write(UC_X86_REG_RSP, rsp)
-        uc.reg_write(UC_X86_REG_RIP, self.stub)
+        # every trap passes here: straight to the C API, past the binding's dispatch
+        lib, h, rip, rsp = _UCLIB, self._handle, self._rip, self._rsp
+        lib.uc_reg_read(h, UC_X86_REG_RIP, self._rip_ref)
+        lib.uc_reg_read(h, UC_X86_REG_RSP, self._rsp_ref)
+        rsp.value -= 8
+        lib.uc_mem_write(h, rsp.value, self._rip_bytes, 8)
+        lib.uc_reg_write(h, UC_X86_REG_RSP, self._rsp_ref)
+        rip.value = self.stub
+        lib.uc_reg_write(h, UC_X86_REG_RIP, self._rip_ref)
         self.traps += 1
         return True
 
-    def run(self, text: bytes) -> bytes:
-        """Run the harness on ``text`` (spec and case lines); return its output."""
+    def run(self, text: bytes, timeout: float = 0) -> bytes:
+        """Run the harness on ``text`` (spec and case lines); return its output.
+
+        With ``timeout`` (seconds), emulation stops after that long and
+        :class:`EmulatorTimeout` carries the output made so far; the
+        emulator's state is then unusable.
+        """
         if len(text) >= self.in_cap:
             raise EmulatorError(f"input of {len(text)} bytes exceeds the harness's buffer")
         uc = self.uc
@@ -88,9 +109,12 @@ class Emulator:
         uc.reg_write(UC_X86_REG_RSP, sp)
         uc.reg_write(UC_X86_REG_RDI, len(text))
         try:
-            uc.emu_start(self.run_addr, SENTINEL)
+            uc.emu_start(self.run_addr, SENTINEL, timeout=int(timeout * 1e6))
         except UcError as exc:
             rip = uc.reg_read(UC_X86_REG_RIP)
             raise EmulatorError(f"emulation stopped at {rip:#x}: {exc}") from None
         n = int.from_bytes(uc.mem_read(self.out_len_addr, 8), "little")
-        return bytes(uc.mem_read(self.out_addr, n))
+        out = bytes(uc.mem_read(self.out_addr, n))  # up to the last complete event
+        if uc.reg_read(UC_X86_REG_RIP) != SENTINEL:
+            raise EmulatorTimeout(out)
+        return out

@@ -373,8 +373,8 @@ def summarize(spec: Spec, machine: Machine) -> tuple[Summary, Hardware]:
 # --- the workers ------------------------------------------------------------
 
 
-def worker_passes(worker, actions: list[str]) -> list[int]:
-    """Indices of the actions after which the worker runs one pass.
+def worker_passes(worker, actions: list[str]) -> list[tuple[int, int]]:
+    """(action index, time in ms) of each pass the worker runs, in order.
 
     Actions: ``setup``, ``trigger``, ``teardown``; ``run`` lets a woken
     kthread run until it sleeps again; ``a:MS`` advances time by MS
@@ -387,6 +387,7 @@ def worker_passes(worker, actions: list[str]) -> list[int]:
     requests makes one pass; teardown cancels a pending pass.
     """
     passes = []
+    now = 0
     if worker.kind == "kthread":
         alive = pending = False
         for n, action in enumerate(actions):
@@ -395,12 +396,14 @@ def worker_passes(worker, actions: list[str]) -> list[int]:
             elif action == "trigger" and alive:
                 pending = True
             elif action == "run" and alive and pending:
-                passes.append(n)
+                passes.append((n, now))
                 pending = False
             elif action == "teardown":
                 alive = pending = False
+            elif action.startswith("a:"):
+                now += int(action[2:])
         return passes
-    now, expires, alive = 0, None, False
+    expires, alive = None, False
     for n, action in enumerate(actions):
         if action == "setup":
             alive, expires = True, now + worker.first_delay_ms
@@ -409,7 +412,7 @@ def worker_passes(worker, actions: list[str]) -> list[int]:
         elif action.startswith("a:"):
             now += int(action[2:])
             if expires is not None and expires <= now:
-                passes.append(n)
+                passes.append((n, expires))  # the work runs when its timer expires
                 expires = None
         elif action == "teardown":
             alive, expires = False, None

@@ -8,7 +8,7 @@
  * codegen/compare.py, which writes them), preceded once by a "spec" line.
  * Output: one event per line, ending with "E <case id>":
  *
- *	L <text>			pr_info()
+ *	L <ms> <text>			pr_info(), at simulated time <ms>
  *	R <cpu> <rax> <rcx> <cf>	an executed instruction (hex rax, rcx)
  *	S <cpu>				cond_resched()
  *	I <cpu> <cpu,cpu,...>		on_each_cpu_mask() and its online targets
@@ -107,11 +107,23 @@ static void out_dec(u64 v)
 /* --- cases, events and their budget -------------------------------------- */
 
 static void *case_jmp[5];
-static unsigned long events, budget;
+static unsigned long events, budget, steps;
 static bool case_running;
+
+/*
+ * Calls into the kernel API count as steps; code that makes far more of them
+ * than the case has events loops without doing anything the trace shows (a
+ * kthread that never sleeps, say): the kernel's soft-lockup detector, sooner.
+ */
+static void step(void)
+{
+	if (budget && ++steps > 4 * budget + 4096)
+		kgen_abort_case("soft lockup: the code loops without sleeping or doing any work");
+}
 
 static void event_begin(char kind)
 {
+	kgen_out_len = (unsigned long)(op - kgen_out);	/* complete events so far */
 	if (budget && ++events > budget)
 		kgen_abort_case("event budget exceeded: the code does far more than the mirror expects");
 	out_char(kind);
@@ -148,7 +160,7 @@ static unsigned int m_cores, m_threads;
 static bool m_spread;
 static unsigned int cur_cpu;
 static int migrate_depth, in_ipi;
-static unsigned long now;
+static unsigned long now;	/* simulated time in jiffies, HZ = 1000 */
 
 static unsigned int core_of(unsigned int cpu)
 {
@@ -249,6 +261,7 @@ bool test_and_clear_bit(long nr, volatile unsigned long *addr)
 	unsigned long bit = 1UL << (nr % BITS_PER_LONG);
 	bool was = addr[nr / BITS_PER_LONG] & bit;
 
+	step();
 	addr[nr / BITS_PER_LONG] &= ~bit;
 	return was;
 }
@@ -264,6 +277,8 @@ void kshim_pr_info(const char *fmt, ...)
 	if (end > fmt && end[-1] == '\n')
 		end--;
 	event_begin('L');
+	out_char(' ');
+	out_dec(now);
 	out_char(' ');
 	va_start(ap, fmt);
 	for (const char *p = fmt; p < end; p++) {
@@ -436,6 +451,7 @@ static void run_until_idle(void)
 
 void kshim_set_current_state(long state)
 {
+	step();
 	if (current_task)
 		current_task->state = state;
 }
@@ -450,6 +466,7 @@ void schedule(void)
 
 bool kthread_should_stop(void)
 {
+	step();
 	return current_task && current_task->should_stop;
 }
 
@@ -668,7 +685,7 @@ static void reset_case(void)
 	for (int i = 0; i < nworks; i++)
 		works[i]->pending = false;
 	nworks = 0;
-	events = budget = 0;
+	events = budget = steps = 0;
 	out_full = false;
 }
 

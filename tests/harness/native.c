@@ -8,7 +8,9 @@
  * execution at an address below TOP faults instead (SIGSEGV), and the
  * handler treats the fault exactly like the trap.
  *
- * Reads cases from stdin, one per line; writes their events to stdout.
+ * Reads cases from stdin, one per line; writes their events to stdout.  A
+ * case that runs longer than --timeout seconds (code that loops without a
+ * trace event, which the event budget cannot stop) is aborted by SIGALRM.
  */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -17,6 +19,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <ucontext.h>
+#include <unistd.h>
 
 #include "kharness.h"
 
@@ -44,13 +47,25 @@ static void on_trap(int sig, siginfo_t *si, void *ctx)
 	g[REG_EFL] = (greg_t)r.flags;
 }
 
+static void on_alarm(int sig __always_unused)
+{
+	kgen_abort_case("timed out: the code ran far longer than the mirror expects");
+}
+
 int main(int argc, char **argv)
 {
 	struct sigaction sa = { .sa_sigaction = on_trap, .sa_flags = SA_SIGINFO | SA_NODEFER };
+	struct sigaction alarm_sa = { .sa_handler = on_alarm, .sa_flags = SA_NODEFER };
+	unsigned int timeout = 20;
 	char *line = NULL, *out;
 	size_t cap = 0;
 	ssize_t len;
 
+	if (argc >= 3 && !strcmp(argv[1], "--timeout")) {
+		timeout = (unsigned int)strtoul(argv[2], NULL, 0);
+		argc -= 2;
+		argv += 2;
+	}
 	if (argc == 3 && !strcmp(argv[1], "--guard")) {
 		unsigned long top = strtoul(argv[2], NULL, 0);
 		void *p = mmap((void *)GUARD_LOW, top - GUARD_LOW, PROT_NONE,
@@ -72,9 +87,12 @@ int main(int argc, char **argv)
 	sigaction(SIGILL, &sa, NULL);
 	sigaction(SIGSEGV, &sa, NULL);
 	sigaction(SIGBUS, &sa, NULL);
+	sigaction(SIGALRM, &alarm_sa, NULL);
 	while ((len = getline(&line, &cap, stdin)) > 0) {
 		kgen_set_output(out, OUT_CAP);
+		alarm(timeout);
 		kgen_run(line, (unsigned long)len);
+		alarm(0);
 		fwrite(kgen_out, 1, kgen_out_len, stdout);
 		fflush(stdout);
 	}

@@ -130,6 +130,7 @@ static inline bool cpumask_empty(const struct cpumask *mask)
 extern struct cpumask __cpu_online_mask;
 extern unsigned int nr_cpu_ids;
 #define cpu_online_mask		((const struct cpumask *)&__cpu_online_mask)
+#define cpu_online(cpu)		cpumask_test_cpu((cpu), cpu_online_mask)
 #define for_each_online_cpu(cpu)					\
 	for ((cpu) = 0; (cpu) < nr_cpu_ids; (cpu)++)			\
 		if (cpumask_test_cpu((cpu), cpu_online_mask))

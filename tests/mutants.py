@@ -1,0 +1,121 @@
+"""A catalogue of deliberate defects in the generated code.
+
+Each mutant replaces one exact piece of the rendered files (in memory, never
+on disk) and names what must catch it: ``compare`` (compile-and-compare
+reports a mismatch), ``build`` (the compiler rejects it), or a review rule
+of codegen/review.py.  Every anchor is built from the spec, so the catalogue
+follows a spec change or fails loudly where an anchor is gone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from codegen.model import Spec
+from codegen.render import f_sz
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    where: str  # "header", "kthread", "delayed-work" or "sweeps" (both forms)
+    old: str
+    new: str
+    caught_by: str
+
+
+def catalogue(spec: Spec) -> list[Mutant]:
+    insn, k = spec.instruction, spec.kernel
+    region, cov = f_sz(insn.table.region_size), f_sz(insn.table.coverage)
+    a, c = (i.name for i in insn.inputs)  # RAX and RCX operands
+    flag = next(o for o in insn.outputs if o.flag)
+    codes = {x.effect: x for x in insn.function_codes.codes}
+    const = {e: k.enum.prefix + x.name.upper() for e, x in codes.items()}
+    enc = [b.byte for b in insn.encoding]
+    byte = ".byte " + ", ".join(f"{b:#04x}" for b in enc)
+    h, p = k.helper.name, k.helper.parameter
+    s = k.sweep
+    w = {x.kind: x for x in s.workers}
+    kt, dw = w["kthread"], w["delayed-work"]
+    rearm = f"#define {h.upper()}_REARM_DELAY_MS\t"
+    M = Mutant
+    return [
+        M("swap the RAX and RCX constraints", "header", f'"a" ({a}), "c" ({c})',
+          f'"c" ({a}), "a" ({c})', "compare"),
+        M("drop the prefix byte", "header", byte, ".byte " + ", ".join(f"{b:#04x}" for b in enc[1:]),
+          "compare"),
+        M("change the prefix byte", "header", byte, byte.replace(f"{enc[0]:#04x}", f"{enc[0] ^ 1:#04x}", 1),
+          "compare"),
+        M("change the ModRM byte", "header", byte, byte[: -4] + f"{enc[-1] ^ 1:#04x}", "compare"),
+        M("drop the memory clobber", "header", ': "memory", "cc");', ': "cc");', "asm-clobbers"),
+        M("test the wrong flag", "header", f'"=@cc{flag.flag[0]}" ({flag.name})',
+          f'"=@ccz" ({flag.name})', "compare"),
+        M("wrong alignment mask", "header", f"ALIGN_DOWN({p}, {region})",
+          f"ALIGN_DOWN({p}, {f_sz(insn.table.region_size >> 9)})", "compare"),
+        M("no alignment at all", "header", f"u64 rax = ALIGN_DOWN({p}, {region});", f"u64 rax = {p};",
+          "compare"),
+        M("the helper passes the wrong function code", "header", f"u64 rcx = {const['scan-and-set']};",
+          f"u64 rcx = {const['read']};", "compare"),
+        M("a renumbered function code", "header",
+          f"{const['scan-and-set']} = {codes['scan-and-set'].value:#x},",
+          f"{const['scan-and-set']} = {max(x.value for x in codes.values()) + 1:#x},", "compare"),
+        M("the reviewer's ALIGN_DOWN(pa & SZ_1GB) sketch", "header", f"ALIGN_DOWN({p}, {region})",
+          f"ALIGN_DOWN({p} & {region}B)", "build"),
+        M("off by one at the cap (>=)", "sweeps", f"pa_end - pa_start > {cov}",
+          f"pa_end - pa_start >= {cov}", "compare"),
+        M("off by one region at the cap", "sweeps", f"pa_cap = pa_start + {cov};",
+          f"pa_cap = pa_start + {cov} - {region};", "compare"),
+        M("the start rounded up", "sweeps", f"ALIGN_DOWN(PFN_PHYS(min_low_pfn), {region})",
+          f"ALIGN(PFN_PHYS(min_low_pfn), {region})", "compare"),
+        M("the end rounded down", "sweeps", f"ALIGN(PFN_PHYS(max_pfn), {region})",
+          f"ALIGN_DOWN(PFN_PHYS(max_pfn), {region})", "compare"),
+        M("every other region skipped", "sweeps", f"pa += {region}) {{\n\t\ton_each_cpu_mask",
+          f"pa += (phys_addr_t)2 * {region}) {{\n\t\ton_each_cpu_mask", "compare"),
+        M("followers include the leader's siblings", "sweeps",
+          "topology_is_primary_thread(cpu) &&\n\t\t    !cpumask_test_cpu(cpu, topology_sibling_cpumask(leader)))",
+          "topology_is_primary_thread(cpu) &&\n\t\t    cpu != leader)", "compare"),
+        M("followers include secondary threads", "sweeps", "if (topology_is_primary_thread(cpu) &&",
+          "if (cpu_online(cpu) &&", "compare"),
+        M("a missed cond_resched() in the leader loop", "sweeps", f"\t\t{h}(pa);\n\t\tcond_resched();",
+          f"\t\t{h}(pa);", "compare"),
+        M("a missed cond_resched() in the follower loop", "sweeps",
+          f"{h}_on_cpu, &pa, true);\n\t\tcond_resched();", f"{h}_on_cpu, &pa, true);", "compare"),
+        M("the leader can migrate (no migrate_disable)", "sweeps", "\tmigrate_disable();\n", "",
+          "compare"),
+        M("followers even when there are none", "sweeps",
+          f"\tif (cpumask_empty(&{h}_followers))\n\t\treturn;\n", "", "compare"),
+        M("a kthread that never sleeps", "kthread", "\t\t\tschedule();\n\t\t\tcontinue;",
+          "\t\t\tcontinue;", "compare"),
+        M("a kthread that ignores requests", "kthread",
+          f"if (!test_and_clear_bit(0, &{kt.name}_pending)) {{",
+          f"if (!test_and_clear_bit(0, &{kt.name}_pending) || 1) {{", "compare"),
+        M("a kthread that ignores kthread_stop()", "kthread",
+          "\t\tif (kthread_should_stop())\n\t\t\tbreak;\n", "", "compare"),
+        M("a work that re-arms itself", "delayed-work", f"\t{s.pass_name}();\n}}\n\nstatic DECLARE",
+          f"\t{s.pass_name}();\n\tmod_delayed_work({dw.workqueue}, (struct delayed_work *)work, 0);"
+          "\n}\n\nstatic DECLARE",
+          "compare"),
+        M("requests that do not batch (queue, not mod)", "delayed-work",
+          f"\tmod_delayed_work({dw.workqueue}, &{dw.name},", f"\tqueue_delayed_work({dw.workqueue}, &{dw.name},",
+          "compare"),
+        M("the wrong re-arm delay", "delayed-work", f"{rearm}{dw.rearm_delay_ms}",
+          f"{rearm}{dw.rearm_delay_ms // 10}", "compare"),
+        M("a log line that claims success", "sweeps", f'"{s.log_message}',
+          f'"{s.log_message.replace("Attempt", "Enabled")}', "compare"),
+    ]  # fmt: skip
+
+
+def apply(mutant: Mutant, files: dict[str, str]) -> dict[str, str]:
+    """The files with ``mutant`` applied; fails loudly when its anchor is gone."""
+    out = dict(files)
+    targets = {
+        "header": [p for p in files if p.endswith(".h")],
+        "kthread": [p for p in files if p.endswith("-kthread.c")],
+        "delayed-work": [p for p in files if p.endswith("-delayed-work.c")],
+        "sweeps": [p for p in files if p.endswith(".c")],
+    }[mutant.where]
+    assert targets, mutant
+    for path in targets:
+        assert files[path].count(mutant.old) >= 1, f"{mutant.name}: anchor not found in {path}"
+        out[path] = files[path].replace(mutant.old, mutant.new, 1)
+    return out

@@ -1,0 +1,185 @@
+"""Compile-and-compare on the real code: both engines, the report, and the harness's own checks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from codegen import build, cases, compare, host, toolchain
+from codegen.emulator import Emulator
+from codegen.render import render_spec
+from codegen.spec import load
+from tests.conftest import RMPOPT_YAML
+from tests.mutants import apply, catalogue
+
+SPEC = load(RMPOPT_YAML)
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory):
+    """Both front ends of the harness at -O2, built once for this module."""
+    work = tmp_path_factory.mktemp("harness")
+    (h,) = build.build_harness(toolchain.find_clang(), SPEC, render_spec(SPEC), work, ("-O2",))
+    return h
+
+
+@pytest.mark.parametrize("engine", ["emulator", "native"])
+def test_generated_code_matches_the_mirror(engine):
+    choice = host.choose_engine(engine)
+    result = compare.compare(SPEC, toolchain.find_clang(), choice, seed=3, count=400,
+                             opts=("-O0", "-O2", "-Os"))  # fmt: skip
+    assert result.ok, result.mismatches[:1]
+    assert result.cases == 400 and set(result.stats) == {"-O0", "-O2", "-Os"}
+    for level in result.stats.values():
+        assert level.cases == 400 and level.executions > 10_000
+
+
+def test_every_boundary_is_generated():
+    labels = {c.label for c in cases.generate(SPEC, 1, 3000)}
+    for edge in ("unaligned min_low_pfn", "exactly the coverage", "coverage plus one region",
+                 "one region", "a single CPU", "holes in the CPU mask", "leader without siblings",
+                 "leader on a secondary thread", "assigned first page of a region",
+                 "assigned last page of a region"):  # fmt: skip
+        assert f"boundary: {edge}" in labels, edge
+    assert any("large memory" in l for l in labels) and any("large cpus" in l for l in labels)
+
+
+def test_cases_are_reproducible_from_the_seed():
+    assert cases.generate(SPEC, 5, 300) == cases.generate(SPEC, 5, 300)
+    assert cases.generate(SPEC, 5, 300)[-1] != cases.generate(SPEC, 6, 300)[-1]
+
+
+def test_both_engines_print_the_same_trace(harness):
+    text = cases.spec_line(SPEC) + "".join(
+        cases.case_line(SPEC, c, 10**6) for c in cases.generate(SPEC, 2, 120)
+    )
+    emu = Emulator(harness.emulated).run(text.encode()).decode()
+    guard = host.choose_engine("native").guard
+    native = compare._run_native(harness.native, guard, text)
+    assert emu == native
+    assert [l for l in emu.splitlines() if l.startswith("E ")] == [f"E {n}" for n in range(120)]
+
+
+def _run_one(harness, line: str) -> list[str]:
+    text = cases.spec_line(SPEC) + line
+    return Emulator(harness.emulated).run(text.encode()).decode().splitlines()
+
+
+def test_harness_reports_an_undefined_function_code(harness):
+    bad = max(c.value for c in SPEC.instruction.function_codes.codes) + 1
+    out = _run_one(harness, f"case id=0 form=helpers cores=1 actions=r:0:0x0:{bad:#x}\n")
+    assert out[0].endswith("#GP") and out[1].startswith("B undefined function code")
+
+
+def test_harness_reports_runaway_code(harness, tmp_path):
+    (never_sleeps,) = [m for m in catalogue(SPEC) if m.name == "a kthread that never sleeps"]
+    broken = apply(never_sleeps, render_spec(SPEC))
+    (h,) = build.build_harness(toolchain.find_clang(), SPEC, broken, tmp_path, ("-O2",), ("emulated",))
+    out = _run_one(h, "case id=0 form=kthread max=0x100 cores=1 budget=50 actions=setup,run,teardown\n")
+    assert any(l.startswith("B soft lockup") for l in out)
+
+
+def test_report_names_the_first_divergence_and_reproduces(run_kgen, tmp_path):
+    files = apply(next(m for m in catalogue(SPEC) if "cap (>=)" in m.name), render_spec(SPEC))
+    gen = tmp_path / "generated"
+    build.write_files(files, gen)
+    result = run_kgen("compare", "isa/rmpopt.yaml", "--cases", "60", "--opt=-O2",
+                      "--generated", gen)  # fmt: skip
+    assert result.exit_code == 1
+    out = result.output
+    assert "MISMATCH" in out and "expected: L " in out and "got:      L " in out
+    line = next(l for l in out.splitlines() if "reproduce:" in l).split("reproduce: ", 1)[1]
+    args = line.split()[2:]
+    again = run_kgen("compare", *args)
+    assert again.exit_code == 1 and "1 cases x 1 levels" in again.output
+    assert [l for l in again.output.splitlines() if "expected:" in l] == \
+        [l for l in out.splitlines() if "expected:" in l]  # fmt: skip
+
+
+def test_compare_json_and_exit_code(run_kgen):
+    result = run_kgen("compare", "--cases", "40", "--opt=-O2", "--json")
+    assert result.exit_code == 0
+    (report,) = json.loads(result.output)
+    assert report["ok"] and report["cases"] == 40 and report["opts"] == ["-O2"]
+    assert report["executions"] > 0 and report["mismatches"] == []
+
+
+def test_unknown_case_is_a_clean_error(run_kgen):
+    result = run_kgen("compare", "--cases", "10", "--case", "99", "--opt=-O2")
+    assert result.exit_code == 1 and "case 99 does not exist" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "cpu, requested, engine, guarded",
+    [
+        (host.HostCpu("GenuineIntel", False), "auto", "native", False),
+        (host.HostCpu("AuthenticAMD", True), "auto", "emulator", False),
+        (host.HostCpu("AuthenticAMD", True), "native", "native", True),
+        (host.HostCpu("AuthenticAMD", False), "auto", "native", False),
+        (host.HostCpu("GenuineIntel", False), "emulator", "emulator", False),
+    ],
+)
+def test_engine_choice(cpu, requested, engine, guarded):
+    choice = host.choose_engine(requested, cpu)
+    assert choice.engine == engine and (choice.guard is not None) == guarded
+
+
+def test_cpuinfo_parsing(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 clzero rdpru\n\n"
+                    "vendor_id\t: AuthenticAMD\nflags\t\t: fpu\n")  # fmt: skip
+    assert host.host_cpu.__wrapped__(info) == host.HostCpu("AuthenticAMD", True)
+    assert host.host_cpu.__wrapped__(tmp_path / "missing") == host.HostCpu("unknown", False)
+
+
+def test_doctor_names_the_compiler(run_kgen):
+    result = run_kgen("doctor")
+    assert result.exit_code == 0
+    clang = toolchain.find_clang()
+    assert f"clang: clang {clang.version}, from {clang.origin}" in result.output
+
+
+def test_missing_clang_is_a_clear_error(run_kgen, monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(toolchain, "_ziglang_argv", lambda: None)
+    toolchain.find_clang.cache_clear()
+    try:
+        result = run_kgen("compare", "--cases", "5")
+        assert result.exit_code == 1
+        assert "no clang found" in result.stderr and "make venv" in result.stderr
+        assert run_kgen("doctor").exit_code == 1
+    finally:
+        toolchain.find_clang.cache_clear()
+
+
+def test_cc_pointing_at_clang_is_used(monkeypatch):
+    clang = toolchain.find_clang()
+    monkeypatch.setenv("CC", " ".join(clang.argv))
+    toolchain.find_clang.cache_clear()
+    try:
+        found = toolchain.find_clang()
+        assert found.origin.startswith("$CC") and found.version == clang.version
+    finally:
+        toolchain.find_clang.cache_clear()
+
+
+def test_the_clzero_hazard_is_real_or_absent(tmp_path):
+    """On a CLZERO CPU the bytes zero memory in user mode: the reason for the guard."""
+    src = tmp_path / "clz.c"
+    byte = ", ".join(f"{b.byte:#04x}" for b in SPEC.instruction.encoding)
+    src.write_text(
+        "#include <stdio.h>\n#include <string.h>\n"
+        "static unsigned char buf[256] __attribute__((aligned(64)));\n"
+        "int main(void) {\n\tmemset(buf, 0xab, sizeof(buf));\n"
+        f'\tasm volatile(".byte {byte}" : : "a"(buf + 64), "c"(0UL) : "memory", "cc");\n'
+        '\tprintf("%d\\n", buf[64]);\n\treturn 0;\n}\n'
+    )
+    if not host.host_cpu().clzero:
+        pytest.skip("this CPU has no CLZERO: the bytes trap (SIGILL) instead")
+    exe = tmp_path / "clz"
+    gcc = toolchain.find_gcc() or toolchain.find_clang()
+    subprocess.run(gcc.command(str(src), "-o", str(exe)), check=True, capture_output=True)
+    assert subprocess.run([str(exe)], capture_output=True, text=True).stdout.strip() == "0"
