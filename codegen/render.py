@@ -48,11 +48,16 @@ def f_hex(value: int, digits: int = 0) -> C:
     return _c(f"0x{value:0{digits}x}")
 
 
-def f_ident(value: str) -> C:
-    why = text_problem("identifier", value)
+def _checked(kind: str, value: str) -> str:
+    """``value`` if it keeps the loader's character rule ``kind``; a RenderError if not."""
+    why = text_problem(kind, value)
     if why:
         raise RenderError(why)
-    return _c(value)
+    return value
+
+
+def f_ident(value: str) -> C:
+    return _c(_checked("identifier", value))
 
 
 def f_upper_ident(value: str) -> C:
@@ -99,10 +104,7 @@ def f_flag_constraint(flag: str) -> C:
 
 
 def f_cstring(value: str) -> C:
-    why = text_problem("c-string", value)
-    if why:
-        raise RenderError(why)
-    return _c(value)
+    return _c(_checked("c-string", value))
 
 
 def f_comment(value: str, first: str = "", indent: str = " * ", width: int = LINE_LIMIT) -> C:
@@ -110,10 +112,7 @@ def f_comment(value: str, first: str = "", indent: str = " * ", width: int = LIN
 
     Tabs count as 8 columns, as the kernel's 100-column rule counts them.
     """
-    why = text_problem("comment", value)
-    if why:
-        raise RenderError(why)
-    text = " ".join(value.split())
+    text = " ".join(_checked("comment", value).split())
     cols = width - len(indent.expandtabs(8))
     lines = textwrap.wrap(
         text, cols, initial_indent=first, subsequent_indent="", break_on_hyphens=False

@@ -36,6 +36,23 @@ def rule(name: str, summary: str):
     return register
 
 
+def sweep_rule(name: str, summary: str):
+    """A rule that checks each sweep form on its own: ``fn(spec, kind, text)``."""
+
+    def register(fn: Callable[[Spec, str, str], list[str]]):
+        def check(spec: Spec, files: Files) -> list[str]:
+            return [
+                f"{path}: {problem}"
+                for kind, (path, text) in _sweeps(spec, files).items()
+                for problem in fn(spec, kind, text)
+            ]
+
+        RULES.append(Rule(name, summary, check))
+        return fn
+
+    return register
+
+
 def _header(spec: Spec, files: Files) -> tuple[str, str]:
     path = outputs(spec)[0].path
     return path, files[path]
@@ -155,103 +172,92 @@ def no_pud_size(spec: Spec, files: Files) -> list[str]:
     return problems
 
 
-@rule("cap-plain-if", "the coverage cap is a plain if, not a ternary")
-def cap_plain_if(spec: Spec, files: Files) -> list[str]:
+@sweep_rule("cap-plain-if", "the coverage cap is a plain if, not a ternary")
+def cap_plain_if(spec: Spec, kind: str, text: str) -> list[str]:
     cov = f_sz(spec.instruction.table.coverage)
     problems = []
-    for path, text in _sweeps(spec, files).values():
-        if re.search(r"\?[^\n]*:", _function(text, spec.kernel.sweep.pass_name) or ""):
-            problems.append(f"{path}: the sweep uses a ternary")
-        if f"\tif (pa_end - pa_start > {cov}) {{\n" not in text:
-            problems.append(f"{path}: no plain 'if (pa_end - pa_start > {cov})' cap")
-        if f"pa_end = pa_cap;" not in text or f"pa_cap = pa_start + {cov};" not in text:
-            problems.append(f"{path}: the cap does not set pa_end to pa_start + {cov}")
+    if re.search(r"\?[^\n]*:", _function(text, spec.kernel.sweep.pass_name) or ""):
+        problems.append("the sweep uses a ternary")
+    if f"\tif (pa_end - pa_start > {cov}) {{\n" not in text:
+        problems.append(f"no plain 'if (pa_end - pa_start > {cov})' cap")
+    if "pa_end = pa_cap;" not in text or f"pa_cap = pa_start + {cov};" not in text:
+        problems.append(f"the cap does not set pa_end to pa_start + {cov}")
     return problems
 
 
-@rule("aligned-range", "the paired pa_start = / pa_end = lines are vertically aligned")
-def aligned_range(spec: Spec, files: Files) -> list[str]:
+@sweep_rule("aligned-range", "the paired pa_start = / pa_end = lines are vertically aligned")
+def aligned_range(spec: Spec, kind: str, text: str) -> list[str]:
+    start = re.search(r"^(\tpa_start\s*)= ALIGN_DOWN\(", text, re.M)
+    end = re.search(r"^(\tpa_end\s*)= ALIGN\(", text, re.M)
+    if not start or not end:
+        return ["no pa_start/pa_end pair"]
+    if len(start.group(1)) != len(end.group(1)):
+        return ["'=' of pa_start and pa_end are not aligned"]
+    return []
+
+
+@sweep_rule("log-attempts", "the log line says the code attempts the optimization")
+def log_attempts(spec: Spec, kind: str, text: str) -> list[str]:
+    logs = re.findall(r'pr_info\("([^"]*)"', text)
     problems = []
-    for path, text in _sweeps(spec, files).values():
-        start = re.search(r"^(\tpa_start\s*)= ALIGN_DOWN\(", text, re.M)
-        end = re.search(r"^(\tpa_end\s*)= ALIGN\(", text, re.M)
-        if not start or not end:
-            problems.append(f"{path}: no pa_start/pa_end pair")
-        elif len(start.group(1)) != len(end.group(1)):
-            problems.append(f"{path}: '=' of pa_start and pa_end are not aligned")
+    if not any(m.startswith("Attempt") for m in logs):
+        problems.append("no log line that says it attempts")
+    if any(re.search(r"\benabled?\b", m, re.I) for m in logs):
+        problems.append("a log line claims optimizations are enabled")
     return problems
 
 
-@rule("log-attempts", "the log line says the code attempts the optimization")
-def log_attempts(spec: Spec, files: Files) -> list[str]:
+@sweep_rule("no-status-talk", "no talk of status where the code never reads the status")
+def no_status_talk(spec: Spec, kind: str, text: str) -> list[str]:
     problems = []
-    for path, text in _sweeps(spec, files).values():
-        logs = re.findall(r'pr_info\("([^"]*)"', text)
-        if not any(m.startswith("Attempt") for m in logs):
-            problems.append(f"{path}: no log line that says it attempts")
-        if any(re.search(r"\benabled?\b", m, re.I) for m in logs):
-            problems.append(f"{path}: a log line claims optimizations are enabled")
+    if re.search(r"status", text, re.I):
+        problems.append("mentions status, which the sweep never reads")
+    if re.search(rf"=\s*{spec.kernel.helper.name}\(|if \(!?{spec.kernel.helper.name}\(", text):
+        problems.append("reads the status after all; document it")
     return problems
 
 
-@rule("no-status-talk", "no talk of status where the code never reads the status")
-def no_status_talk(spec: Spec, files: Files) -> list[str]:
-    problems = []
-    for path, text in _sweeps(spec, files).values():
-        if re.search(r"status", text, re.I):
-            problems.append(f"{path}: mentions status, which the sweep never reads")
-        if re.search(rf"=\s*{spec.kernel.helper.name}\(|if \(!?{spec.kernel.helper.name}\(", text):
-            problems.append(f"{path}: reads the status after all; document it")
-    return problems
-
-
-@rule("worker-sleeps", "the worker runs one pass per request and then sleeps")
-def worker_sleeps(spec: Spec, files: Files) -> list[str]:
-    problems = []
+@sweep_rule("worker-sleeps", "the worker runs one pass per request and then sleeps")
+def worker_sleeps(spec: Spec, kind: str, text: str) -> list[str]:
     sweep = spec.kernel.sweep
-    for kind, (path, text) in _sweeps(spec, files).items():
-        w = next(w for w in sweep.workers if w.kind == kind)
-        if kind == "kthread":
-            body = _function(text, w.name) or ""
-            loop = re.search(
-                r"set_current_state\(TASK_INTERRUPTIBLE\);\n\t+if \(kthread_should_stop\(\)\)\n"
-                r"\t+break;\n.*?schedule\(\);", body, re.S)
-            if not loop:
-                problems.append(f"{path}: {w.name} does not sleep until woken between passes")
-            if body.count(f"{sweep.pass_name}();") != 1:
-                problems.append(f"{path}: {w.name} does not run exactly one pass per wake-up")
-            if "kthread_stop(" not in (_function(text, w.teardown) or ""):
-                problems.append(f"{path}: {w.teardown} does not stop the kthread")
-        else:
-            body = _function(text, f"{w.name}_fn") or ""
-            if re.search(r"(queue|mod)_delayed_work", body):
-                problems.append(f"{path}: the work re-arms itself and never rests")
-            trigger = _function(text, w.trigger) or ""
-            if "mod_delayed_work(" not in trigger:
-                problems.append(f"{path}: {w.trigger} does not batch with mod_delayed_work()")
+    w = next(w for w in sweep.workers if w.kind == kind)
+    problems = []
+    if kind == "kthread":
+        body = _function(text, w.name) or ""
+        loop = re.search(
+            r"set_current_state\(TASK_INTERRUPTIBLE\);\n\t+if \(kthread_should_stop\(\)\)\n"
+            r"\t+break;\n.*?schedule\(\);", body, re.S)  # fmt: skip
+        if not loop:
+            problems.append(f"{w.name} does not sleep until woken between passes")
+        if body.count(f"{sweep.pass_name}();") != 1:
+            problems.append(f"{w.name} does not run exactly one pass per wake-up")
+        if "kthread_stop(" not in (_function(text, w.teardown) or ""):
+            problems.append(f"{w.teardown} does not stop the kthread")
+    else:
+        if re.search(r"(queue|mod)_delayed_work", _function(text, f"{w.name}_fn") or ""):
+            problems.append("the work re-arms itself and never rests")
+        if "mod_delayed_work(" not in (_function(text, w.trigger) or ""):
+            problems.append(f"{w.trigger} does not batch with mod_delayed_work()")
     return problems
 
 
-@rule("resched-between-regions", "cond_resched() after every region, leader and followers")
-def resched_between_regions(spec: Spec, files: Files) -> list[str]:
-    problems = []
-    for path, text in _sweeps(spec, files).values():
-        loops = re.findall(r"\tfor \(pa = pa_start; pa < pa_end; [^\n]*\{\n(.*?)\n\t\}", text, re.S)
-        if len(loops) != 2 or not all(l.rstrip().endswith("cond_resched();") for l in loops):
-            problems.append(f"{path}: a region loop lacks cond_resched()")
-    return problems
+@sweep_rule("resched-between-regions", "cond_resched() after every region, leader and followers")
+def resched_between_regions(spec: Spec, kind: str, text: str) -> list[str]:
+    loops = re.findall(r"\tfor \(pa = pa_start; pa < pa_end; [^\n]*\{\n(.*?)\n\t\}", text, re.S)
+    if len(loops) != 2 or not all(body.rstrip().endswith("cond_resched();") for body in loops):
+        return ["a region loop lacks cond_resched()"]
+    return []
 
 
-@rule("followers-skip-leader-core", "followers are primary threads minus the leader's siblings")
-def followers_skip_leader_core(spec: Spec, files: Files) -> list[str]:
+@sweep_rule("followers-skip-leader-core", "followers are primary threads minus the leader's siblings")
+def followers_skip_leader_core(spec: Spec, kind: str, text: str) -> list[str]:
     problems = []
-    for path, text in _sweeps(spec, files).values():
-        if "topology_is_primary_thread(cpu)" not in text:
-            problems.append(f"{path}: followers are not restricted to primary threads")
-        if "!cpumask_test_cpu(cpu, topology_sibling_cpumask(leader))" not in text:
-            problems.append(f"{path}: followers include the leader's siblings")
-        if text.find("migrate_disable();") > text.find("leader = smp_processor_id();"):
-            problems.append(f"{path}: the leader may migrate while it sweeps")
+    if "topology_is_primary_thread(cpu)" not in text:
+        problems.append("followers are not restricted to primary threads")
+    if "!cpumask_test_cpu(cpu, topology_sibling_cpumask(leader))" not in text:
+        problems.append("followers include the leader's siblings")
+    if text.find("migrate_disable();") > text.find("leader = smp_processor_id();"):
+        problems.append("the leader may migrate while it sweeps")
     return problems
 
 
