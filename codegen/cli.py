@@ -76,15 +76,21 @@ def validate(specs: tuple[str, ...], as_json: bool) -> None:
             report_problems(exc)
         sys.exit(1)
     findings = review_findings(loaded)
+    cross = cross_findings(loaded)
     if as_json:
-        report = _json_report(loaded, None)
+        report = _json_report(loaded, SpecError(cross.problems) if cross.problems else None)
         report["review"] = [{"path": p, "rule": r, "message": m} for p, r, m in findings]
-        report["ok"] = not findings
+        report["notes"] = [_json_diag(d) for d in cross.notes]
+        report["ok"] = not findings and not cross.problems
         click.echo(json.dumps(report, indent=2))
-        sys.exit(1 if findings else 0)
+        sys.exit(0 if report["ok"] else 1)
+    for d in cross.notes:
+        click.echo(f"{d.mark}: note: {d.message}")
     for path, rule, message in findings:
         click.echo(f"{path}: review [{rule}]: {message}", err=True)
-    if findings:
+    if cross.problems:
+        report_problems(SpecError(cross.problems))
+    if findings or cross.problems:
         sys.exit(1)
     for spec in loaded:
         insn = spec.instruction
@@ -111,15 +117,35 @@ def review_findings(specs: list[Spec]) -> list[tuple[str, str, str]]:
     return findings
 
 
+def cross_findings(specs: list[Spec]):
+    """Collisions and repeated names among the specs and every other valid spec in isa/."""
+    from .conflicts import cross_check
+
+    named = {Path(s.path).resolve() for s in specs}
+    others = []
+    for path in sorted(DEFAULT_ISA_DIR.glob("*.yaml")):
+        if path.resolve() not in named:
+            try:
+                others += load_all([path])
+            except SpecError:
+                pass  # reported when that spec itself is validated
+    found = cross_check(specs + others)
+    keep = {s.path for s in specs}
+    found.problems[:] = [d for d in found.problems if d.mark.path in keep]
+    found.notes[:] = [d for d in found.notes if d.mark.path in keep]
+    return found
+
+
+def _json_diag(d) -> dict:
+    return {"path": d.mark.path, "line": d.mark.line, "col": d.mark.col, "message": d.message}
+
+
 def _json_report(specs: list[Spec], exc: SpecError | None) -> dict:
     problems = exc.diagnostics if exc else []
     return {
         "ok": not problems,
         "specs": [{"path": s.path, "mnemonic": s.instruction.mnemonic} for s in specs],
-        "problems": [
-            {"path": d.mark.path, "line": d.mark.line, "col": d.mark.col, "message": d.message}
-            for d in problems
-        ],
+        "problems": [_json_diag(d) for d in problems],
     }
 
 

@@ -428,18 +428,7 @@ class _Rules:
             if k.helper is None:
                 self.error(k.sweep.mark(), "a sweep needs kernel.helper")
             self.workers(k.sweep)
-        names: list[tuple[str, Mark]] = [(k.raw_helper.name, k.raw_helper.mark("name"))]
-        if k.helper:
-            names.append((k.helper.name, k.helper.mark("name")))
-        if k.enum:
-            names.append((k.enum.name, k.enum.mark("name")))
-            # one constant per distinct code name: a repeated name is reported above
-            first_of_name = {c.name: c for c in reversed(insn.function_codes.codes)}  # type: ignore[union-attr]
-            names += [
-                (k.enum.prefix + name.upper(), c.mark("name")) for name, c in first_of_name.items()
-            ]
-        if k.sweep:
-            names.append((k.sweep.pass_name, k.sweep.mark("pass_name")))
+        names = kernel_names(self.spec)
         self.unique(names, "kernel name")
         # each worker form is compiled on its own beside the common names
         common = {name for name, _ in names}
@@ -465,7 +454,35 @@ class _Rules:
                         self.error(w.mark(key), f"a kthread worker takes no '{key}'")
 
 
+def kernel_names(spec: Spec) -> list[tuple[str, Mark]]:
+    """The C names a spec puts in the kernel besides its workers', with their marks."""
+    k, insn = spec.kernel, spec.instruction
+    names: list[tuple[str, Mark]] = [(k.raw_helper.name, k.raw_helper.mark("name"))]
+    if k.helper:
+        names.append((k.helper.name, k.helper.mark("name")))
+    if k.enum and insn.function_codes:
+        names.append((k.enum.name, k.enum.mark("name")))
+        # one constant per distinct code name: a repeated name is reported on its own
+        first_of_name = {c.name: c for c in reversed(insn.function_codes.codes)}
+        names += [(k.enum.prefix + name.upper(), c.mark("name")) for name, c in first_of_name.items()]
+    if k.sweep:
+        names.append((k.sweep.pass_name, k.sweep.mark("pass_name")))
+    return names
+
+
 # --- entry points -----------------------------------------------------------
+
+
+def convert_document(text: str, path: str, cls: type) -> Any:
+    """Parse ``text`` as one ``cls`` mapping with the spec loader's rules and messages."""
+    node, problems = compose(text, path)
+    if node is None:
+        raise SpecError([Diagnostic(Mark(path, 1, 1), "the file is empty")])
+    conv = _Converter(path)
+    value = conv.convert(node, cls)
+    if problems or conv.problems:
+        raise SpecError(problems + conv.problems)
+    return value
 
 
 def parse(text: str, path: str) -> Spec:

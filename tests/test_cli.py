@@ -28,7 +28,8 @@ def test_version(run_kgen):
 def test_validate_bundled_spec(run_kgen):
     result = run_kgen("validate", "isa/rmpopt.yaml")
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("isa/rmpopt.yaml: ok (rmpopt:")
+    assert result.output.splitlines()[-1].startswith("isa/rmpopt.yaml: ok (rmpopt:")
+    assert "note: without its F2 prefix, rmpopt is clzero" in result.output
 
 
 def test_validate_defaults_to_every_bundled_spec(run_kgen):
@@ -64,7 +65,10 @@ def test_validate_json_report(run_kgen):
     assert problem["path"] == str(bad) and problem["line"] > 0 and problem["col"] > 0
     good = json.loads(run_kgen("validate", "--json", "isa/rmpopt.yaml").output)
     assert good == {"ok": True, "specs": [{"path": "isa/rmpopt.yaml", "mnemonic": "rmpopt"}],
-                    "problems": [], "review": []}  # fmt: skip
+                    "problems": [], "review": [], "notes": good["notes"]}  # fmt: skip
+    assert [n["message"].split(",")[0] for n in good["notes"]] == [
+        "without its F2 prefix"
+    ]
 
 
 def test_validate_applies_the_review_rules(run_kgen, monkeypatch, tmp_path):

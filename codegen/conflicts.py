@@ -1,0 +1,96 @@
+"""Checks across specs: encodings that collide, and kernel names used twice.
+
+Every spec's bytes are compared with the other specs' and with the table of
+known instructions in the same opcode space (codegen/data/known_encodings.yaml).
+The same bytes under two names is a finding that names both sides with their
+file and line; a spec whose bytes, without a prefix, are another instruction
+gets a note, since a CPU that ignores the prefix would run that one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from .diagnostics import Diagnostic, Mark
+from .model import Byte, Doc, Identifier, Node, Spec
+from .spec import convert_document, kernel_names
+
+KNOWN_ENCODINGS = Path(__file__).resolve().parent / "data" / "known_encodings.yaml"
+
+
+@dataclass(frozen=True)
+class KnownEncoding(Node):
+    mnemonic: Identifier
+    bytes: tuple[Byte, ...]
+    vendor: Literal["amd", "intel", "both"]
+    source: Annotated[Literal["asm", "sheet"], Doc("where the bytes come from (see the file)")]
+
+
+@dataclass(frozen=True)
+class KnownEncodings(Node):
+    encodings: tuple[KnownEncoding, ...]
+
+
+@cache
+def known_encodings(path: Path = KNOWN_ENCODINGS) -> tuple[KnownEncoding, ...]:
+    try:
+        rel = str(path.relative_to(Path.cwd()))
+    except ValueError:
+        rel = str(path)
+    return convert_document(path.read_text(), rel, KnownEncodings).encodings
+
+
+def _hex(data: tuple[int, ...]) -> str:
+    return " ".join(f"{b:02X}" for b in data)
+
+
+def _where(mark: Mark) -> str:
+    return f"{mark.path}:{mark.line}"
+
+
+@dataclass(frozen=True)
+class Findings:
+    problems: list[Diagnostic]
+    notes: list[Diagnostic]
+
+
+def cross_check(specs: list[Spec], known: tuple[KnownEncoding, ...] | None = None) -> Findings:
+    """Collisions and repeated names among ``specs`` and against the known encodings."""
+    known = known_encodings() if known is None else known
+    problems, notes = [], []
+    encoded = [(s, tuple(b.byte for b in s.instruction.encoding)) for s in specs]
+    for i, (spec, data) in enumerate(encoded):
+        mnemonic, mark = spec.instruction.mnemonic, spec.instruction.mark("encoding")
+        for other, other_data in encoded[:i] + encoded[i + 1 :]:
+            if data == other_data:
+                problems.append(Diagnostic(mark, (
+                    f"encoding {_hex(data)} of {mnemonic} is also {other.instruction.mnemonic}'s "
+                    f"({_where(other.instruction.mark('encoding'))})")))  # fmt: skip
+        prefixes = [b.byte for b in spec.instruction.encoding if b.role == "prefix"]
+        for entry in known:
+            where = f"{_where(entry.mark('mnemonic'))}, source: {entry.source}"
+            if entry.mnemonic == mnemonic and entry.bytes != data:
+                problems.append(Diagnostic(mark, (
+                    f"{mnemonic} is {_hex(entry.bytes)} in the known encodings ({where}), "
+                    f"not {_hex(data)}")))  # fmt: skip
+            elif entry.mnemonic != mnemonic and entry.bytes == data:
+                problems.append(Diagnostic(mark, (
+                    f"encoding {_hex(data)} of {mnemonic} collides with {entry.mnemonic} "
+                    f"({where})")))  # fmt: skip
+            elif prefixes and entry.bytes == data[len(prefixes) :]:
+                notes.append(Diagnostic(mark, (
+                    f"without its {_hex(tuple(prefixes))} prefix, {mnemonic} is "
+                    f"{entry.mnemonic} ({where}): a CPU that ignores the prefix runs "
+                    f"{entry.mnemonic.upper()}")))  # fmt: skip
+    seen: dict[str, tuple[Spec, Mark]] = {}
+    for spec in specs:
+        for name, mark in kernel_names(spec):
+            if name in seen and seen[name][0] is not spec:
+                problems.append(Diagnostic(mark, (
+                    f"kernel name '{name}' is also defined by {seen[name][0].instruction.mnemonic} "
+                    f"({_where(seen[name][1])})")))  # fmt: skip
+            seen.setdefault(name, (spec, mark))
+    return Findings(problems, notes)

@@ -1,0 +1,118 @@
+"""Encoding collisions and repeated names across specs, and the table of known encodings."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from codegen.conflicts import KNOWN_ENCODINGS, cross_check, known_encodings
+from codegen.spec import parse
+from codegen.toolchain import find_clang
+from tests.conftest import RMPOPT_YAML
+
+TEXT = RMPOPT_YAML.read_text()
+KNOWN = known_encodings()
+
+
+def spec_with(text: str, path: str = "isa/other.yaml"):
+    return parse(text, path)
+
+
+def _assemble(mnemonic: str, tmp_path) -> bytes | None:
+    src, obj = tmp_path / f"{mnemonic}.s", tmp_path / f"{mnemonic}.o"
+    src.write_text(f"{mnemonic}\n")
+    proc = subprocess.run(find_clang().command("-c", "-x", "assembler", str(src), "-o", str(obj)),
+                          capture_output=True)  # fmt: skip
+    if proc.returncode != 0:
+        return None
+    with open(obj, "rb") as f:
+        return ELFFile(f).get_section_by_name(".text").data()
+
+
+def test_table_entries_match_clangs_assembler(tmp_path):
+    checked = 0
+    for entry in KNOWN:
+        got = _assemble(entry.mnemonic, tmp_path)
+        if entry.source == "asm":
+            assert got == bytes(entry.bytes), entry.mnemonic
+            checked += 1
+        else:  # from the fact sheet because clang does not know it; say so if that changes
+            assert got is None or got == bytes(entry.bytes), entry.mnemonic
+    assert checked >= 50
+
+
+def test_table_holds_the_snp_family_and_group_7():
+    names = {e.mnemonic for e in KNOWN}
+    assert {"clzero", "rmpchkd", "rmpread", "rmpquery", "rmpupdate", "rmpadjust", "pvalidate",
+            "psmash", "rdpru", "invlpgb", "tlbsync", "vmrun", "swapgs", "rdtscp"} <= names
+    assert len({e.bytes for e in KNOWN}) == len(KNOWN), "the table itself has no collision"
+
+
+def test_rmpopt_collides_with_nothing_but_notes_clzero():
+    found = cross_check([spec_with(TEXT, "isa/rmpopt.yaml")])
+    assert found.problems == []
+    (note,) = found.notes
+    assert "without its F2 prefix, rmpopt is clzero" in note.message
+    assert f"{KNOWN_ENCODINGS.name}:" in note.message
+
+
+def test_a_prefix_changed_into_rmpchkd_is_a_collision():
+    text = TEXT.replace("{byte: 0xf2, role: prefix}", "{byte: 0xf3, role: prefix}")
+    (problem,) = cross_check([spec_with(text, "isa/rmpopt.yaml")]).problems
+    assert problem.mark.path == "isa/rmpopt.yaml" and problem.mark.line > 1
+    assert "F3 0F 01 FC of rmpopt collides with rmpchkd" in problem.message
+    assert "known_encodings.yaml:" in problem.message and "source: sheet" in problem.message
+
+
+def test_two_specs_with_the_same_bytes_name_each_other():
+    other = TEXT.replace("mnemonic: rmpopt", "mnemonic: rmpopt2").replace(
+        "name: __rmpopt", "name: __rmpopt2").replace("name: rmpopt\n", "name: rmpopt2\n").replace(
+        "name: rmpopt_function", "name: rmpopt2_function").replace(
+        "prefix: RMPOPT_FUNC_", "prefix: RMPOPT2_FUNC_").replace(
+        "pass_name: rmpopt_sweep", "pass_name: rmpopt2_sweep")  # fmt: skip
+    a, b = spec_with(TEXT, "isa/rmpopt.yaml"), spec_with(other, "isa/rmpopt2.yaml")
+    problems = cross_check([a, b]).problems
+    assert {p.mark.path for p in problems} == {"isa/rmpopt.yaml", "isa/rmpopt2.yaml"}
+    assert any("is also rmpopt2's (isa/rmpopt2.yaml:" in p.message for p in problems)
+    assert any("is also rmpopt's (isa/rmpopt.yaml:" in p.message for p in problems)
+
+
+def test_a_known_mnemonic_with_other_bytes_is_a_finding():
+    text = TEXT.replace("mnemonic: rmpopt", "mnemonic: psmash")
+    (problem,) = cross_check([spec_with(text)]).problems
+    assert "psmash is F3 0F 01 FF in the known encodings" in problem.message
+    assert problem.message.endswith("not F2 0F 01 FC")
+
+
+def test_kernel_names_are_unique_across_specs():
+    other = TEXT.replace("{byte: 0xfc, role: modrm}", "{byte: 0xfb, role: modrm}")
+    other = other.replace("mnemonic: rmpopt", "mnemonic: rmpfake")
+    problems = cross_check([spec_with(TEXT, "isa/rmpopt.yaml"), spec_with(other)]).problems
+    assert any("kernel name '__rmpopt' is also defined by rmpopt (isa/rmpopt.yaml:" in p.message
+               for p in problems)  # fmt: skip
+    assert all(p.mark.path == "isa/other.yaml" for p in problems)
+
+
+def test_validate_exits_1_on_a_collision(run_kgen, tmp_path):
+    bad = tmp_path / "rmpopt.yaml"
+    bad.write_text(TEXT.replace("{byte: 0xfc, role: modrm}", "{byte: 0xfd, role: modrm}"))
+    result = run_kgen("validate", bad)
+    assert result.exit_code == 1
+    assert "collides with rmpread" in result.stderr
+
+
+@pytest.mark.parametrize("defect, message", [
+    ("{mnemonic: clzero, bytes: [0x0f, 0x01, 0x1fc], vendor: amd, source: asm}", "out of range"),
+    ("{mnemonic: clzero, bytes: [0x0f, 0x01, 0xfc], vendor: via, source: asm}", "expected one of"),
+])  # fmt: skip
+def test_a_broken_table_is_reported_with_its_position(tmp_path, defect, message):
+    from codegen.diagnostics import SpecError
+
+    table = tmp_path / "known.yaml"
+    table.write_text(KNOWN_ENCODINGS.read_text().replace(
+        "{mnemonic: clzero, bytes: [0x0f, 0x01, 0xfc], vendor: amd, source: asm}", defect))  # fmt: skip
+    with pytest.raises(SpecError, match=message) as info:
+        known_encodings.__wrapped__(table)
+    assert info.value.diagnostics[0].mark.line > 1
