@@ -6,6 +6,7 @@ conflict); 2 a usage error.  Problems print as ``path:line:col: message``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -60,12 +61,24 @@ def main() -> None:
 
 @main.command()
 @click.argument("specs", nargs=-1, metavar="[SPEC]...")
+@click.option("--base", metavar="REV_OR_FILE",
+              help="Compare each spec with an older version: a file, or the same path at a git "
+                   "revision (HEAD, main, a commit).")  # fmt: skip
+@click.option("--compare", "run_compare", is_flag=True,
+              help="Also run compile-and-compare on the specs (-O0, -O2, -Os).")
+@click.option("--cases", "count", type=click.IntRange(1), default=3000, show_default=True,
+              help="Configurations for --compare.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
-def validate(specs: tuple[str, ...], as_json: bool) -> None:
+def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count: int,
+             as_json: bool) -> None:  # fmt: skip
     """Check specs: structure, types, ranges, names and cross-field rules.
 
     Each valid spec is also rendered in memory and its output held to the
-    kernel review rules.
+    kernel review rules, and its encoding is checked against the other specs
+    and the known encodings of its opcode space.  With --base, also say what
+    changed since the older version, grouped by meaning, with the re-rendered
+    diff and the mirror's behaviour before and after.  One exit code says
+    whether the change is ready: 0 yes, 1 a finding.
     """
     try:
         loaded = load_all(specs or default_spec_paths())
@@ -77,20 +90,32 @@ def validate(specs: tuple[str, ...], as_json: bool) -> None:
         sys.exit(1)
     findings = review_findings(loaded)
     cross = cross_findings(loaded)
+    changes = [_changes_since(spec, base) for spec in loaded] if base else []
+    base_problems = [p for c in changes for p in c.get("problems", [])]
+    compared = _compare_all(loaded, count) if run_compare else []
+    ok = not findings and not cross.problems and not base_problems and all(r.ok for r in compared)
     if as_json:
         report = _json_report(loaded, SpecError(cross.problems) if cross.problems else None)
         report["review"] = [{"path": p, "rule": r, "message": m} for p, r, m in findings]
         report["notes"] = [_json_diag(d) for d in cross.notes]
-        report["ok"] = not findings and not cross.problems
+        if base:
+            report["changes"] = changes
+        if run_compare:
+            report["compare"] = [_compare_json(r) for r in compared]
+        report["ok"] = ok
         click.echo(json.dumps(report, indent=2))
-        sys.exit(0 if report["ok"] else 1)
+        sys.exit(0 if ok else 1)
     for d in cross.notes:
         click.echo(f"{d.mark}: note: {d.message}")
     for path, rule, message in findings:
         click.echo(f"{path}: review [{rule}]: {message}", err=True)
     if cross.problems:
         report_problems(SpecError(cross.problems))
-    if findings or cross.problems:
+    for change in changes:
+        _print_changes(change)
+    for result in compared:
+        _print_compare(result)
+    if not ok:
         sys.exit(1)
     for spec in loaded:
         insn = spec.instruction
@@ -99,6 +124,87 @@ def validate(specs: tuple[str, ...], as_json: bool) -> None:
             f"{spec.path}: ok ({insn.mnemonic}: {len(insn.encoding)} encoding bytes, "
             f"{len(insn.inputs)} inputs, {len(insn.outputs)} outputs, {codes} function codes)"
         )
+
+
+def _changes_since(spec: Spec, base: str) -> dict:
+    """What changed in ``spec`` since ``base``, as a report (JSON-ready)."""
+    from .render import RenderError, render_spec
+    from .spec import parse
+    from .specdiff import BaseError, base_text, behaviour_changes, code_diff, spec_changes
+
+    report: dict = {"path": spec.path, "base": base}
+    try:
+        label, text = base_text(spec.path, base)
+        report["base"] = label
+        # render under the spec's own path: the banners then differ by the hash alone
+        old = dataclasses.replace(parse(text, label), path=spec.path)
+    except BaseError as exc:
+        report["problems"] = [f"{spec.path}: cannot read the base: {exc}"]
+        return report
+    except SpecError as exc:
+        report["problems"] = [f"the base is not a valid spec: {d}" for d in exc.diagnostics]
+        return report
+    report["changes"] = [vars(c) for c in spec_changes(old, spec)]
+    try:
+        report["diff"] = code_diff(render_spec(old), render_spec(spec))
+    except RenderError as exc:
+        report["problems"] = [f"{spec.path}: cannot render: {exc}"]
+        report["diff"] = ""
+    report["behaviour"] = behaviour_changes(old, spec)
+    return report
+
+
+def _print_changes(report: dict) -> None:
+    for problem in report.get("problems", []):
+        click.echo(problem, err=True)
+    if "changes" not in report:
+        return
+    changes = report["changes"]
+    if not changes:
+        click.echo(f"{report['path']}: nothing changed since {report['base']}")
+        return
+    click.secho(f"{report['path']}: {len(changes)} change{'s' if len(changes) != 1 else ''} "
+                f"since {report['base']}", bold=True)  # fmt: skip
+    group = None
+    for c in changes:
+        if c["group"] != group:
+            group = c["group"]
+            click.secho(f"  {group}", bold=True)
+        click.echo(f"    {c['message']} ({c['where']})")
+    if report["behaviour"]:
+        click.secho("  mirror behaviour", bold=True)
+        for line in report["behaviour"]:
+            click.echo(f"    {line}")
+    diff = report.get("diff", "")
+    files = [l[6:] for l in diff.splitlines() if l.startswith("+++ b/")]
+    click.secho(f"  generated code: {len(files)} file{'s' if len(files) != 1 else ''} change",
+                bold=True)  # fmt: skip
+    for line in diff.splitlines():
+        color = "green" if line.startswith("+") else "red" if line.startswith("-") else None
+        click.secho(f"    {line}", fg=color)
+
+
+def _compare_all(specs: list[Spec], count: int) -> list:
+    from . import compare as cmp
+    from .build import BuildError
+    from .host import choose_engine
+    from .toolchain import ToolchainError, find_clang
+
+    try:
+        compiler = find_clang()
+    except ToolchainError as exc:
+        click.echo(f"kgen: {exc}", err=True)
+        sys.exit(1)
+    results = []
+    for spec in specs:
+        if spec.kernel.sweep is None:
+            continue
+        try:
+            results.append(cmp.compare(spec, compiler, choose_engine("auto"), 1, count))
+        except (BuildError, RuntimeError) as exc:
+            click.echo(f"kgen: {spec.path}: {exc}", err=True)
+            sys.exit(1)
+    return results
 
 
 def review_findings(specs: list[Spec]) -> list[tuple[str, str, str]]:
@@ -122,6 +228,7 @@ def cross_findings(specs: list[Spec]):
     from .conflicts import cross_check
 
     named = {Path(s.path).resolve() for s in specs}
+    mnemonics = {s.instruction.mnemonic for s in specs}
     others = []
     for path in sorted(DEFAULT_ISA_DIR.glob("*.yaml")):
         if path.resolve() not in named:
@@ -129,6 +236,8 @@ def cross_findings(specs: list[Spec]):
                 others += load_all([path])
             except SpecError:
                 pass  # reported when that spec itself is validated
+    # a bundled spec of the same instruction is an older version of it, not a rival
+    others = [o for o in others if o.instruction.mnemonic not in mnemonics]
     found = cross_check(specs + others)
     keep = {s.path for s in specs}
     found.problems[:] = [d for d in found.problems if d.mark.path in keep]

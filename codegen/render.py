@@ -25,7 +25,16 @@ from . import __version__
 from .model import Spec, Worker
 from .spec import text_problem
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+def _templates_dir() -> Path:
+    """templates/ of the checkout, or the copy an installed package carries."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "templates", here / "templates"):
+        if (candidate / "helpers.h.j2").is_file():
+            return candidate
+    return here.parent / "templates"
+
+
+TEMPLATES = _templates_dir()
 LINE_LIMIT = 100
 
 _REGISTER_CONSTRAINT = {"rax": "a", "rbx": "b", "rcx": "c", "rdx": "d", "rsi": "S", "rdi": "D"}

@@ -122,3 +122,15 @@ def test_schema_rejects_what_the_loader_rejects_per_value(schema, stem):
     (path,) = BROKEN.glob(f"[0-9][0-9]-{stem}.yaml")
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+
+
+def test_pre_commit_hooks_run_real_commands():
+    from codegen.cli import main
+    from tests.conftest import ROOT
+
+    hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    assert {h["id"] for h in hooks} == {"kgen-validate", "kgen-check"}
+    for hook in hooks:
+        program, command = hook["entry"].split()
+        assert program == "kgen" and command in main.commands
+        assert hook["language"] == "python"

@@ -1,0 +1,196 @@
+"""What an edit to a spec changes: in the spec, in the generated code, in behaviour.
+
+:func:`base_text` finds the older version (a file, or the same path at a git
+revision); :func:`spec_changes` lists the changed facts grouped by meaning;
+:func:`code_diff` re-renders both in memory; :func:`behaviour_changes` runs
+the mirror on reference machines before and after.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import mirror
+from .model import Spec
+from .spec import yaml_fields
+
+# The meaning of each part of a spec, for grouping its changes (first match wins).
+GROUPS = (
+    ("instruction.encoding", "encoding"),
+    ("instruction.function_codes", "function codes"),
+    ("instruction.inputs", "operands"),
+    ("instruction.preserved", "operands"),
+    ("instruction.clobbers", "operands"),
+    ("instruction.outputs", "output semantics"),
+    ("instruction.cpuid", "CPUID and MSR"),
+    ("instruction.msr", "CPUID and MSR"),
+    ("instruction.table", "region size and coverage"),
+    ("kernel.sweep.leader", "sweep policy"),
+    ("kernel.sweep.cpus", "sweep policy"),
+    ("kernel.sweep.followers", "sweep policy"),
+    ("kernel.sweep.resched", "sweep policy"),
+    ("kernel.sweep.log_message", "sweep policy"),
+    ("kernel.sweep.cap_message", "sweep policy"),
+    ("kernel.sweep.workers", "sweep policy"),
+    ("kernel", "kernel names"),
+    ("instruction", "documentation and facts"),
+)
+_KEYS = ("name", "register", "flag", "kind", "exception")
+
+
+class BaseError(Exception):
+    """The base version cannot be read."""
+
+
+def base_text(spec_path: str, base: str) -> tuple[str, str]:
+    """(label, text) of the older version: a file, or ``spec_path`` at git revision ``base``."""
+    if Path(base).is_file():
+        return base, Path(base).read_text()
+    path = Path(spec_path).resolve()
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path.parent,
+                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        rel = path.relative_to(Path(top).resolve()).as_posix()
+        shown = subprocess.run(["git", "show", f"{base}:{rel}"], cwd=top, capture_output=True,
+                               text=True, check=False)  # fmt: skip
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        raise BaseError(f"{base!r} is not a file, and {spec_path} is not in a git work tree") from None
+    if shown.returncode != 0:
+        raise BaseError(f"{rel} at {base}: {shown.stderr.strip() or 'not found'}")
+    return f"{base}:{rel}", shown.stdout
+
+
+def _flatten(obj: Any, prefix: str, out: dict[str, tuple[Any, Any]], owner: Any = None) -> None:
+    """Leaves of a spec as {dotted path: (value, object holding its mark)}."""
+    if dataclasses.is_dataclass(obj):
+        for f in yaml_fields(type(obj)):
+            _flatten(getattr(obj, f.name), f"{prefix}.{f.name}" if prefix else f.name, out, obj)
+        return
+    if isinstance(obj, tuple) and obj and dataclasses.is_dataclass(obj[0]):
+        for i, item in enumerate(obj):
+            key = next((getattr(item, k) for k in _KEYS if getattr(item, k, None) is not None), i)
+            _flatten(item, f"{prefix}[{key}]", out, item)
+        return
+    out[prefix] = (obj, owner)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:#x}" if value > 9 else str(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return repr(value)
+
+
+@dataclass(frozen=True)
+class Change:
+    group: str
+    message: str
+    where: str  # path:line of the new value, or of the base's for a removal
+
+
+def _group(path: str) -> str:
+    return next(name for prefix, name in GROUPS if path.startswith(prefix))
+
+
+def _where(spec: Spec, owner: Any, path: str) -> str:
+    key = path.rsplit(".", 1)[-1].split("[")[0]
+    mark = owner.mark(key) if owner is not None else spec.mark()
+    return f"{mark.path}:{mark.line}"
+
+
+def spec_changes(old: Spec, new: Spec) -> list[Change]:
+    """Every changed fact, grouped by meaning, in the order of the new spec."""
+    a: dict[str, tuple[Any, Any]] = {}
+    b: dict[str, tuple[Any, Any]] = {}
+    _flatten(old, "", a)
+    _flatten(new, "", b)
+    changes = []
+    old_codes = {c.name: c for c in old.instruction.function_codes.codes} if old.instruction.function_codes else {}
+    new_codes = {c.name: c for c in new.instruction.function_codes.codes} if new.instruction.function_codes else {}
+    for name, code in new_codes.items():
+        if name not in old_codes:
+            changes.append(Change("function codes", f"function code {name} added ({_show(code.value)})",
+                                  _where(new, code, "x.name")))  # fmt: skip
+        elif old_codes[name].value != code.value:
+            changes.append(Change("function codes", f"function code {name} renumbered "
+                                  f"{_show(old_codes[name].value)} -> {_show(code.value)}",
+                                  _where(new, code, "x.value")))  # fmt: skip
+    for name, code in old_codes.items():
+        if name not in new_codes:
+            changes.append(Change("function codes", f"function code {name} removed "
+                                  f"(was {_show(code.value)})", _where(old, code, "x.name")))  # fmt: skip
+    codes_prefix = "instruction.function_codes.codes["
+    for path, (value, owner) in b.items():
+        if path.startswith(codes_prefix) and (path.endswith(".name") or path.endswith(".value")):
+            continue  # said above in terms of codes
+        if path not in a:
+            if not (path.startswith(codes_prefix) and path.split("]")[0][len(codes_prefix):] not in old_codes):
+                changes.append(Change(_group(path), f"{path} added: {_show(value)}",
+                                      _where(new, owner, path)))  # fmt: skip
+        elif a[path][0] != value:
+            changes.append(Change(_group(path), f"{path}: {_show(a[path][0])} -> {_show(value)}",
+                                  _where(new, owner, path)))  # fmt: skip
+    for path, (value, owner) in a.items():
+        if path not in b and not path.startswith(codes_prefix):
+            changes.append(Change(_group(path), f"{path} removed (was {_show(value)})",
+                                  _where(old, owner, path)))  # fmt: skip
+    order = [name for _, name in GROUPS]
+    return sorted(changes, key=lambda c: order.index(c.group))
+
+
+def code_diff(old_files: dict[str, str], new_files: dict[str, str]) -> str:
+    """A unified diff of the re-rendered files (banner lines included)."""
+    out = []
+    for path in sorted(set(old_files) | set(new_files)):
+        out += difflib.unified_diff(
+            old_files.get(path, "").splitlines(keepends=True),
+            new_files.get(path, "").splitlines(keepends=True),
+            fromfile=f"a/{path}", tofile=f"b/{path}",
+        )  # fmt: skip
+    return "".join(out)
+
+
+# Machines on which behaviour is compared: typical, and past the coverage.
+REFERENCE_MACHINES = (
+    ("64 GB, 4 cores", dict(memory=64 << 30, cores=4, threads_per_core=1)),
+    ("3 TB, 8 cores x 2 threads", dict(memory=3 << 40, cores=8, threads_per_core=2)),
+)
+
+
+def _behaviour(spec: Spec, memory: int, **kw) -> dict[str, str]:
+    if spec.kernel.sweep is None or spec.instruction.table is None:
+        return {}
+    machine = mirror.Machine(0, memory >> mirror.PAGE_SHIFT, **kw)
+    s, _ = mirror.summarize(spec, machine)
+    return {
+        "regions swept": str(s.regions),
+        "RMPOPT executions": str(s.rmpopt),
+        "cross-CPU calls": str(s.ipis),
+        "memory above the cap": _bytes(s.range.uncapped_end - s.range.pa_end),
+    }
+
+
+def _bytes(n: int) -> str:
+    for shift, unit in ((40, "TB"), (30, "GB"), (20, "MB")):
+        if n and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return "none" if n == 0 else f"{n:#x} bytes"
+
+
+def behaviour_changes(old: Spec, new: Spec) -> list[str]:
+    """How the mirror's sweep differs on the reference machines."""
+    lines = []
+    for label, kw in REFERENCE_MACHINES:
+        before, after = _behaviour(old, **kw), _behaviour(new, **kw)
+        for key in sorted(set(before) | set(after), key=lambda k: list(after or before).index(k)):
+            if before.get(key) != after.get(key):
+                lines.append(f"{label}: {key} {before.get(key, '-')} -> {after.get(key, '-')}")
+    return lines

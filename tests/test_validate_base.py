@@ -1,0 +1,134 @@
+"""kgen validate --base: what a realistic edit changes, and whether it is ready."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import RMPOPT_YAML
+
+TEXT = RMPOPT_YAML.read_text()
+
+
+def edited(tmp_path, *replacements: tuple[str, str]):
+    text = TEXT
+    for old, new in replacements:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    path = tmp_path / "rmpopt.yaml"
+    path.write_text(text)
+    return path
+
+
+def run(run_kgen, path, *extra):
+    return run_kgen("validate", path, "--base", RMPOPT_YAML, *extra)
+
+
+def test_unchanged_tree_says_nothing_changed(run_kgen):
+    result = run_kgen("validate", "isa/rmpopt.yaml", "--base", "HEAD")
+    assert result.exit_code == 0, result.output
+    assert "isa/rmpopt.yaml: nothing changed since HEAD:isa/rmpopt.yaml" in result.output
+
+
+def test_a_bad_revision_is_a_clear_finding(run_kgen):
+    result = run_kgen("validate", "isa/rmpopt.yaml", "--base", "no-such-rev")
+    assert result.exit_code == 1 and "cannot read the base" in result.stderr
+
+
+def test_new_function_code(run_kgen, tmp_path):
+    path = edited(tmp_path, ("        effect: read\n", "        effect: read\n"
+                             "        description: Report in CF\n"
+                             "      - name: reset_status\n        value: 2\n"
+                             "        effect: read\n"))  # fmt: skip
+    path.write_text(path.read_text().replace(
+        "        description: Report in CF\n        description:", "        description:"))
+    result = run(run_kgen, path)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "  function codes\n    function code reset_status added (2)" in result.output
+    assert "+\tRMPOPT_FUNC_RESET_STATUS = 0x2," in result.output
+
+
+def test_renumbered_function_code(run_kgen, tmp_path):
+    path = edited(tmp_path, ("        value: 1\n", "        value: 2\n"))
+    result = run(run_kgen, path)
+    assert result.exit_code == 0
+    assert "function code report_status renumbered 1 -> 2" in result.output
+    assert "-\tRMPOPT_FUNC_REPORT_STATUS = 0x1," in result.output
+    assert "+\tRMPOPT_FUNC_REPORT_STATUS = 0x2," in result.output
+
+
+def test_prefix_changed_into_a_colliding_one(run_kgen, tmp_path):
+    path = edited(tmp_path, ("{byte: 0xf2, role: prefix}", "{byte: 0xf3, role: prefix}"))
+    result = run(run_kgen, path)
+    assert result.exit_code == 1
+    assert "  encoding\n    instruction.encoding[0].byte: 0xf2 -> 0xf3" in result.output
+    assert "collides with rmpchkd" in result.stderr
+    assert "+\tasm volatile(\".byte 0xf3, 0x0f, 0x01, 0xfc\"" in result.output
+
+
+def test_regions_of_2m_instead_of_1g(run_kgen, tmp_path):
+    path = edited(tmp_path, ("    region_size: 1G", "    region_size: 2M"),
+                  ("    coverage: 2T", "    coverage: 4G"), ("      low_bit: 30", "      low_bit: 21"))
+    result = run(run_kgen, path)
+    assert result.exit_code == 0, result.stderr
+    out = result.output
+    assert "  region size and coverage\n" in out and "instruction.table.region_size" in out
+    assert "  CPUID and MSR\n    instruction.msr.base.low_bit: 0x1e -> 0x15" in out
+    assert "64 GB, 4 cores: regions swept 64 -> 2048" in out
+    assert "+\tu64 rax = ALIGN_DOWN(pa, SZ_2M);" in out
+
+
+def test_coverage_of_4t_instead_of_2t(run_kgen, tmp_path):
+    path = edited(tmp_path, ("    entries: 2048", "    entries: 4096"), ("    coverage: 2T", "    coverage: 4T"))
+    result = run(run_kgen, path)
+    assert result.exit_code == 0
+    out = result.output
+    assert "3 TB, 8 cores x 2 threads: regions swept 2048 -> 3072" in out
+    assert "3 TB, 8 cores x 2 threads: memory above the cap 1 TB -> none" in out
+    assert "+\tif (pa_end - pa_start > SZ_4T) {" in out
+
+
+def test_renamed_enum(run_kgen, tmp_path):
+    path = edited(tmp_path, ("    name: rmpopt_function", "    name: rmpopt_rcx"))
+    result = run(run_kgen, path)
+    assert result.exit_code == 0
+    assert "  kernel names\n    kernel.enum.name: 'rmpopt_function' -> 'rmpopt_rcx'" in result.output
+    assert "+enum rmpopt_rcx {" in result.output
+
+
+def test_cf_meaning_inverted(run_kgen, tmp_path):
+    path = edited(tmp_path, ("Set when the region is optimized, so RMP checks are skipped for it",
+                             "Set when the region is not optimized, so RMP checks still apply"))
+    result = run(run_kgen, path)
+    assert result.exit_code == 0
+    assert "  output semantics\n    instruction.outputs[optimized].description:" in result.output
+    assert "+ * Output: RFLAGS.CF, set when the region is not optimized" in result.output
+
+
+def test_removed_operand_is_not_ready(run_kgen, tmp_path):
+    path = edited(tmp_path, ("    - register: rcx\n      name: op_type\n      kind: function-code\n"
+                             "      type: u64\n      description: Function code\n", ""))
+    result = run(run_kgen, path)
+    assert result.exit_code == 1
+    assert "'rcx' is not one of the inputs" in result.stderr
+
+
+def test_json_report(run_kgen, tmp_path):
+    path = edited(tmp_path, ("        value: 1\n", "        value: 2\n"))
+    result = run(run_kgen, path, "--json")
+    assert result.exit_code == 0
+    report = json.loads(result.output)
+    (change,) = report["changes"]
+    assert change["base"] == str(RMPOPT_YAML) and report["ok"] is True
+    assert change["changes"] == [{"group": "function codes",
+                                  "message": "function code report_status renumbered 1 -> 2",
+                                  "where": f"{path}:53"}]  # fmt: skip
+    assert "RMPOPT_FUNC_REPORT_STATUS = 0x2" in change["diff"]
+
+
+def test_the_whole_gate_with_compare(run_kgen, tmp_path):
+    path = edited(tmp_path, ("    entries: 2048", "    entries: 4096"), ("    coverage: 2T", "    coverage: 4T"))
+    result = run(run_kgen, path, "--compare", "--cases", "80")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert ": ok: 80 cases x 3 levels" in result.output
