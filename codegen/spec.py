@@ -473,11 +473,11 @@ def kernel_names(spec: Spec) -> list[tuple[str, Mark]]:
 # --- entry points -----------------------------------------------------------
 
 
-def convert_document(text: str, path: str, cls: type) -> Any:
+def convert_document(text: str, path: str, cls: type, what: str = "file") -> Any:
     """Parse ``text`` as one ``cls`` mapping with the spec loader's rules and messages."""
     node, problems = compose(text, path)
     if node is None:
-        raise SpecError([Diagnostic(Mark(path, 1, 1), "the file is empty")])
+        raise SpecError([Diagnostic(Mark(path, 1, 1), f"the {what} is empty")])
     conv = _Converter(path)
     value = conv.convert(node, cls)
     if problems or conv.problems:
@@ -487,13 +487,7 @@ def convert_document(text: str, path: str, cls: type) -> Any:
 
 def parse(text: str, path: str) -> Spec:
     """Parse spec text; ``path`` is only used in messages."""
-    node, problems = compose(text, path)
-    if node is None:
-        raise SpecError([Diagnostic(Mark(path, 1, 1), "the spec is empty")])
-    conv = _Converter(path)
-    spec = conv.convert(node, Spec)
-    if problems or conv.problems:
-        raise SpecError(problems + conv.problems)
+    spec = convert_document(text, path, Spec, what="spec")
     problems = _Rules(spec).run()
     if problems:
         raise SpecError(problems)
