@@ -233,6 +233,12 @@ def banner_context(spec: Spec, out: Output) -> dict[str, C]:
             f"(sha256 {digest}); do not edit."
         ),
         "destination": _c(out.destination),
+        # the kernel's license-rules.rst: C sources take //, headers /* */
+        "spdx": _c(
+            "// SPDX-License-Identifier: GPL-2.0-only"
+            if out.destination.endswith(".c")
+            else "/* SPDX-License-Identifier: GPL-2.0-only */"
+        ),
     }
 
 
