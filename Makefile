@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all render check test venv constraints clean broken-specs
+.PHONY: all render check test venv constraints clean broken-specs kernel-material
 
 all: render
 
@@ -26,8 +26,13 @@ check: $(STAMP)
 	$(BIN)/kgen check
 
 # The whole test suite; .ci/run calls exactly this.
-test: $(STAMP)
+test: $(STAMP) kernel-material
 	$(BIN)/python -m pytest
+
+# Debian's kernel source and headers for checkpatch and kbuild; never fails
+# (the tests that need them skip with the reason it records in .kernel/STATUS).
+kernel-material:
+	bash tests/kernel/get-kernel-material
 
 # Re-pin after changing dependencies in pyproject.toml.
 constraints: $(STAMP)
@@ -36,7 +41,7 @@ constraints: $(STAMP)
 		> constraints.txt
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .kernel
 
 # Rewrite the broken-spec corpus in tests/broken/ from its definitions.
 broken-specs: $(STAMP)
