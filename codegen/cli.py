@@ -14,9 +14,10 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .diagnostics import SpecError
+from .diagnostics import Diagnostic, Mark, SpecError
 from .model import Spec
 from .spec import load_all
+from .toolchain import ToolchainError
 
 DEFAULT_ISA_DIR = Path("isa")
 DEFAULT_OUT_DIR = Path("generated")
@@ -239,6 +240,16 @@ def cross_findings(specs: list[Spec]):
     # a bundled spec of the same instruction is an older version of it, not a rival
     others = [o for o in others if o.instruction.mnemonic not in mnemonics]
     found = cross_check(specs + others)
+    try:
+        from .conflicts import assembler_check
+        from .toolchain import find_clang
+
+        by_assembler = assembler_check(specs, find_clang())
+        found.problems.extend(by_assembler.problems)
+        found.notes.extend(by_assembler.notes)
+    except ToolchainError as exc:
+        found.notes.append(Diagnostic(Mark(specs[0].path, 0, 0),
+                                      f"encodings not checked against an assembler: {exc}"))  # fmt: skip
     keep = {s.path for s in specs}
     found.problems[:] = [d for d in found.problems if d.mark.path in keep]
     found.notes[:] = [d for d in found.notes if d.mark.path in keep]
@@ -621,6 +632,22 @@ def doctor() -> None:
         status = 1
     gcc = find_gcc()
     click.echo(f"gcc:   {gcc.name}, from {gcc.origin}" if gcc else "gcc:   not found (optional)")
+    if status == 0:
+        from .assembler import assemble
+        from .conflicts import known_encodings
+
+        known, unknown = [], []
+        snp = [e.mnemonic for e in known_encodings()
+               if e.vendor == "amd" and e.mnemonic.startswith(("rmp", "pvalidate", "psmash"))]
+        for path in sorted(DEFAULT_ISA_DIR.glob("*.yaml")):  # and the bundled specs'
+            try:
+                snp += [s.instruction.mnemonic for s in load_all([path])]
+            except SpecError:
+                pass
+        for mnemonic in dict.fromkeys(snp):
+            (known if assemble(clang, mnemonic) else unknown).append(mnemonic)
+        click.echo(f"SNP mnemonics clang assembles: {' '.join(known) or 'none'}")
+        click.echo(f"SNP mnemonics it does not:     {' '.join(unknown) or 'none'} (kgen emits .byte)")
     sys.exit(status)
 
 

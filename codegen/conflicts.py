@@ -14,8 +14,10 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
 
+from .assembler import assemble
 from .diagnostics import Diagnostic, Mark
 from .model import Byte, Doc, Identifier, Node, Spec
+from .toolchain import Compiler
 from .spec import convert_document, kernel_names
 
 KNOWN_ENCODINGS = Path(__file__).resolve().parent / "data" / "known_encodings.yaml"
@@ -55,6 +57,23 @@ def _where(mark: Mark) -> str:
 class Findings:
     problems: list[Diagnostic]
     notes: list[Diagnostic]
+
+
+def assembler_check(specs: list[Spec], compiler: Compiler) -> Findings:
+    """Each spec's bytes against what ``compiler`` assembles for its mnemonic."""
+    problems, notes = [], []
+    for spec in specs:
+        insn = spec.instruction
+        data = bytes(b.byte for b in insn.encoding)
+        got = assemble(compiler, insn.mnemonic)
+        mark = insn.mark("encoding")
+        if got is None:
+            notes.append(Diagnostic(mark, f"{compiler.name} does not know '{insn.mnemonic}': "
+                                    "its bytes are not checked against an assembler"))  # fmt: skip
+        elif got != data:
+            problems.append(Diagnostic(mark, f"{compiler.name} assembles '{insn.mnemonic}' as "
+                                       f"{_hex(tuple(got))}, not {_hex(tuple(data))}"))  # fmt: skip
+    return Findings(problems, notes)
 
 
 def cross_check(specs: list[Spec], known: tuple[KnownEncoding, ...] | None = None) -> Findings:

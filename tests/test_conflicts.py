@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
-from elftools.elf.elffile import ELFFile
 
-from codegen.conflicts import KNOWN_ENCODINGS, cross_check, known_encodings
+from codegen.assembler import assemble
+from codegen.conflicts import KNOWN_ENCODINGS, assembler_check, cross_check, known_encodings
 from codegen.spec import parse
 from codegen.toolchain import find_clang
 from tests.conftest import RMPOPT_YAML
@@ -20,21 +18,10 @@ def spec_with(text: str, path: str = "isa/other.yaml"):
     return parse(text, path)
 
 
-def _assemble(mnemonic: str, tmp_path) -> bytes | None:
-    src, obj = tmp_path / f"{mnemonic}.s", tmp_path / f"{mnemonic}.o"
-    src.write_text(f"{mnemonic}\n")
-    proc = subprocess.run(find_clang().command("-c", "-x", "assembler", str(src), "-o", str(obj)),
-                          capture_output=True)  # fmt: skip
-    if proc.returncode != 0:
-        return None
-    with open(obj, "rb") as f:
-        return ELFFile(f).get_section_by_name(".text").data()
-
-
-def test_table_entries_match_clangs_assembler(tmp_path):
+def test_table_entries_match_clangs_assembler():
     checked = 0
     for entry in KNOWN:
-        got = _assemble(entry.mnemonic, tmp_path)
+        got = assemble(find_clang(), entry.mnemonic)
         if entry.source == "asm":
             assert got == bytes(entry.bytes), entry.mnemonic
             checked += 1
@@ -116,3 +103,24 @@ def test_a_broken_table_is_reported_with_its_position(tmp_path, defect, message)
     with pytest.raises(SpecError, match=message) as info:
         known_encodings.__wrapped__(table)
     assert info.value.diagnostics[0].mark.line > 1
+
+
+def test_spec_bytes_against_the_assembler():
+    clang = find_clang()
+    rmpopt = spec_with(TEXT, "isa/rmpopt.yaml")
+    found = assembler_check([rmpopt], clang)
+    assert found.problems == [] and "does not know 'rmpopt'" in found.notes[0].message
+    # a spec of an instruction clang knows, with its bytes wrong by one
+    wrong = spec_with(TEXT.replace("mnemonic: rmpopt", "mnemonic: clzero").replace(
+        "    - {byte: 0xf2, role: prefix}\n", ""))  # fmt: skip
+    assert assembler_check([wrong], clang).problems == []  # right: 0F 01 FC is clzero
+    worse = spec_with(TEXT.replace("mnemonic: rmpopt", "mnemonic: rdpru"))
+    (problem,) = assembler_check([worse], clang).problems
+    assert "assembles 'rdpru' as 0F 01 FD, not F2 0F 01 FC" in problem.message
+
+
+def test_doctor_lists_the_snp_mnemonics_clang_knows(run_kgen):
+    result = run_kgen("doctor")
+    assert "SNP mnemonics clang assembles: " in result.output
+    known = result.output.split("SNP mnemonics clang assembles: ")[1].split("\n")[0].split()
+    assert "pvalidate" in known and "rmpopt" not in known

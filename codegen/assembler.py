@@ -1,0 +1,31 @@
+"""Encodings checked against clang's integrated assembler.
+
+LLVM's MC tests (llvm/test/MC/X86/SNP-64.s) are the reference for the SNP
+encodings; here the installed clang assembles a mnemonic and its bytes are
+compared with what a spec or the table of known encodings says.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from functools import cache
+from pathlib import Path
+
+from elftools.elf.elffile import ELFFile
+
+from .toolchain import Compiler
+
+
+@cache
+def assemble(compiler: Compiler, mnemonic: str) -> bytes | None:
+    """The bytes ``compiler`` emits for ``mnemonic`` alone, or None if it does not know it."""
+    with tempfile.TemporaryDirectory(prefix="kgen-as-") as tmp:
+        src, obj = Path(tmp) / "insn.s", Path(tmp) / "insn.o"
+        src.write_text(f"{mnemonic}\n")
+        proc = subprocess.run(compiler.command("-c", "-x", "assembler", str(src), "-o", str(obj)),
+                              capture_output=True, check=False)  # fmt: skip
+        if proc.returncode != 0:
+            return None
+        with open(obj, "rb") as f:
+            return ELFFile(f).get_section_by_name(".text").data()
