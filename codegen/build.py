@@ -114,13 +114,12 @@ def units(spec: Spec, gen_root: Path, work: Path) -> list[Unit]:
 
 
 def compile_object(compiler: Compiler, unit: Unit, spec: Spec, gen_root: Path,
-                   opt: str = "-O2", extra: tuple[str, ...] = (),
-                   out_dir: Path | None = None) -> Path:  # fmt: skip
+                   opt: str = "-O2", out_dir: Path | None = None) -> Path:  # fmt: skip
     stem = f"{unit.name}{opt.replace('-', '.')}.{compiler.family}.o"
     obj = (out_dir or unit.source.parent) / stem
     cmd = compiler.command(
         *KERNEL_WARNINGS, *HARNESS_FLAGS, opt, "-c", "-include", str(SHIM_HEADER),
-        *include_dirs(spec, gen_root), *extra, "-o", str(obj), str(unit.source),
+        *include_dirs(spec, gen_root), "-o", str(obj), str(unit.source),
     )  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:

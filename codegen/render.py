@@ -253,7 +253,6 @@ def render_spec(spec: Spec, templates: Path = TEMPLATES) -> dict[str, str]:
             "kernel": k,
             "sweep": k.sweep,
             "worker": out.worker,
-            "inputs": {i.register: i for i in insn.inputs},
             "header_include": _c(include_split(k.raw_helper.header)[1]),
             "enum_const": (
                 {c.name: f_ident(k.enum.prefix + c.name.upper()) for c in insn.function_codes.codes}

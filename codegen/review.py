@@ -166,7 +166,7 @@ def no_pud_size(spec: Spec, files: Files) -> list[str]:
     for path, text in files.items():
         if re.search(r"\bPUD_(SIZE|MASK|SHIFT)\b", text):
             problems.append(f"{path} uses PUD_*")
-    for kind, (path, text) in _sweeps(spec, files).items():
+    for path, text in _sweeps(spec, files).values():
         if text.count(f"+= {region})") != 2:
             problems.append(f"{path}: the region loops do not step by {region}")
     return problems

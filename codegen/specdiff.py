@@ -100,10 +100,26 @@ def _group(path: str) -> str:
     return next(name for prefix, name in GROUPS if path.startswith(prefix))
 
 
+def _at(mark) -> str:
+    return f"{mark.path}:{mark.line}"
+
+
 def _where(spec: Spec, owner: Any, path: str) -> str:
     key = path.rsplit(".", 1)[-1].split("[")[0]
-    mark = owner.mark(key) if owner is not None else spec.mark()
-    return f"{mark.path}:{mark.line}"
+    return _at(owner.mark(key) if owner is not None else spec.mark())
+
+
+def _codes(spec: Spec) -> dict[str, Any]:
+    fc = spec.instruction.function_codes
+    return {c.name: c for c in fc.codes} if fc else {}
+
+
+CODES = "instruction.function_codes.codes["
+
+
+def _code_of(path: str) -> str | None:
+    """The function code a leaf path belongs to, if any."""
+    return path[len(CODES) :].split("]", 1)[0] if path.startswith(CODES) else None
 
 
 def spec_changes(old: Spec, new: Spec) -> list[Change]:
@@ -113,33 +129,33 @@ def spec_changes(old: Spec, new: Spec) -> list[Change]:
     _flatten(old, "", a)
     _flatten(new, "", b)
     changes = []
-    old_codes = {c.name: c for c in old.instruction.function_codes.codes} if old.instruction.function_codes else {}
-    new_codes = {c.name: c for c in new.instruction.function_codes.codes} if new.instruction.function_codes else {}
+    # function codes are said as codes: added, renumbered, removed
+    old_codes, new_codes = _codes(old), _codes(new)
     for name, code in new_codes.items():
         if name not in old_codes:
-            changes.append(Change("function codes", f"function code {name} added ({_show(code.value)})",
-                                  _where(new, code, "x.name")))  # fmt: skip
+            changes.append(Change("function codes", f"function code {name} added "
+                                  f"({_show(code.value)})", _at(code.mark("name"))))  # fmt: skip
         elif old_codes[name].value != code.value:
             changes.append(Change("function codes", f"function code {name} renumbered "
                                   f"{_show(old_codes[name].value)} -> {_show(code.value)}",
-                                  _where(new, code, "x.value")))  # fmt: skip
+                                  _at(code.mark("value"))))  # fmt: skip
     for name, code in old_codes.items():
         if name not in new_codes:
             changes.append(Change("function codes", f"function code {name} removed "
-                                  f"(was {_show(code.value)})", _where(old, code, "x.name")))  # fmt: skip
-    codes_prefix = "instruction.function_codes.codes["
+                                  f"(was {_show(code.value)})", _at(code.mark("name"))))  # fmt: skip
     for path, (value, owner) in b.items():
-        if path.startswith(codes_prefix) and (path.endswith(".name") or path.endswith(".value")):
+        code = _code_of(path)
+        if code is not None and (code not in old_codes or path.endswith((".name", ".value"))):
             continue  # said above in terms of codes
         if path not in a:
-            if not (path.startswith(codes_prefix) and path.split("]")[0][len(codes_prefix):] not in old_codes):
-                changes.append(Change(_group(path), f"{path} added: {_show(value)}",
-                                      _where(new, owner, path)))  # fmt: skip
+            changes.append(Change(_group(path), f"{path} added: {_show(value)}",
+                                  _where(new, owner, path)))  # fmt: skip
         elif a[path][0] != value:
             changes.append(Change(_group(path), f"{path}: {_show(a[path][0])} -> {_show(value)}",
                                   _where(new, owner, path)))  # fmt: skip
     for path, (value, owner) in a.items():
-        if path not in b and not path.startswith(codes_prefix):
+        code = _code_of(path)
+        if path not in b and (code is None or code in new_codes):
             changes.append(Change(_group(path), f"{path} removed (was {_show(value)})",
                                   _where(old, owner, path)))  # fmt: skip
     order = [name for _, name in GROUPS]

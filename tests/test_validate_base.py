@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from tests.conftest import RMPOPT_YAML
 
 TEXT = RMPOPT_YAML.read_text()
