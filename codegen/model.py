@@ -140,6 +140,10 @@ class Input(Node):
         Literal["read", "write", "read-write"] | None,
         Doc("what the instruction does with the memory a pointer operand points to"),
     ] = None
+    bytes: Annotated[
+        Annotated[int, Range(1, 4096)] | None,
+        Doc("how many bytes the instruction reads or writes through a pointer operand"),
+    ] = None
 
 
 @dataclass(frozen=True)
@@ -253,6 +257,10 @@ class Instruction(Node):
 class RawHelper(Node):
     name: Annotated[Identifier, Doc("low-level helper that mirrors the instruction reference")]
     header: Annotated[TreePath, Doc("kernel file the helpers belong in")]
+    max_retries: Annotated[
+        Annotated[int, Range(1, 1000)] | None,
+        Doc("re-executions at most while the instruction returns a retry code"),
+    ] = None
 
 
 @dataclass(frozen=True)

@@ -333,6 +333,8 @@ class _Rules:
                 self.error(i.mark("type"), "type 'pointer' and points_to go together")
             if (i.type == "pointer") != (i.access is not None):
                 self.error(i.mark("type"), "type 'pointer' and access go together")
+            if (i.type == "pointer") != (i.bytes is not None):
+                self.error(i.mark("type"), "type 'pointer' and bytes go together")
             if i.align == "region" and insn.table is None:
                 self.error(i.mark("align"), "align: region needs a table with a region_size")
         for o in insn.outputs:
@@ -346,6 +348,17 @@ class _Rules:
                 self.error(o.mark("type"), "a flag output without software_code is a bool")
             self.unique(((c.name, c.mark("name")) for c in o.codes), "return code name")
             self.unique(((c.value, c.mark("value")) for c in o.codes), "return code value")
+        registers = [o for o in insn.outputs if o.register and not o.flag]
+        if len(registers) > 1:
+            self.error(registers[1].mark("register"), "a helper returns one register output, not two")
+        for o in insn.outputs:
+            if o.flag and registers and o.software_code is None:
+                self.error(
+                    o.mark("flag"),
+                    "a flag output beside a register output needs a software_code to return",
+                )
+            if o.software_code and any(o.software_code.value == c.value for r in registers for c in r.codes):
+                self.error(o.software_code.mark("value"), "software_code repeats a return code's value")
         flags = [o.flag for o in insn.outputs if o.flag]
         if flags and "cc" not in insn.clobbers:
             self.error(insn.mark("clobbers"), "a flag output needs the 'cc' clobber")
@@ -412,6 +425,14 @@ class _Rules:
                 k.helper.mark("function"),
                 f"helper function {quote(k.helper.function)} is not a function code ({known})",
             )
+        retry = [c for o in insn.outputs for c in o.codes if c.retry]
+        if retry and k.raw_helper.max_retries is None:
+            self.error(
+                k.raw_helper.mark(),
+                f"return code {retry[0].name} is retried: raw_helper needs max_retries to bound the loop",
+            )
+        if not retry and k.raw_helper.max_retries is not None:
+            self.error(k.raw_helper.mark("max_retries"), "max_retries without a retry code")
         if k.enum is not None and insn.function_codes is None:
             self.error(k.enum.mark(), "an enum needs instruction.function_codes")
         if k.sweep is not None and k.helper is not None and k.helper.function in codes:
@@ -454,10 +475,21 @@ class _Rules:
                         self.error(w.mark(key), f"a kthread worker takes no '{key}'")
 
 
+def retry_limit_name(spec: Spec) -> str:
+    """The constant that bounds a retry loop, e.g. RMPUPDATE_MAX_RETRIES."""
+    return spec.instruction.mnemonic.upper() + "_MAX_RETRIES"
+
+
 def kernel_names(spec: Spec) -> list[tuple[str, Mark]]:
     """The C names a spec puts in the kernel besides its workers', with their marks."""
     k, insn = spec.kernel, spec.instruction
     names: list[tuple[str, Mark]] = [(k.raw_helper.name, k.raw_helper.mark("name"))]
+    for o in insn.outputs:
+        names += [(c.name, c.mark("name")) for c in o.codes]
+        if o.software_code:
+            names.append((o.software_code.name, o.software_code.mark("name")))
+    if k.raw_helper.max_retries is not None:
+        names.append((retry_limit_name(spec), k.raw_helper.mark("max_retries")))
     if k.helper:
         names.append((k.helper.name, k.helper.mark("name")))
     if k.enum and insn.function_codes:

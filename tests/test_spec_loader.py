@@ -127,6 +127,6 @@ def test_software_code_only_on_flags():
     text = BASE.replace(
         "      description: Return code\n",
         "      description: Return code\n"
-        "      software_code: {name: FROB_STALE, value: 255, description: Stale}\n",
+        "      software_code: {name: FROB_OLD, value: 255, description: Stale}\n",
     )
-    assert problems(text) == ["43:22: software_code belongs to a flag output"]
+    assert problems(text) == ["44:22: software_code belongs to a flag output"]

@@ -65,8 +65,8 @@ DEFECTS: list[tuple[str, str, str, str, str]] = [
      "  «mnemonic: frobopt\n  title: Frobnicate Optimize\n",
      "missing required key 'vendor' in Instruction"),
     ("key-missing-kernel", "the kernel section is missing",
-     "kernel:\n  raw_helper: {name: __frobopt, header: arch/x86/include/asm/frob.h}\n",
-     "kernel_:\n  raw_helper: {name: __frobopt, header: arch/x86/include/asm/frob.h}\n",
+     "kernel:\n  raw_helper: {name: __frobopt, header: arch/x86/include/asm/frob.h, max_retries: 8}\n",
+     "kernel_:\n  raw_helper: {name: __frobopt, header: arch/x86/include/asm/frob.h, max_retries: 8}\n",
      ""),  # expectation filled in below: two messages share a defect
     ("type-int-is-string", "cpl is a word",
      "    cpl: 0", "    cpl: «zero",
@@ -138,6 +138,26 @@ DEFECTS: list[tuple[str, str, str, str, str]] = [
     ("output-code-repeats", "two return codes share a value",
      "{name: FROB_BUSY, value: 3,", "{name: FROB_BUSY, value: «0,",
      "return code value 0x0 repeats (first at line {line:FROB_OK})"),
+    ("input-pointer-no-bytes", "a pointer operand without the bytes it accesses",
+     "      bytes: 24\n", "",
+     ""),  # position is the type key: filled in below
+    ("output-two-registers", "two register outputs",
+     "    - flag: zf\n", "    - register: «rbx\n      name: rc2\n      type: int\n"
+     "      description: Second code\n    - flag: zf\n",
+     "a helper returns one register output, not two"),
+    ("output-flag-no-software-code", "a flag beside a return code, with no code to return",
+     "      software_code: {name: FROB_STALE, value: 0x1ff, description: The table was stale}\n",
+     "",
+     ""),  # position is the flag key: filled in below
+    ("output-software-code-repeats", "the software code repeats a return code",
+     "{name: FROB_STALE, value: 0x1ff,", "{name: FROB_STALE, value: «3,",
+     "software_code repeats a return code's value"),
+    ("retry-unbounded", "a retried return code without max_retries",
+     ", max_retries: 8}", "}",
+     ""),  # position is the raw_helper mapping: filled in below
+    ("retry-limit-without-retry", "max_retries but no code is retried",
+     "Busy, retry: true}", "Busy}",
+     ""),  # position is max_retries: filled in below
     ("preserved-not-input", "a preserved register that is no input",
      "  preserved: [rdx]", "  preserved: [«rbx]",
      "preserved register 'rbx' is not an input"),
@@ -244,6 +264,21 @@ MULTI = {
     ],
     "input-pointer-no-target": [
         ("type: «pointer", "type 'pointer' and points_to go together"),
+    ],
+    "input-pointer-no-bytes": [
+        ("type: «pointer", "type 'pointer' and bytes go together"),
+    ],
+    "output-flag-no-software-code": [
+        ("    - flag: «zf", "a flag output beside a register output needs a software_code to return"),
+        ("      type: «int\n      description: Set when",
+         "a flag output without software_code is a bool"),
+    ],
+    "retry-unbounded": [
+        ("raw_helper: «{name: __frobopt",
+         "return code FROB_BUSY is retried: raw_helper needs max_retries to bound the loop"),
+    ],
+    "retry-limit-without-retry": [
+        ("max_retries: «8", "max_retries without a retry code"),
     ],
     "worker-kind-repeats": [
         ("«kthread\n        name: frob_work", "worker kind 'kthread' repeats (first at line {line:{kind: kthread})"),
