@@ -62,6 +62,31 @@ def _entry_name(kind: str) -> str:
     return "kgen_entry_" + kind.replace("-", "_")
 
 
+def call_unit(spec: Spec, include: str) -> str:
+    """A unit that includes the helpers and exposes them to the harness.
+
+    kgen_call_raw() passes each argument to the low-level helper as the
+    helper's parameter type converts it; a pointer operand gets the
+    harness's memory, filled from the argument.  Both return the helper's
+    result converted to u64, as the mirror expects it.
+    """
+    k, insn = spec.kernel, spec.instruction
+    args = ", ".join(
+        f"(struct {i.points_to} *)kgen_pointer_arg(args[{n}])" if i.type == "pointer" else f"args[{n}]"
+        for n, i in enumerate(insn.inputs)
+    )
+    call = f"{k.raw_helper.name}({args})"
+    returns = any(o.register or o.flag for o in insn.outputs)
+    raw = f"return (u64){call};" if returns else f"{call};\n\treturn 0;"
+    helper = f"return (u64){k.helper.name}(pa);" if k.helper else "(void)pa;\n\treturn 0;"
+    return (
+        f'#include "kharness.h"\n{include}\n\n'
+        f"const int kgen_raw_nargs = {len(insn.inputs)};\n\n"
+        f"u64 kgen_call_helper(u64 pa)\n{{\n\t{helper}\n}}\n\n"
+        f"u64 kgen_call_raw(const u64 *args)\n{{\n\t{raw}\n}}\n"
+    )
+
+
 def units(spec: Spec, gen_root: Path, work: Path) -> list[Unit]:
     """The generated files as translation units, each with its harness entry points.
 
@@ -76,15 +101,7 @@ def units(spec: Spec, gen_root: Path, work: Path) -> list[Unit]:
     for out in outputs(spec):
         src = gen_root / out.path
         if out.worker is None:
-            args = ", ".join(f"args[{n}]" for n in range(len(insn.inputs)))
-            helper = f"return {k.helper.name}(pa);" if k.helper else "(void)pa;\n\treturn false;"
-            body = (
-                f'#include "kharness.h"\n#include "{src}"\n\n'
-                f"const int kgen_raw_nargs = {len(insn.inputs)};\n\n"
-                f"bool kgen_call_helper(u64 pa)\n{{\n\t{helper}\n}}\n\n"
-                f"bool kgen_call_raw(const u64 *args)\n{{\n"
-                f"\treturn {k.raw_helper.name}({args});\n}}\n"
-            )
+            body = call_unit(spec, f'#include "{src}"')
             name = f"{insn.mnemonic}-helpers"
         else:
             w = out.worker

@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass
 from functools import cache
 
-from . import mirror
+from . import mirror, oracle
 from .host import GUARD_TOP
 from .mirror import Machine
 from .model import Spec
@@ -50,6 +50,11 @@ class Case:
 
 def spec_line(spec: Spec) -> str:
     insn = spec.instruction
+    if oracle.uses_oracle(spec):
+        return (
+            "spec insn=" + ",".join(f"{b.byte:#04x}" for b in insn.encoding) + " "
+            + " ".join(oracle.spec_fields(spec)) + "\n"
+        )  # fmt: skip
     codes = ",".join(
         f"{c.value:#x}:{'s' if c.effect == 'scan-and-set' else 'r'}" for c in insn.function_codes.codes
     )
@@ -61,12 +66,14 @@ def spec_line(spec: Spec) -> str:
 
 def case_line(spec: Spec, case: Case, budget: int) -> str:
     m = case.machine
-    base = m.table_base if m.table_base is not None else mirror.sweep_range(spec, m).pa_start
     fields = [
         f"id={case.id}", f"form={case.form}", f"min={m.min_low_pfn:#x}", f"max={m.max_pfn:#x}",
         f"cores={m.cores}", f"threads={m.threads_per_core}", f"numbering={m.numbering}",
-        f"leader={m.leader}", f"base={base:#x}", f"budget={budget}",
+        f"leader={m.leader}", f"budget={budget}",
     ]  # fmt: skip
+    if not oracle.uses_oracle(spec):
+        base = m.table_base if m.table_base is not None else mirror.sweep_range(spec, m).pa_start
+        fields.append(f"base={base:#x}")
     if m.offline:
         fields.append("offline=" + ",".join(map(str, sorted(m.offline))))
     if m.assigned:
@@ -88,8 +95,15 @@ def event_line(event: mirror.Event, ms: int = 0) -> str:
 
 def expected(spec: Spec, case: Case) -> list[str]:
     """The event lines the generated code must produce for ``case``, end line included."""
-    hw = mirror.hardware_for(spec, case.machine)
     lines: list[str] = []
+    if oracle.uses_oracle(spec):
+        model = oracle.Oracle(spec)
+        for action in case.actions:
+            _, cpu, *args = action.split(":")
+            trace, ret = oracle.call(spec, model, int(cpu), [int(a, 0) for a in args])
+            lines += trace + [f"V {ret:#x}"]
+        return lines + [f"E {case.id}"]
+    hw = mirror.hardware_for(spec, case.machine)
     if case.form == HELPERS:
         for action in case.actions:
             kind, cpu, *args = action.split(":")
@@ -99,7 +113,7 @@ def expected(spec: Spec, case: Case) -> list[str]:
             else:
                 regs = {i.register: int(a, 0) for i, a in zip(spec.instruction.inputs, args)}
             cf = hw.execute(cpu, regs["rax"], regs["rcx"])
-            lines += [f"R {cpu} {regs['rax']:#x} {regs['rcx']:#x} {cf}", f"V {cf}"]
+            lines += [f"R {cpu} {regs['rax']:#x} {regs['rcx']:#x} {cf}", f"V {cf:#x}"]
     else:
         worker = next(w for w in spec.kernel.sweep.workers if w.kind == case.form)
         for _, ms in mirror.worker_passes(worker, list(case.actions)):
@@ -148,6 +162,29 @@ def _helper_script(rng: random.Random, spec: Spec, machine: Machine, calls: int)
             script.append(f"h:{cpu}:{pa:#x}")
         else:
             script.append(f"r:{cpu}:{pa:#x}:{rng.choice(codes):#x}")
+    return tuple(script)
+
+
+def _argument(rng: random.Random, i) -> int:
+    """A value for input ``i`` that probes how the helper converts and passes it."""
+    if i.type == "pointer":
+        return rng.getrandbits(64)  # the seed of the memory it points to
+    page = 1 << mirror.PAGE_SHIFT
+    return rng.choice([
+        0, 1, 2, 0x100, 1 << 31, 1 << 32, 1 << 63, (1 << 64) - 1, rng.randrange(0, 8),
+        rng.randrange(0, 1 << 52, page), rng.randrange(0, 1 << 52, page) + rng.randrange(1, page),
+        rng.getrandbits(64),
+    ])  # fmt: skip
+
+
+def _oracle_script(rng: random.Random, spec: Spec, machine: Machine, calls: int) -> tuple[str, ...]:
+    script = []
+    for _ in range(calls):
+        args = [_argument(rng, i) for i in spec.instruction.inputs]
+        if script and rng.random() < 0.2:
+            script.append(script[-1])  # the same call again: equal inputs in a row
+            continue
+        script.append(f"r:{rng.choice(machine.online)}:" + ":".join(f"{a:#x}" for a in args))
     return tuple(script)
 
 
@@ -235,12 +272,18 @@ def generate(spec: Spec, seed: int, count: int) -> tuple[Case, ...]:
     def add(form: str, machine: Machine, label: str, passes: int = 2) -> None:
         if len(cases) >= count:
             return
-        if form == HELPERS:
+        if oracle.uses_oracle(spec):
+            actions = _oracle_script(rng, spec, machine, rng.randint(1, 12))
+        elif form == HELPERS:
             actions = _helper_script(rng, spec, machine, rng.randint(1, 12))
         else:
             actions = _worker_script(rng, workers[form], passes)
         cases.append(Case(len(cases), form, machine, actions, label))
 
+    if oracle.uses_oracle(spec):
+        while len(cases) < count:
+            add(HELPERS, Machine(0, 1, cores=rng.randint(1, 4)), f"random calls, seed {seed}")
+        return tuple(cases)
     for label, machine in _boundaries(spec):
         for form in forms:
             add(form, machine, "boundary: " + label, passes=1 if machine.nr_cpus > 64 else 2)

@@ -533,13 +533,16 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, as_js
     except ToolchainError as exc:
         click.echo(f"kgen: {exc}", err=True)
         sys.exit(1)
+    from .oracle import harness_limit
+
     choice = choose_engine(engine)
     opts = tuple(opts) or cmp.DEFAULT_OPTS
     reports, failed = [], False
     for spec in loaded:
-        if spec.kernel.sweep is None or spec.instruction.function_codes is None:
-            click.echo(f"{spec.path}: nothing to compare yet (no sweep)", err=True)
-            continue
+        why = harness_limit(spec)
+        if why:
+            click.echo(f"kgen: {spec.path}: the harness cannot run this helper: {why}", err=True)
+            sys.exit(1)
         files = None
         if generated is not None:
             from .render import outputs, read_tree

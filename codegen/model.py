@@ -77,6 +77,9 @@ GeneralRegister = Literal[
 Flag = Literal["cf", "zf", "sf", "of", "pf"]
 CpuidRegister = Literal["eax", "ebx", "ecx", "edx"]
 ScalarType = Literal["u8", "u16", "u32", "u64", "bool", "int", "unsigned long", "pointer"]
+# The register bits an asm operand of each type defines; the rest are left to the compiler
+# (measured: clang -O2 passes a bool in RDX with garbage above the low byte).
+OPERAND_BITS = {"u8": 8, "bool": 8, "u16": 16, "u32": 32, "int": 32}  # others: 64
 
 
 # --- the spec ---------------------------------------------------------------

@@ -23,7 +23,7 @@ import jinja2
 
 from . import __version__
 from .model import Spec, Worker
-from .spec import text_problem
+from .spec import retry_limit_name, text_problem
 
 def _templates_dir() -> Path:
     """templates/ of the checkout, or the copy an installed package carries."""
@@ -102,10 +102,14 @@ def f_register(name: str) -> C:
     return _c(name.upper())
 
 
-def f_input_constraint(register: str) -> C:
+def _constraint_letter(register: str) -> str:
     if register not in _REGISTER_CONSTRAINT:
         raise RenderError(f"register {register} has no asm constraint letter")
-    return _c(f'"{_REGISTER_CONSTRAINT[register]}"')
+    return _REGISTER_CONSTRAINT[register]
+
+
+def f_input_constraint(register: str) -> C:
+    return _c(f'"{_constraint_letter(register)}"')
 
 
 def f_flag_constraint(flag: str) -> C:
@@ -127,6 +131,16 @@ def f_comment(value: str, first: str = "", indent: str = " * ", width: int = LIN
         text, cols, initial_indent=first, subsequent_indent="", break_on_hyphens=False
     )
     return _c(("\n" + indent).join(lines))
+
+
+def f_dec(value: int) -> C:
+    return _c(str(value))
+
+
+def f_tab(text: str, depth: int = 1) -> str:
+    """Indent every non-empty line of a rendered block by ``depth`` tabs."""
+    pad = "\t" * depth
+    return "".join(pad + line if line.strip() else line for line in text.splitlines(True))
 
 
 def f_ms(value: int) -> C:
@@ -152,6 +166,7 @@ FILTERS = {
     "cstring": f_cstring,
     "comment": f_comment,
     "ms": f_ms,
+    "dec": f_dec,
     "duration": f_duration,
 }
 
@@ -185,6 +200,7 @@ def environment(templates: Path = TEMPLATES) -> jinja2.Environment:
         finalize=_finalize,
     )
     env.filters.update({name: _strict(fn) for name, fn in FILTERS.items()})
+    env.filters["tab"] = f_tab  # a block filter: its text was formatted already
     return env
 
 
@@ -225,6 +241,94 @@ def outputs(spec: Spec) -> list[Output]:
     return files
 
 
+@dataclass(frozen=True)
+class RawShape:
+    """The C shape of the low-level helper: what it takes, returns and defines."""
+
+    ret: C  # return type
+    params: C  # parameter declarations
+    structs: tuple[C, ...]  # structs its pointer parameters need declared
+    defines: tuple[C, ...]  # constant lines (comments and #defines), aligned
+    rc: Any  # the register output the helper returns, or None
+    flags: tuple[Any, ...]  # flag outputs
+    retry: tuple[C, ...]  # return codes the helper re-executes on
+    retry_limit: C | None  # the constant bounding the retries
+    retry_while: C | None  # the do-while condition of the retry loop
+    outputs: C  # asm output operands
+    inputs: C  # asm input operands
+    clobbers: C
+
+
+_C_TYPES = {"u8", "u16", "u32", "u64", "bool", "int", "unsigned long"}
+
+
+def c_parameter(i: Any) -> C:
+    """``u64 pa_start``, ``bool validate`` or ``struct rmp_state *state``."""
+    if i.type == "pointer":
+        return _c(f"struct {f_ident(i.points_to)} *{f_ident(i.name)}")
+    if i.type not in _C_TYPES:
+        raise RenderError(f"input type {i.type} has no C spelling")
+    return _c(f"{i.type} {f_ident(i.name)}")
+
+
+def _comment_line(text: str) -> str:
+    one = f"/* {' '.join(_checked('comment', text).split())} */"
+    if len(one) <= LINE_LIMIT:
+        return one
+    return "/*\n * " + f_comment(text) + "\n */"
+
+
+def raw_shape(spec: Spec) -> RawShape:
+    insn, raw = spec.instruction, spec.kernel.raw_helper
+    rc = next((o for o in insn.outputs if o.register and not o.flag), None)
+    flags = tuple(o for o in insn.outputs if o.flag)
+    entries: list[tuple[str, str, int]] = []  # (comment, name, value)
+    mnemonic = insn.mnemonic.upper()
+    if rc is not None:
+        for c in rc.codes:
+            entries.append((f"{mnemonic} return code in {rc.register.upper()}: {c.description}",
+                            c.name, c.value))  # fmt: skip
+    for o in flags:
+        if o.software_code:
+            sc = o.software_code
+            entries.append((f"Software defined, {mnemonic} set RFLAGS.{o.flag.upper()}: "
+                            f"{sc.description}", sc.name, sc.value))  # fmt: skip
+    retry = tuple(f_ident(c.name) for c in (rc.codes if rc else ()) if c.retry)
+    limit = None
+    if retry and raw.max_retries is not None:
+        limit = f_ident(retry_limit_name(spec))
+        entries.append((f"Times {raw.name}() re-executes {mnemonic} on a retry code", limit,
+                        raw.max_retries))  # fmt: skip
+    width = max((len(f"#define {name}") for _, name, _ in entries), default=0)
+    stop = (width // 8 + 1) * 8
+    defines = []
+    for comment, name, value in entries:
+        head = f"#define {f_ident(name)}"
+        tabs = "\t" * (stop // 8 - len(head) // 8)
+        defines.append(_c(f"{_comment_line(comment)}\n{head}{tabs}{f_dec(value)}"))
+    structs = tuple(dict.fromkeys(f_ident(i.points_to) for i in insn.inputs if i.points_to))
+    outs = [f"{f_flag_constraint(o.flag)} ({f_ident(o.name)})" for o in flags]
+    if rc is not None:
+        outs.append(f'"={_constraint_letter(rc.register)}" ({f_ident(rc.name)})')
+    ins = [f"{f_input_constraint(i.register)} ({f_ident(i.name)})" for i in insn.inputs]
+    clobbers = ", ".join(f'"{f_ident(c)}"' for c in insn.clobbers)
+    retry_while = None
+    if limit:
+        test = " || ".join(f"{f_ident(rc.name)} == {name}" for name in retry)
+        test = f"({test})" if len(retry) > 1 else test
+        retry_while = _c(f"{test} && retries++ < {limit}")
+    if rc is not None:
+        ret = _c(rc.type)
+    elif flags:
+        ret = _c("bool")
+    else:
+        ret = _c("void")
+    return RawShape(
+        ret, _c(", ".join(c_parameter(i) for i in insn.inputs)), structs, tuple(defines), rc, flags,
+        retry, limit, retry_while, _c(", ".join(outs)), _c(", ".join(ins)), _c(clobbers),
+    )  # fmt: skip
+
+
 def banner_context(spec: Spec, out: Output) -> dict[str, C]:
     digest = hashlib.sha256(spec.source.encode()).hexdigest()[:12]
     return {
@@ -254,6 +358,7 @@ def render_spec(spec: Spec, templates: Path = TEMPLATES) -> dict[str, str]:
             "sweep": k.sweep,
             "worker": out.worker,
             "header_include": _c(include_split(k.raw_helper.header)[1]),
+            "raw": raw_shape(spec),
             "enum_const": (
                 {c.name: f_ident(k.enum.prefix + c.name.upper()) for c in insn.function_codes.codes}
                 if k.enum and insn.function_codes

@@ -23,14 +23,19 @@ class Rule:
     name: str
     summary: str
     check: Callable[[Spec, Files], list[str]]
+    needs: tuple[str, ...] = ()  # kernel sections the rule is about
+
+    def applies(self, spec: Spec) -> bool:
+        return all(getattr(spec.kernel, section) is not None for section in self.needs)
 
 
 RULES: list[Rule] = []
+HELPER_AND_SWEEP = ("helper", "enum", "sweep")
 
 
-def rule(name: str, summary: str):
+def rule(name: str, summary: str, needs: tuple[str, ...] = ()):
     def register(fn: Callable[[Spec, Files], list[str]]):
-        RULES.append(Rule(name, summary, fn))
+        RULES.append(Rule(name, summary, fn, needs))
         return fn
 
     return register
@@ -47,7 +52,7 @@ def sweep_rule(name: str, summary: str):
                 for problem in fn(spec, kind, text)
             ]
 
-        RULES.append(Rule(name, summary, check))
+        RULES.append(Rule(name, summary, check, HELPER_AND_SWEEP))
         return fn
 
     return register
@@ -75,25 +80,94 @@ def _comment_before(text: str, anchor: str) -> str:
     return text[start:at] if at > 0 and start >= 0 else ""
 
 
-@rule("raw-helper-shape", "__rmpopt(pa_start, op_type) mirrors the reference and returns CF as bool")
+_LETTER = {"rax": "a", "rbx": "b", "rcx": "c", "rdx": "d", "rsi": "S", "rdi": "D"}
+
+
+def _return_output(spec: Spec):
+    return next((o for o in spec.instruction.outputs if o.register and not o.flag), None)
+
+
+def _return_type(spec: Spec) -> str:
+    rc = _return_output(spec)
+    return rc.type if rc else "bool" if any(o.flag for o in spec.instruction.outputs) else "void"
+
+
+def _defined(text: str, name: str, value: int) -> bool:
+    return re.search(rf"^#define {re.escape(name)}\t+{value}$", text, re.M) is not None
+
+
+@rule("raw-helper-shape", "the low-level helper takes the spec's registers and types and returns its output")
 def raw_helper_shape(spec: Spec, files: Files) -> list[str]:
     path, text = _header(spec, files)
     insn, raw = spec.instruction, spec.kernel.raw_helper.name
-    params = ", ".join(f"u64 {i.name}" for i in insn.inputs)
+    params = ", ".join(
+        f"struct {i.points_to} *{i.name}" if i.type == "pointer" else f"{i.type} {i.name}"
+        for i in insn.inputs
+    )
+    ret = _return_type(spec)
+    rc = _return_output(spec)
     problems = []
     if not path.endswith(spec.kernel.raw_helper.header):
         problems.append(f"helpers are not in {spec.kernel.raw_helper.header}")
     body = _function(text, raw)
-    if body is None or not body.startswith(f"static inline bool {raw}({params})"):
-        problems.append(f"{raw} is not 'static inline bool {raw}({params})'")
+    if body is None or not body.startswith(f"static inline {ret} {raw}({params})"):
+        problems.append(f"{raw} is not 'static inline {ret} {raw}({params})'")
         return problems
     for o in insn.outputs:
         if o.flag and f'"=@cc{o.flag[0]}" ({o.name})' not in body:
             problems.append(f"{raw} does not return {o.flag.upper()} through a \"=@cc\" output")
+    if rc and f'"={_LETTER.get(rc.register)}" ({rc.name})' not in body:
+        problems.append(f"{raw} does not take {rc.name} from {rc.register.upper()}")
     for i in insn.inputs:
-        letter = {"rax": "a", "rcx": "c", "rdx": "d"}.get(i.register)
+        letter = _LETTER.get(i.register)
         if letter and f'"{letter}" ({i.name})' not in body:
             problems.append(f"{i.name} is not passed in {i.register.upper()}")
+    return problems
+
+
+@rule("return-codes-named", "every return code and software code is a named constant with its value")
+def return_codes_named(spec: Spec, files: Files) -> list[str]:
+    _, text = _header(spec, files)
+    codes = [c for o in spec.instruction.outputs for c in o.codes]
+    codes += [o.software_code for o in spec.instruction.outputs if o.software_code]
+    return [f"no '#define {c.name}\t{c.value}'" for c in codes if not _defined(text, c.name, c.value)]
+
+
+@rule("software-code", "a flag with a software meaning returns its code, as pvalidate() does")
+def software_code(spec: Spec, files: Files) -> list[str]:
+    _, text = _header(spec, files)
+    body = _function(text, spec.kernel.raw_helper.name) or ""
+    problems = []
+    for o in spec.instruction.outputs:
+        if o.software_code and f"\tif ({o.name})\n\t\treturn {o.software_code.name};\n" not in body:
+            problems.append(f"{o.flag.upper()} set does not return {o.software_code.name}")
+    return problems
+
+
+@rule("retry-bounded", "the helper retries on a retry code, and a bounded number of times")
+def retry_bounded(spec: Spec, files: Files) -> list[str]:
+    from .spec import retry_limit_name
+
+    _, text = _header(spec, files)
+    rc = _return_output(spec)
+    retry = [c.name for c in (rc.codes if rc else ()) if c.retry]
+    body = _function(text, spec.kernel.raw_helper.name) or ""
+    if re.search(r"while \((1|true)\)|for \(;;\)", body):
+        return ["an unbounded loop"]
+    if not retry:
+        return ["loops without a retry code"] if re.search(r"\bwhile\b", body) else []
+    limit = retry_limit_name(spec)
+    problems = []
+    loop = re.search(r"\tdo \{\n.*?\n\t\} while \(([^\n]*)\);\n", body, re.S)
+    if not loop:
+        return ["does not execute the instruction again on a retry code"]
+    for name in retry:
+        if f"{rc.name} == {name}" not in loop.group(1):
+            problems.append(f"does not retry on {name}")
+    if not re.search(rf"&& \w+\+\+ < {limit}$", loop.group(1)):
+        problems.append(f"the retries are not bounded by {limit}")
+    if not _defined(text, limit, spec.kernel.raw_helper.max_retries):
+        problems.append(f"no '#define {limit}\t{spec.kernel.raw_helper.max_retries}'")
     return problems
 
 
@@ -117,7 +191,8 @@ def asm_clobbers(spec: Spec, files: Files) -> list[str]:
     return [] if want in text else [f"clobber list is not {want}"]
 
 
-@rule("helper-aligns", "rmpopt(pa) aligns with ALIGN_DOWN(pa, SZ_1G) and passes the fixed code")
+@rule("helper-aligns", "rmpopt(pa) aligns with ALIGN_DOWN(pa, SZ_1G) and passes the fixed code",
+      needs=("helper", "enum"))
 def helper_aligns(spec: Spec, files: Files) -> list[str]:
     _, text = _header(spec, files)
     h, k = spec.kernel.helper, spec.kernel
@@ -136,7 +211,8 @@ def helper_aligns(spec: Spec, files: Files) -> list[str]:
     return problems
 
 
-@rule("no-pointer-packing", "address and function code are never packed into one argument")
+@rule("no-pointer-packing", "address and function code are never packed into one argument",
+      needs=("enum",))
 def no_pointer_packing(spec: Spec, files: Files) -> list[str]:
     _, text = _header(spec, files)
     problems = []
@@ -147,7 +223,7 @@ def no_pointer_packing(spec: Spec, files: Files) -> list[str]:
     return problems
 
 
-@rule("enum-from-spec", "the function-code enum has the spec's name and values")
+@rule("enum-from-spec", "the function-code enum has the spec's name and values", needs=("enum",))
 def enum_from_spec(spec: Spec, files: Files) -> list[str]:
     _, text = _header(spec, files)
     e = spec.kernel.enum
@@ -159,7 +235,7 @@ def enum_from_spec(spec: Spec, files: Files) -> list[str]:
     return [] if got == want else [f"enum {e.name} is {got}, not {want}"]
 
 
-@rule("no-pud-size", "regions are SZ_1G as the architecture says, never PUD_SIZE")
+@rule("no-pud-size", "regions are SZ_1G as the architecture says, never PUD_SIZE", needs=("sweep",))
 def no_pud_size(spec: Spec, files: Files) -> list[str]:
     problems = []
     region = f_sz(spec.instruction.table.region_size)
@@ -265,7 +341,7 @@ def followers_skip_leader_core(spec: Spec, kind: str, text: str) -> list[str]:
 def byte_comment(spec: Spec, files: Files) -> list[str]:
     _, text = _header(spec, files)
     insn = spec.instruction
-    doc = _comment_before(text, f"static inline bool {spec.kernel.raw_helper.name}(")
+    doc = _comment_before(text, f"static inline {_return_type(spec)} {spec.kernel.raw_helper.name}(")
     doc = " ".join(line.lstrip(" *") for line in doc.splitlines())
     need = [insn.mnemonic.upper(), " ".join(f"{b.byte:02X}" for b in insn.encoding), "binutils"]
     need += [f"{i.register.upper()} = @{i.name}" for i in insn.inputs]
@@ -273,7 +349,8 @@ def byte_comment(spec: Spec, files: Files) -> list[str]:
     return [f"the comment above {spec.kernel.raw_helper.name} lacks {n!r}" for n in need if n not in doc]
 
 
-@rule("no-warn-on-success", "CF = 1 means optimized: never WARN on the helper's result")
+@rule("no-warn-on-success", "CF = 1 means optimized: never WARN on the helper's result",
+      needs=("helper",))
 def no_warn_on_success(spec: Spec, files: Files) -> list[str]:
     names = f"({spec.kernel.raw_helper.name}|{spec.kernel.helper.name})"
     return [
@@ -284,6 +361,4 @@ def no_warn_on_success(spec: Spec, files: Files) -> list[str]:
 
 def review(spec: Spec, files: Files) -> list[tuple[str, str]]:
     """(rule name, problem) for every rule a spec's rendered files break."""
-    if spec.kernel.sweep is None or spec.kernel.helper is None or spec.kernel.enum is None:
-        return []  # the review covers the RMPOPT-style helper + sweep layout
-    return [(r.name, p) for r in RULES for p in r.check(spec, files)]
+    return [(r.name, p) for r in RULES if r.applies(spec) for p in r.check(spec, files)]

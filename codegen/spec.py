@@ -335,6 +335,14 @@ class _Rules:
                 self.error(i.mark("type"), "type 'pointer' and access go together")
             if (i.type == "pointer") != (i.bytes is not None):
                 self.error(i.mark("type"), "type 'pointer' and bytes go together")
+            defined = model.OPERAND_BITS.get(i.type, 64)
+            if i.width > defined:
+                self.error(
+                    i.mark("width" if "width" in i.marks else "type"),
+                    f"the instruction reads {i.width} bits of {i.register.upper()}, but a "
+                    f"{i.type} operand defines only the low {defined}; give the input a wider "
+                    f"type or say how many bits the instruction reads (width)",
+                )
             if i.align == "region" and insn.table is None:
                 self.error(i.mark("align"), "align: region needs a table with a region_size")
         for o in insn.outputs:

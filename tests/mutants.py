@@ -105,6 +105,58 @@ def catalogue(spec: Spec) -> list[Mutant]:
     ]  # fmt: skip
 
 
+_LETTER = {"rax": "a", "rcx": "c", "rdx": "d"}
+
+
+def helper_catalogue(spec: Spec) -> list[Mutant]:
+    """Defects in a low-level helper with return codes, pointers or a software code."""
+    insn, raw = spec.instruction, spec.kernel.raw_helper.name
+    M = Mutant
+    ins = [(i, f'"{_LETTER[i.register]}" ({i.name})') for i in insn.inputs]
+    rc = next((o for o in insn.outputs if o.register and not o.flag), None)
+    enc = [b.byte for b in insn.encoding]
+    byte = ".byte " + ", ".join(f"{b:#04x}" for b in enc)
+    out = [M("drop the prefix byte", "header", byte, ".byte " + ", ".join(f"{b:#04x}" for b in enc[1:]),
+             "compare")]  # fmt: skip
+    if len(ins) >= 2:
+        (x, cx), (y, cy) = ins[-2], ins[-1]
+        out.append(M(f"swap the {x.register.upper()} and {y.register.upper()} operands", "header",
+                     f"{cx}, {cy}", f'"{_LETTER[y.register]}" ({x.name}), "{_LETTER[x.register]}" ({y.name})',
+                     "compare"))  # fmt: skip
+    for i in insn.inputs:
+        if i.type == "bool":
+            out.append(M(f"{i.name} passed as unsigned long, not bool", "header", f"bool {i.name}",
+                         f"unsigned long {i.name}", "compare"))  # fmt: skip
+            break
+    if rc is not None:
+        out.append(M("the return code read from RDX", "header", f'"=a" ({rc.name})',
+                     f'"=d" ({rc.name})', "compare"))  # fmt: skip
+        if rc.type == "int":
+            out.append(M("the return code zero-extended (unsigned int)", "header",
+                         f"static inline int {raw}(", f"static inline unsigned int {raw}(",
+                         "compare"))  # fmt: skip
+        retry = [c for c in rc.codes if c.retry]
+        if retry:
+            out.append(M("no retry on a retry code", "header", f"{rc.name} == {retry[0].name}",
+                         f"{rc.name} == {retry[0].name} + 1", "compare"))  # fmt: skip
+            out.append(M("an unbounded retry loop", "header", f" && retries++ < ", " && retries++ >= 0 && 1 < ",
+                         "retry-bounded"))  # fmt: skip
+    for o in insn.outputs:
+        if o.software_code:
+            out.append(M(f"{o.flag.upper()} set returns {rc.name}, not {o.software_code.name}", "header",
+                         f"return {o.software_code.name};", f"return {rc.name};", "compare"))  # fmt: skip
+    for i in insn.inputs:
+        if i.type == "pointer":
+            addr = next(j for j in insn.inputs if j is not i)
+            # -Wunused-parameter: the pointer is never used
+            out.append(M("the pointer operand gets the address", "header", f'"{_LETTER[i.register]}" ({i.name})',
+                         f'"{_LETTER[i.register]}" ({addr.name})', "build"))  # fmt: skip
+            out.append(M("the pointer operand gets the address, pointer kept", "header",
+                         f'"{_LETTER[i.register]}" ({i.name})',
+                         f'"{_LETTER[i.register]}" ({addr.name} + 0 * (u64){i.name})', "compare"))  # fmt: skip
+    return out
+
+
 def apply(mutant: Mutant, files: dict[str, str]) -> dict[str, str]:
     """The files with ``mutant`` applied; fails loudly when its anchor is gone."""
     out = dict(files)

@@ -11,7 +11,7 @@ from codegen import build, cases, compare, host, toolchain
 from codegen.emulator import Emulator
 from codegen.render import render_spec
 from codegen.spec import load
-from tests.conftest import RMPOPT_YAML
+from tests.conftest import ISA, RMPOPT_YAML
 from tests.mutants import apply, catalogue
 
 SPEC = load(RMPOPT_YAML)
@@ -101,9 +101,11 @@ def test_report_names_the_first_divergence_and_reproduces(run_kgen, tmp_path):
 def test_compare_json_and_exit_code(run_kgen):
     result = run_kgen("compare", "--cases", "40", "--opt=-O2", "--json")
     assert result.exit_code == 0
-    (report,) = json.loads(result.output)
-    assert report["ok"] and report["cases"] == 40 and report["opts"] == ["-O2"]
-    assert report["executions"] > 0 and report["mismatches"] == []
+    reports = json.loads(result.output)
+    assert sorted(r["spec"] for r in reports) == sorted(f"isa/{p.name}" for p in ISA.glob("*.yaml"))
+    for report in reports:
+        assert report["ok"] and report["cases"] == 40 and report["opts"] == ["-O2"]
+        assert report["executions"] > 0 and report["mismatches"] == []
 
 
 def test_unknown_case_is_a_clean_error(run_kgen):

@@ -11,11 +11,13 @@ from codegen.render import render_spec
 from codegen.review import review
 from codegen.spec import load
 from codegen.toolchain import find_clang
-from tests.conftest import RMPOPT_YAML
-from tests.mutants import apply, catalogue
+from tests.conftest import ISA, RMPOPT_YAML
+from tests.mutants import apply, catalogue, helper_catalogue
 
 SPEC = load(RMPOPT_YAML)
 MUTANTS = catalogue(SPEC)
+FAMILY = [load(p) for p in sorted(ISA.glob("*.yaml")) if p != RMPOPT_YAML]
+HELPER_MUTANTS = [(spec, m) for spec in FAMILY for m in helper_catalogue(spec)]
 # Few cases suffice: every boundary comes first, and a mutant must fail one of them.
 CASES = 160
 # Native is the faster engine; on a CLZERO CPU it runs guarded, and no mutant here moves
@@ -38,13 +40,31 @@ def test_the_catalogue_covers_the_issue_list():
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.name)
 def test_mutant_is_caught(mutant, files):
+    assert_caught(SPEC, mutant, files)
+
+
+def test_each_sibling_has_its_defects():
+    names = {spec.instruction.mnemonic: [m.name for m in helper_catalogue(spec)] for spec in FAMILY}
+    assert any("swap the RCX and RDX operands" in n for n in names["pvalidate"])
+    assert any("not PVALIDATE_FAIL_NOUPDATE" in n for n in names["pvalidate"])
+    assert any("no retry" in n for n in names["rmpupdate"])
+    assert any("pointer operand" in n for n in names["rmpread"])
+
+
+@pytest.mark.parametrize("spec, mutant", HELPER_MUTANTS,
+                         ids=[f"{s.instruction.mnemonic}: {m.name}" for s, m in HELPER_MUTANTS])  # fmt: skip
+def test_helper_mutant_is_caught(spec, mutant):
+    assert_caught(spec, mutant, render_spec(spec))
+
+
+def assert_caught(spec, mutant, files):
     broken = apply(mutant, files)
     assert broken != files
     if mutant.caught_by not in ("compare", "build"):
-        assert mutant.caught_by in {rule for rule, _ in review(SPEC, broken)}
+        assert mutant.caught_by in {rule for rule, _ in review(spec, broken)}
         return
     try:
-        result = compare(SPEC, find_clang(), ENGINE, seed=7, count=CASES,
+        result = compare(spec, find_clang(), ENGINE, seed=7, count=CASES,
                          opts=("-O2",), files=broken, workers=1)  # fmt: skip
     except build.BuildError as exc:
         assert mutant.caught_by == "build", f"{mutant.name} did not compile: {exc}"

@@ -8,17 +8,34 @@ import pytest
 
 from codegen import render
 from codegen.review import RULES, review
+from codegen.spec import load
+from tests.conftest import ROOT
+
+ISA = ROOT / "isa"
 
 # (rule, template, exact text in the template, replacement): one deliberate defect each
 MUTANTS = [
-    ("raw-helper-shape", "helpers.h.j2", "{{ o.flag | flag_constraint }}", '"=r"'),
-    ("raw-helper-shape", "helpers.h.j2", "static inline bool {{ kernel.raw_helper.name | ident }}(",
+    ("raw-helper-shape", "helpers.h.j2", "static inline {{ raw.ret }} {{ kernel.raw_helper.name | ident }}(",
      "static inline void {{ kernel.raw_helper.name | ident }}("),
+    ("raw-helper-shape", "helpers.h.j2", ": {{ raw.inputs }}", ': "a" (vaddr), "c" (validate), "d" (rmp_psize)',
+     "pvalidate"),
+    ("raw-helper-shape", "helpers.h.j2", "{{ raw.params }}", "u64 vaddr, u64 rmp_psize, u64 validate",
+     "pvalidate"),
+    ("raw-helper-shape", "helpers.h.j2", ":{% if raw.outputs %} {{ raw.outputs }}{% endif %}",
+     ': "=@ccc" (no_rmpupdate), "=c" (rc)', "pvalidate"),
+    ("return-codes-named", "helpers.h.j2", "{% for line in raw.defines %}", "{% for line in raw.defines[1:] %}",
+     "pvalidate"),
+    ("software-code", "helpers.h.j2", "\t\treturn {{ o.software_code.name | ident }};",
+     "\t\treturn -1;", "pvalidate"),
+    ("retry-bounded", "helpers.h.j2", "} while ({{ raw.retry_while }});", "} while ({{ raw.rc.name | ident }} == 4);",
+     "rmpupdate"),
+    ("retry-bounded", "helpers.h.j2", "{% if raw.retry %}\n\tdo {", "{% if raw.retry %}\n\tif (1) {",
+     "rmpupdate"),
     ("asm-bytes", "helpers.h.j2", '"{{ insn.encoding | byte_directive }}"',
      '"{{ insn.encoding | byte_directive }}\\n\\t"'),
     ("asm-bytes", "helpers.h.j2", '"{{ insn.encoding | byte_directive }}"',
      '"{{ insn.encoding[1:] | byte_directive }}"'),
-    ("asm-clobbers", "helpers.h.j2", "{% for c in insn.clobbers %}", "{% for c in insn.clobbers[1:] %}"),
+    ("asm-clobbers", "helpers.h.j2", ": {{ raw.clobbers }});", ': "cc");'),
     ("helper-aligns", "helpers.h.j2", "ALIGN_DOWN({{ h.parameter | ident }}, {{ region | sz }})",
      "{{ h.parameter | ident }} & ~({{ region | sz }} - 1)"),
     ("no-pointer-packing", "helpers.h.j2", "{{ h.name | ident }}(phys_addr_t {{ h.parameter | ident }})",
@@ -54,22 +71,26 @@ MUTANTS = [
 ]  # fmt: skip
 
 
-def test_the_rendered_code_passes_every_review_rule(rmpopt):
-    assert review(rmpopt, render.render_spec(rmpopt)) == []
+@pytest.mark.parametrize("stem", sorted(p.stem for p in ISA.glob("*.yaml")))
+def test_the_rendered_code_passes_every_review_rule(stem):
+    spec = load(ISA / f"{stem}.yaml")
+    assert review(spec, render.render_spec(spec)) == []
 
 
 def test_every_rule_has_a_mutant():
     assert {r.name for r in RULES} == {m[0] for m in MUTANTS}
 
 
-@pytest.mark.parametrize("rule_name, template, old, new", MUTANTS, ids=[f"{m[0]}-{i}" for i, m in enumerate(MUTANTS)])
-def test_each_rule_catches_its_broken_template(rule_name, template, old, new, rmpopt, tmp_path):
+@pytest.mark.parametrize("mutant", MUTANTS, ids=[f"{m[0]}-{i}" for i, m in enumerate(MUTANTS)])
+def test_each_rule_catches_its_broken_template(mutant, tmp_path):
+    rule_name, template, old, new, *stem = mutant
+    spec = load(ISA / f"{stem[0] if stem else 'rmpopt'}.yaml")
     broken = tmp_path / "templates"
     shutil.copytree(render.TEMPLATES, broken)
     path = broken / template
     text = path.read_text()
     assert text.count(old) >= 1, f"mutation anchor not found in {template}: {old!r}"
     path.write_text(text.replace(old, new, 1))
-    files = render.render_spec(rmpopt, broken)
-    found = {name for name, _ in review(rmpopt, files)}
+    files = render.render_spec(spec, broken)
+    found = {name for name, _ in review(spec, files)}
     assert rule_name in found

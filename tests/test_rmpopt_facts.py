@@ -96,7 +96,7 @@ def test_encoding_differs_from_every_neighbour(rmpopt, facts):
     assert ours[1:] == clzero, "without its prefix RMPOPT reads as CLZERO"
 
 
-@covers("instruction.inputs[].register", "instruction.inputs[].kind", "instruction.inputs[].align", "instruction.inputs[].name", "instruction.table.region_size", "instruction.inputs[].points_to", "instruction.inputs[].access")
+@covers("instruction.inputs[].register", "instruction.inputs[].kind", "instruction.inputs[].align", "instruction.inputs[].name", "instruction.table.region_size", "instruction.inputs[].points_to", "instruction.inputs[].access", "instruction.inputs[].bytes")
 def test_inputs(rmpopt, facts):
     insn = rmpopt.instruction
     by_reg = {i.register: i for i in insn.inputs}
@@ -105,7 +105,7 @@ def test_inputs(rmpopt, facts):
     assert rax.startswith("system physical address") and by_reg["rax"].kind == "physical-address"
     assert "aligned down" in rax and by_reg["rax"].align == "region"
     assert insn.table.region_size == parse_gb(re.search(r"of a (\d+ GB) region", rax).group(1))
-    assert all(i.points_to is None and i.access is None for i in insn.inputs)  # no pointers
+    assert all(i.points_to is None and i.access is None and i.bytes is None for i in insn.inputs)
     assert facts["RCX (input)"].startswith("function code")
     assert by_reg["rcx"].kind == "function-code"
     # review requirement 1: parameters renamed pa_start, op_type
@@ -195,12 +195,13 @@ def test_requirements_and_assembler(rmpopt, facts):
     assert "knows an `rmpopt` mnemonic" in toolchain  # "No assembler tried (LLVM 22 ...) knows"
 
 
-@covers("kernel.raw_helper.name", "kernel.raw_helper.header", "kernel.helper.name", "kernel.helper.parameter", "kernel.helper.function", "kernel.enum.name")
+@covers("kernel.raw_helper.name", "kernel.raw_helper.header", "kernel.raw_helper.max_retries", "kernel.helper.name", "kernel.helper.parameter", "kernel.helper.function", "kernel.enum.name")
 def test_kernel_names(rmpopt, sheet):
     k = rmpopt.kernel
     m = re.search(r"`(\w+)\(u64 rax, u64 rcx\)`", sheet)
     assert k.raw_helper.name == m.group(1)
     assert re.search(rf"It lives in `{re.escape(k.raw_helper.header)}`", sheet)
+    assert k.raw_helper.max_retries is None  # RMPOPT has no return code to retry on
     m = re.search(r"A higher-level `(\w+)\((\w+)\)`", sheet)
     assert (k.helper.name, k.helper.parameter) == m.groups()
     assert k.helper.function.replace("_", " ") in re.search(r"0 = ([a-z ]+),", sheet).group(1)

@@ -146,6 +146,7 @@ void kgen_abort_case(const char *why)
 
 static u8 insn[MAX_INSN];
 static int insn_len;
+static bool oracle;	/* model=oracle: outputs from a hash of the inputs (see below) */
 static u64 region_size, region_entries;
 static u64 code_value[MAX_CODES];
 static char code_effect[MAX_CODES];	/* 's' scan-and-set, 'r' read */
@@ -324,6 +325,157 @@ static bool region_blocked(u64 start)
 	return false;
 }
 
+/*
+ * --- the oracle: instructions without a table model ------------------------
+ *
+ * For an instruction whose effect the mirror does not simulate (PVALIDATE,
+ * RMPUPDATE, ...), the outputs are a fixed function of the inputs: a hash
+ * of the input registers (a pointer operand counts by the bytes it points
+ * to) and of how often the same inputs came in a row.  codegen/oracle.py
+ * computes the same function.  The choice gives every path of a helper its
+ * turn: success, each listed return code, arbitrary values in RAX, each
+ * output flag, and retry codes at most three times in a row.
+ */
+#define MAX_REGS	3
+#define MEM_BYTES	4096
+#define RETRY_STREAK	3
+
+static char in_reg[MAX_REGS];	/* 'a', 'c', 'd': input registers, in spec order */
+static u64 in_mask[MAX_REGS];	/* the bits the C operand defines */
+static int nin;
+static char ptr_reg, ptr_access;	/* pointer operand: register and 'r', 'w' or 'b'oth */
+static unsigned long ptr_bytes;
+static bool rc_out;
+static u64 flag_mask;
+static u64 rc_value[MAX_CODES], retry_value[MAX_CODES];
+static int nrc, nretry;
+static u64 last_key, streak;
+static bool have_last;
+static u8 kgen_mem[MEM_BYTES] __attribute__((aligned(64)));
+
+static u64 mix(u64 x)
+{
+	x += 0x9e3779b97f4a7c15ULL;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+	return x ^ (x >> 31);
+}
+
+static u8 stream_byte(u64 seed, unsigned long i)
+{
+	return (u8)(mix(seed + i / 8) >> (8 * (i % 8)));
+}
+
+void *kgen_pointer_arg(u64 seed)
+{
+	for (unsigned long i = 0; i < ptr_bytes; i++)
+		kgen_mem[i] = stream_byte(seed, i);
+	return kgen_mem;
+}
+
+static u64 mem_hash(void)
+{
+	u64 h = 0;
+
+	for (unsigned long i = 0; i < ptr_bytes; i += 8) {
+		u64 chunk = 0;
+
+		for (unsigned long j = 0; j < 8 && i + j < ptr_bytes; j++)
+			chunk |= (u64)kgen_mem[i + j] << (8 * j);
+		h = mix(h ^ chunk);
+	}
+	return h;
+}
+
+static u64 *reg_of(struct kgen_regs *regs, char r)
+{
+	return r == 'a' ? &regs->rax : r == 'c' ? &regs->rcx : &regs->rdx;
+}
+
+static void put_mem(void)
+{
+	if (!room(2 * ptr_bytes + 2))
+		kgen_abort_case("output buffer full");
+	*op++ = ' ';
+	*op++ = '@';
+	for (unsigned long i = 0; i < ptr_bytes; i++) {
+		*op++ = "0123456789abcdef"[kgen_mem[i] >> 4];
+		*op++ = "0123456789abcdef"[kgen_mem[i] & 15];
+	}
+}
+
+static bool is_retry(u64 v)
+{
+	for (int i = 0; i < nretry; i++)
+		if (retry_value[i] == v)
+			return true;
+	return false;
+}
+
+static void oracle_trap(struct kgen_regs *regs)
+{
+	u64 key = 0, h, rax = regs->rax, flags = 0;
+
+	out_char(' ');
+	out_dec(cur_cpu);
+	for (int i = 0; i < nin; i++) {
+		u64 v = *reg_of(regs, in_reg[i]) & in_mask[i];
+
+		if (in_reg[i] == ptr_reg) {
+			if (v != (u64)(unsigned long)kgen_mem) {
+				out_str(" @?\n");
+				kgen_abort_case("the pointer operand does not hold the pointer argument");
+			}
+			v = mem_hash();
+			put_mem();
+		} else {
+			out_char(' ');
+			out_hex(v, 0);
+		}
+		key = mix(key ^ v);
+	}
+	streak = have_last && key == last_key ? streak + 1 : 0;
+	last_key = key;
+	have_last = true;
+	h = mix(key ^ mix(streak));
+	if (rc_out) {
+		switch (h % 8) {
+		case 4: case 5:
+			rax = nrc ? rc_value[mix(h) % (u64)nrc] : 0;
+			break;
+		case 6:
+			rax = mix(h ^ 1);
+			break;
+		case 7:
+			rax = (h >> 8) & 0xff;
+			break;
+		default:
+			rax = 0;
+		}
+		if (is_retry(rax) && streak >= RETRY_STREAK)
+			rax = 0;
+	}
+	flags = flag_mask & mix(h ^ 2) & mix(h ^ 3);
+	if (ptr_reg && ptr_access != 'r')
+		for (unsigned long i = 0; i < ptr_bytes; i++)
+			kgen_mem[i] = stream_byte(h ^ 4, i);
+	out_str(" =");
+	if (rc_out) {
+		out_char(' ');
+		out_hex(rax, 0);
+	}
+	if (flag_mask) {
+		out_str(" f=");
+		out_hex(flags, 0);
+	}
+	if (ptr_reg && ptr_access != 'r')
+		put_mem();
+	out_char('\n');
+	regs->rax = rax;
+	regs->flags = (regs->flags & ~flag_mask) | flags;
+	regs->rip += (u64)insn_len;
+}
+
 bool kgen_trap(struct kgen_regs *regs)
 {
 	const u8 *at = (const u8 *)regs->rip;
@@ -334,6 +486,10 @@ bool kgen_trap(struct kgen_regs *regs)
 		if (at[i] != insn[i])
 			return false;
 	event_begin('R');
+	if (oracle) {
+		oracle_trap(regs);
+		return true;
+	}
 	if (!room(64))
 		kgen_abort_case("output buffer full");
 	*op++ = ' ';
@@ -642,6 +798,10 @@ static void parse_spec(struct cursor *c)
 	const char *k, *v;
 	int kl, vl;
 
+	oracle = rc_out = false;
+	nin = nrc = nretry = 0;
+	ptr_reg = 0;
+	flag_mask = 0;
 	while (token(c, &k, &kl, &v, &vl)) {
 		const char *p = v, *end = v + vl;
 
@@ -655,6 +815,40 @@ static void parse_spec(struct cursor *c)
 			region_size = num(v, vl);
 		} else if (is(k, kl, "entries")) {
 			region_entries = num(v, vl);
+		} else if (is(k, kl, "model")) {
+			oracle = is(v, vl, "oracle");
+		} else if (is(k, kl, "in")) {	/* in=a64,c8,...: register and defined bits */
+			for (nin = 0; p < end && nin < MAX_REGS; p++) {
+				u64 bits;
+
+				in_reg[nin] = *p++;
+				bits = number(&p, end);
+				in_mask[nin++] = bits >= 64 ? ~0ULL : (1ULL << bits) - 1;
+				if (p >= end)
+					break;
+			}
+		} else if (is(k, kl, "ptr")) {
+			ptr_reg = p[0];
+			p += 2;
+			ptr_bytes = (unsigned long)number(&p, end);
+			ptr_access = p + 1 < end ? p[1] : 'r';
+			if (ptr_bytes > MEM_BYTES)
+				ptr_bytes = MEM_BYTES;
+		} else if (is(k, kl, "rc")) {
+			rc_out = true;
+			for (nrc = 0; p < end && nrc < MAX_CODES; p++) {
+				rc_value[nrc++] = number(&p, end);
+				if (p >= end)
+					break;
+			}
+		} else if (is(k, kl, "retry")) {
+			for (nretry = 0; p < end && nretry < MAX_CODES; p++) {
+				retry_value[nretry++] = number(&p, end);
+				if (p >= end)
+					break;
+			}
+		} else if (is(k, kl, "flags")) {
+			flag_mask = num(v, vl);
 		} else if (is(k, kl, "codes")) {
 			for (ncodes = 0; p < end && ncodes < MAX_CODES; p++) {
 				code_value[ncodes] = number(&p, end);
@@ -687,6 +881,8 @@ static void reset_case(void)
 	nworks = 0;
 	events = budget = steps = 0;
 	out_full = false;
+	have_last = false;
+	streak = 0;
 }
 
 static const struct kgen_form *find_form(const char *s, int len)
@@ -712,9 +908,8 @@ static void run_action(const struct kgen_form *form, const char *a, const char *
 		p = a + 2;
 		advance(number(&p, end));
 	} else if ((a[0] == 'h' || a[0] == 'r') && a[1] == ':') {
-		u64 args[8];
+		u64 args[8], ret;
 		int n = 0;
-		bool ret;
 
 		p = a + 2;
 		cur_cpu = (unsigned int)number(&p, end);
@@ -726,7 +921,9 @@ static void run_action(const struct kgen_form *form, const char *a, const char *
 		ret = a[0] == 'h' ? kgen_call_helper(args[0]) : kgen_call_raw(args);
 		in_ipi--;
 		event_begin('V');
-		out_str(ret ? " 1\n" : " 0\n");
+		out_char(' ');
+		out_hex(ret, 0);
+		out_char('\n');
 	} else {
 		kgen_abort_case("unknown action");
 	}

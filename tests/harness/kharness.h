@@ -44,8 +44,14 @@ struct kgen_form {
 };
 extern const struct kgen_form kgen_forms[];
 extern const int kgen_nforms;
-bool kgen_call_helper(u64 pa);
-bool kgen_call_raw(const u64 *args);
+u64 kgen_call_helper(u64 pa);
+u64 kgen_call_raw(const u64 *args);
 extern const int kgen_raw_nargs;
+
+/*
+ * The memory a pointer operand points to: filled from @seed (see core.c) and
+ * handed to the helper in place of the argument.
+ */
+void *kgen_pointer_arg(u64 seed);
 
 #endif /* KHARNESS_H */
