@@ -40,6 +40,7 @@ class Unit:
 
     name: str  # e.g. "rmpopt-kthread"
     source: Path
+    includes: tuple[str, ...] = ()  # -I options searched before the generated tree
 
 
 def write_files(files: dict[str, str], root: Path) -> None:
@@ -87,20 +88,32 @@ def call_unit(spec: Spec, include: str) -> str:
     )
 
 
-def units(spec: Spec, gen_root: Path, work: Path) -> list[Unit]:
+def units(spec: Spec, gen_root: Path, work: Path, reference: tuple[Path, ...] = ()) -> list[Unit]:
     """The generated files as translation units, each with its harness entry points.
 
     The header unit adds kgen_call_helper()/kgen_call_raw() around the
     helpers; each sweep unit adds kgen_entry_<kind>(), which calls the
     worker's setup, trigger and teardown, so no static function is unused;
     a last unit lists the forms.  Nothing in the generated files changes.
+
+    With ``reference`` (include directories of a kernel tree), the helper
+    unit includes the kernel's own header instead, as ``#include <asm/...>``,
+    and calls the kernel's helper of the same name: the same cases then test
+    the kernel's hand-written code.
     """
     k, insn = spec.kernel, spec.instruction
+    if reference and k.sweep is not None:
+        raise BuildError("a reference replaces the low-level helper only; this spec also has a sweep")
     result = []
     forms = []
     for out in outputs(spec):
         src = gen_root / out.path
-        if out.worker is None:
+        includes: tuple[str, ...] = ()
+        if out.worker is None and reference:
+            body = call_unit(spec, f"#include <{include_split(k.raw_helper.header)[1]}>")
+            name = f"{insn.mnemonic}-reference"
+            includes = tuple(opt for d in reference for opt in ("-I", str(d)))
+        elif out.worker is None:
             body = call_unit(spec, f'#include "{src}"')
             name = f"{insn.mnemonic}-helpers"
         else:
@@ -118,7 +131,7 @@ def units(spec: Spec, gen_root: Path, work: Path) -> list[Unit]:
             name = f"{insn.mnemonic}-{w.kind}"
         path = work / f"{name}.c"
         path.write_text(body)
-        result.append(Unit(name, path))
+        result.append(Unit(name, path, includes))
     table = "".join(f'\t{{ "{kind}", {entry} }},\n' for kind, entry in forms)
     decls = "".join(f"void {entry}(int which);\n" for _, entry in forms)
     path = work / f"{insn.mnemonic}-forms.c"
@@ -136,7 +149,7 @@ def compile_object(compiler: Compiler, unit: Unit, spec: Spec, gen_root: Path,
     obj = (out_dir or unit.source.parent) / stem
     cmd = compiler.command(
         *KERNEL_WARNINGS, *HARNESS_FLAGS, opt, "-c", "-include", str(SHIM_HEADER),
-        *include_dirs(spec, gen_root), "-o", str(obj), str(unit.source),
+        *unit.includes, *include_dirs(spec, gen_root), "-o", str(obj), str(unit.source),
     )  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -182,7 +195,8 @@ def _cache_dir() -> Path:
 
 def build_harness(compiler: Compiler, spec: Spec, files: dict[str, str], work: Path,
                   opts: tuple[str, ...] = ("-O0", "-O2", "-Os"),
-                  front_ends: tuple[str, ...] = ("native", "emulated")) -> list[Harness]:  # fmt: skip
+                  front_ends: tuple[str, ...] = ("native", "emulated"),
+                  reference: tuple[Path, ...] = ()) -> list[Harness]:  # fmt: skip
     """Compile the generated files once per optimisation level and link the front ends.
 
     The harness's own code does not depend on the spec: it is built once,
@@ -190,7 +204,7 @@ def build_harness(compiler: Compiler, spec: Spec, files: dict[str, str], work: P
     """
     gen_root = work / "gen"
     write_files(files, gen_root)
-    tus = units(spec, gen_root, work)
+    tus = units(spec, gen_root, work, reference)
     flags = [*KERNEL_WARNINGS, *HARNESS_FLAGS, "-O2", "-include", str(SHIM_HEADER),
              "-I", str(HARNESS_DIR), "-I", str(SHIM_DIR)]  # fmt: skip
     core_obj = _cached_object(compiler, "core", flags, work)

@@ -513,14 +513,20 @@ def _bytes(n: int) -> str:
 @click.option("--generated", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Compile the files in this directory (as kgen render writes them) "
                    "instead of a fresh render.")  # fmt: skip
+@click.option("--reference", multiple=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Run the kernel's own helper instead: an include directory (repeat) where "
+                   "the spec's header, e.g. asm/sev.h, and what it includes are found.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
-def compare(specs, count, seed, only, engine, opts, keep_going, generated, as_json) -> None:
+def compare(specs, count, seed, only, engine, opts, keep_going, generated, reference,
+            as_json) -> None:  # fmt: skip
     """Compile the generated C with clang and check it against the mirror.
 
     The generated code runs in a trap harness that executes the real
     instruction bytes; its trace (every instruction with its registers,
     cross-CPU calls, cond_resched() calls, log lines, helper results) must
-    equal the mirror's for every case at every optimisation level.
+    equal the mirror's for every case at every optimisation level.  With
+    --reference, the kernel's hand-written helper of the same name is held
+    to the same trace.
     """
     from . import compare as cmp
     from .build import BuildError
@@ -556,7 +562,7 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, as_js
         try:
             result = cmp.compare(spec, compiler, choice, seed, count, opts, only, files=files,
                                  generated_dir=generated, keep_going=keep_going,
-                                 progress=bar)  # fmt: skip
+                                 progress=bar, reference=tuple(reference))  # fmt: skip
         except (BuildError, ValueError, RuntimeError) as exc:
             click.echo(f"kgen: {spec.path}: {exc}", err=True)
             sys.exit(1)

@@ -23,7 +23,7 @@ from . import mirror
 from .build import Harness, build_harness
 from .host import EngineChoice
 from .model import Spec
-from .spec import load
+from .spec import parse
 from .toolchain import Compiler
 
 DEFAULT_OPTS = ("-O0", "-O2", "-Os")
@@ -76,6 +76,7 @@ class Job:
     """One chunk of cases, run at every optimisation level by one worker process."""
 
     spec_path: str
+    spec_text: str  # the spec as compared: workers parse it rather than reread the file
     levels: tuple[tuple[str, Path], ...]  # (opt, harness binary)
     engine: str
     guard: int | None
@@ -157,7 +158,7 @@ def _first_difference(job: Job, opt: str, chosen, wanted, out: str):
 
 def run_job(job: Job) -> list[tuple[str, LevelStats, Mismatch | None]]:
     """Run one chunk at every level and compare with the mirror; runs in a worker process."""
-    spec = load(job.spec_path)
+    spec = parse(job.spec_text, job.spec_path)
     all_cases = case_gen.generate(spec, job.seed, job.count)
     chosen = [all_cases[i] for i in job.ids]
     wanted = [case_gen.expected(spec, c) for c in chosen]
@@ -203,9 +204,13 @@ def _chunks(spec: Spec, all_cases: tuple, ids: list[int], parts: int) -> list[tu
 def compare(spec: Spec, compiler: Compiler, engine: EngineChoice, seed: int, count: int,
             opts: tuple[str, ...] = DEFAULT_OPTS, only: int | None = None,
             files: dict[str, str] | None = None, generated_dir: Path | None = None,
-            keep_going: bool = False,
-            progress=None, workers: int | None = None) -> Result:  # fmt: skip
-    """Build the harness for ``spec`` (or ``files``), run the cases, compare with the mirror."""
+            keep_going: bool = False, progress=None, workers: int | None = None,
+            reference: tuple[Path, ...] = ()) -> Result:  # fmt: skip
+    """Build the harness for ``spec`` (or ``files``), run the cases, compare with the mirror.
+
+    With ``reference`` (kernel include directories), the kernel's own helper
+    of the spec's name is run instead of the generated one (see build.units).
+    """
     from .render import render_spec
 
     start = time.perf_counter()
@@ -213,6 +218,7 @@ def compare(spec: Spec, compiler: Compiler, engine: EngineChoice, seed: int, cou
     reproduce = f"kgen compare {spec.path} --seed {seed} --cases {count} --engine {engine.engine}"
     if generated_dir is not None:
         reproduce += f" --generated {generated_dir}"
+    reproduce += "".join(f" --reference {d}" for d in reference)
     all_cases = case_gen.generate(spec, seed, count)
     ids = [only] if only is not None else list(range(len(all_cases)))
     if only is not None and not 0 <= only < len(all_cases):
@@ -221,14 +227,14 @@ def compare(spec: Spec, compiler: Compiler, engine: EngineChoice, seed: int, cou
     with tempfile.TemporaryDirectory(prefix="kgen-compare-") as tmp:
         harnesses: list[Harness] = build_harness(
             compiler, spec, files if files is not None else render_spec(spec), Path(tmp), opts,
-            ("native",) if engine.engine == "native" else ("emulated",),
+            ("native",) if engine.engine == "native" else ("emulated",), reference,
         )
         result.build_seconds = time.perf_counter() - start
         levels = tuple(
             (h.opt, h.native if engine.engine == "native" else h.emulated) for h in harnesses
         )
         jobs = [
-            Job(spec.path, levels, engine.engine, engine.guard, seed, count, chunk, reproduce)
+            Job(spec.path, spec.source, levels, engine.engine, engine.guard, seed, count, chunk, reproduce)
             for chunk in _chunks(spec, all_cases, ids, 8 * (workers or os.cpu_count() or 1))
         ]  # fmt: skip
         total = len(jobs)
