@@ -9,6 +9,7 @@ through the same trap harness on the same cases, which include the CF path
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,12 @@ def test_a_wrong_type_fails_against_the_kernel():
 
 def test_the_oracle_needs_no_table():
     assert all(oracle.uses_oracle(load(ISA / f"{n}.yaml")) for n in HELPERS)
+
+
+def test_software_code_is_the_kernels():
+    """PVALIDATE_FAIL_NOUPDATE has the kernel's value."""
+    text = (KERNEL_INCLUDE / "asm" / "sev.h").read_text()
+    for name in HELPERS:
+        for o in load(ISA / f"{name}.yaml").instruction.outputs:
+            if o.software_code:
+                assert re.search(rf"^#define {o.software_code.name}\s+{o.software_code.value}$", text, re.M)
