@@ -121,10 +121,10 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
     for spec in loaded:
         insn = spec.instruction
         codes = len(insn.function_codes.codes) if insn.function_codes else 0
-        click.echo(
-            f"{spec.path}: ok ({insn.mnemonic}: {len(insn.encoding)} encoding bytes, "
-            f"{len(insn.inputs)} inputs, {len(insn.outputs)} outputs, {codes} function codes)"
-        )
+        counts = [(len(insn.encoding), "encoding byte"), (len(insn.inputs), "input"),
+                  (len(insn.outputs), "output"), (codes, "function code")]  # fmt: skip
+        click.echo(f"{spec.path}: ok ({insn.mnemonic}: "
+                   + ", ".join(f"{n} {what}{'' if n == 1 else 's'}" for n, what in counts) + ")")
 
 
 def _changes_since(spec: Spec, base: str) -> dict:
