@@ -74,6 +74,8 @@ GeneralRegister = Literal[
     "rax", "rbx", "rcx", "rdx", "rsi", "rdi",
     "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
 ]  # fmt: skip
+# GCC's asm constraint letter for each register that has one
+CONSTRAINT_LETTER = {"rax": "a", "rbx": "b", "rcx": "c", "rdx": "d", "rsi": "S", "rdi": "D"}
 Flag = Literal["cf", "zf", "sf", "of", "pf"]
 CpuidRegister = Literal["eax", "ebx", "ecx", "edx"]
 ScalarType = Literal["u8", "u16", "u32", "u64", "bool", "int", "unsigned long", "pointer"]

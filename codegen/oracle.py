@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .model import OPERAND_BITS, Input, Spec
+from .model import CONSTRAINT_LETTER, OPERAND_BITS, Input, Spec
 
 MASK64 = (1 << 64) - 1
 RETRY_STREAK = 3
 FLAG_BITS = {"cf": 0, "pf": 2, "zf": 6, "sf": 7, "of": 11}
-REGISTER_LETTER = {"rax": "a", "rcx": "c", "rdx": "d"}
+HARNESS_REGISTERS = ("rax", "rcx", "rdx")  # what the trap handler reads and writes
 ACCESS_LETTER = {"read": "r", "write": "w", "read-write": "b"}
 
 
@@ -39,7 +39,7 @@ def harness_limit(spec: Spec) -> str | None:
     if not uses_oracle(spec):
         return None
     for i in spec.instruction.inputs:
-        if i.register not in REGISTER_LETTER:
+        if i.register not in HARNESS_REGISTERS:
             return f"input {i.name} is in {i.register.upper()}; the harness passes RAX, RCX and RDX"
     for o in spec.instruction.outputs:
         if o.register and o.register != "rax":
@@ -190,11 +190,11 @@ def spec_fields(spec: Spec) -> list[str]:
     insn = spec.instruction
     fields = [
         "model=oracle",
-        "in=" + ",".join(f"{REGISTER_LETTER[i.register]}{operand_bits(i)}" for i in insn.inputs),
+        "in=" + ",".join(f"{CONSTRAINT_LETTER[i.register]}{operand_bits(i)}" for i in insn.inputs),
     ]
     ptr = pointer_input(spec)
     if ptr is not None:
-        fields.append(f"ptr={REGISTER_LETTER[ptr.register]}:{ptr.bytes}:{ACCESS_LETTER[ptr.access]}")
+        fields.append(f"ptr={CONSTRAINT_LETTER[ptr.register]}:{ptr.bytes}:{ACCESS_LETTER[ptr.access]}")
     rc = next((o for o in insn.outputs if o.register and not o.flag), None)
     if rc is not None:
         fields.append("rc=" + ",".join(f"{c.value:#x}" for c in rc.codes))

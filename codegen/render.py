@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import jinja2
 
 from . import __version__
-from .model import Spec, Worker
+from .model import CONSTRAINT_LETTER, Spec, Worker
 from .spec import retry_limit_name, text_problem
 
 def _templates_dir() -> Path:
@@ -37,7 +37,6 @@ def _templates_dir() -> Path:
 TEMPLATES = _templates_dir()
 LINE_LIMIT = 100
 
-_REGISTER_CONSTRAINT = {"rax": "a", "rbx": "b", "rcx": "c", "rdx": "d", "rsi": "S", "rdi": "D"}
 _SIZE_SUFFIX = ((40, "T"), (30, "G"), (20, "M"), (10, "K"), (0, ""))
 
 
@@ -103,9 +102,9 @@ def f_register(name: str) -> C:
 
 
 def _constraint_letter(register: str) -> str:
-    if register not in _REGISTER_CONSTRAINT:
+    if register not in CONSTRAINT_LETTER:
         raise RenderError(f"register {register} has no asm constraint letter")
-    return _REGISTER_CONSTRAINT[register]
+    return CONSTRAINT_LETTER[register]
 
 
 def f_input_constraint(register: str) -> C:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from .model import Spec
+from .model import CONSTRAINT_LETTER, Spec
 from .render import f_sz, outputs
 
 Files = dict[str, str]
@@ -80,9 +80,6 @@ def _comment_before(text: str, anchor: str) -> str:
     return text[start:at] if at > 0 and start >= 0 else ""
 
 
-_LETTER = {"rax": "a", "rbx": "b", "rcx": "c", "rdx": "d", "rsi": "S", "rdi": "D"}
-
-
 def _return_output(spec: Spec):
     return next((o for o in spec.instruction.outputs if o.register and not o.flag), None)
 
@@ -116,10 +113,10 @@ def raw_helper_shape(spec: Spec, files: Files) -> list[str]:
     for o in insn.outputs:
         if o.flag and f'"=@cc{o.flag[0]}" ({o.name})' not in body:
             problems.append(f"{raw} does not return {o.flag.upper()} through a \"=@cc\" output")
-    if rc and f'"={_LETTER.get(rc.register)}" ({rc.name})' not in body:
+    if rc and f'"={CONSTRAINT_LETTER.get(rc.register)}" ({rc.name})' not in body:
         problems.append(f"{raw} does not take {rc.name} from {rc.register.upper()}")
     for i in insn.inputs:
-        letter = _LETTER.get(i.register)
+        letter = CONSTRAINT_LETTER.get(i.register)
         if letter and f'"{letter}" ({i.name})' not in body:
             problems.append(f"{i.name} is not passed in {i.register.upper()}")
     return problems

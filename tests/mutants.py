@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from codegen.model import Spec
+from codegen.model import CONSTRAINT_LETTER, Spec
 from codegen.render import f_sz
 
 
@@ -105,14 +105,11 @@ def catalogue(spec: Spec) -> list[Mutant]:
     ]  # fmt: skip
 
 
-_LETTER = {"rax": "a", "rcx": "c", "rdx": "d"}
-
-
 def helper_catalogue(spec: Spec) -> list[Mutant]:
     """Defects in a low-level helper with return codes, pointers or a software code."""
     insn, raw = spec.instruction, spec.kernel.raw_helper.name
     M = Mutant
-    ins = [(i, f'"{_LETTER[i.register]}" ({i.name})') for i in insn.inputs]
+    ins = [(i, f'"{CONSTRAINT_LETTER[i.register]}" ({i.name})') for i in insn.inputs]
     rc = next((o for o in insn.outputs if o.register and not o.flag), None)
     enc = [b.byte for b in insn.encoding]
     byte = ".byte " + ", ".join(f"{b:#04x}" for b in enc)
@@ -121,7 +118,7 @@ def helper_catalogue(spec: Spec) -> list[Mutant]:
     if len(ins) >= 2:
         (x, cx), (y, cy) = ins[-2], ins[-1]
         out.append(M(f"swap the {x.register.upper()} and {y.register.upper()} operands", "header",
-                     f"{cx}, {cy}", f'"{_LETTER[y.register]}" ({x.name}), "{_LETTER[x.register]}" ({y.name})',
+                     f"{cx}, {cy}", f'"{CONSTRAINT_LETTER[y.register]}" ({x.name}), "{CONSTRAINT_LETTER[x.register]}" ({y.name})',
                      "compare"))  # fmt: skip
     for i in insn.inputs:
         if i.type == "bool":
@@ -149,11 +146,11 @@ def helper_catalogue(spec: Spec) -> list[Mutant]:
         if i.type == "pointer":
             addr = next(j for j in insn.inputs if j is not i)
             # -Wunused-parameter: the pointer is never used
-            out.append(M("the pointer operand gets the address", "header", f'"{_LETTER[i.register]}" ({i.name})',
-                         f'"{_LETTER[i.register]}" ({addr.name})', "build"))  # fmt: skip
+            out.append(M("the pointer operand gets the address", "header", f'"{CONSTRAINT_LETTER[i.register]}" ({i.name})',
+                         f'"{CONSTRAINT_LETTER[i.register]}" ({addr.name})', "build"))  # fmt: skip
             out.append(M("the pointer operand gets the address, pointer kept", "header",
-                         f'"{_LETTER[i.register]}" ({i.name})',
-                         f'"{_LETTER[i.register]}" ({addr.name} + 0 * (u64){i.name})', "compare"))  # fmt: skip
+                         f'"{CONSTRAINT_LETTER[i.register]}" ({i.name})',
+                         f'"{CONSTRAINT_LETTER[i.register]}" ({addr.name} + 0 * (u64){i.name})', "compare"))  # fmt: skip
     return out
 
 
