@@ -531,6 +531,7 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
     from . import compare as cmp
     from .build import BuildError
     from .host import choose_engine
+    from .oracle import harness_limit
     from .toolchain import ToolchainError, find_clang
 
     loaded = load_specs(specs)
@@ -539,8 +540,6 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
     except ToolchainError as exc:
         click.echo(f"kgen: {exc}", err=True)
         sys.exit(1)
-    from .oracle import harness_limit
-
     choice = choose_engine(engine)
     opts = tuple(opts) or cmp.DEFAULT_OPTS
     reports, failed = [], False

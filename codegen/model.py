@@ -257,6 +257,10 @@ class Instruction(Node):
     requires: Annotated[tuple[CommentText, ...], Doc("conditions for the instruction to work")] = ()
     references: tuple[CommentText, ...] = ()
 
+    def return_output(self) -> Output | None:
+        """The register output the low-level helper returns (the loader allows one)."""
+        return next((o for o in self.outputs if o.register and not o.flag), None)
+
 
 @dataclass(frozen=True)
 class RawHelper(Node):

@@ -87,7 +87,7 @@ def return_value(spec: Spec, rax: int, flags: int) -> int:
     for o in insn.outputs:
         if o.flag and o.software_code and flags >> FLAG_BITS[o.flag] & 1:
             return o.software_code.value
-    rc = next((o for o in insn.outputs if o.register and not o.flag), None)
+    rc = insn.return_output()
     if rc is None:
         flag = next((o for o in insn.outputs if o.flag), None)
         return flags >> FLAG_BITS[flag.flag] & 1 if flag else 0
@@ -106,18 +106,20 @@ class Oracle:
     spec: Spec
     last: int | None = None
     streak: int = 0
-    codes: tuple[int, ...] = field(init=False)
-    retry: frozenset[int] = field(init=False)
-    flag_mask: int = field(init=False)
+    returns_rax: bool = field(init=False)
+    codes: tuple[int, ...] = field(init=False)  # listed return codes, retry codes among them
+    retry: tuple[int, ...] = field(init=False)
+    flag_mask: int = field(init=False)  # RFLAGS bits of the output flags
 
     def __post_init__(self) -> None:
-        rc = next((o for o in self.spec.instruction.outputs if o.register and not o.flag), None)
-        self.codes = tuple(c.value for c in rc.codes) if rc else ()
-        self.retry = frozenset(c.value for c in rc.codes if c.retry) if rc else frozenset()
+        insn = self.spec.instruction
+        rc = insn.return_output()
         self.returns_rax = rc is not None
-        self.flag_mask = sum(1 << FLAG_BITS[o.flag] for o in self.spec.instruction.outputs if o.flag)
+        self.codes = tuple(c.value for c in rc.codes) if rc else ()
+        self.retry = tuple(c.value for c in rc.codes if c.retry) if rc else ()
+        self.flag_mask = sum(1 << FLAG_BITS[o.flag] for o in insn.outputs if o.flag)
 
-    def execute(self, values: list[int], memory: bytes | None, rax: int) -> tuple[int, int, bytes | None]:
+    def execute(self, values: list[int], memory: bytes | None) -> tuple[int, int, bytes | None]:
         """(RAX, output flags, memory after) for inputs ``values`` (a pointer by its hash)."""
         key = 0
         for v in values:
@@ -125,6 +127,7 @@ class Oracle:
         self.streak = self.streak + 1 if self.last == key else 0
         self.last = key
         h = mix(key ^ mix(self.streak))
+        rax = 0
         if self.returns_rax:
             pick = h % 8
             if pick in (4, 5):
@@ -133,8 +136,6 @@ class Oracle:
                 rax = mix(h ^ 1)
             elif pick == 7:
                 rax = (h >> 8) & 0xFF
-            else:
-                rax = 0
             if rax in self.retry and self.streak >= RETRY_STREAK:
                 rax = 0
         flags = self.flag_mask & mix(h ^ 2) & mix(h ^ 3)
@@ -162,12 +163,11 @@ def call(spec: Spec, oracle: Oracle, cpu: int, args: list[int]) -> tuple[list[st
             v = parameter_value(i, arg)
             values.append(v)
             shown.append(f"{v:#x}")
-    rax = 0
     written = ptr is not None and ptr.access != "read"
     lines = []
     retries = 0
     while True:
-        rax, flags, after = oracle.execute(values, memory, rax)
+        rax, flags, after = oracle.execute(values, memory)
         out = [f"{rax:#x}"] if oracle.returns_rax else []
         if oracle.flag_mask:
             out.append(f"f={flags:#x}")
@@ -195,13 +195,11 @@ def spec_fields(spec: Spec) -> list[str]:
     ptr = pointer_input(spec)
     if ptr is not None:
         fields.append(f"ptr={CONSTRAINT_LETTER[ptr.register]}:{ptr.bytes}:{ACCESS_LETTER[ptr.access]}")
-    rc = next((o for o in insn.outputs if o.register and not o.flag), None)
-    if rc is not None:
-        fields.append("rc=" + ",".join(f"{c.value:#x}" for c in rc.codes))
-        retry = [c.value for c in rc.codes if c.retry]
-        if retry:
-            fields.append("retry=" + ",".join(f"{v:#x}" for v in retry))
-    flags = sum(1 << FLAG_BITS[o.flag] for o in insn.outputs if o.flag)
-    if flags:
-        fields.append(f"flags={flags:#x}")
+    model = Oracle(spec)
+    if model.returns_rax:
+        fields.append("rc=" + ",".join(f"{v:#x}" for v in model.codes))
+    if model.retry:
+        fields.append("retry=" + ",".join(f"{v:#x}" for v in model.retry))
+    if model.flag_mask:
+        fields.append(f"flags={model.flag_mask:#x}")
     return fields

@@ -142,10 +142,6 @@ def f_tab(text: str, depth: int = 1) -> str:
     return "".join(pad + line if line.strip() else line for line in text.splitlines(True))
 
 
-def f_ms(value: int) -> C:
-    return _c(str(value))
-
-
 def f_duration(ms: int) -> C:
     """10000 -> '10 s', for comments."""
     return _c(f"{ms // 1000} s" if ms % 1000 == 0 and ms else f"{ms} ms")
@@ -164,7 +160,7 @@ FILTERS = {
     "flag_constraint": f_flag_constraint,
     "cstring": f_cstring,
     "comment": f_comment,
-    "ms": f_ms,
+    "ms": f_dec,
     "dec": f_dec,
     "duration": f_duration,
 }
@@ -279,7 +275,7 @@ def _comment_line(text: str) -> str:
 
 def raw_shape(spec: Spec) -> RawShape:
     insn, raw = spec.instruction, spec.kernel.raw_helper
-    rc = next((o for o in insn.outputs if o.register and not o.flag), None)
+    rc = insn.return_output()
     flags = tuple(o for o in insn.outputs if o.flag)
     entries: list[tuple[str, str, int]] = []  # (comment, name, value)
     mnemonic = insn.mnemonic.upper()

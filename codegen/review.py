@@ -80,12 +80,8 @@ def _comment_before(text: str, anchor: str) -> str:
     return text[start:at] if at > 0 and start >= 0 else ""
 
 
-def _return_output(spec: Spec):
-    return next((o for o in spec.instruction.outputs if o.register and not o.flag), None)
-
-
 def _return_type(spec: Spec) -> str:
-    rc = _return_output(spec)
+    rc = spec.instruction.return_output()
     return rc.type if rc else "bool" if any(o.flag for o in spec.instruction.outputs) else "void"
 
 
@@ -102,7 +98,7 @@ def raw_helper_shape(spec: Spec, files: Files) -> list[str]:
         for i in insn.inputs
     )
     ret = _return_type(spec)
-    rc = _return_output(spec)
+    rc = spec.instruction.return_output()
     problems = []
     if not path.endswith(spec.kernel.raw_helper.header):
         problems.append(f"helpers are not in {spec.kernel.raw_helper.header}")
@@ -146,7 +142,7 @@ def retry_bounded(spec: Spec, files: Files) -> list[str]:
     from .spec import retry_limit_name
 
     _, text = _header(spec, files)
-    rc = _return_output(spec)
+    rc = spec.instruction.return_output()
     retry = [c.name for c in (rc.codes if rc else ()) if c.retry]
     body = _function(text, spec.kernel.raw_helper.name) or ""
     if re.search(r"while \((1|true)\)|for \(;;\)", body):

@@ -110,7 +110,7 @@ def helper_catalogue(spec: Spec) -> list[Mutant]:
     insn, raw = spec.instruction, spec.kernel.raw_helper.name
     M = Mutant
     ins = [(i, f'"{CONSTRAINT_LETTER[i.register]}" ({i.name})') for i in insn.inputs]
-    rc = next((o for o in insn.outputs if o.register and not o.flag), None)
+    rc = insn.return_output()
     enc = [b.byte for b in insn.encoding]
     byte = ".byte " + ", ".join(f"{b:#04x}" for b in enc)
     out = [M("drop the prefix byte", "header", byte, ".byte " + ", ".join(f"{b:#04x}" for b in enc[1:]),
