@@ -107,9 +107,9 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
         click.echo(json.dumps(report, indent=2))
         sys.exit(0 if ok else 1)
     for d in cross.notes:
-        click.echo(f"{d.mark}: note: {d.message}")
+        click.echo(str(d))
     for path, rule, message in findings:
-        click.echo(f"{path}: review [{rule}]: {message}", err=True)
+        click.echo(f"{path}: error: review [{rule}]: {message}", err=True)
     if cross.problems:
         report_problems(SpecError(cross.problems))
     for change in changes:
@@ -249,7 +249,7 @@ def cross_findings(specs: list[Spec]):
         found.notes.extend(by_assembler.notes)
     except ToolchainError as exc:
         found.notes.append(Diagnostic(Mark(specs[0].path, 0, 0),
-                                      f"encodings not checked against an assembler: {exc}"))  # fmt: skip
+                                      f"encodings not checked against an assembler: {exc}", "note"))  # fmt: skip
     keep = {s.path for s in specs}
     found.problems[:] = [d for d in found.problems if d.mark.path in keep]
     found.notes[:] = [d for d in found.notes if d.mark.path in keep]

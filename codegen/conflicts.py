@@ -69,7 +69,7 @@ def assembler_check(specs: list[Spec], compiler: Compiler) -> Findings:
         mark = insn.mark("encoding")
         if got is None:
             notes.append(Diagnostic(mark, f"{compiler.name} does not know '{insn.mnemonic}': "
-                                    "its bytes are not checked against an assembler"))  # fmt: skip
+                                    "its bytes are not checked against an assembler", "note"))  # fmt: skip
         elif got != data:
             problems.append(Diagnostic(mark, f"{compiler.name} assembles '{insn.mnemonic}' as "
                                        f"{_hex(tuple(got))}, not {_hex(tuple(data))}"))  # fmt: skip
@@ -103,7 +103,7 @@ def cross_check(specs: list[Spec], known: tuple[KnownEncoding, ...] | None = Non
                 notes.append(Diagnostic(mark, (
                     f"without its {_hex(tuple(prefixes))} prefix, {mnemonic} is "
                     f"{entry.mnemonic} ({where}): a CPU that ignores the prefix runs "
-                    f"{entry.mnemonic.upper()}")))  # fmt: skip
+                    f"{entry.mnemonic.upper()}"), "note"))  # fmt: skip
     seen: dict[str, tuple[Spec, Mark]] = {}
     for spec in specs:
         for name, mark in kernel_names(spec):

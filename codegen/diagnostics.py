@@ -14,9 +14,17 @@ class Mark:
     col: int
 
     def __str__(self) -> str:
+        path = shown_path(self.path)
         if self.line == 0:
-            return self.path
-        return f"{self.path}:{self.line}:{self.col}"
+            return path
+        return f"{path}:{self.line}:{self.col}"
+
+
+def shown_path(path: str) -> str:
+    """A path as a one-line message shows it: control characters escaped."""
+    if path.isprintable():
+        return path
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in path)
 
 
 def quote(value: object, limit: int = 48) -> str:
@@ -27,13 +35,14 @@ def quote(value: object, limit: int = 48) -> str:
 
 @dataclass(frozen=True)
 class Diagnostic:
-    """One problem, printed as ``path:line:col: message``."""
+    """One problem, printed as gcc prints one: ``path:line:col: error: message``."""
 
     mark: Mark
     message: str
+    severity: str = "error"  # or "note"
 
     def __str__(self) -> str:
-        return f"{self.mark}: {self.message}"
+        return f"{self.mark}: {self.severity}: {self.message}"
 
 
 class SpecError(Exception):

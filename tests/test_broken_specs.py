@@ -13,7 +13,7 @@ from tests.broken import regen
 
 BROKEN = Path(regen.__file__).parent
 CASES = sorted(BROKEN.glob("[0-9][0-9]-*.yaml"))
-DIAGNOSTIC = re.compile(r"^(?P<path>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<msg>.+)$")
+DIAGNOSTIC = re.compile(r"^(?P<path>[^:]+):(?P<line>\d+):(?P<col>\d+): error: (?P<msg>.+)$")
 
 
 def expectations(path: Path) -> list[str]:
@@ -39,7 +39,7 @@ def test_broken_spec_reports_exactly_its_defect(case, run_kgen):
     problems = lines[:-1]
     for line in problems:
         assert DIAGNOSTIC.match(line), f"not path:line:col: message: {line!r}"
-    got = [line.removeprefix(f"{rel}:") for line in problems]
+    got = [line.removeprefix(f"{rel}:").replace(" error: ", " ", 1) for line in problems]
     assert got == expectations(case)
 
 

@@ -52,7 +52,7 @@ def test_usage_errors_exit_2(run_kgen, args):
 def test_missing_file_is_a_finding(run_kgen):
     result = run_kgen("validate", "isa/nope.yaml")
     assert result.exit_code == 1
-    assert result.stderr.splitlines()[0] == "isa/nope.yaml: no such file"
+    assert result.stderr.splitlines()[0] == "isa/nope.yaml: error: no such file"
 
 
 def test_validate_json_report(run_kgen):
@@ -83,7 +83,7 @@ def test_validate_applies_the_review_rules(run_kgen, monkeypatch, tmp_path):
     monkeypatch.setattr(render.render_spec, "__defaults__", (broken,))
     result = run_kgen("validate", "isa/rmpopt.yaml")
     assert result.exit_code == 1
-    assert "isa/rmpopt.yaml: review [aligned-range]:" in result.stderr
+    assert "isa/rmpopt.yaml: error: review [aligned-range]:" in result.stderr
 
 
 @pytest.fixture(scope="module")
