@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,6 @@ from codegen.spec import load
 ROOT = Path(__file__).resolve().parent.parent
 ISA = ROOT / "isa"
 RMPOPT_YAML = ISA / "rmpopt.yaml"
-
-
-def shared_dir() -> Path | None:
-    """The project's shared fact sheets (../shared beside the clone), if present."""
-    env = os.environ.get("KGEN_SHARED")
-    candidates = [Path(env)] if env else []
-    candidates += [ROOT.parent / "shared", ROOT.parent.parent / "shared"]
-    return next((c for c in candidates if (c / "RMPOPT.md").is_file()), None)
 
 
 @pytest.fixture(scope="session")

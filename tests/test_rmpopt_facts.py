@@ -1,27 +1,26 @@
-"""Every value of isa/rmpopt.yaml, checked against the project's RMPOPT fact sheet.
+"""Every value of isa/rmpopt.yaml, checked against the project's RMPOPT facts.
 
-The fact sheet (RMPOPT.md in the shared folder beside the clone) is parsed
-here; no value of the spec is written again in this file.  A final test walks
-every leaf of the loaded spec and fails if a field is neither checked against
-the sheet nor listed as free prose, so a new field cannot slip in unchecked.
+The facts (tests/facts/rmpopt.yaml) are kept apart from the spec, each with
+its source; no value of the spec is written again in this file.  A final test
+walks every leaf of the loaded spec and fails if a field is neither checked
+against the facts nor listed as free prose, so a new field cannot slip in
+unchecked.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
+from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.conftest import shared_dir
+from codegen.spec import parse_size
 
-SHEET = shared_dir()
-pytestmark = pytest.mark.skipif(
-    SHEET is None, reason="RMPOPT.md fact sheet not found beside the clone (set KGEN_SHARED)"
-)
+FACTS_FILE = Path(__file__).parent / "facts" / "rmpopt.yaml"
 
 COVERED: set[str] = set()
-PROSE = {  # free text with no counterpart in the fact sheet
+PROSE = {  # free text with no counterpart in the facts
     "instruction.title", "instruction.description", "instruction.inputs[].description",
     "instruction.outputs[].description", "instruction.function_codes.codes[].description",
     "instruction.privilege.faults[].when", "instruction.msr.base.description",
@@ -35,7 +34,7 @@ PROSE = {  # free text with no counterpart in the fact sheet
 
 
 def covers(*paths: str):
-    """Declare which spec fields a test checks against the sheet."""
+    """Declare which spec fields a test checks against the facts."""
 
     def mark(test):
         COVERED.update(paths)
@@ -45,188 +44,161 @@ def covers(*paths: str):
 
 
 @pytest.fixture(scope="module")
-def sheet() -> str:
-    return (SHEET / "RMPOPT.md").read_text()
+def facts() -> dict:
+    return yaml.safe_load(FACTS_FILE.read_text())
 
 
-@pytest.fixture(scope="module")
-def facts(sheet) -> dict[str, str]:
-    """The 'fact | value' table of the instruction section."""
-    rows = {}
-    for line in sheet.split("## The instruction", 1)[1].split("\n## ", 1)[0].splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 2 and cells[0] not in ("fact", "---"):
-            rows[cells[0]] = cells[1]
-    return rows
+def size(text: str) -> int:
+    value = parse_size(text)
+    assert value is not None, text
+    return value
 
 
-def hex_bytes(text: str) -> list[int]:
-    return [int(b, 16) for b in text.split()]
+def test_every_fact_names_a_known_source(facts):
+    sources = set(facts["sources"])
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "source":
+                    assert value and set(value) <= sources, (key, value)
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(facts["instruction"])
+    walk(facts["kernel"])
+    for key in ("encoding", "cpuid", "msr", "table", "assembler"):
+        assert facts["instruction"][key]["source"], key
 
 
-def parse_gb(text: str) -> int:
-    n, unit = re.fullmatch(r"(\d+)\s*([GT])B", text.strip()).groups()
-    return int(n) << {"G": 30, "T": 40}[unit]
-
-
-@covers("instruction.encoding[].byte", "instruction.encoding[].role", "instruction.mnemonic")
+@covers("instruction.encoding[].byte", "instruction.encoding[].role", "instruction.mnemonic", "instruction.vendor")
 def test_encoding_bytes_and_roles(rmpopt, facts):
-    enc = facts["encoding"]
-    sheet_bytes = hex_bytes(re.search(r"`([0-9A-F ]+)`", enc).group(1))
-    assert [b.byte for b in rmpopt.instruction.encoding] == sheet_bytes
-    roles = {b.role: b.byte for b in rmpopt.instruction.encoding}
-    prefix = re.search(r"\(([0-9A-F]{2}) prefix", enc).group(1)
-    assert roles["prefix"] == int(prefix, 16)
-    esc, op = hex_bytes(re.search(r"; ([0-9A-F]{2} [0-9A-F]{2}) group", enc).group(1))
-    assert (roles["escape"], roles["opcode"]) == (esc, op)
-    modrm = re.search(r"ModRM ([0-9A-F]{2}) = mod (\d+), reg (\d+), rm (\d+)", enc)
-    assert roles["modrm"] == int(modrm.group(1), 16)
-    assert (roles["modrm"] >> 6, (roles["modrm"] >> 3) & 7, roles["modrm"] & 7) == (
-        int(modrm.group(2), 2), int(modrm.group(3)), int(modrm.group(4)))
-    assert rmpopt.instruction.mnemonic.upper() in (SHEET / "RMPOPT.md").read_text().splitlines()[0]
+    insn, enc = rmpopt.instruction, facts["instruction"]["encoding"]
+    assert insn.mnemonic == facts["instruction"]["mnemonic"]
+    assert insn.vendor == facts["instruction"]["vendor"]
+    roles = [(b.role, b.byte) for b in insn.encoding]
+    assert roles == [("prefix", enc["prefix"]), ("escape", enc["escape"]),
+                     ("opcode", enc["opcode"]), ("modrm", enc["modrm"]["byte"])]  # fmt: skip
+    modrm = enc["modrm"]
+    assert (modrm["byte"] >> 6, (modrm["byte"] >> 3) & 7, modrm["byte"] & 7) == (
+        modrm["mod"], modrm["reg"], modrm["rm"])
 
 
 def test_encoding_differs_from_every_neighbour(rmpopt, facts):
     ours = [b.byte for b in rmpopt.instruction.encoding]
-    neighbours = re.findall(r"`([0-9A-F ]+)` = (\w+)", facts["neighbours in the same slot"])
+    neighbours = facts["instruction"]["same-slot"]
     assert len(neighbours) >= 10
-    for text, name in neighbours:
-        assert hex_bytes(text) != ours, name
-    clzero = dict((n, hex_bytes(t)) for t, n in neighbours)["CLZERO"]
-    assert ours[1:] == clzero, "without its prefix RMPOPT reads as CLZERO"
+    for name, data in neighbours.items():
+        assert data != ours, name
+    assert ours[1:] == neighbours[facts["instruction"]["unprefixed-form"]]
 
 
-@covers("instruction.inputs[].register", "instruction.inputs[].kind", "instruction.inputs[].align", "instruction.inputs[].name", "instruction.table.region_size", "instruction.inputs[].points_to", "instruction.inputs[].access", "instruction.inputs[].bytes")
+@covers("instruction.inputs[].register", "instruction.inputs[].kind", "instruction.inputs[].align", "instruction.inputs[].name", "instruction.inputs[].points_to", "instruction.inputs[].access", "instruction.inputs[].bytes")
 def test_inputs(rmpopt, facts):
+    want = facts["instruction"]["inputs"]
     insn = rmpopt.instruction
-    by_reg = {i.register: i for i in insn.inputs}
-    assert set(by_reg) == {k.split()[0].lower() for k in facts if k.endswith("(input)")}
-    rax = facts["RAX (input)"]
-    assert rax.startswith("system physical address") and by_reg["rax"].kind == "physical-address"
-    assert "aligned down" in rax and by_reg["rax"].align == "region"
-    assert insn.table.region_size == parse_gb(re.search(r"of a (\d+ GB) region", rax).group(1))
-    assert all(i.points_to is None and i.access is None and i.bytes is None for i in insn.inputs)
-    assert facts["RCX (input)"].startswith("function code")
-    assert by_reg["rcx"].kind == "function-code"
-    # review requirement 1: parameters renamed pa_start, op_type
-    names = re.search(r"renamed the parameters `(\w+)`, `(\w+)`", (SHEET / "RMPOPT.md").read_text())
-    assert (by_reg["rax"].name, by_reg["rcx"].name) == names.groups()
+    assert [i.register for i in insn.inputs] == list(want)
+    for i in insn.inputs:
+        fact = want[i.register]
+        assert (i.kind, i.name) == (fact["kind"], fact["name"])
+        assert i.align == fact.get("align", "none") or (i.align is None and "align" not in fact)
+        assert i.points_to is None and i.access is None and i.bytes is None
 
 
 @covers("instruction.function_codes.operand", "instruction.function_codes.codes[].name", "instruction.function_codes.codes[].value", "instruction.function_codes.codes[].effect")
 def test_function_codes(rmpopt, facts):
     fc = rmpopt.instruction.function_codes
-    assert fc.operand == "rcx"
-    sheet_codes = {int(v): n.strip() for v, n in re.findall(r"(\d+) = ([a-z ]+)", facts["RCX (input)"])}
-    assert {c.value: c.name.replace("_", " ") for c in fc.codes} == sheet_codes
-    # "verify and report status" scans and sets the bit; "report status" only reads it
-    behaviour = (SHEET / "RMPOPT.md").read_text().split("## How the hardware behaves", 1)[1]
-    for c in fc.codes:
-        words = c.name.replace("_", " ").capitalize()
-        said = " ".join(re.search(rf'"{words}": (.+?)\n(?:- |\n)', behaviour, re.S).group(1).split())
-        assert c.effect == ("scan-and-set" if "sets the region's bit" in said else "read"), said
-        assert c.effect == "read" or "scans" in said
+    assert fc.operand == next(r for r, i in facts["instruction"]["inputs"].items()
+                              if i["kind"] == "function-code")  # fmt: skip
+    got = [(c.value, c.name.replace("_", " "), c.effect) for c in fc.codes]
+    want = [(c["value"], c["name"], c["effect"]) for c in facts["instruction"]["function-codes"]]
+    assert sorted(got) == sorted(want)
 
 
 @covers("instruction.outputs[].flag", "instruction.outputs[].register", "instruction.preserved[]", "instruction.clobbers[]", "instruction.outputs[].codes[]", "instruction.outputs[].software_code")
 def test_outputs_preserved_and_clobbers(rmpopt, facts):
-    insn = rmpopt.instruction
+    insn, f = rmpopt.instruction, facts["instruction"]
     (out,) = insn.outputs
-    assert "RFLAGS.CF (output)" in facts and out.flag == "cf" and out.register is None
-    assert "optimized" in facts["RFLAGS.CF (output)"] and out.type == "bool"
-    assert facts["RAX after"].startswith("unchanged") and insn.preserved == ("rax",)
-    assert "return a code in RAX" in facts["RAX after"]  # ... unlike its siblings
+    assert [out.flag] == list(f["outputs"]) and out.register is None
+    assert out.type == f["outputs"][out.flag]["type"]
+    assert f["rax-after"] == "unchanged" and insn.preserved == ("rax",)
     assert out.codes == () and out.software_code is None
-    assert set(insn.clobbers) == set(re.findall(r"`(\w+)`", facts["clobbers"]))
+    assert list(insn.clobbers) == f["clobbers"]
 
 
-@covers("instruction.privilege.cpl", "instruction.privilege.faults[].exception", "instruction.privilege.faults[].unsure", "instruction.vendor")
+@covers("instruction.privilege.cpl", "instruction.privilege.faults[].exception", "instruction.privilege.faults[].unsure")
 def test_privilege(rmpopt, facts):
-    priv = rmpopt.instruction.privilege
-    text = facts["privilege"]
-    assert priv.cpl == int(re.search(r"CPL (\d)", text).group(1))
-    faults = {f.exception: f for f in priv.faults}
-    assert "#UD" in text and not faults["UD"].unsure
-    assert "(unsure about other #GP" in text and faults["GP"].unsure
-    assert rmpopt.instruction.vendor.upper() in facts["enabling MSR"]
+    priv, want = rmpopt.instruction.privilege, facts["instruction"]["privilege"]
+    assert priv.cpl == want["cpl"]
+    assert [(f.exception, f.unsure) for f in priv.faults] == [
+        (f["exception"], f["unsure"]) for f in want["faults"]]
 
 
 @covers("instruction.cpuid.leaf", "instruction.cpuid.register", "instruction.cpuid.bit", "instruction.cpuid.feature", "instruction.cpuid.word", "instruction.cpuid.word_bit", "instruction.cpuid.subleaf")
 def test_cpuid(rmpopt, facts):
-    c = rmpopt.instruction.cpuid
-    m = re.search(r"leaf (0x[0-9a-f]+), ([A-Z]+) bit (\d+); kernel name `(\w+)` \(word (\d+), "
-                  r"bit (\d+)\)", facts["CPUID"])
-    leaf, reg, bit, feature, word, word_bit = m.groups()
-    assert (c.leaf, c.register, c.bit) == (int(leaf, 16), reg.lower(), int(bit))
-    assert (c.feature, c.word, c.word_bit) == (feature, int(word), int(word_bit))
-    assert c.subleaf is None and "subleaf" not in facts["CPUID"]
+    c, want = rmpopt.instruction.cpuid, facts["instruction"]["cpuid"]
+    assert (c.leaf, c.register, c.bit) == (want["leaf"], want["register"], want["bit"])
+    assert (c.feature, c.word, c.word_bit) == (want["feature"], want["word"], want["word-bit"])
+    assert c.subleaf is None and want["subleaf"] == "none"
 
 
 @covers("instruction.msr.name", "instruction.msr.number", "instruction.msr.enable.name", "instruction.msr.enable.bit", "instruction.msr.base.low_bit", "instruction.msr.base.high_bit")
 def test_msr(rmpopt, facts):
-    msr = rmpopt.instruction.msr
-    m = re.search(r"`(\w+)` = (0x[0-9a-f]+); bit (\d+) `(\w+)`; value = (\d+ GB)-aligned base",
-                  facts["enabling MSR"])
-    name, number, bit, enable, align = m.groups()
-    assert (msr.name, msr.number) == (name, int(number, 16))
-    assert (msr.enable.bit, msr.enable.name) == (int(bit), enable)
-    assert 1 << msr.base.low_bit == parse_gb(align)
-    assert msr.base.high_bit == 51  # x86-64 architectural MAXPHYADDR limit (52 bits)
+    msr, want = rmpopt.instruction.msr, facts["instruction"]["msr"]
+    assert (msr.name, msr.number) == (want["name"], want["number"])
+    assert (msr.enable.name, msr.enable.bit) == (want["enable"]["name"], want["enable"]["bit"])
+    assert 1 << msr.base.low_bit == size(want["base-alignment"])
+    assert msr.base.high_bit == want["base-high-bit"]
 
 
-@covers("instruction.table.entries", "instruction.table.coverage")
+@covers("instruction.table.region_size", "instruction.table.entries", "instruction.table.coverage")
 def test_table_coverage(rmpopt, facts):
-    t = rmpopt.instruction.table
-    m = re.search(r"at most (\d+ TB) from its base: (\d+) regions of (\d+ GB)", facts["coverage"])
-    assert t.coverage == parse_gb(m.group(1))
-    assert t.entries == int(m.group(2))
-    assert t.region_size == parse_gb(m.group(3))
+    t, want = rmpopt.instruction.table, facts["instruction"]["table"]
+    assert t.region_size == size(want["region-size"])
+    assert t.entries == want["entries"]
+    assert t.coverage == size(want["coverage"])
 
 
 @covers("instruction.requires[]", "instruction.assembler.binutils", "instruction.assembler.llvm")
 def test_requirements_and_assembler(rmpopt, facts):
-    insn = rmpopt.instruction
+    insn, f = rmpopt.instruction, facts["instruction"]
     joined = " ".join(insn.requires)
-    assert "segmented RMP table" in facts["needs"] and "segmented RMP table" in joined
-    assert "SNP_EN" in facts["needs"] and "SNP_EN" in joined
-    assert facts["assembler"].startswith("no binutils mnemonic")
+    assert "segmented RMP table" in joined and "SNP_EN" in joined
+    assert any("segmented RMP" in r for r in f["requires"]) and any("SNP_EN" in r for r in f["requires"])
+    assert (f["assembler"]["binutils"], f["assembler"]["llvm"]) == ("none", "none")
     assert insn.assembler.binutils is None and insn.assembler.llvm is None
-    toolchain = (SHEET / "TOOLCHAIN.md").read_text()
-    assert "knows an `rmpopt` mnemonic" in toolchain  # "No assembler tried (LLVM 22 ...) knows"
 
 
 @covers("kernel.raw_helper.name", "kernel.raw_helper.header", "kernel.raw_helper.max_retries", "kernel.helper.name", "kernel.helper.parameter", "kernel.helper.function", "kernel.enum.name")
-def test_kernel_names(rmpopt, sheet):
-    k = rmpopt.kernel
-    m = re.search(r"`(\w+)\(u64 rax, u64 rcx\)`", sheet)
-    assert k.raw_helper.name == m.group(1)
-    assert re.search(rf"It lives in `{re.escape(k.raw_helper.header)}`", sheet)
-    assert k.raw_helper.max_retries is None  # RMPOPT has no return code to retry on
-    m = re.search(r"A higher-level `(\w+)\((\w+)\)`", sheet)
-    assert (k.helper.name, k.helper.parameter) == m.groups()
-    assert k.helper.function.replace("_", " ") in re.search(r"0 = ([a-z ]+),", sheet).group(1)
-    assert re.search(rf"the merged code kept `{k.enum.name}`", sheet)
+def test_kernel_names(rmpopt, facts):
+    k, want = rmpopt.kernel, facts["kernel"]
+    raw = want["raw-helper"]
+    assert (k.raw_helper.name, k.raw_helper.header) == (raw["name"], raw["header"])
+    assert [i.name for i in rmpopt.instruction.inputs] == raw["parameters"]
+    assert k.raw_helper.max_retries is None and raw["max-retries"] == "none"
+    helper = want["helper"]
+    assert (k.helper.name, k.helper.parameter) == (helper["name"], helper["parameter"])
+    assert k.helper.function.replace("_", " ") == helper["function"]
+    assert k.enum.name == want["enum"]["name"]
 
 
 @covers("kernel.sweep.source", "kernel.sweep.leader", "kernel.sweep.cpus", "kernel.sweep.followers", "kernel.sweep.resched", "kernel.sweep.log_message", "kernel.sweep.workers[].kind", "kernel.sweep.workers[].trigger", "kernel.sweep.workers[].rearm_delay_ms")
-def test_sweep_policy(rmpopt, sheet):
-    s = rmpopt.kernel.sweep
-    section = sheet.split("## The sweep the kernel runs", 1)[1].split("\n## ", 1)[0]
-    assert re.search(rf"helpers `static inline` in `{re.escape(s.source)}`", section)
-    assert "Leader = the current CPU" in section and s.leader == "current-cpu"
-    assert "primary thread of each online core" in section and s.cpus == "primary-threads"
-    assert "primary threads minus the leader's" in section
-    assert s.followers == "primary-threads-except-leader-siblings"
-    assert "`cond_resched()` between regions" in section and s.resched == "between-regions"
-    attempt = re.search(r'\("(Attempt [^.]+?) \.\.\."\)', sheet).group(1)
-    assert s.log_message.startswith(attempt)
-    kinds = {w.kind: w for w in s.workers}
-    assert "a kthread woken by" in section and "kthread" in kinds
-    assert kinds["kthread"].trigger == re.search(r"woken by `(\w+)\(\)`", section).group(1)
-    delay = re.search(r"again (\d+) s after the last SNP guest", section)
-    assert "delayed work on a dedicated workqueue" in section
-    assert kinds["delayed-work"].rearm_delay_ms == int(delay.group(1)) * 1000
-    assert kinds["delayed-work"].trigger == kinds["kthread"].trigger
+def test_sweep_policy(rmpopt, facts):
+    s, want = rmpopt.kernel.sweep, facts["kernel"]["sweep"]
+    assert s.source == want["file"]
+    assert (s.leader, s.cpus, s.followers, s.resched) == (
+        want["leader"], want["cpus"], want["followers"], want["resched"])
+    assert s.log_message.startswith(want["log-message-start"])
+    workers = facts["kernel"]["workers"]
+    assert sorted(w.kind for w in s.workers) == sorted(workers)
+    for w in s.workers:
+        assert w.trigger == workers[w.kind]["trigger"]
+        if "rearm-delay-s" in workers[w.kind]:
+            assert w.rearm_delay_ms == workers[w.kind]["rearm-delay-s"] * 1000
+        else:
+            assert w.rearm_delay_ms is None
 
 
 def _leaves(obj, prefix: str):
@@ -248,4 +220,28 @@ def test_every_field_is_checked(rmpopt):
     """Every field is claimed by a test above (claims are made at import time)."""
     leaves = {p for p in _leaves(rmpopt, "") if p != "format"}
     unchecked = leaves - COVERED - PROSE
-    assert not unchecked, f"fields of rmpopt.yaml not checked against the fact sheet: {unchecked}"
+    assert not unchecked, f"fields of rmpopt.yaml not checked against the facts: {unchecked}"
+
+
+MUTATIONS = [  # (spec text replaced, by, the check that must catch it)
+    ("number: 0xc0010139", "number: 0xc001013a", test_msr),
+    ("word_bit: 7", "word_bit: 6", test_cpuid),
+    ("    - {byte: 0xf2, role: prefix}", "    - {byte: 0xf3, role: prefix}", test_encoding_bytes_and_roles),
+    ("entries: 2048\n    coverage: 2T", "entries: 1024\n    coverage: 1T", test_table_coverage),
+    ("rearm_delay_ms: 10000", "rearm_delay_ms: 1000", test_sweep_policy),
+    ("name: op_type", "name: function", test_inputs),
+    ("value: 1\n", "value: 2\n", test_function_codes),
+    ("clobbers: [memory, cc]", "clobbers: [cc]", test_outputs_preserved_and_clobbers),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("old, new, check", MUTATIONS, ids=lambda v: getattr(v, "__name__", None))
+def test_a_changed_spec_value_is_caught(old, new, check, facts):
+    from codegen.spec import parse
+    from tests.conftest import RMPOPT_YAML
+
+    text = RMPOPT_YAML.read_text()
+    assert text.count(old) == 1, old
+    changed = parse(text.replace(old, new), "mutant.yaml")
+    with pytest.raises(AssertionError):
+        check(changed, facts)

@@ -1,97 +1,94 @@
-"""Each SNP sibling spec against the fact sheet's table of the kernel's sibling helpers.
+"""Each SNP sibling spec against the project's facts about the kernel's sibling helpers.
 
-The table in ../shared/RMPOPT.md ("The sibling helpers already in the
-kernel") gives each instruction's bytes, input registers, outputs and the
-kernel helper.  The specs were written from it; these tests read the table
-and compare every row with the spec of that mnemonic.
+tests/facts/snp.yaml gives each instruction's bytes, input registers,
+outputs and kernel helper, with sources.  These tests compare every entry
+with the spec of that mnemonic.
 """
 
 from __future__ import annotations
 
-import re
+from pathlib import Path
 
 import pytest
+import yaml
 
-from codegen.spec import load
-from tests.conftest import ISA, shared_dir
+from codegen.spec import load, parse
+from tests.conftest import ISA
 
-SHEET = shared_dir()
-pytestmark = pytest.mark.skipif(
-    SHEET is None, reason="RMPOPT.md fact sheet not found beside the clone (set KGEN_SHARED)"
-)
-
-# the words of the table's inputs column, and the spec's kind for each
-KINDS = {"vaddr": "virtual-address", "paddr": "physical-address", "page size": "page-size",
-         "validate": "boolean", "attrs": "attributes"}  # fmt: skip
-
-
-def rows() -> dict[str, dict[str, str]]:
-    text = (SHEET / "RMPOPT.md").read_text()
-    table = text.split("## The sibling helpers already in the kernel", 1)[1]
-    out = {}
-    for line in table.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 5 and cells[0] not in ("instruction",) and not cells[0].startswith("-"):
-            out[cells[0].lower()] = dict(zip(["bytes", "inputs", "outputs", "helper"], cells[1:]))
-    return out
-
-
+FACTS = yaml.safe_load((Path(__file__).parent / "facts" / "snp.yaml").read_text())["instructions"]
 SPECS = {p.stem: load(p) for p in sorted(ISA.glob("*.yaml")) if p.stem != "rmpopt"}
 
 
-def test_every_row_with_enough_facts_has_a_spec():
-    table = rows()
-    # RMPQUERY's operand form is marked unsure on the sheet, and it has no kernel helper
-    assert set(SPECS) == {m for m, r in table.items() if "unsure" not in r["inputs"]}
+def test_every_instruction_with_enough_facts_has_a_spec():
+    # RMPQUERY's operand form is unsure, and it has no kernel helper
+    assert set(SPECS) == {m for m, f in FACTS.items() if "unsure" not in f}
 
 
-@pytest.mark.parametrize("name", sorted(SPECS))
-def test_bytes(name):
-    row = rows()[name]
-    assert bytes(b.byte for b in SPECS[name].instruction.encoding) == bytes.fromhex(row["bytes"])
+def check_bytes(spec, fact):
+    assert [b.byte for b in spec.instruction.encoding] == fact["bytes"]
 
 
-@pytest.mark.parametrize("name", sorted(SPECS))
-def test_inputs(name):
-    insn = SPECS[name].instruction
-    sheet = [part.strip() for part in rows()[name]["inputs"].split(",")]
-    assert [i.register for i in insn.inputs] == [p.split()[0].lower() for p in sheet]
-    for i, part in zip(insn.inputs, sheet):
-        what = part.split(None, 1)[1]
-        pointer = re.fullmatch(r"pointer to `struct (\w+)`", what)
-        if pointer:
-            assert (i.type, i.points_to) == ("pointer", pointer.group(1))
+def check_inputs(spec, fact):
+    insn = spec.instruction
+    assert [i.register for i in insn.inputs] == [next(iter(i)) for i in fact["inputs"]]
+    for i, want in zip(insn.inputs, fact["inputs"], strict=True):
+        what = want[i.register]
+        if what.startswith("pointer to struct "):
+            assert (i.type, i.points_to) == ("pointer", what.removeprefix("pointer to struct "))
         else:
-            assert i.kind == KINDS[what]
+            assert i.kind == what and i.type != "pointer"
 
 
-@pytest.mark.parametrize("name", sorted(SPECS))
-def test_outputs(name):
-    insn = SPECS[name].instruction
-    text = rows()[name]["outputs"]
-    regs = [o for o in insn.outputs if o.register]
-    assert [o.register for o in regs] == ["rax"] and text.startswith("RAX rc")
+def check_outputs(spec, fact):
+    insn = spec.instruction
+    want = fact["outputs"]
+    assert [o.register for o in insn.outputs if o.register] == ["rax"]
+    assert want["rax"] == "return code"
     flags = [o for o in insn.outputs if o.flag]
-    assert [o.flag for o in flags] == (["cf"] if "CF" in text else [])
+    assert [o.flag for o in flags] == [f for f in ("cf",) if f in want]
     for o in flags:
-        assert o.software_code is not None  # "(no update)": the kernel returns a code for it
-    retry = re.search(r"retry on (\d+) = (\w+)", text)
-    codes = [c for c in regs[0].codes if c.retry]
-    if retry:
-        (code,) = codes
-        assert code.value == int(retry.group(1)) and code.name.lower().endswith(retry.group(2))
+        assert o.software_code is not None  # the kernel returns a code for "no update"
+    retried = [c for o in insn.outputs for c in o.codes if c.retry]
+    if "retry" in want:
+        (code,) = retried
+        assert code.value == want["retry"]["value"]
+        assert code.name.lower().endswith(want["retry"]["name"])
     else:
-        assert not codes
+        assert not retried
 
 
-@pytest.mark.parametrize("name", sorted(SPECS))
-def test_kernel_helper(name):
-    k = SPECS[name].kernel
-    m = re.search(r"`(\w+)\(\)` in ([\w/.]+)", rows()[name]["helper"])
-    helper, where = m.groups()
-    if where.endswith(".h"):
+def check_kernel_helper(spec, fact):
+    k, helper = spec.kernel, fact["kernel-helper"]
+    if helper["in"].endswith(".h"):
         # a header helper: kgen's is a drop-in for it, same name, same header
-        assert k.raw_helper.name == helper and k.raw_helper.header.endswith(where)
+        assert k.raw_helper.name == helper["name"] and k.raw_helper.header.endswith(helper["in"])
     else:
         # the kernel's wraps the instruction in more (pfn checks, locking): kgen's is the low level
-        assert k.raw_helper.name in (f"__{helper}", f"__{SPECS[name].instruction.mnemonic}")
+        assert k.raw_helper.name in (f"__{helper['name']}", f"__{spec.instruction.mnemonic}")
+
+
+CHECKS = [check_bytes, check_inputs, check_outputs, check_kernel_helper]
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_spec_agrees_with_the_facts(name, check):
+    check(SPECS[name], FACTS[name])
+
+
+MUTATIONS = [  # (spec, text replaced, by, the check that must catch it)
+    ("pvalidate", "{byte: 0xff, role: modrm}", "{byte: 0xfe, role: modrm}", check_bytes),
+    ("rmpadjust", "register: rdx", "register: rsi", check_inputs),
+    ("rmpupdate", "points_to: rmp_state", "points_to: rmpentry", check_inputs),
+    ("rmpupdate", "value: 4", "value: 5", check_outputs),
+    ("pvalidate", "name: pvalidate\n", "name: pvalidate_raw\n", check_kernel_helper),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, old, new, check", MUTATIONS, ids=lambda v: getattr(v, "__name__", None))
+def test_a_changed_spec_value_is_caught(name, old, new, check):
+    text = (ISA / f"{name}.yaml").read_text()
+    assert text.count(old) == 1, old
+    changed = parse(text.replace(old, new), "mutant.yaml")
+    with pytest.raises(AssertionError):
+        check(changed, FACTS[name])
