@@ -10,6 +10,8 @@ from click.testing import CliRunner
 from codegen.cli import main
 from codegen.spec import load
 
+pytest_plugins = ["tests.ci_policy"]
+
 ROOT = Path(__file__).resolve().parent.parent
 ISA = ROOT / "isa"
 RMPOPT_YAML = ISA / "rmpopt.yaml"
@@ -32,3 +34,4 @@ def run_kgen(monkeypatch):
         return result
 
     return run
+

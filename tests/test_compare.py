@@ -180,7 +180,7 @@ def test_the_clzero_hazard_is_real_or_absent(tmp_path):
         '\tprintf("%d\\n", buf[64]);\n\treturn 0;\n}\n'
     )
     if not host.host_cpu().clzero:
-        pytest.skip("this CPU has no CLZERO: the bytes trap (SIGILL) instead")
+        pytest.skip("host: this CPU has no CLZERO: the bytes trap (SIGILL) instead")
     exe = tmp_path / "clz"
     gcc = toolchain.find_gcc() or toolchain.find_clang()
     subprocess.run(gcc.command(str(src), "-o", str(exe)), check=True, capture_output=True)
