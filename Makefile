@@ -11,8 +11,9 @@ STAMP  := $(VENV)/.installed
 all: render
 
 $(STAMP): pyproject.toml constraints.txt
+	@echo "Setting up $(VENV) from pyproject.toml and constraints.txt (first run only)..."
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+	$(BIN)/python -m pip install --progress-bar off --disable-pip-version-check \
 		-c constraints.txt -e '.[test]'
 	touch $@
 
