@@ -505,3 +505,14 @@ def test_out_of_space_names_the_file(tmp_path, run_kgen, monkeypatch):
         in result.stderr
     monkeypatch.undo()
     assert not temps(project)
+
+
+@pytest.mark.parametrize("where", ['gen"; int x; //', "gen\\dir", "gen\nline"])
+def test_a_generated_directory_reaches_c_only_inert(tmp_path, where):
+    from codegen import build
+
+    spec = load(ISA / "rmpopt.yaml")
+    with pytest.raises(build.BuildError, match="cannot be named in a C #include"):
+        build.units(spec, tmp_path / where, tmp_path)
+    units = build.units(spec, tmp_path / "plain dir", tmp_path)
+    assert f'#include "{tmp_path}/plain dir/rmpopt/' in units[0].source.read_text()
