@@ -770,7 +770,8 @@ def drift(expected: dict[str, str], root: Path, scope: Iterable[str] | None = No
             try:
                 got = tree.read(path)
             except TreeError as exc:
-                result.problems.append(exc)
+                if str(exc) not in map(str, result.problems):  # a linked directory: once
+                    result.problems.append(exc)
                 continue
             old = None if got is None else got[0]
             if old == new:
@@ -817,9 +818,12 @@ def _sweep_temps(tree: _Tree, dirs: Iterable[str]) -> None:
         fd = tree.dir(rel)
         if fd is None:
             continue
-        with os.scandir(fd) as entries:
-            names = [e.name for e in entries
-                     if e.name.startswith(TEMP_PREFIX) and e.is_file(follow_symlinks=False)]  # fmt: skip
+        try:
+            with os.scandir(fd) as entries:
+                names = [e.name for e in entries
+                         if e.name.startswith(TEMP_PREFIX) and e.is_file(follow_symlinks=False)]  # fmt: skip
+        except OSError:
+            continue
         for name in names:
             try:
                 os.unlink(name, dir_fd=fd)

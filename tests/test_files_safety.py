@@ -516,3 +516,30 @@ def test_a_generated_directory_reaches_c_only_inert(tmp_path, where):
         build.units(spec, tmp_path / where, tmp_path)
     units = build.units(spec, tmp_path / "plain dir", tmp_path)
     assert f'#include "{tmp_path}/plain dir/rmpopt/' in units[0].source.read_text()
+
+
+def test_a_directory_or_a_file_in_the_way_is_an_error_naming_it(tmp_path, run_kgen):
+    project = fresh(tmp_path)
+    (project / PSMASH_H).mkdir(parents=True)  # a directory where a file goes
+    blocker = project / "generated" / "rmpread" / "arch"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file where a directory goes\n")
+    result = run_kgen("render", cwd=project)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "generated/psmash/arch/x86/include/asm/sev.h: error: is not a regular file" in result.stderr
+    (project / PSMASH_H).rmdir()
+    result = run_kgen("render", cwd=project)
+    assert result.exit_code == 1
+    assert "generated/rmpread/arch: error: is not a directory" in result.stderr
+    assert sorted(p.name for p in (project / "generated").iterdir()) == ["psmash", "rmpread"]
+    check = run_kgen("check", cwd=project)
+    assert check.exit_code == 1 and check.stderr.count("generated/rmpread/arch: error:") == 1
+
+
+def test_a_linked_directory_is_one_problem_for_check(tmp_path, run_kgen):
+    project = fresh(tmp_path)
+    (project / "generated").mkdir()
+    (project / "generated" / "rmpopt").symlink_to(tmp_path)
+    result = run_kgen("check", cwd=project)
+    assert result.exit_code == 1
+    assert result.stderr.count("generated/rmpopt: error: is a symbolic link") == 1
