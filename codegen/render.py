@@ -1002,10 +1002,10 @@ def prune(root: Path, stale: Iterable[Stale], spec_dirs: Iterable[Path]) -> tupl
             b = s.banner
             name = PurePosixPath(b.spec).name
             why = None
-            found = find_spec_source(name, b.digest, spec_dirs)
+            found = None
             if b.version != __version__:
                 why = f"it was written by kgen {b.version}; this kgen ({__version__}) cannot reproduce it"
-            elif found is None:
+            elif (found := find_spec_source(name, b.digest, spec_dirs)) is None:
                 where = " or ".join(str(d) for d in spec_dirs) or "no spec directory"
                 why = f"no {name} with sha256 {b.digest} in {where} or their git history"
             else:
