@@ -543,3 +543,29 @@ def test_a_linked_directory_is_one_problem_for_check(tmp_path, run_kgen):
     result = run_kgen("check", cwd=project)
     assert result.exit_code == 1
     assert result.stderr.count("generated/rmpopt: error: is a symbolic link") == 1
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_real_process_exits_130_or_143_and_leaves_no_temp_file(tmp_path, run_kgen, signum, status):
+    project = fresh(tmp_path)
+    assert run_kgen("render", cwd=project).exit_code == 0
+    before = tree(project / "generated")
+    touch_every_spec(project)
+    script = textwrap.dedent(f"""
+        import os, sys
+        from codegen import render
+        from codegen.cli import main
+        real, calls = os.write, []
+        def write(fd, data):
+            calls.append(fd)
+            if len(calls) == 3:
+                os.kill(os.getpid(), {int(signum)})
+            return real(fd, data)
+        render.os.write = write
+        main(["render"])
+    """)  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", script], cwd=project, capture_output=True,
+                            text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))  # fmt: skip
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr
+    assert tree(project / "generated") == before and not temps(project)
