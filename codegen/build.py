@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from .diagnostics import shown_path
 from .model import Spec
 from .render import include_split, outputs
 from .toolchain import Compiler
@@ -32,6 +33,16 @@ HARNESS_FLAGS = (
 
 class BuildError(Exception):
     """The compiler rejected generated code; the message holds its output."""
+
+
+def quoted_include(path: Path) -> str:
+    """``#include "path"``, when the path is inert there: no '"' or backslash, nothing unprintable."""
+    text = str(path)
+    bad = next((c for c in text if c in '"\\' or not c.isprintable()), None)
+    if bad is not None:
+        raise BuildError(f"{shown_path(text)}: cannot be named in a C #include (it holds {bad!r}); "
+                         "use a directory whose path has no such character")  # fmt: skip
+    return f'#include "{text}"'
 
 
 @dataclass(frozen=True)
@@ -114,14 +125,14 @@ def units(spec: Spec, gen_root: Path, work: Path, reference: tuple[Path, ...] = 
             name = f"{insn.mnemonic}-reference"
             includes = tuple(opt for d in reference for opt in ("-I", str(d)))
         elif out.worker is None:
-            body = call_unit(spec, f'#include "{src}"')
+            body = call_unit(spec, quoted_include(src))
             name = f"{insn.mnemonic}-helpers"
         else:
             w = out.worker
             entry = _entry_name(w.kind)
             forms.append((w.kind, entry))
             body = (
-                f'#include "kharness.h"\n#include "{src}"\n\n'
+                f'#include "kharness.h"\n{quoted_include(src)}\n\n'
                 f"void {entry}(int which);\n"
                 f"void {entry}(int which)\n{{\n"
                 f"\tif (which == 0)\n\t\t{w.setup}();\n"

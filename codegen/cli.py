@@ -6,6 +6,7 @@ conflict); 2 a usage error.  Problems print as ``path:line:col: message``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
@@ -276,7 +277,9 @@ def render_specs(specs: list[Spec]) -> dict[str, str]:
     try:
         return render_all(specs)
     except RenderError as exc:
-        click.echo(f"kgen: cannot render: {exc}", err=True)
+        where = getattr(exc, "spec_path", None)
+        click.echo(f"{Mark(where, 0, 0)}: error: cannot render: {exc}" if where
+                   else f"kgen: cannot render: {exc}", err=True)  # fmt: skip
         sys.exit(1)
 
 
@@ -285,40 +288,100 @@ def render_scope(named: tuple[str, ...], specs: list[Spec]) -> list[str] | None:
     return [s.instruction.mnemonic for s in specs] if named else None
 
 
+def spec_dirs(specs: list[Spec]) -> list[Path]:
+    """Where the spec of a stale file is looked for: beside the specs, and isa/."""
+    dirs = [Path(s.path).parent for s in specs]
+    return list(dict.fromkeys(dirs + ([DEFAULT_ISA_DIR] if DEFAULT_ISA_DIR.is_dir() else [])))
+
+
+def stale_line(out: Path, stale) -> str:
+    b = stale.banner
+    return (f"stale: {out / stale.path} (from {b.spec}, sha256 {b.digest}): no spec renders it; "
+            "`kgen render --prune` removes it if it is that spec's unedited output")  # fmt: skip
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where the render command is, so that it can clean up."""
+
+
+@contextlib.contextmanager
+def _interruptible():
+    """Ctrl-C exits 130 and SIGTERM 143, after the render has put every file back or in place."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise _Terminated()
+
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    old_term = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo("kgen: interrupted", err=True)
+        sys.exit(130)
+    except _Terminated:
+        click.echo("kgen: terminated", err=True)
+        sys.exit(143)
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+
+
 out_option = click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=DEFAULT_OUT_DIR,
     show_default=True,
-    help="Directory of the generated files.",
+    help="Directory of the generated files (it may be a link; nothing below it may).",
 )
 
 
 @main.command()
 @click.argument("specs", nargs=-1, metavar="[SPEC]...")
 @out_option
-def render(specs: tuple[str, ...], out: Path) -> None:
+@click.option("--prune", is_flag=True,
+              help="Also remove generated files that no spec renders any more, each only when "
+                   "a render of the spec its banner names reproduces it byte for byte.")  # fmt: skip
+def render(specs: tuple[str, ...], out: Path, prune: bool) -> None:
     """Render kernel C from specs into the output directory.
 
-    Output is byte-identical on every run; each file is replaced atomically,
-    and nothing is written unless every file rendered.
+    Output is byte-identical on every run.  kgen writes only the paths the
+    specs render, replaces only files with its banner, and changes all of
+    them or none.  Generated files that no spec renders are reported, and
+    removed only with --prune.
     """
-    from .render import write_tree
+    from .render import TreeError, prune as prune_files, stale_files, write_tree
 
-    loaded = load_specs(specs)
-    files = render_specs(loaded)
-    try:
-        changed = write_tree(files, out, render_scope(specs, loaded))
-    except OSError as exc:
-        click.echo(f"kgen: cannot write {exc.filename or out}: {exc.strerror}", err=True)
-        sys.exit(1)
-    for path in changed:
-        click.echo(f"  {'removed' if path not in files else 'wrote'} {out / path}")
-    n = len(loaded)
-    click.echo(
-        f"rendered {len(files)} files from {n} spec{'s' if n != 1 else ''} into {out}/ "
-        f"({len(changed)} changed)"
-    )
+    with _interruptible():
+        loaded = load_specs(specs)
+        files = render_specs(loaded)
+        try:
+            changed = write_tree(files, out)
+        except TreeError as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(1)
+        for path in changed:
+            click.echo(f"  wrote {out / path}")
+        stale = stale_files(out, files, render_scope(specs, loaded))
+        removed, refused = prune_files(out, stale, spec_dirs(loaded)) if prune else ([], [])
+        for path in removed:
+            click.echo(f"  removed {out / path}")
+        for exc in refused:
+            click.echo(str(exc), err=True)
+        if not prune:
+            for s in stale:
+                click.echo(stale_line(out, s))
+        n = len(loaded)
+        gone = f", {len(removed)} removed" if removed else ""
+        click.echo(f"rendered {len(files)} files from {n} spec{'s' if n != 1 else ''} into {out}/ "
+                   f"({len(changed)} changed{gone})")  # fmt: skip
+        if refused:
+            sys.exit(1)
 
 
 @main.command()
@@ -327,15 +390,30 @@ def render(specs: tuple[str, ...], out: Path) -> None:
 def check(specs: tuple[str, ...], out: Path) -> None:
     """Exit 1 with a unified diff when the output directory differs from a fresh render.
 
-    Never writes.  Run `kgen render` to bring the files up to date.
+    Never writes.  Compares the exact bytes of each file a render writes (a
+    copy with CRLF line endings is out of date), never follows a link or
+    opens anything but a regular file, and lists generated files that no
+    spec renders any more.  Run `kgen render` to bring the files up to date.
     """
     from .render import drift
 
     loaded = load_specs(specs)
-    diffs = drift(render_specs(loaded), out, render_scope(specs, loaded))
-    if diffs:
-        click.echo("".join(diffs), nl=False)
-        click.echo(f"kgen: {len(diffs)} generated file(s) out of date; run `kgen render`", err=True)
+    found = drift(render_specs(loaded), out, render_scope(specs, loaded))
+    for problem in found.problems:
+        click.echo(str(problem), err=True)
+    if found.diffs:
+        click.echo("".join(found.diffs), nl=False)
+    for s in found.stale:
+        click.echo(stale_line(out, s))
+    if found.problems:
+        click.echo(f"kgen: {len(found.problems)} generated file(s) cannot be compared", err=True)
+    if found.diffs:
+        click.echo(f"kgen: {len(found.diffs)} generated file(s) out of date; run `kgen render`",
+                   err=True)  # fmt: skip
+    if found.stale:
+        click.echo(f"kgen: {len(found.stale)} stale generated file(s); "
+                   "`kgen render --prune` removes them", err=True)  # fmt: skip
+    if found.problems or found.diffs or found.stale:
         sys.exit(1)
     click.echo(f"{out}/ is up to date with {len(loaded)} spec(s)")
 

@@ -84,7 +84,8 @@ def text_problem(kind: str, value: str) -> str | None:
                 return f"message must not contain {why}: it is written into a C format string"
         return None
     if kind == "path":
-        if not _PATH.match(value) or ".." in value.split("/"):
+        # no '.', '..' or hidden component: each names a file or directory of its own
+        if not _PATH.match(value) or any(part.startswith(".") for part in value.split("/")):
             return f"{quote(value)} is not a relative path inside a kernel tree"
         return None
     if kind == "version":

@@ -250,6 +250,12 @@ DEFECTS: list[tuple[str, str, str, str, str]] = [
     ("delay-out-of-range", "a re-arm delay of two hours",
      "        rearm_delay_ms: 100", "        rearm_delay_ms: «7200000",
      "value 0x6ddd00 is out of range 0..0x36ee80"),
+    ("path-dot", "a header path that names the generated directory itself",
+     "header: arch/x86/include/asm/frob.h", "header: «.",
+     "'.' is not a relative path inside a kernel tree"),
+    ("path-hidden", "a hidden component, where kgen keeps its temporary files",
+     "    source: arch/x86/kernel/frob.c", "    source: «arch/x86/.kgen-tmp-frob.c",
+     "'arch/x86/.kgen-tmp-frob.c' is not a relative path inside a kernel tree"),
 ]
 
 # Defects whose expected text is not a single replacement.
