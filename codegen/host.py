@@ -75,18 +75,29 @@ GUARDED = {"clzero"}
 def native_plan(spec) -> NativePlan:
     """What executing ``spec``'s bytes in user mode does, as iced-x86 decodes them."""
     from .oracle import uses_oracle
-    from .x86 import decode, decoder_name, hex_bytes
+    from .x86 import PREFIXES, decode, decoder_name, hex_bytes
 
     data = bytes(b.byte for b in spec.instruction.encoding)
     d, name, shown = decode(data), decoder_name(), hex_bytes(data)
-    if d.status == "invalid":
-        return NativePlan(True, None, f"{name} knows no instruction {shown}: it raises #UD (SIGILL)")
-    if not d.exact:
+    n = next((i for i, b in enumerate(data) if b not in PREFIXES), len(data))
+    bare = decode(data[n:]) if n else None
+    if d.status != "invalid" and not d.exact:
         return NativePlan(False, None, f"{shown} is not one instruction to {name}")
-    if d.privileged:
+    if bare is not None and bare.exact and not bare.privileged and not d.ignored_prefixes and (
+        d.status == "invalid" or d.privileged
+    ):
+        # what a CPU that ignores the prefix runs (the known encodings note such cases)
+        d = bare
+        what = (f"{name} decodes {hex_bytes(data[n:])} ({shown} without its "
+                f"{hex_bytes(data[:n])} prefix) as {d.mnemonic}, which user mode may execute on "
+                "a CPU that ignores the prefix")  # fmt: skip
+    elif d.status == "invalid":
+        return NativePlan(True, None, f"{name} knows no instruction {shown}: it raises #UD (SIGILL)")
+    elif d.privileged:
         return NativePlan(True, None, f"{name} decodes {shown} as {d.mnemonic}, a privileged "
                           "instruction: user mode faults (SIGILL or SIGSEGV)")  # fmt: skip
-    what = f"{name} decodes {shown} as {d.mnemonic}, which user mode may execute"
+    else:
+        what = f"{name} decodes {shown} as {d.mnemonic}, which user mode may execute"
     if d.mnemonic in GUARDED and not uses_oracle(spec):
         return NativePlan(True, GUARD_TOP, f"{what}: the address space below {GUARD_TOP:#x} is "
                           "reserved with no access, so every execution faults (SIGSEGV)",

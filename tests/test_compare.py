@@ -242,6 +242,19 @@ def test_compare_refuses_a_forged_native_engine(monkeypatch):
                         seed=1, count=5, opts=("-O2",))  # fmt: skip
 
 
+def test_bytes_a_cpu_ignoring_their_prefix_runs_in_user_mode_are_not_run_natively():
+    """rmpread is unknown to the decoder, but without F2 it is RDPRU (the known encodings agree)."""
+    rmpread = load(ISA / "rmpread.yaml")
+    with pytest.raises(host.EngineRefused, match=r"decodes 0F 01 FD \(F2 0F 01 FD without its F2 "
+                       r"prefix\) as rdpru, which user mode may execute"):  # fmt: skip
+        host.choose_engine("native", rmpread)
+    assert host.choose_engine("auto", rmpread, host.HostCpu("GenuineIntel", False)).engine == "emulator"
+    # its siblings' bytes without the prefix are privileged (INVLPGB, TLBSYNC): they trap
+    for name in ("pvalidate", "psmash", "rmpadjust", "rmpupdate"):
+        choice = host.choose_engine("auto", load(ISA / f"{name}.yaml"), host.HostCpu("AuthenticAMD", True))
+        assert choice.engine == "native" and choice.guard is None and "privileged" in choice.reason
+
+
 def test_clzero_bytes_in_an_oracle_spec_are_not_run_natively():
     """The guard proves a fault only for the table model's addresses, not any 64-bit value."""
     text = (ISA / "psmash.yaml").read_text().replace("{byte: 0xf3, role: prefix}", "{byte: 0xf2, role: prefix}")
