@@ -49,7 +49,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         (h,) = build.build_harness(clang, spec, render_spec(spec), Path(tmp), ("-O2",))
         for name in ("native", "emulator"):
-            engine = host.choose_engine(name)
+            engine = host.choose_engine(name, spec)
             r = compare.compare(spec, clang, engine, seed=1, count=count)
             run = r.seconds - r.build_seconds
             print(f"{name:9} {count} cases x 3 levels: {r.executions} executions, build "

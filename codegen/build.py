@@ -175,6 +175,8 @@ class Harness:
     opt: str
     native: Path
     emulated: Path
+    units: tuple[Path, ...] = ()  # the objects of the generated (or reference) units
+    harness: tuple[Path, ...] = ()  # the harness's own objects they link with
 
 
 def _run(cmd: list[str], what: str) -> None:
@@ -228,6 +230,7 @@ def build_harness(compiler: Compiler, spec: Spec, files: dict[str, str], work: P
     built = []
     for opt in opts:
         objs = [compile_object(compiler, u, spec, gen_root, opt, out_dir=work) for u in tus]
+        unit_objs = tuple(objs)
         objs.append(core_obj)
         native = work / f"harness{opt}.{compiler.family}"
         emulated = work / f"harness{opt}.{compiler.family}.elf"
@@ -240,5 +243,5 @@ def build_harness(compiler: Compiler, spec: Spec, files: dict[str, str], work: P
                                  "-Wl,-e,kgen_emu_run", "-o", str(emulated)),
                 f"linking the emulated harness at {opt}",
             )  # fmt: skip
-        built.append(Harness(opt, native, emulated))
+        built.append(Harness(opt, native, emulated, unit_objs, (core_obj,)))
     return built

@@ -189,7 +189,8 @@ def _print_changes(report: dict) -> None:
 def _compare_all(specs: list[Spec], count: int) -> list:
     from . import compare as cmp
     from .build import BuildError
-    from .host import choose_engine
+    from .execcheck import UnsafeCode
+    from .host import EngineRefused, choose_engine
     from .toolchain import ToolchainError, find_clang
 
     try:
@@ -202,8 +203,8 @@ def _compare_all(specs: list[Spec], count: int) -> list:
         if spec.kernel.sweep is None:
             continue
         try:
-            results.append(cmp.compare(spec, compiler, choose_engine("auto"), 1, count))
-        except (BuildError, RuntimeError) as exc:
+            results.append(cmp.compare(spec, compiler, choose_engine("auto", spec), 1, count))
+        except (BuildError, RuntimeError, UnsafeCode, EngineRefused) as exc:
             click.echo(f"kgen: {spec.path}: {exc}", err=True)
             sys.exit(1)
     return results
@@ -608,7 +609,8 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
     """
     from . import compare as cmp
     from .build import BuildError
-    from .host import choose_engine
+    from .execcheck import UnsafeCode
+    from .host import EngineRefused, choose_engine
     from .oracle import harness_limit
     from .toolchain import ToolchainError, find_clang
 
@@ -618,13 +620,17 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
     except ToolchainError as exc:
         click.echo(f"kgen: {exc}", err=True)
         sys.exit(1)
-    choice = choose_engine(engine)
     opts = tuple(opts) or cmp.DEFAULT_OPTS
     reports, failed = [], False
     for spec in loaded:
         why = harness_limit(spec)
         if why:
             click.echo(f"kgen: {spec.path}: the harness cannot run this helper: {why}", err=True)
+            sys.exit(1)
+        try:
+            choice = choose_engine(engine, spec)
+        except EngineRefused as exc:
+            click.echo(f"{spec.instruction.mark('encoding')}: error: {exc}", err=True)
             sys.exit(1)
         files = None
         if generated is not None:
@@ -640,7 +646,10 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
             result = cmp.compare(spec, compiler, choice, seed, count, opts, only, files=files,
                                  generated_dir=generated, keep_going=keep_going,
                                  progress=bar, reference=tuple(reference))  # fmt: skip
-        except (BuildError, ValueError, RuntimeError) as exc:
+        except SpecError as exc:
+            report_problems(exc)
+            sys.exit(1)
+        except (BuildError, ValueError, RuntimeError, UnsafeCode, EngineRefused) as exc:
             click.echo(f"kgen: {spec.path}: {exc}", err=True)
             sys.exit(1)
         finally:
@@ -734,7 +743,25 @@ def doctor() -> None:
             (known if assemble(clang, mnemonic) else unknown).append(mnemonic)
         click.echo(f"SNP mnemonics clang assembles: {' '.join(known) or 'none'}")
         click.echo(f"SNP mnemonics it does not:     {' '.join(unknown) or 'none'} (kgen emits .byte)")
+    _doctor_engines()
     sys.exit(status)
+
+
+def _doctor_engines() -> None:
+    """Which engine `kgen compare` picks for each bundled spec on this CPU, and why."""
+    from .host import choose_engine, host_cpu
+    from .x86 import decoder_name
+
+    cpu = host_cpu()
+    click.echo(f"cpu:   {cpu.vendor}{' with CLZERO' if cpu.clzero else ''}; "
+               f"bytes decoded by {decoder_name()}")  # fmt: skip
+    for path in sorted(DEFAULT_ISA_DIR.glob("*.yaml")):
+        try:
+            (spec,) = load_all([path])
+        except SpecError:
+            continue
+        choice = choose_engine("auto", spec, cpu)
+        click.echo(f"engine {spec.path} (auto): {choice.engine}: {choice.reason}")
 
 
 @main.command()

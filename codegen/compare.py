@@ -21,9 +21,11 @@ from pathlib import Path
 from . import cases as case_gen
 from . import mirror
 from .build import Harness, build_harness
-from .host import EngineChoice
+from .diagnostics import SpecError
+from .execcheck import UnsafeCode
+from .host import EngineChoice, check_engine
 from .model import Spec
-from .spec import parse
+from .spec import encoding_problems, parse
 from .toolchain import Compiler
 
 DEFAULT_OPTS = ("-O0", "-O2", "-Os")
@@ -213,6 +215,18 @@ def compare(spec: Spec, compiler: Compiler, engine: EngineChoice, seed: int, cou
     """
     from .render import render_spec
 
+    from .execcheck import check_objects, check_sources
+
+    # The spec may not come from the loader (an in-memory object), and the engine may not
+    # come from choose_engine: hold both to the rules before anything is compiled or run.
+    problems = encoding_problems(spec)
+    if problems:
+        raise SpecError(problems)
+    check_engine(spec, engine)
+    files = files if files is not None else render_spec(spec)
+    native = engine.engine == "native"
+    if native:
+        check_sources(spec, files)
     start = time.perf_counter()
     result = Result(spec.path, engine, compiler, seed, opts, 0)
     reproduce = f"kgen compare {spec.path} --seed {seed} --cases {count} --engine {engine.engine}"
@@ -226,9 +240,12 @@ def compare(spec: Spec, compiler: Compiler, engine: EngineChoice, seed: int, cou
     result.cases = len(ids)
     with tempfile.TemporaryDirectory(prefix="kgen-compare-") as tmp:
         harnesses: list[Harness] = build_harness(
-            compiler, spec, files if files is not None else render_spec(spec), Path(tmp), opts,
-            ("native",) if engine.engine == "native" else ("emulated",), reference,
+            compiler, spec, files, Path(tmp), opts,
+            ("native",) if native else ("emulated",), reference,
         )
+        for h in harnesses if native else ():
+            if not check_objects(spec, list(h.units), list(h.harness)):
+                raise UnsafeCode(f"the compiled code at {h.opt} does not hold the spec's bytes")
         result.build_seconds = time.perf_counter() - start
         levels = tuple(
             (h.opt, h.native if engine.engine == "native" else h.emulated) for h in harnesses

@@ -18,6 +18,7 @@ from .assembler import assemble
 from .diagnostics import Diagnostic, Mark
 from .model import Byte, Doc, Identifier, Node, Spec
 from .toolchain import Compiler
+from .x86 import decode, decoder_name
 from .spec import convert_document, kernel_names
 
 KNOWN_ENCODINGS = Path(__file__).resolve().parent / "data" / "known_encodings.yaml"
@@ -104,6 +105,15 @@ def cross_check(specs: list[Spec], known: tuple[KnownEncoding, ...] | None = Non
                     f"without its {_hex(tuple(prefixes))} prefix, {mnemonic} is "
                     f"{entry.mnemonic} ({where}): a CPU that ignores the prefix runs "
                     f"{entry.mnemonic.upper()}"), "note"))  # fmt: skip
+        # the decoder's reading, where it is another instruction whose prefix it ignores;
+        # a note from the table above that names it already says so (one note per hazard)
+        d = decode(bytes(data))
+        named = [n for n in notes if n.mark == mark and f" is {d.mnemonic} (" in n.message]
+        if d.exact and d.mnemonic != mnemonic and d.ignored_prefixes and not named:
+            notes.append(Diagnostic(mark, (
+                f"{decoder_name()} decodes {_hex(data)} as {d.mnemonic}, ignoring its "
+                f"{_hex(tuple(d.ignored_prefixes))} prefix: a CPU that ignores the prefix runs "
+                f"{d.mnemonic.upper()}"), "note"))  # fmt: skip
     seen: dict[str, tuple[Spec, Mark]] = {}
     for spec in specs:
         for name, mark in kernel_names(spec):

@@ -105,7 +105,9 @@ class EncodingByte(Node):
     byte: Annotated[Byte, Doc("the byte value, 0x00..0xff")]
     role: Annotated[
         Literal["prefix", "escape", "opcode", "modrm", "immediate"],
-        Doc("prefix (66/F2/F3), escape (0F opcode map), opcode, modrm or immediate"),
+        Doc("in this order: prefix (66, and one of F0/F2/F3, each once), escape (0F, 0F 38 or "
+            "0F 3A), one opcode, modrm (register or register-indirect form) where the map takes "
+            "one, immediate (1, 2 or 4 bytes); 15 bytes at most"),
     ]
 
 

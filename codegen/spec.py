@@ -25,7 +25,7 @@ from typing import Any, Iterable, Literal, Union
 
 from yaml.nodes import MappingNode, Node as YamlNode, ScalarNode, SequenceNode
 
-from . import model
+from . import model, x86
 from .diagnostics import Diagnostic, Mark, SpecError, quote
 from .model import PowerOfTwo, Range, SizeLiteral, Spec, Text
 from .yamlsource import compose, node_mark, read_text, scalar_value
@@ -303,6 +303,8 @@ class _Rules:
         return self.problems
 
     def encoding(self, insn: model.Instruction) -> None:
+        """One x86 instruction in the layout of the 0F maps, then as the decoder reads it."""
+        before = len(self.problems)
         order = ["prefix", "escape", "opcode", "modrm", "immediate"]
         last = 0
         for i, b in enumerate(insn.encoding):
@@ -315,15 +317,88 @@ class _Rules:
                     "prefix, escape, opcode, modrm, immediate",
                 )
             last = max(last, rank)
-            if b.role == "prefix" and b.byte not in (0x66, 0xF2, 0xF3, 0xF0):
+        if len(insn.encoding) > x86.MAX_LENGTH:
+            self.error(
+                insn.mark(f"encoding[{x86.MAX_LENGTH}]"),
+                f"the encoding has {len(insn.encoding)} bytes; an x86 instruction has at most "
+                f"{x86.MAX_LENGTH}",
+            )
+        by_role: dict[str, list[model.EncodingByte]] = {r: [] for r in order}
+        for b in insn.encoding:
+            by_role[b.role].append(b)
+        seen: dict[int, model.EncodingByte] = {}
+        for b in by_role["prefix"]:
+            if b.byte not in x86.PREFIXES:
                 self.error(b.mark("byte"), f"{b.byte:#04x} is not a 66/F2/F3/F0 prefix")
-            if b.role == "escape" and b.byte != 0x0F:
+            elif b.byte in seen:
+                self.error(b.mark("byte"), f"prefix {b.byte:#04x} repeats (first at line "
+                           f"{seen[b.byte].mark('byte').line}): an instruction takes each prefix once")  # fmt: skip
+            else:
+                group = [p for p in seen if p in x86.PREFIX_GROUP_1 and b.byte in x86.PREFIX_GROUP_1]
+                if group:
+                    self.error(b.mark("byte"), f"prefix {b.byte:#04x} after {group[0]:#04x}: F0, F2 "
+                               "and F3 are one prefix group, an instruction takes one of them")  # fmt: skip
+                seen[b.byte] = b
+        escape = tuple(b.byte for b in by_role["escape"])
+        for n, b in enumerate(by_role["escape"]):
+            if n == 0 and b.byte != 0x0F:
                 self.error(b.mark("byte"), f"the escape byte is 0x0f, not {b.byte:#04x}")
-        roles = [b.role for b in insn.encoding]
-        if "opcode" not in roles:
+            elif n == 1 and b.byte not in (0x38, 0x3A):
+                self.error(b.mark("byte"), f"the second escape byte is 0x38 or 0x3a (the 0F 38 "
+                           f"and 0F 3A maps), not {b.byte:#04x}")  # fmt: skip
+            elif n == 2:
+                self.error(b.mark("byte"), "a third escape byte: the escape is 0F, 0F 38 or 0F 3A")
+                break
+        if not escape and insn.encoding:
+            self.error(insn.mark("encoding"), "the encoding has no escape byte: the format "
+                       "describes instructions of the 0F, 0F 38 and 0F 3A opcode maps")  # fmt: skip
+        opcodes = by_role["opcode"]
+        if not opcodes:
             self.error(insn.mark("encoding"), "the encoding has no opcode byte")
-        if roles.count("modrm") > 1:
+        if len(opcodes) > 1:
+            more = f" (and {len(opcodes) - 2} more)" if len(opcodes) > 2 else ""
+            self.error(opcodes[1].mark("byte"), f"a second opcode byte {opcodes[1].byte:#04x}{more}: "
+                       f"an instruction has exactly one opcode byte (the first is "
+                       f"{opcodes[0].byte:#04x})")  # fmt: skip
+        if escape == (0x0F,) and opcodes and opcodes[0].byte in (0x38, 0x3A):
+            self.error(opcodes[0].mark("byte"), f"{opcodes[0].byte:#04x} after 0F is an escape "
+                       f"(the 0F {opcodes[0].byte:02X} map), not an opcode")  # fmt: skip
+        modrm = by_role["modrm"]
+        if len(modrm) > 1:
             self.error(insn.mark("encoding"), "the encoding has more than one ModRM byte")
+        if self.problems[before:]:
+            return  # the rules below read the layout as one instruction
+        opcode = opcodes[0]
+        shown = x86.hex_bytes(escape + (opcode.byte,))
+        if x86.takes_modrm(escape, opcode.byte) and not modrm:
+            self.error(opcode.mark("byte"), f"opcode {shown} takes a ModRM byte, and the "
+                       "encoding has none")  # fmt: skip
+        if modrm and not x86.takes_modrm(escape, opcode.byte):
+            self.error(modrm[0].mark("byte"), f"opcode {shown} takes no ModRM byte: "
+                       f"{modrm[0].byte:#04x} would be read as another instruction")  # fmt: skip
+        elif modrm and (why := x86.modrm_problem(modrm[0].byte)):
+            self.error(modrm[0].mark("byte"), f"ModRM {modrm[0].byte:#04x}: {why}, which the "
+                       "format has no role for; use mod 11 or a register-indirect operand")  # fmt: skip
+        imm = by_role["immediate"]
+        if imm:
+            if escape == (0x0F, 0x38):
+                self.error(imm[0].mark("byte"), "the 0F 38 map takes no immediate")
+            elif escape == (0x0F, 0x3A) and len(imm) != 1:
+                self.error(imm[0].mark("byte"), f"the 0F 3A map takes a 1-byte immediate, not "
+                           f"{len(imm)} bytes")  # fmt: skip
+            elif len(imm) not in x86.IMMEDIATE_SIZES:
+                self.error(imm[0].mark("byte"), f"{len(imm)} immediate bytes: an immediate is 1, 2 "
+                           "or 4 bytes")  # fmt: skip
+        elif escape == (0x0F, 0x3A):
+            self.error(insn.mark("encoding"), "the 0F 3A map takes a 1-byte immediate, and the "
+                       "encoding has none")  # fmt: skip
+        if self.problems[before:]:
+            return
+        data = bytes(b.byte for b in insn.encoding)
+        found = x86.encoding_problem(data, insn.mnemonic)
+        if found:
+            at, message = found
+            self.error(insn.mark("encoding" if at is None else f"encoding[{at}]"), message)
 
     def operands(self, insn: model.Instruction) -> None:
         self.unique(((i.register, i.mark("register")) for i in insn.inputs), "input register")
@@ -524,6 +599,13 @@ def convert_document(text: str, path: str, cls: type, what: str = "file") -> Any
     if problems or conv.problems:
         raise SpecError(problems + conv.problems)
     return value
+
+
+def encoding_problems(spec: Spec) -> list[Diagnostic]:
+    """The encoding rules alone, for a spec however it was made (the loader runs them too)."""
+    rules = _Rules(spec)
+    rules.encoding(spec.instruction)
+    return rules.problems
 
 
 def parse(text: str, path: str) -> Spec:

@@ -27,7 +27,7 @@ def harness(tmp_path_factory):
 
 @pytest.mark.parametrize("engine", ["emulator", "native"])
 def test_generated_code_matches_the_mirror(engine):
-    choice = host.choose_engine(engine)
+    choice = host.choose_engine(engine, SPEC)
     result = compare.compare(SPEC, toolchain.find_clang(), choice, seed=3, count=400,
                              opts=("-O0", "-O2", "-Os"))  # fmt: skip
     assert result.ok, result.mismatches[:1]
@@ -56,7 +56,7 @@ def test_both_engines_print_the_same_trace(harness):
         cases.case_line(SPEC, c, 10**6) for c in cases.generate(SPEC, 2, 120)
     )
     emu = Emulator(harness.emulated).run(text.encode()).decode()
-    guard = host.choose_engine("native").guard
+    guard = host.choose_engine("native", SPEC).guard
     native = compare._run_native(harness.native, guard, text)
     assert emu == native
     assert [l for l in emu.splitlines() if l.startswith("E ")] == [f"E {n}" for n in range(120)]
@@ -116,15 +116,17 @@ def test_unknown_case_is_a_clean_error(run_kgen):
 @pytest.mark.parametrize(
     "cpu, requested, engine, guarded",
     [
-        (host.HostCpu("GenuineIntel", False), "auto", "native", False),
+        # rmpopt's bytes decode as CLZERO: natively, always behind the guard (a CPU whose
+        # CPUID hides CLZERO may still run it), and auto emulates where the CPU has CLZERO
+        (host.HostCpu("GenuineIntel", False), "auto", "native", True),
         (host.HostCpu("AuthenticAMD", True), "auto", "emulator", False),
         (host.HostCpu("AuthenticAMD", True), "native", "native", True),
-        (host.HostCpu("AuthenticAMD", False), "auto", "native", False),
+        (host.HostCpu("AuthenticAMD", False), "auto", "native", True),
         (host.HostCpu("GenuineIntel", False), "emulator", "emulator", False),
     ],
 )
 def test_engine_choice(cpu, requested, engine, guarded):
-    choice = host.choose_engine(requested, cpu)
+    choice = host.choose_engine(requested, SPEC, cpu)
     assert choice.engine == engine and (choice.guard is not None) == guarded
 
 
@@ -185,3 +187,145 @@ def test_the_clzero_hazard_is_real_or_absent(tmp_path):
     gcc = toolchain.find_gcc() or toolchain.find_clang()
     subprocess.run(gcc.command(str(src), "-o", str(exe)), check=True, capture_output=True)
     assert subprocess.run([str(exe)], capture_output=True, text=True).stdout.strip() == "0"
+
+
+# --- the native engine runs only bytes proven to fault --------------------------
+
+import dataclasses  # noqa: E402
+
+from codegen import execcheck  # noqa: E402
+from codegen.diagnostics import SpecError  # noqa: E402
+from codegen.model import EncodingByte  # noqa: E402
+from codegen.spec import parse  # noqa: E402
+from tests.test_spec_loader import with_encoding  # noqa: E402
+
+RDPRU = parse(with_encoding([(0x0F, "escape"), (0x01, "opcode"), (0xFD, "modrm")], "rdpru"),
+              "isa/rdpru.yaml")  # fmt: skip
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("compiled or ran code it must refuse")
+
+
+@pytest.mark.parametrize("engine", ["native", "emulator"])
+def test_an_in_memory_shellcode_spec_is_refused_before_anything_runs(engine, monkeypatch, tmp_path):
+    marker = tmp_path / "pwned"
+    shellcode = tuple(EncodingByte(b, "opcode") for b in bytes(range(0x40, 0x80)))
+    spec = dataclasses.replace(SPEC, instruction=dataclasses.replace(SPEC.instruction, encoding=shellcode))
+    monkeypatch.setattr(compare, "build_harness", _never)
+    monkeypatch.setattr(compare, "ProcessPoolExecutor", _never)
+    forged = host.EngineChoice(engine, None, "forged by the caller")
+    with pytest.raises(SpecError) as info:
+        compare.compare(spec, toolchain.find_clang(), forged, seed=1, count=5, opts=("-O2",))
+    messages = [d.message for d in info.value.diagnostics]
+    assert any("64 bytes; an x86 instruction has at most 15" in m for m in messages)
+    assert not marker.exists()
+
+
+def test_a_user_mode_instruction_is_refused_natively_and_emulated_by_auto():
+    with pytest.raises(host.EngineRefused, match="decodes 0F 01 FD as rdpru, which user mode may "
+                       "execute, and the native engine cannot make it fault"):  # fmt: skip
+        host.choose_engine("native", RDPRU)
+    for cpu in (host.HostCpu("GenuineIntel", False), host.HostCpu("AuthenticAMD", True)):
+        choice = host.choose_engine("auto", RDPRU, cpu)
+        assert choice.engine == "emulator" and "rdpru" in choice.reason
+
+
+def test_compare_refuses_a_forged_native_engine(monkeypatch):
+    monkeypatch.setattr(compare, "build_harness", _never)
+    for engine in (host.EngineChoice("native", None, "forged"), host.choose_engine("native", SPEC)):
+        with pytest.raises(host.EngineRefused):
+            compare.compare(RDPRU, toolchain.find_clang(), engine, seed=1, count=5, opts=("-O2",))
+    # rmpopt's CLZERO runs natively only behind the guard
+    with pytest.raises(host.EngineRefused, match="needs the guard"):
+        compare.compare(SPEC, toolchain.find_clang(), host.EngineChoice("native", None, "forged"),
+                        seed=1, count=5, opts=("-O2",))  # fmt: skip
+
+
+def test_bytes_a_cpu_ignoring_their_prefix_runs_in_user_mode_are_not_run_natively():
+    """rmpread is unknown to the decoder, but without F2 it is RDPRU (the known encodings agree)."""
+    rmpread = load(ISA / "rmpread.yaml")
+    with pytest.raises(host.EngineRefused, match=r"decodes 0F 01 FD \(F2 0F 01 FD without its F2 "
+                       r"prefix\) as rdpru, which user mode may execute"):  # fmt: skip
+        host.choose_engine("native", rmpread)
+    assert host.choose_engine("auto", rmpread, host.HostCpu("GenuineIntel", False)).engine == "emulator"
+    # its siblings' bytes without the prefix are privileged (INVLPGB, TLBSYNC): they trap
+    for name in ("pvalidate", "psmash", "rmpadjust", "rmpupdate"):
+        choice = host.choose_engine("auto", load(ISA / f"{name}.yaml"), host.HostCpu("AuthenticAMD", True))
+        assert choice.engine == "native" and choice.guard is None and "privileged" in choice.reason
+
+
+def test_clzero_bytes_in_an_oracle_spec_are_not_run_natively():
+    """The guard proves a fault only for the table model's addresses, not any 64-bit value."""
+    text = (ISA / "psmash.yaml").read_text().replace("{byte: 0xf3, role: prefix}", "{byte: 0xf2, role: prefix}")
+    text = text.replace("{byte: 0xff, role: modrm}", "{byte: 0xfc, role: modrm}").replace(
+        "mnemonic: psmash", "mnemonic: psmashx")  # fmt: skip
+    spec = parse(text, "isa/psmashx.yaml")
+    plan = host.native_plan(spec)
+    assert not plan.allowed and plan.hazard == "clzero"
+    assert host.choose_engine("auto", spec, host.HostCpu("GenuineIntel", False)).engine == "emulator"
+
+
+def test_cli_refuses_native_for_a_user_mode_instruction_and_auto_emulates(run_kgen, tmp_path):
+    spec = tmp_path / "rdpru.yaml"
+    spec.write_text(RDPRU.source)
+    result = run_kgen("compare", spec, "--engine", "native", "--cases", "5", "--opt=-O2")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"{spec}:15:5: error: --engine native refused: iced-x86 1.21.0 decodes 0F 01 FD as rdpru" \
+        in result.stderr  # fmt: skip
+    result = run_kgen("compare", spec, "--cases", "20", "--opt=-O2")
+    assert result.exit_code == 0, result.output
+    assert "engine emulator: iced-x86 1.21.0 decodes 0F 01 FD as rdpru" in result.output
+
+
+def test_doctor_says_which_engine_each_spec_gets(run_kgen):
+    out = run_kgen("doctor").output
+    assert "bytes decoded by iced-x86 1.21.0" in out
+    assert "engine isa/pvalidate.yaml (auto): native: iced-x86 1.21.0 decodes F2 0F 01 FF as " \
+        "pvalidate, a privileged instruction" in out  # fmt: skip
+    rmpopt = next(l for l in out.splitlines() if l.startswith("engine isa/rmpopt.yaml"))
+    want = "emulator" if host.host_cpu().clzero else "native"
+    assert rmpopt.startswith(f"engine isa/rmpopt.yaml (auto): {want}: ")
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ('static inline void sneak(void) { asm volatile("syscall"); }\n', "not the spec's"),
+    ('static inline void sneak(void) { __asm__ (".byte 0x0f, " "0x05"); }\n', "not the spec's"),
+    ("#define A(x) __as##x\n", "'##' is not in code kgen generates"),
+    ('__attribute__((section(".text"))) const char sneak[] = "\\x0f\\x05";\n', "'section'"),
+])  # fmt: skip
+def test_generated_sources_hold_only_the_spec_s_asm(extra, expected):
+    files = render_spec(SPEC)
+    execcheck.check_sources(SPEC, files)
+    (header,) = [p for p in files if p.endswith(".h")]
+    files[header] += extra
+    with pytest.raises(execcheck.UnsafeCode, match=expected):
+        execcheck.check_sources(SPEC, files)
+
+
+def test_cli_refuses_a_generated_dir_with_other_asm_natively(run_kgen, tmp_path):
+    files = render_spec(SPEC)
+    (header,) = [p for p in files if p.endswith(".h")]
+    files[header] += 'static inline void sneak(void) { asm volatile(".byte 0x0f, 0x05"); }\n'
+    build.write_files(files, tmp_path / "gen")
+    result = run_kgen("compare", "isa/rmpopt.yaml", "--engine", "native", "--cases", "5",
+                      "--opt=-O2", "--generated", tmp_path / "gen")  # fmt: skip
+    assert result.exit_code == 1 and "an asm statement that is not the spec's" in result.stderr
+
+
+def test_compiled_objects_hold_only_plain_code_and_the_spec_s_bytes(harness, tmp_path):
+    assert execcheck.check_objects(SPEC, list(harness.units), list(harness.harness)) >= 1
+    clang = toolchain.find_clang()
+    for name, source, expected in [
+        ("libc", 'int system(const char *);\nvoid f(void) { system("touch x"); }\n', "calls system"),
+        ("syscall", 'void f(void) { asm volatile(".byte 0x0f, 0x05"); }\n', "does not use"),
+        ("int80", 'void f(void) { asm volatile(".byte 0xcd, 0x80"); }\n', "a software interrupt"),
+        ("hidden", '__attribute__((section(".text"))) const unsigned char g[] = {0xff, 0xff, 0xff};\n',
+         "no x86 decoder knows"),
+    ]:  # fmt: skip
+        src, obj = tmp_path / f"{name}.c", tmp_path / f"{name}.o"
+        src.write_text(source)
+        subprocess.run(clang.command("-c", "-O2", "-fPIE", str(src), "-o", str(obj)), check=True,
+                       capture_output=True)  # fmt: skip
+        with pytest.raises(execcheck.UnsafeCode, match=expected):
+            execcheck.check_objects(SPEC, [*harness.units, obj], list(harness.harness))

@@ -124,3 +124,16 @@ def test_doctor_lists_the_snp_mnemonics_clang_knows(run_kgen):
     assert "SNP mnemonics clang assembles: " in result.output
     known = result.output.split("SNP mnemonics clang assembles: ")[1].split("\n")[0].split()
     assert "pvalidate" in known and "rmpopt" not in known
+
+
+def test_the_decoder_notes_an_ignored_prefix_once():
+    """rmpopt's CLZERO hazard is noted once (by the table); one the table lacks, by the decoder."""
+    (note,) = cross_check([spec_with(TEXT, "isa/rmpopt.yaml")]).notes
+    assert "known_encodings.yaml" in note.message and "iced" not in note.message
+    text = TEXT.replace("{byte: 0x01, role: opcode}\n    - {byte: 0xfc, role: modrm}       # mod 11, reg 7, rm 4",
+                        "{byte: 0x05, role: opcode}")  # fmt: skip
+    found = cross_check([spec_with(text, "isa/rmpopt.yaml")])
+    assert found.problems == []
+    (note,) = found.notes
+    assert "decodes F2 0F 05 as syscall, ignoring its F2 prefix" in note.message
+    assert note.message.startswith("iced-x86 1.21.0 ")

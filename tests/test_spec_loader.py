@@ -130,3 +130,92 @@ def test_software_code_only_on_flags():
         "      software_code: {name: FROB_OLD, value: 255, description: Stale}\n",
     )
     assert problems(text) == ["44:22: software_code belongs to a flag output"]
+
+
+# --- an encoding is one x86 instruction ---------------------------------------
+
+from codegen import x86  # noqa: E402
+from tests.conftest import ISA, RMPOPT_YAML  # noqa: E402
+
+RMPOPT_TEXT = RMPOPT_YAML.read_text()
+RMPOPT_ENCODING = RMPOPT_TEXT[RMPOPT_TEXT.index("  encoding:\n") : RMPOPT_TEXT.index("  privilege:\n")]
+
+
+def with_encoding(pairs: list[tuple[int, str]], mnemonic: str = "rmpfoo") -> str:
+    """rmpopt.yaml with another encoding (and mnemonic)."""
+    enc = "  encoding:\n" + "".join(f"    - {{byte: {b:#04x}, role: {r}}}\n" for b, r in pairs)
+    return RMPOPT_TEXT.replace(RMPOPT_ENCODING, enc).replace("mnemonic: rmpopt", f"mnemonic: {mnemonic}")
+
+
+def test_64_bytes_of_shellcode_are_no_instruction(run_kgen, tmp_path):
+    spec = tmp_path / "rmpfoo.yaml"
+    spec.write_text(with_encoding([(b, "opcode") for b in bytes(range(0x40, 0x80))]))
+    result = run_kgen("validate", spec)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert lines[-1] == "kgen: 3 problems found"
+    assert any(": error: the encoding has 64 bytes; an x86 instruction has at most 15" in l for l in lines)
+    assert any(": error: a second opcode byte 0x41 (and 62 more): an instruction has exactly one "
+               "opcode byte" in l for l in lines)  # fmt: skip
+    assert any(": error: the encoding has no escape byte" in l for l in lines)
+    assert "ok (" not in result.output
+
+
+@pytest.mark.parametrize("path", sorted(ISA.glob("*.yaml")), ids=lambda p: p.stem)
+def test_each_bundled_encoding_is_one_instruction_or_unknown(path):
+    (spec,) = load_all([path])
+    data = bytes(b.byte for b in spec.instruction.encoding)
+    assert x86.encoding_problem(data, spec.instruction.mnemonic) is None
+    d = x86.decode(data)
+    assert d.status == "invalid" or (d.exact and (d.mnemonic == spec.instruction.mnemonic
+                                                  or d.ignored_prefixes))  # fmt: skip
+
+
+@pytest.mark.parametrize("hexed, expected", [
+    ("90" * 8, "byte 2 (0x90) follows a whole instruction: iced-x86 1.21.0 decodes 90 as nop"),
+    ("0f05", "decodes 0F 05 as syscall (an instruction user mode may run), not frobopt"),
+    ("cd80", "decodes CD 80 as int (an instruction user mode may run), not frobopt"),
+    ("e801020304", "decodes E8 01 02 03 04 as call"),
+    ("e801", "reads E8 01 as the start of a longer instruction (a 5-byte call when zero bytes"),
+    ("0f71d0", "reads 0F 71 D0 as the start of a longer instruction (a 4-byte psrlw"),
+    ("0f01d0" + "90" * 13, "byte 4 (0x90) follows a whole instruction"),
+    ("0f01fc", "decodes 0F 01 FC as clzero (an instruction user mode may run), not frobopt"),
+    ("0f01ff", "decodes 0F 01 FF as tlbsync (a privileged instruction), not frobopt"),
+])  # fmt: skip
+def test_the_decoder_rejects_handcrafted_bytes(hexed, expected):
+    found = x86.encoding_problem(bytes.fromhex(hexed), "frobopt")
+    assert found is not None and expected in found[1]
+
+
+@pytest.mark.parametrize("hexed", ["f20f01fd", "660f01ee", "f20f01fc", "f30f01fe"])
+def test_the_decoder_accepts_one_instruction_or_nothing_it_knows(hexed):
+    assert x86.encoding_problem(bytes.fromhex(hexed), "rmpadjust") is None
+
+
+@pytest.mark.parametrize("pairs, expected", [
+    # handcrafted byte strings, each with roles as legal as they can be
+    ([(0x90, "opcode")] * 8, ["the encoding has no escape byte", "a second opcode byte 0x90 (and 6 more)"]),
+    ([(0x0F, "escape"), (0x05, "opcode")], ["decodes 0F 05 as syscall"]),
+    ([(0xCD, "opcode"), (0x80, "immediate")], ["the encoding has no escape byte"]),
+    ([(0xE8, "opcode")] + [(0x00, "immediate")] * 4, ["the encoding has no escape byte"]),
+    ([(0x66, "prefix"), (0x0F, "escape"), (0x01, "opcode"), (0xEE, "modrm")]
+     + [(0x00, "immediate")] * 12, ["the encoding has 16 bytes; an x86 instruction has at most 15"]),
+    ([(0x0F, "escape"), (0x71, "opcode"), (0xD0, "modrm")], ["the start of a longer instruction"]),
+    ([(0x0F, "escape"), (0x01, "opcode"), (0xD0, "modrm"), (0x90, "immediate")],
+     ["byte 4 (0x90) follows a whole instruction"]),
+    ([(0xF2, "prefix"), (0xF2, "prefix"), (0x0F, "escape"), (0x01, "opcode"), (0xFC, "modrm")],
+     ["prefix 0xf2 repeats"]),
+    ([(0x0F, "escape"), (0x3A, "escape"), (0x0F, "opcode"), (0xC0, "modrm")],
+     ["the 0F 3A map takes a 1-byte immediate, and the encoding has none"]),
+    ([(0x0F, "escape"), (0x38, "escape"), (0xF8, "opcode"), (0xC2, "modrm"), (1, "immediate")],
+     ["the 0F 38 map takes no immediate"]),
+    ([(0x0F, "escape"), (0x38, "opcode"), (0xC0, "modrm")], ["0x38 after 0F is an escape"]),
+    ([(0x0F, "escape"), (0x05, "opcode"), (0xC0, "modrm")], ["opcode 0F 05 takes no ModRM byte"]),
+    ([(0x0F, "escape"), (0x01, "opcode"), (0x45, "modrm")], ["ModRM 0x45: mod 01 needs an 8-bit"]),
+    ([(0x0F, "escape"), (0x01, "opcode"), (0x05, "modrm")], ["rm 101 needs a 32-bit RIP-relative"]),
+])  # fmt: skip
+def test_handcrafted_encodings_fail_validation(pairs, expected):
+    got = [p.split(": ", 1)[1] for p in problems(with_encoding(pairs))]
+    assert len(got) == len(expected), got
+    for message, want in zip(sorted(got), sorted(expected)):
+        assert want in message, got

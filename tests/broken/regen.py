@@ -256,6 +256,62 @@ DEFECTS: list[tuple[str, str, str, str, str]] = [
     ("path-hidden", "a hidden component, where kgen keeps its temporary files",
      "    source: arch/x86/kernel/frob.c", "    source: «arch/x86/.kgen-tmp-frob.c",
      "'arch/x86/.kgen-tmp-frob.c' is not a relative path inside a kernel tree"),
+    # an encoding is one x86 instruction: layout and decoder
+    ("encoding-too-long", "16 bytes: longer than any x86 instruction",
+     "    - {byte: 0xee, role: modrm}\n",
+     "    - {byte: 0xee, role: modrm}\n" + "    - {byte: 0x00, role: immediate}\n" * 11
+     + "    - «{byte: 0x00, role: immediate}\n",
+     "the encoding has 16 bytes; an x86 instruction has at most 15"),
+    ("encoding-two-opcodes", "a second opcode byte",
+     "    - {byte: 0x01, role: opcode}\n",
+     "    - {byte: 0x01, role: opcode}\n    - {byte: «0x90, role: opcode}\n",
+     "a second opcode byte 0x90: an instruction has exactly one opcode byte (the first is 0x01)"),
+    ("encoding-prefix-repeats", "a prefix given twice",
+     "    - {byte: 0x66, role: prefix}\n",
+     "    - {byte: 0x66, role: prefix}\n    - {byte: «0x66, role: prefix}\n",
+     "prefix 0x66 repeats (first at line {line:{byte: 0x66}): an instruction takes each prefix once"),
+    ("encoding-prefix-group", "two prefixes of one group (F2 and F3)",
+     "    - {byte: 0x66, role: prefix}\n",
+     "    - {byte: 0xf2, role: prefix}\n    - {byte: «0xf3, role: prefix}\n",
+     "prefix 0xf3 after 0xf2: F0, F2 and F3 are one prefix group, an instruction takes one of them"),
+    ("encoding-immediate-size", "a 3-byte immediate",
+     "    - {byte: 0xee, role: modrm}\n",
+     "    - {byte: 0xee, role: modrm}\n    - {byte: «0x01, role: immediate}\n"
+     "    - {byte: 0x02, role: immediate}\n    - {byte: 0x03, role: immediate}\n",
+     "3 immediate bytes: an immediate is 1, 2 or 4 bytes"),
+    ("encoding-no-escape", "an opcode without the 0F escape",
+     "  encoding:\n    - {byte: 0x66, role: prefix}\n    - {byte: 0x0f, role: escape}\n",
+     "  encoding:\n    «- {byte: 0x66, role: prefix}\n",
+     "the encoding has no escape byte: the format describes instructions of the 0F, 0F 38 and "
+     "0F 3A opcode maps"),
+    ("encoding-bad-second-escape", "a second escape byte that names no opcode map",
+     "    - {byte: 0x0f, role: escape}\n",
+     "    - {byte: 0x0f, role: escape}\n    - {byte: «0x39, role: escape}\n",
+     "the second escape byte is 0x38 or 0x3a (the 0F 38 and 0F 3A maps), not 0x39"),
+    ("encoding-no-modrm", "group 7 without its ModRM byte",
+     "    - {byte: 0x01, role: opcode}\n    - {byte: 0xee, role: modrm}\n",
+     "    - {byte: «0x01, role: opcode}\n",
+     "opcode 0F 01 takes a ModRM byte, and the encoding has none"),
+    ("encoding-modrm-needs-sib", "a ModRM byte that needs a SIB byte",
+     "{byte: 0xee, role: modrm}", "{byte: «0x04, role: modrm}",
+     "ModRM 0x04: mod 00, rm 100 needs a SIB byte, which the format has no role for; use mod 11 "
+     "or a register-indirect operand"),
+    ("encoding-decodes-shorter", "the decoder reads a whole instruction before the last byte",
+     "  encoding:\n    - {byte: 0x66, role: prefix}\n    - {byte: 0x0f, role: escape}\n    - {byte: 0x01, role: opcode}\n    - {byte: 0xee, role: modrm}\n",
+     "  encoding:\n    - {byte: 0x0f, role: escape}\n    - {byte: 0x01, role: opcode}\n"
+     "    - {byte: 0xd0, role: modrm}\n    - «{byte: 0x90, role: immediate}\n",
+     "byte 4 (0x90) follows a whole instruction: iced-x86 1.21.0 decodes 0F 01 D0 as xgetbv, "
+     "and the rest would run as another instruction"),
+    ("encoding-decodes-longer", "the decoder needs an immediate the spec does not give",
+     "{byte: 0x01, role: opcode}\n    - {byte: 0xee, role: modrm}",
+     "{byte: 0x71, role: opcode}\n    - {byte: 0xd0, role: modrm}",
+     ""),  # the position is the encoding's: see MULTI
+    ("encoding-known-instruction", "the bytes are another, known instruction",
+     "  encoding:\n    - {byte: 0x66, role: prefix}\n    - {byte: 0x0f, role: escape}\n    - {byte: 0x01, role: opcode}\n    - {byte: 0xee, role: modrm}\n",
+     "  encoding:\n    «- {byte: 0x0f, role: escape}\n    - {byte: 0x01, role: opcode}\n"
+     "    - {byte: 0xd0, role: modrm}\n",
+     "iced-x86 1.21.0 decodes 0F 01 D0 as xgetbv (an instruction user mode may run), not "
+     "frobopt: the bytes are a known instruction under another name"),
 ]
 
 # Defects whose expected text is not a single replacement.
@@ -263,6 +319,11 @@ SPECIAL = {
     "worker-no-workqueue": ("        workqueue: frob_wq\n", ""),
 }
 MULTI = {
+    "encoding-decodes-longer": [
+        ("  encoding:\n    «- {byte: 0x66", "iced-x86 1.21.0 reads 66 0F 71 D0 as the start of a "
+         "longer instruction (a 5-byte psrlw when zero bytes follow): it would consume the bytes "
+         "after the .byte line"),
+    ],
     "key-missing-kernel": [
         ("«format: 1", "missing required key 'kernel' in Spec"),  # the document mapping
         ("«kernel_", "unknown key 'kernel_' (did you mean 'kernel'?); "
