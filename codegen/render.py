@@ -15,6 +15,7 @@ import hashlib
 import os
 import tempfile
 import textwrap
+import traceback
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
@@ -341,6 +342,17 @@ def banner_context(spec: Spec, out: Output) -> dict[str, C]:
     }
 
 
+def _template_place(exc: jinja2.TemplateError, template: str) -> str:
+    """``file:line`` of a template error: a syntax error carries it, a runtime error
+    (an undefined value, a failed filter) only in its traceback's template frames."""
+    name = getattr(exc, "filename", None) or template
+    line = getattr(exc, "lineno", None)
+    if line is None:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.endswith(name)]
+        line = frames[-1].lineno if frames else "?"
+    return f"{Path(name).name}:{line}"
+
+
 def render_spec(spec: Spec, templates: Path = TEMPLATES) -> dict[str, str]:
     """Every generated file of one spec, as ``{relative path: text}``."""
     env = environment(templates)
@@ -364,8 +376,7 @@ def render_spec(spec: Spec, templates: Path = TEMPLATES) -> dict[str, str]:
         try:
             text = env.get_template(out.template).render(context)
         except jinja2.TemplateError as exc:
-            where = f"{exc.filename or out.template}:{getattr(exc, 'lineno', '?')}"
-            raise RenderError(f"{where}: {exc.message}") from None
+            raise RenderError(f"{_template_place(exc, out.template)}: {exc.message}") from None
         check_layout(out.path, text)
         result[out.path] = text
     return result

@@ -68,6 +68,8 @@ def text_problem(kind: str, value: str) -> str | None:
             return f"{quote(value)} is a C keyword"
         return None
     if kind == "comment":
+        if not value.strip():
+            return "text must not be empty"
         if "*/" in value or "/*" in value:
             return "text must not contain '/*' or '*/': it is written into a C comment"
         bad = next((c for c in value if not (c.isprintable() or c == "\n")), None)
@@ -77,6 +79,8 @@ def text_problem(kind: str, value: str) -> str | None:
             return "text must be ASCII: it is written into C source"
         return None
     if kind == "c-string":
+        if not value.strip():
+            return "message must not be empty"
         if not value.isascii() or not value.isprintable():
             return "message must be printable ASCII on one line: it is written into a C string"
         for c, why in (('"', "a double quote"), ("\\", "a backslash"), ("%", "a '%'")):

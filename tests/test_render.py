@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import jinja2
@@ -200,3 +201,13 @@ def test_compile_check_catches_broken_c(rmpopt, files, tmp_path):
     unit = build.units(rmpopt, tmp_path / "gen", tmp_path)[1]
     with pytest.raises(build.BuildError, match="SZ_1GB"):
         build.compile_object(COMPILERS[0], unit, rmpopt, tmp_path / "gen")
+
+
+def test_a_value_a_template_cannot_use_is_a_render_error_with_its_place(rmpopt):
+    """A runtime template error (here an empty description, which the loader refuses) names
+    the template and line instead of crashing on the error's missing filename."""
+    insn = rmpopt.instruction
+    out = dataclasses.replace(insn.outputs[0], description="")
+    spec = dataclasses.replace(rmpopt, instruction=dataclasses.replace(insn, outputs=(out,)))
+    with pytest.raises(RenderError, match=r"^helpers\.h\.j2:\d+: "):
+        render_spec(spec)

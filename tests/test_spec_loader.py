@@ -130,3 +130,24 @@ def test_software_code_only_on_flags():
         "      software_code: {name: FROB_OLD, value: 255, description: Stale}\n",
     )
     assert problems(text) == ["44:22: software_code belongs to a flag output"]
+
+
+# --- limits and strict values -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "old, new, where",
+    [
+        ("      description: Return code\n", '      description: ""\n', "43:20"),
+        ("      description: Return code\n", "      description: '   '\n", "43:20"),
+        ("  title: Frobnicate Optimize", '  title: ""', "6:10"),
+        ("references: [none, it is made up]", "references: [none, '']", "78:22"),
+    ],
+)
+def test_empty_text_is_refused(old, new, where):
+    assert problems(BASE.replace(old, new)) == [f"{where}: text must not be empty"]
+
+
+def test_empty_log_message_is_refused():
+    text = BASE.replace("log_message: Attempt frobbing on range", "log_message: ' '")
+    assert problems(text) == ["90:18: message must not be empty"]
