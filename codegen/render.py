@@ -14,7 +14,6 @@ import difflib
 import hashlib
 import os
 import tempfile
-import textwrap
 import traceback
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -125,12 +124,47 @@ def f_comment(value: str, first: str = "", indent: str = " * ", width: int = LIN
 
     Tabs count as 8 columns, as the kernel's 100-column rule counts them.
     """
-    text = " ".join(_checked("comment", value).split())
+    words = _checked("comment", value).split()
     cols = width - len(indent.expandtabs(8))
-    lines = textwrap.wrap(
-        text, cols, initial_indent=first, subsequent_indent="", break_on_hyphens=False
-    )
-    return _c(("\n" + indent).join(lines))
+    return _c(("\n" + indent).join(wrap_words(words, cols, first)))
+
+
+def wrap_words(words: list[str], width: int, first: str = "") -> list[str]:
+    """The lines of ``textwrap.wrap(" ".join(words), width, initial_indent=first,
+    break_on_hyphens=False)``, in time linear in the text.
+
+    textwrap copies the rest of a word too long for a line each time it breaks it,
+    which is quadratic in the word's length.  Here a long word is consumed through
+    an offset instead; every other step is textwrap's.
+    """
+    chunks: list[str] = []  # words and the single spaces between them, as textwrap splits
+    for word in reversed(words):
+        if chunks:
+            chunks.append(" ")
+        chunks.append(word)
+    used = 0  # characters of chunks[-1] already placed on earlier lines
+    lines: list[str] = []
+    while chunks:
+        indent = first if not lines else ""
+        room = width - len(indent)
+        if lines and (chunks[-1] == " " or used == len(chunks[-1])):
+            chunks.pop()  # a line does not start with the space, or the empty rest, left over
+            used = 0
+        line: list[str] = []
+        size = 0
+        while chunks and size + len(chunks[-1]) - used <= room:
+            line.append(chunks.pop()[used:])
+            size += len(line[-1])
+            used = 0
+        if chunks and len(chunks[-1]) - used > room:  # a word longer than a line: break it
+            take = 1 if room < 1 else room - size
+            line.append(chunks[-1][used : used + take])
+            used += take
+        if line and not line[-1].strip():
+            line.pop()
+        if line:
+            lines.append(indent + "".join(line))
+    return lines
 
 
 def f_dec(value: int) -> C:
