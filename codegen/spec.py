@@ -28,7 +28,7 @@ from yaml.nodes import MappingNode, Node as YamlNode, ScalarNode, SequenceNode
 from . import model
 from .diagnostics import Diagnostic, Mark, SpecError, quote
 from .model import PowerOfTwo, Range, SizeLiteral, Spec, Text
-from .yamlsource import compose, node_mark, read_text, scalar_value
+from .yamlsource import INT_BITS, compose, node_mark, read_text, scalar_value
 
 C_KEYWORDS = frozenset(
     """
@@ -52,11 +52,17 @@ _INVALID = object()  # a value that failed; its diagnostic is already recorded
 
 
 def parse_size(text: str) -> int | None:
-    """``"1G"`` -> 1 << 30; None when the text is not a size."""
+    """``"1G"`` -> 1 << 30; None when the text is not a size.
+
+    Raises ValueError when it is a size that does not fit 64 bits.
+    """
     m = _SIZE.match(text)
     if not m:
         return None
-    return int(m.group(1)) << SIZE_UNITS[m.group(2)]
+    digits, unit = m.group(1).lstrip("0") or "0", m.group(2)
+    if len(digits) > 20 or int(digits) << SIZE_UNITS[unit] >= 1 << INT_BITS:
+        raise ValueError(f"size {quote(text.strip())} does not fit {INT_BITS} bits")
+    return int(digits) << SIZE_UNITS[unit]
 
 
 def text_problem(kind: str, value: str) -> str | None:
@@ -178,7 +184,7 @@ class _Converter:
         if not isinstance(node, ScalarNode):
             return self.error(node, f"expected {_type_name(tp)}, got {_describe(node)}")
         try:
-            value = scalar_value(node)
+            value = scalar_value(node, text_ok=tp is str)
         except ValueError as exc:
             return self.error(node, str(exc))
         if type(value) is not tp:
@@ -188,7 +194,7 @@ class _Converter:
     def _literal(self, node: YamlNode, choices: tuple) -> Any:
         if isinstance(node, ScalarNode):
             try:
-                value = scalar_value(node)
+                value = scalar_value(node, text_ok=all(isinstance(c, str) for c in choices))
             except ValueError as exc:
                 return self.error(node, str(exc))
             for choice in choices:
@@ -208,7 +214,10 @@ class _Converter:
             except ValueError as exc:
                 return self.error(node, str(exc))
             if isinstance(raw, str):
-                size = parse_size(raw)
+                try:
+                    size = parse_size(raw)
+                except ValueError as exc:
+                    return self.error(node, str(exc))
                 if size is None:
                     return self.error(node, f"{quote(raw)} is not a size (write e.g. 4096, 2M, 1G, 2T)")
                 value: Any = size
