@@ -37,8 +37,20 @@ C_KEYWORDS = frozenset(
     union unsigned void volatile while _Alignas _Alignof _Atomic _Bool _Complex _Generic
     _Imaginary _Noreturn _Static_assert _Thread_local asm typeof __asm__ __typeof__ __inline__
     __volatile__ __attribute__ __restrict__ __extension__ bool true false
+    alignas alignof constexpr nullptr static_assert thread_local typeof_unqual _BitInt
+    _Decimal32 _Decimal64 _Decimal128 _Pragma
+    __asm __attribute __typeof __typeof_unqual __inline __volatile __restrict __const __signed
+    __alignof __real __imag __complex __label__ __auto_type __thread __func__ __null
+    __int128 __int128_t __uint128_t __float128 __float80 __fp16 __bf16 __ibm128 __seg_fs __seg_gs
+    __declspec __cdecl __stdcall __fastcall __vectorcall __regcall
     """.split()
 )
+# Macros gcc and clang define for x86-64 Linux in GNU C mode (clang -dM -E), outside the
+# reserved spellings below.
+PREDEFINED = frozenset("linux unix __linux __unix __x86_64 __amd64 __k8".split())
+# Families of the compilers' built-in functions (gcc and clang refuse to redefine them).
+BUILTIN_PREFIXES = ("__builtin_", "__sync_", "__atomic_", "__c11_", "__has_", "__is_", "__arm_")
+_RESERVED = re.compile(r"_[A-Z]|__[A-Z]|__.*__\Z")
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PATH = re.compile(r"[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*\Z")
@@ -72,6 +84,15 @@ def text_problem(kind: str, value: str) -> str | None:
             return f"{quote(value)} is not a C identifier"
         if value in C_KEYWORDS:
             return f"{quote(value)} is a C keyword"
+        if value in PREDEFINED:
+            return f"{quote(value)} is a macro the compiler predefines"
+        if value.startswith(BUILTIN_PREFIXES):
+            return f"{quote(value)} is reserved for the compiler's built-in functions"
+        if _RESERVED.match(value):
+            return (
+                f"{quote(value)} is reserved in C: names that start with '_' and a capital, "
+                "'__' and a capital, or start and end with '__' belong to the compiler"
+            )
         return None
     if kind == "comment":
         if not value.strip():
