@@ -62,7 +62,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("specs", nargs=-1, metavar="[SPEC]...")
-@click.option("--base", metavar="REV_OR_FILE",
+@click.option("--base", metavar="REV_OR_FILE", callback=lambda ctx, param, value: _base_option(value),
               help="Compare each spec with an older version: a file, or the same path at a git "
                    "revision (HEAD, main, a commit).")  # fmt: skip
 @click.option("--compare", "run_compare", is_flag=True,
@@ -127,6 +127,18 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
                    + ", ".join(f"{n} {what}{'' if n == 1 else 's'}" for n, what in counts) + ")")
 
 
+def _base_option(value: str | None) -> str | None:
+    """A revision or a file; never empty, and never what git would take for an option."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise click.BadParameter("is empty: name a file or a git revision")
+    if value.startswith("-") and not Path(value).exists():
+        raise click.BadParameter(f"{value!r} starts with '-': a revision never does "
+                                 f"(write ./{value} for a file)")  # fmt: skip
+    return value
+
+
 def _changes_since(spec: Spec, base: str) -> dict:
     """What changed in ``spec`` since ``base``, as a report (JSON-ready)."""
     from .render import RenderError, render_spec
@@ -143,7 +155,7 @@ def _changes_since(spec: Spec, base: str) -> dict:
         report["problems"] = [f"{spec.path}: cannot read the base: {exc}"]
         return report
     except SpecError as exc:
-        report["problems"] = [f"the base is not a valid spec: {d}" for d in exc.diagnostics]
+        report["problems"] = [f"{d} (the base of {spec.path})" for d in exc.diagnostics]
         return report
     report["changes"] = [vars(c) for c in spec_changes(old, spec)]
     try:

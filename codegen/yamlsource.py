@@ -136,21 +136,32 @@ def read_text(path: Path, display: str) -> str:
             raise SpecError([Diagnostic(whole, "is a directory, not a spec file")])
         if not stat.S_ISREG(mode):
             raise SpecError([Diagnostic(whole, "not a regular file")])
-        chunks, left = [], MAX_FILE_BYTES + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 16))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
+        with os.fdopen(os.dup(fd), "rb", buffering=0) as stream:
+            data = read_limited(stream)
     except OSError as exc:
         raise SpecError([Diagnostic(whole, f"cannot read: {exc.strerror}")]) from None
     finally:
         os.close(fd)
+    return decode_text(data, display)
+
+
+def read_limited(stream: Any) -> bytes:
+    """At most one byte more than the size limit from a binary stream."""
+    chunks, left = [], MAX_FILE_BYTES + 1
+    while left > 0:
+        chunk = stream.read(min(left, 1 << 16))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def decode_text(data: bytes, display: str) -> str:
+    """Spec bytes as text: within the size limit, and UTF-8."""
     if len(data) > MAX_FILE_BYTES:
         raise SpecError(
-            [Diagnostic(whole, f"file is larger than the limit of {_bytes_text(MAX_FILE_BYTES)}")]
+            [Diagnostic(Mark(display, 0, 0), f"file is larger than the limit of {_bytes_text(MAX_FILE_BYTES)}")]
         )
     try:
         return data.decode("utf-8")
