@@ -196,9 +196,8 @@ def compose(text: str, path: str) -> tuple[Node | None, list[Diagnostic]]:
     together with everything else it finds.
     """
     if len(text) > MAX_FILE_BYTES:  # text that did not come through read_text
-        raise SpecError(
-            [Diagnostic(Mark(path, 0, 0), f"text is longer than the limit of {_bytes_text(MAX_FILE_BYTES)}")]
-        )
+        where = _offset_mark(path, text, MAX_FILE_BYTES)  # the first character past the limit
+        raise SpecError([Diagnostic(where, f"text is longer than the limit of {_bytes_text(MAX_FILE_BYTES)}")])
     too_long = long_line(text, path)
     if too_long is not None:
         raise SpecError([too_long])
