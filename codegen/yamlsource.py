@@ -258,11 +258,12 @@ def yaml11_problem(node: ScalarNode) -> str | None:
             "(or quote it for text)"
         )
     if _YAML11_OCTAL.match(text) and text.lstrip("+-").strip("0_"):
+        sign = "-" if text.startswith("-") else ""
         digits = text.lstrip("+-").replace("_", "")
         value = int(digits, 8)
         return (
-            f"{quote(text)} is octal in YAML 1.1 ({value}) but decimal in YAML 1.2: write "
-            f"0o{value:o} or {value:#x}, or {int(digits)} without the leading zero"
+            f"{quote(text)} is octal in YAML 1.1 ({sign}{value}) but decimal in YAML 1.2: write "
+            f"{sign}0o{value:o} or {sign}{value:#x}, or {sign}{int(digits)} without the leading zero"
         )
     if _BASE60.match(text):
         return (

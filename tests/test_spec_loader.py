@@ -292,6 +292,8 @@ def test_a_long_line_is_refused():
         ("retry: true}", "retry: Off}", "'Off' is a boolean only in YAML 1.1"),
         ("retry: true}", "retry: y}", "'y' is a boolean only in YAML 1.1"),
         ("width: 8", "width: 010", "is octal in YAML 1.1 (8)"),
+        ("value: 0xff,", "value: -0_10,", "'-0_10' is octal in YAML 1.1 (-8) but decimal in YAML 1.2: "
+         "write -0o10 or -0x8, or -10 without the leading zero"),
     ],
 )
 def test_values_that_do_not_fit_or_depend_on_the_yaml_version(old, new, message):
