@@ -174,6 +174,8 @@ def decode_text(data: bytes, display: str) -> str:
 
 def long_line(text: str, path: str) -> Diagnostic | None:
     """The first line longer than the limit, at its first character past it."""
+    if "\r" in text:  # YAML's other line breaks, as the reader counts them
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     start, n = 0, len(text)
     while start <= n:
         end = text.find("\n", start)

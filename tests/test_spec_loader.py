@@ -268,6 +268,12 @@ def test_a_long_value_is_refused():
     parse(ok, "t.yaml")
 
 
+def test_lines_end_at_any_yaml_line_break():
+    text = BASE + ("#" * 99 + "\n") * 50  # longer than one line may be
+    for eol in ("\r\n", "\r"):
+        parse(text.replace("\n", eol), "t.yaml")  # each line is short, however it ends
+
+
 def test_a_long_line_is_refused():
     text = BASE.replace("  title: Frobnicate Optimize", "  title: " + "y" * MAX_LINE)
     assert problems(text) == [f"6:{MAX_LINE + 1}: line longer than the limit of {MAX_LINE} "
