@@ -16,12 +16,14 @@ import click
 
 from . import __version__
 from .diagnostics import Diagnostic, Mark, SpecError
+from .mirror import MAX_CPUS, PAGE_SHIFT, PHYS_BITS
 from .model import Spec
 from .spec import load_all
 from .toolchain import ToolchainError
 
 DEFAULT_ISA_DIR = Path("isa")
 DEFAULT_OUT_DIR = Path("generated")
+MAX_CASES = 100_000  # compare's configurations per spec
 
 
 def default_spec_paths() -> list[Path]:
@@ -63,12 +65,12 @@ def main() -> None:
 
 @main.command()
 @click.argument("specs", nargs=-1, metavar="[SPEC]...")
-@click.option("--base", metavar="REV_OR_FILE",
+@click.option("--base", metavar="REV_OR_FILE", callback=lambda ctx, param, value: _base_option(value),
               help="Compare each spec with an older version: a file, or the same path at a git "
                    "revision (HEAD, main, a commit).")  # fmt: skip
 @click.option("--compare", "run_compare", is_flag=True,
               help="Also run compile-and-compare on the specs (-O0, -O2, -Os).")
-@click.option("--cases", "count", type=click.IntRange(1), default=3000, show_default=True,
+@click.option("--cases", "count", type=click.IntRange(1, MAX_CASES), default=3000, show_default=True,
               help="Configurations for --compare.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
 def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count: int,
@@ -128,6 +130,18 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
                    + ", ".join(f"{n} {what}{'' if n == 1 else 's'}" for n, what in counts) + ")")
 
 
+def _base_option(value: str | None) -> str | None:
+    """A revision or a file; never empty, and never what git would take for an option."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise click.BadParameter("is empty: name a file or a git revision")
+    if value.startswith("-") and not Path(value).exists():
+        raise click.BadParameter(f"{value!r} starts with '-': a revision never does "
+                                 f"(write ./{value} for a file)")  # fmt: skip
+    return value
+
+
 def _changes_since(spec: Spec, base: str) -> dict:
     """What changed in ``spec`` since ``base``, as a report (JSON-ready)."""
     from .render import RenderError, render_spec
@@ -144,7 +158,7 @@ def _changes_since(spec: Spec, base: str) -> dict:
         report["problems"] = [f"{spec.path}: cannot read the base: {exc}"]
         return report
     except SpecError as exc:
-        report["problems"] = [f"the base is not a valid spec: {d}" for d in exc.diagnostics]
+        report["problems"] = [f"{d} (the base of {spec.path})" for d in exc.diagnostics]
         return report
     report["changes"] = [vars(c) for c in spec_changes(old, spec)]
     try:
@@ -420,22 +434,38 @@ def check(specs: tuple[str, ...], out: Path) -> None:
 
 
 class SizeParam(click.ParamType):
-    """An integer (decimal or 0x hex) or a size such as 2M, 1G, 3T."""
+    """A non-negative integer (decimal or 0x hex) or a size such as 2M, 1G, 3T, up to ``hi``."""
 
     name = "size"
 
-    def convert(self, value, param, ctx):
-        from .spec import parse_size
+    def __init__(self, hi: int, hi_text: str):
+        self.hi, self.hi_text = hi, hi_text
 
+    def convert(self, value, param, ctx):
+        from .diagnostics import quote
+        from .spec import parse_size
+        from .yamlsource import INT_BITS
+
+        text = quote(value)
         if isinstance(value, int):
-            return value
-        try:
-            return int(str(value), 0)
-        except ValueError:
-            size = parse_size(str(value))
-            if size is None:
-                self.fail(f"{value!r} is not a number or a size (e.g. 4096, 0x1000, 2M, 3T)")
-            return size
+            n = value
+        else:
+            try:
+                n = parse_size(str(value))
+            except ValueError as exc:
+                self.fail(str(exc))
+            if n is None:
+                try:
+                    n = int(str(value).strip(), 0)
+                except ValueError:
+                    self.fail(f"{text} is not a number or a size (e.g. 4096, 0x1000, 2M, 3T)")
+        if n < 0:
+            self.fail(f"{text} is negative")
+        if n >= 1 << INT_BITS:
+            self.fail(f"{text} does not fit {INT_BITS} bits")
+        if n > self.hi:
+            self.fail(f"{text} is beyond {PHYS_BITS}-bit physical addresses (at most {self.hi_text})")
+        return n
 
 
 class RangeParam(click.ParamType):
@@ -449,15 +479,16 @@ class RangeParam(click.ParamType):
         start, sep, end = str(value).partition("-")
         if not sep:
             self.fail(f"{value!r} is not START-END")
-        lo, hi = SIZE.convert(start, param, ctx), SIZE.convert(end, param, ctx)
+        lo, hi = ADDRESS_END.convert(start, param, ctx), ADDRESS_END.convert(end, param, ctx)
         if hi <= lo:
             self.fail(f"{value!r}: END must be above START")
         return (lo, hi)
 
 
-SIZE = SizeParam()
-
-
+# The mirror's machines stay within x86-64's 52-bit physical addresses.
+ADDRESS_END = SizeParam(1 << PHYS_BITS, "4P")  # an end of memory or of a range
+ADDRESS = SizeParam((1 << PHYS_BITS) - 1, f"{(1 << PHYS_BITS) - 1:#x}")
+PFN = SizeParam(1 << (PHYS_BITS - PAGE_SHIFT), f"{1 << (PHYS_BITS - PAGE_SHIFT):#x} pages")
 def _cpu_ranges(cpus: list[int]) -> str:
     """[0, 1, 2, 5] -> '0-2,5'."""
     out, start = [], None
@@ -472,21 +503,22 @@ def _cpu_ranges(cpus: list[int]) -> str:
 
 @main.command()
 @click.argument("spec_path", metavar="SPEC")
-@click.option("--min-pfn", type=SIZE, default=0, show_default=True, help="min_low_pfn.")
-@click.option("--max-pfn", type=SIZE, help="max_pfn (exclusive end of RAM, in pages).")
-@click.option("--memory", type=SIZE, help="End of RAM as a size, e.g. 3T (sets max_pfn).")
-@click.option("--cores", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--threads-per-core", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--min-pfn", type=PFN, default=0, show_default=True, help="min_low_pfn.")
+@click.option("--max-pfn", type=PFN, help="max_pfn (exclusive end of RAM, in pages).")
+@click.option("--memory", type=ADDRESS_END, help="End of RAM as a size, e.g. 3T (sets max_pfn); at most 4P.")
+@click.option("--cores", type=click.IntRange(1, MAX_CPUS), default=1, show_default=True)
+@click.option("--threads-per-core", type=click.IntRange(1, MAX_CPUS), default=1, show_default=True)
 @click.option(
     "--numbering", type=click.Choice(["spread", "adjacent"]), default="spread", show_default=True,
     help="How Linux numbers SMT siblings: spread (CPU t*cores+c) or adjacent (CPU c*threads+t).",
 )  # fmt: skip
-@click.option("--leader", type=click.IntRange(0), default=0, show_default=True,
+@click.option("--leader", type=click.IntRange(0, MAX_CPUS - 1), default=0, show_default=True,
               help="The CPU the sweep runs on.")  # fmt: skip
-@click.option("--offline", type=click.IntRange(0), multiple=True, help="An offline CPU (repeat).")
+@click.option("--offline", type=click.IntRange(0, MAX_CPUS - 1), multiple=True,
+              help="An offline CPU (repeat).")  # fmt: skip
 @click.option("--assigned", type=RangeParam(), multiple=True,
               help="Guest-assigned physical range START-END (repeat), e.g. 0x1000-0x3000 or 4G-5G.")  # fmt: skip
-@click.option("--base", type=SIZE, help="RMPOPT_BASE of every CPU [default: start of the range].")
+@click.option("--base", type=ADDRESS, help="RMPOPT_BASE of every CPU [default: start of the range].")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole trace, one JSON object a line.")
 def sweep(spec_path, min_pfn, max_pfn, memory, cores, threads_per_core, numbering, leader,
           offline, assigned, base, as_json) -> None:  # fmt: skip
@@ -500,6 +532,9 @@ def sweep(spec_path, min_pfn, max_pfn, memory, cores, threads_per_core, numberin
 
     if (max_pfn is None) == (memory is None):
         raise click.UsageError("give exactly one of --max-pfn and --memory")
+    if cores * threads_per_core > MAX_CPUS:
+        raise click.UsageError(f"{cores} cores x {threads_per_core} threads: the mirror simulates "
+                               f"at most {MAX_CPUS} CPUs")  # fmt: skip
     (spec,) = load_specs((spec_path,))
     if spec.kernel.sweep is None:
         click.echo(f"{spec.path}: the spec describes no sweep", err=True)
@@ -512,6 +547,8 @@ def sweep(spec_path, min_pfn, max_pfn, memory, cores, threads_per_core, numberin
             tuple(assigned), base,
         )  # fmt: skip
         hw = mirror.hardware_for(spec, machine)
+    except mirror.MachineTooLarge as exc:
+        raise click.UsageError(f"{spec.path}: {exc}; give less memory or fewer CPUs") from None
     except mirror.MachineError as exc:
         click.echo(f"kgen: impossible machine: {exc}", err=True)
         sys.exit(1)
@@ -580,10 +617,12 @@ def _bytes(n: int) -> str:
 
 @main.command()
 @click.argument("specs", nargs=-1, metavar="[SPEC]...")
-@click.option("--cases", "count", type=click.IntRange(1), default=3000, show_default=True,
+@click.option("--cases", "count", type=click.IntRange(1, MAX_CASES), default=3000, show_default=True,
               help="Configurations per spec: every boundary, then random ones.")  # fmt: skip
-@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the random cases.")
-@click.option("--case", "only", type=click.IntRange(0), help="Run only this case (see a report).")
+@click.option("--seed", type=click.IntRange(0, (1 << 64) - 1), default=1, show_default=True,
+              help="Seed of the random cases.")  # fmt: skip
+@click.option("--case", "only", type=click.IntRange(0, MAX_CASES - 1),
+              help="Run only this case (see a report).")  # fmt: skip
 @click.option("--engine", type=click.Choice(["auto", "native", "emulator"]), default="auto",
               show_default=True, help="Trap natively, or run the code in a CPU emulator.")  # fmt: skip
 @click.option("--opt", "opts", multiple=True, type=click.Choice(["-O0", "-O1", "-O2", "-O3", "-Os"]),

@@ -32,6 +32,10 @@ from typing import Iterator, Literal, NamedTuple
 from .model import Spec
 
 PAGE_SHIFT = 12
+# What the mirror simulates, so that every run ends in bounded time and memory.
+PHYS_BITS = 52  # x86-64's architectural limit of physical addresses
+MAX_CPUS = 4096
+MAX_EXECUTIONS = 1 << 20  # in one pass: twice a 2 TB sweep on 256 cores (about 3 s)
 
 
 # --- one execution ----------------------------------------------------------
@@ -120,6 +124,10 @@ class MachineError(ValueError):
     """An impossible machine (max below min, leader offline, no CPU...)."""
 
 
+class MachineTooLarge(MachineError):
+    """A pass larger than the mirror simulates (see MAX_EXECUTIONS)."""
+
+
 @dataclass(frozen=True)
 class Machine:
     """What the sweep sees: memory bounds, CPUs and their SMT topology.
@@ -144,12 +152,14 @@ class Machine:
             raise MachineError("page frame numbers cannot be negative")
         if self.max_pfn < self.min_low_pfn:
             raise MachineError(f"max_pfn {self.max_pfn:#x} is below min_low_pfn {self.min_low_pfn:#x}")
-        if self.max_pfn >= 1 << (64 - PAGE_SHIFT):
-            raise MachineError("max_pfn does not fit a 64-bit physical address")
+        if self.max_pfn > 1 << (PHYS_BITS - PAGE_SHIFT):
+            raise MachineError(f"max_pfn {self.max_pfn:#x} is beyond {PHYS_BITS}-bit physical addresses")
+        if self.table_base is not None and not 0 <= self.table_base < 1 << PHYS_BITS:
+            raise MachineError(f"table base {self.table_base:#x} is beyond {PHYS_BITS}-bit physical addresses")
         if self.cores < 1 or self.threads_per_core < 1:
             raise MachineError("a machine needs at least one core with one thread")
-        if self.nr_cpus > 4096:
-            raise MachineError(f"{self.nr_cpus} CPUs: at most 4096 are supported")
+        if self.nr_cpus > MAX_CPUS:
+            raise MachineError(f"{self.nr_cpus} CPUs: at most {MAX_CPUS} are supported")
         bad = sorted(c for c in self.offline if not 0 <= c < self.nr_cpus)
         if bad:
             raise MachineError(f"offline CPU {bad[0]} does not exist ({self.nr_cpus} CPUs)")
@@ -160,6 +170,10 @@ class Machine:
         for start, end in self.assigned:
             if not 0 <= start < end:
                 raise MachineError(f"assigned range {start:#x}-{end:#x} is empty or negative")
+            if end > 1 << PHYS_BITS:
+                raise MachineError(
+                    f"assigned range {start:#x}-{end:#x} is beyond {PHYS_BITS}-bit physical addresses"
+                )
 
     @property
     def nr_cpus(self) -> int:
@@ -296,7 +310,20 @@ def followers(machine: Machine) -> list[int]:
     return [c for c in machine.online if machine.is_primary(c) and c not in leader_core]
 
 
+def executions(spec: Spec, machine: Machine) -> int:
+    """RMPOPT executions in one pass: each region by the leader and by every follower."""
+    r = sweep_range(spec, machine)
+    regions = -(-(r.pa_end - r.pa_start) // spec.instruction.table.region_size)
+    return regions * (1 + len(followers(machine)))
+
+
 def hardware_for(spec: Spec, machine: Machine) -> Hardware:
+    """The hardware of ``machine``, once the pass is known to be small enough to simulate."""
+    n = executions(spec, machine)
+    if n > MAX_EXECUTIONS:
+        raise MachineTooLarge(
+            f"{n} executions: the mirror simulates at most {MAX_EXECUTIONS} in one pass"
+        )
     base = machine.table_base
     if base is None:
         base = sweep_range(spec, machine).pa_start

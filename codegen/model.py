@@ -67,7 +67,10 @@ U32 = Annotated[int, Range(0, 0xFFFF_FFFF)]
 U64 = Annotated[int, Range(0, 0xFFFF_FFFF_FFFF_FFFF)]
 BitIndex64 = Annotated[int, Range(0, 63)]
 BitIndex32 = Annotated[int, Range(0, 31)]
-Size = Annotated[int, SizeLiteral(), PowerOfTwo(), Range(1, 1 << 64)]
+Size = Annotated[int, SizeLiteral(), PowerOfTwo(), Range(1, (1 << 64) - 1)]
+# A sane maximum for an RMPOPT-style table (RMPOPT's has 2048), and what the mirror can
+# simulate: one set of regions per CPU.
+MAX_TABLE_ENTRIES = 1 << 20
 Milliseconds = Annotated[int, Range(0, 3_600_000)]
 
 GeneralRegister = Literal[
@@ -227,7 +230,9 @@ class Msr(Node):
 @dataclass(frozen=True)
 class Table(Node):
     region_size: Annotated[Size, Doc("bytes covered by one table bit, e.g. 1G")]
-    entries: Annotated[int, Range(1, 1 << 32), Doc("bits in each CPU's table")]
+    entries: Annotated[
+        int, Range(1, MAX_TABLE_ENTRIES), Doc("bits in each CPU's table, at most 2^20")
+    ]
     coverage: Annotated[Size, Doc("bytes one table covers from its base, e.g. 2T")]
 
 

@@ -20,6 +20,7 @@ import signal
 import stat
 import subprocess
 import textwrap
+import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -131,12 +132,47 @@ def f_comment(value: str, first: str = "", indent: str = " * ", width: int = LIN
 
     Tabs count as 8 columns, as the kernel's 100-column rule counts them.
     """
-    text = " ".join(_checked("comment", value).split())
+    words = _checked("comment", value).split()
     cols = width - len(indent.expandtabs(8))
-    lines = textwrap.wrap(
-        text, cols, initial_indent=first, subsequent_indent="", break_on_hyphens=False
-    )
-    return _c(("\n" + indent).join(lines))
+    return _c(("\n" + indent).join(wrap_words(words, cols, first)))
+
+
+def wrap_words(words: list[str], width: int, first: str = "") -> list[str]:
+    """The lines of ``textwrap.wrap(" ".join(words), width, initial_indent=first,
+    break_on_hyphens=False)``, in time linear in the text.
+
+    textwrap copies the rest of a word too long for a line each time it breaks it,
+    which is quadratic in the word's length.  Here a long word is consumed through
+    an offset instead; every other step is textwrap's.
+    """
+    chunks: list[str] = []  # words and the single spaces between them, as textwrap splits
+    for word in reversed(words):
+        if chunks:
+            chunks.append(" ")
+        chunks.append(word)
+    used = 0  # characters of chunks[-1] already placed on earlier lines
+    lines: list[str] = []
+    while chunks:
+        indent = first if not lines else ""
+        room = width - len(indent)
+        if lines and (chunks[-1] == " " or used == len(chunks[-1])):
+            chunks.pop()  # a line does not start with the space, or the empty rest, left over
+            used = 0
+        line: list[str] = []
+        size = 0
+        while chunks and size + len(chunks[-1]) - used <= room:
+            line.append(chunks.pop()[used:])
+            size += len(line[-1])
+            used = 0
+        if chunks and len(chunks[-1]) - used > room:  # a word longer than a line: break it
+            take = 1 if room < 1 else room - size
+            line.append(chunks[-1][used : used + take])
+            used += take
+        if line and not line[-1].strip():
+            line.pop()
+        if line:
+            lines.append(indent + "".join(line))
+    return lines
 
 
 def f_dec(value: int) -> C:
@@ -374,6 +410,17 @@ def banner_context(spec: Spec, out: Output) -> dict[str, C]:
     }
 
 
+def _template_place(exc: jinja2.TemplateError, template: str) -> str:
+    """``file:line`` of a template error: a syntax error carries it, a runtime error
+    (an undefined value, a failed filter) only in its traceback's template frames."""
+    name = getattr(exc, "filename", None) or template
+    line = getattr(exc, "lineno", None)
+    if line is None:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.endswith(name)]
+        line = frames[-1].lineno if frames else "?"
+    return f"{Path(name).name}:{line}"
+
+
 def render_spec(spec: Spec, templates: Path = TEMPLATES) -> dict[str, str]:
     """Every generated file of one spec, as ``{relative path: text}``."""
     env = environment(templates)
@@ -398,8 +445,7 @@ def render_spec(spec: Spec, templates: Path = TEMPLATES) -> dict[str, str]:
         try:
             text = env.get_template(out.template).render(context)
         except jinja2.TemplateError as exc:
-            where = f"{exc.filename or out.template}:{getattr(exc, 'lineno', '?')}"
-            raise RenderError(f"{where}: {exc.message}") from None
+            raise RenderError(f"{_template_place(exc, out.template)}: {exc.message}") from None
         check_layout(out.path, text)
         result[out.path] = text
     return result

@@ -28,7 +28,7 @@ from yaml.nodes import MappingNode, Node as YamlNode, ScalarNode, SequenceNode
 from . import model, x86
 from .diagnostics import Diagnostic, Mark, SpecError, quote
 from .model import PowerOfTwo, Range, SizeLiteral, Spec, Text
-from .yamlsource import compose, node_mark, read_text, scalar_value
+from .yamlsource import INT_BITS, compose, node_mark, read_text, scalar_value
 
 C_KEYWORDS = frozenset(
     """
@@ -37,8 +37,20 @@ C_KEYWORDS = frozenset(
     union unsigned void volatile while _Alignas _Alignof _Atomic _Bool _Complex _Generic
     _Imaginary _Noreturn _Static_assert _Thread_local asm typeof __asm__ __typeof__ __inline__
     __volatile__ __attribute__ __restrict__ __extension__ bool true false
+    alignas alignof constexpr nullptr static_assert thread_local typeof_unqual _BitInt
+    _Decimal32 _Decimal64 _Decimal128 _Pragma
+    __asm __attribute __typeof __typeof_unqual __inline __volatile __restrict __const __signed
+    __alignof __real __imag __complex __label__ __auto_type __thread __func__ __null
+    __int128 __int128_t __uint128_t __float128 __float80 __fp16 __bf16 __ibm128 __seg_fs __seg_gs
+    __declspec __cdecl __stdcall __fastcall __vectorcall __regcall
     """.split()
 )
+# Macros gcc and clang define for x86-64 Linux in GNU C mode (clang -dM -E), outside the
+# reserved spellings below.
+PREDEFINED = frozenset("linux unix __linux __unix __x86_64 __amd64 __k8".split())
+# Families of the compilers' built-in functions (gcc and clang refuse to redefine them).
+BUILTIN_PREFIXES = ("__builtin_", "__sync_", "__atomic_", "__c11_", "__has_", "__is_", "__arm_")
+_RESERVED = re.compile(r"_[A-Z]|__[A-Z]|__.*__\Z")
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PATH = re.compile(r"[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*\Z")
@@ -52,11 +64,17 @@ _INVALID = object()  # a value that failed; its diagnostic is already recorded
 
 
 def parse_size(text: str) -> int | None:
-    """``"1G"`` -> 1 << 30; None when the text is not a size."""
+    """``"1G"`` -> 1 << 30; None when the text is not a size.
+
+    Raises ValueError when it is a size that does not fit 64 bits.
+    """
     m = _SIZE.match(text)
     if not m:
         return None
-    return int(m.group(1)) << SIZE_UNITS[m.group(2)]
+    digits, unit = m.group(1).lstrip("0") or "0", m.group(2)
+    if len(digits) > 20 or int(digits) << SIZE_UNITS[unit] >= 1 << INT_BITS:
+        raise ValueError(f"size {quote(text.strip())} does not fit {INT_BITS} bits")
+    return int(digits) << SIZE_UNITS[unit]
 
 
 def text_problem(kind: str, value: str) -> str | None:
@@ -66,8 +84,19 @@ def text_problem(kind: str, value: str) -> str | None:
             return f"{quote(value)} is not a C identifier"
         if value in C_KEYWORDS:
             return f"{quote(value)} is a C keyword"
+        if value in PREDEFINED:
+            return f"{quote(value)} is a macro the compiler predefines"
+        if value.startswith(BUILTIN_PREFIXES):
+            return f"{quote(value)} is reserved for the compiler's built-in functions"
+        if _RESERVED.match(value):
+            return (
+                f"{quote(value)} is reserved in C: names that start with '_' and a capital, "
+                "'__' and a capital, or start and end with '__' belong to the compiler"
+            )
         return None
     if kind == "comment":
+        if not value.strip():
+            return "text must not be empty"
         if "*/" in value or "/*" in value:
             return "text must not contain '/*' or '*/': it is written into a C comment"
         bad = next((c for c in value if not (c.isprintable() or c == "\n")), None)
@@ -77,6 +106,8 @@ def text_problem(kind: str, value: str) -> str | None:
             return "text must be ASCII: it is written into C source"
         return None
     if kind == "c-string":
+        if not value.strip():
+            return "message must not be empty"
         if not value.isascii() or not value.isprintable():
             return "message must be printable ASCII on one line: it is written into a C string"
         for c, why in (('"', "a double quote"), ("\\", "a backslash"), ("%", "a '%'")):
@@ -175,7 +206,7 @@ class _Converter:
         if not isinstance(node, ScalarNode):
             return self.error(node, f"expected {_type_name(tp)}, got {_describe(node)}")
         try:
-            value = scalar_value(node)
+            value = scalar_value(node, text_ok=tp is str)
         except ValueError as exc:
             return self.error(node, str(exc))
         if type(value) is not tp:
@@ -185,7 +216,7 @@ class _Converter:
     def _literal(self, node: YamlNode, choices: tuple) -> Any:
         if isinstance(node, ScalarNode):
             try:
-                value = scalar_value(node)
+                value = scalar_value(node, text_ok=all(isinstance(c, str) for c in choices))
             except ValueError as exc:
                 return self.error(node, str(exc))
             for choice in choices:
@@ -205,7 +236,10 @@ class _Converter:
             except ValueError as exc:
                 return self.error(node, str(exc))
             if isinstance(raw, str):
-                size = parse_size(raw)
+                try:
+                    size = parse_size(raw)
+                except ValueError as exc:
+                    return self.error(node, str(exc))
                 if size is None:
                     return self.error(node, f"{quote(raw)} is not a size (write e.g. 4096, 2M, 1G, 2T)")
                 value: Any = size

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 from . import mirror
 from .model import Spec
 from .spec import yaml_fields
+from .yamlsource import MAX_FILE_BYTES, decode_text, read_limited, read_text
 
 # The meaning of each part of a spec, for grouping its changes (first match wins).
 GROUPS = (
@@ -48,21 +50,32 @@ class BaseError(Exception):
 
 
 def base_text(spec_path: str, base: str) -> tuple[str, str]:
-    """(label, text) of the older version: a file, or ``spec_path`` at git revision ``base``."""
-    if Path(base).is_file():
-        return base, Path(base).read_text()
+    """(label, text) of the older version: a file, or ``spec_path`` at git revision ``base``.
+
+    A file is read as a spec is (regular files only, within the size limit, UTF-8;
+    a :class:`SpecError` otherwise); a revision is never taken for an option of git.
+    """
+    if os.path.lexists(base) and not Path(base).is_dir():
+        return base, read_text(Path(base), base)
+    if not base or base.startswith("-"):
+        raise BaseError(f"{base!r} is not a revision")
     path = Path(spec_path).resolve()
     try:
         top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path.parent,
                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
         rel = path.relative_to(Path(top).resolve()).as_posix()
-        shown = subprocess.run(["git", "show", f"{base}:{rel}"], cwd=top, capture_output=True,
-                               text=True, check=False)  # fmt: skip
+        with subprocess.Popen(["git", "show", "--end-of-options", f"{base}:{rel}"], cwd=top,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) as git:  # fmt: skip
+            data = read_limited(git.stdout)
+            git.stdout.close()  # a bigger blob: git stops on the closed pipe
+            err = git.stderr.read(4096).decode("utf-8", errors="replace")
+            status = git.wait()
     except (OSError, subprocess.CalledProcessError, ValueError):
         raise BaseError(f"{base!r} is not a file, and {spec_path} is not in a git work tree") from None
-    if shown.returncode != 0:
-        raise BaseError(f"{rel} at {base}: {shown.stderr.strip() or 'not found'}")
-    return f"{base}:{rel}", shown.stdout
+    label = f"{base}:{rel}"
+    if status != 0 and len(data) <= MAX_FILE_BYTES:
+        raise BaseError(f"{rel} at {base}: {err.strip() or 'not found'}")
+    return label, decode_text(data, label)
 
 
 def _flatten(obj: Any, prefix: str, out: dict[str, tuple[Any, Any]], owner: Any = None) -> None:
@@ -205,8 +218,18 @@ def behaviour_changes(old: Spec, new: Spec) -> list[str]:
     """How the mirror's sweep differs on the reference machines."""
     lines = []
     for label, kw in REFERENCE_MACHINES:
-        before, after = _behaviour(old, **kw), _behaviour(new, **kw)
-        for key in sorted(set(before) | set(after), key=lambda k: list(after or before).index(k)):
+        sides = []
+        for name, spec in (("the base", old), ("the spec", new)):
+            try:
+                sides.append(_behaviour(spec, **kw))
+            except mirror.MachineTooLarge as exc:
+                lines.append(f"{label}: not compared: the pass of {name} is too large: {exc}")
+                break
+        if len(sides) < 2:
+            continue
+        before, after = sides
+        order = list(after) + [k for k in before if k not in after]
+        for key in order:
             if before.get(key) != after.get(key):
                 lines.append(f"{label}: {key} {before.get(key, '-')} -> {after.get(key, '-')}")
     return lines

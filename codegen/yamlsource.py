@@ -9,14 +9,34 @@ Python values on request.
 
 from __future__ import annotations
 
+import os
+import re
+import stat
 from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.events import AliasEvent
+from yaml.events import AliasEvent, MappingStartEvent, SequenceStartEvent
 from yaml.nodes import Node, ScalarNode
 
-from .diagnostics import Diagnostic, Mark, SpecError
+from .diagnostics import Diagnostic, Mark, SpecError, quote
+
+
+# What a spec may be; each limit is named in its message and in the README ("Limits").
+MAX_FILE_BYTES = 128 << 10  # 32 times the largest bundled spec; validates in a fraction of a second
+MAX_DEPTH = 32  # nested mappings and lists; a spec needs 6
+MAX_TEXT = 4096  # characters in one value (a title, a description, a key)
+MAX_LINE = 4096  # characters in one line; fold longer text with '>-'
+INT_BITS = 64  # every integer, negative ones included, fits 64 bits
+
+
+def _bytes_text(n: int) -> str:
+    return f"{n >> 10} KiB" if n % 1024 == 0 else f"{n} bytes"
+
+
+class _TooDeep(Exception):
+    def __init__(self, mark: Any):
+        self.mark = mark
 
 
 def mark_of(path: str, yaml_mark: Any) -> Mark:
@@ -35,8 +55,31 @@ class _Loader(yaml.SafeLoader):
         super().__init__(stream)
         self.path = path
         self.problems: list[Diagnostic] = []
+        self.depth = 0
 
     def compose_node(self, parent, index):  # type: ignore[override]
+        # the composer recurses once per level: stop at the limit, before Python's own
+        if self.depth >= MAX_DEPTH and self.check_event(MappingStartEvent, SequenceStartEvent):
+            raise _TooDeep(self.peek_event().start_mark)
+        self.depth += 1
+        try:
+            return self._compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def compose_scalar_node(self, anchor):  # type: ignore[override]
+        node = super().compose_scalar_node(anchor)
+        if len(node.value) > MAX_TEXT:
+            self.problems.append(
+                Diagnostic(
+                    node_mark(self.path, node),
+                    f"a value of {len(node.value)} characters is longer than the limit of {MAX_TEXT}",
+                )
+            )
+            node.value = node.value[:MAX_TEXT]  # keep checking the rest at the usual cost
+        return node
+
+    def _compose_node(self, parent, index):
         if self.check_event(AliasEvent):
             event = self.peek_event()
             self.problems.append(
@@ -73,15 +116,53 @@ def _offset_mark(path: str, text: str, offset: int) -> Mark:
 
 
 def read_text(path: Path, display: str) -> str:
-    """Read a spec file as UTF-8, reporting missing files and bad bytes."""
+    """Read a spec file as UTF-8, reporting missing files, bad bytes and broken limits.
+
+    Only a regular file is read (a FIFO or a device would block or never end), and
+    at most one byte more than the size limit.
+    """
+    whole = Mark(display, 0, 0)
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise SpecError([Diagnostic(Mark(display, 0, 0), "no such file")]) from None
+        raise SpecError([Diagnostic(whole, "no such file")]) from None
     except IsADirectoryError:
-        raise SpecError([Diagnostic(Mark(display, 0, 0), "is a directory, not a spec file")]) from None
+        raise SpecError([Diagnostic(whole, "is a directory, not a spec file")]) from None
     except OSError as exc:
-        raise SpecError([Diagnostic(Mark(display, 0, 0), f"cannot read: {exc.strerror}")]) from None
+        raise SpecError([Diagnostic(whole, f"cannot read: {exc.strerror}")]) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise SpecError([Diagnostic(whole, "is a directory, not a spec file")])
+        if not stat.S_ISREG(mode):
+            raise SpecError([Diagnostic(whole, "not a regular file")])
+        with os.fdopen(os.dup(fd), "rb", buffering=0) as stream:
+            data = read_limited(stream)
+    except OSError as exc:
+        raise SpecError([Diagnostic(whole, f"cannot read: {exc.strerror}")]) from None
+    finally:
+        os.close(fd)
+    return decode_text(data, display)
+
+
+def read_limited(stream: Any) -> bytes:
+    """At most one byte more than the size limit from a binary stream."""
+    chunks, left = [], MAX_FILE_BYTES + 1
+    while left > 0:
+        chunk = stream.read(min(left, 1 << 16))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def decode_text(data: bytes, display: str) -> str:
+    """Spec bytes as text: within the size limit, and UTF-8."""
+    if len(data) > MAX_FILE_BYTES:
+        raise SpecError(
+            [Diagnostic(Mark(display, 0, 0), f"file is larger than the limit of {_bytes_text(MAX_FILE_BYTES)}")]
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -91,6 +172,24 @@ def read_text(path: Path, display: str) -> str:
         ) from None
 
 
+def long_line(text: str, path: str) -> Diagnostic | None:
+    """The first line longer than the limit, at its first character past it."""
+    if "\r" in text:  # YAML's other line breaks, as the reader counts them
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    start, n = 0, len(text)
+    while start <= n:
+        end = text.find("\n", start)
+        end = n if end < 0 else end
+        if end - start > MAX_LINE:
+            line = text.count("\n", 0, start) + 1
+            return Diagnostic(
+                Mark(path, line, MAX_LINE + 1),
+                f"line longer than the limit of {MAX_LINE} characters (fold long text with '>-')",
+            )
+        start = end + 1
+    return None
+
+
 def compose(text: str, path: str) -> tuple[Node | None, list[Diagnostic]]:
     """Compose one YAML document into position-carrying nodes.
 
@@ -98,10 +197,20 @@ def compose(text: str, path: str) -> tuple[Node | None, list[Diagnostic]]:
     returned as problems beside the nodes, so the caller can report them
     together with everything else it finds.
     """
+    if len(text) > MAX_FILE_BYTES:  # text that did not come through read_text
+        where = _offset_mark(path, text, MAX_FILE_BYTES)  # the first character past the limit
+        raise SpecError([Diagnostic(where, f"text is longer than the limit of {_bytes_text(MAX_FILE_BYTES)}")])
+    too_long = long_line(text, path)
+    if too_long is not None:
+        raise SpecError([too_long])
     loader = None
     try:
         loader = _Loader(text, path)  # the reader rejects bad characters here already
         node = loader.get_single_node()
+    except _TooDeep as exc:
+        raise SpecError(
+            [Diagnostic(mark_of(path, exc.mark), f"nested deeper than the limit of {MAX_DEPTH} levels")]
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "syntax error"
@@ -129,11 +238,76 @@ def compose(text: str, path: str) -> tuple[Node | None, list[Diagnostic]]:
     return node, loader.problems
 
 
-def scalar_value(node: ScalarNode) -> Any:
+# YAML 1.1 readings that YAML 1.2 (and most people) read otherwise; a spec must not
+# depend on which one its reader follows.
+_YAML11_BOOL = re.compile(r"(?i:yes|no|on|off|y|n)\Z")
+_YAML11_OCTAL = re.compile(r"[-+]?0[0-7_]+\Z")
+_BASE60 = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?\Z")
+_OCTAL_12 = re.compile(r"([-+]?)0o([0-7_]+)\Z")  # YAML 1.2's octal, which PyYAML reads as text
+_INT_TEXT = 2 + INT_BITS + INT_BITS // 4  # sign, 0b, 64 binary digits and underscores
+
+
+def yaml11_problem(node: ScalarNode) -> str | None:
+    """Why a plain scalar means something else in YAML 1.1 than in YAML 1.2, or None."""
+    if node.style is not None:  # quoted or block text is always a string
+        return None
+    text = node.value
+    if node.tag.endswith(":bool") and text.lower() not in ("true", "false") or (
+        _YAML11_BOOL.match(text)
+    ):
+        return (
+            f"{quote(text)} is a boolean only in YAML 1.1: write true or false "
+            "(or quote it for text)"
+        )
+    if _YAML11_OCTAL.match(text) and text.lstrip("+-").strip("0_"):
+        sign = "-" if text.startswith("-") else ""
+        digits = text.lstrip("+-").replace("_", "")
+        value = int(digits, 8)
+        return (
+            f"{quote(text)} is octal in YAML 1.1 ({sign}{value}) but decimal in YAML 1.2: write "
+            f"{sign}0o{value:o} or {sign}{value:#x}, or {sign}{int(digits)} without the leading zero"
+        )
+    if _BASE60.match(text):
+        return (
+            f"{quote(text)} is a base-60 number in YAML 1.1: write a plain number "
+            "(or quote it for text)"
+        )
+    return None
+
+
+def scalar_value(node: ScalarNode, text_ok: bool = False) -> Any:
     """The plain Python value of a scalar node (int, str, bool, None, ...).
 
-    Raises ValueError with a short reason when the scalar cannot be read.
+    YAML 1.2's ``0o`` octal is an integer; a YAML 1.1 reading that YAML 1.2 reads
+    otherwise (``yes``, ``04000``, ``34:08``) is refused, or kept as the text it is
+    when ``text_ok`` (the key holds text).  Integers must fit 64 bits.  Raises
+    ValueError with a short reason when the scalar cannot be read.
     """
+    why = yaml11_problem(node)
+    if why is not None:
+        if text_ok:
+            return node.value
+        raise ValueError(why)
+    if node.style is None and node.tag.endswith((":int", ":str")):
+        octal = _OCTAL_12.match(node.value)
+        if node.tag.endswith(":str") and not octal:
+            return node.value
+        if len(node.value) > _INT_TEXT:
+            raise ValueError(f"integer {quote(node.value)} does not fit {INT_BITS} bits")
+        if octal:
+            digits = octal.group(2).replace("_", "")
+            if not digits:
+                raise ValueError(f"cannot read {quote(node.value)} as an integer")
+            value = int(octal.group(1) + digits, 8)
+        else:
+            value = _construct(node)
+        if not -(1 << INT_BITS) < value < 1 << INT_BITS:
+            raise ValueError(f"integer {quote(node.value)} does not fit {INT_BITS} bits")
+        return value
+    return _construct(node)
+
+
+def _construct(node: ScalarNode) -> Any:
     try:
         return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
     except yaml.constructor.ConstructorError as exc:

@@ -134,3 +134,19 @@ def test_pre_commit_hooks_run_real_commands():
         program, command = hook["entry"].split()
         assert program == "kgen" and command in main.commands
         assert hook["language"] == "python"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["compare", "--cases", "100001"],
+        ["compare", "--seed", "-1"],
+        ["compare", "--seed", str(1 << 64)],
+        ["compare", "--case", "100000"],
+        ["validate", "--cases", "0"],
+        ["validate", "--cases", "9" * 5000],
+    ],
+)
+def test_numeric_options_have_ranges(run_kgen, args):
+    result = run_kgen(*args)
+    assert result.exit_code == 2 and "Invalid value" in result.output

@@ -7,14 +7,19 @@ purpose, once per rule, and shows that the rule's check fails.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from codegen import mirror
+from codegen.diagnostics import SpecError
 from codegen.mirror import Hardware, Machine, MachineError, sweep, sweep_range
+from codegen.spec import parse
+from tests.conftest import RMPOPT_YAML
 
 
 @pytest.fixture(scope="module")
@@ -344,9 +349,90 @@ def test_kgen_sweep_json_trace_format(run_kgen, rmpopt, t):
         (["--memory", "lots"], 2, "not a number or a size"),
         (["--memory", "4G", "--assigned", "5-4"], 2, "END must be above START"),
         (["--memory", "4G", "--cores", "0"], 2, "0"),
+        (["--memory", "-1"], 2, "'-1' is negative"),
+        (["--memory", "9" * 5000], 2, "does not fit 64 bits"),
+        (["--memory", "8P"], 2, "'8P' is beyond 52-bit physical addresses (at most 4P)"),
+        (["--memory", "4G", "--base", "-0x40000000"], 2, "is negative"),
+        (["--memory", "4G", "--base", "16E"], 2, "'16E' does not fit 64 bits"),
+        (["--memory", "4G", "--base", "4P"], 2, "beyond 52-bit physical addresses"),
+        (["--memory", "4G", "--base", ""], 2, "'' is not a number or a size"),
+        (["--max-pfn", str(1 << 41)], 2, "beyond 52-bit physical addresses"),
+        (["--min-pfn", "-1", "--max-pfn", "5"], 2, "negative"),
+        (["--memory", "4G", "--assigned", "0-16E"], 2, "does not fit 64 bits"),
+        (["--memory", "4G", "--assigned", "0-8P"], 2, "beyond 52-bit"),
+        (["--memory", "4G", "--cores", "5000"], 2, "5000"),
+        (["--memory", "4G", "--cores", "4096", "--threads-per-core", "2"], 2,
+         "4096 cores x 2 threads: the mirror simulates at most 4096 CPUs"),
+        (["--memory", "4G", "--offline", "99999"], 2, "99999"),
+        (["--memory", "4G", "--leader", "4096"], 2, "4096"),
     ],
 )
 def test_kgen_sweep_bad_machines(run_kgen, args, code, text):
     result = run_kgen("sweep", "isa/rmpopt.yaml", *args)
     assert result.exit_code == code
     assert text in result.stderr
+
+
+def test_a_machine_beyond_the_physical_address_width_is_impossible():
+    with pytest.raises(MachineError, match="52-bit physical addresses"):
+        Machine(0, (1 << 40) + 1)
+    with pytest.raises(MachineError, match="52-bit physical addresses"):
+        Machine(0, 1, assigned=((0, (1 << 52) + 1),))
+    with pytest.raises(MachineError, match="52-bit physical addresses"):
+        Machine(0, 1, table_base=1 << 52)
+    Machine(0, 1 << 40, assigned=((0, 1 << 52),))
+
+
+def test_the_mirror_refuses_a_pass_too_large_to_simulate(rmpopt):
+    """A huge table on a big machine grew for minutes; now the pass is sized first."""
+    t = rmpopt.instruction.table
+    big = dataclasses.replace(
+        rmpopt, instruction=dataclasses.replace(
+            rmpopt.instruction, table=dataclasses.replace(t, region_size=4096, entries=1 << 20,
+                                                          coverage=4 << 30)))  # fmt: skip
+    machine = Machine(0, (64 << 30) >> 12, cores=4096)
+    with pytest.raises(mirror.MachineTooLarge, match="4294967296 executions: the mirror simulates "
+                       "at most 1048576 in one pass"):  # fmt: skip
+        mirror.hardware_for(big, machine)
+    ok = Machine(0, (64 << 30) >> 12, cores=1)
+    assert mirror.executions(big, ok) == 1 << 20
+    mirror.hardware_for(big, ok)
+
+
+HUGE_TABLE = (("region_size: 1G", "region_size: 4K"), ("entries: 2048", "entries: 1048576"),
+              ("coverage: 2T", "coverage: 4G"), ("low_bit: 30", "low_bit: 12"))  # fmt: skip
+
+
+def _huge_table(tmp_path):
+    text = RMPOPT_YAML.read_text()
+    for old, new in HUGE_TABLE:
+        assert text.count(old) == 1
+        text = text.replace(old, new)
+    path = tmp_path / "huge.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_kgen_sweep_too_large_to_simulate_is_a_usage_error(run_kgen, tmp_path):
+    path = _huge_table(tmp_path)
+    start = time.perf_counter()
+    result = run_kgen("sweep", path, "--memory", "64G", "--cores", "4096")
+    assert result.exit_code == 2
+    assert "the mirror simulates at most 1048576 in one pass" in result.stderr
+    assert time.perf_counter() - start < 5
+
+
+def test_validate_base_with_a_huge_table_stays_bounded(run_kgen, tmp_path):
+    path = _huge_table(tmp_path)
+    start = time.perf_counter()
+    result = run_kgen("validate", path, "--base", RMPOPT_YAML)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert ("3 TB, 8 cores x 2 threads: not compared: the pass of the spec is too large: "
+            "8388608 executions: the mirror simulates at most 1048576") in result.output
+    assert time.perf_counter() - start < 30
+
+
+def test_the_table_has_at_most_2_20_entries(tmp_path):
+    text = RMPOPT_YAML.read_text().replace("entries: 2048", "entries: 2097152")
+    with pytest.raises(SpecError, match=r"value 0x200000 is out of range 1\.\.0x100000"):
+        parse(text, "t.yaml")

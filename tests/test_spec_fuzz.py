@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -117,3 +119,59 @@ def test_mutated_real_spec(ops):
 
 def test_the_real_spec_parses():
     assert parse(REAL, "rmpopt.yaml").instruction.mnemonic == "rmpopt"
+
+
+# --- limits and strict values: never a traceback, whatever the size -----------
+
+YAML11 = ["yes", "No", "ON", "off", "y", "N", "04000", "-0_7", "34:08", "1:02:03.5", "0o17",
+          "0o", "0o8", "0b101", "0x_", "1_000", "+12", "-0", ".inf", ".NaN", "~", "Null"]  # fmt: skip
+odd_values = st.one_of(
+    st.sampled_from(YAML11),
+    st.integers(-(2**300), 2**300).map(str),
+    st.integers(-(2**300), 2**300).map(hex),
+    st.tuples(st.integers(1, 5000), st.sampled_from(["", "K", "G", "E"])).map(lambda t: "9" * t[0] + t[1]),
+    st.integers(4000, 9000).map(lambda n: "y" * n),
+    st.integers(1, 60).map(lambda n: ">-\n" + "\n".join(["      " + "z" * 99] * n)),
+)
+VALUE_LINES = [i for i, line in enumerate(REAL_LINES)
+               if re.match(r"\s*(- )?\w+: \S", line) and not line.rstrip().endswith(":")]  # fmt: skip
+
+
+@FUZZ
+@given(st.sampled_from(VALUE_LINES), odd_values)
+def test_real_spec_with_odd_values(index, value):
+    lines = list(REAL_LINES)
+    key = re.match(r"(\s*(- )?\w+: )", lines[index]).group(1)
+    lines[index] = key + value + "\n"
+    outcome("".join(lines))
+
+
+def nested(depth: int, style: str, closed: bool) -> str:
+    if style == "flow-list":
+        return "x: " + "[" * depth + ("]" * depth if closed else "") + "\n"
+    if style == "flow-map":
+        return "x: " + "{a: " * depth + ("1" + "}" * depth if closed else "") + "\n"
+    if style == "block-map":
+        return "".join(" " * i + "a:\n" for i in range(depth)) + (" " * depth + "b: 1\n" if closed else "")
+    return "".join(" " * (2 * i) + "- \n" for i in range(depth)) + (" " * 2 * depth + "- 1\n" if closed else "")
+
+
+STYLES = ["flow-list", "flow-map", "block-map", "block-list"]
+
+
+@FUZZ
+@given(st.integers(1, 3000), st.sampled_from(STYLES), st.booleans())
+def test_deep_nesting(depth, style, closed):
+    outcome(nested(depth, style, closed))
+
+
+@pytest.mark.parametrize("depth", [31, 32, 33, 330, 1000, 20_000])
+@pytest.mark.parametrize("style", STYLES)
+def test_deep_nesting_at_known_depths(depth, style):
+    outcome(nested(depth, style, closed=True))
+
+
+@FUZZ
+@given(st.lists(st.one_of(st.text(max_size=20), st.sampled_from(YAML11), odd_values), max_size=8))
+def test_documents_of_odd_scalars(values):
+    outcome("\n".join(f"k{i}: {v}" for i, v in enumerate(values)))

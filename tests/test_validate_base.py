@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 from tests.conftest import RMPOPT_YAML
 
@@ -130,3 +131,57 @@ def test_the_whole_gate_with_compare(run_kgen, tmp_path):
     result = run(run_kgen, path, "--compare", "--cases", "80")
     assert result.exit_code == 0, result.output + result.stderr
     assert ": ok: 80 cases x 3 levels" in result.output
+
+
+def test_a_revision_is_never_an_option_to_git(run_kgen, tmp_path):
+    """--base=--output=PATH made `git show` write PATH."""
+    target = tmp_path / "written"
+    result = run_kgen("validate", "isa/rmpopt.yaml", f"--base=--output={target}")
+    assert result.exit_code == 2
+    assert "Invalid value for '--base'" in result.output and "starts with '-'" in result.output
+    assert not target.exists()
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_empty_base_is_a_usage_error(run_kgen):
+    result = run_kgen("validate", "isa/rmpopt.yaml", "--base", "")
+    assert result.exit_code == 2 and "Invalid value for '--base'" in result.output
+
+
+def test_a_base_file_is_read_as_a_spec_is(run_kgen, tmp_path):
+    bad = tmp_path / "base.yaml"
+    bad.write_bytes(TEXT.encode()[:100] + b"\xff" + TEXT.encode()[100:])
+    result = run(run_kgen, "isa/rmpopt.yaml")  # sanity: a good base
+    assert result.exit_code == 0, result.output
+    result = run_kgen("validate", "isa/rmpopt.yaml", "--base", bad)
+    assert result.exit_code == 1
+    line = TEXT[:100].count("\n") + 1
+    col = 100 - TEXT[:100].rfind("\n")
+    assert f"{bad}:{line}:{col}: error: file is not valid UTF-8" in result.stderr
+    big = tmp_path / "big.yaml"
+    big.write_text(TEXT + "#\n" * (1 << 17))
+    result = run_kgen("validate", "isa/rmpopt.yaml", "--base", big)
+    assert result.exit_code == 1 and "larger than the limit" in result.stderr
+
+
+def test_a_device_as_base_is_not_read(run_kgen):
+    result = run_kgen("validate", "isa/rmpopt.yaml", "--base", "/dev/zero")
+    assert result.exit_code == 1 and "/dev/zero: error: not a regular file" in result.stderr
+
+
+def test_a_base_revision_is_held_to_the_limits_of_a_file(run_kgen, tmp_path):
+    """The blob git shows is read as a file is: at most the limit, and UTF-8."""
+    git = ["git", "-c", "user.email=k@example.org", "-c", "user.name=k"]
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    spec = tmp_path / "rmpopt.yaml"
+    for name, data in (("big", TEXT.encode() + b"#\n" * (1 << 17)), ("bad", b"\xff\n" + TEXT.encode())):
+        spec.write_bytes(data)
+        subprocess.run([*git, "add", "rmpopt.yaml"], cwd=tmp_path, check=True)
+        subprocess.run([*git, "commit", "-qm", name], cwd=tmp_path, check=True)
+    spec.write_text(TEXT)
+    result = run_kgen("validate", spec, "--base", "HEAD~1")
+    assert result.exit_code == 1
+    assert "HEAD~1:rmpopt.yaml: error: file is larger than the limit" in result.stderr
+    result = run_kgen("validate", spec, "--base", "HEAD")
+    assert result.exit_code == 1
+    assert "HEAD:rmpopt.yaml:1:1: error: file is not valid UTF-8" in result.stderr
