@@ -370,7 +370,7 @@ def render(specs: tuple[str, ...], out: Path, prune: bool) -> None:
     them or none.  Generated files that no spec renders are reported, and
     removed only with --prune.
     """
-    from .render import TreeError, prune as prune_files, stale_files, write_tree
+    from .outtree import TreeError, prune as prune_files, stale_files, write_tree
 
     with _interruptible():
         loaded = load_specs(specs)
@@ -410,7 +410,7 @@ def check(specs: tuple[str, ...], out: Path) -> None:
     opens anything but a regular file, and lists generated files that no
     spec renders any more.  Run `kgen render` to bring the files up to date.
     """
-    from .render import drift
+    from .outtree import drift
 
     loaded = load_specs(specs)
     found = drift(render_specs(loaded), out, render_scope(specs, loaded))
@@ -673,7 +673,8 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
             sys.exit(1)
         files = None
         if generated is not None:
-            from .render import outputs, read_tree
+            from .outtree import read_tree
+            from .render import outputs
 
             files = read_tree(generated, [spec.instruction.mnemonic])
             missing = [o.path for o in outputs(spec) if o.path not in files]

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codegen import build, render
-from codegen.render import RenderError, render_spec, write_tree
+from codegen import build, outtree, render
+from codegen.outtree import write_tree
+from codegen.render import RenderError, render_spec
 from codegen.spec import load, load_all, parse
 from codegen.toolchain import compilers
 from tests.conftest import ROOT, RMPOPT_YAML
@@ -100,7 +101,7 @@ def test_render_then_check_round_trip(tmp_path, run_kgen):
     assert result.exit_code == 0 and f"({n} changed)" in result.output
     assert run_kgen("render", cwd=tmp_path).output.endswith("(0 changed)\n")
     assert run_kgen("check", cwd=tmp_path).exit_code == 0
-    assert render.read_tree(tmp_path / "generated") == render.read_tree(GENERATED)
+    assert outtree.read_tree(tmp_path / "generated") == outtree.read_tree(GENERATED)
 
 
 def test_render_removes_nothing_without_prune(tmp_path, run_kgen):
@@ -119,14 +120,14 @@ def test_render_removes_nothing_without_prune(tmp_path, run_kgen):
 def test_failed_render_leaves_old_files_intact(tmp_path, rmpopt):
     out = tmp_path / "generated"
     write_tree(render_spec(rmpopt), out)
-    before = render.read_tree(out)
+    before = outtree.read_tree(out)
     broken = tmp_path / "templates"
     shutil.copytree(render.TEMPLATES, broken)
     sweep = broken / "sweep.c.j2"
     sweep.write_text(sweep.read_text().replace("{{ sweep.pass_name | ident }}", "{{ sweep.no_such }}", 1))
     with pytest.raises(RenderError):
         write_tree(render.render_all([rmpopt], broken), out)
-    assert render.read_tree(out) == before
+    assert outtree.read_tree(out) == before
     assert not [p for p in out.rglob(".*")], "no temporary files left behind"
 
 
