@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all render check test venv constraints clean broken-specs kernel-material
+.PHONY: all render check test quick venv constraints clean broken-specs kernel-material
 
 all: render
 
@@ -26,9 +26,13 @@ render: $(STAMP)
 check: $(STAMP)
 	$(BIN)/kgen check
 
-# The whole test suite; .ci/run calls exactly this.
+# The whole test suite, on every core; .ci/run calls exactly this.
 test: $(STAMP) kernel-material
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
+
+# The quick loop while editing: everything but the tests marked slow.
+quick: $(STAMP)
+	$(BIN)/python -m pytest -n auto -m "not slow"
 
 # Debian's kernel source and headers for checkpatch and kbuild; fails only under CI=true
 # (the tests that need them skip with the reason it records in .kernel/STATUS).

@@ -17,6 +17,7 @@ import secrets
 import signal
 import stat
 import subprocess
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -36,7 +37,7 @@ _SNIFF = 4096  # bytes of a stray file read to find its banner
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class TreeError(Exception):
@@ -97,16 +98,24 @@ class Stale:
 
 @contextmanager
 def _signals_blocked():
-    """Hold SIGINT and SIGTERM while files are swapped; they arrive when it is done."""
-    try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-    except (ValueError, OSError):  # pragma: no cover - not the main thread's business
-        old = None
+    """Hold SIGINT and SIGTERM while files are swapped; they arrive when it is done.
+
+    The handlers are swapped for ones that only record the signal, rather than
+    the thread's signal mask: a signal sent to the process may be taken by any
+    thread, and Python runs its handler in the main thread whatever the mask.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers, and only it receives signals
+        return
+    caught: list[int] = []
+    old = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in _SIGNALS}
     try:
         yield
     finally:
-        if old is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 class _Tree:

@@ -12,6 +12,19 @@ from codegen.spec import load
 
 pytest_plugins = ["tests.ci_policy"]
 
+# Modules whose tests take long: real kernel material, the mutant catalogue, fuzzing and
+# whole-spec compares.  `make quick` leaves them out; `make test` runs everything.
+SLOW_MODULES = {
+    "test_kernel_checks", "test_kernel_reference", "test_mutants", "test_spec_fuzz",
+    "test_validate_base", "test_compare", "test_compare_safety",
+}  # fmt: skip
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
 ROOT = Path(__file__).resolve().parent.parent
 ISA = ROOT / "isa"
 RMPOPT_YAML = ISA / "rmpopt.yaml"
