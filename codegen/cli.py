@@ -651,6 +651,7 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
     from .execcheck import UnsafeCode
     from .host import EngineRefused, choose_engine
     from .oracle import harness_limit
+    from .reference import ReferenceProblem
     from .toolchain import ToolchainError, find_clang
 
     loaded = load_specs(specs)
@@ -688,6 +689,9 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
                                  progress=bar, reference=tuple(reference))  # fmt: skip
         except SpecError as exc:
             report_problems(exc)
+            sys.exit(1)
+        except ReferenceProblem as exc:
+            click.echo(f"kgen: {spec.path}: error: {exc}", err=True)
             sys.exit(1)
         except (BuildError, ValueError, RuntimeError, UnsafeCode, EngineRefused) as exc:
             click.echo(f"kgen: {spec.path}: {exc}", err=True)
@@ -731,6 +735,10 @@ def _print_compare(r) -> None:
         f"  seed {r.seed}; build {r.build_seconds:.1f} s, total {r.seconds:.1f} s, "
         f"{rate:,.0f} executions/s"
     )
+    for ref in r.references:
+        took = f"{len(ref.files)} file{'' if len(ref.files) == 1 else 's'}"
+        click.echo(f"  reference {ref.directory}: {took}"
+                   + (f"; {ref.definition} defines the helper compared" if ref.definition else ""))
     for m in r.mismatches:
         click.echo(f"  case {m.case} at {m.opt}: line {m.index} of its trace differs")
         click.echo(f"    machine:  {m.description}")
@@ -749,6 +757,7 @@ def _compare_json(r) -> dict:
         "seconds": round(r.seconds, 3), "build_seconds": round(r.build_seconds, 3),
         "levels": {o: vars(s) for o, s in r.stats.items()},
         "mismatches": [vars(m) | {"context": list(m.context)} for m in r.mismatches],
+        "references": [ref.json() for ref in r.references],
     }  # fmt: skip
 
 

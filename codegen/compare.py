@@ -63,6 +63,7 @@ class Result:
     mismatches: list[Mismatch] = field(default_factory=list)
     seconds: float = 0.0
     build_seconds: float = 0.0
+    references: list = field(default_factory=list)  # reference.Reference, one per --reference
 
     @property
     def ok(self) -> bool:
@@ -233,6 +234,10 @@ def compare(spec: Spec, compiler: Compiler, engine: EngineChoice, seed: int, cou
     if generated_dir is not None:
         reproduce += f" --generated {generated_dir}"
     reproduce += "".join(f" --reference {d}" for d in reference)
+    if reference:
+        from .reference import prove
+
+        result.references = prove(compiler, spec, files, reference)
     all_cases = case_gen.generate(spec, seed, count)
     ids = [only] if only is not None else list(range(len(all_cases)))
     if only is not None and not 0 <= only < len(all_cases):

@@ -18,6 +18,7 @@ from codegen import cases, oracle
 from codegen.build import build_harness
 from codegen.compare import _run_emulated, compare
 from codegen.host import choose_engine
+from codegen.reference import prove
 from codegen.render import render_spec
 from codegen.spec import load, parse
 from codegen.toolchain import find_clang
@@ -53,6 +54,7 @@ def test_the_kernel_helper_gives_the_mirror_trace(name):
     spec = load(ISA / f"{name}.yaml")
     result = compare(spec, find_clang(), ENGINE, seed=11, count=CASES, opts=OPTS, reference=REFERENCE)
     assert result.ok, result.mismatches[0]
+    assert [r.directory for r in result.references] == [str(d) for d in REFERENCE]
     assert result.executions >= CASES * len(OPTS)
     # the cases reach every path: each output flag's software code and negative return codes
     returns = {line for c in cases.generate(spec, 11, CASES) for line in cases.expected(spec, c)
@@ -65,6 +67,9 @@ def test_the_kernel_helper_gives_the_mirror_trace(name):
 
 def _traces(spec, files, reference, work: Path) -> list[str]:
     """The harness's raw output for the same cases, per optimisation level."""
+    if reference:  # the kernel's helper, from the reference directories, not kgen's own
+        (kernel, _) = prove(find_clang(), spec, files, reference)
+        assert kernel.definition and kernel.definition.startswith(str(KERNEL_INCLUDE / "asm" / "sev.h:"))
     harnesses = build_harness(find_clang(), spec, files, work, OPTS, ("emulated",), reference)
     lines = [cases.case_line(spec, c, 1000) for c in cases.generate(spec, 5, 400)]
     return [_run_emulated(h.emulated, cases.spec_line(spec), lines) for h in harnesses]
