@@ -212,10 +212,15 @@ def _compare_all(specs: list[Spec], count: int) -> list:
     except ToolchainError as exc:
         click.echo(f"kgen: {exc}", err=True)
         sys.exit(1)
+    from .oracle import harness_limit
+
     results = []
-    for spec in specs:
-        if spec.kernel.sweep is None:
-            continue
+    for spec in specs:  # every spec validated is compared: none is reported ok untested
+        why = harness_limit(spec)
+        if why:
+            click.echo(f"kgen: {spec.path}: error: not compared: the harness cannot run this "
+                       f"helper: {why}", err=True)  # fmt: skip
+            sys.exit(1)
         try:
             results.append(cmp.compare(spec, compiler, choose_engine("auto", spec), 1, count))
         except (BuildError, RuntimeError, UnsafeCode, EngineRefused) as exc:

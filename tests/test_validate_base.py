@@ -185,3 +185,21 @@ def test_a_base_revision_is_held_to_the_limits_of_a_file(run_kgen, tmp_path):
     result = run_kgen("validate", spec, "--base", "HEAD")
     assert result.exit_code == 1
     assert "HEAD:rmpopt.yaml:1:1: error: file is not valid UTF-8" in result.stderr
+
+
+def test_compare_runs_on_every_spec_validated(run_kgen):
+    """A spec without a sweep was skipped, and the gate still said ok."""
+    result = run_kgen("validate", "isa/pvalidate.yaml", "isa/rmpopt.yaml", "--compare", "--cases", "20")
+    assert result.exit_code == 0, result.output + result.stderr
+    for path in ("isa/pvalidate.yaml", "isa/rmpopt.yaml"):
+        assert f"{path}: ok: 20 cases x 3 levels" in result.output
+
+
+def test_compare_of_a_helper_the_harness_cannot_run_is_a_finding(run_kgen, tmp_path):
+    path = tmp_path / "pvalidate.yaml"
+    text = (RMPOPT_YAML.parent / "pvalidate.yaml").read_text()
+    assert text.count("register: rdx") == 1
+    path.write_text(text.replace("register: rdx", "register: rsi"))
+    result = run_kgen("validate", path, "--compare", "--cases", "20")
+    assert result.exit_code == 1, result.output + result.stderr
+    assert f"kgen: {path}: error: not compared: the harness cannot run this helper" in result.stderr
