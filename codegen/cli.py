@@ -246,20 +246,30 @@ def review_findings(specs: list[Spec]) -> list[tuple[str, str, str]]:
 
 
 def cross_findings(specs: list[Spec]):
-    """Collisions and repeated names among the specs and every other valid spec in isa/."""
+    """Collisions and repeated names between the specs and every other valid spec beside them.
+
+    The others are the specs in each named spec's directory and in isa/.  Every
+    problem is reported on a named spec, with a note at the other side.
+    """
     from .conflicts import cross_check
 
     named = {Path(s.path).resolve() for s in specs}
-    mnemonics = {s.instruction.mnemonic for s in specs}
+    dirs = list(dict.fromkeys([Path(s.path).parent.resolve() for s in specs] + [DEFAULT_ISA_DIR.resolve()]))
     others = []
-    for path in sorted(DEFAULT_ISA_DIR.glob("*.yaml")):
-        if path.resolve() not in named:
+    for d in dirs:
+        for path in sorted(d.glob("*.yaml")) if d.is_dir() else ():
+            if path.resolve() in named:
+                continue
             try:
-                others += load_all([path])
+                others += load_all([_shown(path)])
             except SpecError:
                 pass  # reported when that spec itself is validated
-    # a bundled spec of the same instruction is an older version of it, not a rival
-    others = [o for o in others if o.instruction.mnemonic not in mnemonics]
+    # a spec of the same instruction elsewhere is a version of the named one, not a rival;
+    # beside it, it is a second spec rendering into the same place
+    own = {(s.instruction.mnemonic, Path(s.path).parent.resolve()) for s in specs}
+    mnemonics = {m for m, _ in own}
+    others = [o for o in others if o.instruction.mnemonic not in mnemonics
+              or (o.instruction.mnemonic, Path(o.path).parent.resolve()) in own]  # fmt: skip
     found = cross_check(specs + others)
     try:
         from .conflicts import assembler_check
@@ -274,7 +284,16 @@ def cross_findings(specs: list[Spec]):
     keep = {s.path for s in specs}
     found.problems[:] = [d for d in found.problems if d.mark.path in keep]
     found.notes[:] = [d for d in found.notes if d.mark.path in keep]
+    found.notes.extend(note for path, note in found.others if path in keep)
     return found
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the working directory where it is below it, as specs are named."""
+    try:
+        return path.relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
 
 
 def _json_diag(d) -> dict:

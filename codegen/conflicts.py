@@ -9,7 +9,7 @@ gets a note, since a CPU that ignores the prefix would run that one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -58,6 +58,8 @@ def _where(mark: Mark) -> str:
 class Findings:
     problems: list[Diagnostic]
     notes: list[Diagnostic]
+    # (path of the spec a problem is reported on, a note at the other side of that problem)
+    others: list[tuple[str, Diagnostic]] = field(default_factory=list)
 
 
 def assembler_check(specs: list[Spec], compiler: Compiler) -> Findings:
@@ -80,7 +82,7 @@ def assembler_check(specs: list[Spec], compiler: Compiler) -> Findings:
 def cross_check(specs: list[Spec], known: tuple[KnownEncoding, ...] | None = None) -> Findings:
     """Collisions and repeated names among ``specs`` and against the known encodings."""
     known = known_encodings() if known is None else known
-    problems, notes = [], []
+    problems, notes, others = [], [], []
     encoded = [(s, tuple(b.byte for b in s.instruction.encoding)) for s in specs]
     for i, (spec, data) in enumerate(encoded):
         mnemonic, mark = spec.instruction.mnemonic, spec.instruction.mark("encoding")
@@ -89,6 +91,9 @@ def cross_check(specs: list[Spec], known: tuple[KnownEncoding, ...] | None = Non
                 problems.append(Diagnostic(mark, (
                     f"encoding {_hex(data)} of {mnemonic} is also {other.instruction.mnemonic}'s "
                     f"({_where(other.instruction.mark('encoding'))})")))  # fmt: skip
+                others.append((spec.path, Diagnostic(other.instruction.mark("encoding"), (
+                    f"{other.instruction.mnemonic}'s encoding {_hex(data)}, which "
+                    f"{mnemonic} ({_where(mark)}) also has"), "note")))  # fmt: skip
         prefixes = [b.byte for b in spec.instruction.encoding if b.role == "prefix"]
         for entry in known:
             where = f"{_where(entry.mark('mnemonic'))}, source: {entry.source}"
@@ -114,12 +119,21 @@ def cross_check(specs: list[Spec], known: tuple[KnownEncoding, ...] | None = Non
                 f"{decoder_name()} decodes {_hex(data)} as {d.mnemonic}, ignoring its "
                 f"{_hex(tuple(d.ignored_prefixes))} prefix: a CPU that ignores the prefix runs "
                 f"{d.mnemonic.upper()}"), "note"))  # fmt: skip
-    seen: dict[str, tuple[Spec, Mark]] = {}
+    # every spec that defines a name another defines gets the problem: a check of one spec
+    # finds it whichever of the two comes first
+    defined: dict[str, list[tuple[Spec, Mark]]] = {}
     for spec in specs:
         for name, mark in kernel_names(spec):
-            if name in seen and seen[name][0] is not spec:
-                problems.append(Diagnostic(mark, (
-                    f"kernel name '{name}' is also defined by {seen[name][0].instruction.mnemonic} "
-                    f"({_where(seen[name][1])})")))  # fmt: skip
-            seen.setdefault(name, (spec, mark))
-    return Findings(problems, notes)
+            defined.setdefault(name, []).append((spec, mark))
+    for name, where in defined.items():
+        for spec, mark in where:
+            other = next(((o, m) for o, m in where if o is not spec), None)
+            if other is None:
+                continue
+            problems.append(Diagnostic(mark, (
+                f"kernel name '{name}' is also defined by {other[0].instruction.mnemonic} "
+                f"({_where(other[1])})")))  # fmt: skip
+            others.append((spec.path, Diagnostic(other[1], (
+                f"kernel name '{name}' of {other[0].instruction.mnemonic}, which "
+                f"{spec.instruction.mnemonic} ({_where(mark)}) also defines"), "note")))  # fmt: skip
+    return Findings(problems, notes, others)
