@@ -72,9 +72,12 @@ def main() -> None:
               help="Also run compile-and-compare on the specs (-O0, -O2, -Os).")
 @click.option("--cases", "count", type=click.IntRange(1, MAX_CASES), default=3000, show_default=True,
               help="Configurations for --compare.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --base: the generated files to hold to a fresh render [default: "
+                   "generated/ beside the spec's directory, e.g. generated/ for isa/*.yaml].")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
 def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count: int,
-             as_json: bool) -> None:  # fmt: skip
+             out: Path | None, as_json: bool) -> None:  # fmt: skip
     """Check specs: structure, types, ranges, names and cross-field rules.
 
     Each valid spec is also rendered in memory and its output held to the
@@ -96,6 +99,12 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
     cross = cross_findings(loaded)
     changes = [_changes_since(spec, base) for spec in loaded] if base else []
     base_problems = [p for c in changes for p in c.get("problems", [])]
+    if base:  # ready means `kgen check` passes too
+        generated = _generated_drift(loaded, out)
+        for change, found in zip(changes, generated):
+            change.setdefault("problems", []).extend(found["problems"])
+            change["generated"] = found
+        base_problems += [p for found in generated for p in found["problems"]]
     compared = _compare_all(loaded, count) if run_compare else []
     ok = not findings and not cross.problems and not base_problems and all(r.ok for r in compared)
     if as_json:
@@ -170,7 +179,36 @@ def _changes_since(spec: Spec, base: str) -> dict:
     return report
 
 
+def _generated_drift(specs: list[Spec], out: Path | None) -> list[dict]:
+    """Each spec's generated files against a fresh render, as `kgen check` holds them."""
+    from .outtree import drift
+    from .render import RenderError, render_spec
+
+    reports = []
+    for spec in specs:
+        where = out if out is not None else Path(spec.path).parent.parent / "generated"
+        found: dict = {"out": str(where), "checked": where.is_dir(), "problems": []}
+        reports.append(found)
+        if not where.is_dir():
+            found["note"] = (f"{spec.path}: note: generated files not checked: no directory "
+                             f"{where}/ (name it with --out)")  # fmt: skip
+            continue
+        try:
+            d = drift(render_spec(spec), where, [spec.instruction.mnemonic])
+        except RenderError:
+            continue  # a review finding already
+        found["problems"] += [f"{spec.path}: error: {exc}" for exc in d.problems]
+        for diff in d.diffs:
+            name = next(l[6:] for l in diff.splitlines() if l.startswith("+++ b/"))
+            found["problems"].append(f"{spec.path}: error: {where.parent / name} is out of date "
+                                     "with the spec; run `kgen render`")  # fmt: skip
+        found["problems"] += [f"{spec.path}: error: {stale_line(where, st)}" for st in d.stale]
+    return reports
+
+
 def _print_changes(report: dict) -> None:
+    if report.get("generated", {}).get("note"):
+        click.echo(report["generated"]["note"])
     for problem in report.get("problems", []):
         click.echo(problem, err=True)
     if "changes" not in report:

@@ -203,3 +203,42 @@ def test_compare_of_a_helper_the_harness_cannot_run_is_a_finding(run_kgen, tmp_p
     result = run_kgen("validate", path, "--compare", "--cases", "20")
     assert result.exit_code == 1, result.output + result.stderr
     assert f"kgen: {path}: error: not compared: the harness cannot run this helper" in result.stderr
+
+
+def _project(tmp_path, run_kgen):
+    """A project with isa/rmpopt.yaml and its rendered generated/, as kgen expects them."""
+    (tmp_path / "isa").mkdir()
+    (tmp_path / "isa" / "rmpopt.yaml").write_text(TEXT)
+    (tmp_path / "base.yaml").write_text(TEXT)
+    assert run_kgen("render", "isa/rmpopt.yaml", cwd=tmp_path).exit_code == 0
+    return tmp_path
+
+
+def test_a_change_without_its_render_is_not_ready(run_kgen, tmp_path):
+    """validate --base said ready while `kgen check` failed."""
+    root = _project(tmp_path, run_kgen)
+    spec = root / "isa" / "rmpopt.yaml"
+    spec.write_text(TEXT.replace("        value: 1\n", "        value: 2\n"))
+    assert run_kgen("check", "isa/rmpopt.yaml", cwd=root).exit_code == 1
+    result = run_kgen("validate", "isa/rmpopt.yaml", "--base", "base.yaml", cwd=root)
+    assert result.exit_code == 1, result.output
+    assert ("isa/rmpopt.yaml: error: generated/rmpopt/arch/x86/include/asm/special_insns.h is out "
+            "of date with the spec; run `kgen render`") in result.stderr  # fmt: skip
+    assert run_kgen("render", "isa/rmpopt.yaml", cwd=root).exit_code == 0
+    result = run_kgen("validate", "isa/rmpopt.yaml", "--base", "base.yaml", "--json", cwd=root)
+    assert result.exit_code == 0, result.output
+    (change,) = json.loads(result.output)["changes"]
+    assert change["generated"] == {"out": "generated", "checked": True, "problems": []}
+
+
+def test_a_hand_edited_generated_file_is_not_ready(run_kgen, tmp_path):
+    root = _project(tmp_path, run_kgen)
+    out = root / "elsewhere"
+    (root / "generated").rename(out)
+    header = out / "rmpopt" / "arch" / "x86" / "include" / "asm" / "special_insns.h"
+    header.write_text(header.read_text().replace("0x1,", "0x3,"))
+    result = run_kgen("validate", "isa/rmpopt.yaml", "--base", "base.yaml", cwd=root)
+    assert result.exit_code == 0 and "note: generated files not checked: no directory generated/" in result.output
+    result = run_kgen("validate", "isa/rmpopt.yaml", "--base", "base.yaml", "--out", out, cwd=root)
+    assert result.exit_code == 1
+    assert f"error: {header} is out of date with the spec" in result.stderr
