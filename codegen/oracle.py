@@ -19,12 +19,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .model import CONSTRAINT_LETTER, OPERAND_BITS, Input, Spec
+from .model import OPERAND_BITS, Input, Spec
 
 MASK64 = (1 << 64) - 1
 RETRY_STREAK = 3
 FLAG_BITS = {"cf": 0, "pf": 2, "zf": 6, "sf": 7, "of": 11}
-HARNESS_REGISTERS = ("rax", "rcx", "rdx")  # what the trap handler reads and writes
+# what the trap handler reads and writes, by the letter core.c's spec line names each with;
+# the harness's own table: never the templates' asm constraint letters, or a wrong letter
+# there would put an operand in the wrong register on both sides of the comparison
+HARNESS_REGISTER_LETTER = {"rax": "a", "rcx": "c", "rdx": "d"}
+HARNESS_REGISTERS = tuple(HARNESS_REGISTER_LETTER)
 ACCESS_LETTER = {"read": "r", "write": "w", "read-write": "b"}
 
 
@@ -190,11 +194,11 @@ def spec_fields(spec: Spec) -> list[str]:
     insn = spec.instruction
     fields = [
         "model=oracle",
-        "in=" + ",".join(f"{CONSTRAINT_LETTER[i.register]}{operand_bits(i)}" for i in insn.inputs),
+        "in=" + ",".join(f"{HARNESS_REGISTER_LETTER[i.register]}{operand_bits(i)}" for i in insn.inputs),
     ]
     ptr = pointer_input(spec)
     if ptr is not None:
-        fields.append(f"ptr={CONSTRAINT_LETTER[ptr.register]}:{ptr.bytes}:{ACCESS_LETTER[ptr.access]}")
+        fields.append(f"ptr={HARNESS_REGISTER_LETTER[ptr.register]}:{ptr.bytes}:{ACCESS_LETTER[ptr.access]}")
     model = Oracle(spec)
     if model.returns_rax:
         fields.append("rc=" + ",".join(f"{v:#x}" for v in model.codes))
