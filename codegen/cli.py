@@ -319,6 +319,11 @@ def cross_findings(specs: list[Spec]):
     except ToolchainError as exc:
         found.notes.append(Diagnostic(Mark(specs[0].path, 0, 0),
                                       f"encodings not checked against an assembler: {exc}", "note"))  # fmt: skip
+    from .operands import binutils_check, find_gas, operand_check
+
+    for independent in (operand_check(specs), binutils_check(specs, find_gas())):
+        found.problems.extend(independent.problems)
+        found.notes.extend(independent.notes)
     keep = {s.path for s in specs}
     found.problems[:] = [d for d in found.problems if d.mark.path in keep]
     found.notes[:] = [d for d in found.notes if d.mark.path in keep]
