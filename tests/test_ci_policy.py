@@ -48,3 +48,16 @@ def test_outside_ci_it_skips(tmp_path):
     proc = run(tmp_path, None)
     assert proc.returncode == 0, proc.stdout
     assert "3 skipped" in proc.stdout.strip().splitlines()[-1]
+
+
+def test_an_empty_parametrize_list_is_an_error_not_a_skip(tmp_path):
+    """A glob that finds nothing would otherwise leave a parametrized test silently skipped."""
+    (tmp_path / "test_empty.py").write_text(
+        "import pytest\n\n@pytest.mark.parametrize('spec', [])\ndef test_each(spec):\n    pass\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path),
+         "-p", "no:cacheprovider", str(tmp_path / "test_empty.py")],
+        capture_output=True, text=True, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "Empty parameter set" in proc.stdout, proc.stdout
