@@ -69,6 +69,8 @@ def test_validate_json_report(run_kgen):
     messages = [n["message"] for n in good["notes"]]
     assert messages[0].startswith("without its F2 prefix, rmpopt is clzero")
     assert "does not know 'rmpopt'" in messages[1]  # no assembler knows it yet
+    assert "iced-x86 1.21.0 reads F2 0F 01 FC as clzero" in messages[2]  # nor does iced
+    assert len(messages) == 3 and all(n["path"] == "isa/rmpopt.yaml" for n in good["notes"])
 
 
 def test_validate_applies_the_review_rules(run_kgen, monkeypatch, tmp_path):
