@@ -16,7 +16,7 @@ pytest_plugins = ["tests.ci_policy"]
 # whole-spec compares.  `make quick` leaves them out; `make test` runs everything.
 SLOW_MODULES = {
     "test_kernel_checks", "test_kernel_reference", "test_mutants", "test_spec_fuzz",
-    "test_validate_base", "test_compare", "test_compare_safety",
+    "test_validate_base", "test_compare", "test_compare_safety", "test_operand_placement",
 }  # fmt: skip
 
 
