@@ -39,6 +39,7 @@ GROUPS = (
     ("kernel.sweep.log_message", "sweep policy"),
     ("kernel.sweep.cap_message", "sweep policy"),
     ("kernel.sweep.workers", "sweep policy"),
+    ("kernel.enable", "enabling and locking"),
     ("kernel", "kernel names"),
     ("instruction", "documentation and facts"),
 )
