@@ -9,7 +9,7 @@ import pytest
 
 from codegen import build, cases, compare, host, toolchain
 from codegen.emulator import Emulator
-from codegen.render import render_spec
+from codegen.render import outputs, render_spec
 from codegen.spec import load
 from tests.conftest import ISA, RMPOPT_YAML
 from tests.mutants import apply, catalogue
@@ -69,8 +69,19 @@ def _run_one(harness, line: str) -> list[str]:
 
 def test_harness_reports_an_undefined_function_code(harness):
     bad = max(c.value for c in SPEC.instruction.function_codes.codes) + 1
-    out = _run_one(harness, f"case id=0 form=helpers cores=1 actions=r:0:0x0:{bad:#x}\n")
+    out = _run_one(harness, f"case id=0 form=helpers cores=1 msron=1 actions=r:0:0x0:{bad:#x}\n")
     assert out[0].endswith("#GP") and out[1].startswith("B undefined function code")
+
+
+def test_harness_faults_an_execution_the_msr_or_the_feature_does_not_allow(harness):
+    """RMPOPT on a core whose MSR is clear, or on a CPU without the feature, is #UD, not a result."""
+    fault = SPEC.instruction.msr.fault
+    on = _run_one(harness, "case id=0 form=helpers cores=2 msron=1 actions=h:1:0x0\n")
+    assert on[0].startswith("R 1 0x0 ") and on[-1] == "E 0"
+    clear = _run_one(harness, "case id=0 form=helpers cores=2 actions=h:1:0x0,h:0:0x0\n")
+    assert clear == [f"F 1 0x0 0x0 {fault}", "E 0"]  # the case ends at the fault
+    absent = _run_one(harness, "case id=0 form=helpers cores=2 msron=1 feature=0 actions=h:0:0x0\n")
+    assert absent == [f"F 0 0x0 0x0 {fault}", "E 0"]
 
 
 def test_harness_reports_runaway_code(harness, tmp_path):
@@ -297,7 +308,7 @@ def test_doctor_says_which_engine_each_spec_gets(run_kgen):
 def test_generated_sources_hold_only_the_spec_s_asm(extra, expected):
     files = render_spec(SPEC)
     execcheck.check_sources(SPEC, files)
-    (header,) = [p for p in files if p.endswith(".h")]
+    header = outputs(SPEC)[0].path
     files[header] += extra
     with pytest.raises(execcheck.UnsafeCode, match=expected):
         execcheck.check_sources(SPEC, files)
@@ -305,7 +316,7 @@ def test_generated_sources_hold_only_the_spec_s_asm(extra, expected):
 
 def test_cli_refuses_a_generated_dir_with_other_asm_natively(run_kgen, tmp_path):
     files = render_spec(SPEC)
-    (header,) = [p for p in files if p.endswith(".h")]
+    header = outputs(SPEC)[0].path
     files[header] += 'static inline void sneak(void) { asm volatile(".byte 0x0f, 0x05"); }\n'
     build.write_files(files, tmp_path / "gen")
     result = run_kgen("compare", "isa/rmpopt.yaml", "--engine", "native", "--cases", "5",

@@ -4,6 +4,10 @@
  * Fragment of arch/x86/include/asm/special_insns.h in a Linux kernel tree.
  */
 
+#include <linux/align.h>
+#include <linux/sizes.h>
+#include <linux/types.h>
+
 /**
  * enum rmpopt_function - RMPOPT function codes, passed in RCX
  * @RMPOPT_FUNC_VERIFY_AND_REPORT_STATUS: Scan the region's RMP entries; if none is guest-assigned,

@@ -4,17 +4,28 @@
  * Fragment of arch/x86/virt/svm/sev.c in a Linux kernel tree.
  */
 
+#include <linux/align.h>
+#include <linux/cpu.h>
 #include <linux/cpumask.h>
+#include <linux/errno.h>
+#include <linux/export.h>
+#include <linux/lockdep.h>
 #include <linux/memblock.h>
+#include <linux/mutex.h>
 #include <linux/pfn.h>
 #include <linux/printk.h>
 #include <linux/sched.h>
 #include <linux/sizes.h>
 #include <linux/smp.h>
 #include <linux/topology.h>
+#include <linux/types.h>
 #include <linux/workqueue.h>
+#include <asm/cpufeature.h>
+#include <asm/msr.h>
+#include <asm/sev.h>
 #include <asm/special_insns.h>
 
+static DEFINE_MUTEX(rmpopt_wq_mutex);
 static struct cpumask rmpopt_followers;
 
 static void rmpopt_on_cpu(void *info)
@@ -48,6 +59,7 @@ static void rmpopt_sweep(void)
 	pr_info("Attempt RMP optimizations on physical address range [%pa - %pa]\n",
 		&pa_start, &pa_end);
 
+	cpus_read_lock();
 	migrate_disable();
 	leader = smp_processor_id();
 	for (pa = pa_start; pa < pa_end; pa += SZ_1G) {
@@ -64,12 +76,30 @@ static void rmpopt_sweep(void)
 	migrate_enable();
 
 	if (cpumask_empty(&rmpopt_followers))
-		return;
+		goto unlock;
 
 	for (pa = pa_start; pa < pa_end; pa += SZ_1G) {
 		on_each_cpu_mask(&rmpopt_followers, rmpopt_on_cpu, &pa, true);
 		cond_resched();
 	}
+unlock:
+	cpus_read_unlock();
+}
+
+/*
+ * Write @val to MSR_AMD64_RMPOPT_BASE on one thread of each core: the MSR is per core. CPU hotplug
+ * is held off so that no CPU comes or goes meanwhile.
+ */
+static void rmpopt_write_msr(u64 val)
+{
+	unsigned int cpu;
+
+	cpus_read_lock();
+	for_each_online_cpu(cpu) {
+		if (cpu == cpumask_first_and(topology_sibling_cpumask(cpu), cpu_online_mask))
+			wrmsrq_on_cpu(cpu, MSR_AMD64_RMPOPT_BASE, val);
+	}
+	cpus_read_unlock();
 }
 
 #define RMPOPT_FIRST_DELAY_MS	0
@@ -88,8 +118,9 @@ static DECLARE_DELAYED_WORK(rmpopt_work, rmpopt_work_fn);
  * Ask for one pass, 10 s from now. mod_delayed_work() moves a pending pass back, so a burst of
  * requests makes one pass.
  */
-static void snp_rmpopt_all_physmem(void)
+static void rmpopt_work_request(void)
 {
+	lockdep_assert_held(&rmpopt_wq_mutex);
 	if (!rmpopt_wq)
 		return;
 
@@ -97,24 +128,64 @@ static void snp_rmpopt_all_physmem(void)
 			 msecs_to_jiffies(RMPOPT_REARM_DELAY_MS));
 }
 
-static int snp_setup_rmpopt(void)
+/*
+ * Allocate the workqueue, enable RMPOPT on every core, then queue the first pass. Once only: a
+ * second start would leak the first workqueue.
+ */
+static int rmpopt_work_start(void)
 {
+	lockdep_assert_held(&rmpopt_wq_mutex);
+	if (rmpopt_wq)
+		return 0;
+
 	rmpopt_wq = alloc_ordered_workqueue("rmpopt_wq", 0);
 	if (!rmpopt_wq)
 		return -ENOMEM;
 
+	rmpopt_write_msr(ALIGN_DOWN(PFN_PHYS(min_low_pfn), SZ_1G) | MSR_AMD64_RMPOPT_ENABLE);
 	queue_delayed_work(rmpopt_wq, &rmpopt_work,
 			   msecs_to_jiffies(RMPOPT_FIRST_DELAY_MS));
 
 	return 0;
 }
 
-static void rmpopt_cleanup(void)
+static void rmpopt_work_stop(void)
 {
+	lockdep_assert_held(&rmpopt_wq_mutex);
 	if (!rmpopt_wq)
 		return;
 
 	cancel_delayed_work_sync(&rmpopt_work);
 	destroy_workqueue(rmpopt_wq);
 	rmpopt_wq = NULL;
+	rmpopt_write_msr(0);
 }
+
+/*
+ * Enable RMPOPT and start the worker, once. Does nothing on CPUs without X86_FEATURE_RMPOPT.
+ */
+int snp_setup_rmpopt(void)
+{
+	if (!cpu_feature_enabled(X86_FEATURE_RMPOPT))
+		return 0;
+
+	guard(mutex)(&rmpopt_wq_mutex);
+	return rmpopt_work_start();
+}
+EXPORT_SYMBOL_FOR_MODULES(snp_setup_rmpopt, "ccp");
+
+/* Ask for a pass; before setup or after teardown, nothing happens. */
+void snp_rmpopt_all_physmem(void)
+{
+	guard(mutex)(&rmpopt_wq_mutex);
+	rmpopt_work_request();
+}
+EXPORT_SYMBOL_FOR_MODULES(snp_rmpopt_all_physmem, "kvm-amd");
+
+/* Stop the worker: a pending pass never runs. */
+void rmpopt_cleanup(void)
+{
+	guard(mutex)(&rmpopt_wq_mutex);
+	rmpopt_work_stop();
+}
+EXPORT_SYMBOL_FOR_MODULES(rmpopt_cleanup, "ccp");

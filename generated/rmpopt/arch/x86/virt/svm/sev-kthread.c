@@ -4,19 +4,30 @@
  * Fragment of arch/x86/virt/svm/sev.c in a Linux kernel tree.
  */
 
-#include <linux/cpumask.h>
+#include <linux/align.h>
 #include <linux/bitops.h>
+#include <linux/cpu.h>
+#include <linux/cpumask.h>
 #include <linux/err.h>
+#include <linux/errno.h>
+#include <linux/export.h>
 #include <linux/kthread.h>
+#include <linux/lockdep.h>
 #include <linux/memblock.h>
+#include <linux/mutex.h>
 #include <linux/pfn.h>
 #include <linux/printk.h>
 #include <linux/sched.h>
 #include <linux/sizes.h>
 #include <linux/smp.h>
 #include <linux/topology.h>
+#include <linux/types.h>
+#include <asm/cpufeature.h>
+#include <asm/msr.h>
+#include <asm/sev.h>
 #include <asm/special_insns.h>
 
+static DEFINE_MUTEX(rmpopt_wq_mutex);
 static struct cpumask rmpopt_followers;
 
 static void rmpopt_on_cpu(void *info)
@@ -50,6 +61,7 @@ static void rmpopt_sweep(void)
 	pr_info("Attempt RMP optimizations on physical address range [%pa - %pa]\n",
 		&pa_start, &pa_end);
 
+	cpus_read_lock();
 	migrate_disable();
 	leader = smp_processor_id();
 	for (pa = pa_start; pa < pa_end; pa += SZ_1G) {
@@ -66,12 +78,30 @@ static void rmpopt_sweep(void)
 	migrate_enable();
 
 	if (cpumask_empty(&rmpopt_followers))
-		return;
+		goto unlock;
 
 	for (pa = pa_start; pa < pa_end; pa += SZ_1G) {
 		on_each_cpu_mask(&rmpopt_followers, rmpopt_on_cpu, &pa, true);
 		cond_resched();
 	}
+unlock:
+	cpus_read_unlock();
+}
+
+/*
+ * Write @val to MSR_AMD64_RMPOPT_BASE on one thread of each core: the MSR is per core. CPU hotplug
+ * is held off so that no CPU comes or goes meanwhile.
+ */
+static void rmpopt_write_msr(u64 val)
+{
+	unsigned int cpu;
+
+	cpus_read_lock();
+	for_each_online_cpu(cpu) {
+		if (cpu == cpumask_first_and(topology_sibling_cpumask(cpu), cpu_online_mask))
+			wrmsrq_on_cpu(cpu, MSR_AMD64_RMPOPT_BASE, val);
+	}
+	cpus_read_unlock();
 }
 
 static struct task_struct *rmpopt_kthread_task;
@@ -97,8 +127,9 @@ static int rmpopt_kthread(void *data __always_unused)
 }
 
 /* Ask for one pass; requests made before the pass starts are served by it. */
-static void snp_rmpopt_all_physmem(void)
+static void rmpopt_kthread_request(void)
 {
+	lockdep_assert_held(&rmpopt_wq_mutex);
 	if (!rmpopt_kthread_task)
 		return;
 
@@ -106,25 +137,65 @@ static void snp_rmpopt_all_physmem(void)
 	wake_up_process(rmpopt_kthread_task);
 }
 
-static int snp_setup_rmpopt(void)
+/*
+ * Start the thread, enable RMPOPT on every core, then ask for the first pass. Once only: a second
+ * start would lose the first thread.
+ */
+static int rmpopt_kthread_start(void)
 {
 	struct task_struct *task;
+
+	lockdep_assert_held(&rmpopt_wq_mutex);
+	if (rmpopt_kthread_task)
+		return 0;
 
 	task = kthread_run(rmpopt_kthread, NULL, "rmpopt_kthread");
 	if (IS_ERR(task))
 		return PTR_ERR(task);
 
 	rmpopt_kthread_task = task;
-	snp_rmpopt_all_physmem();
+	rmpopt_write_msr(ALIGN_DOWN(PFN_PHYS(min_low_pfn), SZ_1G) | MSR_AMD64_RMPOPT_ENABLE);
+	rmpopt_kthread_request();
 
 	return 0;
 }
 
-static void rmpopt_cleanup(void)
+static void rmpopt_kthread_stop(void)
 {
+	lockdep_assert_held(&rmpopt_wq_mutex);
 	if (!rmpopt_kthread_task)
 		return;
 
 	kthread_stop(rmpopt_kthread_task);
 	rmpopt_kthread_task = NULL;
+	rmpopt_write_msr(0);
 }
+
+/*
+ * Enable RMPOPT and start the worker, once. Does nothing on CPUs without X86_FEATURE_RMPOPT.
+ */
+int snp_setup_rmpopt(void)
+{
+	if (!cpu_feature_enabled(X86_FEATURE_RMPOPT))
+		return 0;
+
+	guard(mutex)(&rmpopt_wq_mutex);
+	return rmpopt_kthread_start();
+}
+EXPORT_SYMBOL_FOR_MODULES(snp_setup_rmpopt, "ccp");
+
+/* Ask for a pass; before setup or after teardown, nothing happens. */
+void snp_rmpopt_all_physmem(void)
+{
+	guard(mutex)(&rmpopt_wq_mutex);
+	rmpopt_kthread_request();
+}
+EXPORT_SYMBOL_FOR_MODULES(snp_rmpopt_all_physmem, "kvm-amd");
+
+/* Stop the worker: a pending pass never runs. */
+void rmpopt_cleanup(void)
+{
+	guard(mutex)(&rmpopt_wq_mutex);
+	rmpopt_kthread_stop();
+}
+EXPORT_SYMBOL_FOR_MODULES(rmpopt_cleanup, "ccp");
