@@ -340,3 +340,21 @@ def test_compiled_objects_hold_only_plain_code_and_the_spec_s_bytes(harness, tmp
                        capture_output=True)  # fmt: skip
         with pytest.raises(execcheck.UnsafeCode, match=expected):
             execcheck.check_objects(SPEC, [*harness.units, obj], list(harness.harness))
+
+
+def test_the_6_1_spellings_behave_the_same(tmp_path):
+    """mutex_lock()/mutex_unlock() on every path, wrmsrl_on_cpu(): the same trace as NEWEST's."""
+    from codegen.kernelapi import LINUX_6_1
+
+    files = render_spec(SPEC, profile=LINUX_6_1)
+    sweep = files[outputs(SPEC)[2].path]
+    assert "mutex_unlock(" in sweep and "guard(" not in sweep and "wrmsrl_on_cpu(" in sweep
+    result = compare.compare(SPEC, toolchain.find_clang(), host.choose_engine("emulator", SPEC), seed=3,
+                             count=120, opts=("-O2",), files=files, workers=1)  # fmt: skip
+    assert result.ok, result.mismatches[:1]
+    # and a path that forgets to unlock is a finding, not a pass
+    leaky = dict(files)
+    leaky[outputs(SPEC)[2].path] = sweep.replace("\tmutex_unlock(", "\t(void)(", 1)
+    result = compare.compare(SPEC, toolchain.find_clang(), host.choose_engine("emulator", SPEC), seed=3,
+                             count=120, opts=("-O2",), files=leaky, workers=1)  # fmt: skip
+    assert not result.ok
