@@ -45,6 +45,8 @@ class Case:
             parts.append("assigned " + ",".join(f"{s:#x}-{e:#x}" for s, e in m.assigned))
         if m.table_base is not None:
             parts.append(f"base {m.table_base:#x}")
+        if not m.feature:
+            parts.append("without the feature")
         parts.append("actions " + ",".join(self.actions))
         return f"[{self.label}] " + "; ".join(parts)
 

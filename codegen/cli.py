@@ -518,7 +518,9 @@ def _cpu_ranges(cpus: list[int]) -> str:
               help="An offline CPU (repeat).")  # fmt: skip
 @click.option("--assigned", type=RangeParam(), multiple=True,
               help="Guest-assigned physical range START-END (repeat), e.g. 0x1000-0x3000 or 4G-5G.")  # fmt: skip
-@click.option("--base", type=ADDRESS, help="RMPOPT_BASE of every CPU [default: start of the range].")
+@click.option("--base", type=ADDRESS,
+              help="RMPOPT_BASE of every CPU before setup writes the MSR (setup then writes the "
+                   "start of the range) [default: start of the range].")  # fmt: skip
 @click.option("--without-feature", is_flag=True,
               help="A machine whose CPUs lack the instruction (its CPUID bit is clear).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole trace, one JSON object a line.")

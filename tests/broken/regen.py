@@ -381,6 +381,8 @@ DEFECTS: list[tuple[str, str, str, str, str]] = [
     ("enable-mutex-name-clash", "the mutex has the sweep's name",
      "    mutex: frob_mutex", "    mutex: «frob_sweep",
      "kernel name 'frob_sweep' repeats (first at line {line:pass_name: frob_sweep})"),
+    ("enable-without-sweep", "enabling with no sweep to guard",
+     '  sweep:\n    source: arch/x86/kernel/frob.c\n    pass_name: frob_sweep\n    leader: current-cpu\n    cpus: primary-threads\n    followers: primary-threads-except-leader-siblings\n    resched: between-regions\n    log_message: Attempt frobbing on range\n    cap_message: Beyond the frob table\n    workers:\n      - {kind: kthread, name: frob_thread, trigger: frob_all, setup: frob_init, teardown: frob_exit}\n      - kind: delayed-work\n        name: frob_work\n        trigger: frob_all\n        setup: frob_init\n        teardown: frob_exit\n        workqueue: frob_wq\n        first_delay_ms: 5\n        rearm_delay_ms: 100\n', "", "kernel.enable belongs to a sweep: it has no worker to guard"),
 ]
 
 # Defects whose expected text is not a single replacement.
@@ -388,6 +390,8 @@ SPECIAL = {
     "worker-no-workqueue": ("        workqueue: frob_wq\n", ""),
 }
 MULTI = {
+    "enable-without-sweep": [("  enable:\n    «check:", "kernel.enable belongs to a sweep: it has no "
+                              "worker to guard")],
     "enable-without-cpuid": [("    check: «cpu_feature_enabled", "kernel.enable needs instruction.cpuid: "
                               "the feature setup checks before anything else")],
     "enable-without-msr": [("  enable:\n    «check:", "kernel.enable needs instruction.msr: the MSR "
