@@ -414,14 +414,19 @@ def pa_text(value: int) -> str:
     return f"0x{value:016x}"
 
 
+def cap_log(spec: Spec, r: Range) -> Log:
+    """The line that says which memory lies above the table's coverage."""
+    return Log(f"{spec.kernel.sweep.cap_message} [{pa_text(r.pa_end)} - {pa_text(r.uncapped_end)}]")
+
+
 def sweep(spec: Spec, machine: Machine, hw: Hardware | None = None) -> Iterator[Event]:
     """The ordered events of one pass, executing each RMPOPT on ``hw``."""
     s = spec.kernel.sweep
     t = spec.instruction.table
     hw = hw if hw is not None else hardware_for(spec, machine)
     r = sweep_range(spec, machine)
-    if r.capped:
-        yield Log(f"{s.cap_message} [{pa_text(r.pa_end)} - {pa_text(r.uncapped_end)}]")
+    if r.capped and s.cap_log == "every-pass":
+        yield cap_log(spec, r)
     yield Log(f"{s.log_message} [{pa_text(r.pa_start)} - {pa_text(r.pa_end)}]")
     leader = machine.leader
     regions = range(r.pa_start, r.pa_end, t.region_size)
@@ -570,7 +575,8 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
 
     setup does nothing without the feature, or when the worker exists already (a second
     setup would leak the first); otherwise it creates the worker, then writes the MSR on
-    every CPU :func:`msr_cpus` names, then asks for the first pass.  A trigger before
+    every CPU :func:`msr_cpus` names, logs the cap (``cap_log: at-setup``), then asks for
+    the first pass.  A trigger before
     setup or after teardown does nothing.  teardown stops the worker (a pending pass
     never runs), then clears the MSRs when the spec says so.  A fault ends the trace
     with its event.
@@ -588,6 +594,9 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
                     alive = True
                     for ev in _write_all(spec, machine, hw, msr_value(spec, machine)):
                         yield ev, now
+                    r = sweep_range(spec, machine)
+                    if r.capped and spec.kernel.sweep.cap_log == "at-setup":
+                        yield cap_log(spec, r), now
                     if kthread:
                         pending = True
                     else:

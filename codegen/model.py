@@ -332,6 +332,10 @@ class Sweep(Node):
     log_message: Annotated[CString, Doc("pr_info() text before the range; says it attempts")]
     cap_message: Annotated[CString, Doc("pr_info() text when memory lies above the coverage")]
     workers: tuple[Worker, ...]
+    cap_log: Annotated[
+        Literal["every-pass", "at-setup"],
+        Doc("when cap_message is printed: by every pass, or once by setup (as merged)"),
+    ] = "every-pass"
 
 
 @dataclass(frozen=True)

@@ -62,8 +62,11 @@ def catalogue(spec: Spec) -> list[Mutant]:
           f"{const['scan-and-set']} = {max(x.value for x in codes.values()) + 1:#x},", "compare"),
         M("the reviewer's ALIGN_DOWN(pa & SZ_1GB) sketch", "header", f"ALIGN_DOWN({p}, {region})",
           f"ALIGN_DOWN({p} & {region}B)", "build"),
-        M("off by one at the cap (>=)", "sweeps", f"pa_end - pa_start > {cov}",
-          f"pa_end - pa_start >= {cov}", "compare"),
+        # where the cap is logged: in the pass a >= caps to the same end, only the log differs
+        M("off by one at the cap (>=)", "sweeps",
+          f"pa_end - pa_start > {cov}" + (")\n\t\tpr_info(" if s.cap_log == "at-setup" else ""),
+          f"pa_end - pa_start >= {cov}" + (")\n\t\tpr_info(" if s.cap_log == "at-setup" else ""),
+          "compare"),
         M("off by one region at the cap", "sweeps", f"pa_cap = pa_start + {cov};",
           f"pa_cap = pa_start + {cov} - {region};", "compare"),
         M("the start rounded up", "sweeps", f"ALIGN_DOWN(PFN_PHYS(min_low_pfn), {region})",
@@ -163,7 +166,9 @@ def enable_catalogue(spec: Spec) -> list[Mutant]:
         M("a request after teardown still queues work", "delayed-work",
           f"\t{dw.workqueue} = NULL;\n", "", "compare"),
         M("the MSRs not cleared at teardown", "sweeps", f"\t{h}_write_msr(0);\n", "", "compare"),
-    ]  # fmt: skip
+    ] + ([
+        M("the cap not logged at setup", "sweeps", f"\t{k.sweep.pass_name}_log_cap();\n", "", "build"),
+    ] if k.sweep.cap_log == "at-setup" else [])  # fmt: skip
 
 
 def helper_catalogue(spec: Spec) -> list[Mutant]:

@@ -358,3 +358,15 @@ def test_the_6_1_spellings_behave_the_same(tmp_path):
     result = compare.compare(SPEC, toolchain.find_clang(), host.choose_engine("emulator", SPEC), seed=3,
                              count=120, opts=("-O2",), files=leaky, workers=1)  # fmt: skip
     assert not result.ok
+
+
+def test_the_cap_logged_by_every_pass_is_compared_too():
+    """cap_log: every-pass renders and compares as well as the merged at-setup."""
+    text = RMPOPT_YAML.read_text()
+    assert text.count("cap_log: at-setup") == 1
+    spec = parse(text.replace("cap_log: at-setup", "cap_log: every-pass"), str(RMPOPT_YAML))
+    files = render_spec(spec)
+    assert "_log_cap" not in "".join(files.values())
+    result = compare.compare(spec, toolchain.find_clang(), host.choose_engine("emulator", spec),
+                             seed=5, count=80, opts=("-O2",), files=files, workers=1)  # fmt: skip
+    assert result.ok, result.mismatches[:1]

@@ -98,10 +98,11 @@ def check_cap(spec, machine, events):
     regions = sorted({e.rax for e in events if e.kind == "rmpopt"})
     assert len(regions) == min((hi - lo) // t.region_size, t.entries)
     capped = hi - lo > t.coverage
-    assert [l.startswith(s.cap_message) for l in logs] == ([True, False] if capped else [False])
+    per_pass = capped and s.cap_log == "every-pass"  # at-setup: setup logs it, not the pass
+    assert [l.startswith(s.cap_message) for l in logs] == ([True, False] if per_pass else [False])
     end = lo + min(hi - lo, t.coverage)
     assert logs[-1] == f"{s.log_message} [0x{lo:016x} - 0x{end:016x}]"
-    if capped:
+    if per_pass:
         assert logs[0] == f"{s.cap_message} [0x{end:016x} - 0x{hi:016x}]"
 
 
@@ -519,3 +520,16 @@ def test_kgen_sweep_without_the_feature_writes_and_runs_nothing(run_kgen):
     assert kinds == {"table"}
     summary = run_kgen(*args[:-1], "--without-feature")
     assert "X86_FEATURE_RMPOPT absent" in summary.output
+
+
+def test_the_cap_is_logged_as_the_spec_says(rmpopt, t):
+    m = Machine(0, (t.coverage + 2 * t.region_size) >> 12, cores=1)
+    actions = ["setup", "a:0", "trigger", "a:20000", "teardown"]
+    cap = rmpopt.kernel.sweep.cap_message
+    at_setup = [e for e in _trace(rmpopt, m, actions) if e.kind == "log"]
+    assert rmpopt.kernel.sweep.cap_log == "at-setup"
+    assert [e.text.startswith(cap) for e in at_setup] == [True, False, False]  # once, then 2 passes
+    every = dataclasses.replace(rmpopt, kernel=dataclasses.replace(
+        rmpopt.kernel, sweep=dataclasses.replace(rmpopt.kernel.sweep, cap_log="every-pass")))
+    per_pass = [e for e in _trace(every, m, actions) if e.kind == "log"]
+    assert [e.text.startswith(cap) for e in per_pass] == [True, False, True, False]

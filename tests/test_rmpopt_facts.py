@@ -185,13 +185,14 @@ def test_kernel_names(rmpopt, facts):
     assert k.enum.name == want["enum"]["name"]
 
 
-@covers("kernel.sweep.source", "kernel.sweep.leader", "kernel.sweep.cpus", "kernel.sweep.followers", "kernel.sweep.resched", "kernel.sweep.log_message", "kernel.sweep.workers[].kind", "kernel.sweep.workers[].rearm_delay_ms")
+@covers("kernel.sweep.source", "kernel.sweep.leader", "kernel.sweep.cpus", "kernel.sweep.followers", "kernel.sweep.resched", "kernel.sweep.log_message", "kernel.sweep.cap_log", "kernel.sweep.workers[].kind", "kernel.sweep.workers[].rearm_delay_ms")
 def test_sweep_policy(rmpopt, facts):
     s, want = rmpopt.kernel.sweep, facts["kernel"]["sweep"]
     assert s.source == want["file"]
     assert (s.leader, s.cpus, s.followers, s.resched) == (
         want["leader"], want["cpus"], want["followers"], want["resched"])
     assert s.log_message.startswith(want["log-message-start"])
+    assert s.cap_log == want["cap-message"]
     workers = facts["kernel"]["workers"]
     assert sorted(w.kind for w in s.workers) == sorted(workers)
     for w in s.workers:
@@ -249,6 +250,7 @@ MUTATIONS = [  # (spec text replaced, by, the check that must catch it)
     ("trigger_caller: kvm-amd", "trigger_caller: kvm", test_enable),
     ("msr_on_teardown: clear", "msr_on_teardown: keep", test_enable),
     ("mutex: rmpopt_wq_mutex", "mutex: rmpopt_mutex", test_enable),
+    ("cap_log: at-setup", "cap_log: every-pass", test_sweep_policy),
 ]  # fmt: skip
 
 
