@@ -118,6 +118,8 @@ def units(spec: Spec, gen_root: Path, work: Path, reference: tuple[Path, ...] = 
     result = []
     forms = []
     for out in outputs(spec):
+        if out.fragment:
+            continue  # header lines the units include, not a unit of their own
         src = gen_root / out.path
         includes: tuple[str, ...] = ()
         if out.worker is None and reference:
@@ -131,8 +133,12 @@ def units(spec: Spec, gen_root: Path, work: Path, reference: tuple[Path, ...] = 
             w = out.worker
             entry = _entry_name(w.kind)
             forms.append((w.kind, entry))
+            # every form links into one harness: give each its own external names
+            prefix = "kgen_" + w.kind.replace("-", "_") + "_"
+            renames = "".join(f"#define {n} {prefix}{n}\n"
+                              for n in dict.fromkeys((w.setup, w.trigger, w.teardown)))
             body = (
-                f'#include "kharness.h"\n{quoted_include(src)}\n\n'
+                f'#include "kharness.h"\n{renames}{quoted_include(src)}\n\n'
                 f"void {entry}(int which);\n"
                 f"void {entry}(int which)\n{{\n"
                 f"\tif (which == 0)\n\t\t{w.setup}();\n"

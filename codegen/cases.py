@@ -11,6 +11,7 @@ input format and :func:`expected` the event lines the harness must print
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from functools import cache
@@ -44,6 +45,8 @@ class Case:
             parts.append("assigned " + ",".join(f"{s:#x}-{e:#x}" for s, e in m.assigned))
         if m.table_base is not None:
             parts.append(f"base {m.table_base:#x}")
+        if not m.feature:
+            parts.append("without the feature")
         parts.append("actions " + ",".join(self.actions))
         return f"[{self.label}] " + "; ".join(parts)
 
@@ -60,8 +63,23 @@ def spec_line(spec: Spec) -> str:
     )
     return (
         "spec insn=" + ",".join(f"{b.byte:#04x}" for b in insn.encoding)
-        + f" region={insn.table.region_size:#x} entries={insn.table.entries} codes={codes}\n"
+        + f" region={insn.table.region_size:#x} entries={insn.table.entries} codes={codes}"
+        + "".join(f" {field}" for field in enable_fields(spec)) + "\n"
     )  # fmt: skip
+
+
+def enable_fields(spec: Spec) -> list[str]:
+    """What the harness needs to model enabling: the MSR, its scope, bits and the feature."""
+    insn = spec.instruction
+    if spec.kernel.enable is None or insn.msr is None or insn.cpuid is None:
+        return []
+    msr = insn.msr
+    mask = 0
+    if msr.base is not None and msr.value == "base | enable":
+        mask = (1 << (msr.base.high_bit + 1)) - (1 << msr.base.low_bit)
+    return [f"msr={msr.number:#x}", f"msrscope={msr.scope}", f"enbit={msr.enable.bit}",
+            f"basemask={mask:#x}", f"feature={insn.cpuid.word * 32 + insn.cpuid.word_bit}",
+            f"fault={msr.fault}"]  # fmt: skip
 
 
 def case_line(spec: Spec, case: Case, budget: int) -> str:
@@ -78,6 +96,10 @@ def case_line(spec: Spec, case: Case, budget: int) -> str:
         fields.append("offline=" + ",".join(map(str, sorted(m.offline))))
     if m.assigned:
         fields.append("assigned=" + ",".join(f"{s:#x}:{e:#x}" for s, e in m.assigned))
+    if not m.feature:
+        fields.append("feature=0")
+    elif case.form == HELPERS and enable_fields(spec):
+        fields.append("msron=1")  # direct helper calls: the MSRs were enabled before
     fields.append("actions=" + ",".join(case.actions))
     return "case " + " ".join(fields) + "\n"
 
@@ -90,6 +112,10 @@ def event_line(event: mirror.Event, ms: int = 0) -> str:
         return f"S {event.cpu}"
     if kind == "ipi":
         return f"I {event.cpu} " + ",".join(map(str, event.targets))
+    if kind == "wrmsr":
+        return f"M {event.cpu} {event.msr:#x} {event.value:#x}"
+    if kind == "fault":
+        return f"F {event.cpu} {event.rax:#x} {event.rcx:#x} {event.exception}"
     return f"L {ms} {event.text}"
 
 
@@ -112,12 +138,16 @@ def expected(spec: Spec, case: Case) -> list[str]:
                 regs = mirror.registers(spec, int(args[0], 0))
             else:
                 regs = {i.register: int(a, 0) for i, a in zip(spec.instruction.inputs, args)}
-            cf = hw.execute(cpu, regs["rax"], regs["rcx"])
+            try:
+                cf = hw.execute(cpu, regs["rax"], regs["rcx"])
+            except mirror.Faulted as exc:
+                lines.append(event_line(exc.event))
+                break
             lines += [f"R {cpu} {regs['rax']:#x} {regs['rcx']:#x} {cf}", f"V {cf:#x}"]
     else:
         worker = next(w for w in spec.kernel.sweep.workers if w.kind == case.form)
-        for _, ms in mirror.worker_passes(worker, list(case.actions)):
-            lines += [event_line(e, ms) for e in mirror.sweep(spec, case.machine, hw)]
+        lines += [event_line(e, ms) for e, ms in
+                  mirror.feature_trace(spec, worker, case.machine, list(case.actions))]  # fmt: skip
     lines.append(f"E {case.id}")
     return lines
 
@@ -146,6 +176,21 @@ def _worker_script(rng: random.Random, worker, passes_max: int) -> tuple[str, ..
     if rng.random() < 0.3:
         script.append("trigger")  # cancelled by the teardown
     return tuple(script + ["teardown"])
+
+
+def _sequences(worker) -> list[tuple[str, tuple[str, ...]]]:
+    """Setup, requests and teardown interleaved as callers may: each must match the mirror."""
+    go = "run" if worker.kind == "kthread" else f"a:{worker.rearm_delay_ms}"
+    first = "run" if worker.kind == "kthread" else f"a:{worker.first_delay_ms}"
+    return [
+        ("request before setup", ("trigger", go, "setup", first, "teardown")),
+        ("setup twice", ("setup", "setup", first, "trigger", go, "teardown")),
+        ("teardown twice", ("setup", first, "teardown", "teardown")),
+        ("teardown while a pass is pending", ("setup", "trigger", "teardown", go)),
+        ("request after teardown", ("setup", first, "teardown", "trigger", go, "teardown")),
+        ("setup again after teardown", ("setup", first, "teardown", "setup", first, "teardown")),
+        ("teardown before setup", ("teardown", "setup", first, "teardown")),
+    ]
 
 
 def _helper_script(rng: random.Random, spec: Spec, machine: Machine, calls: int) -> tuple[str, ...]:
@@ -288,6 +333,15 @@ def generate(spec: Spec, seed: int, count: int) -> tuple[Case, ...]:
         for form in forms:
             add(form, machine, "boundary: " + label, passes=1 if machine.nr_cpus > 64 else 2)
     add(HELPERS, Machine(0, 1, cores=4, threads_per_core=2), "boundary: helper calls")
+    if spec.kernel.enable is not None:
+        gb = spec.instruction.table.region_size
+        small = Machine(_pfn(gb + 4096), _pfn(3 * gb), cores=3, threads_per_core=2, leader=4)
+        for form in forms:
+            for label, actions in _sequences(workers[form]):
+                if len(cases) < count:
+                    cases.append(Case(len(cases), form, small, actions, "sequence: " + label))
+            add(form, dataclasses.replace(small, feature=False), "boundary: without the feature")
+        add(HELPERS, Machine(0, 1, cores=2, feature=False), "boundary: helper calls without the feature")
     while len(cases) < count:
         n = len(cases)
         large = "memory" if n % 251 == 5 else "cpus" if n % 97 == 50 else False

@@ -585,15 +585,20 @@ def _cpu_ranges(cpus: list[int]) -> str:
               help="An offline CPU (repeat).")  # fmt: skip
 @click.option("--assigned", type=RangeParam(), multiple=True,
               help="Guest-assigned physical range START-END (repeat), e.g. 0x1000-0x3000 or 4G-5G.")  # fmt: skip
-@click.option("--base", type=ADDRESS, help="RMPOPT_BASE of every CPU [default: start of the range].")
+@click.option("--base", type=ADDRESS,
+              help="RMPOPT_BASE of every CPU before setup writes the MSR (setup then writes the "
+                   "start of the range) [default: start of the range].")  # fmt: skip
+@click.option("--without-feature", is_flag=True,
+              help="A machine whose CPUs lack the instruction (its CPUID bit is clear).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole trace, one JSON object a line.")
 def sweep(spec_path, min_pfn, max_pfn, memory, cores, threads_per_core, numbering, leader,
-          offline, assigned, base, as_json) -> None:  # fmt: skip
-    """Run the mirror: one pass of the sweep on a machine, and the tables it leaves.
+          offline, assigned, base, without_feature, as_json) -> None:  # fmt: skip
+    """Run the mirror: setup, one pass of the sweep and teardown on a machine, and the
+    tables it leaves.
 
-    Prints a summary, or with --json the trace: log, rmpopt (cpu, rax, rcx,
-    cf), resched and ipi events in order, then one table event per online
-    CPU with the regions its RMPOPT table marks optimized.
+    Prints a summary, or with --json the trace: wrmsr (cpu, msr, value) by setup, log,
+    rmpopt (cpu, rax, rcx, cf), resched and ipi events in order, wrmsr by teardown, then
+    one table event per online CPU with the regions its RMPOPT table marks optimized.
     """
     from . import mirror
 
@@ -611,9 +616,9 @@ def sweep(spec_path, min_pfn, max_pfn, memory, cores, threads_per_core, numberin
     try:
         machine = mirror.Machine(
             min_pfn, max_pfn, cores, threads_per_core, numbering, leader, frozenset(offline),
-            tuple(assigned), base,
+            tuple(assigned), base, not without_feature,
         )  # fmt: skip
-        hw = mirror.hardware_for(spec, machine)
+        hw = mirror.hardware_for(spec, machine, enabled=False)
     except mirror.MachineTooLarge as exc:
         raise click.UsageError(f"{spec.path}: {exc}; give less memory or fewer CPUs") from None
     except mirror.MachineError as exc:
@@ -630,7 +635,7 @@ def _sweep_json(spec, machine, hw) -> None:
 
     out = sys.stdout
     dumps = json.dumps
-    for event in mirror.sweep(spec, machine, hw):
+    for event in mirror.setup_pass_teardown(spec, machine, hw):
         out.write(dumps(mirror.event_json(event), separators=(",", ":")) + "\n")
     for cpu in machine.online:
         regions = hw.optimized(cpu)
@@ -664,6 +669,16 @@ def _sweep_summary(spec, machine) -> None:
         ("cross-CPU", f"{summary.ipis} calls to CPUs {_cpu_ranges(followers) or 'none'}"),
         ("cond_resched", str(summary.rescheds)),
     ]  # fmt: skip
+    msr = spec.instruction.msr
+    if spec.kernel.enable is not None and msr is not None:
+        if not machine.feature:
+            rows.insert(0, ("feature", f"{spec.instruction.cpuid.feature} absent: setup returns "
+                                       "before any MSR write; nothing runs"))  # fmt: skip
+        else:
+            cpus = mirror.msr_cpus(spec, machine)
+            rows.insert(0, ("wrmsr", f"{msr.name} = {mirror.msr_value(spec, machine):#x} on CPUs "
+                                     f"{_cpu_ranges(cpus)} (one per {msr.scope}) at setup; "
+                                     f"{summary.wrmsrs} writes in all"))  # fmt: skip
     by_count: dict[int, list[int]] = {}
     for cpu, n in summary.optimized.items():
         by_count.setdefault(n, []).append(cpu)

@@ -31,6 +31,7 @@ _TEXT_RULES = {
         "pattern": r"^[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*$",
         "not": {"pattern": r"(^|/)\.\.(/|$)"},
     },
+    "module": {"type": "string", "pattern": r"^[a-z0-9_-]{1,55}$"},
     "version": {"type": "string", "pattern": r"^[0-9][0-9A-Za-z.+-]*$"},
 }
 

@@ -20,6 +20,11 @@ kind        fields
 ``resched`` ``cpu``: a cond_resched() by the sweeping thread
 ``ipi``     ``cpu`` (caller), ``targets`` (ascending CPU list): one
             on_each_cpu_mask() call; its targets' executions follow it
+``wrmsr``   ``cpu``, ``msr``, ``value``: setup enabling (or teardown
+            clearing) the instruction's MSR on one CPU, in order
+``fault``   ``cpu``, ``rax``, ``rcx``, ``exception``: an execution on a CPU
+            whose MSR does not enable the instruction (or that lacks the
+            feature); the kernel oopses, so nothing follows
 ==========  ==============================================================
 """
 
@@ -108,7 +113,30 @@ class Log(NamedTuple):
     kind: str = "log"
 
 
-Event = Rmpopt | Resched | Ipi | Log
+class Wrmsr(NamedTuple):
+    cpu: int
+    msr: int
+    value: int
+    kind: str = "wrmsr"
+
+
+class Fault(NamedTuple):
+    cpu: int
+    rax: int
+    rcx: int
+    exception: str
+    kind: str = "fault"
+
+
+Event = Rmpopt | Resched | Ipi | Log | Wrmsr | Fault
+
+
+class Faulted(Exception):
+    """An execution raised an exception: ``event`` (a Fault) ends the trace."""
+
+    def __init__(self, event: Fault):
+        super().__init__(f"{event.exception} on CPU {event.cpu}")
+        self.event = event
 
 
 def event_json(event: Event) -> dict:
@@ -146,6 +174,7 @@ class Machine:
     offline: frozenset[int] = frozenset()
     assigned: tuple[tuple[int, int], ...] = ()  # guest-assigned [start, end) physical ranges
     table_base: int | None = None  # RMPOPT_BASE of every CPU; None: the sweep's start
+    feature: bool = True  # whether the CPUs have the instruction (its CPUID bit)
 
     def __post_init__(self) -> None:
         if self.min_low_pfn < 0 or self.max_pfn < 0:
@@ -191,6 +220,13 @@ class Machine:
     def is_primary(self, cpu: int) -> bool:
         return self.core_thread(cpu)[1] == 0
 
+    def msr_owner(self, cpu: int, scope: str | None) -> int:
+        """The CPU whose MSR ``cpu`` uses: the lowest-numbered CPU of its core for a per-core
+        MSR (whose thread writes it, online or not, is the same MSR), itself otherwise."""
+        if scope != "core":
+            return cpu
+        return min(self.siblings(cpu))
+
     def siblings(self, cpu: int) -> set[int]:
         """Every CPU of ``cpu``'s core, itself included (online or not)."""
         core = self.core_thread(cpu)[0]
@@ -211,6 +247,10 @@ class Hardware:
     nr_cpus: int
     base: int  # every CPU's RMPOPT_BASE (region aligned)
     tables: list[set[int]] = field(default_factory=list)  # per CPU: optimized region indices
+    # per CPU: the CPU whose MSR enables it (one per core for a per-core MSR); None: no MSR model
+    owners: list[int] | None = None
+    enabled: set[int] = field(default_factory=set)  # owners whose MSR has the enable bit set
+    feature: bool = True
 
     def __post_init__(self) -> None:
         t = self.spec.instruction.table
@@ -247,6 +287,31 @@ class Hardware:
         i = bisect.bisect_left(self._starts, region_start + self.region_size) - 1
         return i >= 0 and self._ends[i] > region_start
 
+    # the MSR
+    def wrmsr(self, cpu: int, value: int) -> None:
+        """A write of ``value`` to ``cpu``'s enabling MSR: it sets the enable bit and the base."""
+        msr = self.spec.instruction.msr
+        owner = self.owners[cpu] if self.owners else cpu
+        if value >> msr.enable.bit & 1:
+            self.enabled.add(owner)
+            if msr.base is not None and msr.value == "base | enable":
+                mask = (1 << (msr.base.high_bit + 1)) - (1 << msr.base.low_bit)
+                self.base = value & mask
+        else:
+            self.enabled.discard(owner)
+
+    def ready(self, cpu: int) -> bool:
+        """Whether ``cpu`` can execute the instruction."""
+        return self.owners is None or (self.feature and self.owners[cpu] in self.enabled)
+
+    def check(self, cpu: int, rax: int, rcx: int) -> None:
+        """Raise Faulted when ``cpu`` cannot execute the instruction: no feature, or MSR off."""
+        msr = self.spec.instruction.msr
+        if self.owners is None or msr is None:
+            return
+        if not self.feature or self.owners[cpu] not in self.enabled:
+            raise Faulted(Fault(cpu, rax, rcx, msr.fault or "UD"))
+
     # the instruction
     def _region(self, rax: int, rcx: int) -> tuple[int | None, str]:
         effect = self.effects.get(rcx)
@@ -260,7 +325,8 @@ class Hardware:
         return index, effect
 
     def execute(self, cpu: int, rax: int, rcx: int) -> int:
-        """One execution on ``cpu``: the CF it returns (0 or 1)."""
+        """One execution on ``cpu``: the CF it returns (0 or 1); Faulted if it cannot run."""
+        self.check(cpu, rax, rcx)
         return self.execute_on((cpu,), rax, rcx)[0]
 
     def execute_on(self, cpus: list[int] | tuple[int, ...], rax: int, rcx: int) -> list[int]:
@@ -317,8 +383,12 @@ def executions(spec: Spec, machine: Machine) -> int:
     return regions * (1 + len(followers(machine)))
 
 
-def hardware_for(spec: Spec, machine: Machine) -> Hardware:
-    """The hardware of ``machine``, once the pass is known to be small enough to simulate."""
+def hardware_for(spec: Spec, machine: Machine, enabled: bool = True) -> Hardware:
+    """The hardware of ``machine``, once the pass is known to be small enough to simulate.
+
+    ``enabled``: every MSR already enables the instruction at the machine's table base
+    (as for direct helper calls); otherwise every MSR is clear until setup writes it.
+    """
     n = executions(spec, machine)
     if n > MAX_EXECUTIONS:
         raise MachineTooLarge(
@@ -328,6 +398,12 @@ def hardware_for(spec: Spec, machine: Machine) -> Hardware:
     if base is None:
         base = sweep_range(spec, machine).pa_start
     hw = Hardware(spec, machine.nr_cpus, base)
+    msr = spec.instruction.msr
+    if msr is not None and spec.kernel.enable is not None:
+        hw.owners = [machine.msr_owner(c, msr.scope) for c in range(machine.nr_cpus)]
+        hw.feature = machine.feature
+        if enabled and machine.feature:
+            hw.enabled = set(hw.owners)
     for start, end in machine.assigned:
         hw.assign(start, end)
     return hw
@@ -338,14 +414,19 @@ def pa_text(value: int) -> str:
     return f"0x{value:016x}"
 
 
+def cap_log(spec: Spec, r: Range) -> Log:
+    """The line that says which memory lies above the table's coverage."""
+    return Log(f"{spec.kernel.sweep.cap_message} [{pa_text(r.pa_end)} - {pa_text(r.uncapped_end)}]")
+
+
 def sweep(spec: Spec, machine: Machine, hw: Hardware | None = None) -> Iterator[Event]:
     """The ordered events of one pass, executing each RMPOPT on ``hw``."""
     s = spec.kernel.sweep
     t = spec.instruction.table
     hw = hw if hw is not None else hardware_for(spec, machine)
     r = sweep_range(spec, machine)
-    if r.capped:
-        yield Log(f"{s.cap_message} [{pa_text(r.pa_end)} - {pa_text(r.uncapped_end)}]")
+    if r.capped and s.cap_log == "every-pass":
+        yield cap_log(spec, r)
     yield Log(f"{s.log_message} [{pa_text(r.pa_start)} - {pa_text(r.pa_end)}]")
     leader = machine.leader
     regions = range(r.pa_start, r.pa_end, t.region_size)
@@ -359,6 +440,9 @@ def sweep(spec: Spec, machine: Machine, hw: Hardware | None = None) -> Iterator[
     ipi, resched = Ipi(leader, targets), Resched(leader)
     for pa in regions:
         yield ipi
+        if hw.owners is not None and not all(hw.ready(cpu) for cpu in targets):
+            for cpu in targets:  # in turn, up to the one that faults
+                yield Rmpopt(cpu, pa, rcx, hw.execute(cpu, pa, rcx))
         for cpu, cf in zip(targets, hw.execute_on(targets, pa, rcx)):
             yield Rmpopt(cpu, pa, rcx, cf)
         yield resched
@@ -374,13 +458,14 @@ class Summary:
     range: Range
     optimized: dict[int, int]  # cpu -> regions its table marks optimized
     cf_set: int  # executions that returned CF = 1
+    wrmsrs: int = 0  # MSR writes by setup and teardown
 
 
 def summarize(spec: Spec, machine: Machine) -> tuple[Summary, Hardware]:
-    hw = hardware_for(spec, machine)
-    counts = {"rmpopt": 0, "ipi": 0, "resched": 0}
+    hw = hardware_for(spec, machine, enabled=False)
+    counts = {"rmpopt": 0, "ipi": 0, "resched": 0, "wrmsr": 0, "fault": 0}
     cf_set, logs = 0, []
-    for e in sweep(spec, machine, hw):
+    for e in setup_pass_teardown(spec, machine, hw):
         if e.kind == "log":
             logs.append(e.text)
             continue
@@ -389,10 +474,12 @@ def summarize(spec: Spec, machine: Machine) -> tuple[Summary, Hardware]:
             cf_set += e.cf
     r = sweep_range(spec, machine)
     regions = len(range(r.pa_start, r.pa_end, spec.instruction.table.region_size))
+    if not counts["rmpopt"]:
+        regions = 0  # the pass never ran (no feature)
     optimized = {cpu: len(hw.tables[cpu]) for cpu in machine.online}
     return (
         Summary(regions, counts["rmpopt"], counts["ipi"], counts["resched"], tuple(logs), r,
-                optimized, cf_set),  # fmt: skip
+                optimized, cf_set, counts["wrmsr"]),  # fmt: skip
         hw,
     )
 
@@ -444,3 +531,110 @@ def worker_passes(worker, actions: list[str]) -> list[tuple[int, int]]:
         elif action == "teardown":
             alive, expires = False, None
     return passes
+
+
+# --- enabling, and the whole feature ---------------------------------------
+
+
+def msr_cpus(spec: Spec, machine: Machine) -> list[int]:
+    """The CPUs setup and teardown write the MSR on, ascending: every online CPU for a
+    per-thread MSR; for a per-core one, the first online CPU of each core."""
+    scope = spec.instruction.msr.scope
+    online = machine.online
+    if scope != "core":
+        return online
+    firsts = {}
+    for cpu in online:
+        firsts.setdefault(machine.core_thread(cpu)[0], cpu)
+    return sorted(firsts.values())
+
+
+def msr_value(spec: Spec, machine: Machine) -> int:
+    """What setup writes: the region-aligned start of memory with the enable bit, or the bit."""
+    msr = spec.instruction.msr
+    enable = 1 << msr.enable.bit
+    if msr.value == "base | enable":
+        return sweep_range(spec, machine).pa_start | enable
+    return enable
+
+
+def _write_all(spec: Spec, machine: Machine, hw: Hardware, value: int) -> Iterator[Event]:
+    number = spec.instruction.msr.number
+    for cpu in msr_cpus(spec, machine):
+        hw.wrmsr(cpu, value)
+        yield Wrmsr(cpu, number, value)
+
+
+def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
+                  hw: Hardware | None = None) -> Iterator[tuple[Event, int]]:  # fmt: skip
+    """(event, time in ms) of the whole feature driven by ``actions``, in order.
+
+    Actions: ``setup``, ``trigger``, ``teardown``; ``run`` lets a woken kthread run
+    until it sleeps again; ``a:MS`` advances time by MS milliseconds.  All three entry
+    points hold one mutex, so each sees the others' effects whole.
+
+    setup does nothing without the feature, or when the worker exists already (a second
+    setup would leak the first); otherwise it creates the worker, then writes the MSR on
+    every CPU :func:`msr_cpus` names, logs the cap (``cap_log: at-setup``), then asks for
+    the first pass.  A trigger before
+    setup or after teardown does nothing.  teardown stops the worker (a pending pass
+    never runs), then clears the MSRs when the spec says so.  A fault ends the trace
+    with its event.
+    """
+    hw = hw if hw is not None else hardware_for(spec, machine, enabled=False)
+    e = spec.kernel.enable
+    kthread = worker.kind == "kthread"
+    alive = pending = False
+    expires: int | None = None
+    now = 0
+    try:
+        for action in actions:
+            if action == "setup":
+                if machine.feature and not alive:
+                    alive = True
+                    for ev in _write_all(spec, machine, hw, msr_value(spec, machine)):
+                        yield ev, now
+                    r = sweep_range(spec, machine)
+                    if r.capped and spec.kernel.sweep.cap_log == "at-setup":
+                        yield cap_log(spec, r), now
+                    if kthread:
+                        pending = True
+                    else:
+                        expires = now + worker.first_delay_ms
+            elif action == "trigger" and alive:
+                if kthread:
+                    pending = True
+                else:
+                    expires = now + worker.rearm_delay_ms
+            elif action == "run" and kthread and alive and pending:
+                pending = False
+                for ev in sweep(spec, machine, hw):
+                    yield ev, now
+            elif action == "teardown" and alive:
+                alive = pending = False
+                expires = None
+                if e.msr_on_teardown == "clear":
+                    for ev in _write_all(spec, machine, hw, 0):
+                        yield ev, now
+            elif action.startswith("a:"):
+                now += int(action[2:])
+                if expires is not None and expires <= now:
+                    at, expires = expires, None  # the work runs when its timer expires
+                    for ev in sweep(spec, machine, hw):
+                        yield ev, at
+    except Faulted as exc:
+        yield exc.event, now
+
+
+def setup_pass_teardown(spec: Spec, machine: Machine, hw: Hardware) -> Iterator[Event]:
+    """Setup, one pass and teardown (``kgen sweep``): the MSR writes around the pass.
+
+    Without the feature, setup returns first: nothing is written and nothing runs."""
+    if spec.kernel.enable is None or spec.instruction.msr is None:
+        yield from sweep(spec, machine, hw)
+        return
+    worker = spec.kernel.sweep.workers[0]
+    actions = ["setup", "run" if worker.kind == "kthread" else f"a:{worker.first_delay_ms}",
+               "teardown"]  # fmt: skip
+    for event, _ in feature_trace(spec, worker, machine, actions, hw):
+        yield event

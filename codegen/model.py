@@ -37,7 +37,7 @@ class Range:
 class Text:
     """A string with a character rule; ``kind`` names the rule for messages."""
 
-    kind: Literal["identifier", "comment", "c-string", "path", "version"]
+    kind: Literal["identifier", "comment", "c-string", "path", "version", "module"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,7 @@ CommentText = Annotated[str, Text("comment")]
 CString = Annotated[str, Text("c-string")]
 TreePath = Annotated[str, Text("path")]
 VersionText = Annotated[str, Text("version")]
+ModuleName = Annotated[str, Text("module")]
 Byte = Annotated[int, Range(0, 0xFF)]
 U32 = Annotated[int, Range(0, 0xFFFF_FFFF)]
 U64 = Annotated[int, Range(0, 0xFFFF_FFFF_FFFF_FFFF)]
@@ -225,6 +226,20 @@ class Msr(Node):
     number: U32
     enable: MsrBit
     base: Annotated[MsrField | None, Doc("bits holding the aligned base address")] = None
+    scope: Annotated[
+        Literal["core", "thread"] | None,
+        Doc("core: one MSR per core, shared by its SMT threads (written once per core); "
+            "thread: one per logical CPU"),
+    ] = None
+    value: Annotated[
+        Literal["base | enable", "enable"] | None,
+        Doc("what enabling writes: the region-aligned start of memory ORed with the enable bit, "
+            "or the enable bit alone"),
+    ] = None
+    fault: Annotated[
+        Literal["UD", "GP"] | None,
+        Doc("the exception the instruction raises on a core whose enable bit is clear"),
+    ] = None
 
 
 @dataclass(frozen=True)
@@ -317,6 +332,29 @@ class Sweep(Node):
     log_message: Annotated[CString, Doc("pr_info() text before the range; says it attempts")]
     cap_message: Annotated[CString, Doc("pr_info() text when memory lies above the coverage")]
     workers: tuple[Worker, ...]
+    cap_log: Annotated[
+        Literal["every-pass", "at-setup"],
+        Doc("when cap_message is printed: by every pass, or once by setup (as merged)"),
+    ] = "every-pass"
+
+
+@dataclass(frozen=True)
+class Enable(Node):
+    check: Annotated[
+        Literal["cpu_feature_enabled"],
+        Doc("how setup tests instruction.cpuid.feature before anything else"),
+    ]
+    mutex: Annotated[Identifier, Doc("the one mutex over setup, trigger and teardown")]
+    setup_caller: Annotated[ModuleName, Doc("module that calls the worker's setup (exported to it)")]
+    trigger_caller: Annotated[
+        ModuleName, Doc("module that calls the worker's trigger (exported to it)")
+    ]
+    teardown_caller: Annotated[
+        ModuleName, Doc("module that calls the worker's teardown (exported to it)")
+    ]
+    msr_on_teardown: Annotated[
+        Literal["clear", "keep"], Doc("clear: teardown writes 0 to the MSR of every core")
+    ]
 
 
 @dataclass(frozen=True)
@@ -325,6 +363,10 @@ class Kernel(Node):
     helper: Helper | None = None
     enum: KernelEnum | None = None
     sweep: Sweep | None = None
+    enable: Annotated[
+        Enable | None,
+        Doc("how the kernel turns the instruction on and off around the sweep; a sweep needs it"),
+    ] = None
 
 
 @dataclass(frozen=True)

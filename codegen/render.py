@@ -20,6 +20,7 @@ from typing import Any, Iterable
 import jinja2
 
 from . import __version__
+from .kernelapi import NEWEST, Profile
 from .model import CONSTRAINT_LETTER, Spec, Worker
 from .diagnostics import quote
 from .spec import retry_limit_name, text_problem
@@ -72,14 +73,25 @@ def f_upper_ident(value: str) -> C:
     return f_ident(value.upper())
 
 
-def f_sz(value: int) -> C:
-    """A power-of-two size as the kernel's <linux/sizes.h> constant (SZ_1G, SZ_2T, ...)."""
+def f_sz(value: int, available: frozenset[str] | None = None) -> C:
+    """A power-of-two size as the kernel's <linux/sizes.h> constant (SZ_1G, SZ_2T, ...).
+
+    ``available``: the names a kernel's sizes.h has; a size it lacks is the largest
+    smaller one it has, times a factor (``(SZ_1T * 2)``).
+    """
     if value <= 0 or value & (value - 1):
         raise RenderError(f"{value:#x} is not a power of two: no SZ_ constant names it")
     shift = value.bit_length() - 1
     for unit_shift, unit in _SIZE_SUFFIX:
         if shift >= unit_shift and (unit_shift == 40 or shift - unit_shift < 10):
-            return _c(f"SZ_{1 << (shift - unit_shift)}{unit}")
+            name = f"SZ_{1 << (shift - unit_shift)}{unit}"
+            if available is None or name in available:
+                return _c(name)
+            for smaller in range(shift - 1, -1, -1):
+                base = f_sz(1 << smaller)
+                if base in available:
+                    return _c(f"({base} * {1 << (shift - smaller)})")
+            raise RenderError(f"the kernel's <linux/sizes.h> names no size up to {name}")
     raise AssertionError(value)
 
 
@@ -242,6 +254,7 @@ class Output:
     template: str
     destination: str  # kernel file the fragment belongs in
     worker: Worker | None = None
+    fragment: bool = False  # lines for a header the kernel has (declarations, constants)
 
 
 BANNER_NAME_LIMIT = 80
@@ -279,7 +292,16 @@ def include_split(header: str) -> tuple[str, str]:
     return "/".join(parts[:at + 1]), "/".join(parts[at + 1 :])
 
 
+# the x86 headers that hold what enabling adds: feature bits, MSRs, the exported functions
+FRAGMENTS = (
+    ("arch/x86/include/asm/cpufeatures.h", "cpufeatures.h.j2"),
+    ("arch/x86/include/asm/msr-index.h", "msr-index.h.j2"),
+    ("arch/x86/include/asm/sev.h", "decls.h.j2"),
+)
+
+
 def outputs(spec: Spec) -> list[Output]:
+    """The helper header first, then each sweep form, then the header fragments enabling needs."""
     k = spec.kernel
     root = PurePosixPath(spec.instruction.mnemonic)
     files = [Output(str(root / k.raw_helper.header), "helpers.h.j2", k.raw_helper.header)]
@@ -288,7 +310,103 @@ def outputs(spec: Spec) -> list[Output]:
         for w in k.sweep.workers:
             name = f"{src.stem}-{w.kind}{src.suffix}"
             files.append(Output(str(root / src.parent / name), "sweep.c.j2", k.sweep.source, w))
+    if k.sweep is not None and k.enable is not None:
+        for header, template in FRAGMENTS:
+            if header != k.raw_helper.header:
+                files.append(Output(str(root / header), template, header, fragment=True))
     return files
+
+
+def worker_functions(worker: Worker, pass_name: str = "") -> dict[str, str]:
+    """The static functions of a worker form that do the work with the mutex held."""
+    return {
+        "start": f"{worker.name}_start",
+        "request": f"{worker.name}_request",
+        "stop": f"{worker.name}_stop",
+    }
+
+
+@dataclass(frozen=True)
+class EnableShape:
+    """The C of enabling, computed for one kernel profile; the template places it."""
+
+    includes: tuple[C, ...]
+    mutex: C
+    feature: C
+    msr: C
+    msr_value: C  # what setup writes
+    write_fn: C  # static function that writes the MSR on one thread per core
+    one_per_core: C | None  # the condition that picks one thread of each core
+    wrmsr: C  # the write statement, of "cpu" and "val"
+    hotplug_lock: C
+    hotplug_unlock: C
+    start: C
+    request: C
+    stop: C
+    clear: bool  # teardown writes 0
+    setup_body: C
+    trigger_body: C
+    teardown_body: C
+    setup_export: C
+    trigger_export: C
+    teardown_export: C
+
+
+_SWEEP_INCLUDES = (
+    "linux/align.h", "linux/cpumask.h", "linux/lockdep.h", "linux/memblock.h", "linux/pfn.h", "linux/printk.h", "linux/sched.h",
+    "linux/sizes.h", "linux/smp.h", "linux/topology.h",
+)  # fmt: skip
+
+
+def enable_shape(spec: Spec, worker: Worker, profile: Profile) -> EnableShape:
+    insn, e = spec.instruction, spec.kernel.enable
+    msr = insn.msr
+    fns = {key: f_ident(name) for key, name in worker_functions(worker).items()}
+    mutex = f_ident(e.mutex)
+    includes = set(_SWEEP_INCLUDES) | {
+        "linux/cpu.h", "linux/errno.h", "linux/export.h", "linux/mutex.h", "linux/types.h",
+        "asm/cpufeature.h", "asm/msr.h", "asm/sev.h",
+        include_split(spec.kernel.raw_helper.header)[1],
+    }  # fmt: skip
+    includes |= {"linux/bitops.h", "linux/err.h", "linux/kthread.h"} if worker.kind == "kthread" \
+        else {"linux/workqueue.h"}  # fmt: skip
+    value = f_ident(msr.enable.name)
+    if msr.value == "base | enable":
+        region = f_sz(insn.table.region_size, profile.sizes)
+        value = f"ALIGN_DOWN(PFN_PHYS(min_low_pfn), {region}) | {value}"
+    one_per_core = (
+        "cpu == cpumask_first_and(topology_sibling_cpumask(cpu), cpu_online_mask)"
+        if msr.scope == "core" else None
+    )  # fmt: skip
+    feature = f_ident(insn.cpuid.feature)
+    gate = [f"\tif (!{e.check}({feature}))", "\t\treturn 0;", ""]
+    if profile.guard:
+        setup_body = "\n".join([*gate, profile.locked(e.mutex, [f"return {fns['start']}();"])])
+    else:
+        setup_body = "\n".join(["\tint ret;", "", *gate,
+                                profile.locked(e.mutex, [f"ret = {fns['start']}();"], "ret")])  # fmt: skip
+    return EnableShape(
+        includes=tuple(_c(f"#include <{h}>") for h in sorted(includes, key=_include_order)),
+        mutex=mutex, feature=feature, msr=f_ident(msr.name), msr_value=_c(value),
+        write_fn=_c(f"{f_ident(spec.kernel.helper.name)}_write_msr"),
+        one_per_core=_c(one_per_core) if one_per_core else None,
+        wrmsr=_c(profile.wrmsr("cpu", f_ident(msr.name), "val")),
+        hotplug_lock=_c(f"{profile.hotplug_lock[0]}();"),
+        hotplug_unlock=_c(f"{profile.hotplug_lock[1]}();"),
+        start=fns["start"], request=fns["request"], stop=fns["stop"],
+        clear=e.msr_on_teardown == "clear",
+        setup_body=_c(setup_body),
+        trigger_body=_c(profile.locked(e.mutex, [f"{fns['request']}();"])),
+        teardown_body=_c(profile.locked(e.mutex, [f"{fns['stop']}();"])),
+        setup_export=_c(profile.export(f_ident(worker.setup), e.setup_caller)),
+        trigger_export=_c(profile.export(f_ident(worker.trigger), e.trigger_caller)),
+        teardown_export=_c(profile.export(f_ident(worker.teardown), e.teardown_caller)),
+    )
+
+
+def _include_order(header: str) -> tuple[int, str]:
+    """<linux/...> first, then <asm/...>, each sorted."""
+    return (0 if header.startswith("linux/") else 1, header)
 
 
 @dataclass(frozen=True)
@@ -413,9 +531,11 @@ def _template_place(exc: jinja2.TemplateError, template: str) -> str:
     return f"{Path(name).name}:{line}"
 
 
-def render_spec(spec: Spec, templates: Path = TEMPLATES) -> dict[str, str]:
-    """Every generated file of one spec, as ``{relative path: text}``."""
+def render_spec(spec: Spec, templates: Path = TEMPLATES, profile: Profile = NEWEST) -> dict[str, str]:
+    """Every generated file of one spec, as ``{relative path: text}``, for a kernel ``profile``."""
     env = environment(templates)
+    if profile.sizes is not None:
+        env.filters["sz"] = _strict(lambda value: f_sz(value, profile.sizes))
     insn, k = spec.instruction, spec.kernel
     result = {}
     check_paths(o.path for o in outputs(spec))
@@ -427,6 +547,19 @@ def render_spec(spec: Spec, templates: Path = TEMPLATES) -> dict[str, str]:
             "worker": out.worker,
             "header_include": _c(include_split(k.raw_helper.header)[1]),
             "raw": raw_shape(spec),
+            "en": (
+                enable_shape(spec, out.worker or k.sweep.workers[0], profile)
+                if k.enable is not None and k.sweep is not None
+                else None
+            ),
+            "exported": tuple(dict.fromkeys(
+                _c(decl) for w in (k.sweep.workers if k.sweep else ())
+                for decl in (f"int {f_ident(w.setup)}(void);", f"void {f_ident(w.trigger)}(void);",
+                             f"void {f_ident(w.teardown)}(void);")
+            )),
+            "cpuid_word": _c(f"{insn.cpuid.word} * 32 + {insn.cpuid.word_bit}") if insn.cpuid else None,
+            "msr_number": f_hex(insn.msr.number, 8) if insn.msr else None,
+            "msr_enable": _c(f"BIT_ULL({insn.msr.enable.bit})") if insn.msr else None,
             "enum_const": (
                 {c.name: f_ident(k.enum.prefix + c.name.upper()) for c in insn.function_codes.codes}
                 if k.enum and insn.function_codes

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .model import CONSTRAINT_LETTER, Spec
-from .render import f_sz, outputs
+from .render import f_sz, outputs, worker_functions
 
 Files = dict[str, str]
 
@@ -291,6 +291,7 @@ def worker_sleeps(spec: Spec, kind: str, text: str) -> list[str]:
     sweep = spec.kernel.sweep
     w = next(w for w in sweep.workers if w.kind == kind)
     problems = []
+    inner = worker_functions(w)
     if kind == "kthread":
         body = _function(text, w.name) or ""
         loop = re.search(
@@ -300,13 +301,35 @@ def worker_sleeps(spec: Spec, kind: str, text: str) -> list[str]:
             problems.append(f"{w.name} does not sleep until woken between passes")
         if body.count(f"{sweep.pass_name}();") != 1:
             problems.append(f"{w.name} does not run exactly one pass per wake-up")
-        if "kthread_stop(" not in (_function(text, w.teardown) or ""):
-            problems.append(f"{w.teardown} does not stop the kthread")
+        if "kthread_stop(" not in (_function(text, inner["stop"]) or ""):
+            problems.append(f"{inner['stop']} does not stop the kthread")
     else:
         if re.search(r"(queue|mod)_delayed_work", _function(text, f"{w.name}_fn") or ""):
             problems.append("the work re-arms itself and never rests")
-        if "mod_delayed_work(" not in (_function(text, w.trigger) or ""):
-            problems.append(f"{w.trigger} does not batch with mod_delayed_work()")
+        if "mod_delayed_work(" not in (_function(text, inner["request"]) or ""):
+            problems.append(f"{inner['request']} does not batch with mod_delayed_work()")
+    return problems
+
+
+@sweep_rule("setup-order", "setup checks the feature first, creates the worker, then enables the MSRs")
+def setup_order(spec: Spec, kind: str, text: str) -> list[str]:
+    e = spec.kernel.enable
+    if e is None:
+        return []
+    w = next(w for w in spec.kernel.sweep.workers if w.kind == kind)
+    problems = []
+    setup = _function(text, w.setup) or ""
+    body = setup.split("{\n", 1)[-1]
+    statements = [line.strip() for line in body.splitlines()
+                  if line.strip() and not line.strip().startswith(("int ", "u64 "))]  # fmt: skip
+    if not statements or statements[0] != f"if (!{e.check}({spec.instruction.cpuid.feature}))":
+        problems.append(f"{w.setup} does not check {spec.instruction.cpuid.feature} first")
+    start = _function(text, worker_functions(w)["start"]) or ""
+    create = "alloc_ordered_workqueue(" if kind == "delayed-work" else "kthread_run("
+    write = f"{spec.kernel.helper.name}_write_msr("
+    if create not in start or write not in start or start.index(create) > start.index(write):
+        problems.append("the MSRs are enabled before the worker exists: a failure would leave "
+                        "them enabled with nothing to clear them")
     return problems
 
 

@@ -55,6 +55,7 @@ _RESERVED = re.compile(r"_[A-Z]|__[A-Z]|__.*__\Z")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PATH = re.compile(r"[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*\Z")
 _VERSION = re.compile(r"[0-9][0-9A-Za-z.+-]*\Z")
+_MODULE = re.compile(r"[a-z0-9_-]{1,55}\Z")
 _SIZE = re.compile(r"\s*([0-9]+)\s*([KMGTPE]?)\s*\Z")
 SIZE_UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50, "E": 60}
 
@@ -118,6 +119,10 @@ def text_problem(kind: str, value: str) -> str | None:
         # no '.', '..' or hidden component: each names a file or directory of its own
         if not _PATH.match(value) or any(part.startswith(".") for part in value.split("/")):
             return f"{quote(value)} is not a relative path inside a kernel tree"
+        return None
+    if kind == "module":
+        if not _MODULE.match(value):
+            return f"{quote(value)} is not a kernel module name (lower-case letters, digits, '_', '-')"
         return None
     if kind == "version":
         if not _VERSION.match(value):
@@ -567,6 +572,12 @@ class _Rules:
             if k.helper is None:
                 self.error(k.sweep.mark(), "a sweep needs kernel.helper")
             self.workers(k.sweep)
+            if k.enable is None:
+                self.error(k.sweep.mark(), f"a sweep needs kernel.enable: how setup checks the "
+                           f"feature and programs the MSR before the first "
+                           f"{insn.mnemonic.upper()}")  # fmt: skip
+        if k.enable is not None:
+            self.enable(k.enable, insn, k)
         names = kernel_names(self.spec)
         self.unique(names, "kernel name")
         # each worker form is compiled on its own beside the common names
@@ -577,6 +588,25 @@ class _Rules:
                 if name in common:
                     self.error(mark, f"kernel name {quote(name)} is already used by the helpers")
             self.unique(own, "worker name")
+
+    def enable(self, e: model.Enable, insn: model.Instruction, k: model.Kernel) -> None:
+        """Enabling needs the feature bit and the MSR, with the facts that say how to program it."""
+        if k.sweep is None:
+            self.error(e.mark(), "kernel.enable belongs to a sweep: it has no worker to guard")
+        if insn.cpuid is None:
+            self.error(e.mark("check"), "kernel.enable needs instruction.cpuid: the feature "
+                       "setup checks before anything else")  # fmt: skip
+        if insn.msr is None:
+            self.error(e.mark(), "kernel.enable needs instruction.msr: the MSR setup programs "
+                       "on every core")  # fmt: skip
+            return
+        for key, what in (("scope", "whether each core or each thread has the MSR"),
+                          ("value", "what enabling writes to it"),
+                          ("fault", "what the instruction raises while it is not enabled")):  # fmt: skip
+            if getattr(insn.msr, key) is None:
+                self.error(insn.msr.mark(), f"kernel.enable needs instruction.msr.{key}: {what}")
+        if insn.msr.value == "base | enable" and insn.msr.base is None:
+            self.error(insn.msr.mark("value"), "value 'base | enable' needs instruction.msr.base")
 
     def workers(self, sweep: model.Sweep) -> None:
         if not sweep.workers:
@@ -617,6 +647,8 @@ def kernel_names(spec: Spec) -> list[tuple[str, Mark]]:
         names += [(k.enum.prefix + name.upper(), c.mark("name")) for name, c in first_of_name.items()]
     if k.sweep:
         names.append((k.sweep.pass_name, k.sweep.mark("pass_name")))
+    if k.enable:
+        names.append((k.enable.mutex, k.enable.mark("mutex")))
     return names
 
 

@@ -38,7 +38,9 @@ GROUPS = (
     ("kernel.sweep.resched", "sweep policy"),
     ("kernel.sweep.log_message", "sweep policy"),
     ("kernel.sweep.cap_message", "sweep policy"),
+    ("kernel.sweep.cap_log", "sweep policy"),
     ("kernel.sweep.workers", "sweep policy"),
+    ("kernel.enable", "enabling and locking"),
     ("kernel", "kernel names"),
     ("instruction", "documentation and facts"),
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from codegen.model import CONSTRAINT_LETTER, Spec
-from codegen.render import f_sz
+from codegen.render import f_sz, outputs, worker_functions
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class Mutant:
     old: str
     new: str
     caught_by: str
+    more: tuple[tuple[str, str], ...] = ()  # further replacements of the same defect
 
 
 def catalogue(spec: Spec) -> list[Mutant]:
@@ -61,8 +62,11 @@ def catalogue(spec: Spec) -> list[Mutant]:
           f"{const['scan-and-set']} = {max(x.value for x in codes.values()) + 1:#x},", "compare"),
         M("the reviewer's ALIGN_DOWN(pa & SZ_1GB) sketch", "header", f"ALIGN_DOWN({p}, {region})",
           f"ALIGN_DOWN({p} & {region}B)", "build"),
-        M("off by one at the cap (>=)", "sweeps", f"pa_end - pa_start > {cov}",
-          f"pa_end - pa_start >= {cov}", "compare"),
+        # where the cap is logged: in the pass a >= caps to the same end, only the log differs
+        M("off by one at the cap (>=)", "sweeps",
+          f"pa_end - pa_start > {cov}" + (")\n\t\tpr_info(" if s.cap_log == "at-setup" else ""),
+          f"pa_end - pa_start >= {cov}" + (")\n\t\tpr_info(" if s.cap_log == "at-setup" else ""),
+          "compare"),
         M("off by one region at the cap", "sweeps", f"pa_cap = pa_start + {cov};",
           f"pa_cap = pa_start + {cov} - {region};", "compare"),
         M("the start rounded up", "sweeps", f"ALIGN_DOWN(PFN_PHYS(min_low_pfn), {region})",
@@ -83,7 +87,8 @@ def catalogue(spec: Spec) -> list[Mutant]:
         M("the leader can migrate (no migrate_disable)", "sweeps", "\tmigrate_disable();\n", "",
           "compare"),
         M("followers even when there are none", "sweeps",
-          f"\tif (cpumask_empty(&{h}_followers))\n\t\treturn;\n", "", "compare"),
+          f"\tif (cpumask_empty(&{h}_followers))", f"\tif (0 && cpumask_empty(&{h}_followers))",
+          "compare"),
         M("a kthread that never sleeps", "kthread", "\t\t\tschedule();\n\t\t\tcontinue;",
           "\t\t\tcontinue;", "compare"),
         M("a kthread that ignores requests", "kthread",
@@ -102,7 +107,68 @@ def catalogue(spec: Spec) -> list[Mutant]:
           f"{rearm}{dw.rearm_delay_ms // 10}", "compare"),
         M("a log line that claims success", "sweeps", f'"{s.log_message}',
           f'"{s.log_message.replace("Attempt", "Enabled")}', "compare"),
-    ]  # fmt: skip
+    ] + enable_catalogue(spec)  # fmt: skip
+
+
+def enable_catalogue(spec: Spec) -> list[Mutant]:
+    """Defects in enabling: the feature gate, the MSR, the order of setup, the locks."""
+    insn, k = spec.instruction, spec.kernel
+    e, msr, h = k.enable, insn.msr, k.helper.name
+    w = {x.kind: x for x in k.sweep.workers}
+    kt, dw = w["kthread"], w["delayed-work"]
+    fk, fd = worker_functions(kt), worker_functions(dw)
+    gate = f"\tif (!{e.check}({insn.cpuid.feature}))\n\t\treturn 0;\n\n"
+    region = f_sz(insn.table.region_size)
+    value = f"ALIGN_DOWN(PFN_PHYS(min_low_pfn), {region}) | {msr.enable.name}"
+    write = f"\t{h}_write_msr({value});\n"
+    alloc = (f'\t{dw.workqueue} = alloc_ordered_workqueue("{dw.workqueue}", 0);\n'
+             f"\tif (!{dw.workqueue})\n\t\treturn -ENOMEM;\n\n")  # fmt: skip
+    lock = f"\tguard(mutex)(&{e.mutex});\n"
+    M = Mutant
+    return [
+        M("no feature gate", "sweeps", gate, "", "compare"),
+        M("the feature gate after the first RMPOPT (in the pass)", "delayed-work", gate, "",
+          "compare", ((f"\t\t{h}(pa);\n\t\tcond_resched();",
+                       f"\t\t{h}(pa);\n\t\tif (!{e.check}({insn.cpuid.feature}))\n\t\t\tbreak;"
+                       "\n\t\tcond_resched();"),)),
+        M("the gate asks for another feature bit", "sweeps", f"{e.check}({insn.cpuid.feature})",
+          f"{e.check}({insn.cpuid.feature} + 1)", "compare"),
+        M("the MSR written on every SMT sibling, not once per core", "sweeps",
+          "if (cpu == cpumask_first_and(topology_sibling_cpumask(cpu), cpu_online_mask))",
+          "if (cpu_online(cpu))", "compare"),
+        M("the MSR written on primary threads only", "sweeps",
+          "if (cpu == cpumask_first_and(topology_sibling_cpumask(cpu), cpu_online_mask))",
+          "if (topology_is_primary_thread(cpu))", "compare"),
+        M("the MSR base not aligned", "sweeps", value,
+          f"PFN_PHYS(min_low_pfn) | {msr.enable.name}", "compare"),
+        M("the wrong enable bit", "sweeps", f"| {msr.enable.name})",
+          f"| ({msr.enable.name} << 1))", "compare"),
+        M("the workqueue allocated after the WRMSRs", "delayed-work", alloc + write,
+          write + alloc, "setup-order"),
+        M("the thread started after the WRMSRs", "kthread",
+          f'\ttask = kthread_run({kt.name}, NULL, "{kt.name}");\n',
+          f'\t{h}_write_msr({value});\n\ttask = kthread_run({kt.name}, NULL, "{kt.name}");\n',
+          "setup-order", ((f"\t{kt.name}_task = task;\n" + write, f"\t{kt.name}_task = task;\n"),)),
+        M("a request without the mutex", "delayed-work", lock + f"\t{fd['request']}();",
+          f"\t{fd['request']}();", "compare"),
+        M("a kthread request without the mutex", "kthread", lock + f"\t{fk['request']}();",
+          f"\t{fk['request']}();", "compare"),
+        M("teardown without the mutex", "delayed-work", lock + f"\t{fd['stop']}();",
+          f"\t{fd['stop']}();", "compare"),
+        M("a lock never released", "delayed-work", lock + f"\t{fd['request']}();",
+          f"\tmutex_lock(&{e.mutex});\n\t{fd['request']}();", "compare"),
+        M("the followers without cpus_read_lock()", "sweeps", "\tcpus_read_lock();\n\tmigrate_disable();",
+          "\tmigrate_disable();", "compare"),
+        M("a second setup starts again", "delayed-work", f"\tif ({dw.workqueue})\n\t\treturn 0;\n",
+          "", "compare"),
+        M("a second setup starts another thread", "kthread", f"\tif ({kt.name}_task)\n\t\treturn 0;\n",
+          "", "compare"),
+        M("a request after teardown still queues work", "delayed-work",
+          f"\t{dw.workqueue} = NULL;\n", "", "compare"),
+        M("the MSRs not cleared at teardown", "sweeps", f"\t{h}_write_msr(0);\n", "", "compare"),
+    ] + ([
+        M("the cap not logged at setup", "sweeps", f"\t{k.sweep.pass_name}_log_cap();\n", "", "build"),
+    ] if k.sweep.cap_log == "at-setup" else [])  # fmt: skip
 
 
 def helper_catalogue(spec: Spec) -> list[Mutant]:
@@ -157,8 +223,10 @@ def helper_catalogue(spec: Spec) -> list[Mutant]:
 def apply(mutant: Mutant, files: dict[str, str]) -> dict[str, str]:
     """The files with ``mutant`` applied; fails loudly when its anchor is gone."""
     out = dict(files)
+    fragments = {"cpufeatures.h", "msr-index.h"} if any(p.endswith(".c") for p in files) else set()
+    fragments |= {"sev.h"} if any(p.endswith("special_insns.h") for p in files) else set()
     targets = {
-        "header": [p for p in files if p.endswith(".h")],
+        "header": [p for p in files if p.endswith(".h") and p.rsplit("/", 1)[-1] not in fragments],
         "kthread": [p for p in files if p.endswith("-kthread.c")],
         "delayed-work": [p for p in files if p.endswith("-delayed-work.c")],
         "sweeps": [p for p in files if p.endswith(".c")],
@@ -167,4 +235,7 @@ def apply(mutant: Mutant, files: dict[str, str]) -> dict[str, str]:
     for path in targets:
         assert files[path].count(mutant.old) >= 1, f"{mutant.name}: anchor not found in {path}"
         out[path] = files[path].replace(mutant.old, mutant.new, 1)
+        for old, new in mutant.more:
+            if old in out[path]:
+                out[path] = out[path].replace(old, new, 1)
     return out

@@ -9,7 +9,7 @@ import pytest
 
 from codegen import build, cases, compare, host, toolchain
 from codegen.emulator import Emulator
-from codegen.render import render_spec
+from codegen.render import outputs, render_spec
 from codegen.spec import load
 from tests.conftest import ISA, RMPOPT_YAML
 from tests.mutants import apply, catalogue
@@ -87,8 +87,19 @@ def _run_one(harness, line: str) -> list[str]:
 
 def test_harness_reports_an_undefined_function_code(harness):
     bad = max(c.value for c in SPEC.instruction.function_codes.codes) + 1
-    out = _run_one(harness, f"case id=0 form=helpers cores=1 actions=r:0:0x0:{bad:#x}\n")
+    out = _run_one(harness, f"case id=0 form=helpers cores=1 msron=1 actions=r:0:0x0:{bad:#x}\n")
     assert out[0].endswith("#GP") and out[1].startswith("B undefined function code")
+
+
+def test_harness_faults_an_execution_the_msr_or_the_feature_does_not_allow(harness):
+    """RMPOPT on a core whose MSR is clear, or on a CPU without the feature, is #UD, not a result."""
+    fault = SPEC.instruction.msr.fault
+    on = _run_one(harness, "case id=0 form=helpers cores=2 msron=1 actions=h:1:0x0\n")
+    assert on[0].startswith("R 1 0x0 ") and on[-1] == "E 0"
+    clear = _run_one(harness, "case id=0 form=helpers cores=2 actions=h:1:0x0,h:0:0x0\n")
+    assert clear == [f"F 1 0x0 0x0 {fault}", "E 0"]  # the case ends at the fault
+    absent = _run_one(harness, "case id=0 form=helpers cores=2 msron=1 feature=0 actions=h:0:0x0\n")
+    assert absent == [f"F 0 0x0 0x0 {fault}", "E 0"]
 
 
 def test_harness_reports_runaway_code(harness, tmp_path):
@@ -316,7 +327,7 @@ def test_doctor_says_which_engine_each_spec_gets(run_kgen):
 def test_generated_sources_hold_only_the_spec_s_asm(extra, expected):
     files = render_spec(SPEC)
     execcheck.check_sources(SPEC, files)
-    (header,) = [p for p in files if p.endswith(".h")]
+    header = outputs(SPEC)[0].path
     files[header] += extra
     with pytest.raises(execcheck.UnsafeCode, match=expected):
         execcheck.check_sources(SPEC, files)
@@ -324,7 +335,7 @@ def test_generated_sources_hold_only_the_spec_s_asm(extra, expected):
 
 def test_cli_refuses_a_generated_dir_with_other_asm_natively(run_kgen, tmp_path):
     files = render_spec(SPEC)
-    (header,) = [p for p in files if p.endswith(".h")]
+    header = outputs(SPEC)[0].path
     files[header] += 'static inline void sneak(void) { asm volatile(".byte 0x0f, 0x05"); }\n'
     build.write_files(files, tmp_path / "gen")
     result = run_kgen("compare", "isa/rmpopt.yaml", "--engine", "native", "--cases", "5",
@@ -348,3 +359,33 @@ def test_compiled_objects_hold_only_plain_code_and_the_spec_s_bytes(harness, tmp
                        capture_output=True)  # fmt: skip
         with pytest.raises(execcheck.UnsafeCode, match=expected):
             execcheck.check_objects(SPEC, [*harness.units, obj], list(harness.harness))
+
+
+def test_the_6_1_spellings_behave_the_same(tmp_path):
+    """mutex_lock()/mutex_unlock() on every path, wrmsrl_on_cpu(): the same trace as NEWEST's."""
+    from codegen.kernelapi import LINUX_6_1
+
+    files = render_spec(SPEC, profile=LINUX_6_1)
+    sweep = files[outputs(SPEC)[2].path]
+    assert "mutex_unlock(" in sweep and "guard(" not in sweep and "wrmsrl_on_cpu(" in sweep
+    result = compare.compare(SPEC, toolchain.find_clang(), host.choose_engine("emulator", SPEC), seed=3,
+                             count=120, opts=("-O2",), files=files, workers=1)  # fmt: skip
+    assert result.ok, result.mismatches[:1]
+    # and a path that forgets to unlock is a finding, not a pass
+    leaky = dict(files)
+    leaky[outputs(SPEC)[2].path] = sweep.replace("\tmutex_unlock(", "\t(void)(", 1)
+    result = compare.compare(SPEC, toolchain.find_clang(), host.choose_engine("emulator", SPEC), seed=3,
+                             count=120, opts=("-O2",), files=leaky, workers=1)  # fmt: skip
+    assert not result.ok
+
+
+def test_the_cap_logged_by_every_pass_is_compared_too():
+    """cap_log: every-pass renders and compares as well as the merged at-setup."""
+    text = RMPOPT_YAML.read_text()
+    assert text.count("cap_log: at-setup") == 1
+    spec = parse(text.replace("cap_log: at-setup", "cap_log: every-pass"), str(RMPOPT_YAML))
+    files = render_spec(spec)
+    assert "_log_cap" not in "".join(files.values())
+    result = compare.compare(spec, toolchain.find_clang(), host.choose_engine("emulator", spec),
+                             seed=5, count=80, opts=("-O2",), files=files, workers=1)  # fmt: skip
+    assert result.ok, result.mismatches[:1]

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from codegen.render import c_parameter, f_sz, outputs, raw_shape, render_spec
+from codegen.kernelapi import detect
+from codegen.render import c_parameter, include_split, outputs, raw_shape, render_spec
 from codegen.spec import load
 from codegen.toolchain import find_clang, find_gcc
 from tests.conftest import ISA, ROOT, RMPOPT_YAML
@@ -69,31 +70,58 @@ def test_checkpatch_catches_a_style_break(tmp_path):
     assert "ERROR: code indent should use tabs" in report
 
 
+def _tree_include_dirs() -> list[Path]:
+    """The kbuild tree's header directories (Debian splits them into -amd64 and -common)."""
+    kdir = _kdir()
+    roots = [kdir, kdir.parent / kdir.name.replace("-amd64", "-common")]
+    return [r / sub for r in roots for sub in ("arch/x86/include", "include") if (r / sub).is_dir()]
+
+
+def _splice(real: str, fragment: str) -> str:
+    """The real header with the fragment inserted before its final #endif (its guard's)."""
+    at = real.rstrip().rfind("#endif")
+    assert at > 0, "no final #endif"
+    return real[:at] + fragment + "\n" + real[at:]
+
+
+def _overlay(files: dict[str, str], work: Path) -> Path:
+    """Copies of the tree's real headers, each with its generated fragment spliced in."""
+    overlay = work / "overlay"
+    for out in outputs(SPEC):
+        if not out.destination.endswith(".h"):
+            continue
+        _, name = include_split(out.destination)
+        real = next(d / name for d in _tree_include_dirs() if (d / name).is_file())
+        (overlay / name).parent.mkdir(parents=True, exist_ok=True)
+        (overlay / name).write_text(_splice(real.read_text(), files[out.path]))
+    return overlay
+
+
+MODULE_TAIL = '\n#include <linux/module.h>\nMODULE_LICENSE("GPL");\n'
+
+
 def _module(files: dict[str, str], work: Path) -> list[str]:
-    """An out-of-tree module per sweep form that compiles the generated files as they are."""
+    """One module per generated file, each included first and alone, the headers spliced."""
     gen = work / "gen"
     for rel, text in files.items():
         (gen / rel).parent.mkdir(parents=True, exist_ok=True)
         (gen / rel).write_text(text)
-    header = gen / outputs(SPEC)[0].path
-    # <linux/sizes.h> of 6.1 predates the larger SZ_*T constants; newer kernels have them
-    cov = f_sz(SPEC.instruction.table.coverage)
-    objs = []
-    for out in outputs(SPEC)[1:]:
-        w = out.worker
-        name = "kgen_" + w.kind.replace("-", "_")
-        (work / f"{name}.c").write_text(
-            "// SPDX-License-Identifier: GPL-2.0-only\n"
-            "#include <linux/module.h>\n#include <linux/sizes.h>\n#include <asm/special_insns.h>\n"
-            f"#ifndef {cov}\n#define {cov} _AC({SPEC.instruction.table.coverage:#x}, ULL)\n#endif\n"
-            f'#include "{header}"\n#include "{gen / out.path}"\n\n'
-            f"static int __init kgen_init(void)\n{{\n\tint ret = {w.setup}();\n\n"
-            f"\tif (!ret)\n\t\t{w.trigger}();\n\treturn ret;\n}}\n\n"
-            f"static void __exit kgen_exit(void)\n{{\n\t{w.teardown}();\n}}\n\n"
-            "module_init(kgen_init);\nmodule_exit(kgen_exit);\nMODULE_LICENSE(\"GPL\");\n"
-        )
-        objs.append(f"{name}.o")
-    return objs
+    units = {}
+    for out in outputs(SPEC):
+        if out.worker is not None:
+            units["kgen_" + out.worker.kind.replace("-", "_")] = f'#include "{gen / out.path}"\n'
+        elif out.fragment:  # on its own: it includes what it uses (the helper header: below)
+            stem = "kgen_h_" + Path(out.destination).stem.replace("-", "_")
+            units[stem] = f'#include "{gen / out.path}"\n'
+    # the spliced special_insns.h, for an includer that includes nothing before it, and for one
+    # that includes <linux/mm.h> first (the real 6.1 asm/sev.h is not self-contained: its
+    # splice is compiled through the sweep sources, as in the kernel)
+    helper = include_split(SPEC.kernel.raw_helper.header)[1]
+    units["kgen_spliced_alone"] = f"#include <{helper}>\n"
+    units["kgen_spliced_mm_first"] = f"#include <linux/mm.h>\n#include <{helper}>\n"
+    for name, body in units.items():
+        (work / f"{name}.c").write_text("// SPDX-License-Identifier: GPL-2.0-only\n" + body + MODULE_TAIL)
+    return [f"{name}.o" for name in units]
 
 
 def _helper_modules(specs, work: Path) -> list[str]:
@@ -121,9 +149,11 @@ def _helper_modules(specs, work: Path) -> list[str]:
 
 def kbuild(files: dict[str, str], work: Path, compiler: str, siblings=()) -> str:
     objs = _module(files, work) + _helper_modules(siblings, work)
-    (work / "Kbuild").write_text("obj-m := " + " ".join(objs) + "\n")
+    overlay = _overlay(files, work)
+    # NOSTDINC_FLAGS comes before the tree's own -I: the spliced copies shadow the real headers
+    (work / "Kbuild").write_text(f"NOSTDINC_FLAGS += -I{overlay}\nobj-m := " + " ".join(objs) + "\n")
     env = dict(os.environ)
-    args = ["make", "-s", "-C", str(_kdir()), f"M={work}", "W=1", *objs]
+    args = ["make", "-s", "-k", "-C", str(_kdir()), f"M={work}", "W=1", *objs]
     if compiler == "clang":
         env["KGEN_CLANG"] = " ".join(find_clang().argv)
         args.append(f"CC={ROOT / 'tests' / 'kernel' / 'kclang'}")
@@ -139,13 +169,37 @@ def kbuild(files: dict[str, str], work: Path, compiler: str, siblings=()) -> str
 def test_kbuild_compiles_the_generated_code_without_warnings(compiler, tmp_path):
     if compiler == "gcc" and find_gcc() is None:
         pytest.skip("no gcc")
-    output = kbuild(render_spec(SPEC), tmp_path, compiler, SIBLINGS)
+    output = kbuild(render_spec(SPEC, profile=_profile()), tmp_path, compiler, SIBLINGS)
     assert "warning" not in output and "error" not in output, output
+
+
+def _profile():
+    return detect(_tree_include_dirs())
+
+
+@needs_kbuild
+def test_the_profile_follows_the_tree():
+    """6.1 has wrmsrl_on_cpu() and no EXPORT_SYMBOL_FOR_MODULES(); its sizes.h lacks SZ_2T."""
+    profile = _profile()
+    assert profile.wrmsr_on_cpu == "wrmsrl_on_cpu" and not profile.export_for_modules
+    text = render_spec(SPEC, profile=profile)[outputs(SPEC)[1].path]
+    assert "wrmsrl_on_cpu(" in text and "EXPORT_SYMBOL_GPL(" in text and "SZ_2T" not in text
+
+
+@needs_kbuild
+def test_the_real_header_without_the_fragment_s_includes_fails(tmp_path):
+    """The fragment's own #include lines are what make the spliced header build."""
+    files = render_spec(SPEC, profile=_profile())
+    header = outputs(SPEC)[0].path
+    files[header] = files[header].replace("#include <linux/sizes.h>\n", "")
+    output = kbuild(files, tmp_path, "gcc")
+    plain = output.replace("\u2018", "'").replace("\u2019", "'")
+    assert "kgen_spliced_alone.c:" in plain and "'SZ_1G' undeclared" in plain
 
 
 @needs_kbuild
 def test_kbuild_catches_a_warning(tmp_path):
-    files = render_spec(SPEC)
+    files = render_spec(SPEC, profile=_profile())
     sweep = outputs(SPEC)[1].path
     files[sweep] = files[sweep].replace("\tunsigned int cpu, leader;\n", "\tunsigned int cpu, leader, spare;\n")
     output = kbuild(files, tmp_path, "gcc")

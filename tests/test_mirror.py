@@ -98,10 +98,11 @@ def check_cap(spec, machine, events):
     regions = sorted({e.rax for e in events if e.kind == "rmpopt"})
     assert len(regions) == min((hi - lo) // t.region_size, t.entries)
     capped = hi - lo > t.coverage
-    assert [l.startswith(s.cap_message) for l in logs] == ([True, False] if capped else [False])
+    per_pass = capped and s.cap_log == "every-pass"  # at-setup: setup logs it, not the pass
+    assert [l.startswith(s.cap_message) for l in logs] == ([True, False] if per_pass else [False])
     end = lo + min(hi - lo, t.coverage)
     assert logs[-1] == f"{s.log_message} [0x{lo:016x} - 0x{end:016x}]"
-    if capped:
+    if per_pass:
         assert logs[0] == f"{s.cap_message} [0x{end:016x} - 0x{hi:016x}]"
 
 
@@ -436,3 +437,99 @@ def test_the_table_has_at_most_2_20_entries(tmp_path):
     text = RMPOPT_YAML.read_text().replace("entries: 2048", "entries: 2097152")
     with pytest.raises(SpecError, match=r"value 0x200000 is out of range 1\.\.0x100000"):
         parse(text, "t.yaml")
+
+
+# --- enabling: the feature, the per-core MSR, setup and teardown -------------
+
+
+def _worker(spec, kind):
+    return next(w for w in spec.kernel.sweep.workers if w.kind == kind)
+
+
+def _trace(spec, machine, actions, kind="delayed-work"):
+    return [e for e, _ in mirror.feature_trace(spec, _worker(spec, kind), machine, actions)]
+
+
+def test_setup_writes_the_msr_once_per_core_before_the_pass_and_teardown_clears_it(rmpopt, t):
+    m = Machine((t.region_size + 4096) >> 12, (4 * t.region_size) >> 12,
+                cores=3, threads_per_core=2, numbering="adjacent", leader=3)  # fmt: skip
+    msr = rmpopt.instruction.msr
+    events = _trace(rmpopt, m, ["setup", "a:0", "teardown"])
+    writes = [e for e in events if e.kind == "wrmsr"]
+    value = t.region_size | 1 << msr.enable.bit  # the start aligned down, ORed with enable
+    assert writes[:3] == [mirror.Wrmsr(c, msr.number, value) for c in (0, 2, 4)]
+    assert writes[3:] == [mirror.Wrmsr(c, msr.number, 0) for c in (0, 2, 4)]
+    kinds = [e.kind for e in events]
+    assert kinds[:3] == ["wrmsr"] * 3 and kinds[-3:] == ["wrmsr"] * 3
+    assert "rmpopt" in kinds and "fault" not in kinds
+
+
+def test_a_core_whose_first_thread_is_offline_is_written_through_its_sibling(rmpopt, t):
+    m = Machine(0, (2 * t.region_size) >> 12, cores=2, threads_per_core=2, leader=2,
+                offline=frozenset({0}))  # fmt: skip
+    events = _trace(rmpopt, m, ["setup", "a:0"])
+    assert [e.cpu for e in events if e.kind == "wrmsr"] == [1, 2]
+    assert not [e for e in events if e.kind == "fault"]
+
+
+def test_without_the_feature_nothing_is_written_and_nothing_runs(rmpopt, t):
+    m = Machine(0, (2 * t.region_size) >> 12, cores=2, feature=False)
+    for kind in ("kthread", "delayed-work"):
+        actions = ["setup", "run", "a:0", "trigger", "a:20000", "run", "teardown"]
+        assert _trace(rmpopt, m, actions, kind) == []
+
+
+def test_an_execution_on_a_core_whose_msr_is_clear_is_a_fault_not_a_result(rmpopt, t):
+    m = Machine(0, (2 * t.region_size) >> 12, cores=2)
+    hw = mirror.hardware_for(rmpopt, m, enabled=False)
+    with pytest.raises(mirror.Faulted) as exc:
+        list(sweep(rmpopt, m, hw))
+    assert exc.value.event == mirror.Fault(0, 0, codes(rmpopt)["scan-and-set"], "UD")
+    hw.wrmsr(0, 1)  # only core 0: its follower, core 1, faults after the leader's pass
+    events = []
+    with pytest.raises(mirror.Faulted) as exc:
+        for e in sweep(rmpopt, m, hw):
+            events.append(e)
+    assert exc.value.event.cpu == 1 and events[-1].kind == "ipi"
+
+
+@pytest.mark.parametrize("kind", ["kthread", "delayed-work"])
+def test_requests_outside_setup_and_teardown_do_nothing(rmpopt, t, kind):
+    m = Machine(0, t.region_size >> 12, cores=2)
+    go = "run" if kind == "kthread" else "a:20000"
+    once = _trace(rmpopt, m, ["setup", go, "teardown"], kind)
+    assert _trace(rmpopt, m, ["trigger", go, "setup", go, "teardown", "trigger", go], kind) == once
+    assert _trace(rmpopt, m, ["setup", "setup", go, "teardown", "teardown"], kind) == once
+    # teardown while a pass is pending: the pass never runs, the MSRs are cleared
+    pending = _trace(rmpopt, m, ["setup", "teardown", go], kind)
+    assert [e.kind for e in pending] == ["wrmsr"] * 4
+    # set up again after teardown: the MSRs are written again and a pass runs
+    again = _trace(rmpopt, m, ["setup", go, "teardown", "setup", go, "teardown"], kind)
+    assert again == once + once
+
+
+def test_kgen_sweep_without_the_feature_writes_and_runs_nothing(run_kgen):
+    args = ["sweep", str(RMPOPT_YAML), "--memory", "4G", "--cores", "2", "--json"]
+    with_feature = run_kgen(*args)
+    assert with_feature.exit_code == 0
+    kinds = [json.loads(line)["kind"] for line in with_feature.output.splitlines()]
+    assert kinds[:2] == ["wrmsr", "wrmsr"] and "rmpopt" in kinds
+    without = run_kgen(*args, "--without-feature")
+    assert without.exit_code == 0
+    kinds = {json.loads(line)["kind"] for line in without.output.splitlines()}
+    assert kinds == {"table"}
+    summary = run_kgen(*args[:-1], "--without-feature")
+    assert "X86_FEATURE_RMPOPT absent" in summary.output
+
+
+def test_the_cap_is_logged_as_the_spec_says(rmpopt, t):
+    m = Machine(0, (t.coverage + 2 * t.region_size) >> 12, cores=1)
+    actions = ["setup", "a:0", "trigger", "a:20000", "teardown"]
+    cap = rmpopt.kernel.sweep.cap_message
+    at_setup = [e for e in _trace(rmpopt, m, actions) if e.kind == "log"]
+    assert rmpopt.kernel.sweep.cap_log == "at-setup"
+    assert [e.text.startswith(cap) for e in at_setup] == [True, False, False]  # once, then 2 passes
+    every = dataclasses.replace(rmpopt, kernel=dataclasses.replace(
+        rmpopt.kernel, sweep=dataclasses.replace(rmpopt.kernel.sweep, cap_log="every-pass")))
+    per_pass = [e for e in _trace(every, m, actions) if e.kind == "log"]
+    assert [e.text.startswith(cap) for e in per_pass] == [True, False, True, False]

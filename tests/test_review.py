@@ -66,6 +66,8 @@ MUTANTS = [
      "\tleader = smp_processor_id();\n\tmigrate_disable();"),
     ("byte-comment", "helpers.h.j2", "{{ i.register | register }} = @{{ i.name | ident }}",
      "@{{ i.name | ident }}"),
+    ("setup-order", "sweep.c.j2", "int {{ worker.setup | ident }}(void)\n{\n{{ en.setup_body }}",
+     "int {{ worker.setup | ident }}(void)\n{\n\tmigrate_disable();\n\tmigrate_enable();\n{{ en.setup_body }}"),
     ("no-warn-on-success", "sweep.c.j2", "\t\t{{ h.name | ident }}(pa);\n",
      "\t\tWARN_ON_ONCE({{ h.name | ident }}(pa));\n"),
 ]  # fmt: skip

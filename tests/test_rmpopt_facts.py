@@ -25,8 +25,7 @@ PROSE = {  # free text with no counterpart in the facts
     "instruction.outputs[].description", "instruction.function_codes.codes[].description",
     "instruction.privilege.faults[].when", "instruction.msr.base.description",
     "instruction.references[]", "kernel.sweep.cap_message", "kernel.sweep.pass_name",
-    "kernel.sweep.workers[].name", "kernel.sweep.workers[].setup",
-    "kernel.sweep.workers[].teardown",
+    "kernel.sweep.workers[].name",
     "kernel.sweep.workers[].workqueue", "kernel.sweep.workers[].first_delay_ms",
     "instruction.outputs[].name", "instruction.inputs[].type", "instruction.outputs[].type",
     "instruction.inputs[].width", "kernel.enum.prefix",
@@ -144,10 +143,12 @@ def test_cpuid(rmpopt, facts):
     assert c.subleaf is None and want["subleaf"] == "none"
 
 
-@covers("instruction.msr.name", "instruction.msr.number", "instruction.msr.enable.name", "instruction.msr.enable.bit", "instruction.msr.base.low_bit", "instruction.msr.base.high_bit")
+@covers("instruction.msr.name", "instruction.msr.number", "instruction.msr.enable.name", "instruction.msr.enable.bit", "instruction.msr.base.low_bit", "instruction.msr.base.high_bit", "instruction.msr.scope", "instruction.msr.value", "instruction.msr.fault")
 def test_msr(rmpopt, facts):
     msr, want = rmpopt.instruction.msr, facts["instruction"]["msr"]
     assert (msr.name, msr.number) == (want["name"], want["number"])
+    assert (msr.scope, msr.value, msr.fault) == (want["scope"], want["value"],
+                                                 want["fault-when-disabled"])
     assert (msr.enable.name, msr.enable.bit) == (want["enable"]["name"], want["enable"]["bit"])
     assert 1 << msr.base.low_bit == size(want["base-alignment"])
     assert msr.base.high_bit == want["base-high-bit"]
@@ -184,21 +185,33 @@ def test_kernel_names(rmpopt, facts):
     assert k.enum.name == want["enum"]["name"]
 
 
-@covers("kernel.sweep.source", "kernel.sweep.leader", "kernel.sweep.cpus", "kernel.sweep.followers", "kernel.sweep.resched", "kernel.sweep.log_message", "kernel.sweep.workers[].kind", "kernel.sweep.workers[].trigger", "kernel.sweep.workers[].rearm_delay_ms")
+@covers("kernel.sweep.source", "kernel.sweep.leader", "kernel.sweep.cpus", "kernel.sweep.followers", "kernel.sweep.resched", "kernel.sweep.log_message", "kernel.sweep.cap_log", "kernel.sweep.workers[].kind", "kernel.sweep.workers[].rearm_delay_ms")
 def test_sweep_policy(rmpopt, facts):
     s, want = rmpopt.kernel.sweep, facts["kernel"]["sweep"]
     assert s.source == want["file"]
     assert (s.leader, s.cpus, s.followers, s.resched) == (
         want["leader"], want["cpus"], want["followers"], want["resched"])
     assert s.log_message.startswith(want["log-message-start"])
+    assert s.cap_log == want["cap-message"]
     workers = facts["kernel"]["workers"]
     assert sorted(w.kind for w in s.workers) == sorted(workers)
     for w in s.workers:
-        assert w.trigger == workers[w.kind]["trigger"]
         if "rearm-delay-s" in workers[w.kind]:
             assert w.rearm_delay_ms == workers[w.kind]["rearm-delay-s"] * 1000
         else:
             assert w.rearm_delay_ms is None
+
+
+@covers("kernel.enable.check", "kernel.enable.mutex", "kernel.enable.setup_caller", "kernel.enable.trigger_caller", "kernel.enable.teardown_caller", "kernel.enable.msr_on_teardown", "kernel.sweep.workers[].setup", "kernel.sweep.workers[].trigger", "kernel.sweep.workers[].teardown")
+def test_enable(rmpopt, facts):
+    e, want = rmpopt.kernel.enable, facts["kernel"]["enable"]
+    assert (e.check, e.mutex, e.msr_on_teardown) == (want["check"], want["mutex"],
+                                                      want["msr-on-teardown"])
+    assert (e.setup_caller, e.trigger_caller, e.teardown_caller) == (
+        want["setup"]["caller"], want["trigger"]["caller"], want["teardown"]["caller"])
+    for w in rmpopt.kernel.sweep.workers:
+        assert (w.setup, w.trigger, w.teardown) == (
+            want["setup"]["name"], want["trigger"]["name"], want["teardown"]["name"])
 
 
 def _leaves(obj, prefix: str):
@@ -232,6 +245,12 @@ MUTATIONS = [  # (spec text replaced, by, the check that must catch it)
     ("name: op_type", "name: function", test_inputs),
     ("value: 1\n", "value: 2\n", test_function_codes),
     ("clobbers: [memory, cc]", "clobbers: [cc]", test_outputs_preserved_and_clobbers),
+    ("scope: core ", "scope: thread ", test_msr),
+    ("fault: UD ", "fault: GP ", test_msr),
+    ("trigger_caller: kvm-amd", "trigger_caller: kvm", test_enable),
+    ("msr_on_teardown: clear", "msr_on_teardown: keep", test_enable),
+    ("mutex: rmpopt_wq_mutex", "mutex: rmpopt_mutex", test_enable),
+    ("cap_log: at-setup", "cap_log: every-pass", test_sweep_policy),
 ]  # fmt: skip
 
 

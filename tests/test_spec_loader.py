@@ -263,7 +263,7 @@ def test_handcrafted_encodings_fail_validation(pairs, expected):
         ("      description: Return code\n", '      description: ""\n', "43:20"),
         ("      description: Return code\n", "      description: '   '\n", "43:20"),
         ("  title: Frobnicate Optimize", '  title: ""', "6:10"),
-        ("references: [none, it is made up]", "references: [none, '']", "78:22"),
+        ("references: [none, it is made up]", "references: [none, '']", "81:22"),
     ],
 )
 def test_empty_text_is_refused(old, new, where):
@@ -272,7 +272,7 @@ def test_empty_text_is_refused(old, new, where):
 
 def test_empty_log_message_is_refused():
     text = BASE.replace("log_message: Attempt frobbing on range", "log_message: ' '")
-    assert problems(text) == ["90:18: message must not be empty"]
+    assert problems(text) == ["93:18: message must not be empty"]
 
 
 def run_limited(code: str, timeout: float = 30) -> subprocess.CompletedProcess:

@@ -357,6 +357,32 @@ DEFECTS: list[tuple[str, str, str, str, str]] = [
     ("limit-line-length", "a line of 4105 characters",
      "  title: Frobnicate Optimize", "  title: " + "y" * 4087 + "«" + "y" * 10,
      "line longer than the limit of 4096 characters (fold long text with '>-')"),
+    ("enable-without-cpuid", "a sweep that must be enabled, without the CPUID feature to check",
+     "  cpuid:\n    leaf: 0x7\n    subleaf: 1\n    register: ecx\n    bit: 5\n"
+     "    feature: X86_FEATURE_FROB\n    word: 18\n    word_bit: 5\n",
+     "", "kernel.enable needs instruction.cpuid: the feature setup checks before anything else"),
+    ("enable-without-msr", "a sweep that must be enabled, without the MSR to program",
+     "  msr:\n    name: MSR_FROB_BASE\n    number: 0x1234\n"
+     "    enable: {name: MSR_FROB_ENABLE, bit: 1}\n    scope: core\n    value: base | enable\n"
+     "    fault: UD\n    base: {low_bit: 21, high_bit: 47, description: Base of the frob table}\n",
+     "", "kernel.enable needs instruction.msr: the MSR setup programs on every core"),
+    ("enable-msr-without-scope", "the MSR does not say whether it is per core or per thread",
+     "    scope: core\n", "",
+     "kernel.enable needs instruction.msr.scope: whether each core or each thread has the MSR"),
+    ("sweep-without-enable", "a sweep with nothing that checks the feature or programs the MSR",
+     "  enable:\n    check: cpu_feature_enabled\n    mutex: frob_mutex\n"
+     "    setup_caller: frob-core\n    trigger_caller: frob_user\n"
+     "    teardown_caller: frob-core\n    msr_on_teardown: clear\n", "",
+     "a sweep needs kernel.enable: how setup checks the feature and programs the MSR before "
+     "the first FROBOPT"),
+    ("enable-bad-module", "a caller that is not a module name",
+     "    trigger_caller: frob_user", "    trigger_caller: «Frob User",
+     "'Frob User' is not a kernel module name (lower-case letters, digits, '_', '-')"),
+    ("enable-mutex-name-clash", "the mutex has the sweep's name",
+     "    mutex: frob_mutex", "    mutex: «frob_sweep",
+     "kernel name 'frob_sweep' repeats (first at line {line:pass_name: frob_sweep})"),
+    ("enable-without-sweep", "enabling with no sweep to guard",
+     '  sweep:\n    source: arch/x86/kernel/frob.c\n    pass_name: frob_sweep\n    leader: current-cpu\n    cpus: primary-threads\n    followers: primary-threads-except-leader-siblings\n    resched: between-regions\n    log_message: Attempt frobbing on range\n    cap_message: Beyond the frob table\n    workers:\n      - {kind: kthread, name: frob_thread, trigger: frob_all, setup: frob_init, teardown: frob_exit}\n      - kind: delayed-work\n        name: frob_work\n        trigger: frob_all\n        setup: frob_init\n        teardown: frob_exit\n        workqueue: frob_wq\n        first_delay_ms: 5\n        rearm_delay_ms: 100\n', "", "kernel.enable belongs to a sweep: it has no worker to guard"),
 ]
 
 # Defects whose expected text is not a single replacement.
@@ -364,6 +390,16 @@ SPECIAL = {
     "worker-no-workqueue": ("        workqueue: frob_wq\n", ""),
 }
 MULTI = {
+    "enable-without-sweep": [("  enable:\n    «check:", "kernel.enable belongs to a sweep: it has no "
+                              "worker to guard")],
+    "enable-without-cpuid": [("    check: «cpu_feature_enabled", "kernel.enable needs instruction.cpuid: "
+                              "the feature setup checks before anything else")],
+    "enable-without-msr": [("  enable:\n    «check:", "kernel.enable needs instruction.msr: the MSR "
+                            "setup programs on every core")],
+    "enable-msr-without-scope": [("  msr:\n    «name:", "kernel.enable needs instruction.msr.scope: "
+                                  "whether each core or each thread has the MSR")],
+    "sweep-without-enable": [("  sweep:\n    «source:", "a sweep needs kernel.enable: how setup "
+                              "checks the feature and programs the MSR before the first FROBOPT")],
     "encoding-decodes-longer": [
         ("  encoding:\n    «- {byte: 0x66", "iced-x86 1.21.0 reads 66 0F 71 D0 as the start of a "
          "longer instruction (a 5-byte psrlw when zero bytes follow): it would consume the bytes "
@@ -468,7 +504,7 @@ def build() -> dict[str, bytes]:
 
 def main() -> int:
     files = build()
-    for old in HERE.glob("[0-9][0-9]-*.yaml"):
+    for old in HERE.glob("[0-9]*-*.yaml"):
         if old.name not in files:
             old.unlink()
     for name, data in files.items():

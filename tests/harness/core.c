@@ -13,6 +13,9 @@
  *	S <cpu>				cond_resched()
  *	I <cpu> <cpu,cpu,...>		on_each_cpu_mask() and its online targets
  *	V <value>			a helper's return value
+ *	M <cpu> <msr> <value>		wrmsr*_on_cpu() (hex msr, value)
+ *	F <cpu> <rax> <rcx> <exc>	the instruction faulted: no feature, or the
+ *					CPU's MSR does not enable it; the case stops
  *	B <text>			a bug the harness saw; the case stops here
  */
 #include <stdarg.h>
@@ -129,6 +132,15 @@ static void event_begin(char kind)
 	out_char(kind);
 }
 
+/* End the running case after its last event, without a bug report. */
+static void kgen_end_case(void)
+{
+	if (case_running)
+		__builtin_longjmp(case_jmp, 1);
+	for (;;)
+		;
+}
+
 void kgen_abort_case(const char *why)
 {
 	oend += 128;	/* a bug report may use the reserve */
@@ -151,6 +163,11 @@ static u64 region_size, region_entries;
 static u64 code_value[MAX_CODES];
 static char code_effect[MAX_CODES];	/* 's' scan-and-set, 'r' read */
 static int ncodes;
+/* the enabling MSR (msr=0: the spec has none, every CPU may execute) */
+static u64 msr_number, msr_base_mask, feature_bit;
+static int msr_enable_bit;
+static bool msr_per_core;
+static char fault_name[8] = "UD";
 
 /* --- the machine (once per case) ----------------------------------------- */
 
@@ -162,6 +179,12 @@ static bool m_spread;
 static unsigned int cur_cpu;
 static int migrate_depth, in_ipi;
 static unsigned long now;	/* simulated time in jiffies, HZ = 1000 */
+static bool m_feature;		/* the CPUs have the instruction */
+static u64 table_base;		/* the RMPOPT_BASE the CPUs' tables start at */
+static u64 msr_val[NR_CPUS];	/* per core (or per CPU): the enabling MSR */
+static int mutexes_held, hotplug_depth;
+#define MAX_MUTEXES	4
+static struct mutex *locked[MAX_MUTEXES];	/* to release after an aborted case */
 
 static unsigned int core_of(unsigned int cpu)
 {
@@ -212,6 +235,117 @@ void migrate_enable(void)
 	migrate_depth--;
 }
 
+/* --- enabling: the feature, the MSR, and the locks around them ----------- */
+
+static unsigned int msr_slot(unsigned int cpu)
+{
+	return msr_per_core ? core_of(cpu) : cpu;
+}
+
+unsigned int cpumask_first_and(const struct cpumask *a, const struct cpumask *b)
+{
+	unsigned int cpu;
+
+	for (cpu = 0; cpu < nr_cpu_ids; cpu++)
+		if (cpumask_test_cpu(cpu, a) && cpumask_test_cpu(cpu, b))
+			break;
+	return cpu;
+}
+
+bool kshim_cpu_feature_enabled(unsigned int bit)
+{
+	if (bit != feature_bit)
+		kgen_abort_case("cpu_feature_enabled() asks for another feature bit than the spec's");
+	return m_feature;
+}
+
+static int in_work;	/* a kthread or a work item runs: not an entry point */
+
+/* Setup, requests and teardown share state: each must hold the mutex. */
+static void need_mutex(const char *why)
+{
+	if (msr_number && !mutexes_held && !in_work)
+		kgen_abort_case(why);
+}
+
+static int wrmsr_on_cpu(unsigned int cpu, u32 msr_no, u64 q)
+{
+	step();
+	need_mutex("MSR written without the mutex: setup and teardown race");
+	if (!hotplug_depth)
+		kgen_abort_case("wrmsr on other CPUs without cpus_read_lock(): a CPU may come or go");
+	if (!m_feature)
+		kgen_abort_case("#GP: WRMSR to an MSR this CPU does not have (the feature is absent)");
+	if (!msr_number || msr_no != msr_number)
+		kgen_abort_case("WRMSR to an MSR that is not the spec's");
+	if (cpu >= nr_cpu_ids || !cpu_online(cpu))
+		kgen_abort_case("wrmsr on an offline CPU");
+	event_begin('M');
+	out_char(' ');
+	out_dec(cpu);
+	out_char(' ');
+	out_hex(msr_no, 0);
+	out_char(' ');
+	out_hex(q, 0);
+	out_char('\n');
+	msr_val[msr_slot(cpu)] = q;
+	if (msr_base_mask && ((q >> msr_enable_bit) & 1))
+		table_base = q & msr_base_mask;
+	return 0;
+}
+
+int wrmsrq_on_cpu(unsigned int cpu, u32 msr_no, u64 q)
+{
+	return wrmsr_on_cpu(cpu, msr_no, q);
+}
+
+int wrmsrl_on_cpu(unsigned int cpu, u32 msr_no, u64 q)
+{
+	return wrmsr_on_cpu(cpu, msr_no, q);
+}
+
+void cpus_read_lock(void)
+{
+	step();
+	if (hotplug_depth)
+		kgen_abort_case("cpus_read_lock() taken twice");
+	hotplug_depth++;
+}
+
+void cpus_read_unlock(void)
+{
+	if (!hotplug_depth)
+		kgen_abort_case("cpus_read_unlock() without cpus_read_lock()");
+	hotplug_depth--;
+}
+
+void mutex_lock(struct mutex *lock)
+{
+	step();
+	if (lock->locked)
+		kgen_abort_case("mutex_lock() of a mutex already held: deadlock");
+	if (mutexes_held == MAX_MUTEXES)
+		kgen_abort_case("more mutexes held than the harness tracks");
+	lock->locked = true;
+	locked[mutexes_held++] = lock;
+}
+
+void mutex_unlock(struct mutex *lock)
+{
+	if (!lock->locked)
+		kgen_abort_case("mutex_unlock() of a mutex that is not held");
+	lock->locked = false;
+	for (int i = 0; i < mutexes_held; i++)
+		if (locked[i] == lock)
+			locked[i] = locked[--mutexes_held];
+}
+
+void kshim_lockdep_assert_held(struct mutex *lock)
+{
+	if (!lock->locked)
+		kgen_abort_case("lockdep_assert_held(): the mutex is not held");
+}
+
 void kshim_cond_resched(void)
 {
 	event_begin('S');
@@ -228,6 +362,8 @@ void on_each_cpu_mask(const struct cpumask *mask, smp_call_func_t func, void *in
 	unsigned int caller = cur_cpu, cpu;
 	bool first = true;
 
+	if (msr_number && !hotplug_depth)
+		kgen_abort_case("on_each_cpu_mask() without cpus_read_lock(): a follower may go offline");
 	event_begin('I');
 	out_char(' ');
 	out_dec(caller);
@@ -311,7 +447,6 @@ void kshim_pr_info(const char *fmt, ...)
 
 /* --- the hardware: the RMP and one table per CPU -------------------------- */
 
-static u64 table_base;
 static u64 assigned_start[MAX_ASSIGNED], assigned_end[MAX_ASSIGNED];
 static int nassigned;
 static unsigned long tables[TABLE_WORDS];
@@ -485,6 +620,21 @@ bool kgen_trap(struct kgen_regs *regs)
 	for (int i = 0; i < insn_len; i++)
 		if (at[i] != insn[i])
 			return false;
+	if (!oracle && msr_number &&
+	    (!m_feature || !((msr_val[msr_slot(cur_cpu)] >> msr_enable_bit) & 1))) {
+		/* no feature, or the MSR does not enable it: the CPU faults, the kernel oopses */
+		event_begin('F');
+		out_char(' ');
+		out_dec(cur_cpu);
+		out_char(' ');
+		out_hex(regs->rax, 0);
+		out_char(' ');
+		out_hex(regs->rcx, 0);
+		out_char(' ');
+		out_str(fault_name);
+		out_char('\n');
+		kgen_end_case();
+	}
 	event_begin('R');
 	if (oracle) {
 		oracle_trap(regs);
@@ -506,6 +656,7 @@ bool kgen_trap(struct kgen_regs *regs)
 		out_str("#GP\n");
 		kgen_abort_case("undefined function code: the CPU raises #GP");
 	}
+
 	start = regs->rax - regs->rax % region_size;
 	index = (start - table_base) / region_size;
 	if (start >= table_base && index < region_entries) {
@@ -567,6 +718,7 @@ struct task_struct *kthread_create(int (*threadfn)(void *data), void *data,
 {
 	u64 *sp = (u64 *)(kt_stack + KT_STACK);
 
+	need_mutex("kthread_create() without the mutex: setup races with itself");
 	if (kt.exists && !kt.exited)
 		kgen_abort_case("a second kthread: the harness runs one");
 	kt = (struct task_struct){ .fn = threadfn, .data = data, .exists = true,
@@ -581,6 +733,7 @@ struct task_struct *kthread_create(int (*threadfn)(void *data), void *data,
 
 int wake_up_process(struct task_struct *task)
 {
+	need_mutex("wake_up_process() without the mutex: a request races with teardown");
 	if (task->exited || (task->state == TASK_RUNNING && task->runnable))
 		return 0;
 	task->state = TASK_RUNNING;
@@ -600,7 +753,9 @@ static void run_until_idle(void)
 {
 	while (kt.exists && kt.runnable && !kt.exited) {
 		current_task = &kt;
+		in_work++;
 		kgen_switch(&main_sp, kt.sp);
+		in_work--;
 		current_task = NULL;
 	}
 }
@@ -628,6 +783,7 @@ bool kthread_should_stop(void)
 
 int kthread_stop(struct task_struct *task)
 {
+	need_mutex("kthread_stop() without the mutex: teardown races with setup");
 	task->should_stop = true;
 	wake_up_process(task);
 	run_until_idle();
@@ -654,6 +810,7 @@ unsigned long msecs_to_jiffies(unsigned int m)
 struct workqueue_struct *alloc_ordered_workqueue(const char *name __always_unused,
 						 unsigned int flags __always_unused)
 {
+	need_mutex("alloc_ordered_workqueue() without the mutex: setup races with itself");
 	wq_obj.alive = true;
 	return &wq_obj;
 }
@@ -673,6 +830,7 @@ static void track(struct workqueue_struct *wq, struct delayed_work *dwork)
 bool queue_delayed_work(struct workqueue_struct *wq, struct delayed_work *dwork,
 			unsigned long delay)
 {
+	need_mutex("queue_delayed_work() without the mutex");
 	track(wq, dwork);
 	if (dwork->pending)
 		return false;
@@ -686,6 +844,7 @@ bool mod_delayed_work(struct workqueue_struct *wq, struct delayed_work *dwork,
 {
 	bool was = dwork->pending;
 
+	need_mutex("mod_delayed_work() without the mutex: a request races with teardown");
 	track(wq, dwork);
 	dwork->pending = true;
 	dwork->expires = now + delay;
@@ -696,12 +855,14 @@ bool cancel_delayed_work_sync(struct delayed_work *dwork)
 {
 	bool was = dwork->pending;
 
+	need_mutex("cancel_delayed_work_sync() without the mutex");
 	dwork->pending = false;
 	return was;
 }
 
 void destroy_workqueue(struct workqueue_struct *wq)
 {
+	need_mutex("destroy_workqueue() without the mutex: teardown races with a request");
 	for (int i = 0; i < nworks; i++)
 		if (works[i]->pending)
 			kgen_abort_case("destroy_workqueue() with work still pending");
@@ -724,7 +885,9 @@ static void advance(unsigned long ms)
 		if (next->expires > now)
 			now = next->expires;
 		next->pending = false;
+		in_work++;
 		next->work.func(&next->work);
+		in_work--;
 	}
 	now = target;
 }
@@ -799,6 +962,10 @@ static void parse_spec(struct cursor *c)
 	int kl, vl;
 
 	oracle = rc_out = false;
+	msr_number = msr_base_mask = 0;
+	msr_enable_bit = 0;
+	msr_per_core = false;
+	feature_bit = ~0ULL;
 	nin = nrc = nretry = 0;
 	ptr_reg = 0;
 	flag_mask = 0;
@@ -813,6 +980,20 @@ static void parse_spec(struct cursor *c)
 			}
 		} else if (is(k, kl, "region")) {
 			region_size = num(v, vl);
+		} else if (is(k, kl, "msr")) {
+			msr_number = num(v, vl);
+		} else if (is(k, kl, "msrscope")) {
+			msr_per_core = is(v, vl, "core");
+		} else if (is(k, kl, "enbit")) {
+			msr_enable_bit = (int)num(v, vl);
+		} else if (is(k, kl, "basemask")) {
+			msr_base_mask = num(v, vl);
+		} else if (is(k, kl, "feature")) {
+			feature_bit = num(v, vl);
+		} else if (is(k, kl, "fault")) {
+			for (int i = 0; i < vl && i < (int)sizeof(fault_name) - 1; i++)
+				fault_name[i] = v[i];
+			fault_name[vl < (int)sizeof(fault_name) - 1 ? vl : (int)sizeof(fault_name) - 1] = 0;
 		} else if (is(k, kl, "entries")) {
 			region_entries = num(v, vl);
 		} else if (is(k, kl, "model")) {
@@ -880,6 +1061,12 @@ static void reset_case(void)
 		works[i]->pending = false;
 	nworks = 0;
 	events = budget = steps = 0;
+	m_feature = true;
+	for (int i = 0; i < NR_CPUS; i++)
+		msr_val[i] = 0;
+	for (int i = 0; i < mutexes_held; i++)
+		locked[i]->locked = false;	/* held by a case that stopped midway */
+	mutexes_held = hotplug_depth = in_work = 0;
 	out_full = false;
 	have_last = false;
 	streak = 0;
@@ -902,11 +1089,19 @@ static void run_action(const struct kgen_form *form, const char *a, const char *
 		if (!form)
 			kgen_abort_case("a worker action in a case without a worker form");
 		form->entry(*a == 's' ? 0 : *a == 't' && a[1] == 'r' ? 1 : 2);
+		if (mutexes_held)
+			kgen_abort_case("a mutex is still held when setup, a request or teardown returns");
+		if (hotplug_depth)
+			kgen_abort_case("cpus_read_lock() still held when setup, a request or teardown returns");
 	} else if (is(a, (int)(end - a), "run")) {
 		run_until_idle();
+		if (hotplug_depth || mutexes_held)
+			kgen_abort_case("a lock is still held when the worker sleeps");
 	} else if (a[0] == 'a' && a[1] == ':') {
 		p = a + 2;
 		advance(number(&p, end));
+		if (hotplug_depth || mutexes_held)
+			kgen_abort_case("a lock is still held when the work item returns");
 	} else if ((a[0] == 'h' || a[0] == 'r') && a[1] == ':') {
 		u64 args[8], ret;
 		int n = 0;
@@ -935,6 +1130,7 @@ static void run_case(struct cursor *c)
 	int kl, vl, idlen = 1, alen = 0, offlen = 0;
 	const struct kgen_form *form = NULL;
 	unsigned int leader = 0;
+	bool msr_on = false;
 
 	reset_case();
 	while (token(c, &k, &kl, &v, &vl)) {
@@ -959,6 +1155,10 @@ static void run_case(struct cursor *c)
 			leader = (unsigned int)num(v, vl);
 		} else if (is(k, kl, "base")) {
 			table_base = num(v, vl);
+		} else if (is(k, kl, "feature")) {
+			m_feature = num(v, vl) != 0;
+		} else if (is(k, kl, "msron")) {
+			msr_on = num(v, vl) != 0;
 		} else if (is(k, kl, "budget")) {
 			budget = num(v, vl);
 		} else if (is(k, kl, "offline")) {
@@ -996,6 +1196,8 @@ static void run_case(struct cursor *c)
 			__cpu_online_mask.bits[cpu / BITS_PER_LONG] &= ~(1UL << (cpu % BITS_PER_LONG));
 	}
 	cur_cpu = leader;
+	for (unsigned int cpu = 0; msr_on && cpu < nr_cpu_ids; cpu++)
+		msr_val[msr_slot(cpu)] = table_base | (1ULL << msr_enable_bit);
 
 	case_running = true;
 	if (__builtin_setjmp(case_jmp) == 0) {

@@ -191,4 +191,52 @@ void destroy_workqueue(struct workqueue_struct *wq);
 __printf(1, 2) void kshim_pr_info(const char *fmt, ...);
 #define pr_info(fmt, ...)	kshim_pr_info(fmt, ##__VA_ARGS__)
 
+/* <linux/bits.h> */
+#define BIT_ULL(nr)		(1ULL << (nr))
+
+/* <linux/cpumask.h>: the first CPU in both masks, or nr_cpu_ids */
+unsigned int cpumask_first_and(const struct cpumask *a, const struct cpumask *b);
+
+/* <asm/cpufeature.h>: answers from the case's machine */
+bool kshim_cpu_feature_enabled(unsigned int bit);
+#define cpu_feature_enabled(bit)	kshim_cpu_feature_enabled(bit)
+
+/* <asm/msr.h>: recorded as "M cpu msr value"; both spellings */
+int wrmsrq_on_cpu(unsigned int cpu, u32 msr_no, u64 q);
+int wrmsrl_on_cpu(unsigned int cpu, u32 msr_no, u64 q);
+
+/* <linux/cpu.h> */
+void cpus_read_lock(void);
+void cpus_read_unlock(void);
+
+/* <linux/mutex.h>, <linux/lockdep.h>, <linux/cleanup.h>: guard(mutex)(&lock) as in the kernel */
+struct mutex {
+	bool locked;
+};
+#define DEFINE_MUTEX(m)		struct mutex m = { false }
+void mutex_lock(struct mutex *lock);
+void mutex_unlock(struct mutex *lock);
+void kshim_lockdep_assert_held(struct mutex *lock);
+#define lockdep_assert_held(lock)	kshim_lockdep_assert_held(lock)
+static inline struct mutex *kshim_guard_mutex_enter(struct mutex *lock)
+{
+	mutex_lock(lock);
+	return lock;
+}
+
+static inline void kshim_guard_mutex_exit(struct mutex **lock)
+{
+	mutex_unlock(*lock);
+}
+#define KSHIM_CAT2(a, b)	a##b
+#define KSHIM_CAT(a, b)		KSHIM_CAT2(a, b)
+#define guard(type)		kshim_guard_##type
+#define kshim_guard_mutex(lock)							\
+	struct mutex *KSHIM_CAT(kshim_guard_, __COUNTER__)			\
+		__attribute__((cleanup(kshim_guard_mutex_exit))) = kshim_guard_mutex_enter(lock)
+
+/* <linux/export.h>: nothing to link against here */
+#define EXPORT_SYMBOL_GPL(sym)			extern int kshim_exported_##sym
+#define EXPORT_SYMBOL_FOR_MODULES(sym, mods)	extern int kshim_exported_##sym
+
 #endif /* KSHIM_H */
