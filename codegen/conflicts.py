@@ -19,7 +19,7 @@ from .diagnostics import Diagnostic, Mark
 from .model import Byte, Doc, Identifier, Node, Spec
 from .toolchain import Compiler
 from .x86 import decode, decoder_name
-from .spec import convert_document, kernel_names
+from .spec import convert_document, global_names
 
 KNOWN_ENCODINGS = Path(__file__).resolve().parent / "data" / "known_encodings.yaml"
 
@@ -123,7 +123,7 @@ def cross_check(specs: list[Spec], known: tuple[KnownEncoding, ...] | None = Non
     # finds it whichever of the two comes first
     defined: dict[str, list[tuple[Spec, Mark]]] = {}
     for spec in specs:
-        for name, mark in kernel_names(spec):
+        for name, mark in global_names(spec):
             defined.setdefault(name, []).append((spec, mark))
     for name, where in defined.items():
         for spec, mark in where:

@@ -652,6 +652,30 @@ def kernel_names(spec: Spec) -> list[tuple[str, Mark]]:
     return names
 
 
+def global_names(spec: Spec) -> list[tuple[str, Mark]]:
+    """Every C name a spec puts in a kernel tree, once each: what no other spec may define.
+
+    Besides :func:`kernel_names`, the names of its worker forms (the forms are
+    alternatives, so a name they share counts once) and the feature and MSR
+    names its header fragments define.
+    """
+    names = kernel_names(spec)
+    seen = {name for name, _ in names}
+    k, insn = spec.kernel, spec.instruction
+    more: list[tuple[str, Mark]] = []
+    for w in k.sweep.workers if k.sweep else ():
+        more += [(getattr(w, key), w.mark(key)) for key in WORKER_NAME_KEYS if getattr(w, key)]
+    if k.sweep and k.enable and insn.cpuid and insn.msr:
+        more.append((insn.cpuid.feature, insn.cpuid.mark("feature")))
+        more += [(insn.msr.name, insn.msr.mark("name")),
+                 (insn.msr.enable.name, insn.msr.enable.mark("name"))]  # fmt: skip
+    for name, mark in more:
+        if name not in seen:
+            seen.add(name)
+            names.append((name, mark))
+    return names
+
+
 # --- entry points -----------------------------------------------------------
 
 
