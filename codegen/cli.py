@@ -6,8 +6,11 @@ conflict); 2 a usage error.  Problems print as ``path:line:col: message``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from .spec import load_all
 from .toolchain import ToolchainError
 
 DEFAULT_ISA_DIR = Path("isa")
+MAX_CASES = 10**6  # cases one compare may ask for (codegen.cases generates about 40 000 a second)
 DEFAULT_OUT_DIR = Path("generated")
 
 
@@ -32,6 +36,32 @@ def default_spec_paths() -> list[Path]:
             "(run from the project root or name the spec files)"
         )
     return paths
+
+
+def interruptible(command):
+    """Ctrl-C (SIGINT) or SIGTERM stops ``command`` promptly and quietly: what it started is
+    stopped and its temporary files go as the exception unwinds, then kgen exits 130 or 143."""
+
+    def stop(signum, _frame):
+        for sig in (signal.SIGINT, signal.SIGTERM):  # the cleanup is not interrupted in turn
+            signal.signal(sig, signal.SIG_IGN)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            sys.exit(128 + signal.SIGINT)
+        finally:
+            for sig, handler in previous.items():
+                with contextlib.suppress(TypeError):
+                    signal.signal(sig, handler)
+
+    return run
 
 
 def load_specs(paths: tuple[str, ...]) -> list[Spec]:
@@ -67,9 +97,10 @@ def main() -> None:
                    "revision (HEAD, main, a commit).")  # fmt: skip
 @click.option("--compare", "run_compare", is_flag=True,
               help="Also run compile-and-compare on the specs (-O0, -O2, -Os).")
-@click.option("--cases", "count", type=click.IntRange(1), default=3000, show_default=True,
+@click.option("--cases", "count", type=click.IntRange(1, MAX_CASES), default=3000, show_default=True,
               help="Configurations for --compare.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
+@interruptible
 def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count: int,
              as_json: bool) -> None:  # fmt: skip
     """Check specs: structure, types, ranges, names and cross-field rules.
@@ -501,7 +532,7 @@ def _bytes(n: int) -> str:
 
 @main.command()
 @click.argument("specs", nargs=-1, metavar="[SPEC]...")
-@click.option("--cases", "count", type=click.IntRange(1), default=3000, show_default=True,
+@click.option("--cases", "count", type=click.IntRange(1, MAX_CASES), default=3000, show_default=True,
               help="Configurations per spec: every boundary, then random ones.")  # fmt: skip
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the random cases.")
 @click.option("--case", "only", type=click.IntRange(0), help="Run only this case (see a report).")
@@ -517,6 +548,7 @@ def _bytes(n: int) -> str:
               help="Run the kernel's own helper instead: an include directory (repeat) where "
                    "the spec's header, e.g. asm/sev.h, and what it includes are found.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
+@interruptible
 def compare(specs, count, seed, only, engine, opts, keep_going, generated, reference,
             as_json) -> None:  # fmt: skip
     """Compile the generated C with clang and check it against the mirror.
@@ -582,7 +614,7 @@ def _progress_bar(label: str):
         width = 30
         filled = width * done // max(total, 1)
         click.echo(
-            f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} chunks, "
+            f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} cases, "
             f"{result.executions} executions checked",
             nl=False, err=True,
         )  # fmt: skip

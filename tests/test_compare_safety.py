@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
-from codegen import build, toolchain
+from codegen import build, cases, compare, toolchain
 from codegen.render import render_spec
 from codegen.spec import load
-from tests.conftest import RMPOPT_YAML
+from tests.conftest import ISA, RMPOPT_YAML, ROOT
 
 SPEC = load(RMPOPT_YAML)
 
@@ -62,3 +65,206 @@ def test_a_bad_cached_object_is_rebuilt(cache_dir, tmp_path, bad):
     core.write_bytes(bad)
     (h,) = _build(tmp_path / "b")  # links: the bad entry was noticed and rebuilt
     assert core.read_bytes() == good and h.native.exists()
+
+
+# --- cases: streamed, bounded, the same as ever ---------------------------------------------
+
+
+@pytest.mark.parametrize("path, digest", [("rmpopt", "c61a75fdf6d358a2"), ("rmpupdate", "c6e79586196ad687")])
+def test_a_seed_gives_the_cases_it_always_gave(path, digest):
+    """Reproduce lines in old reports name cases by seed and number: they must not move."""
+    import hashlib
+
+    spec = load(ISA / f"{path}.yaml")
+    text = "\n".join(c.describe() for c in cases.generate(spec, 1, 3000))
+    assert hashlib.sha256(text.encode()).hexdigest()[:16] == digest
+    assert cases.generate(spec, 1, 3000)[:700] == cases.generate(spec, 1, 700)
+
+
+def test_one_case_of_a_huge_run_is_cheap(run_kgen):
+    start = time.monotonic()
+    result = run_kgen("compare", "isa/rmpopt.yaml", "--cases", "1000000", "--case", "7", "--opt=-O2")
+    assert result.exit_code == 0 and "1 cases x 1 levels" in result.output
+    assert time.monotonic() - start < 15  # the million cases are never generated
+
+
+def test_too_many_cases_is_a_usage_error(run_kgen):
+    for command in (["compare"], ["validate", "--compare"]):
+        result = run_kgen(*command, "isa/rmpopt.yaml", "--cases", "1000001")
+        assert result.exit_code == 2 and "1000001 is not in the range" in result.output
+
+
+def test_chunks_are_made_as_the_cases_come():
+    def endless():
+        yield from cases.stream(SPEC, 1)
+        raise AssertionError("unreachable")
+
+    seen = []
+
+    def counted():
+        for c in endless():
+            seen.append(c.id)
+            yield c
+
+    chunks = compare._chunks(SPEC, counted(), 16)
+    first = [next(chunks) for _ in range(40)]
+    assert [c.id for chunk in first for c in chunk] == list(range(sum(map(len, first))))
+    assert len(seen) <= compare.LOOKAHEAD + sum(map(len, first)) + 1
+
+
+# --- generated code that misbehaves ---------------------------------------------------------
+
+
+def _generated(tmp_path: Path, old: str, new: str, spec=SPEC) -> Path:
+    files = render_spec(spec)
+    (header,) = [p for p in files if p.endswith(".h")]
+    assert old in files[header]
+    files[header] = files[header].replace(old, new, 1)
+    gen = tmp_path / "generated"
+    build.write_files(files, gen)
+    return gen
+
+
+RAW = "static inline bool __rmpopt(u64 pa_start, u64 op_type)\n{\n"
+HELPER = "static inline bool rmpopt(phys_addr_t pa)\n{\n"
+
+
+def _report(result) -> dict[str, str]:
+    """The first mismatch of a compare report, by field."""
+    fields = {}
+    for line in result.output.splitlines():
+        key, sep, value = line.strip().partition(": ")
+        if sep and key in ("machine", "expected", "got", "reproduce") and key not in fields:
+            fields[key] = value.strip()
+        elif line.startswith("  case ") and "case" not in fields:
+            fields["case"] = line.strip()
+    return fields
+
+
+@pytest.mark.parametrize("engine", ["native", "emulator"])
+def test_a_helper_that_never_returns_times_out_quickly(run_kgen, tmp_path, engine):
+    gen = _generated(tmp_path, RAW, RAW + "\tfor (;;)\n\t\tasm volatile(\"\");\n")
+    start = time.monotonic()
+    result = run_kgen("compare", "isa/rmpopt.yaml", "--cases", "60", "--opt=-O2", "--engine", engine,
+                      "--generated", gen)  # fmt: skip
+    took = time.monotonic() - start
+    assert result.exit_code == 1, result.output
+    report = _report(result)
+    assert report["got"] == "B timed out after 2 s: the code ran far longer than the mirror expects"
+    assert re.fullmatch(r"case \d+ at -O2: line \d+ of its trace differs", report["case"])
+    assert report["reproduce"].startswith("kgen compare isa/rmpopt.yaml --seed 1 --cases 60")
+    assert took < 20, took  # was 20 s per case per level
+
+
+@pytest.mark.parametrize("engine", ["native", "emulator"])
+@pytest.mark.parametrize("fault, why", [
+    ("*(volatile int *)0 = 1;", "a memory fault in the generated code, not at the spec's instruction"),
+    ("((void (*)(void))0x10)();", "jumped to an address that holds no code"),
+], ids=["null-write", "bad-fetch"])  # fmt: skip
+def test_a_fault_in_the_helper_is_a_finding(run_kgen, tmp_path, engine, fault, why):
+    gen = _generated(tmp_path, HELPER, HELPER + f"\t{fault}\n")
+    result = run_kgen("compare", "isa/rmpopt.yaml", "--cases", "60", "--opt=-O0", "--engine", engine,
+                      "--generated", gen)  # fmt: skip
+    assert result.exit_code == 1, result.output
+    report = _report(result)
+    assert report["got"].startswith(f"B {why}"), report
+    assert "--case " in report["reproduce"] and "Traceback" not in result.output
+
+
+def _marked_processes(mark: str) -> list[int]:
+    """Processes other than this one whose environment holds ``mark``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if mark.encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+FORKS = ("int fork(void);\nunsigned int sleep(unsigned int);\nvoid _exit(int);\n\n" + HELPER
+         + "\tstatic int forked;\n\n\tif (!forked++ && fork() == 0) {\n\t\tsleep(30);\n\t\t_exit(0);\n\t}\n")
+
+
+def test_a_helper_that_forks_a_sleeping_child_finishes_promptly(run_kgen, tmp_path, monkeypatch):
+    mark = f"KGEN_SAFETY_MARK={os.getpid()}-{time.monotonic_ns()}"
+    monkeypatch.setenv(*mark.split("="))
+    gen = _generated(tmp_path, HELPER, FORKS)
+    start = time.monotonic()
+    result = run_kgen("compare", "isa/rmpopt.yaml", "--cases", "60", "--opt=-O2", "--engine", "native",
+                      "--generated", gen)  # fmt: skip
+    took = time.monotonic() - start
+    assert "Traceback" not in result.output and result.exit_code in (0, 1)
+    assert took < 15, took  # the child sleeps 30 s
+    assert _marked_processes(mark) == []
+
+
+def test_output_past_what_the_cases_can_print_is_cut_off(run_kgen, tmp_path):
+    flood = ("long write(int, const void *, unsigned long);\n\n" + HELPER
+             + "\tstatic char junk[1 << 16];\n\tstatic int flooded;\n\n"
+               "\tfor (int i = 0; !flooded && i < 1024; i++)\n\t\twrite(1, junk, sizeof(junk));\n"
+               "\tflooded = 1;\n")  # fmt: skip
+    gen = _generated(tmp_path, HELPER, flood)
+    result = run_kgen("compare", "isa/rmpopt.yaml", "--cases", "60", "--opt=-O2", "--engine", "native",
+                      "--generated", gen)  # fmt: skip
+    assert result.exit_code == 1
+    assert _report(result)["got"].startswith("B the harness wrote more than"), _report(result)
+
+
+# --- interrupts -----------------------------------------------------------------------------
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _harness_running(tmpdir: Path, mark: str, main_pid: int) -> bool:
+    """Whether the compare under ``tmpdir`` is past its build and running cases."""
+    def cmdline(pid: int) -> bytes:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return b""
+
+    built = [p for d in tmpdir.glob("kgen-compare-*") for p in d.glob("harness-*")]
+    workers = [p for p in _marked_processes(mark) if p != main_pid and b"codegen.cli" in cmdline(p)]
+    return len(built) == 3 and bool(workers)
+
+
+@pytest.mark.parametrize("engine", ["native", "emulator"])
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["INT", "TERM"])
+def test_an_interrupted_compare_stops_at_once_and_leaves_nothing(tmp_path, engine, signum, status):
+    import subprocess
+    import sys
+
+    private = tmp_path / "tmp"
+    private.mkdir()
+    mark = f"KGEN_SAFETY_MARK={os.getpid()}-{time.monotonic_ns()}"
+    env = dict(os.environ, TMPDIR=str(private), **dict([mark.split("=")]))
+    cmd = [sys.executable, "-m", "codegen.cli", "compare", "isa/rmpopt.yaml", "--cases", "1000000",
+           "--engine", engine]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not _harness_running(private, mark, proc.pid):
+            assert proc.poll() is None and time.monotonic() < deadline, "the cases never started"
+            time.sleep(0.05)
+        time.sleep(0.5)  # the workers are busy
+        assert _rss_kib(proc.pid) < 200 << 10  # a million cases are not held in memory
+        sent = time.monotonic()
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=10)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == status, err.decode()
+    assert b"Traceback" not in err and b"Aborted" not in err, err.decode()
+    assert took < 2, took
+    assert _marked_processes(mark) == []
+    assert list(private.iterdir()) == []
