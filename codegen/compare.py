@@ -14,7 +14,9 @@ import math
 import os
 import re
 import selectors
+import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -134,7 +136,8 @@ def _run_native(harness: Path, guard: int | None, text: str, limit: float | None
     """
     limit = limit or CASE_TIMEOUT * max(text.count("\n"), 1)
     out_cap = out_cap or 64 * len(text) + OUT_SLACK
-    cmd = [str(harness), "--timeout", str(CASE_TIMEOUT), "--cpu", str(math.ceil(limit))]
+    # the CPU limit is a second line: the wall-clock one below speaks first
+    cmd = [str(harness), "--timeout", str(CASE_TIMEOUT), "--cpu", str(math.ceil(limit) + 2)]
     cmd += ["--guard", hex(guard)] if guard else []
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
@@ -243,7 +246,7 @@ def _run_emulated(harness: Path, spec_line: str, lines: list[str],
     """
     from .emulator import Emulator, EmulatorError, EmulatorTimeout
 
-    sizes = sizes or [int((CASE_TIMEOUT - TIMEOUT_FLOOR) / LINE_SECONDS)] * len(lines)
+    sizes = sizes or [250] * len(lines)  # unknown: 50 ms a case, as ever
     out: list[str] = []
     i, alone = 0, -1
     while i < len(lines):
@@ -355,6 +358,37 @@ def _chunks(spec: Spec, cases: Iterator, parts: int) -> Iterator[tuple]:
         yield tuple(current)
 
 
+def _work_dir() -> tempfile.TemporaryDirectory:
+    """A temporary directory named for this process, after removing those of dead ones.
+
+    A compare that is killed (SIGKILL) cannot remove its directory; the next
+    one does, once no process of that id is running.
+    """
+    for old in Path(tempfile.gettempdir()).glob("kgen-compare-*-*"):
+        pid = old.name.split("-")[2]
+        if pid.isdigit() and not _alive(int(pid)) and _mine(old):
+            shutil.rmtree(old, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"kgen-compare-{os.getpid()}-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _mine(path: Path) -> bool:
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+
+
 # --- worker processes ----------------------------------------------------------------------
 
 
@@ -422,7 +456,7 @@ def compare(spec: Spec, compiler: Compiler, engine: EngineChoice, seed: int, cou
         stream = islice(stream, only, only + 1)
     result.cases = 1 if only is not None else count
     parts = 8 * (workers or os.cpu_count() or 1)
-    with tempfile.TemporaryDirectory(prefix="kgen-compare-") as tmp:
+    with _work_dir() as tmp:
         harnesses: list[Harness] = build_harness(
             compiler, spec, files if files is not None else render_spec(spec), Path(tmp), opts,
             ("native",) if engine.engine == "native" else ("emulated",), reference,

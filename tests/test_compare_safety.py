@@ -213,6 +213,33 @@ def test_output_past_what_the_cases_can_print_is_cut_off(run_kgen, tmp_path):
     assert _report(result)["got"].startswith("B the harness wrote more than"), _report(result)
 
 
+
+def test_a_file_the_helper_writes_is_bounded(run_kgen, tmp_path):
+    target = tmp_path / "big"
+    writes = ("int open(const char *, int, ...);\nlong write(int, const void *, unsigned long);\n\n"
+              + HELPER + "\tstatic char junk[1 << 16];\n\tstatic int fd = -1;\n\n"
+              f'\tif (fd < 0) {{\n\t\tfd = open("{target}", 0101, 0600);\n'
+              "\t\tfor (int i = 0; i < 32; i++)\n\t\t\twrite(fd, junk, sizeof(junk));\n\t}\n")  # fmt: skip
+    gen = _generated(tmp_path, HELPER, writes)
+    result = run_kgen("compare", "isa/rmpopt.yaml", "--cases", "60", "--opt=-O2", "--engine", "native",
+                      "--generated", gen)  # fmt: skip
+    assert result.exit_code == 1
+    assert _report(result)["got"] == "B the harness died (signal SIGXFSZ)"
+    assert target.stat().st_size <= 1 << 20
+
+
+def test_a_helper_that_stops_the_case_timer_is_still_stopped(run_kgen, tmp_path):
+    stops = ("unsigned int alarm(unsigned int);\n\n" + HELPER
+             + "\talarm(0);\n\tfor (;;)\n\t\tasm volatile(\"\");\n")  # fmt: skip
+    gen = _generated(tmp_path, HELPER, stops)
+    start = time.monotonic()
+    result = run_kgen("compare", "isa/rmpopt.yaml", "--cases", "60", "--opt=-O2", "--engine", "native",
+                      "--generated", gen)  # fmt: skip
+    assert result.exit_code == 1
+    assert re.fullmatch(r"B timed out after \d+ s: the harness ran far longer than expected",
+                        _report(result)["got"])  # fmt: skip
+    assert time.monotonic() - start < 30
+
 # --- interrupts -----------------------------------------------------------------------------
 
 
@@ -236,9 +263,8 @@ def _harness_running(tmpdir: Path, mark: str, main_pid: int) -> bool:
     return len(built) == 3 and bool(workers)
 
 
-@pytest.mark.parametrize("engine", ["native", "emulator"])
-@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["INT", "TERM"])
-def test_an_interrupted_compare_stops_at_once_and_leaves_nothing(tmp_path, engine, signum, status):
+def _start_compare(tmp_path: Path, engine: str):
+    """A compare of a million cases in a subprocess with a private TMPDIR, once it runs cases."""
     import subprocess
     import sys
 
@@ -249,12 +275,21 @@ def test_an_interrupted_compare_stops_at_once_and_leaves_nothing(tmp_path, engin
     cmd = [sys.executable, "-m", "codegen.cli", "compare", "isa/rmpopt.yaml", "--cases", "1000000",
            "--engine", engine]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not _harness_running(private, mark, proc.pid):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the cases never started")
+        time.sleep(0.05)
+    time.sleep(0.5)  # the workers are busy
+    return proc, private, mark
+
+
+@pytest.mark.parametrize("engine", ["native", "emulator"])
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["INT", "TERM"])
+def test_an_interrupted_compare_stops_at_once_and_leaves_nothing(tmp_path, engine, signum, status):
+    proc, private, mark = _start_compare(tmp_path, engine)
     try:
-        deadline = time.monotonic() + 30
-        while not _harness_running(private, mark, proc.pid):
-            assert proc.poll() is None and time.monotonic() < deadline, "the cases never started"
-            time.sleep(0.05)
-        time.sleep(0.5)  # the workers are busy
         assert _rss_kib(proc.pid) < 200 << 10  # a million cases are not held in memory
         sent = time.monotonic()
         proc.send_signal(signum)
@@ -268,3 +303,25 @@ def test_an_interrupted_compare_stops_at_once_and_leaves_nothing(tmp_path, engin
     assert took < 2, took
     assert _marked_processes(mark) == []
     assert list(private.iterdir()) == []
+
+
+@pytest.mark.parametrize("engine", ["native", "emulator"])
+def test_a_killed_compare_leaves_no_process_and_its_directory_goes_next_time(tmp_path, engine, run_kgen,
+                                                                            monkeypatch):  # fmt: skip
+    import tempfile
+
+    proc, private, mark = _start_compare(tmp_path, engine)
+    proc.kill()  # SIGKILL: nothing of it can clean up
+    proc.communicate()
+    deadline = time.monotonic() + 3
+    while _marked_processes(mark) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _marked_processes(mark) == []  # workers and harnesses died with it
+    (left,) = private.glob("kgen-compare-*")
+    alive = private / f"kgen-compare-{os.getpid()}-running"  # another compare, running
+    alive.mkdir()
+    unknown = private / "kgen-compare-by-someone-else"
+    unknown.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    assert run_kgen("compare", "isa/rmpopt.yaml", "--cases", "5", "--opt=-O2").exit_code == 0
+    assert not left.exists() and alive.exists() and unknown.exists()
