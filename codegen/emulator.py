@@ -100,7 +100,14 @@ class Emulator:
         self._rip, self._rsp = ctypes.c_uint64(), ctypes.c_uint64()
         self._rip_ref, self._rsp_ref = ctypes.byref(self._rip), ctypes.byref(self._rsp)
         self._rip_bytes = ctypes.cast(ctypes.pointer(self._rip), ctypes.POINTER(ctypes.c_char))
-        self.uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
+        self._hook = self.uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
+
+    def close(self) -> None:
+        """Free the engine now: its hook refers back to this object, so only a garbage
+        collection would otherwise, and Unicorn's memory grows with every trap it took."""
+        if self.uc is not None:
+            self.uc.hook_del(self._hook)
+            self.uc = None
 
     def _on_invalid(self, uc: Uc, _user) -> bool:
         # every trap passes here: straight to the C API, past the binding's dispatch

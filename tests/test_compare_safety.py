@@ -325,3 +325,17 @@ def test_a_killed_compare_leaves_no_process_and_its_directory_goes_next_time(tmp
     monkeypatch.setattr(tempfile, "tempdir", str(private))
     assert run_kgen("compare", "isa/rmpopt.yaml", "--cases", "5", "--opt=-O2").exit_code == 0
     assert not left.exists() and alive.exists() and unknown.exists()
+
+
+def test_the_emulator_does_not_grow_with_the_cases(tmp_path):
+    """Unicorn holds memory per trapped instruction until closed: a long run must not keep it."""
+    (h,) = build.build_harness(toolchain.find_clang(), SPEC, render_spec(SPEC), tmp_path, ("-O2",),
+                               ("emulated",))  # fmt: skip
+    chosen = cases.generate(SPEC, 1, 400)[100:]
+    lines = [cases.case_line(SPEC, c, 10**6) for c in chosen]
+    spec_line = cases.spec_line(SPEC)
+    first = compare._run_emulated(h.emulated, spec_line, lines)
+    before = _rss_kib(os.getpid())
+    for _ in range(24):  # about 250 000 traps
+        assert compare._run_emulated(h.emulated, spec_line, lines) == first
+    assert _rss_kib(os.getpid()) - before < 60 << 10  # without renewal: 120 MB more
