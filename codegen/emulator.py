@@ -103,8 +103,8 @@ class Emulator:
         self._hook = self.uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
 
     def close(self) -> None:
-        """Free the engine now: its hook refers back to this object, so only a garbage
-        collection would otherwise, and Unicorn's memory grows with every trap it took."""
+        """Free the engine now: Unicorn's memory grows with every trap it took, and the hook
+        refers back to this object, a cycle that only a full garbage collection would break."""
         if self.uc is not None:
             self.uc.hook_del(self._hook)
             self.uc = None

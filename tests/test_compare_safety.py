@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import signal
@@ -336,6 +337,12 @@ def test_the_emulator_does_not_grow_with_the_cases(tmp_path):
     spec_line = cases.spec_line(SPEC)
     first = compare._run_emulated(h.emulated, spec_line, lines)
     before = _rss_kib(os.getpid())
-    for _ in range(24):  # about 250 000 traps
-        assert compare._run_emulated(h.emulated, spec_line, lines) == first
-    assert _rss_kib(os.getpid()) - before < 60 << 10  # without renewal: 120 MB more
+    gc.disable()  # as in a worker, where a full collection may not come for minutes
+    try:
+        for _ in range(24):  # about 250 000 traps
+            assert compare._run_emulated(h.emulated, spec_line, lines) == first
+    finally:
+        gc.enable()
+    # measured: 2 MB; 30 MB when a dropped engine waits for the garbage collector; 130 MB when
+    # one engine takes every trap
+    assert _rss_kib(os.getpid()) - before < 15 << 10
