@@ -11,6 +11,7 @@ address and continues at ``kgen_emu_trap_stub``, which runs the same
 from __future__ import annotations
 
 import ctypes
+import gc
 from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
@@ -103,11 +104,13 @@ class Emulator:
         self._hook = self.uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
 
     def close(self) -> None:
-        """Free the engine now: Unicorn's memory grows with every trap it took, and the hook
-        refers back to this object, a cycle that only a full garbage collection would break."""
+        """Free the engine now.  Unicorn's memory grows with every trap it took, and the
+        binding's closures keep the engine in reference cycles that only a full garbage
+        collection frees, which a busy worker may not run for minutes (measured: 20 MB/s)."""
         if self.uc is not None:
             self.uc.hook_del(self._hook)
             self.uc = None
+            gc.collect()
 
     def _on_invalid(self, uc: Uc, _user) -> bool:
         # every trap passes here: straight to the C API, past the binding's dispatch

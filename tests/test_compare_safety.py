@@ -346,3 +346,22 @@ def test_the_emulator_does_not_grow_with_the_cases(tmp_path):
     # measured: 2 MB; 30 MB when a dropped engine waits for the garbage collector; 130 MB when
     # one engine takes every trap
     assert _rss_kib(os.getpid()) - before < 15 << 10
+
+
+def test_a_worker_running_emulated_jobs_stays_bounded(tmp_path, monkeypatch):
+    """The same, as a worker runs it: jobs of cases at three levels, one after another."""
+    from itertools import islice
+
+    monkeypatch.setattr(compare, "EMU_RECYCLE_TRAPS", 5000)  # renew often: a short test shows it
+    harnesses = build.build_harness(toolchain.find_clang(), SPEC, render_spec(SPEC), tmp_path,
+                                    compare.DEFAULT_OPTS, ("emulated",))  # fmt: skip
+    levels = tuple((h.opt, h.emulated) for h in harnesses)
+    chunks = compare._chunks(SPEC, islice(cases.stream(SPEC, 1), 10**6), 16)
+    jobs = [compare.Job(SPEC.path, SPEC.source, levels, "emulator", None, chunk, "")
+            for chunk in islice(chunks, 20)]  # fmt: skip
+    for job in jobs[:4]:
+        compare.run_job(job)
+    before = _rss_kib(os.getpid())
+    for job in jobs[4:]:
+        assert all(mismatch is None for _, _, mismatch in compare.run_job(job))
+    assert _rss_kib(os.getpid()) - before < 5 << 10  # measured: 0-3 MB; 8 MB without a collection
