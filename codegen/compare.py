@@ -231,8 +231,9 @@ def _exchange(proc: subprocess.Popen, data: bytes, limit: float,
 _EMULATORS: dict[Path, object] = {}
 EMU_BATCH = 256 << 10  # bytes of case lines per emulator call (its input buffer holds 1 MiB)
 # Unicorn keeps about 500 bytes per trapped instruction until the engine is closed (measured:
-# 5 MB per 10 000 traps); a fresh one costs 5 ms, so each is replaced after this many traps.
-EMU_RECYCLE_TRAPS = 50_000
+# 5 MB per 10 000 traps), so each is replaced after this many traps: at most 50 MB an engine.
+# A fresh one costs 5 ms and its translations afresh; the default run hardly needs one.
+EMU_RECYCLE_TRAPS = 100_000
 _CASE_ID = re.compile(r"\bid=(\d+)")
 _CASE_END = re.compile(r"^E \d+\n", re.M)
 

@@ -328,8 +328,9 @@ def test_a_killed_compare_leaves_no_process_and_its_directory_goes_next_time(tmp
     assert not left.exists() and alive.exists() and unknown.exists()
 
 
-def test_the_emulator_does_not_grow_with_the_cases(tmp_path):
+def test_the_emulator_does_not_grow_with_the_cases(tmp_path, monkeypatch):
     """Unicorn holds memory per trapped instruction until closed: a long run must not keep it."""
+    monkeypatch.setattr(compare, "EMU_RECYCLE_TRAPS", 20_000)  # what it keeps is then under 10 MB
     (h,) = build.build_harness(toolchain.find_clang(), SPEC, render_spec(SPEC), tmp_path, ("-O2",),
                                ("emulated",))  # fmt: skip
     chosen = cases.generate(SPEC, 1, 400)[100:]
