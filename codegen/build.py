@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,19 +193,62 @@ def _run(cmd: list[str], what: str) -> None:
 
 
 def _cached_object(compiler: Compiler, name: str, cmd_tail: list[str], work: Path) -> Path:
-    """Compile a harness source once per compiler and content; reuse it afterwards."""
+    """Compile a harness source once per compiler and content; reuse it afterwards.
+
+    Each entry is written beside its final name and renamed into place (so
+    the cache may be on another filesystem than the build), with the sha256
+    of its bytes recorded in ``<entry>.sha256``; an entry that does not match
+    its record (empty, truncated, overwritten) is rebuilt, never used.
+    """
     sources = [HARNESS_DIR / f"{name}.c", HARNESS_DIR / "kharness.h", SHIM_HEADER]
     key = hashlib.sha256(
         "\0".join([*compiler.argv, compiler.version, *cmd_tail, *(p.read_text() for p in sources)]).encode()
     ).hexdigest()[:24]
     cache = _cache_dir() / f"{name}-{key}.o"
-    if not cache.exists():
-        tmp = work / f"{name}.{compiler.family}.o"
+    if _valid_entry(cache):
+        return cache
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{cache.name}.", suffix=".tmp", dir=cache.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
         _run(compiler.command(*cmd_tail, "-c", str(sources[0]), "-o", str(tmp)),
              f"{compiler.name} rejected the harness's {name}.c")  # fmt: skip
-        cache.parent.mkdir(parents=True, exist_ok=True)
+        data = tmp.read_bytes()
+        if not data.startswith(ELF_MAGIC):
+            raise BuildError(f"{compiler.name} wrote no object file for the harness's {name}.c")
         os.replace(tmp, cache)
+        _write_atomic(_digest_path(cache), hashlib.sha256(data).hexdigest() + "\n")
+    finally:
+        tmp.unlink(missing_ok=True)
     return cache
+
+
+ELF_MAGIC = b"\x7fELF"
+
+
+def _digest_path(entry: Path) -> Path:
+    return entry.with_name(entry.name + ".sha256")
+
+
+def _valid_entry(entry: Path) -> bool:
+    """Whether a cached object is there, an ELF file, and the bytes that were recorded."""
+    try:
+        data = entry.read_bytes()
+        recorded = _digest_path(entry).read_text().strip()
+    except OSError:
+        return False
+    return data.startswith(ELF_MAGIC) and hashlib.sha256(data).hexdigest() == recorded
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _cache_dir() -> Path:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass
+from collections.abc import Iterator
 from functools import cache
+from itertools import islice
 
 from . import mirror, oracle
 from .host import GUARD_TOP
@@ -309,44 +311,51 @@ def _random_machine(rng: random.Random, spec: Spec, large: bool) -> Machine:
 @cache
 def generate(spec: Spec, seed: int, count: int) -> tuple[Case, ...]:
     """``count`` cases: each boundary for every form first, then random ones."""
+    return tuple(islice(stream(spec, seed), count))
+
+
+def stream(spec: Spec, seed: int) -> Iterator[Case]:
+    """Every case of ``seed``, one at a time and without end: case N never depends on how
+    many are asked for, so a run of any size holds only the cases it is working on."""
     forms = [w.kind for w in spec.kernel.sweep.workers] if spec.kernel.sweep else []
     workers = {w.kind: w for w in spec.kernel.sweep.workers} if spec.kernel.sweep else {}
     rng = random.Random(seed)
-    cases: list[Case] = []
+    n = 0
 
-    def add(form: str, machine: Machine, label: str, passes: int = 2) -> None:
-        if len(cases) >= count:
-            return
+    def make(form: str, machine: Machine, label: str, passes: int = 2) -> Case:
         if oracle.uses_oracle(spec):
             actions = _oracle_script(rng, spec, machine, rng.randint(1, 12))
         elif form == HELPERS:
             actions = _helper_script(rng, spec, machine, rng.randint(1, 12))
         else:
             actions = _worker_script(rng, workers[form], passes)
-        cases.append(Case(len(cases), form, machine, actions, label))
+        return Case(n, form, machine, actions, label)
 
     if oracle.uses_oracle(spec):
-        while len(cases) < count:
-            add(HELPERS, Machine(0, 1, cores=rng.randint(1, 4)), f"random calls, seed {seed}")
-        return tuple(cases)
+        while True:
+            yield make(HELPERS, Machine(0, 1, cores=rng.randint(1, 4)), f"random calls, seed {seed}")
+            n += 1
     for label, machine in _boundaries(spec):
         for form in forms:
-            add(form, machine, "boundary: " + label, passes=1 if machine.nr_cpus > 64 else 2)
-    add(HELPERS, Machine(0, 1, cores=4, threads_per_core=2), "boundary: helper calls")
+            yield make(form, machine, "boundary: " + label, passes=1 if machine.nr_cpus > 64 else 2)
+            n += 1
+    yield make(HELPERS, Machine(0, 1, cores=4, threads_per_core=2), "boundary: helper calls")
+    n += 1
     if spec.kernel.enable is not None:
         gb = spec.instruction.table.region_size
         small = Machine(_pfn(gb + 4096), _pfn(3 * gb), cores=3, threads_per_core=2, leader=4)
         for form in forms:
             for label, actions in _sequences(workers[form]):
-                if len(cases) < count:
-                    cases.append(Case(len(cases), form, small, actions, "sequence: " + label))
-            add(form, dataclasses.replace(small, feature=False), "boundary: without the feature")
-        add(HELPERS, Machine(0, 1, cores=2, feature=False), "boundary: helper calls without the feature")
-    while len(cases) < count:
-        n = len(cases)
+                yield Case(n, form, small, actions, "sequence: " + label)
+                n += 1
+            yield make(form, dataclasses.replace(small, feature=False), "boundary: without the feature")
+            n += 1
+        yield make(HELPERS, Machine(0, 1, cores=2, feature=False), "boundary: helper calls without the feature")
+        n += 1
+    while True:
         large = "memory" if n % 251 == 5 else "cpus" if n % 97 == 50 else False
         machine = _random_machine(rng, spec, large)
         form = rng.choice(forms + [HELPERS] if forms else [HELPERS])
-        add(form, machine, f"random, seed {seed}" + (f", large {large}" if large else ""),
-            passes=1 if large else 3)  # fmt: skip
-    return tuple(cases)
+        yield make(form, machine, f"random, seed {seed}" + (f", large {large}" if large else ""),
+                   passes=1 if large else 3)  # fmt: skip
+        n += 1

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -22,8 +24,8 @@ from .spec import load_all
 from .toolchain import ToolchainError
 
 DEFAULT_ISA_DIR = Path("isa")
+MAX_CASES = 10**6  # cases one compare may ask for (codegen.cases generates about 40 000 a second)
 DEFAULT_OUT_DIR = Path("generated")
-MAX_CASES = 100_000  # compare's configurations per spec
 
 
 def default_spec_paths() -> list[Path]:
@@ -35,6 +37,32 @@ def default_spec_paths() -> list[Path]:
             "(run from the project root or name the spec files)"
         )
     return paths
+
+
+def interruptible(command):
+    """Ctrl-C (SIGINT) or SIGTERM stops ``command`` promptly and quietly: what it started is
+    stopped and its temporary files go as the exception unwinds, then kgen exits 130 or 143."""
+
+    def stop(signum, _frame):
+        for sig in (signal.SIGINT, signal.SIGTERM):  # the cleanup is not interrupted in turn
+            signal.signal(sig, signal.SIG_IGN)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            sys.exit(128 + signal.SIGINT)
+        finally:
+            for sig, handler in previous.items():
+                with contextlib.suppress(TypeError):
+                    signal.signal(sig, handler)
+
+    return run
 
 
 def load_specs(paths: tuple[str, ...]) -> list[Spec]:
@@ -76,6 +104,7 @@ def main() -> None:
               help="With --base: the generated files to hold to a fresh render [default: "
                    "generated/ beside the spec's directory, e.g. generated/ for isa/*.yaml].")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
+@interruptible
 def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count: int,
              out: Path | None, as_json: bool) -> None:  # fmt: skip
     """Check specs: structure, types, ranges, names and cross-field rules.
@@ -717,6 +746,7 @@ def _bytes(n: int) -> str:
               help="Run the kernel's own helper instead: an include directory (repeat) where "
                    "the spec's header, e.g. asm/sev.h, and what it includes are found.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
+@interruptible
 def compare(specs, count, seed, only, engine, opts, keep_going, generated, reference,
             as_json) -> None:  # fmt: skip
     """Compile the generated C with clang and check it against the mirror.
@@ -795,7 +825,7 @@ def _progress_bar(label: str):
         width = 30
         filled = width * done // max(total, 1)
         click.echo(
-            f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} chunks, "
+            f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} cases, "
             f"{result.executions} executions checked",
             nl=False, err=True,
         )  # fmt: skip

@@ -10,12 +10,20 @@ reported with its case and a command that reproduces it.
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import selectors
+import shutil
+import signal
+import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from itertools import chain, islice
 from pathlib import Path
 
 from . import cases as case_gen
@@ -83,58 +91,202 @@ class Job:
     levels: tuple[tuple[str, Path], ...]  # (opt, harness binary)
     engine: str
     guard: int | None
-    seed: int
-    count: int
-    ids: tuple[int, ...]
+    cases: tuple[case_gen.Case, ...]
     reproduce: str
+    keep_going: bool = False  # run the levels after the first that mismatches
 
 
 def _budget(expected_lines: int) -> int:
     return expected_lines + expected_lines // 2 + 64
 
 
-CASE_TIMEOUT = 20  # seconds one case may run: code that loops without any event
+CASE_TIMEOUT = 20  # seconds a case may run where nothing says how long it should take
+TIMEOUT_FLOOR = 2  # seconds any case may run, however short its trace
+LINE_SECONDS = 200e-6  # per line of the mirror's trace: about 10x what the emulator takes
 
 
-def _run_native(harness: Path, guard: int | None, text: str) -> str:
-    cmd = [str(harness), "--timeout", str(CASE_TIMEOUT)]
+def case_timeout(lines: int) -> int:
+    """Whole seconds a case with ``lines`` expected trace lines may run: generous, bounded."""
+    return max(TIMEOUT_FLOOR, math.ceil(lines * LINE_SECONDS))
+
+
+def _with_timeout(line: str, seconds: int) -> str:
+    return f"{line[:-1]} timeout={seconds}\n"
+
+
+# --- the native harness, confined ----------------------------------------------------------
+
+OUT_SLACK = 1 << 20  # bytes of output beyond what the cases should print, before it is cut off
+_RUNNING: set[int] = set()  # process groups of the harnesses this process is running
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _run_native(harness: Path, guard: int | None, text: str, limit: float | None = None,
+                out_cap: int | None = None) -> str:  # fmt: skip
+    """Run the native harness on ``text``: its stdout, after its "G" line.
+
+    The harness runs in a process group of its own, which is killed when it
+    is done, when it runs past ``limit`` seconds in all (the harness times
+    each case itself; this is the backstop), or when its output passes
+    ``out_cap`` bytes; it also confines itself (see native.c), with CPU time
+    bounded by ``limit``.
+    """
+    limit = limit or CASE_TIMEOUT * max(text.count("\n"), 1)
+    out_cap = out_cap or 64 * len(text) + OUT_SLACK
+    # the CPU limit is a second line: the wall-clock one below speaks first
+    cmd = [str(harness), "--timeout", str(CASE_TIMEOUT), "--cpu", str(math.ceil(limit) + 2)]
     cmd += ["--guard", hex(guard)] if guard else []
-    proc = subprocess.run(cmd, input=text, capture_output=True, text=True, check=False)
-    head, _, out = proc.stdout.partition("\n")
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    _RUNNING.add(proc.pid)
+    try:
+        stdout, stderr, why = _exchange(proc, text.encode(), limit, out_cap)
+    finally:
+        _kill_group(proc.pid)  # with anything it left behind
+        _RUNNING.discard(proc.pid)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            pipe.close()
+        proc.wait()
+    head, _, out = stdout.decode(errors="replace").partition("\n")
     if not head.startswith("G ") or head == "G fail":
-        raise RuntimeError(f"the native harness could not start ({head or proc.stderr.strip()})")
-    if proc.returncode != 0:
-        out += f"B the harness died (exit status {proc.returncode})\n"
+        detail = head or stderr.decode(errors="replace").strip() or why
+        raise RuntimeError(f"the native harness could not start ({detail})")
+    if why:
+        out = out[: out.rfind("\n") + 1] + f"B {why}\n"
+    elif proc.returncode != 0:
+        out += f"B the harness died ({_status(proc.returncode)})\n"
     return out
 
 
+def _status(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit status {code}"
+
+
+def _exchange(proc: subprocess.Popen, data: bytes, limit: float,
+              out_cap: int) -> tuple[bytes, bytes, str | None]:  # fmt: skip
+    """Feed ``data`` to ``proc`` and read its output until it exits or a bound is passed.
+
+    Returns stdout, stderr (its first 64 KiB) and why it was cut short, if it was.
+    Nothing waits on a pipe that a process the harness left behind holds open.
+    """
+    sel = selectors.DefaultSelector()
+    out, err = bytearray(), bytearray()
+    view, sent = memoryview(data), 0
+    for f in (proc.stdin, proc.stdout, proc.stderr):
+        os.set_blocking(f.fileno(), False)
+    if data:
+        sel.register(proc.stdin, selectors.EVENT_WRITE)
+    else:
+        proc.stdin.close()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    sel.register(proc.stderr, selectors.EVENT_READ)
+    why, deadline = None, time.monotonic() + limit
+    try:
+        while sel.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                why = f"timed out after {math.ceil(limit)} s: the harness ran far longer than expected"
+                break
+            exited = proc.poll() is not None
+            for key, _ in sel.select(min(left, 0.05 if exited else 0.5)):
+                f = key.fileobj
+                if f is proc.stdin:
+                    try:
+                        sent += os.write(f.fileno(), view[sent : sent + (1 << 16)])
+                    except BrokenPipeError:
+                        sent = len(data)
+                    if sent >= len(data):
+                        sel.unregister(f)
+                        f.close()
+                    continue
+                chunk = os.read(f.fileno(), 1 << 16)
+                if not chunk:
+                    sel.unregister(f)
+                    continue
+                (out if f is proc.stdout else err).extend(chunk)
+                if len(err) > 1 << 16:
+                    del err[1 << 16 :]
+                if len(out) > out_cap:
+                    why = f"the harness wrote more than {out_cap} bytes: far more than the mirror expects"
+                    break
+            if why:
+                break
+            if exited and not sel.select(0):
+                break  # it is gone and its pipes are drained; whatever holds them open is not waited for
+    finally:
+        sel.close()
+    return bytes(out), bytes(err), why
+
+
+# --- the emulated harness ------------------------------------------------------------------
+
 _EMULATORS: dict[Path, object] = {}
 EMU_BATCH = 256 << 10  # bytes of case lines per emulator call (its input buffer holds 1 MiB)
+# Unicorn keeps about 500 bytes per trapped instruction until the engine is closed (measured:
+# 5 MB per 10 000 traps), so each is replaced after this many traps: at most 50 MB an engine.
+# A fresh one costs 5 ms and its translations afresh; the default run hardly needs one.
+EMU_RECYCLE_TRAPS = 100_000
+_CASE_ID = re.compile(r"\bid=(\d+)")
+_CASE_END = re.compile(r"^E \d+\n", re.M)
 
 
-def _run_emulated(harness: Path, spec_line: str, lines: list[str]) -> str:
-    from .emulator import Emulator, EmulatorTimeout
+def _run_emulated(harness: Path, spec_line: str, lines: list[str],
+                  sizes: list[int] | None = None) -> str:  # fmt: skip
+    """Run case ``lines`` in the emulated harness: its output.
 
-    out, batch, size = [], [], 0
-    for line in lines + [None]:
-        if line is None or (batch and size + len(line) > EMU_BATCH):
-            emu = _EMULATORS.get(harness)
-            if emu is None:
-                emu = _EMULATORS[harness] = Emulator(harness)
-                emu.run(spec_line.encode())
-            try:
-                # generous: a normal batch takes a few seconds
-                text = emu.run("".join(batch).encode(), timeout=CASE_TIMEOUT + len(batch) * 0.05)
-            except EmulatorTimeout as exc:
-                del _EMULATORS[harness]  # its state is lost: load it afresh next time
-                text = exc.args[0] + b"\nB timed out: the code ran far longer than the mirror expects\n"
-                out.append(text.decode(errors="replace"))
-                break
-            out.append(text.decode(errors="replace"))
-            batch, size = [], 0
-        if line is not None:
-            batch.append(line)
-            size += len(line)
+    ``sizes`` (expected trace lines per case) bound the time: a batch may
+    take what its cases should, plus the floor; a batch that runs out runs
+    again from the case it stopped in, that case alone with its own
+    :func:`case_timeout`.  A case that the emulator stops (a timeout, a fault
+    it cannot handle) ends the output with a "B" line, as natively.
+    """
+    from .emulator import Emulator, EmulatorError, EmulatorTimeout
+
+    sizes = sizes or [250] * len(lines)  # unknown: 50 ms a case, as ever
+    out: list[str] = []
+    i, alone = 0, -1
+    while i < len(lines):
+        j, size = i + 1, len(lines[i])
+        while j < len(lines) and i != alone and size + len(lines[j]) <= EMU_BATCH:
+            size += len(lines[j])
+            j += 1
+        emu = _EMULATORS.get(harness)
+        if emu is None:
+            emu = _EMULATORS[harness] = Emulator(harness)
+            emu.run(spec_line.encode())
+        limit = case_timeout(sizes[i]) if i == alone else TIMEOUT_FLOOR + sum(sizes[i:j]) * LINE_SECONDS
+        try:
+            out.append(emu.run("".join(lines[i:j]).encode(), timeout=limit).decode(errors="replace"))
+            if emu.traps > EMU_RECYCLE_TRAPS:
+                _EMULATORS.pop(harness).close()
+            i = j
+            continue
+        except EmulatorError as exc:
+            _EMULATORS.pop(harness).close()  # its state is lost: load it afresh next time
+            text = exc.output.decode(errors="replace")
+            ends = [m.end() for m in _CASE_END.finditer(text)]
+            done = ends[-1] if ends else 0
+            k = i + len(ends)  # the case it stopped in
+            out.append(text[:done])
+            if isinstance(exc, EmulatorTimeout) and k != alone:
+                i = alone = k  # run it again on its own, with its own time
+                continue
+            case = _CASE_ID.search(lines[k]) if k < len(lines) else None
+            why = (f"timed out after {math.ceil(limit)} s: the code ran far longer than the mirror expects"
+                   if isinstance(exc, EmulatorTimeout) else str(exc))  # fmt: skip
+            out.append(text[done:] + f"B {why}\n" + (f"E {case.group(1)}\n" if case else ""))
+            break
     return "".join(out)
 
 
@@ -162,18 +314,23 @@ def _first_difference(job: Job, opt: str, chosen, wanted, out: str):
 def run_job(job: Job) -> list[tuple[str, LevelStats, Mismatch | None]]:
     """Run one chunk at every level and compare with the mirror; runs in a worker process."""
     spec = parse(job.spec_text, job.spec_path)
-    all_cases = case_gen.generate(spec, job.seed, job.count)
-    chosen = [all_cases[i] for i in job.ids]
+    chosen = job.cases
     wanted = [case_gen.expected(spec, c) for c in chosen]
     lines = [case_gen.case_line(spec, c, _budget(len(w))) for c, w in zip(chosen, wanted)]
+    sizes = [len(w) for w in wanted]
     spec_line = case_gen.spec_line(spec)
     results = []
     for opt, harness in job.levels:
         if job.engine == "native":
-            out = _run_native(harness, job.guard, spec_line + "".join(lines))
+            timed = [_with_timeout(line, case_timeout(n)) for line, n in zip(lines, sizes)]
+            limit = 2 * max(map(case_timeout, sizes)) + sum(sizes) * LINE_SECONDS + TIMEOUT_FLOOR
+            out_cap = 4 * sum(len(line) + 1 for w in wanted for line in w) + OUT_SLACK
+            out = _run_native(harness, job.guard, spec_line + "".join(timed), limit, out_cap)
         else:
-            out = _run_emulated(harness, spec_line, lines)
+            out = _run_emulated(harness, spec_line, lines, sizes)
         results.append((opt, *_first_difference(job, opt, chosen, wanted, out)))
+        if results[-1][2] is not None and not job.keep_going:
+            break  # what follows is not reported
     return results
 
 
@@ -188,20 +345,99 @@ def _weight(spec: Spec, case) -> int:
     return 40 + regions * (2 + m.cores) * passes
 
 
-def _chunks(spec: Spec, all_cases: tuple, ids: list[int], parts: int) -> list[tuple[int, ...]]:
-    """Split case ids into chunks of similar weight, several per worker."""
-    weights = [_weight(spec, all_cases[i]) for i in ids]
+LOOKAHEAD = 4096  # cases that set the size of a chunk
+
+
+def _chunks(spec: Spec, cases: Iterator, parts: int) -> Iterator[tuple]:
+    """Split cases into chunks of similar weight, about ``parts`` per LOOKAHEAD cases.
+
+    Streams: only the LOOKAHEAD cases that size the chunks are held at once.
+    """
+    head = list(islice(cases, LOOKAHEAD))
+    weights = [_weight(spec, c) for c in head]
     target = max(sum(weights) // max(parts, 1), 1)
-    chunks, current, acc = [], [], 0
-    for i, w in zip(ids, weights):
+    current, acc = [], 0
+    for case, w in chain(zip(head, weights), ((c, _weight(spec, c)) for c in cases)):
         if current and acc + w > target:
-            chunks.append(tuple(current))
+            yield tuple(current)
             current, acc = [], 0
-        current.append(i)
+        current.append(case)
         acc += w
     if current:
-        chunks.append(tuple(current))
-    return chunks
+        yield tuple(current)
+
+
+def _work_dir() -> tempfile.TemporaryDirectory:
+    """A temporary directory named for this process, after removing those of dead ones.
+
+    A compare that is killed (SIGKILL) cannot remove its directory; the next
+    one does, once no process of that id is running.
+    """
+    for old in Path(tempfile.gettempdir()).glob("kgen-compare-*-*"):
+        pid = old.name.split("-")[2]
+        if pid.isdigit() and not _alive(int(pid)) and _mine(old):
+            shutil.rmtree(old, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"kgen-compare-{os.getpid()}-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _mine(path: Path) -> bool:
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+
+
+# --- worker processes ----------------------------------------------------------------------
+
+
+def _worker_init() -> None:
+    """In each worker: die with the parent, leave Ctrl-C to it, and on SIGTERM take the
+    harness it runs down with it."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _worker_terminated)
+
+
+def _worker_terminated(signum, _frame) -> None:
+    for pgid in list(_RUNNING):
+        _kill_group(pgid)
+    os._exit(128 + signum)
+
+
+def _die_with_parent() -> None:
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _stop_pool(pool: ProcessPoolExecutor, grace: float = 0.3) -> None:
+    """Stop a pool now: cancel what has not started, terminate the workers (each kills its
+    harness), and kill those that do not exit within ``grace`` seconds."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        proc.join(max(deadline - time.monotonic(), 0))
+        if proc.is_alive():
+            proc.kill()
+            proc.join(1)
 
 
 def compare(spec: Spec, compiler: Compiler, engine: EngineChoice, seed: int, count: int,
@@ -238,12 +474,14 @@ def compare(spec: Spec, compiler: Compiler, engine: EngineChoice, seed: int, cou
         from .reference import prove
 
         result.references = prove(compiler, spec, files, reference)
-    all_cases = case_gen.generate(spec, seed, count)
-    ids = [only] if only is not None else list(range(len(all_cases)))
-    if only is not None and not 0 <= only < len(all_cases):
-        raise ValueError(f"case {only} does not exist: seed {seed} has cases 0..{len(all_cases) - 1}")
-    result.cases = len(ids)
-    with tempfile.TemporaryDirectory(prefix="kgen-compare-") as tmp:
+    if only is not None and not 0 <= only < count:
+        raise ValueError(f"case {only} does not exist: seed {seed} has cases 0..{count - 1}")
+    stream = islice(case_gen.stream(spec, seed), count)
+    if only is not None:
+        stream = islice(stream, only, only + 1)
+    result.cases = 1 if only is not None else count
+    parts = 8 * (workers or os.cpu_count() or 1)
+    with _work_dir() as tmp:
         harnesses: list[Harness] = build_harness(
             compiler, spec, files, Path(tmp), opts,
             ("native",) if native else ("emulated",), reference,
@@ -255,33 +493,54 @@ def compare(spec: Spec, compiler: Compiler, engine: EngineChoice, seed: int, cou
         levels = tuple(
             (h.opt, h.native if engine.engine == "native" else h.emulated) for h in harnesses
         )
-        jobs = [
-            Job(spec.path, spec.source, levels, engine.engine, engine.guard, seed, count, chunk, reproduce)
-            for chunk in _chunks(spec, all_cases, ids, 8 * (workers or os.cpu_count() or 1))
-        ]  # fmt: skip
-        total = len(jobs)
+        jobs = (
+            Job(spec.path, spec.source, levels, engine.engine, engine.guard, chunk, reproduce, keep_going)
+            for chunk in _chunks(spec, stream, parts)
+        )  # fmt: skip
         for opt in opts:
             result.stats[opt] = LevelStats()
-        with ProcessPoolExecutor(max_workers=workers or min(len(jobs), os.cpu_count() or 1)) as pool:
-            pending = {pool.submit(run_job, j) for j in jobs}
-            done_jobs = 0
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    for opt, stats, mismatch in fut.result():
-                        level = result.stats[opt]
-                        level.cases += stats.cases
-                        level.executions += stats.executions
-                        level.lines += stats.lines
-                        if mismatch:
-                            result.mismatches.append(mismatch)
-                    done_jobs += 1
-                    if progress:
-                        progress(done_jobs, total, result)
-                if result.mismatches and not keep_going:
-                    for fut in pending:
-                        fut.cancel()
-                    break
+        _run_jobs(jobs, result, keep_going, progress, workers or min(parts, os.cpu_count() or 1),
+                  in_flight=parts)  # fmt: skip
     result.mismatches.sort(key=lambda m: (m.case, opts.index(m.opt)))
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _run_jobs(jobs: Iterable[Job], result: Result, keep_going: bool, progress, workers: int,
+              in_flight: int) -> None:  # fmt: skip
+    """Run ``jobs`` in a pool, at most ``in_flight`` submitted at a time, into ``result``.
+
+    However it ends (done, a mismatch without ``keep_going``, Ctrl-C, SIGTERM,
+    an error), no worker or harness outlives it.
+    """
+    jobs = iter(jobs)
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init)
+    try:
+        pending: dict = {}  # future -> its number of cases
+        done_cases = 0
+        while True:
+            while len(pending) < in_flight and (job := next(jobs, None)) is not None:
+                pending[pool.submit(run_job, job)] = len(job.cases)
+            if not pending:
+                break
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                for opt, stats, mismatch in fut.result():
+                    level = result.stats[opt]
+                    level.cases += stats.cases
+                    level.executions += stats.executions
+                    level.lines += stats.lines
+                    if mismatch:
+                        result.mismatches.append(mismatch)
+                done_cases += pending.pop(fut)
+                if progress:
+                    progress(done_cases, result.cases, result)
+            if result.mismatches and not keep_going:
+                break
+    except BaseException:
+        _stop_pool(pool)
+        raise
+    if pending:
+        _stop_pool(pool)  # a mismatch ends the run: what is still running is not reported
+    else:
+        pool.shutdown()

@@ -11,6 +11,7 @@ address and continues at ``kgen_emu_trap_stub``, which runs the same
 from __future__ import annotations
 
 import ctypes
+import gc
 from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
@@ -24,14 +25,36 @@ PAGE = 0x1000
 STACK_TOP = 0x7FFF_0000_0000
 STACK_SIZE = 8 << 20
 SENTINEL = 0x7FFF_1000_0000  # the return address of kgen_emu_run: emulation stops there
+OUT_CAP = 48 << 20  # the harness's output buffer (emu.c)
 
 
 class EmulatorError(Exception):
-    """The emulated harness did not return normally."""
+    """The emulated harness did not return normally; ``output`` is what it printed so far."""
+
+    def __init__(self, message: str, output: bytes = b""):
+        super().__init__(message)
+        self.output = output
 
 
 class EmulatorTimeout(EmulatorError):
-    """The emulated code ran past its time limit; ``args[0]`` is the output so far."""
+    """The emulated code ran past its time limit."""
+
+
+# what stopped the emulator, in the words the native harness uses for the same fault
+_FAULTS = {
+    "UC_ERR_FETCH_UNMAPPED": "jumped to an address that holds no code",
+    "UC_ERR_FETCH_PROT": "jumped to an address that holds no code",
+    "UC_ERR_READ_UNMAPPED": "a memory fault in the generated code, not at the spec's instruction",
+    "UC_ERR_WRITE_UNMAPPED": "a memory fault in the generated code, not at the spec's instruction",
+    "UC_ERR_READ_PROT": "a memory fault in the generated code, not at the spec's instruction",
+    "UC_ERR_WRITE_PROT": "a memory fault in the generated code, not at the spec's instruction",
+}
+
+
+def _error_name(exc: UcError) -> str:
+    import unicorn.unicorn_const as const
+
+    return next((n for n in dir(const) if n.startswith("UC_ERR_") and getattr(const, n) == exc.errno), "")
 
 
 def _page_down(x: int) -> int:
@@ -78,7 +101,16 @@ class Emulator:
         self._rip, self._rsp = ctypes.c_uint64(), ctypes.c_uint64()
         self._rip_ref, self._rsp_ref = ctypes.byref(self._rip), ctypes.byref(self._rsp)
         self._rip_bytes = ctypes.cast(ctypes.pointer(self._rip), ctypes.POINTER(ctypes.c_char))
-        self.uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
+        self._hook = self.uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
+
+    def close(self) -> None:
+        """Free the engine now.  Unicorn's memory grows with every trap it took, and the
+        binding's closures keep the engine in reference cycles that only a full garbage
+        collection frees, which a busy worker may not run for minutes (measured: 20 MB/s)."""
+        if self.uc is not None:
+            self.uc.hook_del(self._hook)
+            self.uc = None
+            gc.collect()
 
     def _on_invalid(self, uc: Uc, _user) -> bool:
         # every trap passes here: straight to the C API, past the binding's dispatch
@@ -112,9 +144,14 @@ class Emulator:
             uc.emu_start(self.run_addr, SENTINEL, timeout=int(timeout * 1e6))
         except UcError as exc:
             rip = uc.reg_read(UC_X86_REG_RIP)
-            raise EmulatorError(f"emulation stopped at {rip:#x}: {exc}") from None
-        n = int.from_bytes(uc.mem_read(self.out_len_addr, 8), "little")
-        out = bytes(uc.mem_read(self.out_addr, n))  # up to the last complete event
+            what = _FAULTS.get(_error_name(exc), "the emulator stopped")
+            raise EmulatorError(f"{what} (emulator: {exc} at {rip:#x})", self._output()) from None
+        out = self._output()
         if uc.reg_read(UC_X86_REG_RIP) != SENTINEL:
-            raise EmulatorTimeout(out)
+            raise EmulatorTimeout(f"ran past {timeout} s", out)
         return out
+
+    def _output(self) -> bytes:
+        """The harness's output, up to the last complete event."""
+        n = int.from_bytes(self.uc.mem_read(self.out_len_addr, 8), "little")
+        return bytes(self.uc.mem_read(self.out_addr, min(n, OUT_CAP)))

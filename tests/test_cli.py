@@ -142,10 +142,10 @@ def test_pre_commit_hooks_run_real_commands():
 @pytest.mark.parametrize(
     "args",
     [
-        ["compare", "--cases", "100001"],
+        ["compare", "--cases", "1000001"],
         ["compare", "--seed", "-1"],
         ["compare", "--seed", str(1 << 64)],
-        ["compare", "--case", "100000"],
+        ["compare", "--case", "1000000"],
         ["validate", "--cases", "0"],
         ["validate", "--cases", "9" * 5000],
     ],

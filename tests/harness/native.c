@@ -9,15 +9,32 @@
  * handler treats the fault exactly like the trap.
  *
  * Reads cases from stdin, one per line; writes their events to stdout.  A
- * case that runs longer than --timeout seconds (code that loops without a
- * trace event, which the event budget cannot stop) is aborted by SIGALRM.
+ * case that runs longer than its "timeout=N" token says, or --timeout
+ * seconds without one (code that loops without a trace event, which the
+ * event budget cannot stop), is aborted by SIGALRM, and the harness stops
+ * after it: its state may be anywhere.
+ *
+ * The generated code under test may do anything a process can, so before
+ * the first case the harness confines itself: it dies with its parent, may
+ * write no file larger than 1 MiB, use no more than --cpu seconds of CPU
+ * time, and may not create processes or run programs (a seccomp filter,
+ * since RLIMIT_NPROC does not hold for root).  Its caller also runs it in a
+ * process group of its own and kills the group when done.
  */
 #define _GNU_SOURCE
+#include <errno.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -25,6 +42,7 @@
 
 #define GUARD_LOW	0x10000UL
 #define OUT_CAP		(1UL << 30)
+#define FILE_CAP	(1UL << 20)
 
 static void on_trap(int sig, siginfo_t *si, void *ctx)
 {
@@ -47,22 +65,82 @@ static void on_trap(int sig, siginfo_t *si, void *ctx)
 	g[REG_EFL] = (greg_t)r.flags;
 }
 
+static char timeout_why[96];
+static volatile sig_atomic_t timed_out;
+
 static void on_alarm(int sig __always_unused)
 {
-	kgen_abort_case("timed out: the code ran far longer than the mirror expects");
+	timed_out = 1;
+	kgen_abort_case(timeout_why);
+}
+
+/* The seconds a case may run: its timeout=N token, or @fallback. */
+static unsigned int case_timeout(const char *line, unsigned int fallback)
+{
+	const char *t = strstr(line, " timeout=");
+
+	return t ? (unsigned int)strtoul(t + 9, NULL, 0) : fallback;
+}
+
+static void set_limit(int resource, rlim_t value)
+{
+	struct rlimit rl = { value, value };
+
+	setrlimit(resource, &rl);
+}
+
+/* Refuse every way of making a process or running a program: EPERM. */
+static void forbid_processes(void)
+{
+#define DENY(nr) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), \
+		 BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM)
+	struct sock_filter filter[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		/* the x32 numbers alias the same calls */
+		BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+		DENY(__NR_fork), DENY(__NR_vfork), DENY(__NR_clone), DENY(__NR_clone3),
+		DENY(__NR_execve), DENY(__NR_execveat),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+#undef DENY
+	struct sock_fprog prog = { .len = sizeof(filter) / sizeof(filter[0]), .filter = filter };
+
+	prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+	prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
+}
+
+static void confine(unsigned long cpu_seconds)
+{
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	set_limit(RLIMIT_FSIZE, FILE_CAP);
+	set_limit(RLIMIT_CORE, 0);
+	set_limit(RLIMIT_NPROC, 0);
+	if (cpu_seconds)
+		set_limit(RLIMIT_CPU, cpu_seconds);
+	forbid_processes();
 }
 
 int main(int argc, char **argv)
 {
 	struct sigaction sa = { .sa_sigaction = on_trap, .sa_flags = SA_SIGINFO | SA_NODEFER };
 	struct sigaction alarm_sa = { .sa_handler = on_alarm, .sa_flags = SA_NODEFER };
-	unsigned int timeout = 20;
+	unsigned int timeout = 20, seconds;
+	unsigned long cpu = 0;
 	char *line = NULL, *out;
 	size_t cap = 0;
 	ssize_t len;
 
 	if (argc >= 3 && !strcmp(argv[1], "--timeout")) {
 		timeout = (unsigned int)strtoul(argv[2], NULL, 0);
+		argc -= 2;
+		argv += 2;
+	}
+	if (argc >= 3 && !strcmp(argv[1], "--cpu")) {
+		cpu = strtoul(argv[2], NULL, 0);
 		argc -= 2;
 		argv += 2;
 	}
@@ -88,9 +166,13 @@ int main(int argc, char **argv)
 	sigaction(SIGSEGV, &sa, NULL);
 	sigaction(SIGBUS, &sa, NULL);
 	sigaction(SIGALRM, &alarm_sa, NULL);
-	while ((len = getline(&line, &cap, stdin)) > 0) {
+	confine(cpu);
+	while (!timed_out && (len = getline(&line, &cap, stdin)) > 0) {
+		seconds = case_timeout(line, timeout);
+		snprintf(timeout_why, sizeof(timeout_why),
+			 "timed out after %u s: the code ran far longer than the mirror expects", seconds);
 		kgen_set_output(out, OUT_CAP);
-		alarm(timeout);
+		alarm(seconds);
 		kgen_run(line, (unsigned long)len);
 		alarm(0);
 		fwrite(kgen_out, 1, kgen_out_len, stdout);
