@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from .assembler import assemble
-from .diagnostics import Diagnostic, Mark
+from .diagnostics import Diagnostic, Mark, shown_path
 from .model import Byte, Doc, Identifier, Node, Spec
 from .toolchain import Compiler
 from .x86 import decode, decoder_name
@@ -51,7 +51,7 @@ def _hex(data: tuple[int, ...]) -> str:
 
 
 def _where(mark: Mark) -> str:
-    return f"{mark.path}:{mark.line}"
+    return f"{shown_path(mark.path)}:{mark.line}"
 
 
 @dataclass(frozen=True)

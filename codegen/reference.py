@@ -92,6 +92,18 @@ def _under(path: Path, directory: Path) -> bool:
     return path == directory or directory in path.parents
 
 
+def _is_kgen_output(path: Path) -> bool:
+    """Whether a file starts with kgen's banner, as every file kgen renders does."""
+    from .outtree import BANNER_MARK
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return BANNER_MARK.encode() in head
+
+
 def prove(compiler: Compiler, spec: Spec, files: dict[str, str], reference: tuple[Path, ...]) -> list[Reference]:
     """Check that the reference unit compiles the kernel's helper from ``reference``."""
     check_directories(spec, reference)
@@ -125,6 +137,10 @@ def prove(compiler: Compiler, spec: Spec, files: dict[str, str], reference: tupl
         where = ", ".join(f"{p}:{line}" for p, line in located) or "nowhere"
         raise ReferenceProblem(f"the kernel's {helper}() must be defined once in a --reference "
                                f"directory; the preprocessor finds it {where}")  # fmt: skip
+    defined_in = inside[0][0]
+    if _is_kgen_output(defined_in):
+        raise ReferenceProblem(f"{defined_in} defines {helper}() but is kgen's own output (it "
+                               "carries kgen's banner): compare would hold kgen to itself")  # fmt: skip
     out = []
     for given, d in zip(reference, dirs):
         mine = [p for p in read if _under(p, d)]

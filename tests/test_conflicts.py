@@ -187,3 +187,15 @@ def test_the_decoder_notes_an_ignored_prefix_once():
     (note,) = found.notes
     assert "decodes F2 0F 05 as syscall, ignoring its F2 prefix" in note.message
     assert note.message.startswith("iced-x86 1.21.0 ")
+
+
+def test_a_path_with_a_newline_in_a_neighbour_stays_on_one_line(run_kgen, tmp_path):
+    """Another spec's name is quoted in the messages: a newline in it must not split a line
+    (nor forge a diagnostic line for a CI parser)."""
+    a = _copy_of_rmpopt(tmp_path / "a.yaml", "rmpfoo", "0xfb")
+    _copy_of_rmpopt(tmp_path / "nl\nx.yaml", "rmpbar", "0xfb")
+    result = run_kgen("validate", a)
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert any("nl\\nx.yaml:" in line for line in lines), result.output
+    assert not any(line.startswith("x.yaml") for line in lines), result.output
