@@ -100,6 +100,12 @@ def call_unit(spec: Spec, include: str) -> str:
     )
 
 
+def _kconfig(spec: Spec) -> str:
+    """The Kconfig symbol that builds the sweep's source: set, as in a kernel that builds it."""
+    config = spec.kernel.sweep.config if spec.kernel.sweep else None
+    return f"#define {config} 1\n" if config else ""
+
+
 def units(spec: Spec, gen_root: Path, work: Path, reference: tuple[Path, ...] = ()) -> list[Unit]:
     """The generated files as translation units, each with its harness entry points.
 
@@ -148,7 +154,7 @@ def units(spec: Spec, gen_root: Path, work: Path, reference: tuple[Path, ...] = 
             )
             name = f"{insn.mnemonic}-{w.kind}"
         path = work / f"{name}.c"
-        path.write_text(body)
+        path.write_text(_kconfig(spec) + body)
         result.append(Unit(name, path, includes))
     table = "".join(f'\t{{ "{kind}", {entry} }},\n' for kind, entry in forms)
     decls = "".join(f"void {entry}(int which);\n" for _, entry in forms)

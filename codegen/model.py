@@ -336,6 +336,11 @@ class Sweep(Node):
         Literal["every-pass", "at-setup"],
         Doc("when cap_message is printed: by every pass, or once by setup (as merged)"),
     ] = "every-pass"
+    config: Annotated[
+        Identifier | None,
+        Doc("Kconfig symbol that builds the sweep's source file (e.g. CONFIG_KVM_AMD_SEV); "
+            "without it, callers get inline stubs of the exported functions"),
+    ] = None
 
 
 @dataclass(frozen=True)

@@ -552,11 +552,7 @@ def render_spec(spec: Spec, templates: Path = TEMPLATES, profile: Profile = NEWE
                 if k.enable is not None and k.sweep is not None
                 else None
             ),
-            "exported": tuple(dict.fromkeys(
-                _c(decl) for w in (k.sweep.workers if k.sweep else ())
-                for decl in (f"int {f_ident(w.setup)}(void);", f"void {f_ident(w.trigger)}(void);",
-                             f"void {f_ident(w.teardown)}(void);")
-            )),
+            "exported": exported_declarations(spec),
             "cpuid_word": _c(f"{insn.cpuid.word} * 32 + {insn.cpuid.word_bit}") if insn.cpuid else None,
             "msr_number": f_hex(insn.msr.number, 8) if insn.msr else None,
             "msr_enable": _c(f"BIT_ULL({insn.msr.enable.bit})") if insn.msr else None,
@@ -574,6 +570,28 @@ def render_spec(spec: Spec, templates: Path = TEMPLATES, profile: Profile = NEWE
         check_layout(out.path, text)
         result[out.path] = text
     return result
+
+
+def exported_declarations(spec: Spec) -> tuple[C, ...]:
+    """The lines that declare the functions the worker forms export, for the sev.h fragment.
+
+    With ``sweep.config``, the declarations stand under that Kconfig symbol and callers
+    built without it get inline stubs that do nothing, as the kernel's own SNP host
+    functions do; the forms' shared names are declared once.
+    """
+    sweep = spec.kernel.sweep
+    functions: dict[str, str] = {}  # name -> return type
+    for w in sweep.workers if sweep else ():
+        functions.setdefault(f_ident(w.setup), "int")
+        functions.setdefault(f_ident(w.trigger), "void")
+        functions.setdefault(f_ident(w.teardown), "void")
+    decls = [_c(f"{ret} {name}(void);") for name, ret in functions.items()]
+    if sweep is None or sweep.config is None:
+        return tuple(decls)
+    body = {"int": "{ return 0; }", "void": "{}"}  # as the kernel's own stubs read
+    stubs = [_c(f"static inline {ret} {name}(void) {body[ret]}") for name, ret in functions.items()]
+    config = f_ident(sweep.config)
+    return (_c(f"#ifdef {config}"), *decls, _c("#else"), *stubs, _c(f"#endif /* {config} */"))
 
 
 def check_paths(paths: Iterable[str]) -> None:

@@ -609,6 +609,9 @@ class _Rules:
             self.error(insn.msr.mark("value"), "value 'base | enable' needs instruction.msr.base")
 
     def workers(self, sweep: model.Sweep) -> None:
+        if sweep.config is not None and not sweep.config.startswith("CONFIG_"):
+            self.error(sweep.mark("config"), f"{quote(sweep.config)} is not a Kconfig symbol: write "
+                                             f"it as the preprocessor sees it, CONFIG_{sweep.config}")  # fmt: skip
         if not sweep.workers:
             self.error(sweep.mark("workers"), "at least one worker is needed")
         self.unique(((w.kind, w.mark("kind")) for w in sweep.workers), "worker kind")

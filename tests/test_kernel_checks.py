@@ -116,12 +116,26 @@ def _module(files: dict[str, str], work: Path) -> list[str]:
     # the spliced special_insns.h, for an includer that includes nothing before it, and for one
     # that includes <linux/mm.h> first (the real 6.1 asm/sev.h is not self-contained: its
     # splice is compiled through the sweep sources, as in the kernel)
+    # a caller built without the sweep's Kconfig symbol (ccp or kvm-amd without SEV): the
+    # exported functions' stubs must stand in for them
+    if SPEC.kernel.sweep.config:
+        decls = next(o for o in outputs(SPEC) if o.destination.endswith("/sev.h") and o.fragment)
+        calls = "".join(f"\t{name}();\n" for name in _exported_names())
+        units["kgen_without_config"] = (
+            f'#undef {SPEC.kernel.sweep.config}\n#include "{gen / decls.path}"\n\n'
+            f"void kgen_call_all(void);\nvoid kgen_call_all(void)\n{{\n{calls}}}\n"
+        )
     helper = include_split(SPEC.kernel.raw_helper.header)[1]
     units["kgen_spliced_alone"] = f"#include <{helper}>\n"
     units["kgen_spliced_mm_first"] = f"#include <linux/mm.h>\n#include <{helper}>\n"
     for name, body in units.items():
         (work / f"{name}.c").write_text("// SPDX-License-Identifier: GPL-2.0-only\n" + body + MODULE_TAIL)
     return [f"{name}.o" for name in units]
+
+
+def _exported_names() -> list[str]:
+    return list(dict.fromkeys(name for w in SPEC.kernel.sweep.workers
+                              for name in (w.setup, w.trigger, w.teardown)))  # fmt: skip
 
 
 def _helper_modules(specs, work: Path) -> list[str]:
@@ -204,3 +218,15 @@ def test_kbuild_catches_a_warning(tmp_path):
     files[sweep] = files[sweep].replace("\tunsigned int cpu, leader;\n", "\tunsigned int cpu, leader, spare;\n")
     output = kbuild(files, tmp_path, "gcc")
     assert "warning: unused variable" in output
+
+
+@needs_kbuild
+def test_a_caller_without_the_sweep_s_config_needs_the_stubs(tmp_path):
+    """Without its #else stubs, a module built without CONFIG_KVM_AMD_SEV cannot call them."""
+    files = render_spec(SPEC, profile=_profile())
+    decls = next(o for o in outputs(SPEC) if o.destination.endswith("/sev.h") and o.fragment)
+    text = files[decls.path]
+    assert "#else\n" in text
+    files[decls.path] = text[: text.index("#else\n")] + text[text.index("#endif"):]
+    output = kbuild(files, tmp_path, "gcc")
+    assert "kgen_without_config.c:" in output and "implicit declaration" in output, output

@@ -185,10 +185,11 @@ def test_kernel_names(rmpopt, facts):
     assert k.enum.name == want["enum"]["name"]
 
 
-@covers("kernel.sweep.source", "kernel.sweep.leader", "kernel.sweep.cpus", "kernel.sweep.followers", "kernel.sweep.resched", "kernel.sweep.log_message", "kernel.sweep.cap_log", "kernel.sweep.workers[].kind", "kernel.sweep.workers[].rearm_delay_ms")
+@covers("kernel.sweep.config", "kernel.sweep.source", "kernel.sweep.leader", "kernel.sweep.cpus", "kernel.sweep.followers", "kernel.sweep.resched", "kernel.sweep.log_message", "kernel.sweep.cap_log", "kernel.sweep.workers[].kind", "kernel.sweep.workers[].rearm_delay_ms")
 def test_sweep_policy(rmpopt, facts):
     s, want = rmpopt.kernel.sweep, facts["kernel"]["sweep"]
     assert s.source == want["file"]
+    assert s.config == want["file-config"]
     assert (s.leader, s.cpus, s.followers, s.resched) == (
         want["leader"], want["cpus"], want["followers"], want["resched"])
     assert s.log_message.startswith(want["log-message-start"])

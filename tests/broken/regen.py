@@ -383,6 +383,10 @@ DEFECTS: list[tuple[str, str, str, str, str]] = [
      "kernel name 'frob_sweep' repeats (first at line {line:pass_name: frob_sweep})"),
     ("enable-without-sweep", "enabling with no sweep to guard",
      '  sweep:\n    source: arch/x86/kernel/frob.c\n    pass_name: frob_sweep\n    leader: current-cpu\n    cpus: primary-threads\n    followers: primary-threads-except-leader-siblings\n    resched: between-regions\n    log_message: Attempt frobbing on range\n    cap_message: Beyond the frob table\n    workers:\n      - {kind: kthread, name: frob_thread, trigger: frob_all, setup: frob_init, teardown: frob_exit}\n      - kind: delayed-work\n        name: frob_work\n        trigger: frob_all\n        setup: frob_init\n        teardown: frob_exit\n        workqueue: frob_wq\n        first_delay_ms: 5\n        rearm_delay_ms: 100\n', "", "kernel.enable belongs to a sweep: it has no worker to guard"),
+    ("sweep-config-not-kconfig", "a Kconfig symbol without its CONFIG_ prefix",
+     "    cap_message: Beyond the frob table\n",
+     "    cap_message: Beyond the frob table\n    config: «FROB_CORE\n",
+     "'FROB_CORE' is not a Kconfig symbol: write it as the preprocessor sees it, CONFIG_FROB_CORE"),
 ]
 
 # Defects whose expected text is not a single replacement.
