@@ -98,7 +98,8 @@ static void rmpopt_sweep_log_cap(void)
 
 /*
  * Write @val to MSR_AMD64_RMPOPT_BASE on one thread of each core: the MSR is per core. CPU hotplug
- * is held off so that no CPU comes or goes meanwhile.
+ * is held off so that no CPU comes or goes meanwhile; SNP keeps it disabled while it is active, so
+ * no core that missed this write runs a later pass.
  */
 static void rmpopt_write_msr(u64 val)
 {
