@@ -6,7 +6,7 @@ worker (setup, trigger, run, advance time, teardown) or the helpers (call
 every boundary first, then random cases from a seed; case N of a seed is
 always the same case.  :func:`case_line` writes a case in the harness's
 input format and :func:`expected` the event lines the harness must print
-(see tests/harness/core.c for both formats).
+(see codegen/harness/core.c for both formats).
 """
 
 from __future__ import annotations
