@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .diagnostics import Diagnostic, Mark, SpecError
+from .diagnostics import Diagnostic, Mark, SpecError, plural
 from .mirror import MAX_CPUS, PAGE_SHIFT, PHYS_BITS
 from .model import Spec
 from .spec import load_all
@@ -78,7 +78,7 @@ def report_problems(exc: SpecError) -> None:
     for d in exc.diagnostics:
         click.echo(str(d), err=True)
     n = len(exc.diagnostics)
-    click.echo(f"kgen: {n} problem{'s' if n != 1 else ''} found", err=True)
+    click.echo(f"kgen: {plural(n, 'problem')} found", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -165,7 +165,7 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
         counts = [(len(insn.encoding), "encoding byte"), (len(insn.inputs), "input"),
                   (len(insn.outputs), "output"), (codes, "function code")]  # fmt: skip
         click.echo(f"{spec.path}: ok ({insn.mnemonic}: "
-                   + ", ".join(f"{n} {what}{'' if n == 1 else 's'}" for n, what in counts) + ")")
+                   + ", ".join(plural(n, what) for n, what in counts) + ")")
 
 
 def _base_option(value: str | None) -> str | None:
@@ -246,7 +246,7 @@ def _print_changes(report: dict) -> None:
     if not changes:
         click.echo(f"{report['path']}: nothing changed since {report['base']}")
         return
-    click.secho(f"{report['path']}: {len(changes)} change{'s' if len(changes) != 1 else ''} "
+    click.secho(f"{report['path']}: {plural(len(changes), 'change')} "
                 f"since {report['base']}", bold=True)  # fmt: skip
     group = None
     for c in changes:
@@ -260,7 +260,7 @@ def _print_changes(report: dict) -> None:
             click.echo(f"    {line}")
     diff = report.get("diff", "")
     files = [l[6:] for l in diff.splitlines() if l.startswith("+++ b/")]
-    click.secho(f"  generated code: {len(files)} file{'s' if len(files) != 1 else ''} change",
+    click.secho(f"  generated code: {plural(len(files), 'file')} change",
                 bold=True)  # fmt: skip
     for line in diff.splitlines():
         color = "green" if line.startswith("+") else "red" if line.startswith("-") else None
@@ -489,7 +489,7 @@ def render(specs: tuple[str, ...], out: Path, prune: bool) -> None:
                 click.echo(stale_line(out, s))
         n = len(loaded)
         gone = f", {len(removed)} removed" if removed else ""
-        click.echo(f"rendered {len(files)} files from {n} spec{'s' if n != 1 else ''} into {out}/ "
+        click.echo(f"rendered {plural(len(files), 'file')} from {plural(n, 'spec')} into {out}/ "
                    f"({len(changed)} changed{gone})")  # fmt: skip
         if refused:
             sys.exit(1)
@@ -517,16 +517,16 @@ def check(specs: tuple[str, ...], out: Path) -> None:
     for s in found.stale:
         click.echo(stale_line(out, s))
     if found.problems:
-        click.echo(f"kgen: {len(found.problems)} generated file(s) cannot be compared", err=True)
+        click.echo(f"kgen: {plural(len(found.problems), 'generated file')} cannot be compared", err=True)
     if found.diffs:
-        click.echo(f"kgen: {len(found.diffs)} generated file(s) out of date; run `kgen render`",
+        click.echo(f"kgen: {plural(len(found.diffs), 'generated file')} out of date; run `kgen render`",
                    err=True)  # fmt: skip
     if found.stale:
-        click.echo(f"kgen: {len(found.stale)} stale generated file(s); "
+        click.echo(f"kgen: {plural(len(found.stale), 'stale generated file')}; "
                    "`kgen render --prune` removes them", err=True)  # fmt: skip
     if found.problems or found.diffs or found.stale:
         sys.exit(1)
-    click.echo(f"{out}/ is up to date with {len(loaded)} spec(s)")
+    click.echo(f"{out}/ is up to date with {plural(len(loaded), 'spec')}")
 
 
 class SizeParam(click.ParamType):
@@ -585,6 +585,11 @@ class RangeParam(click.ParamType):
 ADDRESS_END = SizeParam(1 << PHYS_BITS, "4P")  # an end of memory or of a range
 ADDRESS = SizeParam((1 << PHYS_BITS) - 1, f"{(1 << PHYS_BITS) - 1:#x}")
 PFN = SizeParam(1 << (PHYS_BITS - PAGE_SHIFT), f"{1 << (PHYS_BITS - PAGE_SHIFT):#x} pages")
+def _cpus(cpus: list[int]) -> str:
+    """[3] -> 'CPU 3', [0, 1, 2, 5] -> 'CPUs 0-2,5'."""
+    return f"CPU {cpus[0]}" if len(cpus) == 1 else f"CPUs {_cpu_ranges(cpus)}"
+
+
 def _cpu_ranges(cpus: list[int]) -> str:
     """[0, 1, 2, 5] -> '0-2,5'."""
     out, start = [], None
@@ -683,19 +688,19 @@ def _sweep_summary(spec, machine) -> None:
     followers = mirror.followers(machine)
     online = machine.online
     click.echo(
-        f"{spec.path}: one pass on {len(online)} online CPUs ({machine.cores} cores x "
-        f"{machine.threads_per_core} threads, {machine.numbering} numbering), leader CPU "
+        f"{spec.path}: one pass on {plural(len(online), 'online CPU')} ({plural(machine.cores, 'core')} x "
+        f"{plural(machine.threads_per_core, 'thread')}, {machine.numbering} numbering), leader CPU "
         f"{machine.leader}"
     )
     rows = [
-        ("range", f"{pa(r.pa_start)} - {pa(r.pa_end)}: {summary.regions} regions of "
+        ("range", f"{pa(r.pa_start)} - {pa(r.pa_end)}: {plural(summary.regions, 'region')} of "
                   f"{f_human_size(t.region_size)}"),
         ("above cap", f"{_bytes(r.uncapped_end - r.pa_end)} not optimized "
                       f"({pa(r.pa_end)} - {pa(r.uncapped_end)})" if r.capped else "none"),
         (spec.instruction.mnemonic.upper(),
-         f"{summary.rmpopt} executions ({summary.regions} by the leader, "
-         f"{len(followers)} followers x {summary.regions}); {summary.cf_set} returned CF=1"),
-        ("cross-CPU", f"{summary.ipis} calls to CPUs {_cpu_ranges(followers) or 'none'}"),
+         f"{plural(summary.rmpopt, 'execution')} ({summary.regions} by the leader, "
+         f"{plural(len(followers), 'follower')} x {summary.regions}); {summary.cf_set} returned CF=1"),
+        ("cross-CPU", f"{plural(summary.ipis, 'call')} to {_cpus(followers)}" if summary.ipis else "none"),
         ("cond_resched", str(summary.rescheds)),
     ]  # fmt: skip
     msr = spec.instruction.msr
@@ -705,14 +710,14 @@ def _sweep_summary(spec, machine) -> None:
                                        "before any MSR write; nothing runs"))  # fmt: skip
         else:
             cpus = mirror.msr_cpus(spec, machine)
-            rows.insert(0, ("wrmsr", f"{msr.name} = {mirror.msr_value(spec, machine):#x} on CPUs "
-                                     f"{_cpu_ranges(cpus)} (one per {msr.scope}) at setup; "
-                                     f"{summary.wrmsrs} writes in all"))  # fmt: skip
+            rows.insert(0, ("wrmsr", f"{msr.name} = {mirror.msr_value(spec, machine):#x} on "
+                                     f"{_cpus(cpus)} (one per {msr.scope}) at setup; "
+                                     f"{plural(summary.wrmsrs, 'write')} in all"))  # fmt: skip
     by_count: dict[int, list[int]] = {}
     for cpu, n in summary.optimized.items():
         by_count.setdefault(n, []).append(cpu)
     for n, cpus in sorted(by_count.items(), key=lambda kv: kv[1][0]):
-        rows.append(("optimized", f"CPUs {_cpu_ranges(cpus)}: {n} of {t.entries} regions"))
+        rows.append(("optimized", f"{_cpus(cpus)}: {n} of {plural(t.entries, 'region')}"))
     for text in summary.logs:
         rows.append(("log", text))
     for key, value in rows:
@@ -837,8 +842,8 @@ def _print_compare(r) -> None:
     levels = " ".join(r.opts)
     rate = r.executions / max(r.seconds - r.build_seconds, 1e-9)
     click.echo(
-        f"{r.spec}: {'ok' if r.ok else 'MISMATCH'}: {r.cases} cases x {len(r.opts)} levels "
-        f"({levels}), {r.executions} {'' if r.ok else 'matching '}executions checked"
+        f"{r.spec}: {'ok' if r.ok else 'MISMATCH'}: {plural(r.cases, 'case')} x {plural(len(r.opts), 'level')} "
+        f"({levels}), {plural(r.executions, 'execution' if r.ok else 'matching execution')} checked"
     )
     click.echo(
         f"  {r.compiler.name} ({r.compiler.origin}); engine {r.engine.engine}: {r.engine.reason}"
@@ -848,7 +853,7 @@ def _print_compare(r) -> None:
         f"{rate:,.0f} executions/s"
     )
     for ref in r.references:
-        took = f"{len(ref.files)} file{'' if len(ref.files) == 1 else 's'}"
+        took = plural(len(ref.files), 'file')
         click.echo(f"  reference {ref.directory}: {took}"
                    + (f"; {ref.definition} defines the helper compared" if ref.definition else ""))
     for m in r.mismatches:
