@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .diagnostics import Diagnostic, Mark, SpecError, plural
+from .diagnostics import Diagnostic, Mark, SpecError, plural, shown_path
 from .mirror import MAX_CPUS, PAGE_SHIFT, PHYS_BITS
 from .model import Spec
 from .spec import load_all
@@ -36,6 +36,17 @@ def default_spec_paths() -> list[Path]:
             f"no spec files given and none found in {DEFAULT_ISA_DIR}/ "
             "(run from the project root or name the spec files)"
         )
+    return paths
+
+
+def _existing(paths: tuple[str, ...]) -> tuple[str, ...]:
+    """Named spec files must exist: a name that finds nothing is a usage error (exit 2)."""
+    import os
+
+    missing = [p for p in paths if not os.path.lexists(p)]
+    if missing:
+        raise click.BadParameter("no such file: " + ", ".join(map(shown_path, missing)),
+                                 param_hint="SPEC")  # fmt: skip
     return paths
 
 
@@ -81,7 +92,18 @@ def report_problems(exc: SpecError) -> None:
     click.echo(f"kgen: {plural(n, 'problem')} found", err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """kgen's commands: Ctrl-C exits 130 from any of them (click alone says "Aborted!", 1)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("kgen: interrupted", err=True)
+            sys.exit(128 + signal.SIGINT)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="kgen")
 def main() -> None:
     """Generate Linux kernel instruction helpers from a YAML spec, and prove them.
@@ -92,7 +114,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("specs", nargs=-1, metavar="[SPEC]...")
+@click.argument("specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value))
 @click.option("--base", metavar="REV_OR_FILE", callback=lambda ctx, param, value: _base_option(value),
               help="Compare each spec with an older version: a file, or the same path at a git "
                    "revision (HEAD, main, a commit).")  # fmt: skip
@@ -453,7 +475,7 @@ out_option = click.option(
 
 
 @main.command()
-@click.argument("specs", nargs=-1, metavar="[SPEC]...")
+@click.argument("specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value))
 @out_option
 @click.option("--prune", is_flag=True,
               help="Also remove generated files that no spec renders any more, each only when "
@@ -496,7 +518,7 @@ def render(specs: tuple[str, ...], out: Path, prune: bool) -> None:
 
 
 @main.command()
-@click.argument("specs", nargs=-1, metavar="[SPEC]...")
+@click.argument("specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value))
 @out_option
 def check(specs: tuple[str, ...], out: Path) -> None:
     """Exit 1 with a unified diff when the output directory differs from a fresh render.
@@ -603,7 +625,7 @@ def _cpu_ranges(cpus: list[int]) -> str:
 
 
 @main.command()
-@click.argument("spec_path", metavar="SPEC")
+@click.argument("spec_path", metavar="SPEC", callback=lambda ctx, param, value: _existing((value,))[0])
 @click.option("--min-pfn", type=PFN, default=0, show_default=True, help="min_low_pfn.")
 @click.option("--max-pfn", type=PFN, help="max_pfn (exclusive end of RAM, in pages).")
 @click.option("--memory", type=ADDRESS_END, help="End of RAM as a size, e.g. 3T (sets max_pfn); at most 4P.")
@@ -656,8 +678,7 @@ def sweep(spec_path, min_pfn, max_pfn, memory, cores, threads_per_core, numberin
     except mirror.MachineTooLarge as exc:
         raise click.UsageError(f"{spec.path}: {exc}; give less memory or fewer CPUs") from None
     except mirror.MachineError as exc:
-        click.echo(f"kgen: impossible machine: {exc}", err=True)
-        sys.exit(1)
+        raise click.UsageError(f"impossible machine: {exc}") from None
     if as_json:
         _sweep_json(spec, machine, hw)
     else:
@@ -732,7 +753,7 @@ def _bytes(n: int) -> str:
 
 
 @main.command()
-@click.argument("specs", nargs=-1, metavar="[SPEC]...")
+@click.argument("specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value))
 @click.option("--cases", "count", type=click.IntRange(1, MAX_CASES), default=3000, show_default=True,
               help="Configurations per spec: every boundary, then random ones.")  # fmt: skip
 @click.option("--seed", type=click.IntRange(0, (1 << 64) - 1), default=1, show_default=True,
@@ -771,6 +792,9 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
     from .reference import ReferenceProblem
     from .toolchain import ToolchainError, find_clang
 
+    if only is not None and only >= count:
+        raise click.BadParameter(f"case {only} does not exist: seed {seed} has cases 0..{count - 1} "
+                                 f"(raise --cases)", param_hint="--case")  # fmt: skip
     loaded = load_specs(specs)
     try:
         compiler = find_clang()

@@ -140,7 +140,7 @@ def test_compare_json_and_exit_code(run_kgen):
 
 def test_unknown_case_is_a_clean_error(run_kgen):
     result = run_kgen("compare", "--cases", "10", "--case", "99", "--opt=-O2")
-    assert result.exit_code == 1 and "case 99 does not exist" in result.stderr
+    assert result.exit_code == 2 and "case 99 does not exist" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -40,3 +40,37 @@ def test_check_counts_files_in_words(run_kgen, tmp_path):
     result = run_kgen("check", "isa/pvalidate.yaml", "--out", tmp_path)
     assert result.exit_code == 1
     assert "(s)" not in result.stderr
+
+
+def test_an_impossible_machine_is_a_usage_error(run_kgen):
+    result = run_kgen("sweep", "isa/rmpopt.yaml", "--min-pfn", "0x1000", "--max-pfn", "0x10")
+    assert result.exit_code == 2 and "impossible machine" in result.stderr
+
+
+def test_a_case_beyond_the_cases_is_a_usage_error(run_kgen):
+    result = run_kgen("compare", "isa/pvalidate.yaml", "--cases", "3000", "--case", "5000")
+    assert result.exit_code == 2
+    assert "case 5000 does not exist: seed 1 has cases 0..2999" in result.stderr
+
+
+def test_ctrl_c_exits_130_from_every_command(tmp_path):
+    """A sweep blocked on a full pipe is interrupted: 130, as a shell reports SIGINT, not 1."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    proc = subprocess.Popen([sys.executable, "-m", "codegen.cli", "sweep", "isa/rmpopt.yaml", "--memory", "2T",
+                             "--cores", "64", "--json"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))  # fmt: skip
+    try:
+        time.sleep(3)  # loaded, and blocked writing the trace nobody reads yet
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err
