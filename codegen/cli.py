@@ -111,6 +111,10 @@ def main() -> None:
     Specs live in isa/*.yaml; commands that take SPEC... use all of them when
     none is named.  Exit status: 0 good, 1 a finding, 2 a usage error.
     """
+    import os
+
+    if os.environ.get("NO_COLOR"):  # https://no-color.org: set and not empty
+        click.get_current_context().color = False
 
 
 @main.command()

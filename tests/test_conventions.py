@@ -74,3 +74,23 @@ def test_ctrl_c_exits_130_from_every_command(tmp_path):
         proc.kill()
     assert proc.returncode == 130, err
     assert b"Traceback" not in err
+
+
+@pytest.mark.parametrize("no_color, coloured", [(None, True), ("", True), ("1", False)])
+def test_no_color_is_honoured(monkeypatch, tmp_path, no_color, coloured):
+    """https://no-color.org: no ANSI colour when NO_COLOR is set and not empty, even on a terminal."""
+    from click.testing import CliRunner
+
+    from codegen.cli import main
+    from tests.conftest import ROOT, RMPOPT_YAML
+
+    spec = tmp_path / "rmpopt.yaml"
+    spec.write_text(RMPOPT_YAML.read_text().replace("RMPOPT_FUNC", "RMPOPT_FN", 1))
+    monkeypatch.chdir(ROOT)
+    if no_color is None:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+    else:
+        monkeypatch.setenv("NO_COLOR", no_color)
+    result = CliRunner().invoke(main, ["validate", str(spec), "--base", str(RMPOPT_YAML)], color=True)
+    assert "changes since" in result.output or "change since" in result.output, result.output
+    assert ("\x1b[" in result.output) == coloured
