@@ -827,7 +827,8 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
             if missing:
                 click.echo(f"kgen: {generated}/{missing[0]}: no such generated file", err=True)
                 sys.exit(1)
-        bar = _progress_bar(spec.path) if sys.stderr.isatty() and not as_json else None
+        stream = _progress_stream()
+        bar = _progress_bar(spec.path, stream) if stream.isatty() and not as_json else None
         try:
             result = cmp.compare(spec, compiler, choice, seed, count, opts, only, files=files,
                                  generated_dir=generated, keep_going=keep_going,
@@ -843,7 +844,7 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
             sys.exit(1)
         finally:
             if bar:
-                click.echo("\r\033[K", nl=False, err=True)
+                bar.close()
         failed |= not result.ok
         reports.append(result)
         if not as_json:
@@ -853,16 +854,21 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
     sys.exit(1 if failed else 0)
 
 
-def _progress_bar(label: str):
-    def show(done: int, total: int, result) -> None:
-        width = 30
-        filled = width * done // max(total, 1)
-        click.echo(
-            f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} cases, "
-            f"{result.executions} executions checked",
-            nl=False, err=True,
-        )  # fmt: skip
+def _progress_stream():
+    """Where the progress bar goes: standard error, and only when it is a terminal."""
+    return click.get_text_stream("stderr")
 
+
+def _progress_bar(label: str, stream):
+    """click's progress bar of the cases run; call it with (done, total, result)."""
+    bars = contextlib.ExitStack()
+
+    def show(done: int, total: int, result) -> None:
+        if not bars._exit_callbacks:
+            show.bar = bars.enter_context(click.progressbar(length=total, label=label, file=stream))
+        show.bar.update(done - show.bar.pos)
+
+    show.close = bars.close
     return show
 
 

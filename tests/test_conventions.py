@@ -94,3 +94,23 @@ def test_no_color_is_honoured(monkeypatch, tmp_path, no_color, coloured):
     result = CliRunner().invoke(main, ["validate", str(spec), "--base", str(RMPOPT_YAML)], color=True)
     assert "changes since" in result.output or "change since" in result.output, result.output
     assert ("\x1b[" in result.output) == coloured
+
+
+def test_compare_shows_clicks_progress_bar_on_a_terminal_only(run_kgen, monkeypatch):
+    import io
+
+    import codegen.cli
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Terminal()
+    monkeypatch.setattr(codegen.cli, "_progress_stream", lambda: tty)
+    result = run_kgen("compare", "isa/pvalidate.yaml", "--cases", "5", "--opt=-O2")
+    assert result.exit_code == 0, result.output
+    bar = tty.getvalue()
+    assert "isa/pvalidate.yaml" in bar and "100%" in bar, bar
+    assert "\x1b[" not in result.output and "100%" not in result.output
+    monkeypatch.setattr(codegen.cli, "_progress_stream", lambda: io.StringIO())  # not a terminal
+    assert "100%" not in run_kgen("compare", "isa/pvalidate.yaml", "--cases", "5", "--opt=-O2").stderr
