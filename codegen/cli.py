@@ -130,9 +130,10 @@ def main() -> None:
               help="With --base: the generated files to hold to a fresh render [default: "
                    "generated/ beside the spec's directory, e.g. generated/ for isa/*.yaml].")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
+@click.option("-q", "--quiet", is_flag=True, help="Leave out the notes; print errors and the result only.")
 @interruptible
 def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count: int,
-             out: Path | None, as_json: bool) -> None:  # fmt: skip
+             out: Path | None, as_json: bool, quiet: bool) -> None:  # fmt: skip
     """Check specs: structure, types, ranges, names and cross-field rules.
 
     Each valid spec is also rendered in memory and its output held to the
@@ -173,7 +174,7 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
         report["ok"] = ok
         click.echo(json.dumps(report, indent=2))
         sys.exit(0 if ok else 1)
-    for d in cross.notes:
+    for d in [] if quiet else cross.notes:
         click.echo(str(d))
     for path, rule, message in findings:
         click.echo(f"{path}: error: review [{rule}]: {message}", err=True)

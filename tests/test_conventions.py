@@ -114,3 +114,13 @@ def test_compare_shows_clicks_progress_bar_on_a_terminal_only(run_kgen, monkeypa
     assert "\x1b[" not in result.output and "100%" not in result.output
     monkeypatch.setattr(codegen.cli, "_progress_stream", lambda: io.StringIO())  # not a terminal
     assert "100%" not in run_kgen("compare", "isa/pvalidate.yaml", "--cases", "5", "--opt=-O2").stderr
+
+
+def test_validate_quiet_hides_the_notes_only(run_kgen):
+    loud = run_kgen("validate", "isa/rmpopt.yaml")
+    assert loud.exit_code == 0 and ": note: " in loud.output
+    quiet = run_kgen("validate", "-q", "isa/rmpopt.yaml")
+    assert quiet.exit_code == 0
+    assert quiet.output.splitlines() == [line for line in loud.output.splitlines() if ": note: " not in line]
+    bad = run_kgen("validate", "-q", "tests/broken/_base.yaml", "isa/rmpopt.yaml")
+    assert ": note: " not in bad.output
