@@ -841,7 +841,7 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
             click.echo(f"kgen: {spec.path}: error: {exc}", err=True)
             sys.exit(1)
         except (BuildError, ValueError, RuntimeError, UnsafeCode, EngineRefused) as exc:
-            click.echo(f"kgen: {spec.path}: {exc}", err=True)
+            click.echo(f"kgen: {spec.path}: {_in_generated(str(exc), generated)}", err=True)
             sys.exit(1)
         finally:
             if bar:
@@ -855,9 +855,18 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
     sys.exit(1 if failed else 0)
 
 
+def _in_generated(text: str, generated: Path | None) -> str:
+    """A compiler's message about the copy compare builds, pointed at the --generated file it copies."""
+    import re
+
+    if generated is None:
+        return text
+    return re.sub(r"[^\s'\"]*/kgen-compare-[^/\s]*/gen/", lambda _: f"{generated}/", text)
+
+
 def _progress_stream():
     """Where the progress bar goes: standard error, and only when it is a terminal."""
-    return click.get_text_stream("stderr")
+    return sys.stderr
 
 
 def _progress_bar(label: str, stream):

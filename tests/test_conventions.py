@@ -124,3 +124,30 @@ def test_validate_quiet_hides_the_notes_only(run_kgen):
     assert quiet.output.splitlines() == [line for line in loud.output.splitlines() if ": note: " not in line]
     bad = run_kgen("validate", "-q", "tests/broken/_base.yaml", "isa/rmpopt.yaml")
     assert ": note: " not in bad.output
+
+
+@pytest.mark.parametrize("stem", ["psmash", "pvalidate", "rmpadjust", "rmpopt", "rmpread", "rmpupdate"])
+def test_the_clzero_engine_message_is_only_for_bytes_that_are_clzero(stem):
+    from codegen.host import HostCpu, choose_engine
+    from codegen.spec import load
+    from tests.conftest import ISA
+
+    reason = choose_engine("auto", load(ISA / f"{stem}.yaml"), HostCpu("AuthenticAMD", True)).reason
+    assert ("CLZERO" in reason) == (stem == "rmpopt"), reason
+
+
+def test_compile_errors_point_at_the_generated_file_given(run_kgen, tmp_path):
+    import shutil
+
+    from tests.conftest import ROOT
+
+    shutil.copytree(ROOT / "generated" / "pvalidate", tmp_path / "pvalidate")
+    header = tmp_path / "pvalidate" / "arch" / "x86" / "include" / "asm" / "sev.h"
+    lines = header.read_text().splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if line.startswith("static inline"))
+    lines.insert(at, "this is not C;\n")
+    header.write_text("".join(lines))
+    result = run_kgen("compare", "isa/pvalidate.yaml", "--cases", "5", "--opt=-O2", "--generated", tmp_path)
+    assert result.exit_code == 1
+    assert f"{header}:{at + 1}:" in result.stderr, result.stderr
+    assert "/gen/pvalidate/" not in result.stderr
