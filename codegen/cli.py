@@ -147,7 +147,7 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
         loaded = load_all(specs or default_spec_paths())
     except SpecError as exc:
         if as_json:
-            click.echo(json.dumps(_json_report([], exc), indent=2))
+            click.echo(json.dumps(_json_head("validate") | _json_report([], exc), indent=2))
         else:
             report_problems(exc)
         sys.exit(1)
@@ -170,9 +170,9 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
         if base:
             report["changes"] = changes
         if run_compare:
-            report["compare"] = [_compare_json(r) for r in compared]
+            report["compare"] = _compare_report(compared, 1, compared[0].compiler) if compared else None
         report["ok"] = ok
-        click.echo(json.dumps(report, indent=2))
+        click.echo(json.dumps(_json_head("validate") | report, indent=2))
         sys.exit(0 if ok else 1)
     for d in [] if quiet else cross.notes:
         click.echo(str(d))
@@ -851,7 +851,7 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
         if not as_json:
             _print_compare(result)
     if as_json:
-        click.echo(json.dumps([_compare_json(r) for r in reports], indent=2))
+        click.echo(json.dumps(_json_head("compare") | _compare_report(reports, seed, compiler), indent=2))
     sys.exit(1 if failed else 0)
 
 
@@ -908,6 +908,20 @@ def _print_compare(r) -> None:
         click.echo(f"    expected: {m.expected}")
         click.echo(f"    got:      {m.got}")
         click.echo(f"    reproduce: {m.reproduce}")
+
+
+def _json_head(command: str) -> dict:
+    """What every JSON report starts with: which kgen wrote it, for which command."""
+    return {"kgen": __version__, "command": command}
+
+
+def _compare_report(results: list, seed: int, compiler) -> dict:
+    """The compare part of a report: verdict, seed and compiler once, then one entry a spec."""
+    return {
+        "ok": all(r.ok for r in results), "seed": seed,
+        "compiler": compiler.name, "compiler_origin": compiler.origin,
+        "specs": [_compare_json(r) for r in results],
+    }  # fmt: skip
 
 
 def _compare_json(r) -> dict:

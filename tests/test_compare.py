@@ -131,7 +131,7 @@ def test_report_names_the_first_divergence_and_reproduces(run_kgen, tmp_path):
 def test_compare_json_and_exit_code(run_kgen):
     result = run_kgen("compare", "--cases", "40", "--opt=-O2", "--json")
     assert result.exit_code == 0
-    reports = json.loads(result.output)
+    reports = json.loads(result.output)["specs"]
     assert sorted(r["spec"] for r in reports) == sorted(f"isa/{p.name}" for p in ISA.glob("*.yaml"))
     for report in reports:
         assert report["ok"] and report["cases"] == 40 and report["opts"] == ["-O2"]

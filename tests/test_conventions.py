@@ -151,3 +151,26 @@ def test_compile_errors_point_at_the_generated_file_given(run_kgen, tmp_path):
     assert result.exit_code == 1
     assert f"{header}:{at + 1}:" in result.stderr, result.stderr
     assert "/gen/pvalidate/" not in result.stderr
+
+
+def test_compare_json_is_one_object_with_its_specs(run_kgen):
+    import json
+
+    from codegen import __version__
+
+    result = run_kgen("compare", "isa/pvalidate.yaml", "--cases", "5", "--opt=-O2", "--seed", "7", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert isinstance(report, dict)
+    assert report["kgen"] == __version__ and report["command"] == "compare" and report["ok"] is True
+    assert report["seed"] == 7 and report["compiler"].startswith("clang") and report["compiler_origin"]
+    (spec,) = report["specs"]
+    assert spec["spec"] == "isa/pvalidate.yaml" and spec["engine"] in ("native", "emulator")
+    assert spec["references"] == [] and spec["engine_reason"]
+
+
+def test_validate_json_names_its_command(run_kgen):
+    import json
+
+    report = json.loads(run_kgen("validate", "--json", "isa/pvalidate.yaml").output)
+    assert report["command"] == "validate" and report["ok"] is True and "kgen" in report
