@@ -174,3 +174,21 @@ def test_validate_json_names_its_command(run_kgen):
 
     report = json.loads(run_kgen("validate", "--json", "isa/pvalidate.yaml").output)
     assert report["command"] == "validate" and report["ok"] is True and "kgen" in report
+
+
+def test_shell_completion_is_documented_and_works():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import ROOT
+
+    assert 'eval "$(_KGEN_COMPLETE=bash_source kgen)"' in (ROOT / "README.md").read_text()
+    kgen = Path(sys.executable).parent / "kgen"
+    script = subprocess.run([kgen], env=dict(os.environ, _KGEN_COMPLETE="bash_source"), capture_output=True,
+                            text=True, timeout=60).stdout  # fmt: skip
+    assert "_kgen_completion" in script and "complete " in script
+    words = subprocess.run([kgen], env=dict(os.environ, _KGEN_COMPLETE="bash_complete", COMP_WORDS="kgen sw",
+                                            COMP_CWORD="1"), capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+    assert "plain,sweep" in words
