@@ -131,9 +131,11 @@ def main() -> None:
                    "generated/ beside the spec's directory, e.g. generated/ for isa/*.yaml].")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
 @click.option("-q", "--quiet", is_flag=True, help="Leave out the notes; print errors and the result only.")
+@click.option("--skip-rule", "skip_rules", multiple=True, metavar="RULE", callback=lambda c, p, v: _rules(v),
+              help="Do not apply this kernel review rule (repeat); reported as skipped.")  # fmt: skip
 @interruptible
 def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count: int,
-             out: Path | None, as_json: bool, quiet: bool) -> None:  # fmt: skip
+             out: Path | None, as_json: bool, quiet: bool, skip_rules: tuple[str, ...]) -> None:  # fmt: skip
     """Check specs: structure, types, ranges, names and cross-field rules.
 
     Each valid spec is also rendered in memory and its output held to the
@@ -151,7 +153,11 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
         else:
             report_problems(exc)
         sys.exit(1)
-    findings = review_findings(loaded)
+    from .review import rule_names
+
+    known_rules = rule_names()
+    skips = {s.path: skipped_rules(s, skip_rules) for s in loaded}
+    findings = review_findings(loaded, skips)
     cross = cross_findings(loaded)
     changes = [_changes_since(spec, base) for spec in loaded] if base else []
     base_problems = [p for c in changes for p in c.get("problems", [])]
@@ -166,6 +172,8 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
     if as_json:
         report = _json_report(loaded, SpecError(cross.problems) if cross.problems else None)
         report["review"] = [{"path": p, "rule": r, "message": m} for p, r, m in findings]
+        report["skipped"] = [{"path": path, "rule": r, "reason": why}
+                             for path, found in skips.items() for r, why, _ in found if r in known_rules]  # fmt: skip
         report["notes"] = [_json_diag(d) for d in cross.notes]
         if base:
             report["changes"] = changes
@@ -176,6 +184,10 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
         sys.exit(0 if ok else 1)
     for d in [] if quiet else cross.notes:
         click.echo(str(d))
+    for path, found in [] if quiet else skips.items():
+        for r, why, mark in found:
+            if r in known_rules:
+                click.echo(f"{mark or path}: note: review [{r}] skipped: {why}")
     for path, rule, message in findings:
         click.echo(f"{path}: error: review [{rule}]: {message}", err=True)
     if cross.problems:
@@ -323,10 +335,31 @@ def _compare_all(specs: list[Spec], count: int) -> list:
     return results
 
 
-def review_findings(specs: list[Spec]) -> list[tuple[str, str, str]]:
-    """Render each spec in memory and apply the kernel review rules to the result."""
+def _rules(names: tuple[str, ...]) -> tuple[str, ...]:
+    """--skip-rule names, each a review rule; another name is a usage error."""
+    from .review import rule_names
+
+    unknown = [n for n in names if n not in rule_names()]
+    if unknown:
+        raise click.BadParameter(f"no review rule {unknown[0]!r}; the rules are: {', '.join(rule_names())}")
+    return names
+
+
+def skipped_rules(spec: Spec, names: tuple[str, ...]) -> list[tuple[str, str, Mark | None]]:
+    """The review rules not applied to ``spec``, each with its reason: the spec's, then --skip-rule's."""
+    from .review import skipped
+
+    return skipped(spec, {n: "--skip-rule on the command line" for n in names})
+
+
+def review_findings(specs: list[Spec], skips: dict | None = None) -> list[tuple[str, str, str]]:
+    """Render each spec in memory and apply the kernel review rules to the result.
+
+    The rules ``skips`` names for a spec's path are not applied; a name that is no rule is a
+    finding at the spec's line.
+    """
     from .render import RenderError, render_spec
-    from .review import review
+    from .review import review, rule_names
 
     findings = []
     for spec in specs:
@@ -335,7 +368,10 @@ def review_findings(specs: list[Spec]) -> list[tuple[str, str, str]]:
         except RenderError as exc:
             findings.append((spec.path, "render", str(exc)))
             continue
-        findings += [(spec.path, rule, msg) for rule, msg in review(spec, files)]
+        skip = (skips or {}).get(spec.path, [])
+        findings += [(str(mark), "skip", f"no review rule {name!r}; the rules are: {', '.join(rule_names())}")
+                     for name, _, mark in skip if name not in rule_names()]  # fmt: skip
+        findings += [(spec.path, rule, msg) for rule, msg in review(spec, files, frozenset(n for n, *_ in skip))]
     return findings
 
 

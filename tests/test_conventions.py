@@ -192,3 +192,47 @@ def test_shell_completion_is_documented_and_works():
     words = subprocess.run([kgen], env=dict(os.environ, _KGEN_COMPLETE="bash_complete", COMP_WORDS="kgen sw",
                                             COMP_CWORD="1"), capture_output=True, text=True, timeout=60).stdout  # fmt: skip
     assert "plain,sweep" in words
+
+
+@pytest.fixture()
+def failing_rule(monkeypatch):
+    """A review rule every spec breaks, so that skipping it is seen."""
+    from codegen import review
+
+    monkeypatch.setattr(review, "RULES", [*review.RULES, review.Rule("always-fails", "test", lambda s, f: ["bad"])])
+    return "always-fails"
+
+
+def test_a_review_rule_skipped_on_the_command_line(run_kgen, failing_rule):
+    import json
+
+    assert run_kgen("validate", "isa/pvalidate.yaml").exit_code == 1
+    result = run_kgen("validate", "isa/pvalidate.yaml", "--skip-rule", failing_rule)
+    assert result.exit_code == 0, result.output
+    assert f"isa/pvalidate.yaml: note: review [{failing_rule}] skipped: --skip-rule on the command line" in result.output
+    report = json.loads(run_kgen("validate", "--json", "isa/pvalidate.yaml", "--skip-rule", failing_rule).output)
+    assert report["ok"] and report["skipped"] == [
+        {"path": "isa/pvalidate.yaml", "rule": failing_rule, "reason": "--skip-rule on the command line"}]
+    unknown = run_kgen("validate", "isa/pvalidate.yaml", "--skip-rule", "no-such-rule")
+    assert unknown.exit_code == 2 and "no review rule 'no-such-rule'" in unknown.stderr
+
+
+def test_a_review_rule_skipped_in_the_spec_with_its_reason(run_kgen, failing_rule, tmp_path):
+    import json
+
+    from tests.conftest import ISA
+
+    text = (ISA / "pvalidate.yaml").read_text()
+    spec = tmp_path / "pvalidate.yaml"
+    spec.write_text(text + f"  review:\n    skip:\n      - rule: {failing_rule}\n        reason: checked by hand\n")
+    line = len(text.splitlines()) + 3
+    result = run_kgen("validate", spec)
+    assert result.exit_code == 0, result.output
+    assert f"{spec}:{line}:15: note: review [{failing_rule}] skipped: checked by hand" in result.output
+    assert ": note: " not in run_kgen("validate", "-q", spec).output
+    report = json.loads(run_kgen("validate", "--json", spec).output)
+    assert report["skipped"] == [{"path": str(spec), "rule": failing_rule, "reason": "checked by hand"}]
+    spec.write_text(spec.read_text().replace(f"rule: {failing_rule}", "rule: no-such-rule"))
+    bad = run_kgen("validate", spec)
+    assert bad.exit_code == 1
+    assert f"{spec}:{line}:15: error: review [skip]: no review rule 'no-such-rule'" in bad.stderr
