@@ -123,7 +123,7 @@ def test_report_names_the_first_divergence_and_reproduces(run_kgen, tmp_path):
     args = line.split()[2:]
     cases.generate.cache_clear()  # the command alone, from its seed, must find the case again
     again = run_kgen("compare", *args)
-    assert again.exit_code == 1 and "1 cases x 1 levels" in again.output
+    assert again.exit_code == 1 and "1 case x 1 level" in again.output
     assert [l for l in again.output.splitlines() if "expected:" in l] == \
         [l for l in out.splitlines() if "expected:" in l]  # fmt: skip
 
