@@ -236,3 +236,8 @@ def test_a_review_rule_skipped_in_the_spec_with_its_reason(run_kgen, failing_rul
     bad = run_kgen("validate", spec)
     assert bad.exit_code == 1
     assert f"{spec}:{line}:15: error: review [skip]: no review rule 'no-such-rule'" in bad.stderr
+
+
+def test_an_impossible_machine_of_one_cpu_says_so_in_the_singular(run_kgen):
+    result = run_kgen("sweep", "isa/rmpopt.yaml", "--memory", "4G", "--offline", "3")
+    assert result.exit_code == 2 and "offline CPU 3 does not exist (1 CPU)" in result.stderr
