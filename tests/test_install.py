@@ -60,6 +60,8 @@ def test_the_installed_package_is_not_the_checkout(installed, project):
     ["compare", "isa/pvalidate.yaml", "--cases", "20", "--opt=-O2"],
     ["compare", "isa/rmpopt.yaml", "--cases", "20", "--opt=-O2"],
     ["sweep", "isa/rmpopt.yaml", "--memory", "3T"],
+    ["doctor"],
+    ["schema"],
 ])  # fmt: skip
 def test_installed_kgen_runs_every_command_outside_the_checkout(installed, project, args):
     proc = _run(installed, *args, cwd=project)
