@@ -11,6 +11,7 @@ import hashlib
 import os
 import subprocess
 import tempfile
+from importlib import resources
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +21,12 @@ from .render import include_split, outputs
 from .toolchain import Compiler
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIM_DIR = ROOT / "tests" / "shim"
+# the harness and the kernel-API shim are package data: an installed kgen compiles
+# the same sources as a checkout, from any directory
+_PACKAGE = Path(str(resources.files(__package__)))
+SHIM_DIR = _PACKAGE / "shim"
 SHIM_HEADER = SHIM_DIR / "kshim.h"
-HARNESS_DIR = ROOT / "tests" / "harness"
+HARNESS_DIR = _PACKAGE / "harness"
 KERNEL_WARNINGS = ("-Wall", "-Wextra", "-Werror", "-std=gnu11")
 # userspace stand-ins for kernel build flags; freestanding so the same
 # objects also link into the bare ELF that the emulator runs

@@ -6,7 +6,7 @@ worker (setup, trigger, run, advance time, teardown) or the helpers (call
 every boundary first, then random cases from a seed; case N of a seed is
 always the same case.  :func:`case_line` writes a case in the harness's
 input format and :func:`expected` the event lines the harness must print
-(see tests/harness/core.c for both formats).
+(see codegen/harness/core.c for both formats).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from functools import cache
 from itertools import islice
 
 from . import mirror, oracle
+from .diagnostics import plural
 from .host import GUARD_TOP
 from .mirror import Machine
 from .model import Spec
@@ -38,7 +39,7 @@ class Case:
         m = self.machine
         parts = [
             f"{self.form}", f"min_low_pfn={m.min_low_pfn:#x}", f"max_pfn={m.max_pfn:#x}",
-            f"{m.cores} cores x {m.threads_per_core} threads ({m.numbering})",
+            f"{plural(m.cores, 'core')} x {plural(m.threads_per_core, 'thread')} ({m.numbering})",
             f"leader {m.leader}",
         ]  # fmt: skip
         if m.offline:

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .diagnostics import Diagnostic, Mark, SpecError
+from .diagnostics import Diagnostic, Mark, SpecError, plural, shown_path
 from .mirror import MAX_CPUS, PAGE_SHIFT, PHYS_BITS
 from .model import Spec
 from .spec import load_all
@@ -36,6 +36,17 @@ def default_spec_paths() -> list[Path]:
             f"no spec files given and none found in {DEFAULT_ISA_DIR}/ "
             "(run from the project root or name the spec files)"
         )
+    return paths
+
+
+def _existing(paths: tuple[str, ...]) -> tuple[str, ...]:
+    """Named spec files must exist: a name that finds nothing is a usage error (exit 2)."""
+    import os
+
+    missing = [p for p in paths if not os.path.lexists(p)]
+    if missing:
+        raise click.BadParameter("no such file: " + ", ".join(map(shown_path, missing)),
+                                 param_hint="SPEC")  # fmt: skip
     return paths
 
 
@@ -78,10 +89,21 @@ def report_problems(exc: SpecError) -> None:
     for d in exc.diagnostics:
         click.echo(str(d), err=True)
     n = len(exc.diagnostics)
-    click.echo(f"kgen: {n} problem{'s' if n != 1 else ''} found", err=True)
+    click.echo(f"kgen: {plural(n, 'problem')} found", err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """kgen's commands: Ctrl-C exits 130 from any of them (click alone says "Aborted!", 1)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("kgen: interrupted", err=True)
+            sys.exit(128 + signal.SIGINT)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="kgen")
 def main() -> None:
     """Generate Linux kernel instruction helpers from a YAML spec, and prove them.
@@ -89,10 +111,14 @@ def main() -> None:
     Specs live in isa/*.yaml; commands that take SPEC... use all of them when
     none is named.  Exit status: 0 good, 1 a finding, 2 a usage error.
     """
+    import os
+
+    if os.environ.get("NO_COLOR"):  # https://no-color.org: set and not empty
+        click.get_current_context().color = False
 
 
 @main.command()
-@click.argument("specs", nargs=-1, metavar="[SPEC]...")
+@click.argument("specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value))
 @click.option("--base", metavar="REV_OR_FILE", callback=lambda ctx, param, value: _base_option(value),
               help="Compare each spec with an older version: a file, or the same path at a git "
                    "revision (HEAD, main, a commit).")  # fmt: skip
@@ -104,9 +130,12 @@ def main() -> None:
               help="With --base: the generated files to hold to a fresh render [default: "
                    "generated/ beside the spec's directory, e.g. generated/ for isa/*.yaml].")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
+@click.option("-q", "--quiet", is_flag=True, help="Leave out the notes; print errors and the result only.")
+@click.option("--skip-rule", "skip_rules", multiple=True, metavar="RULE", callback=lambda c, p, v: _rules(v),
+              help="Do not apply this kernel review rule (repeat); reported as skipped.")  # fmt: skip
 @interruptible
 def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count: int,
-             out: Path | None, as_json: bool) -> None:  # fmt: skip
+             out: Path | None, as_json: bool, quiet: bool, skip_rules: tuple[str, ...]) -> None:  # fmt: skip
     """Check specs: structure, types, ranges, names and cross-field rules.
 
     Each valid spec is also rendered in memory and its output held to the
@@ -120,11 +149,15 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
         loaded = load_all(specs or default_spec_paths())
     except SpecError as exc:
         if as_json:
-            click.echo(json.dumps(_json_report([], exc), indent=2))
+            click.echo(json.dumps(_json_head("validate") | _json_report([], exc), indent=2))
         else:
             report_problems(exc)
         sys.exit(1)
-    findings = review_findings(loaded)
+    from .review import rule_names
+
+    known_rules = rule_names()
+    skips = {s.path: skipped_rules(s, skip_rules) for s in loaded}
+    findings = review_findings(loaded, skips)
     cross = cross_findings(loaded)
     changes = [_changes_since(spec, base) for spec in loaded] if base else []
     base_problems = [p for c in changes for p in c.get("problems", [])]
@@ -139,16 +172,22 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
     if as_json:
         report = _json_report(loaded, SpecError(cross.problems) if cross.problems else None)
         report["review"] = [{"path": p, "rule": r, "message": m} for p, r, m in findings]
+        report["skipped"] = [{"path": path, "rule": r, "reason": why}
+                             for path, found in skips.items() for r, why, _ in found if r in known_rules]  # fmt: skip
         report["notes"] = [_json_diag(d) for d in cross.notes]
         if base:
             report["changes"] = changes
         if run_compare:
-            report["compare"] = [_compare_json(r) for r in compared]
+            report["compare"] = _compare_report(compared, 1, compared[0].compiler) if compared else None
         report["ok"] = ok
-        click.echo(json.dumps(report, indent=2))
+        click.echo(json.dumps(_json_head("validate") | report, indent=2))
         sys.exit(0 if ok else 1)
-    for d in cross.notes:
+    for d in [] if quiet else cross.notes:
         click.echo(str(d))
+    for path, found in [] if quiet else skips.items():
+        for r, why, mark in found:
+            if r in known_rules:
+                click.echo(f"{mark or path}: note: review [{r}] skipped: {why}")
     for path, rule, message in findings:
         click.echo(f"{path}: error: review [{rule}]: {message}", err=True)
     if cross.problems:
@@ -165,7 +204,7 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
         counts = [(len(insn.encoding), "encoding byte"), (len(insn.inputs), "input"),
                   (len(insn.outputs), "output"), (codes, "function code")]  # fmt: skip
         click.echo(f"{spec.path}: ok ({insn.mnemonic}: "
-                   + ", ".join(f"{n} {what}{'' if n == 1 else 's'}" for n, what in counts) + ")")
+                   + ", ".join(plural(n, what) for n, what in counts) + ")")
 
 
 def _base_option(value: str | None) -> str | None:
@@ -246,7 +285,7 @@ def _print_changes(report: dict) -> None:
     if not changes:
         click.echo(f"{report['path']}: nothing changed since {report['base']}")
         return
-    click.secho(f"{report['path']}: {len(changes)} change{'s' if len(changes) != 1 else ''} "
+    click.secho(f"{report['path']}: {plural(len(changes), 'change')} "
                 f"since {report['base']}", bold=True)  # fmt: skip
     group = None
     for c in changes:
@@ -260,7 +299,7 @@ def _print_changes(report: dict) -> None:
             click.echo(f"    {line}")
     diff = report.get("diff", "")
     files = [l[6:] for l in diff.splitlines() if l.startswith("+++ b/")]
-    click.secho(f"  generated code: {len(files)} file{'s' if len(files) != 1 else ''} change",
+    click.secho(f"  generated code: {plural(len(files), 'file')} change",
                 bold=True)  # fmt: skip
     for line in diff.splitlines():
         color = "green" if line.startswith("+") else "red" if line.startswith("-") else None
@@ -296,10 +335,31 @@ def _compare_all(specs: list[Spec], count: int) -> list:
     return results
 
 
-def review_findings(specs: list[Spec]) -> list[tuple[str, str, str]]:
-    """Render each spec in memory and apply the kernel review rules to the result."""
+def _rules(names: tuple[str, ...]) -> tuple[str, ...]:
+    """--skip-rule names, each a review rule; another name is a usage error."""
+    from .review import rule_names
+
+    unknown = [n for n in names if n not in rule_names()]
+    if unknown:
+        raise click.BadParameter(f"no review rule {unknown[0]!r}; the rules are: {', '.join(rule_names())}")
+    return names
+
+
+def skipped_rules(spec: Spec, names: tuple[str, ...]) -> list[tuple[str, str, Mark | None]]:
+    """The review rules not applied to ``spec``, each with its reason: the spec's, then --skip-rule's."""
+    from .review import skipped
+
+    return skipped(spec, {n: "--skip-rule on the command line" for n in names})
+
+
+def review_findings(specs: list[Spec], skips: dict | None = None) -> list[tuple[str, str, str]]:
+    """Render each spec in memory and apply the kernel review rules to the result.
+
+    The rules ``skips`` names for a spec's path are not applied; a name that is no rule is a
+    finding at the spec's line.
+    """
     from .render import RenderError, render_spec
-    from .review import review
+    from .review import review, rule_names
 
     findings = []
     for spec in specs:
@@ -308,7 +368,10 @@ def review_findings(specs: list[Spec]) -> list[tuple[str, str, str]]:
         except RenderError as exc:
             findings.append((spec.path, "render", str(exc)))
             continue
-        findings += [(spec.path, rule, msg) for rule, msg in review(spec, files)]
+        skip = (skips or {}).get(spec.path, [])
+        findings += [(str(mark), "skip", f"no review rule {name!r}; the rules are: {', '.join(rule_names())}")
+                     for name, _, mark in skip if name not in rule_names()]  # fmt: skip
+        findings += [(spec.path, rule, msg) for rule, msg in review(spec, files, frozenset(n for n, *_ in skip))]
     return findings
 
 
@@ -453,7 +516,7 @@ out_option = click.option(
 
 
 @main.command()
-@click.argument("specs", nargs=-1, metavar="[SPEC]...")
+@click.argument("specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value))
 @out_option
 @click.option("--prune", is_flag=True,
               help="Also remove generated files that no spec renders any more, each only when "
@@ -489,14 +552,14 @@ def render(specs: tuple[str, ...], out: Path, prune: bool) -> None:
                 click.echo(stale_line(out, s))
         n = len(loaded)
         gone = f", {len(removed)} removed" if removed else ""
-        click.echo(f"rendered {len(files)} files from {n} spec{'s' if n != 1 else ''} into {out}/ "
+        click.echo(f"rendered {plural(len(files), 'file')} from {plural(n, 'spec')} into {out}/ "
                    f"({len(changed)} changed{gone})")  # fmt: skip
         if refused:
             sys.exit(1)
 
 
 @main.command()
-@click.argument("specs", nargs=-1, metavar="[SPEC]...")
+@click.argument("specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value))
 @out_option
 def check(specs: tuple[str, ...], out: Path) -> None:
     """Exit 1 with a unified diff when the output directory differs from a fresh render.
@@ -517,16 +580,16 @@ def check(specs: tuple[str, ...], out: Path) -> None:
     for s in found.stale:
         click.echo(stale_line(out, s))
     if found.problems:
-        click.echo(f"kgen: {len(found.problems)} generated file(s) cannot be compared", err=True)
+        click.echo(f"kgen: {plural(len(found.problems), 'generated file')} cannot be compared", err=True)
     if found.diffs:
-        click.echo(f"kgen: {len(found.diffs)} generated file(s) out of date; run `kgen render`",
+        click.echo(f"kgen: {plural(len(found.diffs), 'generated file')} out of date; run `kgen render`",
                    err=True)  # fmt: skip
     if found.stale:
-        click.echo(f"kgen: {len(found.stale)} stale generated file(s); "
+        click.echo(f"kgen: {plural(len(found.stale), 'stale generated file')}; "
                    "`kgen render --prune` removes them", err=True)  # fmt: skip
     if found.problems or found.diffs or found.stale:
         sys.exit(1)
-    click.echo(f"{out}/ is up to date with {len(loaded)} spec(s)")
+    click.echo(f"{out}/ is up to date with {plural(len(loaded), 'spec')}")
 
 
 class SizeParam(click.ParamType):
@@ -585,6 +648,11 @@ class RangeParam(click.ParamType):
 ADDRESS_END = SizeParam(1 << PHYS_BITS, "4P")  # an end of memory or of a range
 ADDRESS = SizeParam((1 << PHYS_BITS) - 1, f"{(1 << PHYS_BITS) - 1:#x}")
 PFN = SizeParam(1 << (PHYS_BITS - PAGE_SHIFT), f"{1 << (PHYS_BITS - PAGE_SHIFT):#x} pages")
+def _cpus(cpus: list[int]) -> str:
+    """[3] -> 'CPU 3', [0, 1, 2, 5] -> 'CPUs 0-2,5'."""
+    return f"CPU {cpus[0]}" if len(cpus) == 1 else f"CPUs {_cpu_ranges(cpus)}"
+
+
 def _cpu_ranges(cpus: list[int]) -> str:
     """[0, 1, 2, 5] -> '0-2,5'."""
     out, start = [], None
@@ -598,7 +666,7 @@ def _cpu_ranges(cpus: list[int]) -> str:
 
 
 @main.command()
-@click.argument("spec_path", metavar="SPEC")
+@click.argument("spec_path", metavar="SPEC", callback=lambda ctx, param, value: _existing((value,))[0])
 @click.option("--min-pfn", type=PFN, default=0, show_default=True, help="min_low_pfn.")
 @click.option("--max-pfn", type=PFN, help="max_pfn (exclusive end of RAM, in pages).")
 @click.option("--memory", type=ADDRESS_END, help="End of RAM as a size, e.g. 3T (sets max_pfn); at most 4P.")
@@ -651,8 +719,7 @@ def sweep(spec_path, min_pfn, max_pfn, memory, cores, threads_per_core, numberin
     except mirror.MachineTooLarge as exc:
         raise click.UsageError(f"{spec.path}: {exc}; give less memory or fewer CPUs") from None
     except mirror.MachineError as exc:
-        click.echo(f"kgen: impossible machine: {exc}", err=True)
-        sys.exit(1)
+        raise click.UsageError(f"impossible machine: {exc}") from None
     if as_json:
         _sweep_json(spec, machine, hw)
     else:
@@ -683,19 +750,19 @@ def _sweep_summary(spec, machine) -> None:
     followers = mirror.followers(machine)
     online = machine.online
     click.echo(
-        f"{spec.path}: one pass on {len(online)} online CPUs ({machine.cores} cores x "
-        f"{machine.threads_per_core} threads, {machine.numbering} numbering), leader CPU "
+        f"{spec.path}: one pass on {plural(len(online), 'online CPU')} ({plural(machine.cores, 'core')} x "
+        f"{plural(machine.threads_per_core, 'thread')}, {machine.numbering} numbering), leader CPU "
         f"{machine.leader}"
     )
     rows = [
-        ("range", f"{pa(r.pa_start)} - {pa(r.pa_end)}: {summary.regions} regions of "
+        ("range", f"{pa(r.pa_start)} - {pa(r.pa_end)}: {plural(summary.regions, 'region')} of "
                   f"{f_human_size(t.region_size)}"),
         ("above cap", f"{_bytes(r.uncapped_end - r.pa_end)} not optimized "
                       f"({pa(r.pa_end)} - {pa(r.uncapped_end)})" if r.capped else "none"),
         (spec.instruction.mnemonic.upper(),
-         f"{summary.rmpopt} executions ({summary.regions} by the leader, "
-         f"{len(followers)} followers x {summary.regions}); {summary.cf_set} returned CF=1"),
-        ("cross-CPU", f"{summary.ipis} calls to CPUs {_cpu_ranges(followers) or 'none'}"),
+         f"{plural(summary.rmpopt, 'execution')} ({summary.regions} by the leader, "
+         f"{plural(len(followers), 'follower')} x {summary.regions}); {summary.cf_set} returned CF=1"),
+        ("cross-CPU", f"{plural(summary.ipis, 'call')} to {_cpus(followers)}" if summary.ipis else "none"),
         ("cond_resched", str(summary.rescheds)),
     ]  # fmt: skip
     msr = spec.instruction.msr
@@ -705,14 +772,14 @@ def _sweep_summary(spec, machine) -> None:
                                        "before any MSR write; nothing runs"))  # fmt: skip
         else:
             cpus = mirror.msr_cpus(spec, machine)
-            rows.insert(0, ("wrmsr", f"{msr.name} = {mirror.msr_value(spec, machine):#x} on CPUs "
-                                     f"{_cpu_ranges(cpus)} (one per {msr.scope}) at setup; "
-                                     f"{summary.wrmsrs} writes in all"))  # fmt: skip
+            rows.insert(0, ("wrmsr", f"{msr.name} = {mirror.msr_value(spec, machine):#x} on "
+                                     f"{_cpus(cpus)} (one per {msr.scope}) at setup; "
+                                     f"{plural(summary.wrmsrs, 'write')} in all"))  # fmt: skip
     by_count: dict[int, list[int]] = {}
     for cpu, n in summary.optimized.items():
         by_count.setdefault(n, []).append(cpu)
     for n, cpus in sorted(by_count.items(), key=lambda kv: kv[1][0]):
-        rows.append(("optimized", f"CPUs {_cpu_ranges(cpus)}: {n} of {t.entries} regions"))
+        rows.append(("optimized", f"{_cpus(cpus)}: {n} of {plural(t.entries, 'region')}"))
     for text in summary.logs:
         rows.append(("log", text))
     for key, value in rows:
@@ -727,7 +794,7 @@ def _bytes(n: int) -> str:
 
 
 @main.command()
-@click.argument("specs", nargs=-1, metavar="[SPEC]...")
+@click.argument("specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value))
 @click.option("--cases", "count", type=click.IntRange(1, MAX_CASES), default=3000, show_default=True,
               help="Configurations per spec: every boundary, then random ones.")  # fmt: skip
 @click.option("--seed", type=click.IntRange(0, (1 << 64) - 1), default=1, show_default=True,
@@ -766,6 +833,9 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
     from .reference import ReferenceProblem
     from .toolchain import ToolchainError, find_clang
 
+    if only is not None and only >= count:
+        raise click.BadParameter(f"case {only} does not exist: seed {seed} has cases 0..{count - 1} "
+                                 f"(raise --cases)", param_hint="--case")  # fmt: skip
     loaded = load_specs(specs)
     try:
         compiler = find_clang()
@@ -794,7 +864,8 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
             if missing:
                 click.echo(f"kgen: {generated}/{missing[0]}: no such generated file", err=True)
                 sys.exit(1)
-        bar = _progress_bar(spec.path) if sys.stderr.isatty() and not as_json else None
+        stream = _progress_stream()
+        bar = _progress_bar(spec.path, stream) if stream.isatty() and not as_json else None
         try:
             result = cmp.compare(spec, compiler, choice, seed, count, opts, only, files=files,
                                  generated_dir=generated, keep_going=keep_going,
@@ -806,30 +877,44 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
             click.echo(f"kgen: {spec.path}: error: {exc}", err=True)
             sys.exit(1)
         except (BuildError, ValueError, RuntimeError, UnsafeCode, EngineRefused) as exc:
-            click.echo(f"kgen: {spec.path}: {exc}", err=True)
+            click.echo(f"kgen: {spec.path}: {_in_generated(str(exc), generated)}", err=True)
             sys.exit(1)
         finally:
             if bar:
-                click.echo("\r\033[K", nl=False, err=True)
+                bar.close()
         failed |= not result.ok
         reports.append(result)
         if not as_json:
             _print_compare(result)
     if as_json:
-        click.echo(json.dumps([_compare_json(r) for r in reports], indent=2))
+        click.echo(json.dumps(_json_head("compare") | _compare_report(reports, seed, compiler), indent=2))
     sys.exit(1 if failed else 0)
 
 
-def _progress_bar(label: str):
-    def show(done: int, total: int, result) -> None:
-        width = 30
-        filled = width * done // max(total, 1)
-        click.echo(
-            f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} cases, "
-            f"{result.executions} executions checked",
-            nl=False, err=True,
-        )  # fmt: skip
+def _in_generated(text: str, generated: Path | None) -> str:
+    """A compiler's message about the copy compare builds, pointed at the --generated file it copies."""
+    import re
 
+    if generated is None:
+        return text
+    return re.sub(r"[^\s'\"]*/kgen-compare-[^/\s]*/gen/", lambda _: f"{generated}/", text)
+
+
+def _progress_stream():
+    """Where the progress bar goes: standard error, and only when it is a terminal."""
+    return sys.stderr
+
+
+def _progress_bar(label: str, stream):
+    """click's progress bar of the cases run; call it with (done, total, result)."""
+    bars = contextlib.ExitStack()
+
+    def show(done: int, total: int, result) -> None:
+        if not bars._exit_callbacks:
+            show.bar = bars.enter_context(click.progressbar(length=total, label=label, file=stream))
+        show.bar.update(done - show.bar.pos)
+
+    show.close = bars.close
     return show
 
 
@@ -837,8 +922,8 @@ def _print_compare(r) -> None:
     levels = " ".join(r.opts)
     rate = r.executions / max(r.seconds - r.build_seconds, 1e-9)
     click.echo(
-        f"{r.spec}: {'ok' if r.ok else 'MISMATCH'}: {r.cases} cases x {len(r.opts)} levels "
-        f"({levels}), {r.executions} {'' if r.ok else 'matching '}executions checked"
+        f"{r.spec}: {'ok' if r.ok else 'MISMATCH'}: {plural(r.cases, 'case')} x {plural(len(r.opts), 'level')} "
+        f"({levels}), {plural(r.executions, 'execution' if r.ok else 'matching execution')} checked"
     )
     click.echo(
         f"  {r.compiler.name} ({r.compiler.origin}); engine {r.engine.engine}: {r.engine.reason}"
@@ -848,7 +933,7 @@ def _print_compare(r) -> None:
         f"{rate:,.0f} executions/s"
     )
     for ref in r.references:
-        took = f"{len(ref.files)} file{'' if len(ref.files) == 1 else 's'}"
+        took = plural(len(ref.files), 'file')
         click.echo(f"  reference {ref.directory}: {took}"
                    + (f"; {ref.definition} defines the helper compared" if ref.definition else ""))
     for m in r.mismatches:
@@ -859,6 +944,20 @@ def _print_compare(r) -> None:
         click.echo(f"    expected: {m.expected}")
         click.echo(f"    got:      {m.got}")
         click.echo(f"    reproduce: {m.reproduce}")
+
+
+def _json_head(command: str) -> dict:
+    """What every JSON report starts with: which kgen wrote it, for which command."""
+    return {"kgen": __version__, "command": command}
+
+
+def _compare_report(results: list, seed: int, compiler) -> dict:
+    """The compare part of a report: verdict, seed and compiler once, then one entry a spec."""
+    return {
+        "ok": all(r.ok for r in results), "seed": seed,
+        "compiler": compiler.name, "compiler_origin": compiler.origin,
+        "specs": [_compare_json(r) for r in results],
+    }  # fmt: skip
 
 
 def _compare_json(r) -> dict:

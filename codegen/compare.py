@@ -1,7 +1,7 @@
 """Compile-and-compare: the generated C, built with clang, must behave like the mirror.
 
 The generated files are compiled once per optimisation level into the trap
-harness (tests/harness), which executes the real instruction bytes.  Every
+harness (codegen/harness), which executes the real instruction bytes.  Every
 case is streamed through one harness process per level, in chunks spread
 over the machine's cores; each chunk's output is compared, line by line,
 with what the mirror computes for the same cases.  The first difference is

@@ -51,3 +51,8 @@ class SpecError(Exception):
     def __init__(self, diagnostics: list[Diagnostic]):
         self.diagnostics = sorted(diagnostics, key=lambda d: (d.mark, d.message))
         super().__init__("\n".join(str(d) for d in self.diagnostics))
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``n`` and the noun agreeing with it: ``1 file``, ``2 files``, ``0 cores``, ``2 entries``."""
+    return f"{n} {word if n == 1 else many or word + 's'}"

@@ -34,6 +34,7 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Iterator, Literal, NamedTuple
 
+from .diagnostics import plural
 from .model import Spec
 
 PAGE_SHIFT = 12
@@ -191,7 +192,7 @@ class Machine:
             raise MachineError(f"{self.nr_cpus} CPUs: at most {MAX_CPUS} are supported")
         bad = sorted(c for c in self.offline if not 0 <= c < self.nr_cpus)
         if bad:
-            raise MachineError(f"offline CPU {bad[0]} does not exist ({self.nr_cpus} CPUs)")
+            raise MachineError(f"offline CPU {bad[0]} does not exist ({plural(self.nr_cpus, 'CPU')})")
         if not self.online:
             raise MachineError("no CPU is online")
         if self.leader not in self.online:

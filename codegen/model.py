@@ -363,6 +363,17 @@ class Enable(Node):
 
 
 @dataclass(frozen=True)
+class SkippedRule(Node):
+    rule: Annotated[CommentText, Doc("a kernel review rule, by name (e.g. byte-comment)")]
+    reason: Annotated[CommentText, Doc("why it does not hold for this spec; shown in every report")]
+
+
+@dataclass(frozen=True)
+class Review(Node):
+    skip: Annotated[tuple[SkippedRule, ...], Doc("review rules not applied to this spec")]
+
+
+@dataclass(frozen=True)
 class Kernel(Node):
     raw_helper: RawHelper
     helper: Helper | None = None
@@ -372,6 +383,7 @@ class Kernel(Node):
         Enable | None,
         Doc("how the kernel turns the instruction on and off around the sweep; a sweep needs it"),
     ] = None
+    review: Annotated[Review | None, Doc("how kgen validate's review treats this spec")] = None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ success, each listed return code, arbitrary values in the return register,
 each output flag, and retry codes, at most :data:`RETRY_STREAK` times in a
 row so that a bounded retry loop always ends.
 
-The trap harness (tests/harness/core.c) computes the same function in C.
+The trap harness (codegen/harness/core.c) computes the same function in C.
 From the spec alone, :func:`call` gives what one call of the low-level
 helper must do: each execution's registers and outputs, and the value the
 helper returns.

@@ -375,6 +375,18 @@ def no_warn_on_success(spec: Spec, files: Files) -> list[str]:
     ]  # fmt: skip
 
 
-def review(spec: Spec, files: Files) -> list[tuple[str, str]]:
-    """(rule name, problem) for every rule a spec's rendered files break."""
-    return [(r.name, p) for r in RULES if r.applies(spec) for p in r.check(spec, files)]
+def review(spec: Spec, files: Files, skip: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """(rule name, problem) for every rule a spec's rendered files break, but those skipped."""
+    return [(r.name, p) for r in RULES if r.applies(spec) and r.name not in skip for p in r.check(spec, files)]
+
+
+def rule_names() -> list[str]:
+    return [r.name for r in RULES]
+
+
+def skipped(spec: Spec, on_command_line: dict[str, str]) -> list[tuple[str, str, object]]:
+    """(rule, reason, mark) of each rule not applied to ``spec``: its own, then the command line's."""
+    own = spec.kernel.review.skip if spec.kernel.review else ()
+    found = [(s.rule, s.reason, s.mark("rule")) for s in own]
+    return found + [(name, reason, None) for name, reason in on_command_line.items()
+                    if name not in {s.rule for s in own}]  # fmt: skip

@@ -49,10 +49,11 @@ def test_usage_errors_exit_2(run_kgen, args):
     assert run_kgen(*args).exit_code == 2
 
 
-def test_missing_file_is_a_finding(run_kgen):
-    result = run_kgen("validate", "isa/nope.yaml")
-    assert result.exit_code == 1
-    assert result.stderr.splitlines()[0] == "isa/nope.yaml: error: no such file"
+@pytest.mark.parametrize("command", ["validate", "render", "check", "compare", "sweep"])
+def test_a_missing_spec_file_is_a_usage_error(run_kgen, command):
+    result = run_kgen(command, "isa/nope.yaml")
+    assert result.exit_code == 2
+    assert "no such file: isa/nope.yaml" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_validate_json_report(run_kgen):
@@ -64,8 +65,8 @@ def test_validate_json_report(run_kgen):
     (problem,) = report["problems"]
     assert problem["path"] == str(bad) and problem["line"] > 0 and problem["col"] > 0
     good = json.loads(run_kgen("validate", "--json", "isa/rmpopt.yaml").output)
-    assert good == {"ok": True, "specs": [{"path": "isa/rmpopt.yaml", "mnemonic": "rmpopt"}],
-                    "problems": [], "review": [], "notes": good["notes"]}  # fmt: skip
+    assert good == {"kgen": __version__, "command": "validate", "ok": True, "specs": [{"path": "isa/rmpopt.yaml", "mnemonic": "rmpopt"}],
+                    "problems": [], "review": [], "skipped": [], "notes": good["notes"]}  # fmt: skip
     messages = [n["message"] for n in good["notes"]]
     assert messages[0].startswith("without its F2 prefix, rmpopt is clzero")
     assert "does not know 'rmpopt'" in messages[1]  # no assembler knows it yet

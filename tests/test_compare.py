@@ -123,7 +123,7 @@ def test_report_names_the_first_divergence_and_reproduces(run_kgen, tmp_path):
     args = line.split()[2:]
     cases.generate.cache_clear()  # the command alone, from its seed, must find the case again
     again = run_kgen("compare", *args)
-    assert again.exit_code == 1 and "1 cases x 1 levels" in again.output
+    assert again.exit_code == 1 and "1 case x 1 level" in again.output
     assert [l for l in again.output.splitlines() if "expected:" in l] == \
         [l for l in out.splitlines() if "expected:" in l]  # fmt: skip
 
@@ -131,7 +131,7 @@ def test_report_names_the_first_divergence_and_reproduces(run_kgen, tmp_path):
 def test_compare_json_and_exit_code(run_kgen):
     result = run_kgen("compare", "--cases", "40", "--opt=-O2", "--json")
     assert result.exit_code == 0
-    reports = json.loads(result.output)
+    reports = json.loads(result.output)["specs"]
     assert sorted(r["spec"] for r in reports) == sorted(f"isa/{p.name}" for p in ISA.glob("*.yaml"))
     for report in reports:
         assert report["ok"] and report["cases"] == 40 and report["opts"] == ["-O2"]
@@ -140,7 +140,7 @@ def test_compare_json_and_exit_code(run_kgen):
 
 def test_unknown_case_is_a_clean_error(run_kgen):
     result = run_kgen("compare", "--cases", "10", "--case", "99", "--opt=-O2")
-    assert result.exit_code == 1 and "case 99 does not exist" in result.stderr
+    assert result.exit_code == 2 and "case 99 does not exist" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -464,7 +464,7 @@ def test_other_line_endings_are_drift(tmp_path, run_kgen, ending):
     good = path.read_bytes()
     path.write_bytes(good.replace(b"\n", ending))
     result = run_kgen("check", cwd=project)
-    assert result.exit_code == 1 and "1 generated file(s) out of date" in result.stderr
+    assert result.exit_code == 1 and "1 generated file out of date" in result.stderr
     assert "line endings" in result.output
     assert "(1 changed)" in run_kgen("render", cwd=project).output
     assert path.read_bytes() == good

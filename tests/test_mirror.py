@@ -343,8 +343,8 @@ def test_kgen_sweep_json_trace_format(run_kgen, rmpopt, t):
 @pytest.mark.parametrize(
     "args, code, text",
     [
-        (["--memory", "4G", "--leader", "3"], 1, "leader CPU 3 is not online"),
-        (["--min-pfn", "9", "--max-pfn", "5"], 1, "below min_low_pfn"),
+        (["--memory", "4G", "--leader", "3"], 2, "leader CPU 3 is not online"),
+        (["--min-pfn", "9", "--max-pfn", "5"], 2, "below min_low_pfn"),
         ([], 2, "exactly one of --max-pfn and --memory"),
         (["--memory", "4G", "--max-pfn", "5"], 2, "exactly one"),
         (["--memory", "lots"], 2, "not a number or a size"),

@@ -41,6 +41,6 @@ def test_a_wrong_letter_in_the_templates_table_is_caught(name, a, b, monkeypatch
 
 
 def test_the_harness_letters_are_core_c_s():
-    core = (ISA.parent / "tests" / "harness" / "core.c").read_text()
+    core = (ISA.parent / "codegen" / "harness" / "core.c").read_text()
     assert "return r == 'a' ? &regs->rax : r == 'c' ? &regs->rcx : &regs->rdx;" in core
     assert oracle.HARNESS_REGISTER_LETTER == {"rax": "a", "rcx": "c", "rdx": "d"}

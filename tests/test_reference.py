@@ -77,7 +77,7 @@ def test_the_report_names_the_reference_and_the_definition(run_kgen, tmp_path, a
     r = run_kgen("compare", "isa/pvalidate.yaml", *FAST, "--reference", d, *(["--json"] if as_json else []))
     assert r.exit_code == 0, r.output
     if as_json:
-        (report,) = json.loads(r.output)
+        (report,) = json.loads(r.output)["specs"]
         assert report["references"] == [
             {"directory": str(d), "files": ["asm/sev.h"], "definition": f"{d}/asm/sev.h:{line}"}
         ]

@@ -29,6 +29,7 @@ PROSE = {  # free text with no counterpart in the facts
     "kernel.sweep.workers[].workqueue", "kernel.sweep.workers[].first_delay_ms",
     "instruction.outputs[].name", "instruction.inputs[].type", "instruction.outputs[].type",
     "instruction.inputs[].width", "kernel.enum.prefix",
+    "kernel.review",  # kgen's review policy for the spec, not a fact of the instruction
 }  # fmt: skip
 
 

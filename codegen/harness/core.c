@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * The harness core: the kernel API of tests/shim/kshim.h, a model of the
+ * The harness core: the kernel API of codegen/shim/kshim.h, a model of the
  * machine (CPUs, SMT topology, time) and of the hardware (the RMP and one
  * RMPOPT-style table per CPU), and the case runner.  Freestanding: no libc.
  *
