@@ -11,7 +11,7 @@
 #ifndef KGEN_SEV_H_TYPES
 #define KGEN_SEV_H_TYPES
 
-#include "../../../shim/kshim.h"
+#include <kshim.h>	/* kgen's kernel-API shim, on the include path of every unit */
 
 /* the helpers are real only in a kernel built with AMD memory encryption */
 #define CONFIG_AMD_MEM_ENCRYPT	1
