@@ -745,11 +745,17 @@ def _bytes(n: int) -> str:
 @click.option("--reference", multiple=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Run the kernel's own helper instead: an include directory (repeat) where "
                    "the spec's header, e.g. asm/sev.h, and what it includes are found.")  # fmt: skip
+@click.option("--cc", "cc", type=click.Choice(["both", "clang", "gcc"]), default=None,
+              help="Compiler(s) that build the generated code [default: both where gcc is "
+                   "present, else clang].")  # fmt: skip
+@click.option("--coverage", is_flag=True,
+              help="Report the lines and branches of each generated file that the cases ran "
+                   "(gcc -O0 build, gcov; native engine).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
 @interruptible
-def compare(specs, count, seed, only, engine, opts, keep_going, generated, reference,
-            as_json) -> None:  # fmt: skip
-    """Compile the generated C with clang and check it against the mirror.
+def compare(specs, count, seed, only, engine, opts, keep_going, generated, reference, cc,
+            coverage, as_json) -> None:  # fmt: skip
+    """Compile the generated C with clang and gcc and check it against the mirror.
 
     The generated code runs in a trap harness that executes the real
     instruction bytes; its trace (every instruction with its registers,
@@ -764,15 +770,30 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
     from .host import EngineRefused, choose_engine
     from .oracle import harness_limit
     from .reference import ReferenceProblem
-    from .toolchain import ToolchainError, find_clang
+    from .toolchain import ToolchainError, find_clang, find_gcc
 
     loaded = load_specs(specs)
+    opts = tuple(opts) or cmp.DEFAULT_OPTS
+    if coverage and cc == "clang":
+        raise click.BadParameter("coverage is measured with gcc (gcov): not with --cc clang",
+                                 param_hint="--coverage")  # fmt: skip
+    if coverage and "-O0" not in opts:
+        raise click.BadParameter("coverage counts the -O0 build: add --opt=-O0", param_hint="--coverage")
+    if coverage and engine == "emulator":
+        raise click.BadParameter("the emulated harness cannot write gcov's counts: use the native "
+                                 "engine", param_hint="--coverage")  # fmt: skip
     try:
-        compiler = find_clang()
+        compilers = []
+        if cc in (None, "both", "clang"):
+            compilers.append(find_clang())
+        if cc in (None, "both", "gcc") or coverage:
+            gcc = find_gcc()
+            if gcc is None and (cc is not None or coverage):
+                raise ToolchainError("no gcc found (tried $GCC, then gcc on PATH)")
+            compilers += [gcc] if gcc else []
     except ToolchainError as exc:
         click.echo(f"kgen: {exc}", err=True)
         sys.exit(1)
-    opts = tuple(opts) or cmp.DEFAULT_OPTS
     reports, failed = [], False
     for spec in loaded:
         why = harness_limit(spec)
@@ -785,6 +806,14 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
             click.echo(f"{spec.instruction.mark('encoding')}: error: {exc}", err=True)
             sys.exit(1)
         files = None
+        if coverage and choice.engine != "native":
+            try:
+                choice = choose_engine("native", spec)
+            except EngineRefused as exc:
+                click.echo(f"{spec.instruction.mark('encoding')}: error: --coverage needs the native "
+                           f"engine (the emulated harness cannot write gcov's counts): {exc}",
+                           err=True)  # fmt: skip
+                sys.exit(1)
         if generated is not None:
             from .outtree import read_tree
             from .render import outputs
@@ -796,9 +825,10 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
                 sys.exit(1)
         bar = _progress_bar(spec.path) if sys.stderr.isatty() and not as_json else None
         try:
-            result = cmp.compare(spec, compiler, choice, seed, count, opts, only, files=files,
+            result = cmp.compare(spec, tuple(compilers), choice, seed, count, opts, only, files=files,
                                  generated_dir=generated, keep_going=keep_going,
-                                 progress=bar, reference=tuple(reference))  # fmt: skip
+                                 progress=bar, reference=tuple(reference),
+                                 coverage=coverage)  # fmt: skip
         except SpecError as exc:
             report_problems(exc)
             sys.exit(1)
@@ -836,13 +866,14 @@ def _progress_bar(label: str):
 def _print_compare(r) -> None:
     levels = " ".join(r.opts)
     rate = r.executions / max(r.seconds - r.build_seconds, 1e-9)
+    ccs = " and ".join(c.family for c in r.compilers)
     click.echo(
         f"{r.spec}: {'ok' if r.ok else 'MISMATCH'}: {r.cases} cases x {len(r.opts)} levels "
-        f"({levels}), {r.executions} {'' if r.ok else 'matching '}executions checked"
+        f"({levels}) x {ccs}, {r.executions} {'' if r.ok else 'matching '}executions checked"
     )
-    click.echo(
-        f"  {r.compiler.name} ({r.compiler.origin}); engine {r.engine.engine}: {r.engine.reason}"
-    )
+    for c in r.compilers:
+        click.echo(f"  {c.name} ({c.origin})")
+    click.echo(f"  engine {r.engine.engine}: {r.engine.reason}")
     click.echo(
         f"  seed {r.seed}; build {r.build_seconds:.1f} s, total {r.seconds:.1f} s, "
         f"{rate:,.0f} executions/s"
@@ -851,6 +882,11 @@ def _print_compare(r) -> None:
         took = f"{len(ref.files)} file{'' if len(ref.files) == 1 else 's'}"
         click.echo(f"  reference {ref.directory}: {took}"
                    + (f"; {ref.definition} defines the helper compared" if ref.definition else ""))
+    for f in r.coverage:
+        click.echo(f"  coverage {f.path}: lines {f.lines_hit}/{len(f.lines)}, "
+                   f"branches {f.branches_taken}/{f.branch_count}")  # fmt: skip
+        for line, what in f.missed():
+            click.echo(f"    missed {f.path}:{line}: {what}")
     for m in r.mismatches:
         click.echo(f"  case {m.case} at {m.opt}: line {m.index} of its trace differs")
         click.echo(f"    machine:  {m.description}")
@@ -865,11 +901,13 @@ def _compare_json(r) -> dict:
     return {
         "spec": r.spec, "ok": r.ok, "engine": r.engine.engine, "engine_reason": r.engine.reason,
         "compiler": r.compiler.name, "compiler_origin": r.compiler.origin, "seed": r.seed,
+        "compilers": [{"name": c.name, "family": c.family, "origin": c.origin} for c in r.compilers],
         "cases": r.cases, "opts": list(r.opts), "executions": r.executions,
         "seconds": round(r.seconds, 3), "build_seconds": round(r.build_seconds, 3),
         "levels": {o: vars(s) for o, s in r.stats.items()},
         "mismatches": [vars(m) | {"context": list(m.context)} for m in r.mismatches],
         "references": [ref.json() for ref in r.references],
+        "coverage": [f.json() for f in r.coverage],
     }  # fmt: skip
 
 
