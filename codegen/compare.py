@@ -530,8 +530,9 @@ def compare(spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: Engin
             from .coverage import measure
 
             gen_root = Path(tmp) / "gen"
+            gcc = next(c for c in compilers if c.family == "gcc")
             result.coverage = measure(
-                [o for h in harnesses if h.coverage for o in h.units], gen_root, files, Path(tmp)
+                gcc, [o for h in harnesses if h.coverage for o in h.units], gen_root, files, Path(tmp)
             )  # fmt: skip
     order = [label for label, _ in levels]
     result.mismatches.sort(key=lambda m: (m.case, order.index(m.opt)))

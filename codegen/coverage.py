@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .build import BuildError
+from .toolchain import Compiler
 
 
 @dataclass
@@ -58,7 +60,18 @@ class FileCoverage:
         }  # fmt: skip
 
 
-def measure(objects: list[Path], gen_root: Path, files: dict[str, str], work: Path) -> list[FileCoverage]:
+def gcov_command(gcc: Compiler) -> str:
+    """The gcov of ``gcc`` (gcc-12 -> gcov-12 beside it), which reads its notes; else gcov."""
+    path = Path(shutil.which(gcc.argv[0]) or gcc.argv[0])
+    if path.name.startswith("gcc"):
+        mate = path.with_name("gcov" + path.name[3:])
+        if mate.exists():
+            return str(mate)
+    return "gcov"
+
+
+def measure(gcc: Compiler, objects: list[Path], gen_root: Path, files: dict[str, str],
+            work: Path) -> list[FileCoverage]:  # fmt: skip
     """Coverage of each generated file in ``files`` (written under ``gen_root``) by the runs of
     the instrumented ``objects``; a file that no object compiles is left out."""
     root = gen_root.resolve()
@@ -67,7 +80,7 @@ def measure(objects: list[Path], gen_root: Path, files: dict[str, str], work: Pa
     if not counted:  # a unit of data only (the forms table) has nothing to count; the rest must
         raise BuildError("the harness wrote no coverage counts (.gcda)")
     for obj in counted:
-        for entry in _gcov(obj, work)["files"]:
+        for entry in _gcov(gcov_command(gcc), obj, work)["files"]:
             try:
                 rel = str(Path(entry["file"]).resolve().relative_to(root))
             except ValueError:
@@ -90,10 +103,10 @@ def measure(objects: list[Path], gen_root: Path, files: dict[str, str], work: Pa
     return [merged[k] for k in sorted(merged)]
 
 
-def _gcov(obj: Path, work: Path) -> dict:
+def _gcov(gcov: str, obj: Path, work: Path) -> dict:
     """gcov's JSON for one object (its .gcno and .gcda beside it)."""
     proc = subprocess.run(
-        ["gcov", "--json-format", "--stdout", "--branch-probabilities", "--branch-counts", "--object-file", str(obj), str(obj)],
+        [gcov, "--json-format", "--stdout", "--branch-probabilities", "--branch-counts", "--object-file", str(obj), str(obj)],
         capture_output=True, cwd=work, check=False,
     )  # fmt: skip
     if proc.returncode != 0:

@@ -153,3 +153,33 @@ def test_the_default_run_takes_every_branch_of_every_generated_file(run_kgen, na
     assert report["coverage"], "no generated file was measured"
     missed = {f"{f['file']}:{m['line']}: {m['what']}" for f in report["coverage"] for m in f["missed"]}
     assert missed == {m for m in _allowed() if m.startswith(f"{name}/")}
+
+
+RMPOPT = load(ISA / "rmpopt.yaml")
+
+
+@pytest.mark.parametrize("form, check", [
+    ("delayed-work", "\tif (!rmpopt_wq)\n\t\treturn -ENOMEM;\n"),
+    ("kthread", "\tif (IS_ERR(task))\n\t\treturn PTR_ERR(task);\n"),
+])  # fmt: skip
+def test_code_that_ignores_a_failed_allocation_is_caught(form, check):
+    files = render_spec(RMPOPT)
+    (path,) = [p for p in files if p.endswith(f"sev-{form}.c")]
+    assert check in files[path]
+    files[path] = files[path].replace(check, "")
+    (case,) = [c for c in compare.case_gen.generate(RMPOPT, 1, 200)
+               if c.form == form and c.machine.nomem]  # fmt: skip
+    result = compare.compare(RMPOPT, toolchain.find_clang(), host.choose_engine("emulator", RMPOPT), seed=1,
+                             count=200, opts=("-O2",), only=case.id, files=files)  # fmt: skip
+    assert not result.ok and result.mismatches[0].case == case.id
+
+
+def test_a_stuck_retry_code_runs_the_bound_out_in_the_mirror():
+    spec = load(ISA / "rmpupdate.yaml")
+    bound = spec.kernel.raw_helper.max_retries
+    stuck = [c for c in compare.case_gen.generate(spec, 1, 400) if c.machine.stuck]
+    assert stuck and all(c.id % 16 == 7 for c in stuck)
+    calls = [call for c in stuck
+             for call in "\n".join(compare.case_gen.expected(spec, c)).split("\nV ")]  # fmt: skip
+    longest = max(sum(1 for l in call.splitlines() if l.startswith("R ")) for call in calls)
+    assert longest == bound + 1  # one call executed the instruction, then retried it `bound` times
