@@ -779,6 +779,9 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
                                  param_hint="--coverage")  # fmt: skip
     if coverage and "-O0" not in opts:
         raise click.BadParameter("coverage counts the -O0 build: add --opt=-O0", param_hint="--coverage")
+    if coverage and reference:
+        raise click.BadParameter("coverage measures the generated code, which --reference replaces",
+                                 param_hint="--coverage")  # fmt: skip
     if coverage and engine == "emulator":
         raise click.BadParameter("the emulated harness cannot write gcov's counts: use the native "
                                  "engine", param_hint="--coverage")  # fmt: skip

@@ -485,7 +485,7 @@ def compare(spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: Engin
     if native:
         check_sources(spec, files)
     compilers = (compiler,) if isinstance(compiler, Compiler) else tuple(compiler)
-    counted = _coverage_levels(compilers, engine, opts) if coverage else ()
+    counted = _coverage_levels(compilers, engine, opts, reference) if coverage else ()
     start = time.perf_counter()
     result = Result(spec.path, engine, compilers, seed, opts, 0)
     reproduce = f"kgen compare {spec.path} --seed {seed} --cases {count} --engine {engine.engine}"
@@ -543,8 +543,8 @@ def compare(spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: Engin
 GCOV_RUNTIME = ("__gcov_init", "__gcov_exit", "__gcov_merge_add")  # what --coverage code calls
 
 
-def _coverage_levels(compilers: tuple[Compiler, ...], engine: EngineChoice,
-                     opts: tuple[str, ...]) -> tuple[str, ...]:  # fmt: skip
+def _coverage_levels(compilers: tuple[Compiler, ...], engine: EngineChoice, opts: tuple[str, ...],
+                     reference: tuple[Path, ...]) -> tuple[str, ...]:  # fmt: skip
     """The levels whose gcc build counts its arcs: -O0, where the code keeps the source's branches."""
     if not any(c.family == "gcc" for c in compilers):
         raise ValueError("--coverage needs gcc: coverage is measured with gcov")
@@ -553,6 +553,8 @@ def _coverage_levels(compilers: tuple[Compiler, ...], engine: EngineChoice,
                          "with no C library, so it cannot write gcov's count files")  # fmt: skip
     if "-O0" not in opts:
         raise ValueError("--coverage counts the -O0 build: add --opt=-O0")
+    if reference:
+        raise ValueError("--coverage measures the generated code, which --reference replaces")
     return ("-O0",)
 
 

@@ -73,7 +73,7 @@ def gcov_command(gcc: Compiler) -> str:
 def measure(gcc: Compiler, objects: list[Path], gen_root: Path, files: dict[str, str],
             work: Path) -> list[FileCoverage]:  # fmt: skip
     """Coverage of each generated file in ``files`` (written under ``gen_root``) by the runs of
-    the instrumented ``objects``; a file that no object compiles is left out."""
+    the instrumented ``objects``; a file with no code to run (macros, declarations) has no lines."""
     root = gen_root.resolve()
     merged: dict[str, FileCoverage] = {}
     counted = [o for o in objects if o.with_suffix(".gcda").exists()]
@@ -100,7 +100,7 @@ def measure(gcc: Compiler, objects: list[Path], gen_root: Path, files: dict[str,
                         cov.branches[n] = arcs
                     else:  # another unit made other arcs of the line: count each apart
                         cov.branches[n] = had + arcs
-    return [merged[k] for k in sorted(merged)]
+    return [merged.get(k) or FileCoverage(k) for k in sorted(files)]
 
 
 def _gcov(gcov: str, obj: Path, work: Path) -> dict:

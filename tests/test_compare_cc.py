@@ -8,7 +8,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from codegen import build, compare, host, toolchain
-from codegen.render import render_spec
+from codegen.render import outputs, render_spec
 from codegen.spec import load
 from tests.conftest import ISA
 
@@ -122,6 +122,7 @@ def test_coverage_lists_what_the_run_missed_by_file_and_line(run_kgen, tmp_path)
     (["--cc", "clang", "--coverage"], "measured with gcc"),
     (["--coverage", "--opt=-O2"], "counts the -O0 build"),
     (["--coverage", "--engine", "emulator"], "cannot write gcov's counts"),
+    (["--coverage", "--reference", "tests"], "which --reference replaces"),
 ])  # fmt: skip
 def test_coverage_refuses_what_cannot_be_measured(run_kgen, args, message):
     result = run_kgen("compare", "isa/pvalidate.yaml", "--cases", "5", *args)
@@ -150,7 +151,9 @@ def test_the_default_run_takes_every_branch_of_every_generated_file(run_kgen, na
     result = run_kgen("compare", f"isa/{name}.yaml", "--coverage", "--json")
     assert result.exit_code == 0, result.output
     (report,) = json.loads(result.output)
-    assert report["coverage"], "no generated file was measured"
+    spec = load(ISA / f"{name}.yaml")
+    assert [f["file"] for f in report["coverage"]] == sorted(o.path for o in outputs(spec))
+    assert sum(f["lines"] for f in report["coverage"]) > 0
     missed = {f"{f['file']}:{m['line']}: {m['what']}" for f in report["coverage"] for m in f["missed"]}
     assert missed == {m for m in _allowed() if m.startswith(f"{name}/")}
 
