@@ -171,12 +171,19 @@ def units(spec: Spec, gen_root: Path, work: Path, reference: tuple[Path, ...] = 
     return result
 
 
+COVERAGE_FLAGS = ("--coverage",)  # gcc: arcs counted at run time (.gcda), notes beside (.gcno)
+
+
 def compile_object(compiler: Compiler, unit: Unit, spec: Spec, gen_root: Path,
-                   opt: str = "-O2", out_dir: Path | None = None) -> Path:  # fmt: skip
-    stem = f"{unit.name}{opt.replace('-', '.')}.{compiler.family}.o"
+                   opt: str = "-O2", out_dir: Path | None = None,
+                   coverage: bool = False) -> Path:  # fmt: skip
+    stem = f"{unit.name}{opt.replace('-', '.')}.{compiler.family}{'.cov' if coverage else ''}.o"
     obj = (out_dir or unit.source.parent) / stem
+    if coverage and compiler.family != "gcc":
+        raise BuildError("coverage is measured with gcc (gcov); this is " + compiler.name)
     cmd = compiler.command(
-        *KERNEL_WARNINGS, *HARNESS_FLAGS, opt, "-c", "-include", str(SHIM_HEADER),
+        *KERNEL_WARNINGS, *HARNESS_FLAGS, opt, *(COVERAGE_FLAGS if coverage else ()),
+        "-c", "-include", str(SHIM_HEADER),
         *unit.includes, *include_dirs(spec, gen_root), "-o", str(obj), str(unit.source),
     )  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -194,6 +201,13 @@ class Harness:
     emulated: Path
     units: tuple[Path, ...] = ()  # the objects of the generated (or reference) units
     harness: tuple[Path, ...] = ()  # the harness's own objects they link with
+    compiler: Compiler | None = None
+    coverage: bool = False  # the units count their arcs (gcc --coverage; native only)
+
+    @property
+    def label(self) -> str:
+        """How reports name this build: the compiler and the level, e.g. "gcc -O2"."""
+        return f"{self.compiler.family} {self.opt}" if self.compiler else self.opt
 
 
 def _run(cmd: list[str], what: str) -> None:
@@ -269,12 +283,19 @@ def _cache_dir() -> Path:
 def build_harness(compiler: Compiler, spec: Spec, files: dict[str, str], work: Path,
                   opts: tuple[str, ...] = ("-O0", "-O2", "-Os"),
                   front_ends: tuple[str, ...] = ("native", "emulated"),
-                  reference: tuple[Path, ...] = ()) -> list[Harness]:  # fmt: skip
+                  reference: tuple[Path, ...] = (),
+                  coverage: tuple[str, ...] = ()) -> list[Harness]:  # fmt: skip
     """Compile the generated files once per optimisation level and link the front ends.
 
     The harness's own code does not depend on the spec: it is built once,
-    optimised, and cached between runs; only the generated code varies by level.
+    optimised, and cached between runs (per compiler: each builds its own);
+    only the generated code varies by level.  At the levels in ``coverage``
+    the units count their arcs for gcov (gcc and the native front end only:
+    the bare ELF has no C library to write the counts with).
     """
+    if coverage and "emulated" in front_ends:
+        raise BuildError("coverage needs the native engine: the emulated harness cannot write "
+                         "gcov's count files")  # fmt: skip
     gen_root = work / "gen"
     write_files(files, gen_root)
     tus = units(spec, gen_root, work, reference)
@@ -289,9 +310,13 @@ def build_harness(compiler: Compiler, spec: Spec, files: dict[str, str], work: P
     )  # fmt: skip
     built = []
     for opt in opts:
-        objs = [compile_object(compiler, u, spec, gen_root, opt, out_dir=work) for u in tus]
+        counted = opt in coverage
+        objs = [compile_object(compiler, u, spec, gen_root, opt, out_dir=work, coverage=counted)
+                for u in tus]  # fmt: skip
         unit_objs = tuple(objs)
         objs.append(core_obj)
+        if counted:
+            objs.extend(COVERAGE_FLAGS)  # links gcov's runtime
         native = work / f"harness{opt}.{compiler.family}"
         emulated = work / f"harness{opt}.{compiler.family}.elf"
         if native_obj:
@@ -303,5 +328,5 @@ def build_harness(compiler: Compiler, spec: Spec, files: dict[str, str], work: P
                                  "-Wl,-e,kgen_emu_run", "-o", str(emulated)),
                 f"linking the emulated harness at {opt}",
             )  # fmt: skip
-        built.append(Harness(opt, native, emulated, unit_objs, (core_obj,)))
+        built.append(Harness(opt, native, emulated, unit_objs, (core_obj,), compiler, counted))
     return built

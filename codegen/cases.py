@@ -50,6 +50,10 @@ class Case:
             parts.append(f"base {m.table_base:#x}")
         if not m.feature:
             parts.append("without the feature")
+        if m.nomem:
+            parts.append(f"the first {m.nomem} worker allocation(s) fail")
+        if m.stuck:
+            parts.append("retry codes persist")
         parts.append("actions " + ",".join(self.actions))
         return f"[{self.label}] " + "; ".join(parts)
 
@@ -103,6 +107,10 @@ def case_line(spec: Spec, case: Case, budget: int) -> str:
         fields.append("feature=0")
     elif case.form == HELPERS and enable_fields(spec):
         fields.append("msron=1")  # direct helper calls: the MSRs were enabled before
+    if m.nomem:
+        fields.append(f"nomem={m.nomem}")
+    if m.stuck:
+        fields.append("stuck=1")
     fields.append("actions=" + ",".join(case.actions))
     return "case " + " ".join(fields) + "\n"
 
@@ -126,7 +134,7 @@ def expected(spec: Spec, case: Case) -> list[str]:
     """The event lines the generated code must produce for ``case``, end line included."""
     lines: list[str] = []
     if oracle.uses_oracle(spec):
-        model = oracle.Oracle(spec)
+        model = oracle.Oracle(spec, stuck=case.machine.stuck)
         for action in case.actions:
             _, cpu, *args = action.split(":")
             trace, ret = oracle.call(spec, model, int(cpu), [int(a, 0) for a in args])
@@ -334,7 +342,10 @@ def stream(spec: Spec, seed: int) -> Iterator[Case]:
 
     if oracle.uses_oracle(spec):
         while True:
-            yield make(HELPERS, Machine(0, 1, cores=rng.randint(1, 4)), f"random calls, seed {seed}")
+            # one case in 16: a retry code, once returned, persists, so a retry bound runs out
+            stuck = n % 16 == 7
+            yield make(HELPERS, Machine(0, 1, cores=rng.randint(1, 4), stuck=stuck),
+                       f"random calls, seed {seed}" + (", retry codes persist" if stuck else ""))
             n += 1
     for label, machine in _boundaries(spec):
         for form in forms:
@@ -350,6 +361,11 @@ def stream(spec: Spec, seed: int) -> Iterator[Case]:
                 yield Case(n, form, small, actions, "sequence: " + label)
                 n += 1
             yield make(form, dataclasses.replace(small, feature=False), "boundary: without the feature")
+            n += 1
+            # fixed actions (no draw from rng): the first setup finds no memory, the second works
+            go = "run" if workers[form].kind == "kthread" else f"a:{workers[form].first_delay_ms}"
+            yield Case(n, form, dataclasses.replace(small, nomem=1), ("setup", "trigger", go, "setup", go,
+                       "teardown"), "boundary: the worker cannot be allocated, then can")  # fmt: skip
             n += 1
         yield make(HELPERS, Machine(0, 1, cores=2, feature=False), "boundary: helper calls without the feature")
         n += 1

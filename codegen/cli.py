@@ -178,7 +178,7 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
         if base:
             report["changes"] = changes
         if run_compare:
-            report["compare"] = _compare_report(compared, 1, compared[0].compiler) if compared else None
+            report["compare"] = _compare_report(compared, 1, compared[0].compilers) if compared else None
         report["ok"] = ok
         click.echo(json.dumps(_json_head("validate") | report, indent=2))
         sys.exit(0 if ok else 1)
@@ -812,11 +812,17 @@ def _bytes(n: int) -> str:
 @click.option("--reference", multiple=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Run the kernel's own helper instead: an include directory (repeat) where "
                    "the spec's header, e.g. asm/sev.h, and what it includes are found.")  # fmt: skip
+@click.option("--cc", "cc", type=click.Choice(["both", "clang", "gcc"]), default=None,
+              help="Compiler(s) that build the generated code [default: both where gcc is "
+                   "present, else clang].")  # fmt: skip
+@click.option("--coverage", is_flag=True,
+              help="Report the lines and branches of each generated file that the cases ran "
+                   "(gcc -O0 build, gcov; native engine).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
 @interruptible
-def compare(specs, count, seed, only, engine, opts, keep_going, generated, reference,
-            as_json) -> None:  # fmt: skip
-    """Compile the generated C with clang and check it against the mirror.
+def compare(specs, count, seed, only, engine, opts, keep_going, generated, reference, cc,
+            coverage, as_json) -> None:  # fmt: skip
+    """Compile the generated C with clang and gcc and check it against the mirror.
 
     The generated code runs in a trap harness that executes the real
     instruction bytes; its trace (every instruction with its registers,
@@ -831,18 +837,36 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
     from .host import EngineRefused, choose_engine
     from .oracle import harness_limit
     from .reference import ReferenceProblem
-    from .toolchain import ToolchainError, find_clang
+    from .toolchain import ToolchainError, find_clang, find_gcc
 
     if only is not None and only >= count:
         raise click.BadParameter(f"case {only} does not exist: seed {seed} has cases 0..{count - 1} "
                                  f"(raise --cases)", param_hint="--case")  # fmt: skip
     loaded = load_specs(specs)
+    opts = tuple(opts) or cmp.DEFAULT_OPTS
+    if coverage and cc == "clang":
+        raise click.BadParameter("coverage is measured with gcc (gcov): not with --cc clang",
+                                 param_hint="--coverage")  # fmt: skip
+    if coverage and "-O0" not in opts:
+        raise click.BadParameter("coverage counts the -O0 build: add --opt=-O0", param_hint="--coverage")
+    if coverage and reference:
+        raise click.BadParameter("coverage measures the generated code, which --reference replaces",
+                                 param_hint="--coverage")  # fmt: skip
+    if coverage and engine == "emulator":
+        raise click.BadParameter("the emulated harness cannot write gcov's counts: use the native "
+                                 "engine", param_hint="--coverage")  # fmt: skip
     try:
-        compiler = find_clang()
+        compilers = []
+        if cc in (None, "both", "clang"):
+            compilers.append(find_clang())
+        if cc in (None, "both", "gcc") or coverage:
+            gcc = find_gcc()
+            if gcc is None and (cc is not None or coverage):
+                raise ToolchainError("no gcc found (tried $GCC, then gcc on PATH)")
+            compilers += [gcc] if gcc else []
     except ToolchainError as exc:
         click.echo(f"kgen: {exc}", err=True)
         sys.exit(1)
-    opts = tuple(opts) or cmp.DEFAULT_OPTS
     reports, failed = [], False
     for spec in loaded:
         why = harness_limit(spec)
@@ -855,6 +879,14 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
             click.echo(f"{spec.instruction.mark('encoding')}: error: {exc}", err=True)
             sys.exit(1)
         files = None
+        if coverage and choice.engine != "native":
+            try:
+                choice = choose_engine("native", spec)
+            except EngineRefused as exc:
+                click.echo(f"{spec.instruction.mark('encoding')}: error: --coverage needs the native "
+                           f"engine (the emulated harness cannot write gcov's counts): {exc}",
+                           err=True)  # fmt: skip
+                sys.exit(1)
         if generated is not None:
             from .outtree import read_tree
             from .render import outputs
@@ -867,9 +899,10 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
         stream = _progress_stream()
         bar = _progress_bar(spec.path, stream) if stream.isatty() and not as_json else None
         try:
-            result = cmp.compare(spec, compiler, choice, seed, count, opts, only, files=files,
+            result = cmp.compare(spec, tuple(compilers), choice, seed, count, opts, only, files=files,
                                  generated_dir=generated, keep_going=keep_going,
-                                 progress=bar, reference=tuple(reference))  # fmt: skip
+                                 progress=bar, reference=tuple(reference),
+                                 coverage=coverage)  # fmt: skip
         except SpecError as exc:
             report_problems(exc)
             sys.exit(1)
@@ -887,7 +920,7 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
         if not as_json:
             _print_compare(result)
     if as_json:
-        click.echo(json.dumps(_json_head("compare") | _compare_report(reports, seed, compiler), indent=2))
+        click.echo(json.dumps(_json_head("compare") | _compare_report(reports, seed, tuple(compilers)), indent=2))
     sys.exit(1 if failed else 0)
 
 
@@ -921,13 +954,14 @@ def _progress_bar(label: str, stream):
 def _print_compare(r) -> None:
     levels = " ".join(r.opts)
     rate = r.executions / max(r.seconds - r.build_seconds, 1e-9)
+    ccs = " and ".join(c.family for c in r.compilers)
     click.echo(
         f"{r.spec}: {'ok' if r.ok else 'MISMATCH'}: {plural(r.cases, 'case')} x {plural(len(r.opts), 'level')} "
-        f"({levels}), {plural(r.executions, 'execution' if r.ok else 'matching execution')} checked"
+        f"({levels}) x {ccs}, {plural(r.executions, 'execution' if r.ok else 'matching execution')} checked"
     )
-    click.echo(
-        f"  {r.compiler.name} ({r.compiler.origin}); engine {r.engine.engine}: {r.engine.reason}"
-    )
+    for c in r.compilers:
+        click.echo(f"  {c.name} ({c.origin})")
+    click.echo(f"  engine {r.engine.engine}: {r.engine.reason}")
     click.echo(
         f"  seed {r.seed}; build {r.build_seconds:.1f} s, total {r.seconds:.1f} s, "
         f"{rate:,.0f} executions/s"
@@ -936,6 +970,11 @@ def _print_compare(r) -> None:
         took = plural(len(ref.files), 'file')
         click.echo(f"  reference {ref.directory}: {took}"
                    + (f"; {ref.definition} defines the helper compared" if ref.definition else ""))
+    for f in r.coverage:
+        click.echo(f"  coverage {f.path}: lines {f.lines_hit}/{len(f.lines)}, "
+                   f"branches {f.branches_taken}/{f.branch_count}")  # fmt: skip
+        for line, what in f.missed():
+            click.echo(f"    missed {f.path}:{line}: {what}")
     for m in r.mismatches:
         click.echo(f"  case {m.case} at {m.opt}: line {m.index} of its trace differs")
         click.echo(f"    machine:  {m.description}")
@@ -951,11 +990,12 @@ def _json_head(command: str) -> dict:
     return {"kgen": __version__, "command": command}
 
 
-def _compare_report(results: list, seed: int, compiler) -> dict:
-    """The compare part of a report: verdict, seed and compiler once, then one entry a spec."""
+def _compare_report(results: list, seed: int, compilers) -> dict:
+    """The compare part of a report: verdict, seed and compilers once, then one entry a spec."""
     return {
         "ok": all(r.ok for r in results), "seed": seed,
-        "compiler": compiler.name, "compiler_origin": compiler.origin,
+        "compiler": compilers[0].name, "compiler_origin": compilers[0].origin,
+        "compilers": [{"name": c.name, "family": c.family, "origin": c.origin} for c in compilers],
         "specs": [_compare_json(r) for r in results],
     }  # fmt: skip
 
@@ -964,11 +1004,13 @@ def _compare_json(r) -> dict:
     return {
         "spec": r.spec, "ok": r.ok, "engine": r.engine.engine, "engine_reason": r.engine.reason,
         "compiler": r.compiler.name, "compiler_origin": r.compiler.origin, "seed": r.seed,
+        "compilers": [{"name": c.name, "family": c.family, "origin": c.origin} for c in r.compilers],
         "cases": r.cases, "opts": list(r.opts), "executions": r.executions,
         "seconds": round(r.seconds, 3), "build_seconds": round(r.build_seconds, 3),
         "levels": {o: vars(s) for o, s in r.stats.items()},
         "mismatches": [vars(m) | {"context": list(m.context)} for m in r.mismatches],
         "references": [ref.json() for ref in r.references],
+        "coverage": [f.json() for f in r.coverage],
     }  # fmt: skip
 
 

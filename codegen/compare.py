@@ -1,6 +1,6 @@
-"""Compile-and-compare: the generated C, built with clang, must behave like the mirror.
+"""Compile-and-compare: the generated C, built with clang and gcc, must behave like the mirror.
 
-The generated files are compiled once per optimisation level into the trap
+The generated files are compiled once per compiler and optimisation level into the trap
 harness (codegen/harness), which executes the real instruction bytes.  Every
 case is streamed through one harness process per level, in chunks spread
 over the machine's cores; each chunk's output is compared, line by line,
@@ -42,7 +42,7 @@ DEFAULT_OPTS = ("-O0", "-O2", "-Os")
 @dataclass(frozen=True)
 class Mismatch:
     spec: str
-    opt: str
+    opt: str  # the level, with the compiler that built it: "gcc -O2"
     case: int
     index: int  # first diverging line of the case's output
     expected: str
@@ -63,7 +63,7 @@ class LevelStats:
 class Result:
     spec: str
     engine: EngineChoice
-    compiler: Compiler
+    compilers: tuple[Compiler, ...]
     seed: int
     opts: tuple[str, ...]
     cases: int
@@ -72,6 +72,16 @@ class Result:
     seconds: float = 0.0
     build_seconds: float = 0.0
     references: list = field(default_factory=list)  # reference.Reference, one per --reference
+    coverage: list = field(default_factory=list)  # coverage.FileCoverage, with --coverage
+
+    @property
+    def compiler(self) -> Compiler:
+        return self.compilers[0]
+
+    @property
+    def levels(self) -> list[str]:
+        """Every build run: each compiler at each level, e.g. "clang -O0"."""
+        return [f"{c.family} {o}" for c in self.compilers for o in self.opts]
 
     @property
     def ok(self) -> bool:
@@ -88,7 +98,7 @@ class Job:
 
     spec_path: str
     spec_text: str  # the spec as compared: workers parse it rather than reread the file
-    levels: tuple[tuple[str, Path], ...]  # (opt, harness binary)
+    levels: tuple[tuple[str, Path], ...]  # (level, e.g. "gcc -O2" or "-O2", harness binary)
     engine: str
     guard: int | None
     cases: tuple[case_gen.Case, ...]
@@ -302,13 +312,18 @@ def _first_difference(job: Job, opt: str, chosen, wanted, out: str):
                     return stats, Mismatch(
                         job.spec_path, opt, case.id, i, line, have,
                         tuple(want[max(0, i - 3) : i]), case.describe(),
-                        f"{job.reproduce} --case {case.id} --opt={opt}",
+                        _reproduce(job.reproduce, case.id, opt),
                     )  # fmt: skip
         at += len(want)
         stats.cases += 1
         stats.lines += len(want)
         stats.executions += sum(1 for line in want if line[0] == "R")
     return stats, None
+
+
+def _reproduce(command: str, case: int, level: str) -> str:
+    family, _, opt = level.rpartition(" ")
+    return f"{command} --case {case}{f' --cc {family}' if family else ''} --opt={opt}"
 
 
 def run_job(job: Job) -> list[tuple[str, LevelStats, Mismatch | None]]:
@@ -440,15 +455,20 @@ def _stop_pool(pool: ProcessPoolExecutor, grace: float = 0.3) -> None:
             proc.join(1)
 
 
-def compare(spec: Spec, compiler: Compiler, engine: EngineChoice, seed: int, count: int,
-            opts: tuple[str, ...] = DEFAULT_OPTS, only: int | None = None,
+def compare(spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: EngineChoice, seed: int,
+            count: int, opts: tuple[str, ...] = DEFAULT_OPTS, only: int | None = None,
             files: dict[str, str] | None = None, generated_dir: Path | None = None,
             keep_going: bool = False, progress=None, workers: int | None = None,
-            reference: tuple[Path, ...] = ()) -> Result:  # fmt: skip
+            reference: tuple[Path, ...] = (), coverage: bool = False) -> Result:  # fmt: skip
     """Build the harness for ``spec`` (or ``files``), run the cases, compare with the mirror.
 
+    ``compiler`` is one compiler or several: each builds the generated code
+    (and the harness) at every level, and every case runs in every build.
     With ``reference`` (kernel include directories), the kernel's own helper
     of the spec's name is run instead of the generated one (see build.units).
+    With ``coverage``, the gcc build at -O0 (where every branch of the source
+    is still a branch) counts its arcs, and the result holds what gcov makes
+    of them for each generated file (native engine only).
     """
     from .render import render_spec
 
@@ -464,8 +484,10 @@ def compare(spec: Spec, compiler: Compiler, engine: EngineChoice, seed: int, cou
     native = engine.engine == "native"
     if native:
         check_sources(spec, files)
+    compilers = (compiler,) if isinstance(compiler, Compiler) else tuple(compiler)
+    counted = _coverage_levels(compilers, engine, opts, reference) if coverage else ()
     start = time.perf_counter()
-    result = Result(spec.path, engine, compiler, seed, opts, 0)
+    result = Result(spec.path, engine, compilers, seed, opts, 0)
     reproduce = f"kgen compare {spec.path} --seed {seed} --cases {count} --engine {engine.engine}"
     if generated_dir is not None:
         reproduce += f" --generated {generated_dir}"
@@ -473,7 +495,7 @@ def compare(spec: Spec, compiler: Compiler, engine: EngineChoice, seed: int, cou
     if reference:
         from .reference import prove
 
-        result.references = prove(compiler, spec, files, reference)
+        result.references = prove(compilers[0], spec, files, reference)
     if only is not None and not 0 <= only < count:
         raise ValueError(f"case {only} does not exist: seed {seed} has cases 0..{count - 1}")
     stream = islice(case_gen.stream(spec, seed), count)
@@ -482,28 +504,58 @@ def compare(spec: Spec, compiler: Compiler, engine: EngineChoice, seed: int, cou
     result.cases = 1 if only is not None else count
     parts = 8 * (workers or os.cpu_count() or 1)
     with _work_dir() as tmp:
-        harnesses: list[Harness] = build_harness(
-            compiler, spec, files, Path(tmp), opts,
-            ("native",) if native else ("emulated",), reference,
-        )
+        harnesses: list[Harness] = [
+            h for c in compilers for h in build_harness(
+                c, spec, files, Path(tmp), opts, ("native",) if native else ("emulated",),
+                reference, counted if c.family == "gcc" else (),
+            )
+        ]  # fmt: skip
         for h in harnesses if native else ():
-            if not check_objects(spec, list(h.units), list(h.harness)):
-                raise UnsafeCode(f"the compiled code at {h.opt} does not hold the spec's bytes")
+            runtime = GCOV_RUNTIME if h.coverage else ()
+            if not check_objects(spec, list(h.units), list(h.harness), runtime):
+                raise UnsafeCode(f"the compiled code at {h.label} does not hold the spec's bytes")
         result.build_seconds = time.perf_counter() - start
         levels = tuple(
-            (h.opt, h.native if engine.engine == "native" else h.emulated) for h in harnesses
+            (h.label, h.native if engine.engine == "native" else h.emulated) for h in harnesses
         )
         jobs = (
             Job(spec.path, spec.source, levels, engine.engine, engine.guard, chunk, reproduce, keep_going)
             for chunk in _chunks(spec, stream, parts)
         )  # fmt: skip
-        for opt in opts:
-            result.stats[opt] = LevelStats()
+        for label, _ in levels:
+            result.stats[label] = LevelStats()
         _run_jobs(jobs, result, keep_going, progress, workers or min(parts, os.cpu_count() or 1),
                   in_flight=parts)  # fmt: skip
-    result.mismatches.sort(key=lambda m: (m.case, opts.index(m.opt)))
+        if counted:
+            from .coverage import measure
+
+            gen_root = Path(tmp) / "gen"
+            gcc = next(c for c in compilers if c.family == "gcc")
+            result.coverage = measure(
+                gcc, [o for h in harnesses if h.coverage for o in h.units], gen_root, files, Path(tmp)
+            )  # fmt: skip
+    order = [label for label, _ in levels]
+    result.mismatches.sort(key=lambda m: (m.case, order.index(m.opt)))
     result.seconds = time.perf_counter() - start
     return result
+
+
+GCOV_RUNTIME = ("__gcov_init", "__gcov_exit", "__gcov_merge_add")  # what --coverage code calls
+
+
+def _coverage_levels(compilers: tuple[Compiler, ...], engine: EngineChoice, opts: tuple[str, ...],
+                     reference: tuple[Path, ...]) -> tuple[str, ...]:  # fmt: skip
+    """The levels whose gcc build counts its arcs: -O0, where the code keeps the source's branches."""
+    if not any(c.family == "gcc" for c in compilers):
+        raise ValueError("--coverage needs gcc: coverage is measured with gcov")
+    if engine.engine != "native":
+        raise ValueError("--coverage needs the native engine: the emulated harness is a bare ELF "
+                         "with no C library, so it cannot write gcov's count files")  # fmt: skip
+    if "-O0" not in opts:
+        raise ValueError("--coverage counts the -O0 build: add --opt=-O0")
+    if reference:
+        raise ValueError("--coverage measures the generated code, which --reference replaces")
+    return ("-O0",)
 
 
 def _run_jobs(jobs: Iterable[Job], result: Result, keep_going: bool, progress, workers: int,

@@ -111,12 +111,17 @@ def _symbols(elf: ELFFile) -> tuple[set[str], set[str]]:
     return defined, undefined
 
 
-def check_objects(spec: Spec, units: list[Path], harness: list[Path]) -> int:
-    """Hold the compiled units to the rules above; return how often the spec's bytes occur."""
+def check_objects(spec: Spec, units: list[Path], harness: list[Path],
+                  runtime: tuple[str, ...] = ()) -> int:  # fmt: skip
+    """Hold the compiled units to the rules above; return how often the spec's bytes occur.
+
+    ``runtime`` names what a library linked in besides the harness provides
+    (gcov's, in a coverage build).
+    """
     import iced_x86
 
     data = bytes(b.byte for b in spec.instruction.encoding)
-    provided: set[str] = {"_GLOBAL_OFFSET_TABLE_"}
+    provided: set[str] = {"_GLOBAL_OFFSET_TABLE_", *runtime}
     needs: list[tuple[Path, set[str]]] = []
     for obj in [*units, *harness]:
         with open(obj, "rb") as f:

@@ -176,6 +176,8 @@ class Machine:
     assigned: tuple[tuple[int, int], ...] = ()  # guest-assigned [start, end) physical ranges
     table_base: int | None = None  # RMPOPT_BASE of every CPU; None: the sweep's start
     feature: bool = True  # whether the CPUs have the instruction (its CPUID bit)
+    nomem: int = 0  # how many attempts to create the worker fail first (no memory)
+    stuck: bool = False  # a retry code, once returned, comes back for the same inputs without end
 
     def __post_init__(self) -> None:
         if self.min_low_pfn < 0 or self.max_pfn < 0:
@@ -575,7 +577,9 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
     points hold one mutex, so each sees the others' effects whole.
 
     setup does nothing without the feature, or when the worker exists already (a second
-    setup would leak the first); otherwise it creates the worker, then writes the MSR on
+    setup would leak the first), or when creating the worker fails (the first
+    ``machine.nomem`` attempts: setup returns -ENOMEM with nothing written, and a later
+    setup tries again); otherwise it creates the worker, then writes the MSR on
     every CPU :func:`msr_cpus` names, logs the cap (``cap_log: at-setup``), then asks for
     the first pass.  A trigger before
     setup or after teardown does nothing.  teardown stops the worker (a pending pass
@@ -588,10 +592,13 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
     alive = pending = False
     expires: int | None = None
     now = 0
+    failures = 0
     try:
         for action in actions:
             if action == "setup":
-                if machine.feature and not alive:
+                if machine.feature and not alive and failures < machine.nomem:
+                    failures += 1  # no workqueue, or no thread: -ENOMEM
+                elif machine.feature and not alive:
                     alive = True
                     for ev in _write_all(spec, machine, hw, msr_value(spec, machine)):
                         yield ev, now

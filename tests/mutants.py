@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from codegen.model import CONSTRAINT_LETTER, Spec
-from codegen.render import f_sz, outputs, worker_functions
+from codegen.render import f_sz, worker_functions
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ def helper_catalogue(spec: Spec) -> list[Mutant]:
         if retry:
             out.append(M("no retry on a retry code", "header", f"{rc.name} == {retry[0].name}",
                          f"{rc.name} == {retry[0].name} + 1", "compare"))  # fmt: skip
-            out.append(M("an unbounded retry loop", "header", f" && retries++ < ", " && retries++ >= 0 && 1 < ",
+            out.append(M("an unbounded retry loop", "header", " && retries++ < ", " && retries++ >= 0 && 1 < ",
                          "retry-bounded"))  # fmt: skip
     for o in insn.outputs:
         if o.software_code:

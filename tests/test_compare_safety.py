@@ -71,14 +71,16 @@ def test_a_bad_cached_object_is_rebuilt(cache_dir, tmp_path, bad):
 # --- cases: streamed, bounded, the same as ever ---------------------------------------------
 
 
-# rmpopt's cases last changed when the feature's sequence and featureless cases came in
-@pytest.mark.parametrize("path, digest", [("rmpopt", "b6b843b0e3611c0e"), ("rmpupdate", "c6e79586196ad687")])
+# rmpopt's cases last changed when the worker's failed allocations came in, rmpupdate's when
+# retry codes that persist did (to reach every branch: tests/test_compare_cc.py)
+@pytest.mark.parametrize("path, digest", [("rmpopt", "54097ead1bb9c049"), ("rmpupdate", "41bd2e99207cf92c")])
 def test_a_seed_gives_the_cases_it_always_gave(path, digest):
     """Reproduce lines in old reports name cases by seed and number: they must not move."""
     import hashlib
 
     spec = load(ISA / f"{path}.yaml")
-    text = "\n".join(c.describe() for c in cases.generate(spec, 1, 3000))
+    # what a case is, not how it is described: wording may change, the cases may not
+    text = "\n".join(repr((c.form, c.machine, c.actions)) for c in cases.generate(spec, 1, 3000))
     assert hashlib.sha256(text.encode()).hexdigest()[:16] == digest
     assert cases.generate(spec, 1, 3000)[:700] == cases.generate(spec, 1, 700)
 
@@ -155,7 +157,7 @@ def test_a_helper_that_never_returns_times_out_quickly(run_kgen, tmp_path, engin
     assert result.exit_code == 1, result.output
     report = _report(result)
     assert report["got"] == "B timed out after 2 s: the code ran far longer than the mirror expects"
-    assert re.fullmatch(r"case \d+ at -O2: line \d+ of its trace differs", report["case"])
+    assert re.fullmatch(r"case \d+ at (clang|gcc) -O2: line \d+ of its trace differs", report["case"])
     assert report["reproduce"].startswith("kgen compare isa/rmpopt.yaml --seed 1 --cases 60")
     assert took < 20, took  # was 20 s per case per level
 
@@ -213,7 +215,7 @@ def sandbox_only(monkeypatch):
     from codegen import execcheck
 
     monkeypatch.setattr(execcheck, "check_sources", lambda spec, files: None)
-    monkeypatch.setattr(execcheck, "check_objects", lambda spec, units, harness: True)
+    monkeypatch.setattr(execcheck, "check_objects", lambda spec, units, harness, runtime=(): True)
 
 
 def test_the_object_check_refuses_a_helper_that_calls_libc(run_kgen, tmp_path):
@@ -286,7 +288,7 @@ def _harness_running(tmpdir: Path, mark: str, main_pid: int) -> bool:
 
     built = [p for d in tmpdir.glob("kgen-compare-*") for p in d.glob("harness-*")]
     workers = [p for p in _marked_processes(mark) if p != main_pid and b"codegen.cli" in cmdline(p)]
-    return len(built) == 3 and bool(workers)
+    return len(built) == 3 * len(toolchain.compilers()) and bool(workers)  # a level per compiler
 
 
 def _start_compare(tmp_path: Path, engine: str):

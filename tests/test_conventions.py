@@ -31,9 +31,9 @@ def test_render_of_one_file_speaks_in_the_singular(run_kgen, tmp_path):
 
 
 def test_compare_of_one_case_at_one_level_speaks_in_the_singular(run_kgen):
-    result = run_kgen("compare", "isa/pvalidate.yaml", "--cases", "1", "--opt=-O2")
+    result = run_kgen("compare", "isa/pvalidate.yaml", "--cases", "1", "--opt=-O2", "--cc", "clang")
     assert result.exit_code == 0, result.output
-    assert ": ok: 1 case x 1 level (-O2), " in result.output
+    assert ": ok: 1 case x 1 level (-O2) x clang, " in result.output
 
 
 def test_check_counts_files_in_words(run_kgen, tmp_path):

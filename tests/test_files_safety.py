@@ -104,7 +104,7 @@ def test_render_never_overwrites_a_file_kgen_did_not_write(tmp_path, run_kgen):
     mine.write_text("/* my own sev.h */\n")
     result = run_kgen("render", cwd=project)
     assert result.exit_code == 1
-    assert f"generated/pvalidate/arch/x86/include/asm/sev.h: error: " in result.stderr
+    assert "generated/pvalidate/arch/x86/include/asm/sev.h: error: " in result.stderr
     assert "not written by kgen" in result.stderr and "Traceback" not in result.output
     assert mine.read_text() == "/* my own sev.h */\n"
     assert not (project / "generated" / "rmpopt").exists(), "nothing else written either"

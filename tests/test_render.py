@@ -20,7 +20,7 @@ from codegen.outtree import write_tree
 from codegen.render import RenderError, render_spec
 from codegen.spec import load, load_all, parse
 from codegen.toolchain import compilers
-from tests.conftest import ROOT, RMPOPT_YAML
+from tests.conftest import ROOT
 
 GENERATED = ROOT / "generated"
 

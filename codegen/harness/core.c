@@ -484,8 +484,9 @@ static bool rc_out;
 static u64 flag_mask;
 static u64 rc_value[MAX_CODES], retry_value[MAX_CODES];
 static int nrc, nretry;
-static u64 last_key, streak;
+static u64 last_key, streak, last_rax;
 static bool have_last;
+static bool m_stuck;	/* "stuck=1": a retry code persists for the same inputs */
 static u8 kgen_mem[MEM_BYTES] __attribute__((aligned(64)));
 
 static u64 mix(u64 x)
@@ -587,8 +588,11 @@ static void oracle_trap(struct kgen_regs *regs)
 		default:
 			rax = 0;
 		}
-		if (is_retry(rax) && streak >= RETRY_STREAK)
+		if (m_stuck && streak && is_retry(last_rax))
+			rax = last_rax;
+		else if (is_retry(rax) && streak >= RETRY_STREAK && !m_stuck)
 			rax = 0;
+		last_rax = rax;
 	}
 	flags = flag_mask & mix(h ^ 2) & mix(h ^ 3);
 	if (ptr_reg && ptr_access != 'r')
@@ -741,10 +745,17 @@ int wake_up_process(struct task_struct *task)
 	return 1;
 }
 
+static unsigned int m_nomem;	/* worker allocations that fail first: "nomem=N" */
+
 struct task_struct *kshim_kthread_run(int (*threadfn)(void *data), void *data, const char *name)
 {
-	struct task_struct *task = kthread_create(threadfn, data, name);
+	struct task_struct *task;
 
+	if (m_nomem) {
+		m_nomem--;
+		return (struct task_struct *)(unsigned long)-ENOMEM;
+	}
+	task = kthread_create(threadfn, data, name);
 	wake_up_process(task);
 	return task;
 }
@@ -811,6 +822,10 @@ struct workqueue_struct *alloc_ordered_workqueue(const char *name __always_unuse
 						 unsigned int flags __always_unused)
 {
 	need_mutex("alloc_ordered_workqueue() without the mutex: setup races with itself");
+	if (m_nomem) {
+		m_nomem--;
+		return NULL;
+	}
 	wq_obj.alive = true;
 	return &wq_obj;
 }
@@ -1069,7 +1084,9 @@ static void reset_case(void)
 	mutexes_held = hotplug_depth = in_work = 0;
 	out_full = false;
 	have_last = false;
-	streak = 0;
+	streak = last_rax = 0;
+	m_nomem = 0;
+	m_stuck = false;
 }
 
 static const struct kgen_form *find_form(const char *s, int len)
@@ -1157,6 +1174,10 @@ static void run_case(struct cursor *c)
 			table_base = num(v, vl);
 		} else if (is(k, kl, "feature")) {
 			m_feature = num(v, vl) != 0;
+		} else if (is(k, kl, "nomem")) {
+			m_nomem = (unsigned int)num(v, vl);
+		} else if (is(k, kl, "stuck")) {
+			m_stuck = num(v, vl) != 0;
 		} else if (is(k, kl, "msron")) {
 			msr_on = num(v, vl) != 0;
 		} else if (is(k, kl, "budget")) {
