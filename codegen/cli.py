@@ -203,7 +203,7 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
         codes = len(insn.function_codes.codes) if insn.function_codes else 0
         counts = [(len(insn.encoding), "encoding byte"), (len(insn.inputs), "input"),
                   (len(insn.outputs), "output"), (codes, "function code")]  # fmt: skip
-        click.echo(f"{spec.path}: ok ({insn.mnemonic}: "
+        click.echo(f"{shown_path(spec.path)}: ok ({insn.mnemonic}: "
                    + ", ".join(plural(n, what) for n, what in counts) + ")")
 
 
@@ -232,16 +232,16 @@ def _changes_since(spec: Spec, base: str) -> dict:
         # render under the spec's own path: the banners then differ by the hash alone
         old = dataclasses.replace(parse(text, label), path=spec.path)
     except BaseError as exc:
-        report["problems"] = [f"{spec.path}: cannot read the base: {exc}"]
+        report["problems"] = [f"{shown_path(spec.path)}: cannot read the base: {exc}"]
         return report
     except SpecError as exc:
-        report["problems"] = [f"{d} (the base of {spec.path})" for d in exc.diagnostics]
+        report["problems"] = [f"{d} (the base of {shown_path(spec.path)})" for d in exc.diagnostics]
         return report
     report["changes"] = [vars(c) for c in spec_changes(old, spec)]
     try:
         report["diff"] = code_diff(render_spec(old), render_spec(spec))
     except RenderError as exc:
-        report["problems"] = [f"{spec.path}: cannot render: {exc}"]
+        report["problems"] = [f"{shown_path(spec.path)}: cannot render: {exc}"]
         report["diff"] = ""
     report["behaviour"] = behaviour_changes(old, spec)
     return report
@@ -258,19 +258,19 @@ def _generated_drift(specs: list[Spec], out: Path | None) -> list[dict]:
         found: dict = {"out": str(where), "checked": where.is_dir(), "problems": []}
         reports.append(found)
         if not where.is_dir():
-            found["note"] = (f"{spec.path}: note: generated files not checked: no directory "
+            found["note"] = (f"{shown_path(spec.path)}: note: generated files not checked: no directory "
                              f"{where}/ (name it with --out)")  # fmt: skip
             continue
         try:
             d = drift(render_spec(spec), where, [spec.instruction.mnemonic])
         except RenderError:
             continue  # a review finding already
-        found["problems"] += [f"{spec.path}: error: {exc}" for exc in d.problems]
+        found["problems"] += [f"{shown_path(spec.path)}: error: {exc}" for exc in d.problems]
         for diff in d.diffs:
             name = next(l[6:] for l in diff.splitlines() if l.startswith("+++ b/"))
-            found["problems"].append(f"{spec.path}: error: {where.parent / name} is out of date "
+            found["problems"].append(f"{shown_path(spec.path)}: error: {where.parent / name} is out of date "
                                      "with the spec; run `kgen render`")  # fmt: skip
-        found["problems"] += [f"{spec.path}: error: {stale_line(where, st)}" for st in d.stale]
+        found["problems"] += [f"{shown_path(spec.path)}: error: {stale_line(where, st)}" for st in d.stale]
     return reports
 
 
@@ -283,9 +283,9 @@ def _print_changes(report: dict) -> None:
         return
     changes = report["changes"]
     if not changes:
-        click.echo(f"{report['path']}: nothing changed since {report['base']}")
+        click.echo(f"{shown_path(report['path'])}: nothing changed since {report['base']}")
         return
-    click.secho(f"{report['path']}: {plural(len(changes), 'change')} "
+    click.secho(f"{shown_path(report['path'])}: {plural(len(changes), 'change')} "
                 f"since {report['base']}", bold=True)  # fmt: skip
     group = None
     for c in changes:
@@ -324,13 +324,13 @@ def _compare_all(specs: list[Spec], count: int) -> list:
     for spec in specs:  # every spec validated is compared: none is reported ok untested
         why = harness_limit(spec)
         if why:
-            click.echo(f"kgen: {spec.path}: error: not compared: the harness cannot run this "
+            click.echo(f"kgen: {shown_path(spec.path)}: error: not compared: the harness cannot run this "
                        f"helper: {why}", err=True)  # fmt: skip
             sys.exit(1)
         try:
             results.append(cmp.compare(spec, compiler, choose_engine("auto", spec), 1, count))
         except (BuildError, RuntimeError, UnsafeCode, EngineRefused) as exc:
-            click.echo(f"kgen: {spec.path}: {exc}", err=True)
+            click.echo(f"kgen: {shown_path(spec.path)}: {exc}", err=True)
             sys.exit(1)
     return results
 
@@ -706,7 +706,7 @@ def sweep(spec_path, min_pfn, max_pfn, memory, cores, threads_per_core, numberin
                                f"at most {MAX_CPUS} CPUs")  # fmt: skip
     (spec,) = load_specs((spec_path,))
     if spec.kernel.sweep is None:
-        click.echo(f"{spec.path}: the spec describes no sweep", err=True)
+        click.echo(f"{shown_path(spec.path)}: the spec describes no sweep", err=True)
         sys.exit(1)
     if max_pfn is None:
         max_pfn = -(-memory // (1 << mirror.PAGE_SHIFT))
@@ -717,7 +717,7 @@ def sweep(spec_path, min_pfn, max_pfn, memory, cores, threads_per_core, numberin
         )  # fmt: skip
         hw = mirror.hardware_for(spec, machine, enabled=False)
     except mirror.MachineTooLarge as exc:
-        raise click.UsageError(f"{spec.path}: {exc}; give less memory or fewer CPUs") from None
+        raise click.UsageError(f"{shown_path(spec.path)}: {exc}; give less memory or fewer CPUs") from None
     except mirror.MachineError as exc:
         raise click.UsageError(f"impossible machine: {exc}") from None
     if as_json:
@@ -750,7 +750,7 @@ def _sweep_summary(spec, machine) -> None:
     followers = mirror.followers(machine)
     online = machine.online
     click.echo(
-        f"{spec.path}: one pass on {plural(len(online), 'online CPU')} ({plural(machine.cores, 'core')} x "
+        f"{shown_path(spec.path)}: one pass on {plural(len(online), 'online CPU')} ({plural(machine.cores, 'core')} x "
         f"{plural(machine.threads_per_core, 'thread')}, {machine.numbering} numbering), leader CPU "
         f"{machine.leader}"
     )
@@ -871,7 +871,7 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
     for spec in loaded:
         why = harness_limit(spec)
         if why:
-            click.echo(f"kgen: {spec.path}: the harness cannot run this helper: {why}", err=True)
+            click.echo(f"kgen: {shown_path(spec.path)}: the harness cannot run this helper: {why}", err=True)
             sys.exit(1)
         try:
             choice = choose_engine(engine, spec)
@@ -907,10 +907,10 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
             report_problems(exc)
             sys.exit(1)
         except ReferenceProblem as exc:
-            click.echo(f"kgen: {spec.path}: error: {exc}", err=True)
+            click.echo(f"kgen: {shown_path(spec.path)}: error: {exc}", err=True)
             sys.exit(1)
         except (BuildError, ValueError, RuntimeError, UnsafeCode, EngineRefused) as exc:
-            click.echo(f"kgen: {spec.path}: {_in_generated(str(exc), generated)}", err=True)
+            click.echo(f"kgen: {shown_path(spec.path)}: {_in_generated(str(exc), generated)}", err=True)
             sys.exit(1)
         finally:
             if bar:
@@ -956,7 +956,7 @@ def _print_compare(r) -> None:
     rate = r.executions / max(r.seconds - r.build_seconds, 1e-9)
     ccs = " and ".join(c.family for c in r.compilers)
     click.echo(
-        f"{r.spec}: {'ok' if r.ok else 'MISMATCH'}: {plural(r.cases, 'case')} x {plural(len(r.opts), 'level')} "
+        f"{shown_path(r.spec)}: {'ok' if r.ok else 'MISMATCH'}: {plural(r.cases, 'case')} x {plural(len(r.opts), 'level')} "
         f"({levels}) x {ccs}, {plural(r.executions, 'execution' if r.ok else 'matching execution')} checked"
     )
     for c in r.compilers:
@@ -1063,7 +1063,7 @@ def _doctor_engines() -> None:
         except SpecError:
             continue
         choice = choose_engine("auto", spec, cpu)
-        click.echo(f"engine {spec.path} (auto): {choice.engine}: {choice.reason}")
+        click.echo(f"engine {shown_path(spec.path)} (auto): {choice.engine}: {choice.reason}")
 
 
 @main.command()

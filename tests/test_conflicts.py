@@ -8,7 +8,7 @@ from codegen.assembler import assemble
 from codegen.conflicts import KNOWN_ENCODINGS, assembler_check, cross_check, known_encodings
 from codegen.spec import global_names, load, parse
 from codegen.toolchain import find_clang
-from tests.conftest import RMPOPT_YAML
+from tests.conftest import ISA as ISA_DIR, RMPOPT_YAML
 
 TEXT = RMPOPT_YAML.read_text()
 KNOWN = known_encodings()
@@ -199,3 +199,12 @@ def test_a_path_with_a_newline_in_a_neighbour_stays_on_one_line(run_kgen, tmp_pa
     lines = result.output.splitlines()
     assert any("nl\\nx.yaml:" in line for line in lines), result.output
     assert not any(line.startswith("x.yaml") for line in lines), result.output
+
+
+def test_a_spec_path_with_a_newline_is_shown_on_one_line(run_kgen, tmp_path):
+    (tmp_path / "a\nb").mkdir()
+    spec = tmp_path / "a\nb" / "psmash.yaml"
+    spec.write_text((ISA_DIR / "psmash.yaml").read_text())
+    result = run_kgen("validate", spec)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1].startswith(f"{tmp_path}/a\\nb/psmash.yaml: ok (psmash:")
