@@ -375,11 +375,13 @@ def review_findings(specs: list[Spec], skips: dict | None = None) -> list[tuple[
     return findings
 
 
-def cross_findings(specs: list[Spec]):
+def cross_findings(specs: list[Spec], independent: bool = True):
     """Collisions and repeated names between the specs and every other valid spec beside them.
 
     The others are the specs in each named spec's directory and in isa/.  Every
-    problem is reported on a named spec, with a note at the other side.
+    problem is reported on a named spec, with a note at the other side.  With
+    ``independent``, also the checks against an assembler, iced-x86's operand
+    facts and binutils.
     """
     from .conflicts import cross_check
 
@@ -401,6 +403,17 @@ def cross_findings(specs: list[Spec]):
     others = [o for o in others if o.instruction.mnemonic not in mnemonics
               or (o.instruction.mnemonic, Path(o.path).parent.resolve()) in own]  # fmt: skip
     found = cross_check(specs + others)
+    if independent:
+        _independent_findings(specs, found)
+    keep = {s.path for s in specs}
+    found.problems[:] = [d for d in found.problems if d.mark.path in keep]
+    found.notes[:] = [d for d in found.notes if d.mark.path in keep]
+    found.notes.extend(note for path, note in found.others if path in keep)
+    return found
+
+
+def _independent_findings(specs: list[Spec], found) -> None:
+    """The specs against tools kgen did not write: clang's assembler, iced-x86, binutils."""
     try:
         from .conflicts import assembler_check
         from .toolchain import find_clang
@@ -416,11 +429,6 @@ def cross_findings(specs: list[Spec]):
     for independent in (operand_check(specs), binutils_check(specs, find_gas())):
         found.problems.extend(independent.problems)
         found.notes.extend(independent.notes)
-    keep = {s.path for s in specs}
-    found.problems[:] = [d for d in found.problems if d.mark.path in keep]
-    found.notes[:] = [d for d in found.notes if d.mark.path in keep]
-    found.notes.extend(note for path, note in found.others if path in keep)
-    return found
 
 
 def _shown(path: Path) -> Path:
@@ -533,6 +541,11 @@ def render(specs: tuple[str, ...], out: Path, prune: bool) -> None:
 
     with _interruptible():
         loaded = load_specs(specs)
+        # what would clash in a kernel tree with a spec beside them is not written either
+        clashes = cross_findings(loaded, independent=False).problems
+        if clashes:
+            report_problems(SpecError(clashes))
+            sys.exit(1)
         files = render_specs(loaded)
         try:
             changed = write_tree(files, out)

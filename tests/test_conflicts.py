@@ -208,3 +208,13 @@ def test_a_spec_path_with_a_newline_is_shown_on_one_line(run_kgen, tmp_path):
     result = run_kgen("validate", spec)
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[-1].startswith(f"{tmp_path}/a\\nb/psmash.yaml: ok (psmash:")
+
+
+def test_render_refuses_a_spec_that_clashes_with_one_beside_it(run_kgen, tmp_path):
+    """validate refused it; render wrote it all the same."""
+    a = _copy_of_rmpopt(tmp_path / "a.yaml", "rmpfoo", "0xfb")
+    _copy_of_rmpopt(tmp_path / "b.yaml", "rmpbar", "0xfa")
+    result = run_kgen("render", a, "--out", tmp_path / "out")
+    assert result.exit_code == 1
+    assert "error: kernel name '__rmpopt' is also defined by rmpbar" in result.stderr
+    assert not (tmp_path / "out").exists()
