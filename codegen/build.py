@@ -20,7 +20,6 @@ from .model import Spec
 from .render import include_split, outputs
 from .toolchain import Compiler
 
-ROOT = Path(__file__).resolve().parent.parent
 # the harness and the kernel-API shim are package data: an installed kgen compiles
 # the same sources as a checkout, from any directory
 _PACKAGE = Path(str(resources.files(__package__)))
@@ -174,6 +173,12 @@ def units(spec: Spec, gen_root: Path, work: Path, reference: tuple[Path, ...] = 
 COVERAGE_FLAGS = ("--coverage",)  # gcc: arcs counted at run time (.gcda), notes beside (.gcno)
 
 
+def unit_flags(spec: Spec, unit: Unit, gen_root: Path) -> list[str]:
+    """What compiling a unit and preprocessing it (a reference's proof) both pass the compiler."""
+    return [*KERNEL_WARNINGS, *HARNESS_FLAGS, "-include", str(SHIM_HEADER), *unit.includes,
+            *include_dirs(spec, gen_root)]  # fmt: skip
+
+
 def compile_object(compiler: Compiler, unit: Unit, spec: Spec, gen_root: Path,
                    opt: str = "-O2", out_dir: Path | None = None,
                    coverage: bool = False) -> Path:  # fmt: skip
@@ -182,9 +187,8 @@ def compile_object(compiler: Compiler, unit: Unit, spec: Spec, gen_root: Path,
     if coverage and compiler.family != "gcc":
         raise BuildError("coverage is measured with gcc (gcov); this is " + compiler.name)
     cmd = compiler.command(
-        *KERNEL_WARNINGS, *HARNESS_FLAGS, opt, *(COVERAGE_FLAGS if coverage else ()),
-        "-c", "-include", str(SHIM_HEADER),
-        *unit.includes, *include_dirs(spec, gen_root), "-o", str(obj), str(unit.source),
+        *unit_flags(spec, unit, gen_root), opt, *(COVERAGE_FLAGS if coverage else ()),
+        "-c", "-o", str(obj), str(unit.source),
     )  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:

@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .build import HARNESS_FLAGS, KERNEL_WARNINGS, SHIM_HEADER, BuildError, include_dirs, units, write_files
+from .build import BuildError, unit_flags, units, write_files
 from .model import Spec
 from .render import include_split
 from .toolchain import Compiler
@@ -113,10 +113,7 @@ def prove(compiler: Compiler, spec: Spec, files: dict[str, str], reference: tupl
         gen_root = work / "gen"
         write_files(files, gen_root)
         unit = next(u for u in units(spec, gen_root, work, reference) if u.includes)
-        cmd = compiler.command(
-            *KERNEL_WARNINGS, *HARNESS_FLAGS, "-E", "-include", str(SHIM_HEADER),
-            *unit.includes, *include_dirs(spec, gen_root), str(unit.source),
-        )  # fmt: skip
+        cmd = compiler.command(*unit_flags(spec, unit, gen_root), "-E", str(unit.source))
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise BuildError(f"{compiler.name} cannot preprocess the kernel's {helper}():\n{proc.stderr.strip()}")
