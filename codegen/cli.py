@@ -18,6 +18,7 @@ import click
 
 from . import __version__
 from .diagnostics import Diagnostic, Mark, SpecError, plural, shown_path
+from .kernelapi import PROFILES as PROFILE_NAMES
 from .mirror import MAX_CPUS, PAGE_SHIFT, PHYS_BITS
 from .model import Spec
 from .spec import load_all
@@ -831,10 +832,15 @@ def _bytes(n: int) -> str:
 @click.option("--coverage", is_flag=True,
               help="Report the lines and branches of each generated file that the cases ran "
                    "(gcc -O0 build, gcov; native engine).")  # fmt: skip
+@click.option("--profile", "profile_name", type=click.Choice(sorted(PROFILE_NAMES)),
+              help="Render for this kernel's spellings (e.g. 6.12: CC_SET/CC_OUT flag outputs) "
+                   "[default: newest].")  # fmt: skip
+@click.option("--tree", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Render for the profile detected from this kernel tree's top directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
 @interruptible
 def compare(specs, count, seed, only, engine, opts, keep_going, generated, reference, cc,
-            coverage, as_json) -> None:  # fmt: skip
+            coverage, profile_name, tree, as_json) -> None:  # fmt: skip
     """Compile the generated C with clang and gcc and check it against the mirror.
 
     The generated code runs in a trap harness that executes the real
@@ -868,6 +874,7 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
     if coverage and engine == "emulator":
         raise click.BadParameter("the emulated harness cannot write gcov's counts: use the native "
                                  "engine", param_hint="--coverage")  # fmt: skip
+    profile, profile_option = _compare_profile(profile_name, tree, generated)
     try:
         compilers = []
         if cc in (None, "both", "clang"):
@@ -915,7 +922,8 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
             result = cmp.compare(spec, tuple(compilers), choice, seed, count, opts, only, files=files,
                                  generated_dir=generated, keep_going=keep_going,
                                  progress=bar, reference=tuple(reference),
-                                 coverage=coverage)  # fmt: skip
+                                 coverage=coverage, profile=profile,
+                                 profile_option=profile_option)  # fmt: skip
         except SpecError as exc:
             report_problems(exc)
             sys.exit(1)
@@ -935,6 +943,27 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
     if as_json:
         click.echo(json.dumps(_json_head("compare") | _compare_report(reports, seed, tuple(compilers)), indent=2))
     sys.exit(1 if failed else 0)
+
+
+def _compare_profile(name: str | None, tree: Path | None, generated: Path | None):
+    """The kernel profile compare renders for, and the option that chose it."""
+    from .kernelapi import PROFILES, detect, min_gcc, tree_include_dirs
+
+    if name and tree:
+        raise click.BadParameter("give --profile or --tree, not both", param_hint="--tree")
+    if (name or tree) and generated is not None:
+        raise click.BadParameter("--generated files are compared as they are, rendered for no profile",
+                                 param_hint="--profile" if name else "--tree")  # fmt: skip
+    if name:
+        return PROFILES[name], f"--profile {name}"
+    if tree is None:
+        return None, ""
+    if min_gcc(tree) is None or not all(d.is_dir() for d in tree_include_dirs(tree)):
+        raise click.BadParameter(f"{shown_path(str(tree))} is not the top directory of a kernel tree (no "
+                                 "scripts/min-tool-version.sh naming a GCC, or no include and "
+                                 "arch/x86/include)", param_hint="--tree")  # fmt: skip
+    profile = dataclasses.replace(detect(root=tree), name=f"detected from {shown_path(str(tree))}")
+    return profile, f"--tree {tree}"
 
 
 def _in_generated(text: str, generated: Path | None) -> str:
@@ -979,6 +1008,8 @@ def _print_compare(r) -> None:
         f"  seed {r.seed}; build {r.build_seconds:.1f} s, total {r.seconds:.1f} s, "
         f"{rate:,.0f} executions/s"
     )
+    if r.profile != "newest":
+        click.echo(f"  rendered for kernel profile {r.profile}")
     for ref in r.references:
         took = plural(len(ref.files), 'file')
         click.echo(f"  reference {ref.directory}: {took}"

@@ -72,6 +72,7 @@ class Result:
     seconds: float = 0.0
     build_seconds: float = 0.0
     references: list = field(default_factory=list)  # reference.Reference, one per --reference
+    profile: str = "newest"  # the kernel profile the spec was rendered for
     coverage: list = field(default_factory=list)  # coverage.FileCoverage, with --coverage
 
     @property
@@ -459,7 +460,8 @@ def compare(spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: Engin
             count: int, opts: tuple[str, ...] = DEFAULT_OPTS, only: int | None = None,
             files: dict[str, str] | None = None, generated_dir: Path | None = None,
             keep_going: bool = False, progress=None, workers: int | None = None,
-            reference: tuple[Path, ...] = (), coverage: bool = False) -> Result:  # fmt: skip
+            reference: tuple[Path, ...] = (), coverage: bool = False,
+            profile=None, profile_option: str = "") -> Result:  # fmt: skip
     """Build the harness for ``spec`` (or ``files``), run the cases, compare with the mirror.
 
     ``compiler`` is one compiler or several: each builds the generated code
@@ -469,7 +471,11 @@ def compare(spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: Engin
     With ``coverage``, the gcc build at -O0 (where every branch of the source
     is still a branch) counts its arcs, and the result holds what gcov makes
     of them for each generated file (native engine only).
+    With ``profile`` (a kernelapi.Profile), the spec is rendered for that
+    kernel rather than the newest; ``profile_option`` is how the command
+    line chose it, for the reproduce lines.
     """
+    from .kernelapi import NEWEST
     from .render import render_spec
 
     from .execcheck import check_objects, check_sources
@@ -480,7 +486,7 @@ def compare(spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: Engin
     if problems:
         raise SpecError(problems)
     check_engine(spec, engine)
-    files = files if files is not None else render_spec(spec)
+    files = files if files is not None else render_spec(spec, profile=profile or NEWEST)
     native = engine.engine == "native"
     if native:
         check_sources(spec, files)
@@ -488,10 +494,12 @@ def compare(spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: Engin
     counted = _coverage_levels(compilers, engine, opts, reference) if coverage else ()
     start = time.perf_counter()
     result = Result(spec.path, engine, compilers, seed, opts, 0)
+    result.profile = (profile or NEWEST).name
     reproduce = f"kgen compare {spec.path} --seed {seed} --cases {count} --engine {engine.engine}"
     if generated_dir is not None:
         reproduce += f" --generated {generated_dir}"
     reproduce += "".join(f" --reference {d}" for d in reference)
+    reproduce += f" {profile_option}" if profile_option else ""
     if reference:
         from .reference import prove
 

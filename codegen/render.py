@@ -123,10 +123,6 @@ def f_input_constraint(register: str) -> C:
     return _c(f'"{_constraint_letter(register)}"')
 
 
-def f_flag_constraint(flag: str) -> C:
-    return _c(f'"=@cc{flag[0]}"')
-
-
 def f_cstring(value: str) -> C:
     return _c(_checked("c-string", value))
 
@@ -204,7 +200,6 @@ FILTERS = {
     "byte_text": f_byte_text,
     "register": f_register,
     "input_constraint": f_input_constraint,
-    "flag_constraint": f_flag_constraint,
     "cstring": f_cstring,
     "comment": f_comment,
     "ms": f_dec,
@@ -425,6 +420,7 @@ class RawShape:
     outputs: C  # asm output operands
     inputs: C  # asm input operands
     clobbers: C
+    sets: tuple[C, ...] = ()  # lines after the instruction's string: CC_SET(c) where the profile needs them
 
 
 _C_TYPES = {"u8", "u16", "u32", "u64", "bool", "int", "unsigned long"}
@@ -446,7 +442,7 @@ def _comment_line(text: str) -> str:
     return "/*\n * " + f_comment(text) + "\n */"
 
 
-def raw_shape(spec: Spec) -> RawShape:
+def raw_shape(spec: Spec, profile: Profile = NEWEST) -> RawShape:
     insn, raw = spec.instruction, spec.kernel.raw_helper
     rc = insn.return_output()
     flags = tuple(o for o in insn.outputs if o.flag)
@@ -475,7 +471,7 @@ def raw_shape(spec: Spec) -> RawShape:
         tabs = "\t" * (stop // 8 - len(head) // 8)
         defines.append(_c(f"{_comment_line(comment)}\n{head}{tabs}{f_dec(value)}"))
     structs = tuple(dict.fromkeys(f_ident(i.points_to) for i in insn.inputs if i.points_to))
-    outs = [f"{f_flag_constraint(o.flag)} ({f_ident(o.name)})" for o in flags]
+    outs = [profile.flag_output(o.flag, f_ident(o.name)) for o in flags]
     if rc is not None:
         outs.append(f'"={_constraint_letter(rc.register)}" ({f_ident(rc.name)})')
     ins = [f"{f_input_constraint(i.register)} ({f_ident(i.name)})" for i in insn.inputs]
@@ -494,6 +490,7 @@ def raw_shape(spec: Spec) -> RawShape:
     return RawShape(
         ret, _c(", ".join(c_parameter(i) for i in insn.inputs)), structs, tuple(defines), rc, flags,
         retry, limit, retry_while, _c(", ".join(outs)), _c(", ".join(ins)), _c(clobbers),
+        tuple(_c(line) for line in profile.flag_sets(o.flag for o in flags)),
     )  # fmt: skip
 
 
@@ -546,7 +543,7 @@ def render_spec(spec: Spec, templates: Path = TEMPLATES, profile: Profile = NEWE
             "sweep": k.sweep,
             "worker": out.worker,
             "header_include": _c(include_split(k.raw_helper.header)[1]),
-            "raw": raw_shape(spec),
+            "raw": raw_shape(spec, profile),
             "en": (
                 enable_shape(spec, out.worker or k.sweep.workers[0], profile)
                 if k.enable is not None and k.sweep is not None

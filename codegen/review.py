@@ -107,8 +107,12 @@ def raw_helper_shape(spec: Spec, files: Files) -> list[str]:
         problems.append(f"{raw} is not 'static inline {ret} {raw}({params})'")
         return problems
     for o in insn.outputs:
-        if o.flag and f'"=@cc{o.flag[0]}" ({o.name})' not in body:
-            problems.append(f"{raw} does not return {o.flag.upper()} through a \"=@cc\" output")
+        cc = o.flag[0] if o.flag else ""
+        # a bare flag output, or asm/asm.h's pair for kernels built by compilers without them
+        if o.flag and f'"=@cc{cc}" ({o.name})' not in body and not (
+                f"CC_OUT({cc}) ({o.name})" in body and f"CC_SET({cc})" in body):
+            problems.append(f"{raw} does not return {o.flag.upper()} through a \"=@cc\" output "
+                            "or CC_SET()/CC_OUT()")
     if rc and f'"={CONSTRAINT_LETTER.get(rc.register)}" ({rc.name})' not in body:
         problems.append(f"{raw} does not take {rc.name} from {rc.register.upper()}")
     for i in insn.inputs:

@@ -239,4 +239,16 @@ static inline void kshim_guard_mutex_exit(struct mutex **lock)
 #define EXPORT_SYMBOL_GPL(sym)			extern int kshim_exported_##sym
 #define EXPORT_SYMBOL_FOR_MODULES(sym, mods)	extern int kshim_exported_##sym
 
+/*
+ * <asm/asm.h>: a flag leaves an asm statement as the kernel spells it for
+ * compilers with and without flag outputs (GCC < 6)
+ */
+#ifdef __GCC_ASM_FLAG_OUTPUTS__
+# define CC_SET(c) "\n\t/* output condition code " #c "*/\n"
+# define CC_OUT(c) "=@cc" #c
+#else
+# define CC_SET(c) "\n\tset" #c " %[_cc_" #c "]\n"
+# define CC_OUT(c) [_cc_ ## c] "=qm"
+#endif
+
 #endif /* KSHIM_H */
