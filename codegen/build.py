@@ -120,7 +120,8 @@ def units(spec: Spec, gen_root: Path, work: Path, reference: tuple[Path, ...] = 
     With ``reference`` (include directories of a kernel tree), the helper
     unit includes the kernel's own header instead, as ``#include <asm/...>``,
     and calls the kernel's helper of the same name: the same cases then test
-    the kernel's hand-written code.
+    the kernel's hand-written code.  With a tree's top directory, the unit
+    holds the kernel function copied from the tree (reference.tree_unit).
     """
     k, insn = spec.kernel, spec.instruction
     if reference and k.sweep is not None:
@@ -133,9 +134,15 @@ def units(spec: Spec, gen_root: Path, work: Path, reference: tuple[Path, ...] = 
         src = gen_root / out.path
         includes: tuple[str, ...] = ()
         if out.worker is None and reference:
-            body = call_unit(spec, f"#include <{include_split(k.raw_helper.header)[1]}>")
+            from .reference import tree_of, tree_unit
+
+            tree = tree_of(reference)
             name = f"{insn.mnemonic}-reference"
-            includes = tuple(opt for d in reference for opt in ("-I", str(d)))
+            if tree is not None:  # the tree's own function, copied from its source
+                body = tree_unit(spec, tree).source
+            else:
+                body = call_unit(spec, f"#include <{include_split(k.raw_helper.header)[1]}>")
+                includes = tuple(opt for d in reference for opt in ("-I", str(d)))
         elif out.worker is None:
             body = call_unit(spec, quoted_include(src))
             name = f"{insn.mnemonic}-helpers"

@@ -130,15 +130,21 @@ def event_line(event: mirror.Event, ms: int = 0) -> str:
     return f"L {ms} {event.text}"
 
 
-def expected(spec: Spec, case: Case) -> list[str]:
-    """The event lines the generated code must produce for ``case``, end line included."""
+def expected(spec: Spec, case: Case, kernel: bool = False) -> list[str]:
+    """The event lines the generated code must produce for ``case``, end line included.
+
+    ``kernel``: what a tree's kernel function must produce instead, which returns
+    its own value for the low-level helper's (reference.kernel_result).
+    """
     lines: list[str] = []
     if oracle.uses_oracle(spec):
+        from .reference import kernel_result
+
         model = oracle.Oracle(spec, stuck=case.machine.stuck)
         for action in case.actions:
             _, cpu, *args = action.split(":")
             trace, ret = oracle.call(spec, model, int(cpu), [int(a, 0) for a in args])
-            lines += trace + [f"V {ret:#x}"]
+            lines += trace + [f"V {kernel_result(spec, ret) if kernel else ret:#x}"]
         return lines + [f"E {case.id}"]
     hw = mirror.hardware_for(spec, case.machine)
     if case.form == HELPERS:

@@ -105,6 +105,7 @@ class Job:
     cases: tuple[case_gen.Case, ...]
     reproduce: str
     keep_going: bool = False  # run the levels after the first that mismatches
+    kernel: bool = False  # a tree's kernel function runs: it returns its own result (cases.expected)
 
 
 def _budget(expected_lines: int) -> int:
@@ -331,7 +332,7 @@ def run_job(job: Job) -> list[tuple[str, LevelStats, Mismatch | None]]:
     """Run one chunk at every level and compare with the mirror; runs in a worker process."""
     spec = parse(job.spec_text, job.spec_path)
     chosen = job.cases
-    wanted = [case_gen.expected(spec, c) for c in chosen]
+    wanted = [case_gen.expected(spec, c, job.kernel) for c in chosen]
     lines = [case_gen.case_line(spec, c, _budget(len(w))) for c, w in zip(chosen, wanted)]
     sizes = [len(w) for w in wanted]
     spec_line = case_gen.spec_line(spec)
@@ -500,13 +501,19 @@ def compare(spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: Engin
         reproduce += f" --generated {generated_dir}"
     reproduce += "".join(f" --reference {d}" for d in reference)
     reproduce += f" {profile_option}" if profile_option else ""
+    kernel = False
     if reference:
-        from .reference import prove
+        from .reference import prove, tree_of
 
         result.references = prove(compilers[0], spec, files, reference)
+        kernel = tree_of(reference) is not None
     if only is not None and not 0 <= only < count:
         raise ValueError(f"case {only} does not exist: seed {seed} has cases 0..{count - 1}")
     stream = islice(case_gen.stream(spec, seed), count)
+    if kernel:  # the cases as the kernel function's parameters can carry them
+        from .reference import kernel_case
+
+        stream = (kernel_case(spec, c) for c in stream)
     if only is not None:
         stream = islice(stream, only, only + 1)
     result.cases = 1 if only is not None else count
@@ -527,7 +534,8 @@ def compare(spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: Engin
             (h.label, h.native if engine.engine == "native" else h.emulated) for h in harnesses
         )
         jobs = (
-            Job(spec.path, spec.source, levels, engine.engine, engine.guard, chunk, reproduce, keep_going)
+            Job(spec.path, spec.source, levels, engine.engine, engine.guard, chunk, reproduce, keep_going,
+                kernel)
             for chunk in _chunks(spec, stream, parts)
         )  # fmt: skip
         for label, _ in levels:

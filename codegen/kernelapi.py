@@ -74,6 +74,10 @@ PROFILES = {p.name: p for p in (NEWEST, LINUX_6_1, LINUX_6_12)}
 # the first GCC with asm flag outputs ("=@cc<cond>")
 FLAG_OUTPUTS_GCC = (6, 0)
 
+# <uapi/asm-generic/errno-base.h>: what an out-of-line function may return, negated
+ERRNO = {"EPERM": 1, "ENOENT": 2, "EIO": 5, "EAGAIN": 11, "ENOMEM": 12, "EFAULT": 14,
+         "EBUSY": 16, "ENODEV": 19, "EINVAL": 22, "ENOSPC": 28}  # fmt: skip
+
 # (header, text whose presence means the newer spelling)
 _PROBES = {
     "guard": ("linux/mutex.h", "DEFINE_GUARD(mutex"),

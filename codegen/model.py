@@ -295,6 +295,31 @@ class RawHelper(Node):
 
 
 @dataclass(frozen=True)
+class KernelArgument(Node):
+    name: Annotated[Identifier, Doc("the kernel function's parameter, in order")]
+    input: Annotated[Identifier, Doc("the instruction input it carries (an inputs[].name)")]
+    shift: Annotated[
+        Annotated[int, Range(0, 63)],
+        Doc("the parameter is the input shifted right this far (pfn = paddr >> 12) and the "
+            "function shifts it back: the input's low bits cannot be passed"),
+    ] = 0
+
+
+@dataclass(frozen=True)
+class OutOfLine(Node):
+    name: Annotated[Identifier, Doc("the kernel's own function that executes the instruction")]
+    source: Annotated[TreePath, Doc("file of the kernel tree that defines it")]
+    arguments: Annotated[
+        tuple[KernelArgument, ...], Doc("its parameters: each carries one instruction input")
+    ]
+    failure: Annotated[
+        Identifier | None,
+        Doc("errno the function returns negated when the return code is not 0 (e.g. EFAULT); "
+            "without it, it returns the code as the low-level helper does"),
+    ] = None
+
+
+@dataclass(frozen=True)
 class Helper(Node):
     name: Annotated[Identifier, Doc("higher-level helper")]
     parameter: Annotated[Identifier, Doc("its one parameter, e.g. pa")]
@@ -384,6 +409,11 @@ class Kernel(Node):
         Doc("how the kernel turns the instruction on and off around the sweep; a sweep needs it"),
     ] = None
     review: Annotated[Review | None, Doc("how kgen validate's review treats this spec")] = None
+    out_of_line: Annotated[
+        OutOfLine | None,
+        Doc("the kernel's out-of-line function around the instruction (e.g. rmpupdate() in "
+            "arch/x86/virt/svm/sev.c), which compare --reference TREE runs"),
+    ] = None
 
 
 @dataclass(frozen=True)

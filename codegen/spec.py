@@ -540,6 +540,37 @@ class _Rules:
                 f"{t.region_size:#x}-aligned address",
             )
 
+    def out_of_line(self, f: model.OutOfLine, insn: model.Instruction) -> None:
+        from .kernelapi import ERRNO
+
+        inputs = {i.name: i for i in insn.inputs}
+        used: dict[str, object] = {}
+        params: set[str] = set()
+        for a in f.arguments:
+            if a.name in params:
+                self.error(a.mark("name"), f"parameter {quote(a.name)} is named twice")
+            params.add(a.name)
+            i = inputs.get(a.input)
+            if i is None:
+                known = ", ".join(inputs) or "none"
+                self.error(a.mark("input"), f"{quote(a.input)} is not an input ({known})")
+                continue
+            if a.input in used:
+                self.error(a.mark("input"), f"input {quote(a.input)} is carried by two parameters")
+            used[a.input] = a
+            if a.shift and i.type == "pointer":
+                self.error(a.mark("shift"), f"pointer input {quote(a.input)} cannot be shifted")
+        missing = [name for name in inputs if name not in used]
+        if missing and all(a.input in inputs for a in f.arguments):
+            self.error(f.mark("arguments"), f"no parameter carries input {quote(missing[0])}: "
+                       f"{f.name}() would not pass it to the instruction")  # fmt: skip
+        if f.failure is not None:
+            if f.failure not in ERRNO:
+                self.error(f.mark("failure"), f"{quote(f.failure)} is not an errno kgen knows "
+                           f"({', '.join(sorted(ERRNO))})")  # fmt: skip
+            if insn.return_output() is None:
+                self.error(f.mark("failure"), "failure needs a register output: the return code")
+
     def kernel(self, k: model.Kernel, insn: model.Instruction) -> None:
         codes = {c.name for c in insn.function_codes.codes} if insn.function_codes else set()
         if k.helper is not None and k.helper.function not in codes:
@@ -556,6 +587,8 @@ class _Rules:
             )
         if not retry and k.raw_helper.max_retries is not None:
             self.error(k.raw_helper.mark("max_retries"), "max_retries without a retry code")
+        if k.out_of_line is not None:
+            self.out_of_line(k.out_of_line, insn)
         if k.enum is not None and insn.function_codes is None:
             self.error(k.enum.mark(), "an enum needs instruction.function_codes")
         if k.sweep is not None and k.helper is not None and k.helper.function in codes:

@@ -387,8 +387,29 @@ DEFECTS: list[tuple[str, str, str, str, str]] = [
      "    cap_message: Beyond the frob table\n",
      "    cap_message: Beyond the frob table\n    config: «FROB_CORE\n",
      "'FROB_CORE' is not a Kconfig symbol: write it as the preprocessor sees it, CONFIG_FROB_CORE"),
+    ("out-of-line-unknown-input", "the kernel function's parameter carries an input that does not exist",
+     '  raw_helper: {name: __frobopt, header: arch/x86/include/asm/frob.h, max_retries: 8}\n',
+     '  raw_helper: {name: __frobopt, header: arch/x86/include/asm/frob.h, max_retries: 8}\n' "  out_of_line:\n    name: frob_pfn\n    source: arch/x86/kernel/frob.c\n"
+     "    arguments: [{name: pfn, input: «base}, {name: mode, input: mode}, {name: desc, input: desc}]\n",
+     "'base' is not an input (base_pa, mode, desc)"),
+    ("out-of-line-input-not-passed", "the kernel function passes no parameter for one input",
+     '  raw_helper: {name: __frobopt, header: arch/x86/include/asm/frob.h, max_retries: 8}\n',
+     '  raw_helper: {name: __frobopt, header: arch/x86/include/asm/frob.h, max_retries: 8}\n' "  out_of_line:\n    name: frob_pfn\n    source: arch/x86/kernel/frob.c\n"
+     "    arguments: «[{name: pfn, input: base_pa, shift: 12}, {name: mode, input: mode}]\n",
+     "no parameter carries input 'desc': frob_pfn() would not pass it to the instruction"),
+    ("out-of-line-shifted-pointer", "a pointer input shifted like a page frame number",
+     '  raw_helper: {name: __frobopt, header: arch/x86/include/asm/frob.h, max_retries: 8}\n',
+     '  raw_helper: {name: __frobopt, header: arch/x86/include/asm/frob.h, max_retries: 8}\n' "  out_of_line:\n    name: frob_pfn\n    source: arch/x86/kernel/frob.c\n"
+     "    arguments: [{name: pfn, input: base_pa}, {name: mode, input: mode}, "
+     "{name: desc, input: desc, shift: «12}]\n",
+     "pointer input 'desc' cannot be shifted"),
+    ("out-of-line-unknown-errno", "the failure errno is not one kgen knows",
+     '  raw_helper: {name: __frobopt, header: arch/x86/include/asm/frob.h, max_retries: 8}\n',
+     '  raw_helper: {name: __frobopt, header: arch/x86/include/asm/frob.h, max_retries: 8}\n' "  out_of_line:\n    name: frob_pfn\n    source: arch/x86/kernel/frob.c\n"
+     "    arguments: [{name: pfn, input: base_pa}, {name: mode, input: mode}, {name: desc, input: desc}]\n"
+     "    failure: «EFROB\n",
+     "'EFROB' is not an errno kgen knows (EAGAIN, EBUSY, EFAULT, EINVAL, EIO, ENODEV, ENOENT, ENOMEM, ENOSPC, EPERM)"),
 ]
-
 # Defects whose expected text is not a single replacement.
 SPECIAL = {
     "worker-no-workqueue": ("        workqueue: frob_wq\n", ""),
