@@ -10,7 +10,6 @@ __GCC_ASM_FLAG_OUTPUTS__) and without them, as GCC 5 builds it (setc).
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,10 @@ from codegen import compare, host, toolchain
 from codegen.kernelapi import LINUX_6_1, LINUX_6_12, NEWEST, detect, min_gcc
 from codegen.render import outputs, render_spec
 from codegen.spec import load
+from tests import k612
 from tests.conftest import ISA
 
-K612 = Path(os.environ.get("KGEN_K612", Path.home() / ".cache" / "kgen" / "k612" / "linux-source-6.12"))
+K612, K612_MISSING = k612.tree()
 FLAG_SPECS = ["pvalidate", "rmpopt"]  # the specs with a flag output
 
 
@@ -72,9 +72,7 @@ def test_old_compilers_get_cc_set_and_cc_out(profile):
             '\t\t     : CC_OUT(c) (no_rmpupdate), "=a" (rc)\n') in text  # fmt: skip
 
 
-@pytest.mark.skipif(not (K612 / "scripts" / "min-tool-version.sh").is_file(),
-                    reason=f"no Linux 6.12 tree at {K612} (apt-get install linux-source-6.12, "
-                           "then extract /usr/src/linux-source-6.12.tar.xz there)")  # fmt: skip
+@pytest.mark.skipif(K612 is None, reason=f"no Linux 6.12 tree: {K612_MISSING}")
 def test_the_6_12_tree_is_detected_as_such():
     profile = detect(root=K612)
     assert min_gcc(K612) == (5, 1, 0) and not profile.flag_outputs
