@@ -143,7 +143,7 @@ def _helper_modules(specs, work: Path) -> list[str]:
     objs = []
     for spec in specs:
         gen = work / "gen"
-        for rel, text in render_spec(spec).items():
+        for rel, text in render_spec(spec, profile=_profile()).items():  # the tree's flag outputs
             (gen / rel).parent.mkdir(parents=True, exist_ok=True)
             (gen / rel).write_text(text)
         insn, raw = spec.instruction, spec.kernel.raw_helper.name
@@ -193,9 +193,11 @@ def _profile():
 
 @needs_kbuild
 def test_the_profile_follows_the_tree():
-    """6.1 has wrmsrl_on_cpu() and no EXPORT_SYMBOL_FOR_MODULES(); its sizes.h lacks SZ_2T."""
+    """6.1 has wrmsrl_on_cpu() and no EXPORT_SYMBOL_FOR_MODULES(); its sizes.h lacks SZ_2T;
+    its asm/asm.h has CC_SET()/CC_OUT(), which its minimum GCC 5.1 needs for flags."""
     profile = _profile()
     assert profile.wrmsr_on_cpu == "wrmsrl_on_cpu" and not profile.export_for_modules
+    assert not profile.flag_outputs
     text = render_spec(SPEC, profile=profile)[outputs(SPEC)[1].path]
     assert "wrmsrl_on_cpu(" in text and "EXPORT_SYMBOL_GPL(" in text and "SZ_2T" not in text
 
