@@ -825,7 +825,9 @@ def _bytes(n: int) -> str:
                    "instead of a fresh render.")  # fmt: skip
 @click.option("--reference", multiple=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Run the kernel's own helper instead: an include directory (repeat) where "
-                   "the spec's header, e.g. asm/sev.h, and what it includes are found.")  # fmt: skip
+                   "the spec's header, e.g. asm/sev.h, and what it includes are found; or a "
+                   "kernel tree's top directory, whose function (the spec's out_of_line, else "
+                   "its helper) is copied from its source.")  # fmt: skip
 @click.option("--cc", "cc", type=click.Choice(["both", "clang", "gcc"]), default=None,
               help="Compiler(s) that build the generated code [default: both where gcc is "
                    "present, else clang].")  # fmt: skip
@@ -848,7 +850,8 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
     cross-CPU calls, cond_resched() calls, log lines, helper results) must
     equal the mirror's for every case at every optimisation level.  With
     --reference, the kernel's hand-written helper of the same name is held
-    to the same trace.
+    to the same trace; with --profile or --tree, the code rendered for that
+    kernel is.
     """
     from . import compare as cmp
     from .build import BuildError

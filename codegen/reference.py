@@ -249,17 +249,19 @@ _ON = {"__KERNEL__": True, "__ASSEMBLY__": False, "__ASSEMBLER__": False}
 
 def _truth(expr: str) -> bool | None:
     """An #if expression, every CONFIG_ option on; None where it tests anything else."""
-    def name(m: re.Match) -> str:
-        n = m.group(1)
-        value = True if n.startswith("CONFIG_") else _ON.get(n)
+
+    def known(m: re.Match) -> str:
+        name = m.group(1) or m.group(2)
+        value = True if name.startswith("CONFIG_") else _ON.get(name)
         return "?" if value is None else str(int(value))
 
-    expr = re.sub(r"\b(?:defined|IS_ENABLED|IS_BUILTIN)\s*\(\s*(\w+)\s*\)|\bdefined\s+(\w+)",
-                  lambda m: name(m) if m.group(1) else name(re.match(r"(.*)", m.group(2))), expr)  # fmt: skip
+    expr = re.sub(r"\b(?:defined|IS_ENABLED|IS_BUILTIN)\s*\(\s*(\w+)\s*\)|\bdefined\s+(\w+)", known, expr)
     if not re.fullmatch(r"[01()!&|\s]*", expr):
         return None
+    # nothing but 0, 1, !, &&, || and parentheses is left: Python reads it the same
     try:
-        return bool(eval(expr.replace("&&", " and ").replace("||", " or ").replace("!", " not ")))
+        return bool(eval(expr.replace("&&", " and ").replace("||", " or ").replace("!", " not "),
+                         {"__builtins__": {}}))  # fmt: skip
     except SyntaxError:
         return None
 
@@ -286,8 +288,8 @@ def _active_lines(blank: str) -> list[bool | None]:
                 stack.append([value, value])
             elif kind == "elif" and stack:
                 taken = stack[-1][1]
-                value = False if taken else _truth(arg)
-                stack[-1] = [value, True if taken or value else (None if value is None else False)]
+                value = False if taken else None if taken is None else _truth(arg)
+                stack[-1] = [value, True if taken or value else None if value is None else False]
             elif kind == "else" and stack:
                 taken = stack[-1][1]
                 stack[-1] = [None if taken is None else not taken, True]

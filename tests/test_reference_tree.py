@@ -163,3 +163,19 @@ def test_without_out_of_line_the_raw_helper_of_the_header_is_taken(tmp_path):
     root = _tree(tmp_path)
     with pytest.raises(ReferenceProblem, match=r"asm/sev.h does not define __psmash\(\)"):
         tree_unit(spec, root)
+
+
+@pytest.mark.parametrize("text, active", [
+    ("#ifdef CONFIG_X\na\n#else\nb\n#endif\n", [True, True, False, False, True, True]),
+    ("#ifndef CONFIG_X\na\n#else\nb\n#endif\n", [False, False, True, True, True, True]),
+    ("#ifndef _GUARD_H\n#define _GUARD_H\na\n#endif\n", [True, True, True, True, True]),
+    ("#if IS_ENABLED(CONFIG_A) && !defined(__ASSEMBLY__)\na\n#endif\n", [True, True, True, True]),
+    ("#if FOO > 1\na\n#elif defined(CONFIG_X)\nb\n#else\nc\n#endif\n",
+     [None, None, None, None, None, None, True, True]),
+    ("#ifdef CONFIG_X\na\n#elif FOO\nb\n#else\nc\n#endif\n",
+     [True, True, False, False, False, False, True, True]),
+])  # fmt: skip
+def test_conditionals_are_read_with_every_option_on(text, active):
+    from codegen.reference import _active_lines
+
+    assert _active_lines(text) == active
