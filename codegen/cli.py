@@ -1029,6 +1029,8 @@ def _print_compare(r) -> None:
             click.echo(f"    same:     {line}")
         click.echo(f"    expected: {m.expected}")
         click.echo(f"    got:      {m.got}")
+        if m.note:
+            click.echo(f"    note:     {m.note}")
         click.echo(f"    reproduce: {m.reproduce}")
 
 

@@ -50,6 +50,22 @@ class Mismatch:
     context: tuple[str, ...]  # the matching lines just before
     description: str
     reproduce: str
+    note: str = ""  # what the difference means, where kgen can tell
+
+
+def _note(spec, want: list[str], got: list[str], at: int) -> str:
+    """Why a trace differs, where the shape says it: the instruction executed again after the
+    spec's retry bound ran out (an unbounded retry, as 6.12's rmpupdate() has)."""
+    limit = spec.kernel.raw_helper.max_retries
+    if limit is None or not (want[at].startswith("V ") and at < len(got) and got[at].startswith("R ")):
+        return ""
+    retry = {f"{c.value:#x}" for o in spec.instruction.outputs for c in o.codes if c.retry}
+    run = want[max(0, at - limit - 1) : at]
+    if len(run) == limit + 1 and all(line.startswith("R ") and line.rsplit(" = ", 1)[1].split()[0] in retry
+                                     for line in run):  # fmt: skip
+        return (f"the code executes {spec.instruction.mnemonic.upper()} again after "
+                f"{spec.kernel.raw_helper.name}()'s {limit} retries, where max_retries stops")  # fmt: skip
+    return ""
 
 
 @dataclass
@@ -302,7 +318,7 @@ def _run_emulated(harness: Path, spec_line: str, lines: list[str],
     return "".join(out)
 
 
-def _first_difference(job: Job, opt: str, chosen, wanted, out: str):
+def _first_difference(job: Job, opt: str, chosen, wanted, out: str, spec=None):
     got = out.split("\n")
     stats = LevelStats()
     at = 0
@@ -315,6 +331,7 @@ def _first_difference(job: Job, opt: str, chosen, wanted, out: str):
                         job.spec_path, opt, case.id, i, line, have,
                         tuple(want[max(0, i - 3) : i]), case.describe(),
                         _reproduce(job.reproduce, case.id, opt),
+                        _note(spec, want, got[at:], i) if spec is not None else "",
                     )  # fmt: skip
         at += len(want)
         stats.cases += 1
@@ -345,7 +362,7 @@ def run_job(job: Job) -> list[tuple[str, LevelStats, Mismatch | None]]:
             out = _run_native(harness, job.guard, spec_line + "".join(timed), limit, out_cap)
         else:
             out = _run_emulated(harness, spec_line, lines, sizes)
-        results.append((opt, *_first_difference(job, opt, chosen, wanted, out)))
+        results.append((opt, *_first_difference(job, opt, chosen, wanted, out, spec)))
         if results[-1][2] is not None and not job.keep_going:
             break  # what follows is not reported
     return results

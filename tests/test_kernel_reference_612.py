@@ -112,6 +112,8 @@ def test_compare_reports_the_unbounded_retry():
     assert not result.ok
     assert all("retry codes persist" in m.description for m in result.mismatches)
     assert all(m.expected.startswith("V ") and m.got.startswith("R ") for m in result.mismatches)
+    assert all(m.note == "the code executes RMPUPDATE again after __rmpupdate()'s 16 retries, where "
+               "max_retries stops" for m in result.mismatches)  # fmt: skip
     assert result.references[0].definition == f"{K612 / SOURCES['rmpupdate']}:499"
 
 
@@ -134,3 +136,4 @@ def test_a_wrong_spec_fails_against_6_12(name, edit):
                      workers=1)  # fmt: skip
     assert not result.ok
     assert "retry codes persist" not in result.mismatches[0].description
+    assert not result.mismatches[0].note

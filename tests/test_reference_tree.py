@@ -179,3 +179,17 @@ def test_conditionals_are_read_with_every_option_on(text, active):
     from codegen.reference import _active_lines
 
     assert _active_lines(text) == active
+
+
+def test_a_retry_past_the_bound_is_explained():
+    """An unbounded retry (a mutant of kgen's own helper) is reported with what it means."""
+    from codegen import compare, host, toolchain
+    from codegen.render import render_spec
+    from tests.mutants import apply, helper_catalogue
+
+    (mutant,) = [m for m in helper_catalogue(RMPUPDATE) if m.name == "an unbounded retry loop"]
+    files = apply(mutant, render_spec(RMPUPDATE))
+    result = compare.compare(RMPUPDATE, toolchain.find_clang(), host.choose_engine("emulator", RMPUPDATE),
+                             seed=1, count=40, opts=("-O2",), files=files, workers=1)  # fmt: skip
+    assert not result.ok
+    assert "again after __rmpupdate()'s 16 retries, where max_retries stops" in result.mismatches[0].note
