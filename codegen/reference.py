@@ -434,7 +434,7 @@ def tree_unit(spec: Spec, tree: Path) -> TreeUnit:
         f'#include "kharness.h"\n{quoted_include(STUBS_HEADER)}\n{errno}\n'
         + "".join(f"{_line_directive(e)}{e.text}\n" for e in order)
         + f"{_line_directive(fn)}{fn.text}\n"
-        + f'#line 1 "kgen-reference-call.c"\n'
+        + '#line 1 "kgen-reference-call.c"\n'
         + f"const int kgen_raw_nargs = {len(insn.inputs)};\n\n"
         + "u64 kgen_call_helper(u64 pa)\n{\n\t(void)pa;\n\treturn 0;\n}\n\n"
         + f"u64 kgen_call_raw(const u64 *args)\n{{\n\treturn (u64){f.name}({', '.join(args)});\n}}\n"
