@@ -60,6 +60,7 @@ class Doc:
 Identifier = Annotated[str, Text("identifier")]
 CommentText = Annotated[str, Text("comment")]
 CString = Annotated[str, Text("c-string")]
+CodeText = Annotated[str, Text("code")]
 TreePath = Annotated[str, Text("path")]
 VersionText = Annotated[str, Text("version")]
 ModuleName = Annotated[str, Text("module")]
@@ -369,6 +370,20 @@ class Sweep(Node):
 
 
 @dataclass(frozen=True)
+class CallSite(Node):
+    call: Annotated[
+        Literal["setup", "trigger", "teardown"], Doc("which of the worker's functions is called")
+    ]
+    source: Annotated[TreePath, Doc("file of the kernel tree that calls it")]
+    function: Annotated[Identifier, Doc("the function the call goes in")]
+    after: Annotated[
+        CodeText,
+        Doc("the statement the call follows, as the tree writes it (layout and comments do not "
+            "matter); kgen apply and patch look for it and say so when it is not there"),
+    ]
+
+
+@dataclass(frozen=True)
 class Enable(Node):
     check: Annotated[
         Literal["cpu_feature_enabled"],
@@ -385,6 +400,11 @@ class Enable(Node):
     msr_on_teardown: Annotated[
         Literal["clear", "keep"], Doc("clear: teardown writes 0 to the MSR of every core")
     ]
+    call_sites: Annotated[
+        tuple[CallSite, ...],
+        Doc("where a kernel tree calls setup, trigger and teardown (kgen apply and patch add the "
+            "calls)"),
+    ] = ()
 
 
 @dataclass(frozen=True)

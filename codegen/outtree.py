@@ -436,6 +436,30 @@ def write_tree(files: dict[str, str], root: Path) -> list[str]:
         tree.close()
 
 
+def update_files(root: Path, changes: dict[str, tuple[bytes, str]]) -> list[str]:
+    """Replace existing files below ``root`` (a tree kgen edits in place), all or nothing.
+
+    ``changes`` maps each path to the bytes it was read with and its new text; a file that
+    changed meanwhile is refused, so nobody's edit is lost.  Staging and rollback are
+    :func:`write_tree`'s.
+    """
+    tree = _Tree(root)
+    try:
+        plan = []
+        for rel, (before, text) in sorted(changes.items()):
+            old = tree.read(rel)
+            if old is None or old[0] != before:
+                raise TreeError(tree.path(rel), "changed while kgen was reading the tree; run again")
+            data = text.encode()
+            if data != before:
+                plan.append((rel, data, old))
+        _sweep_temps(tree, (rel.rpartition("/")[0] for rel, _, _ in plan))
+        _commit(tree, _stage(tree, plan))
+        return [rel for rel, _, _ in plan]
+    finally:
+        tree.close()
+
+
 def _stage(tree: _Tree, plan: list[tuple[str, bytes, tuple[bytes, int] | None]]) -> list[_Staged]:
     staged: list[_Staged] = []
     try:

@@ -115,6 +115,15 @@ def text_problem(kind: str, value: str) -> str | None:
             if c in value:
                 return f"message must not contain {why}: it is written into a C format string"
         return None
+    if kind == "code":
+        if not value.strip():
+            return "code must not be empty"
+        bad = next((c for c in value if not (c.isprintable() or c in "\n\t")), None)
+        if bad is not None:
+            return f"code must not contain the control character {bad!r}"
+        if not value.isascii():
+            return "code must be ASCII: it is C source"
+        return None
     if kind == "path":
         # no '.', '..' or hidden component: each names a file or directory of its own
         if not _PATH.match(value) or any(part.startswith(".") for part in value.split("/")):

@@ -1,0 +1,782 @@
+"""Generated code in a real kernel tree: what kgen changes there, found by name, and how.
+
+A spec's code goes into a tree as *operations* on the tree's own files.  Each one finds
+what it owns by name (a function, a #define, an #include, an entry of scattered.c's
+table, a call in a named function) and leaves it as the render says: a second run changes
+nothing, and after a spec change exactly the generated parts change.  Every operation
+belongs to one patch of the series ``kgen patch`` writes, so applying the operations of
+the first N patches gives the tree as it is after N commits.
+
+The tree's conventions win where kernels differ: the API spellings and compiler floor
+come from :func:`codegen.kernelapi.detect`; the feature bit takes a free slot of the
+tree's scattered words when the spec's own slot is taken; new #defines go beside their
+neighbours by number; includes go into the tree's include block in its order.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable
+
+from . import ctext
+from .kernelapi import Profile, detect
+from .model import CallSite, Spec
+from .render import include_split, outputs, render_spec, worker_functions
+
+
+class TreeError(Exception):
+    """Something kgen must change in the tree is not there as expected."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(f"{path}: error: {message}")
+        self.path = path
+        self.message = message
+
+
+# --- the tree ---------------------------------------------------------------
+
+
+@dataclass
+class KernelTree:
+    root: Path
+    version: str
+    profile: Profile
+    _cache: dict[str, bytes] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def open(cls, root: Path) -> "KernelTree":
+        root = Path(root)
+        makefile = root / "Makefile"
+        try:
+            head = makefile.read_bytes()[:4096].decode("ascii", "replace")
+        except OSError:
+            head = ""
+        fields = dict(re.findall(r"^(VERSION|PATCHLEVEL|SUBLEVEL)\s*=\s*(\d*)\s*$", head, re.M))
+        if not fields.get("VERSION") or not (root / "arch" / "x86" / "include").is_dir():
+            raise TreeError(str(root), "not a Linux kernel tree: kgen looked for a Makefile with "
+                                       "VERSION and for arch/x86/include")  # fmt: skip
+        version = ".".join(fields[k] for k in ("VERSION", "PATCHLEVEL", "SUBLEVEL") if fields.get(k))
+        return cls(root, version, detect(root=root))
+
+    def data(self, rel: str) -> bytes:
+        if rel not in self._cache:
+            path = self.root / rel
+            try:
+                if path.is_symlink() or not path.is_file():
+                    raise OSError(0, "not a regular file")
+                self._cache[rel] = path.read_bytes()
+            except OSError:
+                raise TreeError(str(path), "kgen must change this file, but it is not in the tree "
+                                           "(moved or renamed upstream?)") from None  # fmt: skip
+        return self._cache[rel]
+
+    def text(self, rel: str) -> str:
+        data = self.data(rel)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise TreeError(str(self.root / rel), "is not UTF-8 text") from None
+
+
+# --- operations --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One commit of the series: which spec, which step, and what it is about."""
+
+    spec: Spec
+    key: str  # cpufeature, msr, helpers, setup, trigger, call:<file>, sibling
+    order: int
+
+
+@dataclass(frozen=True)
+class Op:
+    patch: Patch
+    path: str
+    what: str  # for messages: "function pvalidate()", "#define MSR_..."
+
+    def apply(self, text: str, tree: KernelTree) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def fail(self, tree: KernelTree, message: str) -> TreeError:
+        return TreeError(str(tree.root / self.path), message)
+
+
+def _header_end(text: str, found: list[ctext.Item]) -> int:
+    """Where new code goes in a header: before its include guard's #endif (inside __KERNEL__)."""
+    pps = [i for i in found if i.kind == "pp"]
+    if not pps or not pps[-1].name.startswith("endif") or text[pps[-1].end :].strip():
+        return len(text)
+    at = pps[-1].start
+    # a block that is always on in the kernel (#ifdef __KERNEL__) ending right before it
+    if len(pps) >= 2 and pps[-2].name.startswith("endif") and not text[pps[-2].end : at].strip():
+        opener = _opener(found, pps[-2])
+        if opener is not None and opener.name == "ifdef __KERNEL__":
+            at = pps[-2].start
+    return at
+
+
+def _opener(found: list[ctext.Item], endif: ctext.Item) -> ctext.Item | None:
+    depth = 0
+    for item in reversed(found[: found.index(endif)]):
+        if item.kind != "pp":
+            continue
+        word = item.name.split()[0] if item.name else ""
+        if word == "endif":
+            depth += 1
+        elif word in ("if", "ifdef", "ifndef"):
+            if depth == 0:
+                return item
+            depth -= 1
+    return None
+
+
+def default_place(path: str) -> Callable[[str, list[ctext.Item]], int]:
+    if path.endswith(".h"):
+        return _header_end
+    return lambda text, found: len(text)
+
+
+def _insert(text: str, at: int, block: str, gap: bool) -> str:
+    """``block`` (whole lines) at line offset ``at``, with a blank line before it when ``gap``."""
+    before = text[:at]
+    after = text[at:]
+    if before and not before.endswith("\n"):
+        before += "\n"
+    lead = "\n" if gap and before and not before.endswith("\n\n") else ""
+    trail = "\n" if gap and after and not after.startswith("\n") else ""
+    return before + lead + block + trail + after
+
+
+@dataclass(frozen=True)
+class Upsert(Op):
+    """One item found by kind and name: replaced when it differs, inserted when absent."""
+
+    kind: str = ""
+    name: str = ""
+    body: str = ""  # the item's text, whole lines
+    after: tuple[tuple[str, str], ...] = ()  # items it follows, nearest last
+    gap: bool = True
+    block: tuple[str, str] | None = None  # (conditional, branch) it lives in
+    same_value_stays: bool = False  # a #define the tree has with this value is left as it is
+    place: Callable[[str, list[ctext.Item]], int] | None = None
+
+    def _eligible(self, item: ctext.Item) -> bool:
+        if self.block is not None:
+            return item.conditions[-1:] == (self.block,)
+        return not any(branch == "else" for _, branch in item.conditions)
+
+    def _found(self, text: str, found: list[ctext.Item], tree: KernelTree) -> ctext.Item | None:
+        kinds = {self.kind}
+        if self.kind in ("struct-declaration", "struct"):
+            kinds = {"struct-declaration", "struct"}
+        hits = [i for i in found if i.kind in kinds and i.name == self.name and self._eligible(i)]
+        if len(hits) > 1 and self.kind == "function":
+            hits = [i for i in hits if "asm" in ctext.tokens(i.code_text(text))] or hits
+        if len(hits) > 1:
+            lines = ", ".join(str(ctext.line_of(text, i.code)) for i in hits)
+            raise self.fail(tree, f"{self.what} is defined {len(hits)} times (lines {lines}): "
+                                  "kgen cannot tell which one it owns")  # fmt: skip
+        return hits[0] if hits else None
+
+    def apply(self, text: str, tree: KernelTree) -> str:
+        found = ctext.items(text)
+        hit = self._found(text, found, tree)
+        if hit is not None:
+            if self.kind == "struct-declaration":
+                return text  # the tree declares or defines it already
+            if self.same_value_stays and _define_value(hit.code_text(text)) == _define_value(self.body):
+                return text
+            if hit.text(text) == self.body:
+                return text
+            return text[: hit.start] + self.body + text[hit.end :]
+        for kind, name in reversed(self.after):
+            prev = [i for i in found if i.kind == kind and i.name == name and self._eligible(i)]
+            if prev:
+                return _insert(text, prev[-1].end, self.body, self.gap)
+        place = self.place or default_place(self.path)
+        return _insert(text, place(text, found), self.body, self.gap)
+
+
+def _define_value(text: str) -> list[str]:
+    toks = ctext.tokens(text)
+    return toks[3:] if toks[:2] == ["#", "define"] else toks
+
+
+@dataclass(frozen=True)
+class Block(Op):
+    """A conditional block of declarations (#ifdef CONFIG_X / #else / #endif), merged into the
+    tree's block of the same condition, or added whole when the tree has none."""
+
+    condition: str = ""  # e.g. "ifdef CONFIG_KVM_AMD_SEV"
+    then: tuple[Upsert, ...] = ()
+    otherwise: tuple[Upsert, ...] = ()
+    whole: str = ""
+
+    def apply(self, text: str, tree: KernelTree) -> str:
+        found = ctext.items(text)
+        openers = [i for i in found if i.kind == "pp" and i.name == self.condition]
+        if not openers:
+            if not self.then:
+                return text
+            return _insert(text, _header_end(text, found), self.whole, True)
+        opener = openers[-1] if len(openers) == 1 else None
+        if opener is None:
+            raise self.fail(tree, f"#{self.condition} opens {len(openers)} blocks: kgen cannot tell "
+                                  "which one holds its declarations")  # fmt: skip
+        for ops, branch in ((self.then, "then"), (self.otherwise, "else")):
+            for op in ops:
+                text = _with_block_place(op, self.condition, branch).apply(text, tree)
+        return text
+
+
+def _with_block_place(op: Upsert, condition: str, branch: str) -> Upsert:
+    def place(text: str, found: list[ctext.Item]) -> int:
+        depth, inside = 0, False
+        for item in found:
+            if item.kind != "pp":
+                continue
+            word = item.name.split()[0] if item.name else ""
+            if not inside:
+                inside = item.name == condition
+                continue
+            if word in ("if", "ifdef", "ifndef"):
+                depth += 1
+            elif word == "endif" and depth:
+                depth -= 1
+            elif depth == 0 and ((word in ("else", "elif") and branch == "then") or word == "endif"):
+                if branch == "else" and word != "endif":
+                    continue
+                # after the last line of the branch, before the #else / #endif
+                return item.start
+        return _header_end(text, found)
+
+    return Upsert(op.patch, op.path, op.what, op.kind, op.name, op.body, op.after, False,
+                  (condition, branch), op.same_value_stays, place)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Include(Op):
+    header: str = ""
+
+    def apply(self, text: str, tree: KernelTree) -> str:
+        found = ctext.items(text)
+        top = [i for i in found if i.kind == "include" and not any(b == "else" for _, b in i.conditions)]
+        if any(i.name == self.header for i in found if i.kind == "include"):
+            return text
+        line = f"#include <{self.header}>\n"
+        prefix = self.header.split("/")[0] + "/"
+        group = [i for i in top if i.name.startswith(prefix) and len(i.conditions) == len(top[0].conditions)] if top else []
+        if group:
+            names = [i.name for i in group]
+            if names == sorted(names):
+                for i in group:
+                    if i.name > self.header:
+                        return text[: i.start] + line + text[i.start :]
+            return text[: group[-1].end] + line + text[group[-1].end :]
+        if top:
+            return _insert(text, top[-1].end, line, True)
+        raise self.fail(tree, f"has no #include lines: kgen looked for where to add <{self.header}>")
+
+
+@dataclass(frozen=True)
+class FeatureBit(Op):
+    """X86_FEATURE_*: the spec's slot when the tree has it free, else a free scattered slot."""
+
+    name: str = ""
+    comment: str = ""
+
+    def apply(self, text: str, tree: KernelTree) -> str:
+        found = ctext.items(text)
+        if [i for i in found if i.kind == "define" and i.name == self.name]:
+            return text
+        word, bit = self.slot(text, tree)
+        value = f"({word:2d}*32+{bit:2d})"
+        column = _value_column(text, r"#define\s+X86_FEATURE_\w+\s+\(")
+        line = f"#define {self.name}"
+        line += _tabs_to(len(line), column) + f"{value} /* {self.comment} */\n"
+        # after the highest bit below ours in the same word
+        best = None
+        for i in found:
+            m = _SLOT.search(i.code_text(text)) if i.kind == "define" else None
+            if m and int(m.group(1)) == word and int(m.group(2)) < bit:
+                best = i
+        at = best.end if best is not None else _header_end(text, found)
+        return text[:at] + line + text[at:]
+
+    def slot(self, text: str, tree: KernelTree) -> tuple[int, int]:
+        spec = self.patch.spec.instruction.cpuid
+        taken = {(int(w), int(b)) for w, b in _SLOT.findall(text)}
+        if (spec.word, spec.word_bit) not in taken:
+            return spec.word, spec.word_bit
+        ncap = re.search(r"#define\s+NCAPINTS\s+(\d+)", text)
+        scattered = tree.text(SCATTERED)
+        words = sorted({w for w, _ in taken if _scattered_word(w, text, scattered)}, reverse=True)
+        for w in words:
+            if ncap and w >= int(ncap.group(1)):
+                continue
+            for b in range(32):
+                if (w, b) not in taken:
+                    return w, b
+        raise self.fail(tree, f"has no free bit for {self.name}: the spec's ({spec.word}*32+"
+                              f"{spec.word_bit}) is taken and every scattered word is full")  # fmt: skip
+
+
+_SLOT = re.compile(r"\(\s*(\d+)\s*\*\s*32\s*\+\s*(\d+)\s*\)")
+SCATTERED = "arch/x86/kernel/cpu/scattered.c"
+
+
+def _scattered_word(word: int, cpufeatures: str, scattered: str) -> bool:
+    """Whether scattered.c sets some feature of ``word`` from CPUID (so a new one can be set there)."""
+    names = re.findall(rf"#define\s+(X86_FEATURE_\w+)\s+\(\s*{word}\s*\*\s*32\s*\+", cpufeatures)
+    return any(re.search(rf"\{{\s*{n}\s*,", scattered) for n in names)
+
+
+def _value_column(text: str, pattern: str) -> int:
+    cols: dict[int, int] = {}
+    for m in re.finditer(pattern, text):
+        line = m.group()[:-1] if m.group().endswith("(") else m.group()
+        col = 0
+        for c in line.rstrip():
+            col = (col // 8 + 1) * 8 if c == "\t" else col + 1
+        col = (col // 8 + 1) * 8 if line[len(line.rstrip()):].count("\t") else col + 1
+        cols[col] = cols.get(col, 0) + 1
+    return max(cols, key=cols.get) if cols else 40
+
+
+def _tabs_to(col: int, target: int) -> str:
+    tabs = ""
+    while col < target:
+        tabs += "\t"
+        col = (col // 8 + 1) * 8
+    return tabs or " "
+
+
+@dataclass(frozen=True)
+class ScatteredEntry(Op):
+    """The entry of scattered.c's cpuid_bits[] that sets the feature from CPUID."""
+
+    name: str = ""
+
+    def apply(self, text: str, tree: KernelTree) -> str:
+        c = self.patch.spec.instruction.cpuid
+        entry = f"\t{{ {self.name},"
+        entry += _tabs_to(8 + len(entry) - 1, 40)
+        entry += f"CPUID_{c.register.upper()}, {c.bit:2d}, {c.leaf:#010x}, {c.subleaf or 0} }},\n"
+        lines = text.splitlines(keepends=True)
+        start = next((n for n, line in enumerate(lines) if re.search(r"\bcpuid_bits\s*\[\]\s*=", line)), None)
+        if start is None:
+            raise self.fail(tree, "has no cpuid_bits[] table: kgen looked for it to add "
+                                  f"{self.name}")  # fmt: skip
+        end = start
+        for n in range(start + 1, len(lines)):
+            if lines[n].startswith("};"):
+                end = n
+                break
+        for n in range(start + 1, end):
+            if re.search(rf"\{{\s*{self.name}\s*,", lines[n]):
+                if lines[n] == entry:
+                    return text
+                lines[n] = entry
+                return "".join(lines)
+        at = end
+        for n in range(start + 1, end):
+            m = re.search(r"\{\s*(\w+)\s*,\s*\w+\s*,\s*\d+\s*,\s*(0x[0-9a-fA-F]+|\d+)", lines[n])
+            if m and m.group(1) != "0" and int(m.group(2), 0) > c.leaf:
+                at = n
+                break
+            if re.search(r"\{\s*0\s*,\s*0\s*,", lines[n]):
+                at = n
+                break
+        lines.insert(at, entry)
+        return "".join(lines)
+
+
+@dataclass(frozen=True)
+class MsrDefine(Op):
+    """The MSR's #defines, placed after the tree's MSR with the nearest lower number."""
+
+    ops: tuple[Upsert, ...] = ()
+    number: int = 0
+
+    def apply(self, text: str, tree: KernelTree) -> str:
+        def place(text: str, found: list[ctext.Item]) -> int:
+            best, best_value = None, -1
+            for i in found:
+                if i.kind != "define":
+                    continue
+                m = re.fullmatch(r"#define\s+MSR_\w+\s+(0x[0-9a-fA-F]+)\s*", i.code_text(text))
+                if m and best_value < int(m.group(1), 16) < self.number:
+                    best, best_value = i, int(m.group(1), 16)
+            return best.end if best is not None else _header_end(text, found)
+
+        for n, op in enumerate(self.ops):
+            op = Upsert(op.patch, op.path, op.what, op.kind, op.name, op.body, op.after, False,
+                        op.block, op.same_value_stays, place if n == 0 else None)  # fmt: skip
+            text = op.apply(text, tree)
+        return text
+
+
+def _indent(text: str, at: int) -> str:
+    start = text.rfind("\n", 0, at) + 1
+    return re.match(r"[ \t]*", text[start:]).group()
+
+
+@dataclass(frozen=True)
+class Call(Op):
+    """A call statement in a named function, after a named statement."""
+
+    function: str = ""
+    after: str = ""
+    call: str = ""
+
+    def apply(self, text: str, tree: KernelTree) -> str:
+        body, stmts = _function_statements(self, text, tree, self.function)
+        want = ctext.tokens(self.call)
+        if any(ctext.tokens(text[s.code : s.end]) == want for s in ctext.walk(stmts)):
+            return text
+        anchor = ctext.tokens(self.after)
+        hits = [s for s in ctext.walk(stmts) if ctext.tokens(text[s.code : s.end]) == anchor]
+        if len(hits) != 1:
+            found = "is not there" if not hits else f"is there {len(hits)} times"
+            raise self.fail(tree, f"in {self.function}(), the statement `{self.after}` that the call "
+                                  f"to {self.call.rstrip(';')} follows {found}")  # fmt: skip
+        s = hits[0]
+        line = _indent(text, s.code) + self.call + "\n"
+        end = s.end
+        return text[:end] + "\n" + line + text[end:] if _blank_after(text, end) else text[:end] + line + text[end:]
+
+
+def _blank_after(text: str, at: int) -> bool:
+    """The statement ends a paragraph: keep the new call in a paragraph of its own."""
+    return text.startswith("\n", at)
+
+
+def _function_statements(op: Op, text: str, tree: KernelTree, name: str):
+    found = [i for i in ctext.items(text) if i.kind == "function" and i.name == name]
+    if not found:
+        raise op.fail(tree, f"has no function {name}(): kgen looked for it to change it")
+    if len(found) > 1:
+        found = [i for i in found if not any(b == "else" for _, b in i.conditions)] or found
+    item = found[0]
+    start, end = ctext.function_body(text, item)
+    return (start, end), ctext.statements(text, start, end)
+
+
+@dataclass(frozen=True)
+class AsmToHelper(Op):
+    """The hand-written asm of the instruction in a kernel function becomes a call of the
+    generated low-level helper (a retry loop the helper now does goes with it)."""
+
+    function: str = ""
+
+    def apply(self, text: str, tree: KernelTree) -> str:
+        spec = self.patch.spec
+        raw = spec.kernel.raw_helper
+        _, stmts = _function_statements(self, text, tree, self.function)
+        flat = list(ctext.walk(stmts))
+        if any(raw.name in ctext.tokens(text[s.code : s.end]) for s in flat):
+            return text
+        want = [b.byte for b in spec.instruction.encoding]
+        asms = [s for s in flat if s.keyword in ("asm", "__asm__") and _asm_bytes(text[s.code : s.end]) == want]
+        if len(asms) != 1:
+            found = "none" if not asms else f"{len(asms)}"
+            raise self.fail(tree, f"in {self.function}(), kgen looked for one asm statement with the "
+                                  f"bytes {' '.join(f'{b:02X}' for b in want)} and found {found}")  # fmt: skip
+        asm = asms[0]
+        outs, ins = _asm_operands(text[asm.code : asm.end])
+        call = self._call(outs, ins, tree)
+        target = asm
+        # the retry loop the generated helper does itself
+        for s in flat:
+            if s.keyword == "do" and len(s.inner) == 1 and s.inner[0] == asm and raw.max_retries:
+                target = s
+        indent = _indent(text, target.code)
+        start = target.start
+        # drop a comment above it that is about the mnemonic (the helper's kernel-doc says it)
+        comment = text[target.start : target.code]
+        if comment.strip() and not re.search(r"mnemonic|binutils", comment, re.I):
+            start = target.code - len(_indent(text, target.code))
+        return text[:start] + indent + call + "\n" + text[target.end :]
+
+    def _call(self, outs: dict[str, str], ins: dict[str, str], tree: KernelTree) -> str:
+        spec = self.patch.spec
+        raw = spec.kernel.raw_helper
+        args = []
+        for i in spec.instruction.inputs:
+            expr = ins.get(i.register)
+            if expr is None:
+                raise self.fail(tree, f"in {self.function}(), the asm passes nothing in "
+                                      f"{i.register.upper()} for {i.name}")  # fmt: skip
+            if i.type == "pointer":
+                expr = re.sub(r"^\(\s*(unsigned\s+long|u64|void\s*\*)\s*\)\s*", "", expr)
+            args.append(expr)
+        result = outs.get("rax")
+        if result is None:
+            raise self.fail(tree, f"in {self.function}(), the asm writes no RAX output to assign "
+                                  f"from {raw.name}()")  # fmt: skip
+        return f"{result} = {raw.name}({', '.join(args)});"
+
+
+def _asm_bytes(stmt: str) -> list[int]:
+    strings = re.findall(r'"((?:\\.|[^"\\])*)"', stmt.split(":")[0])
+    body = "".join(strings)
+    m = re.match(r"\s*\.byte\s+([0-9a-fA-Fx,\s]+?)\s*(\\n|\\t|$)", body)
+    if not m:
+        return []
+    try:
+        return [int(b, 0) for b in m.group(1).replace(" ", "").split(",") if b]
+    except ValueError:
+        return []
+
+
+_LETTER = {"a": "rax", "b": "rbx", "c": "rcx", "d": "rdx", "S": "rsi", "D": "rdi"}
+
+
+def _asm_operands(stmt: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Register -> C expression of an asm statement's outputs and inputs."""
+    masked = ctext.mask(stmt)
+    open_ = masked.find("(")
+    close = ctext._match_close(masked, open_)
+    inner, mask_inner = stmt[open_ + 1 : close], masked[open_ + 1 : close]
+    sections, depth, last = [], 0, 0
+    for n, c in enumerate(mask_inner):
+        if c in "([":
+            depth += 1
+        elif c in ")]":
+            depth -= 1
+        elif c == ":" and depth == 0:
+            sections.append(inner[last:n])
+            last = n + 1
+    sections.append(inner[last:])
+    result: list[dict[str, str]] = []
+    for sec in sections[1:3]:
+        ops: dict[str, str] = {}
+        for m in re.finditer(r'"([^"]*)"\s*\(', sec):
+            letters = m.group(1).lstrip("=+&")
+            start = m.end() - 1
+            end = ctext._match_close(ctext.mask(sec), start)
+            expr = sec[start + 1 : end].strip()
+            reg = _LETTER.get(letters[:1])
+            if reg:
+                ops[reg] = expr
+        result.append(ops)
+    while len(result) < 2:
+        result.append({})
+    return result[0], result[1]
+
+
+# --- a spec's operations -----------------------------------------------------
+
+BANNER = re.compile(r"Generated by kgen")
+
+
+def _fragment_items(text: str) -> tuple[list[str], list[tuple[ctext.Item, bool]], str]:
+    """Includes, then items (each with whether a blank line precedes it), of a rendered file."""
+    found = ctext.items(text)
+    includes, body = [], []
+    prev_end = 0
+    for item in found:
+        own = item.text(text)
+        if BANNER.search(own) or (item.start == 0 and "SPDX-License-Identifier" in own):
+            prev_end = item.end
+            continue
+        if item.kind == "include":
+            includes.append(item.name)
+            prev_end = item.end
+            continue
+        gap = "\n\n" in text[prev_end - 1 : item.start + 1] or text[prev_end : item.start].strip() == "" and text.count("\n", prev_end, item.start) > 0
+        body.append((item, gap))
+        prev_end = item.end
+    return includes, body, text
+
+
+def _upserts(patch_of: Callable[[ctext.Item], Patch], path: str, text: str,
+             body: list[tuple[ctext.Item, bool]], same_value: bool = True) -> list[Op]:  # fmt: skip
+    ops: list[Op] = []
+    after: list[tuple[str, str]] = []
+    pending_block: list[tuple[ctext.Item, bool]] = []
+    block_open: ctext.Item | None = None
+    for item, gap in body:
+        if item.kind == "pp":
+            word = item.name.split()[0]
+            if word in ("if", "ifdef", "ifndef"):
+                block_open, pending_block = item, []
+                continue
+            if word in ("else", "elif", "endif"):
+                if word == "endif" and block_open is not None:
+                    ops.append(_block(patch_of, path, text, block_open, pending_block, item))
+                    block_open = None
+                else:
+                    pending_block.append((item, gap))
+                continue
+        if block_open is not None:
+            pending_block.append((item, gap))
+            continue
+        what = _what(item)
+        # a new function goes after a function (or at the default place), not among #defines
+        chain = tuple(a for a in after if item.kind != "function" or a[0] == "function")
+        ops.append(Upsert(patch_of(item), path, what, item.kind, item.name, item.text(text), chain,
+                          gap, None, same_value and item.kind == "define"))  # fmt: skip
+        after.append((item.kind, item.name))
+    return ops
+
+
+def _block(patch_of, path, text, opener, inner, closer) -> Block:
+    then, otherwise, branch = [], [], "then"
+    for item, _ in inner:
+        if item.kind == "pp":
+            branch = "else"
+            continue
+        op = Upsert(patch_of(item), path, _what(item), item.kind, item.name, item.text(text), (), False)
+        (then if branch == "then" else otherwise).append(op)
+    whole = text[opener.start : closer.end]
+    first = then[0].patch if then else patch_of(opener)
+    return Block(first, path, f"#{opener.name} block", opener.name, tuple(then), tuple(otherwise), whole)
+
+
+def _what(item: ctext.Item) -> str:
+    return {
+        "function": f"function {item.name}()",
+        "define": f"#define {item.name}",
+        "prototype": f"declaration of {item.name}()",
+        "enum": f"enum {item.name}",
+        "macro": f"{item.name}",
+    }.get(item.kind, f"{item.kind} {item.name}")
+
+
+def default_worker(spec: Spec):
+    workers = spec.kernel.sweep.workers
+    return next((w for w in workers if w.kind == "delayed-work"), workers[0])
+
+
+PATCH_ORDER = ("cpufeature", "msr", "helpers", "setup", "trigger", "call-setup", "call-trigger", "sibling")
+
+
+def operations(spec: Spec, tree: KernelTree, order_base: int = 0) -> list[Op]:
+    """Everything ``spec`` changes in ``tree``, in patch order."""
+    files = render_spec(spec, profile=tree.profile)
+    patches: dict[str, Patch] = {}
+
+    def patch(key: str) -> Patch:
+        if key not in patches:
+            base = key.split(":")[0]
+            patches[key] = Patch(spec, key, order_base + PATCH_ORDER.index(base) * 10 + len(patches))
+        return patches[key]
+
+    ops: list[Op] = []
+    k = spec.kernel
+    sweep = k.sweep
+    worker = default_worker(spec) if sweep is not None else None
+    trigger_names: set[str] = set()
+    if worker is not None:
+        trigger_names = {worker.trigger, worker_functions(worker)["request"]}
+    for out in outputs(spec):
+        if out.worker is not None and out.worker is not worker:
+            continue
+        text = files[out.path]
+        includes, body, _ = _fragment_items(text)
+        dest = out.destination
+        if dest.endswith("cpufeatures.h"):
+            item = next(i for i, _ in body if i.kind == "define")
+            c = spec.instruction.cpuid
+            comment = f"{spec.instruction.title}: CPUID {c.leaf:#x} {c.register.upper()}[{c.bit}]"
+            ops.append(FeatureBit(patch("cpufeature"), dest, f"#define {item.name}", item.name, comment))
+            ops.append(ScatteredEntry(patch("cpufeature"), SCATTERED, f"cpuid_bits[] entry {item.name}", item.name))
+            continue
+        if dest.endswith("msr-index.h"):
+            ups = _upserts(lambda i: patch("msr"), dest, text, body)
+            ops.append(MsrDefine(patch("msr"), dest, "MSR #defines", tuple(ups), spec.instruction.msr.number))
+            continue
+        if sweep is None:
+            key = "sibling"
+        elif out.worker is not None:
+            key = "setup"
+        elif dest == k.raw_helper.header:
+            key = "helpers"
+        else:
+            key = "setup"
+
+        def patch_of(item: ctext.Item, key: str = key) -> Patch:
+            if key == "setup" and item.name in trigger_names:
+                return patch("trigger")
+            return patch(key)
+
+        first = patch(key)
+        for header in includes:
+            ops.append(Include(first, dest, f"#include <{header}>", header))
+        ops += _upserts(patch_of, dest, text, body)
+    if sweep is None and k.out_of_line is not None:
+        ool = k.out_of_line
+        ops.append(AsmToHelper(patch("sibling"), ool.source, f"{ool.name}()", ool.name))
+    if k.enable is not None and worker is not None:
+        for site in k.enable.call_sites:
+            ops.append(_call_op(patch, site, worker))
+    ops.sort(key=lambda op: op.patch.order)
+    return ops
+
+
+def _call_op(patch, site: CallSite, worker) -> Call:
+    function = {"setup": worker.setup, "trigger": worker.trigger, "teardown": worker.teardown}[site.call]
+    key = "call-trigger" if site.call == "trigger" else "call-setup"
+    return Call(patch(f"{key}:{site.source}"), site.source, f"call of {function}()", site.function,
+                site.after, f"{function}();")  # fmt: skip
+
+
+# --- plans -------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    tree: KernelTree
+    ops: list[Op]
+
+    def patches(self) -> list[Patch]:
+        seen: dict[tuple[int, str], Patch] = {}
+        for op in self.ops:
+            seen.setdefault((op.patch.order, op.patch.key, id(op.patch.spec)), op.patch)
+        return [seen[k] for k in sorted(seen, key=lambda k: k[0])]
+
+    def files(self) -> list[str]:
+        return sorted({op.path for op in self.ops})
+
+    def result(self, upto: Iterable[Patch] | None = None) -> tuple[dict[str, str], list[TreeError]]:
+        """The new text of every file the plan touches (with only ``upto``'s operations, if given)."""
+        chosen = None if upto is None else {id(p) for p in upto}
+        texts: dict[str, str] = {}
+        errors: list[TreeError] = []
+        for path in self.files():
+            try:
+                texts[path] = self.tree.text(path)
+            except TreeError as exc:
+                errors.append(exc)
+        for op in self.ops:
+            if op.path not in texts or (chosen is not None and id(op.patch) not in chosen):
+                continue
+            try:
+                texts[op.path] = op.apply(texts[op.path], self.tree)
+            except TreeError as exc:
+                errors.append(exc)
+            except ctext.CTextError as exc:
+                errors.append(op.fail(self.tree, f"line {ctext.line_of(texts[op.path], exc.offset)}: "
+                                                 f"kgen cannot read this C: {exc}"))  # fmt: skip
+        return texts, errors
+
+
+def plan(specs: list[Spec], tree: KernelTree) -> Plan:
+    ops: list[Op] = []
+    # RMPOPT-like specs (with a sweep) first, then the siblings, each in file order
+    ordered = sorted(specs, key=lambda s: (s.kernel.sweep is None, s.instruction.mnemonic))
+    for n, spec in enumerate(ordered):
+        ops += operations(spec, tree, order_base=n * 1000)
+    return Plan(tree, ops)
+
+
+def tree_path(rel: str) -> str:
+    return str(PurePosixPath(rel))
+
+
+__all__ = ["KernelTree", "Plan", "TreeError", "plan", "operations", "include_split"]
