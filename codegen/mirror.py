@@ -176,6 +176,7 @@ class Machine:
     assigned: tuple[tuple[int, int], ...] = ()  # guest-assigned [start, end) physical ranges
     table_base: int | None = None  # RMPOPT_BASE of every CPU; None: the sweep's start
     feature: bool = True  # whether the CPUs have the instruction (its CPUID bit)
+    without: frozenset[str] = frozenset()  # the spec's prerequisites (by name) the machine lacks
     nomem: int = 0  # how many attempts to create the worker fail first (no memory)
     stuck: bool = False  # a retry code, once returned, comes back for the same inputs without end
 
@@ -561,6 +562,12 @@ def msr_value(spec: Spec, machine: Machine) -> int:
     return enable
 
 
+def setup_proceeds(spec: Spec, machine: Machine) -> bool:
+    """Whether setup gets past its gate: the feature, and every prerequisite the spec lists."""
+    requires = spec.kernel.enable.requires if spec.kernel.enable else ()
+    return machine.feature and not any(p.name in machine.without for p in requires)
+
+
 def _write_all(spec: Spec, machine: Machine, hw: Hardware, value: int) -> Iterator[Event]:
     number = spec.instruction.msr.number
     for cpu in msr_cpus(spec, machine):
@@ -576,7 +583,7 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
     until it sleeps again; ``a:MS`` advances time by MS milliseconds.  All three entry
     points hold one mutex, so each sees the others' effects whole.
 
-    setup does nothing without the feature, or when the worker exists already (a second
+    setup does nothing without the feature or a prerequisite (``machine.without``), or when the worker exists already (a second
     setup would leak the first), or when creating the worker fails (the first
     ``machine.nomem`` attempts: setup returns -ENOMEM with nothing written, and a later
     setup tries again); otherwise it creates the worker, then writes the MSR on
@@ -593,12 +600,13 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
     expires: int | None = None
     now = 0
     failures = 0
+    gate = setup_proceeds(spec, machine)
     try:
         for action in actions:
             if action == "setup":
-                if machine.feature and not alive and failures < machine.nomem:
+                if gate and not alive and failures < machine.nomem:
                     failures += 1  # no workqueue, or no thread: -ENOMEM
-                elif machine.feature and not alive:
+                elif gate and not alive:
                     alive = True
                     for ev in _write_all(spec, machine, hw, msr_value(spec, machine)):
                         yield ev, now
@@ -637,7 +645,8 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
 def setup_pass_teardown(spec: Spec, machine: Machine, hw: Hardware) -> Iterator[Event]:
     """Setup, one pass and teardown (``kgen sweep``): the MSR writes around the pass.
 
-    Without the feature, setup returns first: nothing is written and nothing runs."""
+    Without the feature or a prerequisite, setup returns first: nothing is written and
+    nothing runs."""
     if spec.kernel.enable is None or spec.instruction.msr is None:
         yield from sweep(spec, machine, hw)
         return

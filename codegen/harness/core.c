@@ -168,6 +168,11 @@ static u64 msr_number, msr_base_mask, feature_bit;
 static int msr_enable_bit;
 static bool msr_per_core;
 static char fault_name[8] = "UD";
+/* the prerequisites setup checks (prereqs=NAME,NAME: the checks' arguments) */
+#define MAX_PREREQS	8
+#define PREREQ_LEN	64
+static char prereq[MAX_PREREQS][PREREQ_LEN];
+static int nprereqs;
 
 /* --- the machine (once per case) ----------------------------------------- */
 
@@ -180,6 +185,7 @@ static unsigned int cur_cpu;
 static int migrate_depth, in_ipi;
 static unsigned long now;	/* simulated time in jiffies, HZ = 1000 */
 static bool m_feature;		/* the CPUs have the instruction */
+static bool m_absent[MAX_PREREQS];	/* "absent=NAME,...": prerequisites the machine lacks */
 static u64 table_base;		/* the RMPOPT_BASE the CPUs' tables start at */
 static u64 msr_val[NR_CPUS];	/* per core (or per CPU): the enabling MSR */
 static int mutexes_held, hotplug_depth;
@@ -257,6 +263,33 @@ bool kshim_cpu_feature_enabled(unsigned int bit)
 	if (bit != feature_bit)
 		kgen_abort_case("cpu_feature_enabled() asks for another feature bit than the spec's");
 	return m_feature;
+}
+
+/* The index of the prerequisite named by the @len bytes at @s, or -1. */
+static int find_prereq(const char *s, int len)
+{
+	for (int i = 0; i < nprereqs; i++) {
+		int j = 0;
+
+		while (j < len && prereq[i][j] && prereq[i][j] == s[j])
+			j++;
+		if (j == len && !prereq[i][j])
+			return i;
+	}
+	return -1;
+}
+
+bool kshim_cc_platform_has(const char *attr)
+{
+	int len = 0, i;
+
+	step();
+	while (attr[len])
+		len++;
+	i = find_prereq(attr, len);
+	if (i < 0)
+		kgen_abort_case("cc_platform_has() asks for an attribute the spec does not list");
+	return !m_absent[i];
 }
 
 static int in_work;	/* a kthread or a work item runs: not an entry point */
@@ -982,6 +1015,7 @@ static void parse_spec(struct cursor *c)
 	msr_per_core = false;
 	feature_bit = ~0ULL;
 	nin = nrc = nretry = 0;
+	nprereqs = 0;
 	ptr_reg = 0;
 	flag_mask = 0;
 	while (token(c, &k, &kl, &v, &vl)) {
@@ -1009,6 +1043,17 @@ static void parse_spec(struct cursor *c)
 			for (int i = 0; i < vl && i < (int)sizeof(fault_name) - 1; i++)
 				fault_name[i] = v[i];
 			fault_name[vl < (int)sizeof(fault_name) - 1 ? vl : (int)sizeof(fault_name) - 1] = 0;
+		} else if (is(k, kl, "prereqs")) {
+			while (p < end && nprereqs < MAX_PREREQS) {
+				int n = 0;
+
+				while (p < end && *p != ',' && n < PREREQ_LEN - 1)
+					prereq[nprereqs][n++] = *p++;
+				prereq[nprereqs++][n] = 0;
+				while (p < end && *p != ',')
+					p++;
+				p++;
+			}
 		} else if (is(k, kl, "entries")) {
 			region_entries = num(v, vl);
 		} else if (is(k, kl, "model")) {
@@ -1077,6 +1122,8 @@ static void reset_case(void)
 	nworks = 0;
 	events = budget = steps = 0;
 	m_feature = true;
+	for (int i = 0; i < MAX_PREREQS; i++)
+		m_absent[i] = false;
 	for (int i = 0; i < NR_CPUS; i++)
 		msr_val[i] = 0;
 	for (int i = 0; i < mutexes_held; i++)
@@ -1174,6 +1221,21 @@ static void run_case(struct cursor *c)
 			table_base = num(v, vl);
 		} else if (is(k, kl, "feature")) {
 			m_feature = num(v, vl) != 0;
+		} else if (is(k, kl, "absent")) {
+			while (p < end) {
+				const char *name = p;
+				int i;
+
+				while (p < end && *p != ',')
+					p++;
+				i = find_prereq(name, (int)(p - name));
+				if (i < 0) {
+					out_str("B absent= names no prerequisite of the spec\n");
+					goto end;
+				}
+				m_absent[i] = true;
+				p++;
+			}
 		} else if (is(k, kl, "nomem")) {
 			m_nomem = (unsigned int)num(v, vl);
 		} else if (is(k, kl, "stuck")) {
