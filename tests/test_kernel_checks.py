@@ -8,6 +8,7 @@ linux-source-6.1 and linux-headers-amd64 and extracts what these tests read into
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from codegen.kernelapi import detect
+from codegen.model import PREREQUISITE_CHECKS
 from codegen.render import c_parameter, include_split, outputs, raw_shape, render_spec
 from codegen.spec import load
 from codegen.toolchain import find_clang, find_gcc
@@ -84,9 +86,27 @@ def _splice(real: str, fragment: str) -> str:
     return real[:at] + fragment + "\n" + real[at:]
 
 
+def _with_constant(real: str, prefix: str, constant: str) -> str:
+    """The real header with ``constant`` added after the last enum constant named ``prefix*``."""
+    at = real.rfind("\n\t" + prefix)
+    assert at >= 0, f"no {prefix} constant"
+    end = real.index("\n", at + 1)
+    return real[:end] + f"\n\t{constant}," + real[end:]
+
+
 def _overlay(files: dict[str, str], work: Path) -> Path:
-    """Copies of the tree's real headers, each with its generated fragment spliced in."""
+    """Copies of the tree's real headers, each with its generated fragment spliced in.
+
+    A prerequisite's constant that the tree's header lacks is added to its enum: 6.1 has no
+    CC_ATTR_HOST_SEV_SNP (the SNP host series adds it in 6.8), and RMPOPT needs that series.
+    """
     overlay = work / "overlay"
+    for p in SPEC.kernel.enable.requires:
+        name, prefix = PREREQUISITE_CHECKS[p.check]
+        real = next(d / name for d in _tree_include_dirs() if (d / name).is_file()).read_text()
+        if not re.search(rf"\b{p.argument}\b", real):
+            (overlay / name).parent.mkdir(parents=True, exist_ok=True)
+            (overlay / name).write_text(_with_constant(real, prefix, p.argument))
     for out in outputs(SPEC):
         if not out.destination.endswith(".h"):
             continue
