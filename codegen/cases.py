@@ -208,6 +208,14 @@ def _sequences(worker) -> list[tuple[str, tuple[str, ...]]]:
         ("request after teardown", ("setup", first, "teardown", "trigger", go, "teardown")),
         ("setup again after teardown", ("setup", first, "teardown", "setup", first, "teardown")),
         ("teardown before setup", ("teardown", "setup", first, "teardown")),
+        # a teardown from another CPU while a pass runs, at a cond_resched() between regions:
+        # it waits for the pass (the case's machine sweeps 2 regions: 4 cond_resched() calls)
+        ("teardown while a pass runs, between the leader's regions",
+         ("setup", "teardown-at:1", first, "setup", first, "teardown")),
+        ("teardown while a pass runs, between the followers' regions",
+         ("setup", "teardown-at:3", first, "trigger", go, "teardown")),
+        ("teardown while a later pass runs, after its last region",
+         ("setup", first, "trigger", "teardown-at:4", go, "teardown", "teardown")),
     ]
 
 

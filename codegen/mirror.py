@@ -580,8 +580,15 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
     """(event, time in ms) of the whole feature driven by ``actions``, in order.
 
     Actions: ``setup``, ``trigger``, ``teardown``; ``run`` lets a woken kthread run
-    until it sleeps again; ``a:MS`` advances time by MS milliseconds.  All three entry
-    points hold one mutex, so each sees the others' effects whole.
+    until it sleeps again; ``a:MS`` advances time by MS milliseconds; ``teardown-at:N``
+    makes a teardown arrive from another CPU while a pass runs, at the Nth cond_resched()
+    from then on (between two regions).  All three entry points hold one mutex, so each
+    sees the others' effects whole.
+
+    A teardown that arrives during a pass waits for it: cancel_delayed_work_sync() waits
+    for a running work item, kthread_stop() for the thread to see the stop, which it does
+    only after the pass.  So the pass ends on MSRs that still enable the instruction, then
+    teardown stops the worker and clears them.
 
     setup does nothing without the feature or a prerequisite (``machine.without``), or when the worker exists already (a second
     setup would leak the first), or when creating the worker fails (the first
@@ -601,6 +608,31 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
     now = 0
     failures = 0
     gate = setup_proceeds(spec, machine)
+    arrives: int | None = None  # cond_resched() calls until an armed teardown arrives
+
+    def one_pass(at: int) -> Iterator[tuple[Event, int]]:
+        """A pass, and the teardown that arrives during it once the pass is over."""
+        nonlocal alive, pending, expires, arrives
+        arrived = False
+        for ev in sweep(spec, machine, hw):
+            yield ev, at
+            if ev.kind == "resched" and arrives is not None:
+                arrives -= 1
+                if arrives == 0:
+                    arrived, arrives = True, None
+        if arrived:
+            yield from teardown()
+
+    def teardown() -> Iterator[tuple[Event, int]]:
+        nonlocal alive, pending, expires
+        if not alive:
+            return
+        alive = pending = False
+        expires = None
+        if e.msr_on_teardown == "clear":
+            for ev in _write_all(spec, machine, hw, 0):
+                yield ev, now
+
     try:
         for action in actions:
             if action == "setup":
@@ -624,20 +656,16 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
                     expires = now + worker.rearm_delay_ms
             elif action == "run" and kthread and alive and pending:
                 pending = False
-                for ev in sweep(spec, machine, hw):
-                    yield ev, now
-            elif action == "teardown" and alive:
-                alive = pending = False
-                expires = None
-                if e.msr_on_teardown == "clear":
-                    for ev in _write_all(spec, machine, hw, 0):
-                        yield ev, now
+                yield from one_pass(now)
+            elif action == "teardown":
+                yield from teardown()
+            elif action.startswith("teardown-at:"):
+                arrives = int(action.split(":")[1])
             elif action.startswith("a:"):
                 now += int(action[2:])
                 if expires is not None and expires <= now:
                     at, expires = expires, None  # the work runs when its timer expires
-                    for ev in sweep(spec, machine, hw):
-                        yield ev, at
+                    yield from one_pass(at)
     except Faulted as exc:
         yield exc.event, now
 

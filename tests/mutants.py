@@ -172,6 +172,15 @@ def enable_catalogue(spec: Spec) -> list[Mutant]:
         M("a request after teardown still queues work", "delayed-work",
           f"\t{dw.workqueue} = NULL;\n", "", "compare"),
         M("the MSRs not cleared at teardown", "sweeps", f"\t{h}_write_msr(0);\n", "", "compare"),
+        # caught only by a teardown that arrives while a pass runs: the pass faults
+        M("the MSRs cleared before the kthread is stopped", "kthread",
+          f"\tkthread_stop({kt.name}_task);\n\t{kt.name}_task = NULL;\n\t{h}_write_msr(0);\n",
+          f"\t{h}_write_msr(0);\n\tkthread_stop({kt.name}_task);\n\t{kt.name}_task = NULL;\n",
+          "compare"),
+        M("the MSRs cleared before the work is cancelled", "delayed-work",
+          f"\tcancel_delayed_work_sync(&{dw.name});\n", f"\t{h}_write_msr(0);\n"
+          f"\tcancel_delayed_work_sync(&{dw.name});\n", "compare",
+          ((f"\t{dw.workqueue} = NULL;\n\t{h}_write_msr(0);\n", f"\t{dw.workqueue} = NULL;\n"),)),
     ] + [
         M(f"prerequisite check missing: {p.name}", "sweeps", gate,
           gate_of([c for c in conditions if c != f"{p.check}({p.argument})"]), "compare")

@@ -536,6 +536,30 @@ def test_requests_outside_setup_and_teardown_do_nothing(rmpopt, t, kind):
     assert again == once + once
 
 
+@pytest.mark.parametrize("kind", ["kthread", "delayed-work"])
+@pytest.mark.parametrize("at", [1, 2, 3, 4])
+def test_a_teardown_during_a_pass_waits_for_it(rmpopt, t, kind, at):
+    """kthread_stop() and cancel_delayed_work_sync() wait for the running pass: it ends on
+    enabled MSRs, then teardown clears them; a request after it does nothing."""
+    m = Machine(0, (2 * t.region_size) >> 12, cores=2)  # 2 regions: 4 cond_resched() calls
+    go = "run" if kind == "kthread" else "a:0"
+    later = "run" if kind == "kthread" else "a:20000"
+    after = _trace(rmpopt, m, ["setup", go, "teardown"], kind)
+    during = _trace(rmpopt, m, ["setup", f"teardown-at:{at}", go, "trigger", later, "teardown"], kind)
+    assert during == after
+    kinds = [e.kind for e in during]
+    assert kinds[-2:] == ["wrmsr", "wrmsr"] and "fault" not in kinds
+    assert [e.value for e in during if e.kind == "wrmsr"] == [1, 1, 0, 0]
+
+
+def test_a_teardown_armed_beyond_the_pass_waits_for_the_next_one(rmpopt, t):
+    m = Machine(0, (2 * t.region_size) >> 12, cores=2)
+    trace = _trace(rmpopt, m, ["setup", "teardown-at:6", "run", "trigger", "run", "trigger", "run"],
+                   "kthread")
+    assert sum(e.kind == "resched" for e in trace) == 8  # two passes, then no third
+    assert [e.kind for e in trace][-2:] == ["wrmsr", "wrmsr"]
+
+
 def test_kgen_sweep_without_the_feature_writes_and_runs_nothing(run_kgen):
     args = ["sweep", str(RMPOPT_YAML), "--memory", "4G", "--cores", "2", "--json"]
     with_feature = run_kgen(*args)
