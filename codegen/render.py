@@ -350,6 +350,7 @@ class EnableShape:
     setup_export: C
     trigger_export: C
     teardown_export: C
+    gate_text: C  # what setup's gate asks, in words: "the CPUs have X and f(Y) is true"
 
 
 _SWEEP_INCLUDES = (
@@ -402,6 +403,8 @@ def enable_shape(spec: Spec, worker: Worker, profile: Profile) -> EnableShape:
         setup_export=_c(profile.export(f_ident(worker.setup), e.setup_caller)),
         trigger_export=_c(profile.export(f_ident(worker.trigger), e.trigger_caller)),
         teardown_export=_c(profile.export(f_ident(worker.teardown), e.teardown_caller)),
+        gate_text=_c(" and ".join([f"the CPUs have {feature}"]
+                                  + [f"{c} is true" for c in setup_conditions(spec)[1:]])),
     )
 
 

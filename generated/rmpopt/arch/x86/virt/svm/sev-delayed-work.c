@@ -174,8 +174,16 @@ static void rmpopt_work_stop(void)
 	rmpopt_write_msr(0);
 }
 
-/*
- * Enable RMPOPT and start the worker, once. Does nothing on CPUs without X86_FEATURE_RMPOPT.
+/**
+ * snp_setup_rmpopt() - Enable RMPOPT on every core and start its worker
+ *
+ * Returns at once unless the CPUs have X86_FEATURE_RMPOPT and cc_platform_has(CC_ATTR_HOST_SEV_SNP)
+ * is true. Otherwise, once only, allocates the workqueue, writes MSR_AMD64_RMPOPT_BASE on one
+ * thread of each core and asks for the first pass; a later call does nothing.
+ *
+ * Context: Process context. Takes rmpopt_wq_mutex and the CPU hotplug lock.
+ * Return: 0 on success, also when RMPOPT is not available here or already enabled; -ENOMEM when the
+ * workqueue cannot be allocated.
  */
 int snp_setup_rmpopt(void)
 {
@@ -188,7 +196,14 @@ int snp_setup_rmpopt(void)
 }
 EXPORT_SYMBOL_FOR_MODULES(snp_setup_rmpopt, "ccp");
 
-/* Ask for a pass; before setup or after teardown, nothing happens. */
+/**
+ * snp_rmpopt_all_physmem() - Ask for a pass of RMPOPT over all memory
+ *
+ * The pass runs 10 s from now; a request before then moves it back, so a burst of requests makes
+ * one pass. Before setup or after teardown, nothing happens.
+ *
+ * Context: Process context. Takes rmpopt_wq_mutex.
+ */
 void snp_rmpopt_all_physmem(void)
 {
 	guard(mutex)(&rmpopt_wq_mutex);
@@ -196,7 +211,15 @@ void snp_rmpopt_all_physmem(void)
 }
 EXPORT_SYMBOL_FOR_MODULES(snp_rmpopt_all_physmem, "kvm-amd");
 
-/* Stop the worker: a pending pass never runs. */
+/**
+ * rmpopt_cleanup() - Stop the worker and disable RMPOPT
+ *
+ * A pending pass never runs, and one that is running is waited for: the MSRs enable RMPOPT until it
+ * ends. Then MSR_AMD64_RMPOPT_BASE is cleared on one thread of each core. Setup may enable RMPOPT
+ * again afterwards.
+ *
+ * Context: Process context; sleeps until a running pass ends. Takes rmpopt_wq_mutex.
+ */
 void rmpopt_cleanup(void)
 {
 	guard(mutex)(&rmpopt_wq_mutex);
