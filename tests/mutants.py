@@ -187,7 +187,7 @@ def enable_catalogue(spec: Spec) -> list[Mutant]:
         for p in e.requires
     ] + [
         M(f"the prerequisite check asks for another attribute: {p.name}", "sweeps",
-          f"{p.check}({p.argument})", f"{p.check}({p.argument}_X)", "compare")
+          f"!{p.check}({p.argument})", f"!{p.check}({p.argument}_X)", "compare")
         for p in e.requires
     ] + ([
         M("the cap not logged at setup", "sweeps", f"\t{k.sweep.pass_name}_log_cap();\n", "", "build"),
