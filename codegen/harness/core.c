@@ -6,6 +6,10 @@
  *
  * Input: one line per case, whitespace-separated key=value tokens (see
  * codegen/compare.py, which writes them), preceded once by a "spec" line.
+ * A case's actions=: setup, trigger, teardown (the worker's entry points), run (a
+ * woken kthread runs until it sleeps), a:MS (time passes), teardown-at:N (teardown
+ * arrives from another CPU at the Nth cond_resched() from then on), h:CPU:PA and
+ * r:CPU:ARGS (helper calls).
  * Output: one event per line, ending with "E <case id>":
  *
  *	L <ms> <text>			pr_info(), at simulated time <ms>
