@@ -50,6 +50,8 @@ class Case:
             parts.append(f"base {m.table_base:#x}")
         if not m.feature:
             parts.append("without the feature")
+        for name in sorted(m.without):
+            parts.append(f"without {name}")
         if m.nomem:
             parts.append(f"the first {m.nomem} worker allocation(s) fail")
         if m.stuck:
@@ -86,7 +88,9 @@ def enable_fields(spec: Spec) -> list[str]:
         mask = (1 << (msr.base.high_bit + 1)) - (1 << msr.base.low_bit)
     return [f"msr={msr.number:#x}", f"msrscope={msr.scope}", f"enbit={msr.enable.bit}",
             f"basemask={mask:#x}", f"feature={insn.cpuid.word * 32 + insn.cpuid.word_bit}",
-            f"fault={msr.fault}"]  # fmt: skip
+            f"fault={msr.fault}"] + (
+        ["prereqs=" + ",".join(p.argument for p in spec.kernel.enable.requires)]
+        if spec.kernel.enable.requires else [])  # fmt: skip
 
 
 def case_line(spec: Spec, case: Case, budget: int) -> str:
@@ -107,6 +111,9 @@ def case_line(spec: Spec, case: Case, budget: int) -> str:
         fields.append("feature=0")
     elif case.form == HELPERS and enable_fields(spec):
         fields.append("msron=1")  # direct helper calls: the MSRs were enabled before
+    if m.without:
+        arguments = {p.name: p.argument for p in spec.kernel.enable.requires}
+        fields.append("absent=" + ",".join(arguments[name] for name in sorted(m.without)))
     if m.nomem:
         fields.append(f"nomem={m.nomem}")
     if m.stuck:
@@ -207,7 +214,23 @@ def _sequences(worker) -> list[tuple[str, tuple[str, ...]]]:
         ("request after teardown", ("setup", first, "teardown", "trigger", go, "teardown")),
         ("setup again after teardown", ("setup", first, "teardown", "setup", first, "teardown")),
         ("teardown before setup", ("teardown", "setup", first, "teardown")),
+        # a teardown from another CPU while a pass runs, at a cond_resched() between regions:
+        # it waits for the pass (the case's machine sweeps 2 regions: 4 cond_resched() calls)
+        ("teardown while a pass runs, between the leader's regions",
+         ("setup", "teardown-at:1", first, "setup", first, "teardown")),
+        ("teardown while a pass runs, between the followers' regions",
+         ("setup", "teardown-at:3", first, "trigger", go, "teardown")),
+        ("teardown while a later pass runs, after its last region",
+         ("setup", first, "trigger", "teardown-at:4", go, "teardown", "teardown")),
     ]
+
+
+def _without_script(worker) -> tuple[str, ...]:
+    """Setup on a machine that lacks a prerequisite: nothing may be written or run, whatever
+    is asked for afterwards."""
+    go = "run" if worker.kind == "kthread" else f"a:{worker.rearm_delay_ms}"
+    first = "run" if worker.kind == "kthread" else f"a:{worker.first_delay_ms}"
+    return ("setup", first, "trigger", go, "teardown")
 
 
 def _helper_script(rng: random.Random, spec: Spec, machine: Machine, calls: int) -> tuple[str, ...]:
@@ -368,6 +391,11 @@ def stream(spec: Spec, seed: int) -> Iterator[Case]:
                 n += 1
             yield make(form, dataclasses.replace(small, feature=False), "boundary: without the feature")
             n += 1
+            # fixed actions (no draw from rng): setup must return before anything else
+            for p in spec.kernel.enable.requires:
+                yield Case(n, form, dataclasses.replace(small, without=frozenset({p.name})),
+                           _without_script(workers[form]), f"boundary: without {p.name}")
+                n += 1
             # fixed actions (no draw from rng): the first setup finds no memory, the second works
             go = "run" if workers[form].kind == "kthread" else f"a:{workers[form].first_delay_ms}"
             yield Case(n, form, dataclasses.replace(small, nomem=1), ("setup", "trigger", go, "setup", go,

@@ -701,9 +701,12 @@ def _cpu_ranges(cpus: list[int]) -> str:
                    "start of the range) [default: start of the range].")  # fmt: skip
 @click.option("--without-feature", is_flag=True,
               help="A machine whose CPUs lack the instruction (its CPUID bit is clear).")
+@click.option("--without", "without", metavar="NAME", multiple=True,
+              help="A machine that lacks the spec's prerequisite NAME (kernel.enable.requires), "
+                   "e.g. snp-host (repeat).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the whole trace, one JSON object a line.")
 def sweep(spec_path, min_pfn, max_pfn, memory, cores, threads_per_core, numbering, leader,
-          offline, assigned, base, without_feature, as_json) -> None:  # fmt: skip
+          offline, assigned, base, without_feature, without, as_json) -> None:  # fmt: skip
     """Run the mirror: setup, one pass of the sweep and teardown on a machine, and the
     tables it leaves.
 
@@ -724,10 +727,16 @@ def sweep(spec_path, min_pfn, max_pfn, memory, cores, threads_per_core, numberin
         sys.exit(1)
     if max_pfn is None:
         max_pfn = -(-memory // (1 << mirror.PAGE_SHIFT))
+    known = [p.name for p in spec.kernel.enable.requires] if spec.kernel.enable else []
+    for name in without:
+        if name not in known:
+            listed = ", ".join(known) if known else "none"
+            raise click.BadParameter(f"{name!r} is not a prerequisite of {shown_path(spec.path)} "
+                                     f"(it lists: {listed})", param_hint="'--without'")  # fmt: skip
     try:
         machine = mirror.Machine(
             min_pfn, max_pfn, cores, threads_per_core, numbering, leader, frozenset(offline),
-            tuple(assigned), base, not without_feature,
+            tuple(assigned), base, not without_feature, frozenset(without),
         )  # fmt: skip
         hw = mirror.hardware_for(spec, machine, enabled=False)
     except mirror.MachineTooLarge as exc:
@@ -781,9 +790,14 @@ def _sweep_summary(spec, machine) -> None:
     ]  # fmt: skip
     msr = spec.instruction.msr
     if spec.kernel.enable is not None and msr is not None:
+        missing = [p for p in spec.kernel.enable.requires if p.name in machine.without]
         if not machine.feature:
             rows.insert(0, ("feature", f"{spec.instruction.cpuid.feature} absent: setup returns "
                                        "before any MSR write; nothing runs"))  # fmt: skip
+        elif missing:
+            rows.insert(0, ("requires", f"{missing[0].name} absent ({missing[0].check}("
+                                        f"{missing[0].argument}) is false): setup returns before "
+                                        "any MSR write; nothing runs"))  # fmt: skip
         else:
             cpus = mirror.msr_cpus(spec, machine)
             rows.insert(0, ("wrmsr", f"{msr.name} = {mirror.msr_value(spec, machine):#x} on "

@@ -32,6 +32,7 @@ _TEXT_RULES = {
         "not": {"pattern": r"(^|/)\.\.(/|$)"},
     },
     "module": {"type": "string", "pattern": r"^[a-z0-9_-]{1,55}$"},
+    "label": {"type": "string", "pattern": r"^[a-z][a-z0-9-]{0,31}$"},
     "version": {"type": "string", "pattern": r"^[0-9][0-9A-Za-z.+-]*$"},
 }
 

@@ -176,6 +176,7 @@ class Machine:
     assigned: tuple[tuple[int, int], ...] = ()  # guest-assigned [start, end) physical ranges
     table_base: int | None = None  # RMPOPT_BASE of every CPU; None: the sweep's start
     feature: bool = True  # whether the CPUs have the instruction (its CPUID bit)
+    without: frozenset[str] = frozenset()  # the spec's prerequisites (by name) the machine lacks
     nomem: int = 0  # how many attempts to create the worker fail first (no memory)
     stuck: bool = False  # a retry code, once returned, comes back for the same inputs without end
 
@@ -561,6 +562,12 @@ def msr_value(spec: Spec, machine: Machine) -> int:
     return enable
 
 
+def setup_proceeds(spec: Spec, machine: Machine) -> bool:
+    """Whether setup gets past its gate: the feature, and every prerequisite the spec lists."""
+    requires = spec.kernel.enable.requires if spec.kernel.enable else ()
+    return machine.feature and not any(p.name in machine.without for p in requires)
+
+
 def _write_all(spec: Spec, machine: Machine, hw: Hardware, value: int) -> Iterator[Event]:
     number = spec.instruction.msr.number
     for cpu in msr_cpus(spec, machine):
@@ -573,10 +580,17 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
     """(event, time in ms) of the whole feature driven by ``actions``, in order.
 
     Actions: ``setup``, ``trigger``, ``teardown``; ``run`` lets a woken kthread run
-    until it sleeps again; ``a:MS`` advances time by MS milliseconds.  All three entry
-    points hold one mutex, so each sees the others' effects whole.
+    until it sleeps again; ``a:MS`` advances time by MS milliseconds; ``teardown-at:N``
+    makes a teardown arrive from another CPU while a pass runs, at the Nth cond_resched()
+    from then on (between two regions).  All three entry points hold one mutex, so each
+    sees the others' effects whole.
 
-    setup does nothing without the feature, or when the worker exists already (a second
+    A teardown that arrives during a pass waits for it: cancel_delayed_work_sync() waits
+    for a running work item, kthread_stop() for the thread to see the stop, which it does
+    only after the pass.  So the pass ends on MSRs that still enable the instruction, then
+    teardown stops the worker and clears them.
+
+    setup does nothing without the feature or a prerequisite (``machine.without``), or when the worker exists already (a second
     setup would leak the first), or when creating the worker fails (the first
     ``machine.nomem`` attempts: setup returns -ENOMEM with nothing written, and a later
     setup tries again); otherwise it creates the worker, then writes the MSR on
@@ -593,12 +607,38 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
     expires: int | None = None
     now = 0
     failures = 0
+    gate = setup_proceeds(spec, machine)
+    arrives: int | None = None  # cond_resched() calls until an armed teardown arrives
+
+    def one_pass(at: int) -> Iterator[tuple[Event, int]]:
+        """A pass, and the teardown that arrives during it once the pass is over."""
+        nonlocal alive, pending, expires, arrives
+        arrived = False
+        for ev in sweep(spec, machine, hw):
+            yield ev, at
+            if ev.kind == "resched" and arrives is not None:
+                arrives -= 1
+                if arrives == 0:
+                    arrived, arrives = True, None
+        if arrived:
+            yield from teardown()
+
+    def teardown() -> Iterator[tuple[Event, int]]:
+        nonlocal alive, pending, expires
+        if not alive:
+            return
+        alive = pending = False
+        expires = None
+        if e.msr_on_teardown == "clear":
+            for ev in _write_all(spec, machine, hw, 0):
+                yield ev, now
+
     try:
         for action in actions:
             if action == "setup":
-                if machine.feature and not alive and failures < machine.nomem:
+                if gate and not alive and failures < machine.nomem:
                     failures += 1  # no workqueue, or no thread: -ENOMEM
-                elif machine.feature and not alive:
+                elif gate and not alive:
                     alive = True
                     for ev in _write_all(spec, machine, hw, msr_value(spec, machine)):
                         yield ev, now
@@ -616,20 +656,16 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
                     expires = now + worker.rearm_delay_ms
             elif action == "run" and kthread and alive and pending:
                 pending = False
-                for ev in sweep(spec, machine, hw):
-                    yield ev, now
-            elif action == "teardown" and alive:
-                alive = pending = False
-                expires = None
-                if e.msr_on_teardown == "clear":
-                    for ev in _write_all(spec, machine, hw, 0):
-                        yield ev, now
+                yield from one_pass(now)
+            elif action == "teardown":
+                yield from teardown()
+            elif action.startswith("teardown-at:"):
+                arrives = int(action.split(":")[1])
             elif action.startswith("a:"):
                 now += int(action[2:])
                 if expires is not None and expires <= now:
                     at, expires = expires, None  # the work runs when its timer expires
-                    for ev in sweep(spec, machine, hw):
-                        yield ev, at
+                    yield from one_pass(at)
     except Faulted as exc:
         yield exc.event, now
 
@@ -637,7 +673,8 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
 def setup_pass_teardown(spec: Spec, machine: Machine, hw: Hardware) -> Iterator[Event]:
     """Setup, one pass and teardown (``kgen sweep``): the MSR writes around the pass.
 
-    Without the feature, setup returns first: nothing is written and nothing runs."""
+    Without the feature or a prerequisite, setup returns first: nothing is written and
+    nothing runs."""
     if spec.kernel.enable is None or spec.instruction.msr is None:
         yield from sweep(spec, machine, hw)
         return

@@ -37,7 +37,7 @@ class Range:
 class Text:
     """A string with a character rule; ``kind`` names the rule for messages."""
 
-    kind: Literal["identifier", "comment", "c-string", "path", "version", "module"]
+    kind: Literal["identifier", "comment", "c-string", "path", "version", "module", "label"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ CodeText = Annotated[str, Text("code")]
 TreePath = Annotated[str, Text("path")]
 VersionText = Annotated[str, Text("version")]
 ModuleName = Annotated[str, Text("module")]
+Label = Annotated[str, Text("label")]  # a word a user types: kgen sweep --without snp-host
 Byte = Annotated[int, Range(0, 0xFF)]
 U32 = Annotated[int, Range(0, 0xFFFF_FFFF)]
 U64 = Annotated[int, Range(0, 0xFFFF_FFFF_FFFF_FFFF)]
@@ -369,6 +370,26 @@ class Sweep(Node):
     ] = None
 
 
+# The kernel functions a prerequisite may be checked with: the header that declares each and
+# the prefix every argument of it has (its enum's constants).  A spec names one of these and
+# a constant; no other C text of a prerequisite reaches the generated code.
+PREREQUISITE_CHECKS = {
+    "cc_platform_has": ("linux/cc_platform.h", "CC_ATTR_"),
+}
+
+
+@dataclass(frozen=True)
+class Prerequisite(Node):
+    name: Annotated[Label, Doc("what the platform must have, e.g. snp-host; kgen sweep --without NAME")]
+    check: Annotated[
+        Literal["cc_platform_has"],
+        Doc("the kernel function that answers it (cc_platform_has, from <linux/cc_platform.h>)"),
+    ]
+    argument: Annotated[
+        Identifier, Doc("the constant the check is given, e.g. CC_ATTR_HOST_SEV_SNP")
+    ]
+
+
 @dataclass(frozen=True)
 class CallSite(Node):
     call: Annotated[
@@ -404,6 +425,10 @@ class Enable(Node):
         tuple[CallSite, ...],
         Doc("where a kernel tree calls setup, trigger and teardown (kgen apply and patch add the "
             "calls)"),
+    ] = ()
+    requires: Annotated[
+        tuple[Prerequisite, ...],
+        Doc("what setup checks after the feature, in order; setup returns unless each holds"),
     ] = ()
 
 

@@ -21,7 +21,7 @@ import jinja2
 
 from . import __version__
 from .kernelapi import NEWEST, Profile
-from .model import CONSTRAINT_LETTER, Spec, Worker
+from .model import CONSTRAINT_LETTER, PREREQUISITE_CHECKS, Spec, Worker
 from .diagnostics import quote
 from .spec import retry_limit_name, text_problem
 
@@ -345,6 +345,7 @@ class EnableShape:
     setup_export: C
     trigger_export: C
     teardown_export: C
+    gate_text: C  # what setup's gate asks, in words: "the CPUs have X and f(Y) is true"
 
 
 _SWEEP_INCLUDES = (
@@ -374,7 +375,8 @@ def enable_shape(spec: Spec, worker: Worker, profile: Profile) -> EnableShape:
         if msr.scope == "core" else None
     )  # fmt: skip
     feature = f_ident(insn.cpuid.feature)
-    gate = [f"\tif (!{e.check}({feature}))", "\t\treturn 0;", ""]
+    includes |= {PREREQUISITE_CHECKS[p.check][0] for p in e.requires}
+    gate = setup_gate(spec)
     if profile.guard:
         setup_body = "\n".join([*gate, profile.locked(e.mutex, [f"return {fns['start']}();"])])
     else:
@@ -396,7 +398,32 @@ def enable_shape(spec: Spec, worker: Worker, profile: Profile) -> EnableShape:
         setup_export=_c(profile.export(f_ident(worker.setup), e.setup_caller)),
         trigger_export=_c(profile.export(f_ident(worker.trigger), e.trigger_caller)),
         teardown_export=_c(profile.export(f_ident(worker.teardown), e.teardown_caller)),
+        gate_text=_c(" and ".join([f"the CPUs have {feature}"]
+                                  + [f"{c} is true" for c in setup_conditions(spec)[1:]])),
     )
+
+
+def setup_conditions(spec: Spec) -> list[str]:
+    """What setup tests before anything else, in order: the feature, then each prerequisite."""
+    e = spec.kernel.enable
+    return [f"{e.check}({f_ident(spec.instruction.cpuid.feature)})",
+            *(f"{f_ident(p.check)}({f_ident(p.argument)})" for p in e.requires)]  # fmt: skip
+
+
+def setup_gate(spec: Spec) -> list[str]:
+    """The lines that return from setup unless every condition holds, one tab in."""
+    return gate_lines(setup_conditions(spec))
+
+
+def gate_lines(conditions: list[str]) -> list[str]:
+    """``if (!a ||\n    !b)\n\t\treturn 0;`` and a blank line; nothing for no condition."""
+    if not conditions:
+        return []
+    tests = [f"!{c}" for c in conditions]
+    lines = [f"\tif ({tests[0]}" + (" ||" if len(tests) > 1 else ")")]
+    for n, test in enumerate(tests[1:], 2):
+        lines.append(f"\t    {test}" + (" ||" if n < len(tests) else ")"))
+    return [*lines, "\t\treturn 0;", ""]
 
 
 def _include_order(header: str) -> tuple[int, str]:

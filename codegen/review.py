@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .model import CONSTRAINT_LETTER, Spec
-from .render import f_sz, outputs, worker_functions
+from .render import f_sz, outputs, setup_conditions, worker_functions
 
 Files = dict[str, str]
 
@@ -326,8 +326,17 @@ def setup_order(spec: Spec, kind: str, text: str) -> list[str]:
     body = setup.split("{\n", 1)[-1]
     statements = [line.strip() for line in body.splitlines()
                   if line.strip() and not line.strip().startswith(("int ", "u64 "))]  # fmt: skip
-    if not statements or statements[0] != f"if (!{e.check}({spec.instruction.cpuid.feature}))":
-        problems.append(f"{w.setup} does not check {spec.instruction.cpuid.feature} first")
+    # the first statement, continuation lines joined: the one gate before anything else
+    gate = statements[0] if statements else ""
+    for line in statements[1:]:
+        if not gate.endswith("||"):
+            break
+        gate += " " + line
+    wanted = "if (" + " || ".join(f"!{c}" for c in setup_conditions(spec)) + ")"
+    if gate != wanted:
+        problems.append(f"{w.setup} does not check {spec.instruction.cpuid.feature}"
+                        + "".join(f", then {p.check}({p.argument})" for p in e.requires)
+                        + " first")  # fmt: skip
     start = _function(text, worker_functions(w)["start"]) or ""
     create = "alloc_ordered_workqueue(" if kind == "delayed-work" else "kthread_run("
     write = f"{spec.kernel.helper.name}_write_msr("

@@ -56,6 +56,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PATH = re.compile(r"[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*\Z")
 _VERSION = re.compile(r"[0-9][0-9A-Za-z.+-]*\Z")
 _MODULE = re.compile(r"[a-z0-9_-]{1,55}\Z")
+_LABEL = re.compile(r"[a-z][a-z0-9-]{0,31}\Z")
 _SIZE = re.compile(r"\s*([0-9]+)\s*([KMGTPE]?)\s*\Z")
 SIZE_UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50, "E": 60}
 
@@ -132,6 +133,11 @@ def text_problem(kind: str, value: str) -> str | None:
     if kind == "module":
         if not _MODULE.match(value):
             return f"{quote(value)} is not a kernel module name (lower-case letters, digits, '_', '-')"
+        return None
+    if kind == "label":
+        if not _LABEL.match(value):
+            return (f"{quote(value)} is not a name: a lower-case letter, then lower-case letters, "
+                    f"digits and '-', at most 32 in all")
         return None
     if kind == "version":
         if not _VERSION.match(value):
@@ -649,6 +655,14 @@ class _Rules:
                 self.error(insn.msr.mark(), f"kernel.enable needs instruction.msr.{key}: {what}")
         if insn.msr.value == "base | enable" and insn.msr.base is None:
             self.error(insn.msr.mark("value"), "value 'base | enable' needs instruction.msr.base")
+        for p in e.requires:
+            prefix = model.PREREQUISITE_CHECKS[p.check][1]
+            if not p.argument.startswith(prefix) or p.argument == prefix:
+                self.error(p.mark("argument"), f"{quote(p.argument)} is not an argument of "
+                           f"{p.check}(): its constants start with {prefix}")  # fmt: skip
+        self.unique(((p.name, p.mark("name")) for p in e.requires), "prerequisite name")
+        self.unique(((f"{p.check}({p.argument})", p.mark("argument")) for p in e.requires),
+                    "prerequisite check")  # fmt: skip
 
     def workers(self, sweep: model.Sweep) -> None:
         if sweep.config is not None and not sweep.config.startswith("CONFIG_"):

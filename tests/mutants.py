@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from codegen.model import CONSTRAINT_LETTER, Spec
-from codegen.render import f_sz, worker_functions
+from codegen.render import f_sz, gate_lines, setup_conditions, worker_functions
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,13 @@ def enable_catalogue(spec: Spec) -> list[Mutant]:
     w = {x.kind: x for x in k.sweep.workers}
     kt, dw = w["kthread"], w["delayed-work"]
     fk, fd = worker_functions(kt), worker_functions(dw)
-    gate = f"\tif (!{e.check}({insn.cpuid.feature}))\n\t\treturn 0;\n\n"
+    conditions = setup_conditions(spec)  # the feature first, then each prerequisite
+
+    def gate_of(kept: list[str]) -> str:
+        return "".join(line + "\n" for line in gate_lines(kept))
+
+    gate = gate_of(conditions)
+    prerequisites = gate_of(conditions[1:])  # the gate without the feature
     region = f_sz(insn.table.region_size)
     value = f"ALIGN_DOWN(PFN_PHYS(min_low_pfn), {region}) | {msr.enable.name}"
     write = f"\t{h}_write_msr({value});\n"
@@ -126,8 +132,8 @@ def enable_catalogue(spec: Spec) -> list[Mutant]:
     lock = f"\tguard(mutex)(&{e.mutex});\n"
     M = Mutant
     return [
-        M("no feature gate", "sweeps", gate, "", "compare"),
-        M("the feature gate after the first RMPOPT (in the pass)", "delayed-work", gate, "",
+        M("no feature gate", "sweeps", gate, prerequisites, "compare"),
+        M("the feature gate after the first RMPOPT (in the pass)", "delayed-work", gate, prerequisites,
           "compare", ((f"\t\t{h}(pa);\n\t\tcond_resched();",
                        f"\t\t{h}(pa);\n\t\tif (!{e.check}({insn.cpuid.feature}))\n\t\t\tbreak;"
                        "\n\t\tcond_resched();"),)),
@@ -166,6 +172,23 @@ def enable_catalogue(spec: Spec) -> list[Mutant]:
         M("a request after teardown still queues work", "delayed-work",
           f"\t{dw.workqueue} = NULL;\n", "", "compare"),
         M("the MSRs not cleared at teardown", "sweeps", f"\t{h}_write_msr(0);\n", "", "compare"),
+        # caught only by a teardown that arrives while a pass runs: the pass faults
+        M("the MSRs cleared before the kthread is stopped", "kthread",
+          f"\tkthread_stop({kt.name}_task);\n\t{kt.name}_task = NULL;\n\t{h}_write_msr(0);\n",
+          f"\t{h}_write_msr(0);\n\tkthread_stop({kt.name}_task);\n\t{kt.name}_task = NULL;\n",
+          "compare"),
+        M("the MSRs cleared before the work is cancelled", "delayed-work",
+          f"\tcancel_delayed_work_sync(&{dw.name});\n", f"\t{h}_write_msr(0);\n"
+          f"\tcancel_delayed_work_sync(&{dw.name});\n", "compare",
+          ((f"\t{dw.workqueue} = NULL;\n\t{h}_write_msr(0);\n", f"\t{dw.workqueue} = NULL;\n"),)),
+    ] + [
+        M(f"prerequisite check missing: {p.name}", "sweeps", gate,
+          gate_of([c for c in conditions if c != f"{p.check}({p.argument})"]), "compare")
+        for p in e.requires
+    ] + [
+        M(f"the prerequisite check asks for another attribute: {p.name}", "sweeps",
+          f"!{p.check}({p.argument})", f"!{p.check}({p.argument}_X)", "compare")
+        for p in e.requires
     ] + ([
         M("the cap not logged at setup", "sweeps", f"\t{k.sweep.pass_name}_log_cap();\n", "", "build"),
     ] if k.sweep.cap_log == "at-setup" else [])  # fmt: skip

@@ -8,6 +8,7 @@ linux-source-6.1 and linux-headers-amd64 and extracts what these tests read into
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from codegen.kernelapi import detect
+from codegen.model import PREREQUISITE_CHECKS
 from codegen.render import c_parameter, include_split, outputs, raw_shape, render_spec
 from codegen.spec import load
 from codegen.toolchain import find_clang, find_gcc
@@ -70,6 +72,43 @@ def test_checkpatch_catches_a_style_break(tmp_path):
     assert "ERROR: code indent should use tabs" in report
 
 
+KERNEL_DOC = KERNEL / "src-6.12" / "scripts" / "kernel-doc"  # 6.1's has no -Wall
+needs_kernel_doc = pytest.mark.skipif(not KERNEL_DOC.exists(), reason=f"no kernel-doc: {_status()}")
+
+
+def kernel_doc(path: Path, *args: str) -> str:
+    proc = subprocess.run(["perl", str(KERNEL_DOC), *args, str(path)], capture_output=True, text=True)
+    return proc.stdout + proc.stderr.replace("Warning: Sphinx version not found. Using default "
+                                             "(Sphinx version 1.2.0)\n", "")  # fmt: skip
+
+
+@needs_kernel_doc
+@pytest.mark.parametrize("out", [o for o in outputs(SPEC) if o.worker is not None],
+                         ids=lambda o: o.worker.kind)  # fmt: skip
+def test_the_exported_functions_have_clean_kernel_doc(out, tmp_path):
+    path = tmp_path / Path(out.path).name
+    path.write_text(render_spec(SPEC)[out.path])
+    assert kernel_doc(path, "-none", "-Wall") == ""
+    w = out.worker
+    for name in (w.setup, w.trigger, w.teardown):
+        doc = kernel_doc(path, "-rst", "-function", name)
+        assert "c:function:: " in doc and f" {name} (void)" in doc, doc
+        assert "**Context**" in doc, doc
+    assert "**Return**" in kernel_doc(path, "-rst", "-function", w.setup)
+
+
+@needs_kernel_doc
+def test_kernel_doc_catches_an_undocumented_return(tmp_path):
+    out = next(o for o in outputs(SPEC) if o.worker is not None)
+    path = tmp_path / Path(out.path).name
+    text = render_spec(SPEC)[out.path]
+    at = text.index(" * Return: ")
+    path.write_text(text[:at] + text[text.index(" */\nint ", at):])
+    assert "No description found for return value" in kernel_doc(path, "-none", "-Wall")
+    path.write_text(text.replace("/**\n * " + out.worker.trigger + "()", "/*\n * " + out.worker.trigger + "()"))
+    assert "not found" in kernel_doc(path, "-rst", "-function", out.worker.trigger)
+
+
 def _tree_include_dirs() -> list[Path]:
     """The kbuild tree's header directories (Debian splits them into -amd64 and -common)."""
     kdir = _kdir()
@@ -84,9 +123,27 @@ def _splice(real: str, fragment: str) -> str:
     return real[:at] + fragment + "\n" + real[at:]
 
 
+def _with_constant(real: str, prefix: str, constant: str) -> str:
+    """The real header with ``constant`` added after the last enum constant named ``prefix*``."""
+    at = real.rfind("\n\t" + prefix)
+    assert at >= 0, f"no {prefix} constant"
+    end = real.index("\n", at + 1)
+    return real[:end] + f"\n\t{constant}," + real[end:]
+
+
 def _overlay(files: dict[str, str], work: Path) -> Path:
-    """Copies of the tree's real headers, each with its generated fragment spliced in."""
+    """Copies of the tree's real headers, each with its generated fragment spliced in.
+
+    A prerequisite's constant that the tree's header lacks is added to its enum: 6.1 has no
+    CC_ATTR_HOST_SEV_SNP (the SNP host series adds it in 6.8), and RMPOPT needs that series.
+    """
     overlay = work / "overlay"
+    for p in SPEC.kernel.enable.requires:
+        name, prefix = PREREQUISITE_CHECKS[p.check]
+        real = next(d / name for d in _tree_include_dirs() if (d / name).is_file()).read_text()
+        if not re.search(rf"\b{p.argument}\b", real):
+            (overlay / name).parent.mkdir(parents=True, exist_ok=True)
+            (overlay / name).write_text(_with_constant(real, prefix, p.argument))
     for out in outputs(SPEC):
         if not out.destination.endswith(".h"):
             continue

@@ -479,6 +479,34 @@ def test_without_the_feature_nothing_is_written_and_nothing_runs(rmpopt, t):
         assert _trace(rmpopt, m, actions, kind) == []
 
 
+def test_without_a_prerequisite_nothing_is_written_and_nothing_runs(rmpopt, t):
+    (snp,) = rmpopt.kernel.enable.requires
+    m = Machine(0, (2 * t.region_size) >> 12, cores=2)
+    for kind in ("kthread", "delayed-work"):
+        actions = ["setup", "run", "a:0", "trigger", "a:20000", "run", "teardown"]
+        assert _trace(rmpopt, m, actions, kind)  # the machine with it sweeps
+        without = dataclasses.replace(m, without=frozenset({snp.name}))
+        assert _trace(rmpopt, without, actions, kind) == []
+
+
+def test_a_prerequisite_the_spec_does_not_list_changes_nothing(rmpopt, t):
+    m = Machine(0, (2 * t.region_size) >> 12, cores=2)
+    other = dataclasses.replace(m, without=frozenset({"tdx-host"}))
+    assert _trace(rmpopt, other, ["setup", "a:0", "teardown"]) == _trace(rmpopt, m, ["setup", "a:0", "teardown"])
+
+
+def test_kgen_sweep_without_a_prerequisite_writes_and_runs_nothing(run_kgen):
+    args = ["sweep", str(RMPOPT_YAML), "--memory", "4G", "--cores", "2"]
+    without = run_kgen(*args, "--json", "--without", "snp-host")
+    assert without.exit_code == 0
+    assert {json.loads(line)["kind"] for line in without.output.splitlines()} == {"table"}
+    summary = run_kgen(*args, "--without", "snp-host")
+    assert "snp-host absent (cc_platform_has(CC_ATTR_HOST_SEV_SNP) is false)" in summary.output
+    unknown = run_kgen(*args, "--without", "snp-hots")
+    assert unknown.exit_code == 2 and "'snp-hots' is not a prerequisite" in unknown.output
+    assert "(it lists: snp-host)" in unknown.output
+
+
 def test_an_execution_on_a_core_whose_msr_is_clear_is_a_fault_not_a_result(rmpopt, t):
     m = Machine(0, (2 * t.region_size) >> 12, cores=2)
     hw = mirror.hardware_for(rmpopt, m, enabled=False)
@@ -506,6 +534,30 @@ def test_requests_outside_setup_and_teardown_do_nothing(rmpopt, t, kind):
     # set up again after teardown: the MSRs are written again and a pass runs
     again = _trace(rmpopt, m, ["setup", go, "teardown", "setup", go, "teardown"], kind)
     assert again == once + once
+
+
+@pytest.mark.parametrize("kind", ["kthread", "delayed-work"])
+@pytest.mark.parametrize("at", [1, 2, 3, 4])
+def test_a_teardown_during_a_pass_waits_for_it(rmpopt, t, kind, at):
+    """kthread_stop() and cancel_delayed_work_sync() wait for the running pass: it ends on
+    enabled MSRs, then teardown clears them; a request after it does nothing."""
+    m = Machine(0, (2 * t.region_size) >> 12, cores=2)  # 2 regions: 4 cond_resched() calls
+    go = "run" if kind == "kthread" else "a:0"
+    later = "run" if kind == "kthread" else "a:20000"
+    after = _trace(rmpopt, m, ["setup", go, "teardown"], kind)
+    during = _trace(rmpopt, m, ["setup", f"teardown-at:{at}", go, "trigger", later, "teardown"], kind)
+    assert during == after
+    kinds = [e.kind for e in during]
+    assert kinds[-2:] == ["wrmsr", "wrmsr"] and "fault" not in kinds
+    assert [e.value for e in during if e.kind == "wrmsr"] == [1, 1, 0, 0]
+
+
+def test_a_teardown_armed_beyond_the_pass_waits_for_the_next_one(rmpopt, t):
+    m = Machine(0, (2 * t.region_size) >> 12, cores=2)
+    trace = _trace(rmpopt, m, ["setup", "teardown-at:6", "run", "trigger", "run", "trigger", "run"],
+                   "kthread")
+    assert sum(e.kind == "resched" for e in trace) == 8  # two passes, then no third
+    assert [e.kind for e in trace][-2:] == ["wrmsr", "wrmsr"]
 
 
 def test_kgen_sweep_without_the_feature_writes_and_runs_nothing(run_kgen):

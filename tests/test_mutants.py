@@ -39,7 +39,8 @@ def test_the_catalogue_covers_the_issue_list():
                    "never sleeps", "no feature gate", "gate after the first RMPOPT",
                    "every SMT sibling", "base not aligned", "wrong enable bit",
                    "allocated after the WRMSRs", "without the mutex", "lock never released",
-                   "after teardown still queues", "not cleared"):  # fmt: skip
+                   "after teardown still queues", "not cleared", "prerequisite check missing",
+                   "cleared before the kthread is stopped", "cleared before the work is cancelled"):  # fmt: skip
         assert defect in names, defect
 
 

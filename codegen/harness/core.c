@@ -6,6 +6,10 @@
  *
  * Input: one line per case, whitespace-separated key=value tokens (see
  * codegen/compare.py, which writes them), preceded once by a "spec" line.
+ * A case's actions=: setup, trigger, teardown (the worker's entry points), run (a
+ * woken kthread runs until it sleeps), a:MS (time passes), teardown-at:N (teardown
+ * arrives from another CPU at the Nth cond_resched() from then on), h:CPU:PA and
+ * r:CPU:ARGS (helper calls).
  * Output: one event per line, ending with "E <case id>":
  *
  *	L <ms> <text>			pr_info(), at simulated time <ms>
@@ -168,6 +172,11 @@ static u64 msr_number, msr_base_mask, feature_bit;
 static int msr_enable_bit;
 static bool msr_per_core;
 static char fault_name[8] = "UD";
+/* the prerequisites setup checks (prereqs=NAME,NAME: the checks' arguments) */
+#define MAX_PREREQS	8
+#define PREREQ_LEN	64
+static char prereq[MAX_PREREQS][PREREQ_LEN];
+static int nprereqs;
 
 /* --- the machine (once per case) ----------------------------------------- */
 
@@ -180,6 +189,7 @@ static unsigned int cur_cpu;
 static int migrate_depth, in_ipi;
 static unsigned long now;	/* simulated time in jiffies, HZ = 1000 */
 static bool m_feature;		/* the CPUs have the instruction */
+static bool m_absent[MAX_PREREQS];	/* "absent=NAME,...": prerequisites the machine lacks */
 static u64 table_base;		/* the RMPOPT_BASE the CPUs' tables start at */
 static u64 msr_val[NR_CPUS];	/* per core (or per CPU): the enabling MSR */
 static int mutexes_held, hotplug_depth;
@@ -257,6 +267,33 @@ bool kshim_cpu_feature_enabled(unsigned int bit)
 	if (bit != feature_bit)
 		kgen_abort_case("cpu_feature_enabled() asks for another feature bit than the spec's");
 	return m_feature;
+}
+
+/* The index of the prerequisite named by the @len bytes at @s, or -1. */
+static int find_prereq(const char *s, int len)
+{
+	for (int i = 0; i < nprereqs; i++) {
+		int j = 0;
+
+		while (j < len && prereq[i][j] && prereq[i][j] == s[j])
+			j++;
+		if (j == len && !prereq[i][j])
+			return i;
+	}
+	return -1;
+}
+
+bool kshim_cc_platform_has(const char *attr)
+{
+	int len = 0, i;
+
+	step();
+	while (attr[len])
+		len++;
+	i = find_prereq(attr, len);
+	if (i < 0)
+		kgen_abort_case("cc_platform_has() asks for an attribute the spec does not list");
+	return !m_absent[i];
 }
 
 static int in_work;	/* a kthread or a work item runs: not an entry point */
@@ -346,14 +383,19 @@ void kshim_lockdep_assert_held(struct mutex *lock)
 		kgen_abort_case("lockdep_assert_held(): the mutex is not held");
 }
 
+static unsigned long teardown_at;	/* "teardown-at:N": cond_resched() calls until it arrives */
+static void teardown_arrives(void);
+
 void kshim_cond_resched(void)
 {
 	event_begin('S');
-	if (!room(24))
-		return;
-	*op++ = ' ';
-	put_dec(cur_cpu);
-	*op++ = '\n';
+	if (room(24)) {
+		*op++ = ' ';
+		put_dec(cur_cpu);
+		*op++ = '\n';
+	}
+	if (teardown_at && !--teardown_at)
+		teardown_arrives();
 }
 
 void on_each_cpu_mask(const struct cpumask *mask, smp_call_func_t func, void *info,
@@ -760,6 +802,119 @@ struct task_struct *kshim_kthread_run(int (*threadfn)(void *data), void *data, c
 	return task;
 }
 
+/*
+ * --- a teardown from another CPU, arriving while a pass runs ----------------
+ *
+ * "teardown-at:N" arms it: at the Nth cond_resched() from then on, the worker's
+ * teardown entry point starts on a stack of its own, as another CPU would call it.
+ * It runs until it has to wait for the running worker (kthread_stop() for the thread,
+ * cancel_delayed_work_sync() for the work item); the worker then goes on, and when it is
+ * done (the thread exits or sleeps, the work function returns) the teardown resumes and
+ * finishes.  Each side has its own CPU state (locks held, migration, current task).
+ */
+#define TC_STACK	(64 * 1024)
+
+enum { TC_IDLE, TC_RUNNING, TC_WAITING, TC_DONE };
+
+struct cpu_ctx {
+	int migrate_depth, in_ipi, in_work, hotplug_depth;
+	unsigned int cur_cpu;
+	struct task_struct *current_task;
+	bool in_caller;
+};
+
+static const struct kgen_form *cur_form;
+static int tc_state;
+static bool in_caller;		/* this code runs in the arriving teardown */
+static void *tc_sp, *tc_back;	/* its stack; where it returns when it waits or ends */
+static const void *tc_waits_for;	/* the task or work it waits for */
+static struct task_struct *tc_interrupted;	/* the kthread it arrived in, or NULL */
+static struct cpu_ctx caller_ctx;
+static unsigned char tc_stack[TC_STACK] __attribute__((aligned(16)));
+
+static void ctx_save(struct cpu_ctx *c)
+{
+	*c = (struct cpu_ctx){ migrate_depth, in_ipi, in_work, hotplug_depth, cur_cpu,
+			       current_task, in_caller };
+}
+
+static void ctx_load(const struct cpu_ctx *c)
+{
+	migrate_depth = c->migrate_depth;
+	in_ipi = c->in_ipi;
+	in_work = c->in_work;
+	hotplug_depth = c->hotplug_depth;
+	cur_cpu = c->cur_cpu;
+	current_task = c->current_task;
+	in_caller = c->in_caller;
+}
+
+static void tc_trampoline(void)
+{
+	cur_form->entry(2);
+	tc_state = TC_DONE;
+	kgen_switch(&tc_sp, tc_back);
+	kgen_abort_case("a finished teardown ran again");
+}
+
+/* Run the teardown until it waits or ends, then come back here with this side's state. */
+static void tc_enter(void)
+{
+	struct cpu_ctx here;
+
+	ctx_save(&here);
+	ctx_load(&caller_ctx);
+	kgen_switch(&tc_back, tc_sp);
+	ctx_save(&caller_ctx);
+	ctx_load(&here);
+	if (tc_state != TC_DONE)
+		return;
+	tc_state = TC_IDLE;
+	if (caller_ctx.hotplug_depth)
+		kgen_abort_case("cpus_read_lock() still held when teardown returns");
+	if (mutexes_held)
+		kgen_abort_case("a mutex is still held when setup, a request or teardown returns");
+}
+
+static void teardown_arrives(void)
+{
+	u64 *sp = (u64 *)(tc_stack + TC_STACK);
+
+	if (!cur_form)
+		kgen_abort_case("a worker action in a case without a worker form");
+	if (tc_state != TC_IDLE)
+		kgen_abort_case("a teardown arrives while another one runs");
+	*--sp = 0;				/* the trampoline's return address */
+	*--sp = (u64)(unsigned long)tc_trampoline;
+	for (int i = 0; i < 6; i++)
+		*--sp = 0;			/* rbp rbx r12 r13 r14 r15 */
+	tc_sp = sp;
+	tc_interrupted = current_task;
+	tc_waits_for = NULL;
+	caller_ctx = (struct cpu_ctx){ .cur_cpu = cur_cpu, .in_caller = true };
+	tc_state = TC_RUNNING;
+	tc_enter();
+}
+
+/* In the teardown: wait until @what, the kthread or work item that runs, is done. */
+static void tc_wait(const void *what)
+{
+	tc_state = TC_WAITING;
+	tc_waits_for = what;
+	kgen_switch(&tc_sp, tc_back);
+}
+
+/* @what is done: a teardown waiting for it goes on. */
+static void tc_resume(const void *what)
+{
+	if (tc_state != TC_WAITING || tc_waits_for != what)
+		return;
+	tc_state = TC_RUNNING;
+	tc_enter();
+	if (tc_state == TC_WAITING)
+		kgen_abort_case("teardown waits again for a worker that is done");
+}
+
 static void run_until_idle(void)
 {
 	while (kt.exists && kt.runnable && !kt.exited) {
@@ -768,6 +923,7 @@ static void run_until_idle(void)
 		kgen_switch(&main_sp, kt.sp);
 		in_work--;
 		current_task = NULL;
+		tc_resume(&kt);
 	}
 }
 
@@ -797,7 +953,10 @@ int kthread_stop(struct task_struct *task)
 	need_mutex("kthread_stop() without the mutex: teardown races with setup");
 	task->should_stop = true;
 	wake_up_process(task);
-	run_until_idle();
+	if (in_caller && task == tc_interrupted)
+		tc_wait(task);	/* the thread is in a pass: it sees the stop after it */
+	else
+		run_until_idle();
 	if (!task->exited)
 		kgen_abort_case("kthread_stop(): the thread went back to sleep without exiting");
 	return task->ret;
@@ -866,12 +1025,16 @@ bool mod_delayed_work(struct workqueue_struct *wq, struct delayed_work *dwork,
 	return was;
 }
 
+static struct delayed_work *running_work;	/* the work item whose function runs */
+
 bool cancel_delayed_work_sync(struct delayed_work *dwork)
 {
 	bool was = dwork->pending;
 
 	need_mutex("cancel_delayed_work_sync() without the mutex");
 	dwork->pending = false;
+	if (in_caller && running_work == dwork)
+		tc_wait(dwork);	/* it runs: wait until it returns */
 	return was;
 }
 
@@ -901,8 +1064,11 @@ static void advance(unsigned long ms)
 			now = next->expires;
 		next->pending = false;
 		in_work++;
+		running_work = next;
 		next->work.func(&next->work);
+		running_work = NULL;
 		in_work--;
+		tc_resume(next);
 	}
 	now = target;
 }
@@ -982,6 +1148,7 @@ static void parse_spec(struct cursor *c)
 	msr_per_core = false;
 	feature_bit = ~0ULL;
 	nin = nrc = nretry = 0;
+	nprereqs = 0;
 	ptr_reg = 0;
 	flag_mask = 0;
 	while (token(c, &k, &kl, &v, &vl)) {
@@ -1009,6 +1176,17 @@ static void parse_spec(struct cursor *c)
 			for (int i = 0; i < vl && i < (int)sizeof(fault_name) - 1; i++)
 				fault_name[i] = v[i];
 			fault_name[vl < (int)sizeof(fault_name) - 1 ? vl : (int)sizeof(fault_name) - 1] = 0;
+		} else if (is(k, kl, "prereqs")) {
+			while (p < end && nprereqs < MAX_PREREQS) {
+				int n = 0;
+
+				while (p < end && *p != ',' && n < PREREQ_LEN - 1)
+					prereq[nprereqs][n++] = *p++;
+				prereq[nprereqs++][n] = 0;
+				while (p < end && *p != ',')
+					p++;
+				p++;
+			}
 		} else if (is(k, kl, "entries")) {
 			region_entries = num(v, vl);
 		} else if (is(k, kl, "model")) {
@@ -1077,6 +1255,8 @@ static void reset_case(void)
 	nworks = 0;
 	events = budget = steps = 0;
 	m_feature = true;
+	for (int i = 0; i < MAX_PREREQS; i++)
+		m_absent[i] = false;
 	for (int i = 0; i < NR_CPUS; i++)
 		msr_val[i] = 0;
 	for (int i = 0; i < mutexes_held; i++)
@@ -1087,6 +1267,11 @@ static void reset_case(void)
 	streak = last_rax = 0;
 	m_nomem = 0;
 	m_stuck = false;
+	teardown_at = 0;
+	tc_state = TC_IDLE;
+	in_caller = false;
+	tc_interrupted = NULL;
+	running_work = NULL;
 }
 
 static const struct kgen_form *find_form(const char *s, int len)
@@ -1101,7 +1286,13 @@ static void run_action(const struct kgen_form *form, const char *a, const char *
 {
 	const char *p;
 
-	if (is(a, (int)(end - a), "setup") || is(a, (int)(end - a), "trigger") ||
+	cur_form = form;
+	if (end - a > 12 && is(a, 12, "teardown-at:")) {
+		if (!form)
+			kgen_abort_case("a worker action in a case without a worker form");
+		p = a + 12;
+		teardown_at = (unsigned long)number(&p, end);
+	} else if (is(a, (int)(end - a), "setup") || is(a, (int)(end - a), "trigger") ||
 	    is(a, (int)(end - a), "teardown")) {
 		if (!form)
 			kgen_abort_case("a worker action in a case without a worker form");
@@ -1112,11 +1303,15 @@ static void run_action(const struct kgen_form *form, const char *a, const char *
 			kgen_abort_case("cpus_read_lock() still held when setup, a request or teardown returns");
 	} else if (is(a, (int)(end - a), "run")) {
 		run_until_idle();
+		if (tc_state != TC_IDLE)
+			kgen_abort_case("teardown still waits when the worker sleeps");
 		if (hotplug_depth || mutexes_held)
 			kgen_abort_case("a lock is still held when the worker sleeps");
 	} else if (a[0] == 'a' && a[1] == ':') {
 		p = a + 2;
 		advance(number(&p, end));
+		if (tc_state != TC_IDLE)
+			kgen_abort_case("teardown still waits when the work item returns");
 		if (hotplug_depth || mutexes_held)
 			kgen_abort_case("a lock is still held when the work item returns");
 	} else if ((a[0] == 'h' || a[0] == 'r') && a[1] == ':') {
@@ -1174,6 +1369,21 @@ static void run_case(struct cursor *c)
 			table_base = num(v, vl);
 		} else if (is(k, kl, "feature")) {
 			m_feature = num(v, vl) != 0;
+		} else if (is(k, kl, "absent")) {
+			while (p < end) {
+				const char *name = p;
+				int i;
+
+				while (p < end && *p != ',')
+					p++;
+				i = find_prereq(name, (int)(p - name));
+				if (i < 0) {
+					out_str("B absent= names no prerequisite of the spec\n");
+					goto end;
+				}
+				m_absent[i] = true;
+				p++;
+			}
 		} else if (is(k, kl, "nomem")) {
 			m_nomem = (unsigned int)num(v, vl);
 		} else if (is(k, kl, "stuck")) {

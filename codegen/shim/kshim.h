@@ -201,6 +201,14 @@ unsigned int cpumask_first_and(const struct cpumask *a, const struct cpumask *b)
 bool kshim_cpu_feature_enabled(unsigned int bit);
 #define cpu_feature_enabled(bit)	kshim_cpu_feature_enabled(bit)
 
+/*
+ * <linux/cc_platform.h>: answers from the case's machine.  The attribute is passed by name,
+ * so any of the kernel's enum cc_attr constants compiles; the harness answers only those the
+ * spec lists as prerequisites.
+ */
+bool kshim_cc_platform_has(const char *attr);
+#define cc_platform_has(attr)		kshim_cc_platform_has(#attr)
+
 /* <asm/msr.h>: recorded as "M cpu msr value"; both spellings */
 int wrmsrq_on_cpu(unsigned int cpu, u32 msr_no, u64 q);
 int wrmsrl_on_cpu(unsigned int cpu, u32 msr_no, u64 q);

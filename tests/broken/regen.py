@@ -409,6 +409,28 @@ DEFECTS: list[tuple[str, str, str, str, str]] = [
      "    arguments: [{name: pfn, input: base_pa}, {name: mode, input: mode}, {name: desc, input: desc}]\n"
      "    failure: «EFROB\n",
      "'EFROB' is not an errno kgen knows (EAGAIN, EBUSY, EFAULT, EINVAL, EIO, ENODEV, ENOENT, ENOMEM, ENOSPC, EPERM)"),
+    # kernel.enable.requires: a prerequisite is a known check and one of its constants, no C
+    ("prereq-check-unknown", "a prerequisite checked by a function kgen does not know",
+     "    msr_on_teardown: clear\n", "    msr_on_teardown: clear\n    requires:\n      - {name: snp-host, check: «system, argument: CC_ATTR_HOST_SEV_SNP}\n",
+     "expected one of 'cc_platform_has', got a string 'system'"),
+    ("prereq-argument-c-text", "a prerequisite's argument is C text, not a constant",
+     "    msr_on_teardown: clear\n", "    msr_on_teardown: clear\n    requires:\n      - {name: snp-host, check: cc_platform_has,\n         argument: «\"CC_ATTR_HOST_SEV_SNP) || (1\"}\n",
+     "'CC_ATTR_HOST_SEV_SNP) || (1' is not a C identifier"),
+    ("prereq-argument-other-enum", "a prerequisite's argument is not one of its check's constants",
+     "    msr_on_teardown: clear\n", "    msr_on_teardown: clear\n    requires:\n      - {name: snp-host, check: cc_platform_has, argument: «X86_FEATURE_FROB}\n",
+     "'X86_FEATURE_FROB' is not an argument of cc_platform_has(): its constants start with CC_ATTR_"),
+    ("prereq-name-not-a-word", "a prerequisite's name is not a word a user can type",
+     "    msr_on_teardown: clear\n", "    msr_on_teardown: clear\n    requires:\n      - {name: «SNP host, check: cc_platform_has, argument: CC_ATTR_HOST_SEV_SNP}\n",
+     "'SNP host' is not a name: a lower-case letter, then lower-case letters, digits and '-', at most 32 in all"),
+    ("prereq-name-repeats", "two prerequisites have one name",
+     "    msr_on_teardown: clear\n", "    msr_on_teardown: clear\n    requires:\n      - {name: snp-host, check: cc_platform_has, argument: CC_ATTR_HOST_SEV_SNP}\n      - {name: «snp-host, check: cc_platform_has, argument: CC_ATTR_HOST_MEM_ENCRYPT}\n",
+     "prerequisite name 'snp-host' repeats (first at line {line:name: snp-host})"),
+    ("prereq-argument-missing", "a prerequisite without its argument",
+     "    msr_on_teardown: clear\n", "    msr_on_teardown: clear\n    requires:\n      - «{name: snp-host, check: cc_platform_has}\n",
+     "missing required key 'argument' in Prerequisite"),
+    ("prereq-header-given", "a prerequisite names its header (kgen knows the check's header)",
+     "    msr_on_teardown: clear\n", "    msr_on_teardown: clear\n    requires:\n      - {name: snp-host, check: cc_platform_has, argument: CC_ATTR_HOST_SEV_SNP,\n         «header: linux/cc_platform.h}\n",
+     "unknown key 'header'; Prerequisite has: name, check, argument"),
 ]
 # Defects whose expected text is not a single replacement.
 SPECIAL = {
