@@ -572,20 +572,32 @@ def render(specs: tuple[str, ...], out: Path, prune: bool) -> None:
             sys.exit(1)
 
 
+tree_option = click.option(
+    "--tree", "tree_dir", metavar="DIR", type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="A Linux kernel tree (a git repository or a plain tree).")
+
+
 @main.command()
 @click.argument("specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value))
 @out_option
-def check(specs: tuple[str, ...], out: Path) -> None:
+@tree_option
+def check(specs: tuple[str, ...], out: Path, tree_dir: Path | None) -> None:
     """Exit 1 with a unified diff when the output directory differs from a fresh render.
 
     Never writes.  Compares the exact bytes of each file a render writes (a
     copy with CRLF line endings is out of date), never follows a link or
     opens anything but a regular file, and lists generated files that no
     spec renders any more.  Run `kgen render` to bring the files up to date.
+    With --tree DIR, checks the generated parts of that kernel tree instead.
     """
     from .outtree import drift
 
     loaded = load_specs(specs)
+    if tree_dir is not None:
+        from . import treecmd
+
+        treecmd.check(loaded, tree_dir)
+        return
     found = drift(render_specs(loaded), out, render_scope(specs, loaded))
     for problem in found.problems:
         click.echo(str(problem), err=True)
@@ -1127,6 +1139,51 @@ def _doctor_engines() -> None:
             continue
         choice = choose_engine("auto", spec, cpu)
         click.echo(f"engine {shown_path(spec.path)} (auto): {choice.engine}: {choice.reason}")
+
+
+@main.command()
+@click.argument("specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value))
+@click.option("--tree", "tree_dir", metavar="DIR", required=True,
+              type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="The Linux kernel tree to change (a git repository or a plain tree).")
+@click.option("--force", is_flag=True, help="Overwrite generated parts edited since kgen wrote them.")
+@interruptible
+def apply(specs: tuple[str, ...], tree_dir: Path, force: bool) -> None:
+    """Write the generated code into a kernel tree, in place.
+
+    Finds each generated part by name (function, #define, enum, include, table
+    entry, call) and leaves it as a fresh render says: a second run changes
+    nothing.  Writes all files or none; a file or function that is not where
+    kgen looks, or a part edited since kgen wrote it (in a git tree), is an
+    error and nothing is written.
+    """
+    from . import treecmd
+
+    treecmd.apply(load_specs(specs), tree_dir, force)
+
+
+@main.command()
+@click.argument("specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value))
+@click.option("--tree", "tree_dir", metavar="DIR", required=True,
+              type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="The Linux kernel tree the series applies to.")
+@click.option("-o", "--output-directory", "out", metavar="OUTDIR", default=Path("patches"),
+              show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where the numbered patch files go.")
+@click.option("-s", "--signoff", is_flag=True,
+              help="Add Signed-off-by with your git identity, as git format-patch -s does.")
+@interruptible
+def patch(specs: tuple[str, ...], tree_dir: Path, out: Path, signoff: bool) -> None:
+    """Write a git format-patch series that brings the generated code into a kernel tree.
+
+    One patch a step, in the order a maintainer reviews it (feature bit, MSR,
+    helpers, setup, trigger, callers; then each sibling helper), and a cover
+    letter naming the kgen version and each spec's hash.  Never touches the
+    tree; `git am OUTDIR/*.patch` applies the series there.
+    """
+    from . import treecmd
+
+    treecmd.patch(load_specs(specs), tree_dir, out, signoff)
 
 
 @main.command()

@@ -375,10 +375,7 @@ def statements(text: str, start: int, end: int, masked: str | None = None) -> li
                 pending = None
             i += 1
             continue
-        if c in " \t\r\f\v":
-            i += 1
-            continue
-        if c == " " or text[i] in "/#":
+        if text[i] in "/#":
             if text.startswith("/*", i) or text.startswith("//", i):
                 if pending is None and text[_line_start(text, i) : i].strip() == "":
                     pending = _line_start(text, i)
@@ -388,7 +385,7 @@ def statements(text: str, start: int, end: int, masked: str | None = None) -> li
                 i = _pp_end(text, i) + 1
                 pending = None
                 continue
-        if masked[i] == " ":  # inside a literal that started earlier: cannot happen at statement start
+        if c in " \t\r\f\v":
             i += 1
             continue
         word = IDENT.match(masked, i)

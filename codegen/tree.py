@@ -295,7 +295,7 @@ class FeatureBit(Op):
             return text
         word, bit = self.slot(text, tree)
         value = f"({word:2d}*32+{bit:2d})"
-        column = _value_column(text, r"#define\s+X86_FEATURE_\w+\s+\(")
+        column = _value_column(text, r"^#define[ \t]+X86_FEATURE_\w+[ \t]+\(")
         line = f"#define {self.name}"
         line += _tabs_to(len(line), column) + f"{value} /* {self.comment} */\n"
         # after the highest bit below ours in the same word
@@ -335,14 +335,18 @@ def _scattered_word(word: int, cpufeatures: str, scattered: str) -> bool:
     return any(re.search(rf"\{{\s*{n}\s*,", scattered) for n in names)
 
 
+def _column(text: str) -> int:
+    col = 0
+    for c in text:
+        col = (col // 8 + 1) * 8 if c == "\t" else col + 1
+    return col
+
+
 def _value_column(text: str, pattern: str) -> int:
+    """The column where most lines matching ``pattern`` (which ends at the value) put it."""
     cols: dict[int, int] = {}
-    for m in re.finditer(pattern, text):
-        line = m.group()[:-1] if m.group().endswith("(") else m.group()
-        col = 0
-        for c in line.rstrip():
-            col = (col // 8 + 1) * 8 if c == "\t" else col + 1
-        col = (col // 8 + 1) * 8 if line[len(line.rstrip()):].count("\t") else col + 1
+    for m in re.finditer(pattern, text, re.M):
+        col = _column(m.group()[:-1])
         cols[col] = cols.get(col, 0) + 1
     return max(cols, key=cols.get) if cols else 40
 
@@ -364,7 +368,7 @@ class ScatteredEntry(Op):
     def apply(self, text: str, tree: KernelTree) -> str:
         c = self.patch.spec.instruction.cpuid
         entry = f"\t{{ {self.name},"
-        entry += _tabs_to(8 + len(entry) - 1, 40)
+        entry += _tabs_to(_column(entry), _value_column(text, r"^\t\{ X86_FEATURE_\w+,[ \t]+C"))
         entry += f"CPUID_{c.register.upper()}, {c.bit:2d}, {c.leaf:#010x}, {c.subleaf or 0} }},\n"
         lines = text.splitlines(keepends=True)
         start = next((n for n, line in enumerate(lines) if re.search(r"\bcpuid_bits\s*\[\]\s*=", line)), None)
@@ -447,12 +451,10 @@ class Call(Op):
         s = hits[0]
         line = _indent(text, s.code) + self.call + "\n"
         end = s.end
-        return text[:end] + "\n" + line + text[end:] if _blank_after(text, end) else text[:end] + line + text[end:]
-
-
-def _blank_after(text: str, at: int) -> bool:
-    """The statement ends a paragraph: keep the new call in a paragraph of its own."""
-    return text.startswith("\n", at)
+        # after a paragraph or a compound statement, the call stands in a paragraph of its own
+        if text.startswith("\n", end) or s.keyword in ("if", "for", "while", "do", "switch"):
+            return text[:end] + "\n" + line + text[end:]
+        return text[:end] + line + text[end:]
 
 
 def _function_statements(op: Op, text: str, tree: KernelTree, name: str):
@@ -589,7 +591,7 @@ def _fragment_items(text: str) -> tuple[list[str], list[tuple[ctext.Item, bool]]
             prev_end = item.end
             continue
         gap = "\n\n" in text[prev_end - 1 : item.start + 1] or text[prev_end : item.start].strip() == "" and text.count("\n", prev_end, item.start) > 0
-        body.append((item, gap))
+        body.append((item, gap or not body))
         prev_end = item.end
     return includes, body, text
 
@@ -617,8 +619,9 @@ def _upserts(patch_of: Callable[[ctext.Item], Patch], path: str, text: str,
             pending_block.append((item, gap))
             continue
         what = _what(item)
-        # a new function goes after a function (or at the default place), not among #defines
-        chain = tuple(a for a in after if item.kind != "function" or a[0] == "function")
+        # a new function does not go among #defines the tree may have elsewhere (a header's
+        # return codes): it follows the nearest other item, or goes to the default place
+        chain = tuple(a for a in after if item.kind != "function" or a[0] != "define")
         ops.append(Upsert(patch_of(item), path, what, item.kind, item.name, item.text(text), chain,
                           gap, None, same_value and item.kind == "define"))  # fmt: skip
         after.append((item.kind, item.name))

@@ -1,0 +1,322 @@
+"""A patch series for a kernel tree: one commit a step, written as `git format-patch` does.
+
+The series is made in a scratch git repository that holds only the files the plan
+touches, as the tree has them; each patch's operations are applied on top of the
+previous ones and committed with a message drawn from the spec.  The blobs are the
+tree's, so `git am` (and `git am -3`) apply the files in the tree itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .render import spec_digest
+from .tree import SCATTERED, FeatureBit, Patch, Plan, TreeError, default_worker
+
+WIDTH = 75  # commit message lines, as checkpatch wants them
+
+
+class SeriesError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    email: str
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>"
+
+
+def identity(cwd: Path | None = None) -> Identity | None:
+    """The user's git identity (user.name / user.email, or GIT_AUTHOR_*), as git itself finds it."""
+    def get(key: str, env: str) -> str:
+        if os.environ.get(env):
+            return os.environ[env]
+        proc = subprocess.run(["git", "config", "--get", key], capture_output=True, text=True,
+                              cwd=cwd if cwd and cwd.is_dir() else None)  # fmt: skip
+        return proc.stdout.strip()
+
+    name, email = get("user.name", "GIT_AUTHOR_NAME"), get("user.email", "GIT_AUTHOR_EMAIL")
+    return Identity(name, email) if name and email else None
+
+
+# --- subjects and bodies -------------------------------------------------------
+
+_PREFIXES = (
+    ("drivers/crypto/ccp/", "crypto: ccp - "),
+    ("arch/x86/kvm/svm/sev.c", "KVM: SEV: "),
+    ("arch/x86/kvm/", "KVM: x86: "),
+    ("arch/x86/include/asm/cpufeatures.h", "x86/cpufeatures: "),
+    (SCATTERED, "x86/cpufeatures: "),
+    ("arch/x86/include/asm/msr-index.h", "x86/msr-index: "),
+)
+
+
+def prefix(paths: list[str]) -> str:
+    for start, text in _PREFIXES:
+        if any(p.startswith(start) for p in paths):
+            return text
+    return "x86/sev: "
+
+
+def wrap(paragraphs: list[str]) -> str:
+    return "\n\n".join(textwrap.fill(p, WIDTH, break_long_words=False, break_on_hyphens=False)
+                       for p in paragraphs if p)  # fmt: skip
+
+
+def message(patch: Patch, plan: Plan) -> tuple[str, str]:
+    """Subject and body of one patch, in the subsystem's style."""
+    spec = patch.spec
+    insn, k = spec.instruction, spec.kernel
+    mn = insn.mnemonic.upper()
+    paths = sorted({op.path for op in plan.ops if op.patch is patch})
+    key = patch.key.split(":")[0]
+    pre = prefix(paths)
+    what = f"{insn.title} ({mn})"
+    if key == "cpufeature":
+        c = insn.cpuid
+        op = next(o for o in plan.ops if o.patch is patch and isinstance(o, FeatureBit))
+        word, bit = op.slot(plan.tree.text(op.path), plan.tree)
+        where = ""
+        if (word, bit) != (c.word, c.word_bit):
+            where = (f"The spec's slot ({c.word}*32+{c.word_bit}) is taken in this tree, so the bit "
+                     f"takes the first free bit of word {word}, whose features scattered.c sets "
+                     "from CPUID.")  # fmt: skip
+        body = [
+            f"{what} is enumerated by CPUID {c.leaf:#x} {c.register.upper()}[{c.bit}]. "
+            f"Add {c.feature} and set it from that leaf in scattered.c, so that code can test for "
+            f"the instruction with cpu_feature_enabled() before it executes it.",
+            where,
+            _faults(spec),
+        ]
+        return f"{pre}Add {c.feature}", wrap(body)
+    if key == "msr":
+        m = insn.msr
+        body = [
+            f"{mn} is enabled through {m.name} ({m.number:#x}), one MSR per {m.scope}: bit "
+            f"{m.enable.bit} ({m.enable.name}) enables the instruction, bits {m.base.high_bit}:"
+            f"{m.base.low_bit} hold the base: {_sentence(m.base.description)}",
+            f"An {mn} on a core whose enable bit is clear raises #{m.fault}.",
+        ]
+        return f"{pre}Add {m.name}", wrap(body)
+    if key == "helpers":
+        raw = k.raw_helper
+        body = [
+            _sentence(insn.description),
+            f"Add {raw.name}(), which mirrors the instruction reference: "
+            + ", ".join(f"{i.register.upper()} = {i.name}" for i in insn.inputs)
+            + ", and returns " + _outputs(spec) + ".",
+            (f"Add {k.helper.name}(), which takes a physical address anywhere in the region and "
+             f"passes the function code {k.helper.function}." if k.helper else ""),
+            _assembler(spec),
+        ]
+        return f"{pre}Add the {mn} instruction helpers", wrap(body)
+    if key == "setup":
+        w = default_worker(spec)
+        sw = k.sweep
+        en = k.enable
+        reqs = "".join(f" and {r.check}({r.argument})" for r in getattr(en, "requires", ()) or ())
+        body = [
+            f"{w.setup}() enables {mn} and starts a worker that runs one pass over all memory "
+            f"shortly after. It does nothing unless cpu_feature_enabled({insn.cpuid.feature})"
+            f"{reqs}. It allocates the workqueue before it writes {insn.msr.name} on one thread "
+            f"of every core, so that a failed allocation leaves the MSRs untouched, and it runs "
+            f"once: a second call finds the worker and returns.",
+            f"A pass runs {mn} on every {_size(insn.table.region_size)} region from the lowest "
+            f"to the highest page of memory, first on the current CPU and then on the primary "
+            f"thread of every other core, so that the others find the scan result cached. The "
+            f"table covers {_size(insn.table.coverage)}: memory above that is not optimized, "
+            f"and setup says so once.",
+            f"{w.teardown}() cancels a pending pass, waits for a running one, destroys the "
+            f"workqueue and "
+            + ("clears the MSR on every core." if en.msr_on_teardown == "clear" else "leaves the MSRs as they are.")
+            + f" One mutex, {en.mutex}, orders setup, requests and teardown.",
+            f"{w.setup}() and {w.teardown}() are for {en.setup_caller}, which initializes and "
+            f"shuts down SNP.",
+        ]
+        return f"{pre}Enable {mn} and run a pass after SNP initialization", wrap(body)
+    if key == "trigger":
+        w = default_worker(spec)
+        body = [
+            f"Add {w.trigger}() for {k.enable.trigger_caller}: it asks for one {mn} pass "
+            + (f"{w.rearm_delay_ms // 1000} s from now. " if w.rearm_delay_ms and w.rearm_delay_ms % 1000 == 0 else "soon. ")
+            + "A request that finds a pass pending moves it back, so a burst of requests makes "
+            "one pass. Before setup and after teardown it does nothing.",
+        ]
+        return f"{pre}Add {w.trigger}() to ask for an {mn} pass", wrap(body)
+    if key in ("call-setup", "call-trigger"):
+        calls = [o for o in plan.ops if o.patch is patch]
+        said = [f"{o.call.rstrip(';')} in {o.function}()" for o in calls]
+        w = default_worker(spec)
+        if key == "call-trigger":
+            subject = f"{pre}Ask for an {mn} pass when an SNP guest is destroyed"
+            body = [f"Call {' and '.join(said)}: the guest's memory goes back to the host, so "
+                    f"the regions it held may now be optimized. {w.trigger}() batches requests "
+                    "that come close together into one pass."]
+        else:
+            subject = f"{pre}Set up {mn} after SNP init and tear it down at shutdown"
+            body = [f"Call {' and '.join(said)}. {mn} can be enabled only once SNP is, and "
+                    "its MSRs are cleared before SNP is shut down."]
+        return subject, wrap(body)
+    # a sibling: the tree's hand-written helper becomes the generated one
+    raw = k.raw_helper
+    ool = k.out_of_line
+    body = [
+        f"Generate {raw.name}() from the {mn} instruction spec: "
+        f"the same instruction bytes, now with its kernel-doc (encoding, inputs, outputs)"
+        + (", and the flag output written as this tree's minimum compiler needs it"
+           if not plan.tree.profile.flag_outputs and any(o.flag for o in insn.outputs) else "")
+        + ".",
+        (f"{ool.name}() now executes the instruction through {raw.name}()." if ool else ""),
+        (f"{raw.name}() executes {mn} again while it returns a retry code, at most "
+         f"{raw.max_retries} times; the loop it replaces retried without bound, so a code "
+         f"that persists now ends as a failure instead of a hang." if raw.max_retries and ool else ""),
+    ]
+    verb = "Use the generated" if ool else "Generate"
+    return f"{pre}{verb} {raw.name}()", wrap(body)
+
+
+def _sentence(text: str) -> str:
+    text = " ".join(text.split())
+    return text if text.endswith(".") else text + "."
+
+
+def _size(n: int) -> str:
+    for shift, unit in ((40, "TB"), (30, "GB"), (20, "MB"), (10, "KB")):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n} bytes"
+
+
+def _outputs(spec) -> str:
+    outs = []
+    for o in spec.instruction.outputs:
+        outs.append(f"RFLAGS.{o.flag.upper()}" if o.flag else o.register.upper())
+    return " and ".join(outs) or "nothing"
+
+
+def _assembler(spec) -> str:
+    a = spec.instruction.assembler
+    mn = spec.instruction.mnemonic
+    if a.binutils:
+        return f'The "{mn}" mnemonic needs binutils {a.binutils}, so the bytes are emitted with .byte.'
+    return f'No binutils release knows the "{mn}" mnemonic yet, so the bytes are emitted with .byte.'
+
+
+def _faults(spec) -> str:
+    return ""
+
+
+# --- writing the series -----------------------------------------------------------
+
+
+def _git(repo: Path, *args: str, env: dict | None = None) -> str:
+    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})  # fmt: skip
+    if proc.returncode:
+        raise SeriesError(f"git {' '.join(args[:2])} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def tree_head(root: Path) -> str | None:
+    proc = subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", "-q", "HEAD"],
+                          capture_output=True, text=True)  # fmt: skip
+    top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"],
+                         capture_output=True, text=True)  # fmt: skip
+    if proc.returncode or top.returncode or Path(top.stdout.strip()).resolve() != root.resolve():
+        return None
+    return proc.stdout.strip()
+
+
+def write_series(plan: Plan, out: Path, who: Identity, signoff: bool) -> list[Path]:
+    """Write the numbered series (0000 the cover letter) into ``out``; returns the files."""
+    patches = plan.patches()
+    texts, errors = plan.result()
+    if errors:
+        raise errors[0]
+    work = Path(tempfile.mkdtemp(prefix="kgen-series-"))
+    env = {
+        "GIT_AUTHOR_NAME": who.name, "GIT_AUTHOR_EMAIL": who.email,
+        "GIT_COMMITTER_NAME": who.name, "GIT_COMMITTER_EMAIL": who.email,
+        "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+    }  # fmt: skip
+    try:
+        repo = work / "repo"
+        repo.mkdir()
+        _git(repo, "init", "-q", env=env)
+        for path in plan.files():
+            dest = repo / path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(plan.tree.data(path))
+        _git(repo, "add", "-A", env=env)
+        _git(repo, "commit", "-q", "-m", "base", env=env)
+        done: list[Patch] = []
+        for patch in patches:
+            done.append(patch)
+            step, errors = plan.result(done)
+            if errors:
+                raise errors[0]
+            for path, text in step.items():
+                (repo / path).write_text(text)
+            subject, body = message(patch, plan)
+            msg = work / "msg"
+            msg.write_text(f"{subject}\n\n{body}\n")
+            _git(repo, "add", "-A", env=env)
+            if not _git(repo, "status", "--porcelain", env=env).strip():
+                continue
+            _git(repo, "commit", "-q", "-F", str(msg), *(["-s"] if signoff else []), env=env)
+        staged = work / "out"
+        args = ["format-patch", "-q", "--cover-letter", "-o", str(staged), "HEAD~%d" % _count(repo, env)]
+        _git(repo, *args, env=env)
+        files = sorted(staged.iterdir())
+        _cover(files[0], plan, patches, signoff, who)
+        out.mkdir(parents=True, exist_ok=True)
+        clash = [out / f.name for f in files if (out / f.name).exists()]
+        if clash:
+            raise SeriesError(f"{clash[0]}: exists; kgen does not overwrite it (use another -o)")
+        written = []
+        for f in files:
+            shutil.copyfile(f, out / f.name)
+            written.append(out / f.name)
+        return written
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _count(repo: Path, env: dict) -> int:
+    return int(_git(repo, "rev-list", "--count", "HEAD", env=env).strip()) - 1
+
+
+def _cover(path: Path, plan: Plan, patches: list[Patch], signoff: bool, who: Identity) -> None:
+    specs = []
+    for p in patches:
+        if p.spec not in specs:
+            specs.append(p.spec)
+    mns = [s.instruction.mnemonic.upper() for s in specs]
+    subject = f"x86/sev: {mns[0]} support" + (f" and generated {', '.join(mns[1:])} helpers" if len(mns) > 1 else "")
+    lines = [
+        f"This series was generated by kgen {__version__} from these instruction specs "
+        f"against Linux {plan.tree.version}:",
+    ]
+    blurb = wrap(lines) + "\n\n" + "\n".join(
+        f"  {Path(s.path).name}  sha256 {spec_digest(s.source)}" for s in specs
+    )
+    head = tree_head(plan.tree.root)
+    if head:
+        blurb += f"\n\nbase-commit: {head}"
+    text = path.read_text()
+    text = text.replace("*** SUBJECT HERE ***", subject).replace("*** BLURB HERE ***", blurb)
+    path.write_text(text)
+
+
+__all__ = ["write_series", "message", "identity", "SeriesError", "TreeError"]
