@@ -361,7 +361,7 @@ def enable_shape(spec: Spec, worker: Worker, profile: Profile) -> EnableShape:
     mutex = f_ident(e.mutex)
     includes = set(_SWEEP_INCLUDES) | {
         "linux/cpu.h", "linux/errno.h", "linux/export.h", "linux/mutex.h", "linux/types.h",
-        "asm/cpufeature.h", "asm/msr.h", "asm/sev.h",
+        "linux/cpufeature.h", "asm/msr.h", "asm/sev.h",
         include_split(spec.kernel.raw_helper.header)[1],
     }  # fmt: skip
     includes |= {"linux/bitops.h", "linux/err.h", "linux/kthread.h"} if worker.kind == "kthread" \

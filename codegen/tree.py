@@ -190,15 +190,34 @@ class Upsert(Op):
                 return text  # the tree declares or defines it already
             if self.same_value_stays and _define_value(hit.code_text(text)) == _define_value(self.body):
                 return text
-            if hit.text(text) == self.body:
+            body = self.body
+            if self.kind in ("function", "struct", "enum"):
+                # a blank line on either side, as checkpatch wants after a function
+                if _starts_item(text, hit.end):
+                    body += "\n"
+                if _ends_item(text, hit.start):
+                    body = "\n" + body
+            if text[hit.start : hit.end] == body:
                 return text
-            return text[: hit.start] + self.body + text[hit.end :]
+            return text[: hit.start] + body + text[hit.end :]
         for kind, name in reversed(self.after):
             prev = [i for i in found if i.kind == kind and i.name == name and self._eligible(i)]
             if prev:
                 return _insert(text, prev[-1].end, self.body, self.gap)
         place = self.place or default_place(self.path)
         return _insert(text, place(text, found), self.body, self.gap)
+
+
+def _starts_item(text: str, at: int) -> bool:
+    """The line at ``at`` starts code or a comment (not a blank line, #else/#endif or a brace)."""
+    line = text[at : text.find("\n", at) if "\n" in text[at:] else len(text)]
+    return bool(line.strip()) and not re.match(r"\s*(#\s*(else|elif|endif)|[}])", line)
+
+
+def _ends_item(text: str, at: int) -> bool:
+    """The line before ``at`` closes a function, struct or enum."""
+    start = text.rfind("\n", 0, max(at - 1, 0)) + 1
+    return text[start:at].rstrip().endswith(("}", "};"))
 
 
 def _define_value(text: str) -> list[str]:
@@ -216,20 +235,30 @@ class Block(Op):
     otherwise: tuple[Upsert, ...] = ()
     whole: str = ""
 
-    def apply(self, text: str, tree: KernelTree) -> str:
+    def patches(self) -> set[int]:
+        return {id(op.patch) for op in self.then + self.otherwise} | {id(self.patch)}
+
+    def apply(self, text: str, tree: KernelTree, chosen: set[int] | None = None) -> str:
         found = ctext.items(text)
         openers = [i for i in found if i.kind == "pp" and i.name == self.condition]
         if not openers:
             if not self.then:
                 return text
-            return _insert(text, _header_end(text, found), self.whole, True)
+            if chosen is None or all(id(op.patch) in chosen for op in self.then + self.otherwise):
+                return _insert(text, _header_end(text, found), self.whole, True)
+            # only some of its declarations yet: open the block with those
+            text = _insert(text, _header_end(text, found),
+                           f"#{self.condition}\n#else\n#endif /* {self.condition.split()[-1]} */\n", True)  # fmt: skip
+            found = ctext.items(text)
+            openers = [i for i in found if i.kind == "pp" and i.name == self.condition]
         opener = openers[-1] if len(openers) == 1 else None
         if opener is None:
             raise self.fail(tree, f"#{self.condition} opens {len(openers)} blocks: kgen cannot tell "
                                   "which one holds its declarations")  # fmt: skip
         for ops, branch in ((self.then, "then"), (self.otherwise, "else")):
             for op in ops:
-                text = _with_block_place(op, self.condition, branch).apply(text, tree)
+                if chosen is None or id(op.patch) in chosen:
+                    text = _with_block_place(op, self.condition, branch).apply(text, tree)
         return text
 
 
@@ -294,7 +323,7 @@ class FeatureBit(Op):
         if [i for i in found if i.kind == "define" and i.name == self.name]:
             return text
         word, bit = self.slot(text, tree)
-        value = f"({word:2d}*32+{bit:2d})"
+        value = f"({word} * 32 + {bit})"
         column = _value_column(text, r"^#define[ \t]+X86_FEATURE_\w+[ \t]+\(")
         line = f"#define {self.name}"
         line += _tabs_to(len(line), column) + f"{value} /* {self.comment} */\n"
@@ -757,10 +786,14 @@ class Plan:
             except TreeError as exc:
                 errors.append(exc)
         for op in self.ops:
-            if op.path not in texts or (chosen is not None and id(op.patch) not in chosen):
+            mine = op.patches() if isinstance(op, Block) else {id(op.patch)}
+            if op.path not in texts or (chosen is not None and not mine & chosen):
                 continue
             try:
-                texts[op.path] = op.apply(texts[op.path], self.tree)
+                if isinstance(op, Block):
+                    texts[op.path] = op.apply(texts[op.path], self.tree, chosen)
+                else:
+                    texts[op.path] = op.apply(texts[op.path], self.tree)
             except TreeError as exc:
                 errors.append(exc)
             except ctext.CTextError as exc:

@@ -7,6 +7,7 @@
 #include <linux/align.h>
 #include <linux/cc_platform.h>
 #include <linux/cpu.h>
+#include <linux/cpufeature.h>
 #include <linux/cpumask.h>
 #include <linux/errno.h>
 #include <linux/export.h>
@@ -21,7 +22,6 @@
 #include <linux/topology.h>
 #include <linux/types.h>
 #include <linux/workqueue.h>
-#include <asm/cpufeature.h>
 #include <asm/msr.h>
 #include <asm/sev.h>
 #include <asm/special_insns.h>

@@ -8,6 +8,7 @@
 #include <linux/bitops.h>
 #include <linux/cc_platform.h>
 #include <linux/cpu.h>
+#include <linux/cpufeature.h>
 #include <linux/cpumask.h>
 #include <linux/err.h>
 #include <linux/errno.h>
@@ -23,7 +24,6 @@
 #include <linux/smp.h>
 #include <linux/topology.h>
 #include <linux/types.h>
-#include <asm/cpufeature.h>
 #include <asm/msr.h>
 #include <asm/sev.h>
 #include <asm/special_insns.h>
