@@ -191,7 +191,7 @@ class Upsert(Op):
             if self.same_value_stays and _define_value(hit.code_text(text)) == _define_value(self.body):
                 return text
             body = self.body
-            if self.kind in ("function", "struct", "enum"):
+            if self.kind in ("function", "struct", "enum") and self.body.count("\n") > 1:
                 # a blank line on either side, as checkpatch wants after a function
                 if _starts_item(text, hit.end):
                     body += "\n"
@@ -217,7 +217,7 @@ def _starts_item(text: str, at: int) -> bool:
 def _ends_item(text: str, at: int) -> bool:
     """The line before ``at`` closes a function, struct or enum."""
     start = text.rfind("\n", 0, max(at - 1, 0)) + 1
-    return text[start:at].rstrip().endswith(("}", "};"))
+    return text[start:at].strip() in ("}", "};")
 
 
 def _define_value(text: str) -> list[str]:
@@ -333,7 +333,12 @@ class FeatureBit(Op):
             m = _SLOT.search(i.code_text(text)) if i.kind == "define" else None
             if m and int(m.group(1)) == word and int(m.group(2)) < bit:
                 best = i
-        at = best.end if best is not None else _header_end(text, found)
+        if best is not None:
+            at = best.end
+        else:  # before the lowest bit above ours in the word
+            above = [i for i in found if i.kind == "define" and (m := _SLOT.search(i.code_text(text)))
+                     and int(m.group(1)) == word and int(m.group(2)) > bit]  # fmt: skip
+            at = above[0].code if above else _header_end(text, found)
         return text[:at] + line + text[at:]
 
     def slot(self, text: str, tree: KernelTree) -> tuple[int, int]:

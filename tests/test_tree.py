@@ -1,0 +1,310 @@
+"""kgen apply, check --tree and patch on a miniature kernel tree (tests/minitree).
+
+The miniature holds only the lines kgen reads or changes, so these tests run without
+kernel material; tests/test_tree_612.py does the same against Debian's Linux 6.12 and
+builds the result.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from codegen import ctext
+from codegen.cli import main
+from codegen.spec import load
+from codegen.tree import KernelTree, plan
+from tests.conftest import ISA, ROOT
+
+MINI = ROOT / "tests" / "minitree"
+SPECS = sorted(ISA.glob("*.yaml"))
+GIT_ENV = {"GIT_AUTHOR_NAME": "Ada Example", "GIT_AUTHOR_EMAIL": "ada@example.org",
+           "GIT_COMMITTER_NAME": "Ada Example", "GIT_COMMITTER_EMAIL": "ada@example.org",
+           "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}  # fmt: skip
+
+
+def git(tree: Path, *args: str) -> str:
+    proc = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True,
+                          env={**os.environ, **GIT_ENV})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    dest = tmp_path / "linux"
+    shutil.copytree(MINI, dest)
+    git(dest, "init", "-q")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "-m", "base")
+    return dest
+
+
+def kgen(*args: str, env: dict | None = None):
+    return CliRunner().invoke(main, [str(a) for a in args], env={**GIT_ENV, **(env or {})})
+
+
+def snapshot(tree: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(tree)): p.read_bytes() for p in sorted(tree.rglob("*"))
+            if p.is_file() and ".git" not in p.parts}  # fmt: skip
+
+
+def test_apply_writes_then_changes_nothing(tree):
+    first = kgen("apply", *SPECS, "--tree", tree)
+    assert first.exit_code == 0, first.output
+    assert "8 files changed" in first.output
+    after = snapshot(tree)
+    second = kgen("apply", *SPECS, "--tree", tree)
+    assert second.exit_code == 0 and "0 files changed" in second.output
+    assert snapshot(tree) == after
+    check = kgen("check", *SPECS, "--tree", tree)
+    assert check.exit_code == 0, check.output
+
+
+def test_check_tree_reports_a_diff_and_writes_nothing(tree):
+    before = snapshot(tree)
+    result = kgen("check", *SPECS, "--tree", tree)
+    assert result.exit_code == 1
+    assert "+++ b/arch/x86/include/asm/special_insns.h" in result.output
+    assert "+static inline bool __rmpopt(u64 pa_start, u64 op_type)" in result.output
+    assert snapshot(tree) == before
+
+
+def test_what_apply_puts_where(tree):
+    assert kgen("apply", *SPECS, "--tree", tree).exit_code == 0
+    read = lambda rel: (tree / rel).read_text()  # noqa: E731
+    # the spec's slot (3*32+7) is X86_FEATURE_P4 here: a free bit of a scattered word instead
+    features = read("arch/x86/include/asm/cpufeatures.h")
+    assert "#define X86_FEATURE_RMPOPT\t\t(21 * 32 + 0)" in features
+    assert features.index("X86_FEATURE_RMPOPT") < features.index("X86_FEATURE_CLEAR_BHB_LOOP")
+    scattered = read("arch/x86/kernel/cpu/scattered.c")
+    assert "\t{ X86_FEATURE_RMPOPT,\t\tCPUID_EDX,  0, 0x80000025, 0 },\n\t{ 0, 0, 0, 0, 0 }" in scattered
+    msr = read("arch/x86/include/asm/msr-index.h")
+    assert "MSR_AMD64_RMP_END\t\t0xc0010133\n#define MSR_AMD64_RMPOPT_BASE" in msr
+    # the tree's minimum GCC (5.1) has no flag outputs
+    insns = read("arch/x86/include/asm/special_insns.h")
+    assert "CC_OUT(c) (optimized)" in insns and "=@ccc" not in insns
+    assert insns.index("__rmpopt") < insns.index("#endif /* __KERNEL__ */")
+    assert "#include <linux/errno.h>\n#include <linux/irqflags.h>\n#include <linux/sizes.h>" in insns
+    sev_h = read("arch/x86/include/asm/sev.h")
+    # the tree's own constants stay as they are; the stubs go into the #else branch
+    assert sev_h.count("#define PVALIDATE_FAIL_NOUPDATE") == 1
+    assert "/* Software defined (when rFlags.CF = 1) */" in sev_h
+    decl = sev_h.index("int snp_setup_rmpopt(void);")
+    assert sev_h.index("#ifdef CONFIG_KVM_AMD_SEV") < decl < sev_h.index("#else", decl)
+    stub = sev_h.index("static inline int snp_setup_rmpopt(void) { return 0; }")
+    assert sev_h.index("#else", decl) < stub
+    # the stub of pvalidate() in the !CONFIG_AMD_MEM_ENCRYPT branch is left alone
+    assert "static inline int pvalidate(unsigned long vaddr, bool rmp_psize, bool validate) { return 0; }" in sev_h
+    host = read("arch/x86/virt/svm/sev.c")
+    assert "\tret = __psmash(paddr);\n" in host and "PSMASH mnemonic" not in host
+    assert "\tret = __rmpupdate(paddr, state);\n" in host and "do {" not in host
+    ccp = read("drivers/crypto/ccp/sev-dev.c")
+    assert "\tsev->snp_initialized = true;\n\tsnp_setup_rmpopt();\n" in ccp
+    assert "\t\treturn 0;\n\n\trmpopt_cleanup();\n\n\tmemset" in ccp
+    kvm = read("arch/x86/kvm/svm/sev.c")
+    assert "\t\t\treturn;\n\n\t\tsnp_rmpopt_all_physmem();\n\t} else {" in kvm
+
+
+def test_the_spec_slot_is_used_where_it_is_free(tree):
+    path = tree / "arch/x86/include/asm/cpufeatures.h"
+    path.write_text(path.read_text().replace("#define X86_FEATURE_P4\t\t\t( 3*32+ 7) /* P4 */\n", ""))
+    assert kgen("apply", ISA / "rmpopt.yaml", "--tree", tree).exit_code == 0
+    assert "#define X86_FEATURE_RMPOPT\t\t(3 * 32 + 7)" in path.read_text()
+
+
+def test_a_spec_edit_changes_exactly_its_part(tree, tmp_path):
+    assert kgen("apply", *SPECS, "--tree", tree).exit_code == 0
+    git(tree, "commit", "-q", "-am", "rmpopt")
+    spec = tmp_path / "isa" / "rmpopt.yaml"
+    spec.parent.mkdir()
+    spec.write_text((ISA / "rmpopt.yaml").read_text().replace("rearm_delay_ms: 10000", "rearm_delay_ms: 20000"))
+    for other in SPECS:
+        if other.name != "rmpopt.yaml":
+            shutil.copy(other, spec.parent)
+    specs = sorted(spec.parent.glob("*.yaml"))
+    drift = kgen("check", *specs, "--tree", tree)
+    assert drift.exit_code == 1
+    assert kgen("apply", *specs, "--tree", tree).exit_code == 0
+    changed = [line for line in git(tree, "diff", "-U0").splitlines()
+               if line[:1] in "+-" and not line.startswith(("+++", "---"))]  # fmt: skip
+    # the delay and the comment that says it, in the one file that has them
+    assert git(tree, "diff", "--name-only").split() == ["arch/x86/virt/svm/sev.c"]
+    assert changed[:2] == ["-#define RMPOPT_REARM_DELAY_MS\t10000", "+#define RMPOPT_REARM_DELAY_MS\t20000"]
+    rest = changed[2:]
+    assert rest and all(line[1:].startswith(" *") for line in rest), rest
+    assert any("10 s from now" in line for line in rest if line[0] == "-")
+    assert any("20 s from now" in line for line in rest if line[0] == "+")
+    assert kgen("check", *specs, "--tree", tree).exit_code == 0
+
+
+@pytest.mark.parametrize("rel, old, new, said", [
+    ("arch/x86/kvm/svm/sev.c", "void sev_vm_destroy(", "void sev_vm_teardown(",
+     "has no function sev_vm_destroy()"),
+    ("drivers/crypto/ccp/sev-dev.c", "sev->snp_initialized = true;", "sev->snp_up = true;",
+     "the statement `sev->snp_initialized = true;` that the call to snp_setup_rmpopt() follows is not there"),
+    ("arch/x86/virt/svm/sev.c", '".byte 0xF3, 0x0F, 0x01, 0xFF"', '"psmash"',
+     "in psmash(), kgen looked for one asm statement with the bytes F3 0F 01 FF and found none"),
+    ("arch/x86/include/asm/sev.h", "#ifdef CONFIG_KVM_AMD_SEV\nint psmash",
+     "#ifdef CONFIG_KVM_AMD_SEV\n#endif\n#ifdef CONFIG_KVM_AMD_SEV\nint psmash",
+     "#ifdef CONFIG_KVM_AMD_SEV opens 2 blocks"),
+])  # fmt: skip
+def test_a_tree_without_what_kgen_changes_is_refused_whole(tree, rel, old, new, said):
+    path = tree / rel
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    before = snapshot(tree)
+    result = kgen("apply", *SPECS, "--tree", tree)
+    assert result.exit_code == 1
+    assert f"{tree / rel}: error: " in result.output and said in result.output
+    assert "nothing was written" in result.output
+    assert snapshot(tree) == before
+
+
+def test_a_missing_file_is_named(tree):
+    (tree / "arch/x86/kernel/cpu/scattered.c").unlink()
+    before = snapshot(tree)
+    result = kgen("apply", *SPECS, "--tree", tree)
+    assert result.exit_code == 1
+    assert f"{tree}/arch/x86/kernel/cpu/scattered.c: error: kgen must change this file" in result.output
+    assert snapshot(tree) == before
+
+
+def test_not_a_kernel_tree(tmp_path):
+    result = kgen("apply", *SPECS, "--tree", tmp_path)
+    assert result.exit_code == 1
+    assert f"{tmp_path}: error: not a Linux kernel tree" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_local_edits_in_a_generated_part_are_kept(tree):
+    assert kgen("apply", *SPECS, "--tree", tree).exit_code == 0
+    path = tree / "arch/x86/virt/svm/sev.c"
+    edited = path.read_text().replace("rmpopt_write_msr(0);", "rmpopt_write_msr(0); /* mine */")
+    path.write_text(edited)
+    before = snapshot(tree)
+    result = kgen("apply", *SPECS, "--tree", tree)
+    assert result.exit_code == 1
+    assert f"{path}: error: function rmpopt_work_stop was edited since kgen wrote it" in result.output
+    assert snapshot(tree) == before
+    # committed, the edit is the user's tree; --force overwrites it either way
+    forced = kgen("apply", *SPECS, "--tree", tree, "--force")
+    assert forced.exit_code == 0 and "/* mine */" not in path.read_text()
+
+
+def test_a_committed_tree_is_not_a_local_edit(tree):
+    assert kgen("apply", *SPECS, "--tree", tree).exit_code == 0
+    git(tree, "checkout", "-q", ".")  # back to the hand-written helpers
+    result = kgen("apply", *SPECS, "--tree", tree)
+    assert result.exit_code == 0, result.output
+
+
+def test_every_operation_is_idempotent_alone(tree):
+    kt = KernelTree.open(tree)
+    p = plan([load(s) for s in SPECS], kt)
+    for op in p.ops:
+        text = kt.text(op.path)
+        once = op.apply(text, kt) if not hasattr(op, "patches") else op.apply(text, kt, None)
+        twice = op.apply(once, kt) if not hasattr(op, "patches") else op.apply(once, kt, None)
+        assert once == twice, op.what
+
+
+# --- the series -----------------------------------------------------------------------
+
+
+def test_patch_series_applies_and_equals_apply(tree, tmp_path):
+    out = tmp_path / "patches"
+    result = kgen("patch", *SPECS, "--tree", tree, "-o", out, "--signoff")
+    assert result.exit_code == 0, result.output
+    files = sorted(out.iterdir())
+    names = [f.name for f in files]
+    assert names[0] == "0000-cover-letter.patch"
+    subjects = [" ".join(re.search(r"^Subject: \[PATCH \d+/\d+\] (.*(?:\n .*)*)", f.read_text(), re.M)
+                         .group(1).split()) for f in files[1:]]  # fmt: skip
+    assert subjects[:7] == [
+        "x86/cpufeatures: Add X86_FEATURE_RMPOPT",
+        "x86/msr-index: Add MSR_AMD64_RMPOPT_BASE",
+        "x86/sev: Add the RMPOPT instruction helpers",
+        "x86/sev: Enable RMPOPT and run a pass after SNP initialization",
+        "x86/sev: Add snp_rmpopt_all_physmem() to ask for an RMPOPT pass",
+        "crypto: ccp - Set up RMPOPT after SNP init and tear it down at shutdown",
+        "KVM: SEV: Ask for an RMPOPT pass when an SNP guest is destroyed",
+    ]
+    cover = files[0].read_text()
+    for spec in SPECS:
+        from codegen.render import spec_digest
+
+        assert f"{spec.name}  sha256 {spec_digest(spec.read_bytes())}" in cover
+    assert "kgen 0.1.0" in cover and "Linux 6.12.0" in cover
+    for f in files[1:]:
+        text = f.read_text()
+        assert "Signed-off-by: Ada Example <ada@example.org>" in text
+        body = text.split("\n\n", 1)[1].split("\n---\n")[0]
+        assert all(len(line) <= 75 for line in body.splitlines()), f.name
+    # git am of the series gives exactly what apply gives
+    applied = tmp_path / "applied"
+    shutil.copytree(tree, applied)
+    assert kgen("apply", *SPECS, "--tree", applied).exit_code == 0
+    git(tree, "am", "-q", *map(str, files[1:]))
+    assert snapshot(tree) == snapshot(applied)
+    assert len(git(tree, "log", "--oneline").splitlines()) == 1 + len(files) - 1
+
+
+def test_every_step_of_the_series_is_a_tree_the_plan_makes(tree):
+    kt = KernelTree.open(tree)
+    p = plan([load(s) for s in SPECS], kt)
+    done = []
+    for patch in p.patches():
+        done.append(patch)
+        texts, errors = p.result(done)
+        assert not errors
+        # the declarations of the setup patch do not declare the trigger, which comes later
+        if patch.key == "setup":
+            assert "snp_setup_rmpopt(void);" in texts["arch/x86/include/asm/sev.h"]
+            assert "snp_rmpopt_all_physmem" not in texts["arch/x86/include/asm/sev.h"]
+            assert "snp_rmpopt_all_physmem" not in texts["arch/x86/virt/svm/sev.c"]
+
+
+def test_no_signoff_is_invented(tree, tmp_path):
+    out = tmp_path / "p"
+    assert kgen("patch", ISA / "pvalidate.yaml", "--tree", tree, "-o", out).exit_code == 0
+    assert all("Signed-off-by" not in f.read_text() for f in out.iterdir())
+    nobody = kgen("patch", ISA / "pvalidate.yaml", "--tree", tree, "-o", tmp_path / "q",
+                  env={"GIT_AUTHOR_NAME": "", "GIT_AUTHOR_EMAIL": "", "HOME": str(tmp_path)})  # fmt: skip
+    assert nobody.exit_code == 2 and "needs an author" in nobody.output
+    assert not (tmp_path / "q").exists()
+
+
+def test_patch_never_overwrites(tree, tmp_path):
+    out = tmp_path / "p"
+    out.mkdir()
+    (out / "0001-x86-sev-Generate-pvalidate.patch").write_text("mine\n")
+    result = kgen("patch", ISA / "pvalidate.yaml", "--tree", tree, "-o", out)
+    assert result.exit_code == 1 and "exists; kgen does not overwrite it" in result.output
+    assert (out / "0001-x86-sev-Generate-pvalidate.patch").read_text() == "mine\n"
+    assert sorted(p.name for p in out.iterdir()) == ["0001-x86-sev-Generate-pvalidate.patch"]
+
+
+def test_unreadable_c_is_a_message_not_a_traceback(tree):
+    path = tree / "arch/x86/virt/svm/sev.c"
+    path.write_text(path.read_text().replace("int psmash(u64 pfn)\n{", "int psmash(u64 pfn)\n{{"))
+    result = kgen("apply", *SPECS, "--tree", tree)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"{path}: error: line " in result.output and "kgen cannot read this C" in result.output
+
+
+def test_ctext_finds_items_by_name():
+    text = (MINI / "arch/x86/include/asm/sev.h").read_text()
+    found = ctext.items(text)
+    kinds = {(i.kind, i.name) for i in found}
+    assert ("define", "PVALIDATE_FAIL_NOUPDATE") in kinds and ("struct", "rmp_state") in kinds
+    pv = ctext.find(found, "function", "pvalidate")
+    assert len(pv) == 2 and pv[1].conditions[-1] == ("ifdef CONFIG_AMD_MEM_ENCRYPT", "else")
+    assert ctext.find(found, "function", "rmpadjust")[0].text(text).startswith("/* RMPADJUST changes")
