@@ -17,7 +17,7 @@ pytest_plugins = ["tests.ci_policy"]
 SLOW_MODULES = {
     "test_kernel_checks", "test_kernel_reference", "test_mutants", "test_spec_fuzz",
     "test_validate_base", "test_compare", "test_compare_safety", "test_operand_placement",
-    "test_install",
+    "test_install", "test_kernel_tree",
 }  # fmt: skip
 
 
