@@ -30,7 +30,7 @@ from codegen.toolchain import find_clang
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 KERNEL = ROOT / ".kernel"
-LAYOUT = "layout 1"  # as tests/kernel/tree612 writes it into STAMP
+LAYOUT = "layout 2"  # as tests/kernel/tree612 writes it into STAMP
 BUILD_DIRS = {"gcc": "build", "clang": "build-clang"}
 JOBS = str(os.cpu_count() or 1)
 
@@ -106,6 +106,14 @@ def fresh_tree(tmp_path: Path) -> Tree:
         raise RuntimeError(missing_reason())
     src = tmp_path / "linux-6.12"
     copy_tree(pristine / "src", src)
+    # kbuild names the sources by relative paths, but objtool's own build records absolute
+    # ones: without this every copy would rebuild objtool (10 s a compiler)
+    built_in = (pristine / "BUILT_IN").read_text().strip()
+    for name in BUILD_DIRS.values():
+        for cmd in (src / name / "tools").rglob(".*.cmd"):
+            text = cmd.read_text()
+            if built_in in text:
+                cmd.write_text(text.replace(built_in, str(src)))
     base = git(src, "rev-parse", "HEAD").stdout.strip()
     return Tree(src, src / "build", src / "build-clang", base,
                 (pristine / "CLANG_CC").read_text().strip())  # fmt: skip
