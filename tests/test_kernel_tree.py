@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,17 @@ def test_writing_a_copy_s_source_in_place_would_change_the_original(tmp_path):
         f.write("int c;\n")
     assert pristine_status(orig.src) == [" M b.c"]
     assert (orig.src / "b.c").read_text() == "int b;\nint c;\n"
+
+
+def test_a_copy_on_another_file_system_is_a_real_copy(tmp_path):
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second file system at /dev/shm")
+    orig = mini_repo(tmp_path)
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        copy_tree(orig.src, Path(other) / "copy")
+        assert (Path(other) / "copy" / "lib" / "a.c").read_text() == "int a;\n"
+        assert git(Path(other) / "copy", "status", "--porcelain").stdout == ""
 
 
 @needs_tree

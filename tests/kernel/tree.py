@@ -30,7 +30,7 @@ from codegen.toolchain import find_clang
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 KERNEL = ROOT / ".kernel"
-LAYOUT = "layout 2"  # as tests/kernel/tree612 writes it into STAMP
+LAYOUT = "layout 3"  # as tests/kernel/tree612 writes it into STAMP
 BUILD_DIRS = {"gcc": "build", "clang": "build-clang"}
 JOBS = str(os.cpu_count() or 1)
 
@@ -59,8 +59,15 @@ def cache() -> Path | None:
 
 
 def missing_reason() -> str:
-    status = KERNEL / "STATUS612"
-    why = status.read_text().strip() if status.is_file() else "tests/kernel/get-kernel-material has not run"
+    named, status = KERNEL / "TREE612", KERNEL / "STATUS612"
+    if named.is_file():
+        stamp = Path(named.read_text().strip()) / "STAMP"
+        found = stamp.read_text().strip() if stamp.is_file() else "no STAMP"
+        why = f"{stamp.parent} is not complete or not {LAYOUT} ({found}); run tests/kernel/get-kernel-material"
+    elif status.is_file():
+        why = status.read_text().strip()
+    else:
+        why = "tests/kernel/get-kernel-material has not run"
     return f"no Linux 6.12 tree: {why}"
 
 
@@ -90,9 +97,15 @@ def copy_tree(pristine: Path, dst: Path) -> None:
     (dst / ".git").mkdir()
     git_linked = [git / "objects"]
     git_copied = [p for p in git.iterdir() if p.name != "objects"]
-    if linked:
+    try:
         _cp("-a", "-l", "-t", dst, *linked)
-    _cp("-a", "-l", "-t", dst / ".git", *git_linked)
+        _cp("-a", "-l", "-t", dst / ".git", *git_linked)
+    except subprocess.CalledProcessError as e:
+        if "cross-device" not in e.stderr:
+            raise
+        # another file system: a real copy, slower (gigabytes) but just as private
+        _cp("-a", "-t", dst, *linked)
+        _cp("-a", "-t", dst / ".git", *git_linked)
     if copied:
         _cp("-a", "-t", dst, *copied)
     if git_copied:
