@@ -82,8 +82,13 @@ def mini_repo(tmp_path: Path) -> Tree:
     return Tree(src, src / "build", src / "build-clang", git(src, "rev-parse", "HEAD").stdout.strip(), "")
 
 
+def snapshot(top: Path) -> dict[str, str]:
+    return {str(p.relative_to(top)): sha256(p) for p in sorted(top.rglob("*")) if p.is_file()}
+
+
 def test_the_ways_a_copy_is_written_leave_the_original_alone(tmp_path):
     orig = mini_repo(tmp_path)
+    before = snapshot(orig.src)
     copy_tree(orig.src, tmp_path / "copy")
     tree = Tree(tmp_path / "copy", tmp_path / "copy" / "build", orig.build_clang, orig.base, "")
     assert (tree.src / "b.c").stat().st_ino == (orig.src / "b.c").stat().st_ino  # hard-linked
@@ -97,6 +102,7 @@ def test_the_ways_a_copy_is_written_leave_the_original_alone(tmp_path):
     assert pristine_status(orig.src) == []
     assert (orig.src / "b.c").read_text() == "int b;\n" and (orig.src / "lib" / "a.c").read_text() == "int a;\n"
     assert (orig.build / "a.o").read_text() == "object\n"
+    assert snapshot(orig.src) == before  # every file, .git's too (reflogs are appended to)
 
 
 def test_writing_a_copy_s_source_in_place_would_change_the_original(tmp_path):
@@ -166,10 +172,26 @@ def test_an_unused_static_function_warns(cc, tmp_path):
 
 @needs_tree
 @pytest.mark.parametrize("cc", COMPILERS)
-def test_the_pristine_objects_build_without_warnings(cc, tmp_path):
+def test_a_touched_header_s_warning_in_an_untouched_file_is_kept_apart(cc, tmp_path):
+    """A warning at the use of a touched header is the change's doing, but not in its files."""
     tree = fresh_tree(tmp_path)
-    ok, warnings = build(tree, OBJECTS, cc)
-    assert ok and warnings == []
+    edit(tree, "include/linux/cc_platform.h", "bool cc_platform_has(enum cc_attr attr);",
+         'bool __attribute__((__warning__("kgen"))) cc_platform_has(enum cc_attr attr);')  # fmt: skip
+    built = build(tree, [SEV_O], cc)
+    assert built.ok and built.warnings == [], built.output
+    assert built.elsewhere and all(w.startswith(f"{SEV}:") and "kgen" in w for w in built.elsewhere), built.output
+
+
+@needs_tree
+@pytest.mark.parametrize("cc", COMPILERS)
+def test_the_pristine_objects_build_without_any_warning(cc, tmp_path):
+    """Linux 6.12 builds these with W=1 and no warning: any warning at all is a change's."""
+    tree = fresh_tree(tmp_path)
+    for obj in OBJECTS:
+        (tree.build_dir(cc) / obj).unlink()  # built again, not found up to date
+    built = build(tree, OBJECTS, cc)
+    assert built.ok and built.warnings == [] and built.elsewhere == [], built.output
+    assert all((tree.build_dir(cc) / obj).exists() for obj in OBJECTS)
 
 
 # --- checkpatch and git am ----------------------------------------------------------------

@@ -30,7 +30,7 @@ from codegen.toolchain import find_clang
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 KERNEL = ROOT / ".kernel"
-LAYOUT = "layout 3"  # as tests/kernel/tree612 writes it into STAMP
+LAYOUT = "layout 4"  # as tests/kernel/tree612 writes it into STAMP
 BUILD_DIRS = {"gcc": "build", "clang": "build-clang"}
 JOBS = str(os.cpu_count() or 1)
 
@@ -162,6 +162,7 @@ class Built:
     ok: bool  # make succeeded for every object
     warnings: list[str]  # compiler warnings in touched files, and every objtool message
     errors: list[str]  # every error line, paths relative to the sources
+    elsewhere: list[str]  # compiler warnings in files not touched (a use of a touched header)
     output: str = field(repr=False)  # all make printed
 
     def __iter__(self):
@@ -178,7 +179,7 @@ def build(tree: Tree, objects: list[str], cc: str = "gcc") -> Built:
     proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
     output = proc.stdout + proc.stderr
     mine = touched(tree)
-    warnings, errors = [], []
+    warnings, errors, elsewhere = [], [], []
     for m in _DIAG.finditer(output):
         # kbuild names a source from the build dir (../arch/x86/...), an object from its own
         rel = m.group("path").removeprefix("../")
@@ -187,7 +188,9 @@ def build(tree: Tree, objects: list[str], cc: str = "gcc") -> Built:
             errors.append(line)
         elif "objtool:" in line or rel in mine:
             warnings.append(line)
-    return Built(proc.returncode == 0, warnings, errors, output)
+        else:
+            elsewhere.append(line)
+    return Built(proc.returncode == 0, warnings, errors, elsewhere, output)
 
 
 @dataclass
