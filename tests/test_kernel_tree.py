@@ -172,6 +172,17 @@ def test_an_unused_static_function_warns(cc, tmp_path):
 
 @needs_tree
 @pytest.mark.parametrize("cc", COMPILERS)
+def test_objtool_s_messages_are_reported(cc, tmp_path):
+    tree = fresh_tree(tmp_path)
+    text = (tree.src / SEV).read_text()
+    write(tree, SEV, text + '\nvoid kgen_ret(void);\nvoid kgen_ret(void)\n{\n\tasm volatile("ret");\n}\n'
+          "EXPORT_SYMBOL_GPL(kgen_ret);\n")  # fmt: skip
+    ok, warnings = build(tree, [SEV_O], cc)
+    assert ok and any(w.startswith(SEV_O + ":") and "objtool: kgen_ret" in w for w in warnings), warnings
+
+
+@needs_tree
+@pytest.mark.parametrize("cc", COMPILERS)
 def test_a_touched_header_s_warning_in_an_untouched_file_is_kept_apart(cc, tmp_path):
     """A warning at the use of a touched header is the change's doing, but not in its files."""
     tree = fresh_tree(tmp_path)
