@@ -8,8 +8,9 @@ a cache outside the clone, and names it in .kernel/TREE612:
     linux-6.12/src/build-clang/  the same with clang (CC= as recorded in CLANG_CC)
 
 `fresh_tree()` gives a test its own copy in a few seconds: the sources and the git objects
-are hard links to the cache's files, everything else (the rest of .git, the build dirs) is
-copied. A hard link is the same file, so a copy must never be written in place: every
+are hard links to the cache's files, everything else is copied: the build dirs (kbuild
+writes in place) and the rest of .git (git appends to reflogs and truncates files such as
+COMMIT_EDITMSG). A hard link is the same file, so a copy must never be written in place: every
 writer used here replaces a file instead (git am, git checkout and git apply unlink and
 create; `write()` renames a temporary file over it; make writes only below the build
 dirs, which are real copies). Opening an existing source file for writing, or appending
