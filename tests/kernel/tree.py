@@ -1,0 +1,226 @@
+"""Linux 6.12 as test material: private copies of a prepared tree, and what tests do to them.
+
+tests/kernel/get-kernel-material (through tests/kernel/tree612) prepares the tree once, in
+a cache outside the clone, and names it in .kernel/TREE612:
+
+    linux-6.12/src/              git repository, one commit, pristine
+    linux-6.12/src/build/        O= build dir, configured and prepared with gcc
+    linux-6.12/src/build-clang/  the same with clang (CC= as recorded in CLANG_CC)
+
+`fresh_tree()` gives a test its own copy in a few seconds: the sources and the git objects
+are hard links to the cache's files, everything else is copied: the build dirs (kbuild
+writes in place) and the rest of .git (git appends to reflogs and truncates files such as
+COMMIT_EDITMSG). A hard link is the same file, so a copy must never be written in place: every
+writer used here replaces a file instead (git am, git checkout and git apply unlink and
+create; `write()` renames a temporary file over it; make writes only below the build
+dirs, which are real copies). Opening an existing source file for writing, or appending
+to one, would change the cache for every later test: use `write()`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from codegen.toolchain import find_clang
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+KERNEL = ROOT / ".kernel"
+LAYOUT = "layout 4"  # as tests/kernel/tree612 writes it into STAMP
+BUILD_DIRS = {"gcc": "build", "clang": "build-clang"}
+JOBS = str(os.cpu_count() or 1)
+
+
+def kbuild_clang() -> list[str]:
+    """The project's clang (codegen.toolchain.find_clang) as kbuild's CC. The ziglang wheel's
+    `zig cc` parses the options itself and refuses some the kernel passes
+    (-fpatchable-function-entry=16,16); `zig clang` is the plain driver, and kbuild adds
+    --target= itself."""
+    argv = list(find_clang().argv)
+    if "ziglang" in argv and argv[argv.index("ziglang") + 1 :][:1] == ["cc"]:
+        argv = argv[: argv.index("ziglang") + 1] + ["clang"]
+    return argv
+
+
+def cache() -> Path | None:
+    """The prepared tree named in .kernel/TREE612, or None when there is none complete."""
+    named = KERNEL / "TREE612"
+    if not named.is_file():
+        return None
+    path = Path(named.read_text().strip())
+    stamp = path / "STAMP"
+    if not stamp.is_file() or not stamp.read_text().strip().endswith(LAYOUT):
+        return None
+    return path
+
+
+def missing_reason() -> str:
+    named, status = KERNEL / "TREE612", KERNEL / "STATUS612"
+    if named.is_file():
+        stamp = Path(named.read_text().strip()) / "STAMP"
+        found = stamp.read_text().strip() if stamp.is_file() else "no STAMP"
+        why = f"{stamp.parent} is not complete or not {LAYOUT} ({found}); run tests/kernel/get-kernel-material"
+    elif status.is_file():
+        why = status.read_text().strip()
+    else:
+        why = "tests/kernel/get-kernel-material has not run"
+    return f"no Linux 6.12 tree: {why}"
+
+
+@dataclass(frozen=True)
+class Tree:
+    src: Path  # the sources, a git repository
+    build: Path  # O= for gcc
+    build_clang: Path  # O= for clang
+    base: str  # the pristine commit
+    clang_cc: str  # the CC= the clang build dir was configured with
+
+    def build_dir(self, cc: str) -> Path:
+        return self.src / BUILD_DIRS[cc]
+
+
+def _cp(*args: str | Path) -> None:
+    subprocess.run(["cp", *map(str, args)], check=True, capture_output=True, text=True)
+
+
+def copy_tree(pristine: Path, dst: Path) -> None:
+    """Copy the git work tree `pristine` to `dst`: sources and git objects hard-linked, the
+    rest of .git and the build dirs copied (they are written in place: reflogs, kbuild)."""
+    dst.mkdir(parents=True)
+    linked = [p for p in pristine.iterdir() if p.name not in {".git", *BUILD_DIRS.values()}]
+    copied = [p for p in pristine.iterdir() if p.name in BUILD_DIRS.values()]
+    git = pristine / ".git"
+    (dst / ".git").mkdir()
+    git_linked = [git / "objects"]
+    git_copied = [p for p in git.iterdir() if p.name != "objects"]
+    try:
+        _cp("-a", "-l", "-t", dst, *linked)
+        _cp("-a", "-l", "-t", dst / ".git", *git_linked)
+    except subprocess.CalledProcessError as e:
+        if "cross-device" not in e.stderr:
+            raise
+        # another file system: a real copy, slower (gigabytes) but just as private
+        _cp("-a", "-t", dst, *linked)
+        _cp("-a", "-t", dst / ".git", *git_linked)
+    if copied:
+        _cp("-a", "-t", dst, *copied)
+    if git_copied:
+        _cp("-a", "-t", dst / ".git", *git_copied)
+
+
+def fresh_tree(tmp_path: Path) -> Tree:
+    """A private, writable copy of the prepared Linux 6.12 tree below tmp_path."""
+    pristine = cache()
+    if pristine is None:
+        raise RuntimeError(missing_reason())
+    src = tmp_path / "linux-6.12"
+    copy_tree(pristine / "src", src)
+    # kbuild names the sources by relative paths, but objtool's own build records absolute
+    # ones: without this every copy would rebuild objtool (10 s a compiler)
+    built_in = (pristine / "BUILT_IN").read_text().strip()
+    for name in BUILD_DIRS.values():
+        for cmd in (src / name / "tools").rglob(".*.cmd"):
+            text = cmd.read_text()
+            if built_in in text:
+                cmd.write_text(text.replace(built_in, str(src)))
+    base = git(src, "rev-parse", "HEAD").stdout.strip()
+    return Tree(src, src / "build", src / "build-clang", base,
+                (pristine / "CLANG_CC").read_text().strip())  # fmt: skip
+
+
+def git(src: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True, check=check)
+
+
+def write(tree: Tree, path: str, text: str) -> None:
+    """Write a file of the tree by renaming a new file over it, never in place."""
+    target = tree.src / path
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".kgen-tmp-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    if target.exists():
+        os.chmod(tmp, target.stat().st_mode & 0o7777)
+    os.replace(tmp, target)
+
+
+def touched(tree: Tree) -> set[str]:
+    """Files that differ from the pristine commit: committed, staged, edited or new."""
+    names = git(tree.src, "diff", "--name-only", tree.base).stdout.split()
+    names += git(tree.src, "ls-files", "--others", "--exclude-standard").stdout.split()
+    return set(names)
+
+
+_DIAG = re.compile(r"^(?P<path>[^\s:]+):(?:\d+:)*\s*(?P<kind>warning|error)\b.*$", re.M)
+
+
+@dataclass
+class Built:
+    ok: bool  # make succeeded for every object
+    warnings: list[str]  # compiler warnings in touched files, and every objtool message
+    errors: list[str]  # every error line, paths relative to the sources
+    elsewhere: list[str]  # compiler warnings in files not touched (a use of a touched header)
+    output: str = field(repr=False)  # all make printed
+
+    def __iter__(self):
+        return iter((self.ok, self.warnings))
+
+
+def build(tree: Tree, objects: list[str], cc: str = "gcc") -> Built:
+    """`make O=<build dir> W=1 <object>...` in the tree, with gcc or the project's clang."""
+    args = ["make", "-C", str(tree.src), f"O={BUILD_DIRS[cc]}", f"-j{JOBS}", "-k", "W=1", *objects]
+    env = dict(os.environ)
+    if cc == "clang":
+        args.insert(3, f"CC={tree.clang_cc}")
+        env["KGEN_CLANG"] = shlex.join(kbuild_clang())
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+    output = proc.stdout + proc.stderr
+    mine = touched(tree)
+    warnings, errors, elsewhere = [], [], []
+    for m in _DIAG.finditer(output):
+        # kbuild names a source from the build dir (../arch/x86/...), an object from its own
+        rel = m.group("path").removeprefix("../")
+        line = rel + m.group(0)[len(m.group("path")) :]
+        if m.group("kind") == "error":
+            errors.append(line)
+        elif "objtool:" in line or rel in mine:
+            warnings.append(line)
+        else:
+            elsewhere.append(line)
+    return Built(proc.returncode == 0, warnings, errors, elsewhere, output)
+
+
+@dataclass
+class Report:
+    ok: bool  # checkpatch exited 0
+    errors: int
+    warnings: int
+    checks: int
+    text: str
+
+
+_TOTAL = re.compile(r"total: (\d+) errors, (\d+) warnings, (?:(\d+) checks, )?\d+ lines checked")
+
+
+def checkpatch(tree: Tree, patch_file: Path) -> Report:
+    """scripts/checkpatch.pl --strict on a patch, run in the tree (not --no-tree)."""
+    proc = subprocess.run(["perl", "scripts/checkpatch.pl", "--strict", str(Path(patch_file).resolve())],
+                          cwd=tree.src, capture_output=True, text=True, check=False)  # fmt: skip
+    m = _TOTAL.search(proc.stdout)
+    if m is None:
+        raise AssertionError(f"checkpatch gave no total:\n{proc.stdout}{proc.stderr}")
+    errors, warnings, checks = (int(g or 0) for g in m.groups())
+    return Report(proc.returncode == 0, errors, warnings, checks, proc.stdout + proc.stderr)
+
+
+def git_am(tree: Tree, patches: list[Path]) -> str:
+    """Apply a series with `git am`; '' when it applied, else what git said (series aborted)."""
+    proc = git(tree.src, "am", "--quiet", *[str(Path(p).resolve()) for p in patches], check=False)
+    if proc.returncode == 0:
+        return ""
+    git(tree.src, "am", "--abort", check=False)
+    return (proc.stdout + proc.stderr).strip() or f"git am exited {proc.returncode}"
