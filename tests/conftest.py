@@ -17,11 +17,8 @@ pytest_plugins = ["tests.ci_policy"]
 SLOW_MODULES = {
     "test_kernel_checks", "test_kernel_reference", "test_mutants", "test_spec_fuzz",
     "test_validate_base", "test_compare", "test_compare_safety", "test_operand_placement",
-<<<<<<< HEAD
-    "test_install", "test_kernel_reference_612", "test_profile_flags",
-=======
-    "test_install", "test_kernel_tree",
->>>>>>> tree612
+    "test_install", "test_kernel_reference_612", "test_profile_flags", "test_kernel_tree",
+    "test_tree_612",
 }  # fmt: skip
 
 
