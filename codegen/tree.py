@@ -23,7 +23,7 @@ from typing import Callable, Iterable
 from . import ctext
 from .kernelapi import Profile, detect
 from .model import CallSite, Spec
-from .render import include_split, outputs, render_spec, worker_functions
+from .render import TEMPLATES, include_split, outputs, render_spec, worker_functions
 
 
 class TreeError(Exception):
@@ -693,9 +693,9 @@ def default_worker(spec: Spec):
 PATCH_ORDER = ("cpufeature", "msr", "helpers", "setup", "trigger", "call-setup", "call-trigger", "sibling")
 
 
-def operations(spec: Spec, tree: KernelTree, order_base: int = 0) -> list[Op]:
+def operations(spec: Spec, tree: KernelTree, order_base: int = 0, templates: Path = TEMPLATES) -> list[Op]:
     """Everything ``spec`` changes in ``tree``, in patch order."""
-    files = render_spec(spec, profile=tree.profile)
+    files = render_spec(spec, templates, profile=tree.profile)
     patches: dict[str, Patch] = {}
 
     def patch(key: str) -> Patch:
@@ -807,12 +807,12 @@ class Plan:
         return texts, errors
 
 
-def plan(specs: list[Spec], tree: KernelTree) -> Plan:
+def plan(specs: list[Spec], tree: KernelTree, templates: Path = TEMPLATES) -> Plan:
     ops: list[Op] = []
     # RMPOPT-like specs (with a sweep) first, then the siblings, each in file order
     ordered = sorted(specs, key=lambda s: (s.kernel.sweep is None, s.instruction.mnemonic))
     for n, spec in enumerate(ordered):
-        ops += operations(spec, tree, order_base=n * 1000)
+        ops += operations(spec, tree, n * 1000, templates)
     return Plan(tree, ops)
 
 
