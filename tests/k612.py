@@ -1,6 +1,7 @@
 """Where the tests find Linux 6.12's source (Debian's linux-source-6.12, 6.12.117).
 
-$KGEN_K612 if set, else ~/.cache/kgen/k612/linux-source-6.12; where that is
+$KGEN_K612 if set, else the tree tests/kernel/get-kernel-material prepares (see
+tests/kernel/tree.py), else ~/.cache/kgen/k612/linux-source-6.12; where that is
 missing and the package is installed (/usr/src/linux-source-6.12.tar.xz), the
 files the tests read are extracted there once.
 """
@@ -25,6 +26,12 @@ def _default() -> Path:
 def tree() -> tuple[Path | None, str]:
     """(the tree, "") or (None, why not)."""
     given = os.environ.get("KGEN_K612")
+    if not given:
+        from tests.kernel.tree import cache  # the whole tree that get-kernel-material prepares
+
+        prepared = cache()
+        if prepared is not None and all((prepared / "src" / m).exists() for m in MEMBERS):
+            return prepared / "src", ""
     root = Path(given) if given else _default()
     if all((root / m).exists() for m in MEMBERS):
         return root, ""
