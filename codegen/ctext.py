@@ -11,6 +11,7 @@ literals and bracket nesting are honoured, macros are not expanded.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -104,40 +105,30 @@ def _pp_end(text: str, i: int) -> int:
         return nl
 
 
+_MASKED = re.compile(
+    r"^[ \t]*\#(?:/\*.*?\*/|\\\n|[^\n])*"  # a preprocessor line, continuations and comments joined
+    r"|//[^\n]*"
+    r"|/\*.*?\*/"
+    r'|"(?:\\.|[^"\\\n])*"'
+    r"|'(?:\\.|[^'\\\n])*'",
+    re.M | re.S,
+)
+
+
+def _blank(m: re.Match) -> str:
+    return re.sub(r"[^\n]", " ", m.group())
+
+
+@functools.lru_cache(maxsize=64)
 def mask(text: str) -> str:
     """``text`` with comments, literals and preprocessor lines blanked (newlines kept), same length."""
-    out = list(text)
-    i, n = 0, len(text)
-    line_start = True
-    while i < n:
-        c = text[i]
-        if c == "\n":
-            line_start = True
-            i += 1
-            continue
-        if c in " \t\r\f\v":
-            i += 1
-            continue
-        if line_start and c == "#":
-            j = _pp_end(text, i)
-            for k in range(i, j):
-                if out[k] != "\n":
-                    out[k] = " "
-            i = j
-            continue
-        line_start = False
-        if text.startswith("/*", i) or text.startswith("//", i):
-            j = _skip_comment(text, i)
-        elif c in "\"'":
-            j = _skip_literal(text, i)
-        else:
-            i += 1
-            continue
-        for k in range(i, j):
-            if out[k] != "\n":
-                out[k] = " "
-        i = j
-    return "".join(out)
+    masked = _MASKED.sub(_blank, text)
+    for token, what in (("/*", "unterminated comment"), ('"', "unterminated string or character literal"),
+                        ("'", "unterminated string or character literal")):  # fmt: skip
+        at = masked.find(token)
+        if at >= 0:
+            raise CTextError(what, at)
+    return masked
 
 
 def _line_start(text: str, offset: int) -> int:
@@ -217,8 +208,13 @@ def _classify(code: str, masked: str) -> tuple[str, str]:
     return "variable", names[-1] if names else ""
 
 
-def items(text: str) -> list[Item]:
+@functools.lru_cache(maxsize=64)
+def items(text: str) -> tuple[Item, ...]:
     """The top-level items of ``text``, in order (blank lines and stray comments belong to none)."""
+    return tuple(_items(text))
+
+
+def _items(text: str) -> list[Item]:
     masked = mask(text)
     result: list[Item] = []
     conditions: list[tuple[str, str]] = []
