@@ -25,6 +25,7 @@ _TEXT_RULES = {
         "not": {"enum": sorted(C_KEYWORDS)},
     },
     "comment": {"type": "string", "not": {"pattern": r"(\*/|/\*)"}},
+    "code": {"type": "string", "pattern": r"^[\t\n\x20-\x7e]*\S[\t\n\x20-\x7e]*$"},
     "c-string": {"type": "string", "pattern": r'^[ !#-$&-\[\]-~]*$'},
     "path": {
         "type": "string",

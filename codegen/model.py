@@ -402,6 +402,11 @@ class CallSite(Node):
         Doc("the statement the call follows, as the tree writes it (layout and comments do not "
             "matter); kgen apply and patch look for it and say so when it is not there"),
     ]
+    unless: Annotated[
+        Identifier | None,
+        Doc("a variable of that function: the call is made only when it is false (e.g. panic, "
+            "where nothing may sleep)"),
+    ] = None
 
 
 @dataclass(frozen=True)

@@ -89,9 +89,12 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
         word, bit = op.slot(plan.tree.text(op.path), plan.tree)
         where = ""
         if (word, bit) != (c.word, c.word_bit):
-            where = (f"The spec's slot ({c.word}*32+{c.word_bit}) is taken in this tree, so the bit "
-                     f"takes the first free bit of word {word}, whose features scattered.c sets "
-                     "from CPUID.")  # fmt: skip
+            text = plan.tree.text(op.path)
+            taken = re.search(rf"#define\s+(X86_FEATURE_\w+)\s+\(\s*{c.word}\s*\*\s*32\s*\+\s*{c.word_bit}\s*\)", text)
+            holder = taken.group(1) if taken else "another feature"
+            where = (f"Mainline has it at ({c.word}*32+{c.word_bit}), which is {holder} here, so it "
+                     f"takes the first free bit of word {word}, a word whose features scattered.c "
+                     "sets from CPUID.")  # fmt: skip
         body = [
             f"{what} is enumerated by CPUID {c.leaf:#x} {c.register.upper()}[{c.bit}]. "
             f"Add {c.feature} and set it from that leaf in scattered.c, so that code can test for "
@@ -112,7 +115,7 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
     if key == "helpers":
         raw = k.raw_helper
         body = [
-            _sentence(insn.description),
+            _with_subject(mn, insn.description),
             f"Add {raw.name}(), which mirrors the instruction reference: "
             + ", ".join(f"{i.register.upper()} = {i.name}" for i in insn.inputs)
             + ", and returns " + _outputs(spec) + ".",
@@ -127,6 +130,7 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
         en = k.enable
         reqs = "".join(f" and {r.check}({r.argument})" for r in getattr(en, "requires", ()) or ())
         body = [
+            _with_subject(mn, insn.description),
             f"{w.setup}() enables {mn} and starts a worker that runs one pass over all memory "
             f"shortly after. It does nothing unless cpu_feature_enabled({insn.cpuid.feature})"
             f"{reqs}. It allocates the workqueue before it writes {insn.msr.name} on one thread "
@@ -156,34 +160,50 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
         return f"{pre}Add {w.trigger}() to ask for an {mn} pass", wrap(body)
     if key in ("call-setup", "call-trigger"):
         calls = [o for o in plan.ops if o.patch is patch]
-        said = [f"{o.call.rstrip(';')} in {o.function}()" for o in calls]
+        said = [f"{o.call.rstrip(';')} in {o.function}()"
+                + (f" unless {o.unless}" if o.unless else "") for o in calls]  # fmt: skip
         w = default_worker(spec)
         if key == "call-trigger":
+            delay = w.rearm_delay_ms
             subject = f"{pre}Ask for an {mn} pass when an SNP guest is destroyed"
-            body = [f"Call {' and '.join(said)}: the guest's memory goes back to the host, so "
-                    f"the regions it held may now be optimized. {w.trigger}() batches requests "
-                    "that come close together into one pass."]
+            body = [f"Call {' and '.join(said)}. The guest's private memory goes back to the "
+                    "host when its guest_memfd is released, which may be after this call; "
+                    + (f"the pass runs {delay // 1000} s after the last request, " if delay and delay % 1000 == 0 else "the pass runs later, ")
+                    + f"and {w.trigger}() makes one pass of requests that come close together. "
+                    "Regions that still hold guest pages are simply not optimized."]  # fmt: skip
         else:
             subject = f"{pre}Set up {mn} after SNP init and tear it down at shutdown"
-            body = [f"Call {' and '.join(said)}. {mn} can be enabled only once SNP is, and "
-                    "its MSRs are cleared before SNP is shut down."]
+            body = [f"Call {' and '.join(said)}. {mn} can be enabled only once SNP is."]
+            if any(o.unless for o in calls):
+                body.append("Teardown sleeps (it takes a mutex, waits for the worker and "
+                            "writes the MSRs through IPIs), so it is left out of the panic path.")
         return subject, wrap(body)
     # a sibling: the tree's hand-written helper becomes the generated one
     raw = k.raw_helper
     ool = k.out_of_line
     body = [
-        f"Generate {raw.name}() from the {mn} instruction spec: "
-        f"the same instruction bytes, now with its kernel-doc (encoding, inputs, outputs)"
-        + (", and the flag output written as this tree's minimum compiler needs it"
-           if not plan.tree.profile.flag_outputs and any(o.flag for o in insn.outputs) else "")
-        + ".",
-        (f"{ool.name}() now executes the instruction through {raw.name}()." if ool else ""),
+        (f"Move the {mn} instruction of {ool.name}() into {raw.name}(), a helper that "
+         f"mirrors the instruction reference, with kernel-doc that states its encoding, "
+         f"registers and return value."
+         if ool else
+         f"Give {raw.name}() kernel-doc that states the encoding, the registers and the return "
+         f"value. The instruction bytes, the operands and the result are unchanged."),
         (f"{raw.name}() executes {mn} again while it returns a retry code, at most "
          f"{raw.max_retries} times; the loop it replaces retried without bound, so a code "
          f"that persists now ends as a failure instead of a hang." if raw.max_retries and ool else ""),
     ]
-    verb = "Use the generated" if ool else "Generate"
-    return f"{pre}{verb} {raw.name}()", wrap(body)
+    if ool:
+        return f"{pre}Move the {mn} instruction into {raw.name}()", wrap(body)
+    return f"{pre}Add kernel-doc to {raw.name}()", wrap(body)
+
+
+def _with_subject(mnemonic: str, description: str) -> str:
+    """'Checks whether ...' -> 'RMPOPT checks whether ...': a spec's description as a sentence."""
+    text = _sentence(description)
+    first = text.split(" ", 1)[0]
+    if first[:1].isupper() and first[1:].islower() and first.endswith("s"):
+        return f"{mnemonic} {first.lower()}{text[len(first):]}"
+    return text
 
 
 def _sentence(text: str) -> str:
@@ -303,11 +323,16 @@ def _cover(path: Path, plan: Plan, patches: list[Patch], signoff: bool, who: Ide
         if p.spec not in specs:
             specs.append(p.spec)
     mns = [s.instruction.mnemonic.upper() for s in specs]
-    subject = f"x86/sev: {mns[0]} support" + (f" and generated {', '.join(mns[1:])} helpers" if len(mns) > 1 else "")
-    lines = [
-        f"This series was generated by kgen {__version__} from these instruction specs "
-        f"against Linux {plan.tree.version}:",
-    ]
+    sweeps = [s.instruction.mnemonic.upper() for s in specs if s.kernel.sweep is not None]
+    subject = (f"x86/sev: Add {' and '.join(sweeps)} support" if sweeps
+               else f"x86/sev: {', '.join(mns)} helpers from their instruction specs")  # fmt: skip
+    lines = []
+    if sweeps and len(mns) > len(sweeps):
+        lines.append(f"After the {' and '.join(sweeps)} patches, the hand-written "
+                     f"{', '.join(m for m in mns if m not in sweeps)} code gives way to helpers "
+                     "generated from instruction specs of the same kind.")  # fmt: skip
+    lines.append(f"This series was generated by kgen {__version__} from these instruction specs "
+                 f"against Linux {plan.tree.version}:")  # fmt: skip
     blurb = wrap(lines) + "\n\n" + "\n".join(
         f"  {Path(s.path).name}  sha256 {spec_digest(s.source)}" for s in specs
     )

@@ -234,6 +234,7 @@ class Block(Op):
     then: tuple[Upsert, ...] = ()
     otherwise: tuple[Upsert, ...] = ()
     whole: str = ""
+    own: bool = False  # a block of kgen's own, never one the tree has for its code
 
     def patches(self) -> set[int]:
         return {id(op.patch) for op in self.then + self.otherwise} | {id(self.patch)}
@@ -241,6 +242,11 @@ class Block(Op):
     def apply(self, text: str, tree: KernelTree, chosen: set[int] | None = None) -> str:
         found = ctext.items(text)
         openers = [i for i in found if i.kind == "pp" and i.name == self.condition]
+        if self.own:  # the one that holds what it owns, if any
+            mine = {(op.kind, op.name) for op in self.then}
+            openers = [o for o in openers if any(
+                (i.kind, i.name) in mine and i.conditions[-1:] == ((self.condition, "then"),)
+                and i.start > o.start and _opener_of(found, i) is o for i in found)]  # fmt: skip
         if not openers:
             if not self.then:
                 return text
@@ -255,14 +261,31 @@ class Block(Op):
         if opener is None:
             raise self.fail(tree, f"#{self.condition} opens {len(openers)} blocks: kgen cannot tell "
                                   "which one holds its declarations")  # fmt: skip
+        at = opener.start
         for ops, branch in ((self.then, "then"), (self.otherwise, "else")):
             for op in ops:
                 if chosen is None or id(op.patch) in chosen:
-                    text = _with_block_place(op, self.condition, branch).apply(text, tree)
+                    text = _with_block_place(op, self.condition, branch, at).apply(text, tree)
         return text
 
 
-def _with_block_place(op: Upsert, condition: str, branch: str) -> Upsert:
+def _opener_of(found, item: ctext.Item) -> ctext.Item | None:
+    """The #if line that opens the innermost block holding ``item``."""
+    depth = 0
+    for other in reversed(found[: found.index(item)]):
+        if other.kind != "pp":
+            continue
+        word = other.name.split()[0] if other.name else ""
+        if word == "endif":
+            depth += 1
+        elif word in ("if", "ifdef", "ifndef"):
+            if depth == 0:
+                return other
+            depth -= 1
+    return None
+
+
+def _with_block_place(op: Upsert, condition: str, branch: str, opener_at: int) -> Upsert:
     def place(text: str, found: list[ctext.Item]) -> int:
         depth, inside = 0, False
         for item in found:
@@ -270,7 +293,7 @@ def _with_block_place(op: Upsert, condition: str, branch: str) -> Upsert:
                 continue
             word = item.name.split()[0] if item.name else ""
             if not inside:
-                inside = item.name == condition
+                inside = item.name == condition and item.start >= opener_at
                 continue
             if word in ("if", "ifdef", "ifndef"):
                 depth += 1
@@ -470,10 +493,12 @@ class Call(Op):
     function: str = ""
     after: str = ""
     call: str = ""
+    unless: str | None = None
 
     def apply(self, text: str, tree: KernelTree) -> str:
         body, stmts = _function_statements(self, text, tree, self.function)
-        want = ctext.tokens(self.call)
+        statement = self.call if self.unless is None else f"if (!{self.unless})\n\t{self.call}"
+        want = ctext.tokens(statement)
         if any(ctext.tokens(text[s.code : s.end]) == want for s in ctext.walk(stmts)):
             return text
         anchor = ctext.tokens(self.after)
@@ -483,10 +508,11 @@ class Call(Op):
             raise self.fail(tree, f"in {self.function}(), the statement `{self.after}` that the call "
                                   f"to {self.call.rstrip(';')} follows {found}")  # fmt: skip
         s = hits[0]
-        line = _indent(text, s.code) + self.call + "\n"
+        indent = _indent(text, s.code)
+        line = indent + statement.replace("\n", "\n" + indent) + "\n"
         end = s.end
         # after a paragraph or a compound statement, the call stands in a paragraph of its own
-        if text.startswith("\n", end) or s.keyword in ("if", "for", "while", "do", "switch"):
+        if text.startswith("\n", end) or s.keyword in ("if", "for", "while", "do", "switch") or self.unless:
             return text[:end] + "\n" + line + text[end:]
         return text[:end] + line + text[end:]
 
@@ -685,6 +711,33 @@ def _what(item: ctext.Item) -> str:
     }.get(item.kind, f"{item.kind} {item.name}")
 
 
+def _needs_x86_64(spec: Spec) -> bool:
+    """A 64-bit value in one register: the helpers build only for x86-64 (a u64 "a" operand is
+    an error for a 32-bit target), and the tree's header is included by 32-bit kernels too."""
+    return any(i.type == "u64" for i in spec.instruction.inputs) or any(
+        o.type == "u64" and o.register for o in spec.instruction.outputs)
+
+
+def _x86_64_only(ops: list[Op], tree: KernelTree, path: str) -> list[Op]:
+    """New functions of a helper header go into a #ifdef CONFIG_X86_64 block of kgen's own;
+    a function the tree already has (a hand-written helper being replaced) stays where it is."""
+    text = tree.text(path)
+    have = {(i.kind, i.name) for i in ctext.items(text) if not any(b == "else" for _, b in i.conditions)
+            and ("ifdef CONFIG_X86_64", "then") not in i.conditions}  # fmt: skip
+    moved = [op for op in ops if isinstance(op, Upsert) and op.kind == "function"
+             and (op.kind, op.name) not in have]  # fmt: skip
+    if not moved:
+        return ops
+    rest = [op for op in ops if op not in moved]
+    inner = tuple(Upsert(op.patch, op.path, op.what, op.kind, op.name, op.body, (), True,
+                         ("ifdef CONFIG_X86_64", "then")) for op in moved)  # fmt: skip
+    whole = "#ifdef CONFIG_X86_64\n" + "\n".join(op.body for op in moved) + "#endif /* CONFIG_X86_64 */\n"
+    block = Block(moved[0].patch, path, "#ifdef CONFIG_X86_64 block", "ifdef CONFIG_X86_64",
+                  inner, (), whole, True)  # fmt: skip
+    at = ops.index(moved[0])
+    return rest[:at] + [block] + rest[at:]
+
+
 def default_worker(spec: Spec):
     workers = spec.kernel.sweep.workers
     return next((w for w in workers if w.kind == "delayed-work"), workers[0])
@@ -745,7 +798,10 @@ def operations(spec: Spec, tree: KernelTree, order_base: int = 0, templates: Pat
         first = patch(key)
         for header in includes:
             ops.append(Include(first, dest, f"#include <{header}>", header))
-        ops += _upserts(patch_of, dest, text, body)
+        found_ops = _upserts(patch_of, dest, text, body)
+        if dest == k.raw_helper.header and _needs_x86_64(spec):
+            found_ops = _x86_64_only(found_ops, tree, dest)
+        ops += found_ops
     if sweep is None and k.out_of_line is not None:
         ool = k.out_of_line
         ops.append(AsmToHelper(patch("sibling"), ool.source, f"{ool.name}()", ool.name))
@@ -760,7 +816,7 @@ def _call_op(patch, site: CallSite, worker) -> Call:
     function = {"setup": worker.setup, "trigger": worker.trigger, "teardown": worker.teardown}[site.call]
     key = "call-trigger" if site.call == "trigger" else "call-setup"
     return Call(patch(f"{key}:{site.source}"), site.source, f"call of {function}()", site.function,
-                site.after, f"{function}();")  # fmt: skip
+                site.after, f"{function}();", site.unless)  # fmt: skip
 
 
 # --- plans -------------------------------------------------------------------
@@ -770,6 +826,7 @@ def _call_op(patch, site: CallSite, worker) -> Call:
 class Plan:
     tree: KernelTree
     ops: list[Op]
+    skipped: list[tuple[Spec, str]] = field(default_factory=list)  # specs with nothing to do, and why
 
     def patches(self) -> list[Patch]:
         seen: dict[tuple[int, str], Patch] = {}
@@ -809,11 +866,30 @@ class Plan:
 
 def plan(specs: list[Spec], tree: KernelTree, templates: Path = TEMPLATES) -> Plan:
     ops: list[Op] = []
+    skipped: list[tuple[Spec, str]] = []
     # RMPOPT-like specs (with a sweep) first, then the siblings, each in file order
     ordered = sorted(specs, key=lambda s: (s.kernel.sweep is None, s.instruction.mnemonic))
     for n, spec in enumerate(ordered):
+        why = _nothing_to_replace(spec, tree)
+        if why:
+            skipped.append((spec, why))
+            continue
         ops += operations(spec, tree, n * 1000, templates)
-    return Plan(tree, ops)
+    return Plan(tree, ops, skipped)
+
+
+def _nothing_to_replace(spec: Spec, tree: KernelTree) -> str | None:
+    """Why a helper-only spec has nothing to do in this tree: no hand-written helper of its
+    name to replace and no kernel function that executes the instruction (a helper with no
+    user would be dead code, and its operand types may not be the tree's)."""
+    k = spec.kernel
+    if k.sweep is not None or k.out_of_line is not None:
+        return None
+    header = k.raw_helper.header
+    if any(i.kind == "function" and i.name == k.raw_helper.name for i in ctext.items(tree.text(header))):
+        return None
+    return (f"{header} has no {k.raw_helper.name}() to replace and the spec names no kernel function "
+            f"that executes {spec.instruction.mnemonic.upper()} (kernel.out_of_line): nothing to do")
 
 
 def tree_path(rel: str) -> str:

@@ -26,6 +26,8 @@ def _plan(specs, tree_dir: Path):
 
 
 def _result(p):
+    for spec, why in p.skipped:
+        click.echo(f"{shown_path(str(spec.path))}: note: {why}", err=True)
     texts, errors = p.result()
     if errors:
         for e in errors:

@@ -218,6 +218,18 @@ def test_enable(rmpopt, facts):
         (r["name"], r["check"], r["argument"]) for r in want["requires"]]
 
 
+@covers("kernel.enable.call_sites[].call", "kernel.enable.call_sites[].source",
+        "kernel.enable.call_sites[].function", "kernel.enable.call_sites[].after",
+        "kernel.enable.call_sites[].unless", "kernel.out_of_line")  # fmt: skip
+def test_call_sites(rmpopt, facts):
+    want = facts["kernel"]["enable"]["call-sites"]
+    assert [(c.call, c.source, c.function, " ".join(c.after.split()), c.unless)
+            for c in rmpopt.kernel.enable.call_sites] == [
+        (w["call"], w["file"], w["in"], w["after"], w.get("not-when")) for w in want]  # fmt: skip
+    # RMPOPT has no out-of-line kernel function of its own: the sweep executes it
+    assert rmpopt.kernel.out_of_line is None
+
+
 def _leaves(obj, prefix: str):
     if dataclasses.is_dataclass(obj):
         from codegen.spec import yaml_fields
@@ -256,6 +268,8 @@ MUTATIONS = [  # (spec text replaced, by, the check that must catch it)
     ("mutex: rmpopt_wq_mutex", "mutex: rmpopt_mutex", test_enable),
     ("cap_log: at-setup", "cap_log: every-pass", test_sweep_policy),
     ("argument: CC_ATTR_HOST_SEV_SNP", "argument: CC_ATTR_GUEST_SEV_SNP", test_enable),
+    ("unless: panic", "unless: error", test_call_sites),
+    ('after: "sev->snp_initialized = false;"', 'after: "memset(&data, 0, sizeof(data));"', test_call_sites),
 ]  # fmt: skip
 
 

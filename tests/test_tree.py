@@ -107,7 +107,13 @@ def test_what_apply_puts_where(tree):
     assert "\tret = __rmpupdate(paddr, state);\n" in host and "do {" not in host
     ccp = read("drivers/crypto/ccp/sev-dev.c")
     assert "\tsev->snp_initialized = true;\n\tsnp_setup_rmpopt();\n" in ccp
-    assert "\t\treturn 0;\n\n\trmpopt_cleanup();\n\n\tmemset" in ccp
+    # teardown once SNP is shut down, and not on the panic path, where nothing may sleep
+    assert "\tsev->snp_initialized = false;\n\n\tif (!panic)\n\t\trmpopt_cleanup();\n\n\treturn 0;" in ccp
+    # the helpers that pass a u64 in one register build only for x86-64
+    block = insns[insns.index("#ifdef CONFIG_X86_64"):insns.index("#endif /* CONFIG_X86_64 */")]
+    assert "static inline bool __rmpopt(" in block and "static inline bool rmpopt(" in block
+    assert "enum rmpopt_function" not in block
+    assert sev_h.count("#ifdef CONFIG_X86_64") == 2  # __psmash(), __rmpupdate()
     kvm = read("arch/x86/kvm/svm/sev.c")
     assert "\t\t\treturn;\n\n\t\tsnp_rmpopt_all_physmem();\n\t} else {" in kvm
 
@@ -237,11 +243,20 @@ def test_patch_series_applies_and_equals_apply(tree, tmp_path):
         "crypto: ccp - Set up RMPOPT after SNP init and tear it down at shutdown",
         "KVM: SEV: Ask for an RMPOPT pass when an SNP guest is destroyed",
     ]
+    assert "isa/rmpread.yaml: note: arch/x86/include/asm/sev.h has no __rmpread() to replace" in result.output
+    assert subjects[7:] == [
+        "x86/sev: Move the PSMASH instruction into __psmash()",
+        "x86/sev: Add kernel-doc to pvalidate()",
+        "x86/sev: Add kernel-doc to rmpadjust()",
+        "x86/sev: Move the RMPUPDATE instruction into __rmpupdate()",
+    ]
     cover = files[0].read_text()
-    for spec in SPECS:
-        from codegen.render import spec_digest
+    assert "Subject: [PATCH 00/11] x86/sev: Add RMPOPT support\n" in cover
+    from codegen.render import spec_digest
 
-        assert f"{spec.name}  sha256 {spec_digest(spec.read_bytes())}" in cover
+    for spec in SPECS:
+        listed = f"{spec.name}  sha256 {spec_digest(spec.read_bytes())}" in cover
+        assert listed == (spec.name != "rmpread.yaml"), spec.name
     assert "kgen 0.1.0" in cover and "Linux 6.12.0" in cover
     for f in files[1:]:
         text = f.read_text()
@@ -285,11 +300,11 @@ def test_no_signoff_is_invented(tree, tmp_path):
 def test_patch_never_overwrites(tree, tmp_path):
     out = tmp_path / "p"
     out.mkdir()
-    (out / "0001-x86-sev-Generate-pvalidate.patch").write_text("mine\n")
+    (out / "0001-x86-sev-Add-kernel-doc-to-pvalidate.patch").write_text("mine\n")
     result = kgen("patch", ISA / "pvalidate.yaml", "--tree", tree, "-o", out)
     assert result.exit_code == 1 and "exists; kgen does not overwrite it" in result.output
-    assert (out / "0001-x86-sev-Generate-pvalidate.patch").read_text() == "mine\n"
-    assert sorted(p.name for p in out.iterdir()) == ["0001-x86-sev-Generate-pvalidate.patch"]
+    assert (out / "0001-x86-sev-Add-kernel-doc-to-pvalidate.patch").read_text() == "mine\n"
+    assert sorted(p.name for p in out.iterdir()) == ["0001-x86-sev-Add-kernel-doc-to-pvalidate.patch"]
 
 
 def test_unreadable_c_is_a_message_not_a_traceback(tree):
