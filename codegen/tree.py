@@ -513,6 +513,8 @@ class Call(Op):
         end = s.end
         # after a paragraph or a compound statement, the call stands in a paragraph of its own
         if text.startswith("\n", end) or s.keyword in ("if", "for", "while", "do", "switch") or self.unless:
+            if self.unless and _starts_item(text, end):  # an if of its own: a blank line after it too
+                line += "\n"
             return text[:end] + "\n" + line + text[end:]
         return text[:end] + line + text[end:]
 

@@ -27,6 +27,7 @@ static int __sev_snp_shutdown_locked(int *error, bool panic)
 
 	memset(&data, 0, sizeof(data));
 	sev->snp_initialized = false;
+	dev_dbg(sev->dev, "SEV-SNP firmware shutdown\n");
 
 	return 0;
 }
