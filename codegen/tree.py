@@ -113,25 +113,10 @@ def _header_end(text: str, found: list[ctext.Item]) -> int:
     at = pps[-1].start
     # a block that is always on in the kernel (#ifdef __KERNEL__) ending right before it
     if len(pps) >= 2 and pps[-2].name.startswith("endif") and not text[pps[-2].end : at].strip():
-        opener = _opener(found, pps[-2])
+        opener = _opener_of(found, pps[-2])
         if opener is not None and opener.name == "ifdef __KERNEL__":
             at = pps[-2].start
     return at
-
-
-def _opener(found: list[ctext.Item], endif: ctext.Item) -> ctext.Item | None:
-    depth = 0
-    for item in reversed(found[: found.index(endif)]):
-        if item.kind != "pp":
-            continue
-        word = item.name.split()[0] if item.name else ""
-        if word == "endif":
-            depth += 1
-        elif word in ("if", "ifdef", "ifndef"):
-            if depth == 0:
-                return item
-            depth -= 1
-    return None
 
 
 def default_place(path: str) -> Callable[[str, list[ctext.Item]], int]:
