@@ -413,6 +413,16 @@ def cross_findings(specs: list[Spec], independent: bool = True):
     return found
 
 
+def refuse_clashes(loaded: list[Spec]) -> list[Spec]:
+    """Specs that would clash in a kernel tree (with each other or a spec beside them) are
+    neither rendered nor written into a tree: exit 1 with the problems."""
+    clashes = cross_findings(loaded, independent=False).problems
+    if clashes:
+        report_problems(SpecError(clashes))
+        sys.exit(1)
+    return loaded
+
+
 def _independent_findings(specs: list[Spec], found) -> None:
     """The specs against tools kgen did not write: clang's assembler, iced-x86, binutils."""
     try:
@@ -541,12 +551,7 @@ def render(specs: tuple[str, ...], out: Path, prune: bool) -> None:
     from .outtree import TreeError, prune as prune_files, stale_files, write_tree
 
     with _interruptible():
-        loaded = load_specs(specs)
-        # what would clash in a kernel tree with a spec beside them is not written either
-        clashes = cross_findings(loaded, independent=False).problems
-        if clashes:
-            report_problems(SpecError(clashes))
-            sys.exit(1)
+        loaded = refuse_clashes(load_specs(specs))
         files = render_specs(loaded)
         try:
             changed = write_tree(files, out)
@@ -596,7 +601,7 @@ def check(specs: tuple[str, ...], out: Path, tree_dir: Path | None) -> None:
     if tree_dir is not None:
         from . import treecmd
 
-        treecmd.check(loaded, tree_dir)
+        treecmd.check(refuse_clashes(loaded), tree_dir)
         return
     found = drift(render_specs(loaded), out, render_scope(specs, loaded))
     for problem in found.problems:
@@ -1159,7 +1164,7 @@ def apply(specs: tuple[str, ...], tree_dir: Path, force: bool) -> None:
     """
     from . import treecmd
 
-    treecmd.apply(load_specs(specs), tree_dir, force)
+    treecmd.apply(refuse_clashes(load_specs(specs)), tree_dir, force)
 
 
 @main.command()
@@ -1183,7 +1188,7 @@ def patch(specs: tuple[str, ...], tree_dir: Path, out: Path, signoff: bool) -> N
     """
     from . import treecmd
 
-    treecmd.patch(load_specs(specs), tree_dir, out, signoff)
+    treecmd.patch(refuse_clashes(load_specs(specs)), tree_dir, out, signoff)
 
 
 @main.command()

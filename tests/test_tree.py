@@ -323,3 +323,20 @@ def test_ctext_finds_items_by_name():
     pv = ctext.find(found, "function", "pvalidate")
     assert len(pv) == 2 and pv[1].conditions[-1] == ("ifdef CONFIG_AMD_MEM_ENCRYPT", "else")
     assert ctext.find(found, "function", "rmpadjust")[0].text(text).startswith("/* RMPADJUST changes")
+
+
+def test_specs_that_clash_are_not_applied(tree, tmp_path):
+    """Two specs of one instruction with different function codes: which would win depends on
+    the order given, so nothing is written, as render refuses them."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    shutil.copy(ISA / "rmpopt.yaml", a)
+    (b / "rmpopt.yaml").write_text((ISA / "rmpopt.yaml").read_text().replace("value: 1\n", "value: 2\n"))
+    before = snapshot(tree)
+    for command in ("apply", "check", "patch"):
+        args = [command, a / "rmpopt.yaml", b / "rmpopt.yaml", "--tree", tree]
+        result = kgen(*args, *(["-o", tmp_path / "p"] if command == "patch" else []))
+        assert result.exit_code == 1, (command, result.output)
+        assert "also defined by" in result.output
+    assert snapshot(tree) == before and not (tmp_path / "p").exists()
