@@ -303,7 +303,8 @@ def patch(specs, tree_dir: Path, out: Path, signoff: bool) -> None:
         raise click.UsageError("a patch needs an author: set git config user.name and user.email "
                                "(or GIT_AUTHOR_NAME and GIT_AUTHOR_EMAIL)")  # fmt: skip
     if dirty:
-        click.echo(f"kgen: warning: {', '.join(dirty)} differ from the tree's last commit: the "
+        click.echo(f"kgen: warning: {', '.join(dirty)} {'differs' if len(dirty) == 1 else 'differ'} "
+                   "from the tree's last commit: the "
                    "series is made from the files as they are, and the cover letter names no "
                    "base-commit", err=True)  # fmt: skip
     try:

@@ -74,6 +74,10 @@ def read_below(root: Path, rel: str, limit: int = READ_LIMIT) -> bytes:
     (``root`` itself may be one); raises :class:`Refused` naming the path at fault in
     ``exc.filename``, or OSError when a component is missing."""
     parts = rel.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        err = Refused("is not a path inside the tree")
+        err.filename = str(root / rel)
+        raise err
     dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for i, name in enumerate(parts[:-1]):

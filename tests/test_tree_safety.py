@@ -338,7 +338,7 @@ def test_a_tree_with_uncommitted_changes_gives_no_base_commit(tree, tmp_path):
     (tree / SEV).write_text((tree / SEV).read_text() + "\n/* mine */\n")
     result = kgen("patch", *SPECS, "--tree", tree, "-o", tmp_path / "b")
     clean(result, 0)
-    assert f"warning: {SEV} differ from the tree's last commit" in result.output
+    assert f"warning: {SEV} differs from the tree's last commit" in result.output
     assert "base-commit" not in (tmp_path / "b/0000-cover-letter.patch").read_text()
 
 
@@ -386,3 +386,13 @@ def test_apply_removes_only_stale_temporary_files(tree):
     os.utime(stale, (hour_ago, hour_ago))
     clean(kgen("apply", *SPECS, "--tree", tree), 0)
     assert fresh.exists() and not stale.exists()
+
+
+def test_a_path_out_of_the_tree_is_never_read(tree, tmp_path):
+    from codegen.tree import KernelTree, TreeError
+
+    (tmp_path / "secret.c").write_text("int secret;\n")
+    kt = KernelTree.open(tree)
+    for rel in ("../secret.c", "arch/../../secret.c", "./Makefile"):
+        with pytest.raises(TreeError, match="is not a path inside the tree"):
+            kt.data(rel)
