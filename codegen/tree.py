@@ -69,7 +69,8 @@ class KernelTree:
             try:
                 self._cache[rel] = read_below(self.root, rel)
             except Refused as exc:
-                raise TreeError(exc.filename or str(path), f"kgen must change this file, but it "
+                what = "this file" if exc.filename in (None, str(path)) else f"{rel} below it"
+                raise TreeError(exc.filename or str(path), f"kgen must change {what}, but it "
                                                            f"{exc.reason}") from None  # fmt: skip
             except OSError:
                 raise TreeError(str(path), "kgen must change this file, but it is not in the tree "
