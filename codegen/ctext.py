@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 IDENT = re.compile(r"[A-Za-z_]\w*")
 _ATTRIBUTES = {
@@ -21,6 +21,8 @@ _ATTRIBUTES = {
     "__releases", "__cond_acquires", "__alloc_size", "__nonstring", "__counted_by",
 }  # fmt: skip
 _CONDITIONALS = ("if", "ifdef", "ifndef", "elif", "else", "endif")
+MAX_NESTING = 200  # brackets, #if blocks or statements within one another; the kernel's deepest is far less
+_TOO_DEEP = f"nesting deeper than {MAX_NESTING} levels"
 
 
 class CTextError(ValueError):
@@ -32,6 +34,17 @@ class CTextError(ValueError):
 
 
 @dataclass(frozen=True)
+class _Condition:
+    """One open #if (its line and branch) and the ones around it: shared, not copied, by the
+    items inside, so that deep nesting costs no more memory than shallow."""
+
+    line: str
+    branch: str  # "then" / "else"
+    up: "_Condition | None"
+    depth: int
+
+
+@dataclass(frozen=True)
 class Item:
     """One top-level item: ``text[start:end]`` is the item with its attached comment."""
 
@@ -40,7 +53,16 @@ class Item:
     start: int  # where its attached comment (or the code) starts, at a line start
     code: int  # where the code starts
     end: int  # after its last line's newline
-    conditions: tuple[tuple[str, str], ...] = field(default=())  # (#if line, "then"/"else")
+    where: _Condition | None = None  # the innermost #if around the item
+
+    @property
+    def conditions(self) -> tuple[tuple[str, str], ...]:
+        """(#if line, "then"/"else") of each #if around the item, outermost first."""
+        out, c = [], self.where
+        while c is not None:
+            out.append((c.line, c.branch))
+            c = c.up
+        return tuple(reversed(out))
 
     def text(self, source: str) -> str:
         return source[self.start : self.end]
@@ -150,6 +172,8 @@ def _match_close(masked: str, i: int) -> int:
         c = masked[j]
         if c in pairs:
             stack.append(pairs[c])
+            if len(stack) > MAX_NESTING:
+                raise CTextError(_TOO_DEEP, j)
         elif c in ")]}":
             if c != stack[-1]:
                 raise CTextError(f"'{c}' closes '{masked[i]}'", j)
@@ -217,7 +241,7 @@ def items(text: str) -> tuple[Item, ...]:
 def _items(text: str) -> list[Item]:
     masked = mask(text)
     result: list[Item] = []
-    conditions: list[tuple[str, str]] = []
+    conditions: _Condition | None = None
     i, n = 0, len(text)
     pending: int | None = None  # start of a comment block directly above the next item
     while i < n:
@@ -248,13 +272,16 @@ def _items(text: str) -> list[Item]:
                 start = _line_start(text, i)  # a conditional owns no comment
             if word in ("else", "elif", "endif"):
                 kind = "pp"
-            result.append(Item(kind, name, start, i, min(end + 1, n), tuple(conditions)))
+            result.append(Item(kind, name, start, i, min(end + 1, n), conditions))
             if word in ("if", "ifdef", "ifndef"):
-                conditions.append((f"{word} {rest}".strip(), "then"))
+                depth = conditions.depth + 1 if conditions else 1
+                if depth > MAX_NESTING:
+                    raise CTextError(_TOO_DEEP, i)
+                conditions = _Condition(f"{word} {rest}".strip(), "then", conditions, depth)
             elif word in ("else", "elif") and conditions:
-                conditions[-1] = (conditions[-1][0], "else")
+                conditions = _Condition(conditions.line, "else", conditions.up, conditions.depth)
             elif word == "endif" and conditions:
-                conditions.pop()
+                conditions = conditions.up
             pending = None
             i = end + 1
             continue
@@ -297,7 +324,7 @@ def _items(text: str) -> list[Item]:
         # a trailing "__packed;" or similar after a struct's brace stays with it
         end = _line_end(text, end - 1)
         kind, name = _classify(text[i:end], masked[i:end])
-        result.append(Item(kind, name, start, i, end, tuple(conditions)))
+        result.append(Item(kind, name, start, i, end, conditions))
         pending = None
         i = end
     return _attach_exports(text, result)
@@ -331,7 +358,7 @@ def _attach_exports(text: str, found: list[Item]) -> list[Item]:
             and text[prev.end : item.code].strip() == ""
             and text.count("\n", prev.end, item.code) == 0
         ):
-            out[-1] = Item(prev.kind, prev.name, prev.start, prev.code, item.end, prev.conditions)
+            out[-1] = Item(prev.kind, prev.name, prev.start, prev.code, item.end, prev.where)
             continue
         out.append(item)
     return out
@@ -358,9 +385,11 @@ def function_body(text: str, item: Item) -> tuple[int, int]:
     return open_ + 1, close
 
 
-def statements(text: str, start: int, end: int, masked: str | None = None) -> list[Statement]:
+def statements(text: str, start: int, end: int, masked: str | None = None, depth: int = 0) -> list[Statement]:
     """The statements between ``start`` and ``end`` (inside a block), nested blocks included."""
     masked = mask(text) if masked is None else masked
+    if depth > MAX_NESTING:
+        raise CTextError(_TOO_DEEP, start)
     result: list[Statement] = []
     i = start
     pending: int | None = None
@@ -387,20 +416,22 @@ def statements(text: str, start: int, end: int, masked: str | None = None) -> li
         word = IDENT.match(masked, i)
         keyword = word.group() if word else ""
         s_start = pending if pending is not None else _line_start(text, i)
-        j, inner = _statement_end(text, masked, i, keyword)
+        j, inner = _statement_end(text, masked, i, keyword, depth)
         result.append(Statement(s_start, i, _line_end(text, j - 1), keyword, tuple(inner)))
         pending = None
         i = j
     return result
 
 
-def _statement_end(text: str, masked: str, i: int, keyword: str) -> tuple[int, list[Statement]]:
+def _statement_end(text: str, masked: str, i: int, keyword: str, depth: int = 0) -> tuple[int, list[Statement]]:
     """End offset of the statement at ``i`` and the statements of the blocks it holds."""
+    if depth > MAX_NESTING:
+        raise CTextError(_TOO_DEEP, i)
     inner: list[Statement] = []
     j = i
     if masked[i] == "{":
         close = _match_close(masked, i)
-        return close + 1, statements(text, i + 1, close, masked)
+        return close + 1, statements(text, i + 1, close, masked, depth + 1)
     label = re.match(r"(?:case\b[^;{}]*?|default\s*|[A-Za-z_]\w*\s*):(?!:)", masked[i:])
     if label and (keyword in ("case", "default") or not label.group().startswith(("default",))):
         if keyword in ("case", "default") or re.fullmatch(r"[A-Za-z_]\w*\s*:", label.group()):
@@ -409,18 +440,18 @@ def _statement_end(text: str, masked: str, i: int, keyword: str) -> tuple[int, l
         paren = masked.find("(", i)
         j = _match_close(masked, paren) + 1
         k = _skip_space(masked, j)
-        end, sub = _statement_end(text, masked, k, _word(masked, k))
+        end, sub = _statement_end(text, masked, k, _word(masked, k), depth + 1)
         inner += sub if masked[k] == "{" else [Statement(_line_start(text, k), k, end, _word(masked, k), tuple(sub))]
         if keyword == "if":
             k = _skip_space(masked, end)
             if masked.startswith("else", k) and not (masked[k + 4 : k + 5].isalnum() or masked[k + 4 : k + 5] == "_"):
                 k2 = _skip_space(masked, k + 4)
-                end, sub = _statement_end(text, masked, k2, _word(masked, k2))
+                end, sub = _statement_end(text, masked, k2, _word(masked, k2), depth + 1)
                 inner += sub
         return end, inner
     if keyword == "do":
         k = _skip_space(masked, i + 2)
-        end, sub = _statement_end(text, masked, k, _word(masked, k))
+        end, sub = _statement_end(text, masked, k, _word(masked, k), depth + 1)
         inner += sub
         semi = masked.find(";", end)
         return semi + 1, inner
@@ -429,7 +460,7 @@ def _statement_end(text: str, masked: str, i: int, keyword: str) -> tuple[int, l
         if m == "{" and keyword not in ("return", "sizeof") and re.fullmatch(r"[A-Za-z_]\w*\s*\(.*\)\s*", masked[i:j], re.S):
             # a loop macro: for_each_online_cpu(cpu) { ... }
             close = _match_close(masked, j)
-            return close + 1, statements(text, j + 1, close, masked)
+            return close + 1, statements(text, j + 1, close, masked, depth + 1)
         if m in "([{":
             j = _match_close(masked, j) + 1
             continue

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from .treeio import read_regular
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -89,8 +91,10 @@ _PROBES = {
 def _header(include_dirs: Iterable[Path], name: str) -> str:
     for d in include_dirs:
         path = Path(d) / name
-        if path.is_file():
-            return path.read_text(errors="replace")
+        try:
+            return read_regular(path, follow=True).decode("utf-8", "replace")
+        except OSError:
+            continue
     return ""
 
 
@@ -103,19 +107,30 @@ def min_gcc(root: Path) -> tuple[int, ...] | None:
     """
     path = Path(root) / "scripts" / "min-tool-version.sh"
     try:
-        text = path.read_text(errors="replace")
+        lines = read_regular(path).decode("utf-8", "replace").splitlines()
     except OSError:
         return None
-    case = re.search(r"^gcc\)\s*\n(.*?)^\s*;;", text, re.M | re.S)
-    if case is None:
+    # line by line, so that no input makes the search slower than linear
+    body = _between(lines, lambda line: line.strip() == "gcc)", lambda line: line.strip().startswith(";;"))
+    if body is None:
         return None
-    body = case.group(1)
     # an architecture test: take what every other architecture gets
-    branch = re.search(r"^\s*else\s*\n(.*?)^\s*fi\b", body, re.M | re.S)
-    echoes = re.findall(r"echo\s+([0-9]+(?:\.[0-9]+)*)", branch.group(1) if branch else body)
+    branch = _between(body, lambda line: line.strip() == "else", lambda line: re.match(r"\s*fi\b", line))
+    echoes = re.findall(r"echo[ \t]+([0-9]+(?:\.[0-9]+)*)", "\n".join(branch if branch is not None else body))
     if len(echoes) != 1:
         return None
     return tuple(int(part) for part in echoes[0].split("."))
+
+
+def _between(lines: list[str], first, last) -> list[str] | None:
+    """The lines after the first line ``first`` accepts, up to the next that ``last`` accepts."""
+    for i, line in enumerate(lines):
+        if first(line):
+            for j in range(i + 1, len(lines)):
+                if last(lines[j]):
+                    return lines[i + 1 : j]
+            return None
+    return None
 
 
 def tree_include_dirs(root: Path) -> list[Path]:

@@ -18,10 +18,11 @@ import signal
 import stat
 import subprocess
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterable
+from typing import Callable, Iterable
 
 from . import __version__
 from .diagnostics import shown_path
@@ -38,6 +39,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STALE_TEMP_AGE = 600  # seconds: a temporary file older than this is a dead run's, not a running one's
 
 
 class TreeError(Exception):
@@ -116,6 +118,9 @@ def _signals_blocked():
             signal.signal(s, handler)
         if caught:
             signal.raise_signal(caught[0])
+
+
+signals_blocked = _signals_blocked
 
 
 class _Tree:
@@ -388,7 +393,9 @@ def _temp_name(name: str, kind: str = "new") -> str:
 
 
 def _sweep_temps(tree: _Tree, dirs: Iterable[str]) -> None:
-    """Remove temporary files an interrupted run left (SIGKILL) in the directories kgen writes."""
+    """Remove temporary files an interrupted run left (SIGKILL) in the directories kgen writes:
+    only those older than :data:`STALE_TEMP_AGE`, so that a run writing there now keeps its own."""
+    old = time.time() - STALE_TEMP_AGE
     for rel in sorted(set(dirs)):
         fd = tree.dir(rel)
         if fd is None:
@@ -396,7 +403,8 @@ def _sweep_temps(tree: _Tree, dirs: Iterable[str]) -> None:
         try:
             with os.scandir(fd) as entries:
                 names = [e.name for e in entries
-                         if e.name.startswith(TEMP_PREFIX) and e.is_file(follow_symlinks=False)]  # fmt: skip
+                         if e.name.startswith(TEMP_PREFIX) and e.is_file(follow_symlinks=False)
+                         and e.stat(follow_symlinks=False).st_mtime < old]  # fmt: skip
         except OSError:
             continue
         for name in names:
@@ -436,12 +444,14 @@ def write_tree(files: dict[str, str], root: Path) -> list[str]:
         tree.close()
 
 
-def update_files(root: Path, changes: dict[str, tuple[bytes, str]]) -> list[str]:
+def update_files(root: Path, changes: dict[str, tuple[bytes, str]],
+                 then: Callable[[], None] | None = None) -> list[str]:  # fmt: skip
     """Replace existing files below ``root`` (a tree kgen edits in place), all or nothing.
 
     ``changes`` maps each path to the bytes it was read with and its new text; a file that
     changed meanwhile is refused, so nobody's edit is lost.  Staging and rollback are
-    :func:`write_tree`'s.
+    :func:`write_tree`'s.  ``then`` runs once the files are in place, before a signal
+    held meanwhile is let through (it must not raise).
     """
     tree = _Tree(root)
     try:
@@ -454,7 +464,7 @@ def update_files(root: Path, changes: dict[str, tuple[bytes, str]]) -> list[str]
             if data != before:
                 plan.append((rel, data, old))
         _sweep_temps(tree, (rel.rpartition("/")[0] for rel, _, _ in plan))
-        _commit(tree, _stage(tree, plan))
+        _commit(tree, _stage(tree, plan), then)
         return [rel for rel, _, _ in plan]
     finally:
         tree.close()
@@ -514,8 +524,8 @@ def _backup(tree: _Tree, item: _Staged) -> None:
             os.close(fd)
 
 
-def _commit(tree: _Tree, staged: list[_Staged]) -> None:
-    """Rename every temporary file into place, or put every file back."""
+def _commit(tree: _Tree, staged: list[_Staged], then: Callable[[], None] | None = None) -> None:
+    """Rename every temporary file into place, or put every file back; then ``then``."""
     with _signals_blocked():
         done: list[_Staged] = []
         current = None
@@ -544,6 +554,8 @@ def _commit(tree: _Tree, staged: list[_Staged]) -> None:
                 raise TreeError(tree.path(current.rel), f"cannot replace: {exc.strerror}") from None
             raise
         _discard(staged)  # the backups
+        if then is not None:
+            then()
 
 
 # --- files from specs that no longer exist ----------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import textwrap
 from dataclasses import dataclass
@@ -19,13 +18,22 @@ from pathlib import Path
 
 from . import __version__
 from .render import spec_digest
+from .outtree import signals_blocked
 from .tree import SCATTERED, FeatureBit, Patch, Plan, TreeError, default_worker
+from .treeio import GitNotFound, git
 
 WIDTH = 75  # commit message lines, as checkpatch wants them
 
 
 class SeriesError(Exception):
     pass
+
+
+class OutputError(SeriesError):
+    """The output directory cannot take the series: ``path: error: message``."""
+
+    def __init__(self, path: Path | str, message: str):
+        super().__init__(f"{path}: error: {message}")
 
 
 @dataclass(frozen=True)
@@ -42,9 +50,7 @@ def identity(cwd: Path | None = None) -> Identity | None:
     def get(key: str, env: str) -> str:
         if os.environ.get(env):
             return os.environ[env]
-        proc = subprocess.run(["git", "config", "--get", key], capture_output=True, text=True,
-                              cwd=cwd if cwd and cwd.is_dir() else None)  # fmt: skip
-        return proc.stdout.strip()
+        return git(cwd if cwd and cwd.is_dir() else Path.cwd(), "config", "--get", key).stdout.strip()
 
     name, email = get("user.name", "GIT_AUTHOR_NAME"), get("user.email", "GIT_AUTHOR_EMAIL")
     return Identity(name, email) if name and email else None
@@ -241,21 +247,34 @@ def _faults(spec) -> str:
 
 
 def _git(repo: Path, *args: str, env: dict | None = None) -> str:
-    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})  # fmt: skip
+    """git in the scratch repository: none of the caller's GIT_* variables, only ``env``."""
+    try:
+        proc = git(repo, *args, env=env)
+    except GitNotFound:
+        raise SeriesError("kgen patch needs git, and there is no git on PATH") from None
     if proc.returncode:
         raise SeriesError(f"git {' '.join(args[:2])} failed: {proc.stderr.strip()}")
     return proc.stdout
 
 
 def tree_head(root: Path) -> str | None:
-    proc = subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", "-q", "HEAD"],
-                          capture_output=True, text=True)  # fmt: skip
-    top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"],
-                         capture_output=True, text=True)  # fmt: skip
+    proc = git(root, "rev-parse", "--verify", "-q", "HEAD")
+    top = git(root, "rev-parse", "--show-toplevel")
     if proc.returncode or top.returncode or Path(top.stdout.strip()).resolve() != root.resolve():
         return None
     return proc.stdout.strip()
+
+
+def base_commit(root: Path, files: list[str]) -> tuple[str | None, list[str]]:
+    """The tree's HEAD, when the series applies to it, and the files kgen touches that differ
+    from it (changed, staged or untracked): with any, the series is made from the files as
+    they are, so no commit is its base."""
+    head = tree_head(root)
+    if head is None:
+        return None, []
+    proc = git(root, "status", "--porcelain", "-z", "--untracked-files=all", "--", *files)
+    dirty = sorted({entry[3:] for entry in proc.stdout.split("\0") if len(entry) > 3} & set(files))
+    return (None if dirty else head), dirty
 
 
 def write_series(plan: Plan, out: Path, who: Identity, signoff: bool) -> list[Path]:
@@ -264,12 +283,12 @@ def write_series(plan: Plan, out: Path, who: Identity, signoff: bool) -> list[Pa
     texts, errors = plan.result()
     if errors:
         raise errors[0]
-    work = Path(tempfile.mkdtemp(prefix="kgen-series-"))
     env = {
         "GIT_AUTHOR_NAME": who.name, "GIT_AUTHOR_EMAIL": who.email,
         "GIT_COMMITTER_NAME": who.name, "GIT_COMMITTER_EMAIL": who.email,
         "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
     }  # fmt: skip
+    work = Path(tempfile.mkdtemp(prefix="kgen-series-"))
     try:
         repo = work / "repo"
         repo.mkdir()
@@ -287,30 +306,81 @@ def write_series(plan: Plan, out: Path, who: Identity, signoff: bool) -> list[Pa
             if errors:
                 raise errors[0]
             for path, text in step.items():
-                (repo / path).write_text(text)
+                (repo / path).write_bytes(plan.tree.encode(path, text))
             subject, body = message(patch, plan)
             msg = work / "msg"
             msg.write_text(f"{subject}\n\n{body}\n")
             _git(repo, "add", "-A", env=env)
             if not _git(repo, "status", "--porcelain", env=env).strip():
                 continue
-            _git(repo, "commit", "-q", "-F", str(msg), *(["-s"] if signoff else []), env=env)
+            _git(repo, "commit", "-q", "--no-verify", "-F", str(msg), *(["-s"] if signoff else []), env=env)
+        count = _count(repo, env)
+        if not count:
+            return []  # the tree already has it all
         staged = work / "out"
-        args = ["format-patch", "-q", "--cover-letter", "-o", str(staged), "HEAD~%d" % _count(repo, env)]
-        _git(repo, *args, env=env)
+        _git(repo, "format-patch", "-q", "--cover-letter", "-o", str(staged), f"HEAD~{count}", env=env)
         files = sorted(staged.iterdir())
         _cover(files[0], plan, patches, signoff, who)
-        out.mkdir(parents=True, exist_ok=True)
-        clash = [out / f.name for f in files if (out / f.name).exists()]
-        if clash:
-            raise SeriesError(f"{clash[0]}: exists; kgen does not overwrite it (use another -o)")
-        written = []
-        for f in files:
-            shutil.copyfile(f, out / f.name)
-            written.append(out / f.name)
-        return written
+        return _publish(files, out)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        with signals_blocked():  # a Ctrl-C now would leave the scratch repository behind
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _publish(files: list[Path], out: Path) -> list[Path]:
+    """Put ``files`` into ``out`` all at once, or none of them: each is written to a directory
+    inside ``out`` first, then linked into place under a name nothing has (not even a
+    dangling link: kgen writes through no link)."""
+    if os.path.lexists(out) and not out.is_dir():
+        raise OutputError(out, "is a symbolic link to nothing: kgen does not create its target"
+                          if not os.path.exists(out) else "is not a directory")  # fmt: skip
+    created = not os.path.lexists(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(out, f"cannot create the output directory: {exc.strerror}") from None
+    written: list[Path] = []
+    stage = None
+    try:
+        clash = [out / f.name for f in files if os.path.lexists(out / f.name)]
+        if clash:
+            raise OutputError(clash[0], "exists; kgen does not overwrite it (use another -o)")
+        try:
+            stage = Path(tempfile.mkdtemp(prefix=".kgen-tmp-series-", dir=out))
+        except OSError as exc:
+            raise OutputError(out, f"cannot write: {exc.strerror}") from None
+        for f in files:
+            try:
+                shutil.copyfile(f, stage / f.name)
+            except OSError as exc:
+                raise OutputError(out / f.name, f"cannot write: {exc.strerror}") from None
+        with signals_blocked():
+            try:
+                for f in files:
+                    try:
+                        os.link(stage / f.name, out / f.name, follow_symlinks=False)
+                    except FileExistsError:
+                        raise OutputError(out / f.name, "exists; kgen does not overwrite it (use another -o)") from None
+                    except OSError as exc:
+                        raise OutputError(out / f.name, f"cannot write: {exc.strerror}") from None
+                    written.append(out / f.name)
+            except BaseException:
+                for w in written:
+                    try:
+                        os.unlink(w)
+                    except OSError:
+                        pass
+                raise
+    finally:
+        with signals_blocked():
+            if stage is not None:
+                shutil.rmtree(stage, ignore_errors=True)
+            if created and not written:
+                try:
+                    out.rmdir()  # the directory this run made for a series it did not write
+                except OSError:
+                    pass
+    return written
 
 
 def _count(repo: Path, env: dict) -> int:
@@ -336,7 +406,7 @@ def _cover(path: Path, plan: Plan, patches: list[Patch], signoff: bool, who: Ide
     blurb = wrap(lines) + "\n\n" + "\n".join(
         f"  {Path(s.path).name}  sha256 {spec_digest(s.source)}" for s in specs
     )
-    head = tree_head(plan.tree.root)
+    head, _ = base_commit(plan.tree.root, plan.files())
     if head:
         blurb += f"\n\nbase-commit: {head}"
     text = path.read_text()

@@ -24,13 +24,15 @@ from . import ctext
 from .kernelapi import Profile, detect
 from .model import CallSite, Spec
 from .render import TEMPLATES, include_split, outputs, render_spec, worker_functions
+from .treeio import Refused, read_below, read_regular
 
 
 class TreeError(Exception):
     """Something kgen must change in the tree is not there as expected."""
 
-    def __init__(self, path: str, message: str):
-        super().__init__(f"{path}: error: {message}")
+    def __init__(self, path: str, message: str, line: int | None = None, col: int | None = None):
+        where = path if line is None else f"{path}:{line}:{col or 1}"
+        super().__init__(f"{where}: error: {message}")
         self.path = path
         self.message = message
 
@@ -50,7 +52,7 @@ class KernelTree:
         root = Path(root)
         makefile = root / "Makefile"
         try:
-            head = makefile.read_bytes()[:4096].decode("ascii", "replace")
+            head = read_regular(makefile)[:4096].decode("ascii", "replace")
         except OSError:
             head = ""
         fields = dict(re.findall(r"^(VERSION|PATCHLEVEL|SUBLEVEL)\s*=\s*(\d*)\s*$", head, re.M))
@@ -61,23 +63,54 @@ class KernelTree:
         return cls(root, version, detect(root=root))
 
     def data(self, rel: str) -> bytes:
+        """The bytes of the tree's regular file ``rel``, read through no link below the root."""
         if rel not in self._cache:
             path = self.root / rel
             try:
-                if path.is_symlink() or not path.is_file():
-                    raise OSError(0, "not a regular file")
-                self._cache[rel] = path.read_bytes()
+                self._cache[rel] = read_below(self.root, rel)
+            except Refused as exc:
+                what = "this file" if exc.filename in (None, str(path)) else f"{rel} below it"
+                raise TreeError(exc.filename or str(path), f"kgen must change {what}, but it "
+                                                           f"{exc.reason}") from None  # fmt: skip
             except OSError:
                 raise TreeError(str(path), "kgen must change this file, but it is not in the tree "
                                            "(moved or renamed upstream?)") from None  # fmt: skip
         return self._cache[rel]
 
     def text(self, rel: str) -> str:
-        data = self.data(rel)
+        """The file as text with LF line endings and no byte order mark: see :func:`decode`."""
         try:
-            return data.decode("utf-8")
+            return decode(self.data(rel))[0]
         except UnicodeDecodeError:
             raise TreeError(str(self.root / rel), "is not UTF-8 text") from None
+
+    def encode(self, rel: str, text: str) -> bytes:
+        """``text`` (as :meth:`text` gives it) in the file's own form: its line ending, its BOM."""
+        return encode(text, decode(self.data(rel))[1])
+
+
+BOM = "\ufeff"
+
+
+def decode(data: bytes) -> tuple[str, tuple[bool, bool]]:
+    """Text with LF line endings and without a UTF-8 byte order mark, and the form to restore:
+    (had a BOM, had CRLF line endings).  A file is CRLF when every line ends so; a file of
+    mixed endings is left as it is."""
+    text = data.decode("utf-8")
+    bom = text.startswith(BOM)
+    if bom:
+        text = text[1:]
+    crlf = "\r\n" in text and text.count("\r\n") == text.count("\n")
+    if crlf:
+        text = text.replace("\r\n", "\n")
+    return text, (bom, crlf)
+
+
+def encode(text: str, form: tuple[bool, bool]) -> bytes:
+    bom, crlf = form
+    if crlf:
+        text = text.replace("\n", "\r\n")
+    return ((BOM if bom else "") + text).encode("utf-8")
 
 
 # --- operations --------------------------------------------------------------
@@ -846,9 +879,20 @@ class Plan:
             except TreeError as exc:
                 errors.append(exc)
             except ctext.CTextError as exc:
-                errors.append(op.fail(self.tree, f"line {ctext.line_of(texts[op.path], exc.offset)}: "
-                                                 f"kgen cannot read this C: {exc}"))  # fmt: skip
+                errors.append(_unreadable(self.tree, op.path, texts[op.path], exc))
         return texts, errors
+
+
+def _unreadable(tree: KernelTree, path: str, text: str, exc: ctext.CTextError) -> TreeError:
+    """path:line:col of C kgen cannot read: where the tree's own file fails, if it does."""
+    try:
+        ctext.items(tree.text(path))
+    except ctext.CTextError as own:
+        text, exc = tree.text(path), own
+    at = min(max(exc.offset, 0), len(text))
+    line = ctext.line_of(text, at)
+    return TreeError(str(tree.root / path), f"kgen cannot read this C: {exc}", line,
+                     at - text.rfind("\n", 0, at))  # fmt: skip
 
 
 def plan(specs: list[Spec], tree: KernelTree, templates: Path = TEMPLATES) -> Plan:

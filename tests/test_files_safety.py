@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -316,6 +317,8 @@ def test_leftover_temp_files_are_swept(tmp_path, run_kgen):
     asm = project / "generated" / "psmash" / "arch" / "x86" / "include" / "asm"
     left = asm / f"{outtree.TEMP_PREFIX}sev.h.k1ll3d"
     left.write_text("half")
+    dead = time.time() - outtree.STALE_TEMP_AGE - 60  # a dead run's, not a running one's
+    os.utime(left, (dead, dead))
     other = asm / ".sev.h.notours"
     other.write_text("someone else's")
     elsewhere = project / "generated" / f"{outtree.TEMP_PREFIX}x"
