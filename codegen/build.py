@@ -106,7 +106,8 @@ def call_unit(spec: Spec, include: str) -> str:
 def _kconfig(spec: Spec) -> str:
     """The Kconfig symbol that builds the sweep's source: set, as in a kernel that builds it."""
     config = spec.kernel.sweep.config if spec.kernel.sweep else None
-    return f"#define {config} 1\n" if config else ""
+    # the harness is an x86-64 kernel
+    return "#define CONFIG_X86_64 1\n" + (f"#define {config} 1\n" if config else "")
 
 
 def units(spec: Spec, gen_root: Path, work: Path, reference: tuple[Path, ...] = ()) -> list[Unit]:

@@ -448,6 +448,16 @@ class RawShape:
     inputs: C  # asm input operands
     clobbers: C
     sets: tuple[C, ...] = ()  # lines after the instruction's string: CC_SET(c) where the profile needs them
+    x86_64_only: bool = False  # the helpers pass a u64 in one register: x86-64 only
+
+
+def needs_x86_64(spec: Spec) -> bool:
+    """A 64-bit value in one register: the helpers build only for x86-64 (a u64 "a" operand is
+    an error for a 32-bit target), and the kernel headers they go in are included by 32-bit
+    kernels too."""
+    insn = spec.instruction
+    return any(i.type == "u64" for i in insn.inputs) or any(
+        o.type == "u64" and o.register for o in insn.outputs)
 
 
 _C_TYPES = {"u8", "u16", "u32", "u64", "bool", "int", "unsigned long"}
@@ -517,7 +527,7 @@ def raw_shape(spec: Spec, profile: Profile = NEWEST) -> RawShape:
     return RawShape(
         ret, _c(", ".join(c_parameter(i) for i in insn.inputs)), structs, tuple(defines), rc, flags,
         retry, limit, retry_while, _c(", ".join(outs)), _c(", ".join(ins)), _c(clobbers),
-        tuple(_c(line) for line in profile.flag_sets(o.flag for o in flags)),
+        tuple(_c(line) for line in profile.flag_sets(o.flag for o in flags)), needs_x86_64(spec),
     )  # fmt: skip
 
 

@@ -718,7 +718,14 @@ def _block(patch_of, path, text, opener, inner, closer) -> Block:
         (then if branch == "then" else otherwise).append(op)
     whole = text[opener.start : closer.end]
     first = then[0].patch if then else patch_of(opener)
-    return Block(first, path, f"#{opener.name} block", opener.name, tuple(then), tuple(otherwise), whole)
+    # declarations join the tree's block of their Kconfig symbol; code that only builds for
+    # x86-64 stands in a block of kgen's own, never in one the tree has for its code
+    own = opener.name in OWN_BLOCKS
+    return Block(first, path, f"#{opener.name} block", opener.name, tuple(then), tuple(otherwise),
+                 whole, own)  # fmt: skip
+
+
+OWN_BLOCKS = {"ifdef CONFIG_X86_64"}
 
 
 def _what(item: ctext.Item) -> str:
@@ -729,33 +736,6 @@ def _what(item: ctext.Item) -> str:
         "enum": f"enum {item.name}",
         "macro": f"{item.name}",
     }.get(item.kind, f"{item.kind} {item.name}")
-
-
-def _needs_x86_64(spec: Spec) -> bool:
-    """A 64-bit value in one register: the helpers build only for x86-64 (a u64 "a" operand is
-    an error for a 32-bit target), and the tree's header is included by 32-bit kernels too."""
-    return any(i.type == "u64" for i in spec.instruction.inputs) or any(
-        o.type == "u64" and o.register for o in spec.instruction.outputs)
-
-
-def _x86_64_only(ops: list[Op], tree: KernelTree, path: str) -> list[Op]:
-    """New functions of a helper header go into a #ifdef CONFIG_X86_64 block of kgen's own;
-    a function the tree already has (a hand-written helper being replaced) stays where it is."""
-    text = tree.text(path)
-    have = {(i.kind, i.name) for i in ctext.items(text) if not any(b == "else" for _, b in i.conditions)
-            and ("ifdef CONFIG_X86_64", "then") not in i.conditions}  # fmt: skip
-    moved = [op for op in ops if isinstance(op, Upsert) and op.kind == "function"
-             and (op.kind, op.name) not in have]  # fmt: skip
-    if not moved:
-        return ops
-    rest = [op for op in ops if op not in moved]
-    inner = tuple(Upsert(op.patch, op.path, op.what, op.kind, op.name, op.body, (), True,
-                         ("ifdef CONFIG_X86_64", "then")) for op in moved)  # fmt: skip
-    whole = "#ifdef CONFIG_X86_64\n" + "\n".join(op.body for op in moved) + "#endif /* CONFIG_X86_64 */\n"
-    block = Block(moved[0].patch, path, "#ifdef CONFIG_X86_64 block", "ifdef CONFIG_X86_64",
-                  inner, (), whole, True)  # fmt: skip
-    at = ops.index(moved[0])
-    return rest[:at] + [block] + rest[at:]
 
 
 def default_worker(spec: Spec):
@@ -818,10 +798,7 @@ def operations(spec: Spec, tree: KernelTree, order_base: int = 0, templates: Pat
         first = patch(key)
         for header in includes:
             ops.append(Include(first, dest, f"#include <{header}>", header))
-        found_ops = _upserts(patch_of, dest, text, body)
-        if dest == k.raw_helper.header and _needs_x86_64(spec):
-            found_ops = _x86_64_only(found_ops, tree, dest)
-        ops += found_ops
+        ops += _upserts(patch_of, dest, text, body)
     if sweep is None and k.out_of_line is not None:
         ool = k.out_of_line
         ops.append(AsmToHelper(patch("sibling"), ool.source, f"{ool.name}()", ool.name))

@@ -292,3 +292,23 @@ def test_a_size_the_tree_lacks_is_written_with_one_it_has(rmpopt):
     assert "SZ_2T" not in text and "(SZ_1T * 2)" in text
     assert "mutex_lock(&rmpopt_wq_mutex);" in text and "EXPORT_SYMBOL_GPL(snp_setup_rmpopt);" in text
     assert render_spec(rmpopt) != files  # generated/ keeps the newest spellings
+
+
+def test_helpers_with_a_u64_register_operand_build_only_for_x86_64():
+    """A u64 in one register is an error for a 32-bit target, and the headers the helpers go
+    in are included by 32-bit kernels too: such helpers stand in #ifdef CONFIG_X86_64."""
+    from codegen.render import render_spec
+    from codegen.spec import load
+    from tests.conftest import ISA
+
+    for name, guarded in (("rmpopt", True), ("psmash", True), ("rmpupdate", True),
+                          ("rmpread", True), ("pvalidate", False), ("rmpadjust", False)):  # fmt: skip
+        spec = load(ISA / f"{name}.yaml")
+        (text,) = [t for p, t in render_spec(spec).items() if p.endswith(spec.kernel.raw_helper.header)]
+        raw = text.index(f"static inline")
+        if guarded:
+            assert text.rindex("#ifdef CONFIG_X86_64", 0, raw) < raw, name
+            assert text.rstrip().endswith("#endif /* CONFIG_X86_64 */"), name
+            assert "enum " not in text[text.index("#ifdef CONFIG_X86_64"):], name
+        else:
+            assert "CONFIG_X86_64" not in text, name

@@ -4,6 +4,7 @@
  * Fragment of arch/x86/include/asm/sev.h in a Linux kernel tree.
  */
 
+#ifdef CONFIG_X86_64
 /**
  * __psmash() - Page Smash (PSMASH)
  * @paddr: System physical address of the 2 MB page (RAX)
@@ -26,3 +27,4 @@ static inline int __psmash(u64 paddr)
 
 	return rc;
 }
+#endif /* CONFIG_X86_64 */

@@ -19,6 +19,7 @@ enum rmpopt_function {
 	RMPOPT_FUNC_REPORT_STATUS = 0x1,
 };
 
+#ifdef CONFIG_X86_64
 /**
  * __rmpopt() - RMP Optimize (RMPOPT)
  * @pa_start: System physical address of the region, aligned down to the region size (RAX)
@@ -58,3 +59,4 @@ static inline bool rmpopt(phys_addr_t pa)
 
 	return __rmpopt(rax, rcx);
 }
+#endif /* CONFIG_X86_64 */

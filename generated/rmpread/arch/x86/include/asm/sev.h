@@ -6,6 +6,7 @@
 
 struct rmpentry;
 
+#ifdef CONFIG_X86_64
 /**
  * __rmpread() - Read RMP Entry (RMPREAD)
  * @paddr: System physical address of the page (RAX)
@@ -29,3 +30,4 @@ static inline int __rmpread(u64 paddr, struct rmpentry *entry)
 
 	return rc;
 }
+#endif /* CONFIG_X86_64 */

@@ -11,6 +11,7 @@ struct rmp_state;
 /* Times __rmpupdate() re-executes RMPUPDATE on a retry code */
 #define RMPUPDATE_MAX_RETRIES	16
 
+#ifdef CONFIG_X86_64
 /**
  * __rmpupdate() - Update RMP Entry (RMPUPDATE)
  * @paddr: System physical address of the page (RAX)
@@ -39,3 +40,4 @@ static inline int __rmpupdate(u64 paddr, struct rmp_state *state)
 
 	return rc;
 }
+#endif /* CONFIG_X86_64 */
