@@ -72,9 +72,8 @@ def _git_dir(root: Path) -> Path | None:
     return Path(lines[1])
 
 
-def _owned(p, texts: dict[str, str]) -> dict[str, dict[str, str]]:
-    """sha256 of each item kgen owns, by file and kind:name, in ``texts``."""
-    from . import ctext
+def _owned_names(p) -> dict[str, set[tuple[str, str]]]:
+    """(kind, name) of each item the plan owns, by file."""
     from .tree import Block, MsrDefine, Upsert
 
     names: dict[str, set[tuple[str, str]]] = {}
@@ -83,6 +82,14 @@ def _owned(p, texts: dict[str, str]) -> dict[str, dict[str, str]]:
         for u in inner:
             if isinstance(u, Upsert) and u.kind not in ("struct-declaration",):
                 names.setdefault(u.path, set()).add((u.kind, u.name))
+    return names
+
+
+def _owned(p, texts: dict[str, str]) -> dict[str, dict[str, str]]:
+    """sha256 of each item kgen owns, by file and kind:name, in ``texts``."""
+    from . import ctext
+
+    names = _owned_names(p)
     result: dict[str, dict[str, str]] = {}
     for path, wanted in names.items():
         text = texts[path]
@@ -165,6 +172,25 @@ def local_edits(p) -> list[str]:
     return edits
 
 
+def _merged_record(p, state_dir: Path | None, texts: dict[str, str]) -> dict[str, dict[str, str]]:
+    """The record after this apply: what this plan owns, as written now, and what the record
+    held for parts of other specs, which an apply of some specs only leaves as it was."""
+    mine = _owned(p, texts)
+    try:
+        old = _read_record(state_dir) if state_dir is not None else {}
+    except RecordError:
+        old = {}
+    names = _owned_names(p)
+    merged: dict[str, dict[str, str]] = {}
+    for path, items in old.items():
+        keep = {k: v for k, v in items.items() if tuple(k.split(":", 2)[:2]) not in names.get(path, set())}
+        if keep:
+            merged[path] = keep
+    for path, items in mine.items():
+        merged.setdefault(path, {}).update(items)
+    return merged
+
+
 def _head_text(root: Path, path: str) -> str:
     """The file as the tree's last commit has it, in the form KernelTree.text gives."""
     from .tree import decode
@@ -242,7 +268,7 @@ def apply(specs, tree_dir: Path, force: bool) -> None:
             sys.exit(1)
     # each file in its own form (line endings, byte order mark), as update_files writes text
     changes = {path: (p.tree.data(path), p.tree.encode(path, text).decode("utf-8")) for path, text in texts.items()}
-    payload = (json.dumps(_owned(p, texts), indent=1, sort_keys=True) + "\n").encode()
+    payload = (json.dumps(_merged_record(p, state_dir, texts), indent=1, sort_keys=True) + "\n").encode()
     unrecorded: list[RecordError] = []
 
     def record() -> None:  # with the files, before a held Ctrl-C may stop kgen

@@ -342,3 +342,14 @@ def test_specs_that_clash_are_not_applied(tree, tmp_path):
         assert result.exit_code == 1, (command, result.output)
         assert "also defined by" in result.output
     assert snapshot(tree) == before and not (tmp_path / "p").exists()
+
+
+def test_applying_some_specs_keeps_the_record_of_the_others(tree):
+    """An apply of one spec must not forget what kgen wrote for the others: their local edits
+    are still refused."""
+    assert kgen("apply", *SPECS, "--tree", tree).exit_code == 0
+    assert kgen("apply", ISA / "pvalidate.yaml", "--tree", tree).exit_code == 0
+    path = tree / "arch/x86/virt/svm/sev.c"
+    path.write_text(path.read_text().replace("rmpopt_write_msr(0);", "rmpopt_write_msr(0); /* mine */"))
+    result = kgen("apply", *SPECS, "--tree", tree)
+    assert result.exit_code == 1 and "function rmpopt_work_stop was edited" in result.output
