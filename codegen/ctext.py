@@ -20,7 +20,6 @@ _ATTRIBUTES = {
     "__attribute__", "__aligned", "__printf", "__section", "__must_hold", "__acquires",
     "__releases", "__cond_acquires", "__alloc_size", "__nonstring", "__counted_by",
 }  # fmt: skip
-_CONDITIONALS = ("if", "ifdef", "ifndef", "elif", "else", "endif")
 MAX_NESTING = 200  # brackets, #if blocks or statements within one another; the kernel's deepest is far less
 _TOO_DEEP = f"nesting deeper than {MAX_NESTING} levels"
 
@@ -73,23 +72,6 @@ class Item:
 
 def line_of(text: str, offset: int) -> int:
     return text.count("\n", 0, offset) + 1
-
-
-def _skip_literal(text: str, i: int) -> int:
-    """Past the string or character literal that starts at ``text[i]``."""
-    quote = text[i]
-    j = i + 1
-    while j < len(text):
-        c = text[j]
-        if c == "\\":
-            j += 2
-            continue
-        if c == quote:
-            return j + 1
-        if c == "\n":
-            break
-        j += 1
-    raise CTextError("unterminated string or character literal", i)
 
 
 def _skip_comment(text: str, i: int) -> int:

@@ -382,7 +382,8 @@ class _Staged:
     backup: str | None = None
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """All of ``data`` to ``fd`` (os.write may write less than it is given)."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
@@ -485,7 +486,7 @@ def _stage(tree: _Tree, plan: list[tuple[str, bytes, tuple[bytes, int] | None]])
             try:
                 if old is not None:
                     os.fchmod(fd, old[1])
-                _write_all(fd, data)
+                write_all(fd, data)
                 os.fsync(fd)
             except OSError as exc:
                 raise TreeError(tree.path(rel), f"cannot write: {exc.strerror}") from None
@@ -519,7 +520,7 @@ def _backup(tree: _Tree, item: _Staged) -> None:
         fd = os.open(item.backup, _NEW_FLAGS, 0o600, dir_fd=item.dir_fd)
         try:
             os.fchmod(fd, item.old[1])
-            _write_all(fd, item.old[0])
+            write_all(fd, item.old[0])
         finally:
             os.close(fd)
 

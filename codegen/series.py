@@ -15,11 +15,12 @@ import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from types import EllipsisType
 
 from . import __version__
 from .render import spec_digest
 from .outtree import signals_blocked
-from .tree import SCATTERED, FeatureBit, Patch, Plan, TreeError, default_worker
+from .tree import SCATTERED, FeatureBit, Patch, Plan, default_worker
 from .treeio import GitNotFound, git
 
 WIDTH = 75  # commit message lines, as checkpatch wants them
@@ -106,7 +107,6 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
             f"Add {c.feature} and set it from that leaf in scattered.c, so that code can test for "
             f"the instruction with cpu_feature_enabled() before it executes it.",
             where,
-            _faults(spec),
         ]
         return f"{pre}Add {c.feature}", wrap(body)
     if key == "msr":
@@ -132,9 +132,8 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
         return f"{pre}Add the {mn} instruction helpers", wrap(body)
     if key == "setup":
         w = default_worker(spec)
-        sw = k.sweep
         en = k.enable
-        reqs = "".join(f" and {r.check}({r.argument})" for r in getattr(en, "requires", ()) or ())
+        reqs = "".join(f" and {r.check}({r.argument})" for r in en.requires)
         body = [
             _with_subject(mn, insn.description),
             f"{w.setup}() enables {mn} and starts a worker that runs one pass over all memory "
@@ -239,10 +238,6 @@ def _assembler(spec) -> str:
     return f'No binutils release knows the "{mn}" mnemonic yet, so the bytes are emitted with .byte.'
 
 
-def _faults(spec) -> str:
-    return ""
-
-
 # --- writing the series -----------------------------------------------------------
 
 
@@ -277,12 +272,16 @@ def base_commit(root: Path, files: list[str]) -> tuple[str | None, list[str]]:
     return (None if dirty else head), dirty
 
 
-def write_series(plan: Plan, out: Path, who: Identity, signoff: bool) -> list[Path]:
-    """Write the numbered series (0000 the cover letter) into ``out``; returns the files."""
+def write_series(plan: Plan, out: Path, who: Identity, signoff: bool,
+                 base: str | None | EllipsisType = ...) -> list[Path]:  # fmt: skip
+    """Write the numbered series (0000 the cover letter) into ``out``; returns the files.
+
+    ``base``: the commit the cover letter names, as :func:`base_commit` found it (``...``:
+    find it here).  A step whose operations fail raises its first TreeError.
+    """
     patches = plan.patches()
-    texts, errors = plan.result()
-    if errors:
-        raise errors[0]
+    if base is ...:
+        base = base_commit(plan.tree.root, plan.files())[0]
     env = {
         "GIT_AUTHOR_NAME": who.name, "GIT_AUTHOR_EMAIL": who.email,
         "GIT_COMMITTER_NAME": who.name, "GIT_COMMITTER_EMAIL": who.email,
@@ -320,7 +319,7 @@ def write_series(plan: Plan, out: Path, who: Identity, signoff: bool) -> list[Pa
         staged = work / "out"
         _git(repo, "format-patch", "-q", "--cover-letter", "-o", str(staged), f"HEAD~{count}", env=env)
         files = sorted(staged.iterdir())
-        _cover(files[0], plan, patches, signoff, who)
+        _cover(files[0], plan, patches, base)
         return _publish(files, out)
     finally:
         with signals_blocked():  # a Ctrl-C now would leave the scratch repository behind
@@ -387,7 +386,7 @@ def _count(repo: Path, env: dict) -> int:
     return int(_git(repo, "rev-list", "--count", "HEAD", env=env).strip()) - 1
 
 
-def _cover(path: Path, plan: Plan, patches: list[Patch], signoff: bool, who: Identity) -> None:
+def _cover(path: Path, plan: Plan, patches: list[Patch], base: str | None) -> None:
     specs = []
     for p in patches:
         if p.spec not in specs:
@@ -406,12 +405,11 @@ def _cover(path: Path, plan: Plan, patches: list[Patch], signoff: bool, who: Ide
     blurb = wrap(lines) + "\n\n" + "\n".join(
         f"  {Path(s.path).name}  sha256 {spec_digest(s.source)}" for s in specs
     )
-    head, _ = base_commit(plan.tree.root, plan.files())
-    if head:
-        blurb += f"\n\nbase-commit: {head}"
+    if base:
+        blurb += f"\n\nbase-commit: {base}"
     text = path.read_text()
     text = text.replace("*** SUBJECT HERE ***", subject).replace("*** BLURB HERE ***", blurb)
     path.write_text(text)
 
 
-__all__ = ["write_series", "message", "identity", "SeriesError", "TreeError"]
+__all__ = ["write_series", "message", "identity", "SeriesError"]

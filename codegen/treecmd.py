@@ -42,14 +42,14 @@ def _result(p):
     return texts
 
 
+def changed(p, texts: dict[str, str]) -> list[str]:
+    """The files whose new text differs from the tree's."""
+    return [path for path, text in sorted(texts.items()) if text != p.tree.text(path)]
+
+
 def diff(p, texts: dict[str, str]) -> list[str]:
-    out = []
-    for path, text in sorted(texts.items()):
-        old = p.tree.text(path)
-        if old != text:
-            out.append("".join(difflib.unified_diff(old.splitlines(True), text.splitlines(True),
-                                                    f"a/{path}", f"b/{path}")))  # fmt: skip
-    return out
+    return ["".join(difflib.unified_diff(p.tree.text(path).splitlines(True), texts[path].splitlines(True),
+                                         f"a/{path}", f"b/{path}")) for path in changed(p, texts)]  # fmt: skip
 
 
 # --- what kgen wrote, to tell it from a local edit -------------------------------
@@ -211,6 +211,8 @@ def _head_text(root: Path, path: str) -> str:
 def _write_record(state_dir: Path, payload: bytes) -> None:
     """Write the record through a new temporary file renamed into place, following no link:
     .git/kgen must be a directory of its own."""
+    from .outtree import write_all
+
     try:
         try:
             os.mkdir(state_dir, 0o777)
@@ -233,9 +235,7 @@ def _write_record(state_dir: Path, payload: bytes) -> None:
             out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                           0o666, dir_fd=fd)  # fmt: skip
             try:
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(out, view):]
+                write_all(out, payload)
             finally:
                 os.close(out)
             os.rename(tmp, RECORD, src_dir_fd=fd, dst_dir_fd=fd)
@@ -319,7 +319,7 @@ def patch(specs, tree_dir: Path, out: Path, signoff: bool) -> None:
         click.echo(f"nothing to do: {shown_path(str(p.tree.root))} (Linux {p.tree.version}) is up to "
                    f"date with {plural(len(specs), 'spec')}; no patches written")  # fmt: skip
 
-    if not diff(p, texts):
+    if not changed(p, texts):
         return nothing_to_do()
     try:
         who = identity(p.tree.root)
@@ -336,7 +336,7 @@ def patch(specs, tree_dir: Path, out: Path, signoff: bool) -> None:
                    "series is made from the files as they are, and the cover letter names no "
                    "base-commit", err=True)  # fmt: skip
     try:
-        files = write_series(p, out, who, signoff)
+        files = write_series(p, out, who, signoff, base)
     except (SeriesError, TreeError) as exc:
         plain = isinstance(exc, SeriesError) and not isinstance(exc, OutputError)
         click.echo(f"kgen: error: {exc}" if plain else str(exc), err=True)
