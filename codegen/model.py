@@ -410,6 +410,18 @@ class CallSite(Node):
 
 
 @dataclass(frozen=True)
+class Hotplug(Node):
+    state: Annotated[
+        Literal["CPUHP_AP_ONLINE_DYN"],
+        Doc("the CPU hotplug state whose callbacks enable the instruction on a core that comes "
+            "online while it is enabled: CPUHP_AP_ONLINE_DYN, whose callbacks run on that CPU"),
+    ]
+    name: Annotated[
+        CString, Doc("the state's name in /sys/devices/system/cpu/hotplug/states, e.g. x86/rmpopt:online")
+    ]
+
+
+@dataclass(frozen=True)
 class Enable(Node):
     check: Annotated[
         Literal["cpu_feature_enabled"],
@@ -425,6 +437,11 @@ class Enable(Node):
     ]
     msr_on_teardown: Annotated[
         Literal["clear", "keep"], Doc("clear: teardown writes 0 to the MSR of every core")
+    ]
+    hotplug: Annotated[
+        Hotplug,
+        Doc("the CPU hotplug state setup registers, so that a core that comes online while the "
+            "instruction is enabled gets its MSR written, and teardown removes"),
     ]
     call_sites: Annotated[
         tuple[CallSite, ...],

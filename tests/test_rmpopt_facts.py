@@ -204,7 +204,7 @@ def test_sweep_policy(rmpopt, facts):
             assert w.rearm_delay_ms is None
 
 
-@covers("kernel.enable.check", "kernel.enable.mutex", "kernel.enable.setup_caller", "kernel.enable.trigger_caller", "kernel.enable.teardown_caller", "kernel.enable.msr_on_teardown", "kernel.sweep.workers[].setup", "kernel.sweep.workers[].trigger", "kernel.sweep.workers[].teardown", "kernel.enable.requires[].name", "kernel.enable.requires[].check", "kernel.enable.requires[].argument")
+@covers("kernel.enable.check", "kernel.enable.mutex", "kernel.enable.setup_caller", "kernel.enable.trigger_caller", "kernel.enable.teardown_caller", "kernel.enable.msr_on_teardown", "kernel.enable.hotplug.state", "kernel.enable.hotplug.name", "kernel.sweep.workers[].setup", "kernel.sweep.workers[].trigger", "kernel.sweep.workers[].teardown", "kernel.enable.requires[].name", "kernel.enable.requires[].check", "kernel.enable.requires[].argument")
 def test_enable(rmpopt, facts):
     e, want = rmpopt.kernel.enable, facts["kernel"]["enable"]
     assert (e.check, e.mutex, e.msr_on_teardown) == (want["check"], want["mutex"],
@@ -216,6 +216,7 @@ def test_enable(rmpopt, facts):
             want["setup"]["name"], want["trigger"]["name"], want["teardown"]["name"])
     assert [(p.name, p.check, p.argument) for p in e.requires] == [
         (r["name"], r["check"], r["argument"]) for r in want["requires"]]
+    assert (e.hotplug.state, e.hotplug.name) == (want["hotplug"]["state"], want["hotplug"]["name"])
 
 
 @covers("kernel.enable.call_sites[].call", "kernel.enable.call_sites[].source",
@@ -265,6 +266,7 @@ MUTATIONS = [  # (spec text replaced, by, the check that must catch it)
     ("fault: UD ", "fault: GP ", test_msr),
     ("trigger_caller: kvm-amd", "trigger_caller: kvm", test_enable),
     ("msr_on_teardown: clear", "msr_on_teardown: keep", test_enable),
+    ('name: "x86/rmpopt:online"', 'name: "x86/rmpopt:up"', test_enable),
     ("mutex: rmpopt_wq_mutex", "mutex: rmpopt_mutex", test_enable),
     ("cap_log: at-setup", "cap_log: every-pass", test_sweep_policy),
     ("argument: CC_ATTR_HOST_SEV_SNP", "argument: CC_ATTR_GUEST_SEV_SNP", test_enable),

@@ -372,7 +372,8 @@ DEFECTS: list[tuple[str, str, str, str, str]] = [
     ("sweep-without-enable", "a sweep with nothing that checks the feature or programs the MSR",
      "  enable:\n    check: cpu_feature_enabled\n    mutex: frob_mutex\n"
      "    setup_caller: frob-core\n    trigger_caller: frob_user\n"
-     "    teardown_caller: frob-core\n    msr_on_teardown: clear\n", "",
+     "    teardown_caller: frob-core\n    msr_on_teardown: clear\n"
+     "    hotplug: {state: CPUHP_AP_ONLINE_DYN, name: \"frob:online\"}\n", "",
      "a sweep needs kernel.enable: how setup checks the feature and programs the MSR before "
      "the first FROBOPT"),
     ("enable-bad-module", "a caller that is not a module name",
@@ -431,6 +432,21 @@ DEFECTS: list[tuple[str, str, str, str, str]] = [
     ("prereq-header-given", "a prerequisite names its header (kgen knows the check's header)",
      "    msr_on_teardown: clear\n", "    msr_on_teardown: clear\n    requires:\n      - {name: snp-host, check: cc_platform_has, argument: CC_ATTR_HOST_SEV_SNP,\n         «header: linux/cc_platform.h}\n",
      "unknown key 'header'; Prerequisite has: name, check, argument"),
+    # kernel.enable.hotplug: the dynamic AP state whose callback enables a core that comes online
+    ("hotplug-missing", "enabling without the CPU hotplug state that enables a core coming online",
+     "    check: cpu_feature_enabled\n    mutex: frob_mutex\n    setup_caller: frob-core\n"
+     "    trigger_caller: frob_user\n    teardown_caller: frob-core\n    msr_on_teardown: clear\n"
+     "    hotplug: {state: CPUHP_AP_ONLINE_DYN, name: \"frob:online\"}\n",
+     "    «check: cpu_feature_enabled\n    mutex: frob_mutex\n    setup_caller: frob-core\n"
+     "    trigger_caller: frob_user\n    teardown_caller: frob-core\n    msr_on_teardown: clear\n",
+     "missing required key 'hotplug' in Enable"),
+    ("hotplug-state-not-dynamic", "a CPU hotplug state kgen does not know to run on the CPU coming online",
+     "state: CPUHP_AP_ONLINE_DYN", "state: «CPUHP_BP_PREPARE_DYN",
+     "expected one of 'CPUHP_AP_ONLINE_DYN', got a string 'CPUHP_BP_PREPARE_DYN' (did you mean "
+     "'CPUHP_AP_ONLINE_DYN'?)"),
+    ("hotplug-name-quote", "a CPU hotplug state name with a double quote",
+     'name: "frob:online"', 'name: «"frob\\"online"',
+     "message must not contain a double quote: it is written into a C format string"),
 ]
 # Defects whose expected text is not a single replacement.
 SPECIAL = {
