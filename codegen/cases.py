@@ -54,6 +54,8 @@ class Case:
             parts.append(f"without {name}")
         if m.nomem:
             parts.append(f"the first {m.nomem} worker allocation(s) fail")
+        if m.hpfail:
+            parts.append(f"the first {m.hpfail} cpuhp_setup_state() call(s) fail")
         if m.stuck:
             parts.append("retry codes persist")
         parts.append("actions " + ",".join(self.actions))
@@ -116,6 +118,8 @@ def case_line(spec: Spec, case: Case, budget: int) -> str:
         fields.append("absent=" + ",".join(arguments[name] for name in sorted(m.without)))
     if m.nomem:
         fields.append(f"nomem={m.nomem}")
+    if m.hpfail:
+        fields.append(f"hpfail={m.hpfail}")
     if m.stuck:
         fields.append("stuck=1")
     fields.append("actions=" + ",".join(case.actions))
@@ -223,6 +227,50 @@ def _sequences(worker) -> list[tuple[str, tuple[str, ...]]]:
         ("teardown while a later pass runs, after its last region",
          ("setup", first, "trigger", "teardown-at:4", go, "teardown", "teardown")),
     ]
+
+
+def _hotplug_sequences(worker, machine: Machine) -> list[tuple[str, frozenset[int], tuple[str, ...]]]:
+    """CPU hotplug around and during the worker's life, on ``machine`` (3 cores x 2 threads,
+    spread numbering, the leader on CPU 4: core 1's secondary thread): (label, CPUs offline
+    at the start, actions).  Core 2 is CPUs 2 and 5; core 1's primary is CPU 1."""
+    go = "run" if worker.kind == "kthread" else f"a:{worker.rearm_delay_ms}"
+    first = "run" if worker.kind == "kthread" else f"a:{worker.first_delay_ms}"
+    core2 = frozenset({2, 5})
+    none: frozenset[int] = frozenset()
+    return [
+        ("a core comes online after setup, then a pass", core2,
+         ("setup", first, "online:2", "trigger", go, "teardown")),
+        ("a core's secondary thread comes online first, then its primary", core2,
+         ("setup", first, "online:5", "online:2", "trigger", go, "teardown")),
+        ("a core goes wholly offline and comes back", none,
+         ("setup", first, "offline:2", "offline:5", "online:2", "trigger", go, "teardown")),
+        ("the leader's primary thread goes offline and comes back", none,
+         ("setup", first, "offline:1", "trigger", go, "online:1", "trigger", go, "teardown")),
+        ("a CPU goes offline while a pass runs", none,
+         ("setup", "offline-at:1:2", first, "trigger", go, "teardown")),
+        ("a core comes online while a pass runs", core2,
+         ("setup", "online-at:3:2", first, "trigger", go, "teardown")),
+        ("a core comes online before setup", core2, ("online:2", "setup", first, "teardown")),
+        ("a core comes online after teardown, and setup again", core2,
+         ("setup", first, "teardown", "online:2", "setup", first, "teardown")),
+        ("a core goes offline before teardown", none,
+         ("setup", first, "offline:2", "offline:5", "teardown", "online:5", "online:2")),
+    ]
+
+
+def _hotplug_actions(rng: random.Random, machine: Machine, script: tuple[str, ...]) -> tuple[str, ...]:
+    """``script`` with one to three CPUs going offline or coming online at random places,
+    between the actions or at a cond_resched() of a pass; never the leader."""
+    others = [c for c in range(machine.nr_cpus) if c != machine.leader]
+    if not others:
+        return script
+    out = list(script)
+    for _ in range(rng.randint(1, 3)):
+        cpu = rng.choice(others)
+        word = "online" if rng.random() < 0.5 else "offline"
+        action = f"{word}:{cpu}" if rng.random() < 0.7 else f"{word}-at:{rng.randint(1, 4)}:{cpu}"
+        out.insert(rng.randint(0, len(out)), action)
+    return tuple(out)
 
 
 def _without_script(worker) -> tuple[str, ...]:
@@ -360,13 +408,18 @@ def stream(spec: Spec, seed: int) -> Iterator[Case]:
     rng = random.Random(seed)
     n = 0
 
-    def make(form: str, machine: Machine, label: str, passes: int = 2) -> Case:
+    def make(form: str, machine: Machine, label: str, passes: int = 2, hotplug: bool = False) -> Case:
         if oracle.uses_oracle(spec):
             actions = _oracle_script(rng, spec, machine, rng.randint(1, 12))
         elif form == HELPERS:
             actions = _helper_script(rng, spec, machine, rng.randint(1, 12))
         else:
             actions = _worker_script(rng, workers[form], passes)
+            # a generator of its own, so that the other cases of the seed stay as they were
+            hp = random.Random(f"{seed}/{n}/hotplug")
+            if hotplug and spec.kernel.enable is not None and hp.random() < 0.3:
+                actions = _hotplug_actions(hp, machine, actions)
+                label += ", CPU hotplug"
         return Case(n, form, machine, actions, label)
 
     if oracle.uses_oracle(spec):
@@ -401,6 +454,13 @@ def stream(spec: Spec, seed: int) -> Iterator[Case]:
             yield Case(n, form, dataclasses.replace(small, nomem=1), ("setup", "trigger", go, "setup", go,
                        "teardown"), "boundary: the worker cannot be allocated, then can")  # fmt: skip
             n += 1
+            yield Case(n, form, dataclasses.replace(small, hpfail=1), ("setup", "trigger", go, "setup", go,
+                       "teardown"), "boundary: the hotplug state cannot be set up, then can")  # fmt: skip
+            n += 1
+            for label, offline, actions in _hotplug_sequences(workers[form], small):
+                yield Case(n, form, dataclasses.replace(small, offline=offline), actions,
+                           "hotplug: " + label)
+                n += 1
         yield make(HELPERS, Machine(0, 1, cores=2, feature=False), "boundary: helper calls without the feature")
         n += 1
     while True:
@@ -408,5 +468,5 @@ def stream(spec: Spec, seed: int) -> Iterator[Case]:
         machine = _random_machine(rng, spec, large)
         form = rng.choice(forms + [HELPERS] if forms else [HELPERS])
         yield make(form, machine, f"random, seed {seed}" + (f", large {large}" if large else ""),
-                   passes=1 if large else 3)  # fmt: skip
+                   passes=1 if large else 3, hotplug=True)  # fmt: skip
         n += 1

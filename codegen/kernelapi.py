@@ -55,6 +55,12 @@ class Profile:
     def wrmsr(self, cpu: str, msr: str, value: str) -> str:
         return f"{self.wrmsr_on_cpu}({cpu}, {msr}, {value});"
 
+    def wrmsr_local(self, msr: str, value: str, indent: str) -> str:
+        """The write of this CPU's MSR (wrmsrq() or wrmsrl(), as the _on_cpu spelling), the value
+        on a line of its own after ``indent``."""
+        name = self.wrmsr_on_cpu.removesuffix("_on_cpu")
+        return f"{name}({msr},\n{indent}{' ' * (len(name) + 1)}{value});"
+
     def flag_output(self, flag: str, name: str) -> str:
         """The asm output operand that sets ``name`` from a flag (``cf``): its condition code."""
         cc = flag[0]

@@ -31,6 +31,7 @@ kind        fields
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Iterator, Literal, NamedTuple
 
@@ -178,6 +179,7 @@ class Machine:
     feature: bool = True  # whether the CPUs have the instruction (its CPUID bit)
     without: frozenset[str] = frozenset()  # the spec's prerequisites (by name) the machine lacks
     nomem: int = 0  # how many attempts to create the worker fail first (no memory)
+    hpfail: int = 0  # how many cpuhp_setup_state() calls fail first (no dynamic state left)
     stuck: bool = False  # a retry code, once returned, comes back for the same inputs without end
 
     def __post_init__(self) -> None:
@@ -590,10 +592,23 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
     only after the pass.  So the pass ends on MSRs that still enable the instruction, then
     teardown stops the worker and clears them.
 
+    CPU hotplug: ``online:CPU`` and ``offline:CPU`` between the others, or
+    ``online-at:N:CPU`` / ``offline-at:N:CPU`` arriving from another CPU at the Nth
+    cond_resched() from then on.  A hotplug operation takes the hotplug lock for writing,
+    and a pass holds cpus_read_lock() from before its first region to after its last, so
+    one that arrives during a pass runs when the pass ends.  A core that was wholly
+    offline comes back with its MSR reset.  While the instruction is enabled (from setup
+    to teardown) a CPU that comes online and is the first online thread of its core
+    (:func:`msr_cpus`, the rule setup follows) writes the MSR, as the hotplug state's
+    callback must; a CPU that goes offline writes nothing.  The CPU the worker and the
+    entry points run on (the machine's leader) stays online.
+
     setup does nothing without the feature or a prerequisite (``machine.without``), or when the worker exists already (a second
     setup would leak the first), or when creating the worker fails (the first
     ``machine.nomem`` attempts: setup returns -ENOMEM with nothing written, and a later
-    setup tries again); otherwise it creates the worker, then writes the MSR on
+    setup tries again), or when setting up the hotplug state fails (the first
+    ``machine.hpfail`` attempts after the worker exists: setup frees the worker and
+    returns the error with nothing written); otherwise it creates the worker, then writes the MSR on
     every CPU :func:`msr_cpus` names, logs the cap (``cap_log: at-setup``), then asks for
     the first pass.  A trigger before
     setup or after teardown does nothing.  teardown stops the worker (a pending pass
@@ -609,17 +624,47 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
     failures = 0
     gate = setup_proceeds(spec, machine)
     arrives: int | None = None  # cond_resched() calls until an armed teardown arrives
+    hp_arrives: int | None = None  # the same for an armed hotplug operation
+    hp_op: tuple[bool, int] = (True, 0)  # (online, cpu) of that operation
+    hp_failures = 0
+
+    def hotplug(online: bool, cpu: int) -> Iterator[tuple[Event, int]]:
+        """A CPU comes online or goes offline, with what the hotplug state's callback writes."""
+        nonlocal machine
+        if not 0 <= cpu < machine.nr_cpus:
+            raise MachineError(f"CPU {cpu} does not exist")
+        if online != (cpu in machine.offline):
+            return  # already so
+        if not online:
+            if cpu == machine.leader:
+                raise MachineError(f"CPU {cpu} runs the worker: it stays online")
+            machine = dataclasses.replace(machine, offline=machine.offline | {cpu})
+            return
+        if hw.owners is not None and not any(hw.owners[c] == hw.owners[cpu] for c in machine.online):
+            hw.enabled.discard(hw.owners[cpu])  # a wholly offline core: its MSR is reset
+        machine = dataclasses.replace(machine, offline=machine.offline - {cpu})
+        if alive and cpu in msr_cpus(spec, machine):
+            value = msr_value(spec, machine)
+            hw.wrmsr(cpu, value)
+            yield Wrmsr(cpu, spec.instruction.msr.number, value), now
 
     def one_pass(at: int) -> Iterator[tuple[Event, int]]:
-        """A pass, and the teardown that arrives during it once the pass is over."""
-        nonlocal alive, pending, expires, arrives
-        arrived = False
+        """A pass, and the teardown or hotplug that arrives during it once the pass is over."""
+        nonlocal alive, pending, expires, arrives, hp_arrives
+        arrived = hp_arrived = False
         for ev in sweep(spec, machine, hw):
             yield ev, at
             if ev.kind == "resched" and arrives is not None:
                 arrives -= 1
                 if arrives == 0:
                     arrived, arrives = True, None
+            if ev.kind == "resched" and hp_arrives is not None:
+                hp_arrives -= 1
+                if hp_arrives == 0:
+                    hp_arrived, hp_arrives = True, None
+        if hp_arrived:  # it waited for the pass's cpus_read_unlock()
+            for ev, _ in hotplug(*hp_op):
+                yield ev, at
         if arrived:
             yield from teardown()
 
@@ -638,6 +683,8 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
             if action == "setup":
                 if gate and not alive and failures < machine.nomem:
                     failures += 1  # no workqueue, or no thread: -ENOMEM
+                elif gate and not alive and hp_failures < machine.hpfail:
+                    hp_failures += 1  # no hotplug state: the worker is freed again
                 elif gate and not alive:
                     alive = True
                     for ev in _write_all(spec, machine, hw, msr_value(spec, machine)):
@@ -661,6 +708,12 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
                 yield from teardown()
             elif action.startswith("teardown-at:"):
                 arrives = int(action.split(":")[1])
+            elif action.startswith(("online-at:", "offline-at:")):
+                word, n, cpu = action.split(":")
+                hp_arrives, hp_op = int(n), (word == "online-at", int(cpu))
+            elif action.startswith(("online:", "offline:")):
+                word, cpu = action.split(":")
+                yield from hotplug(word == "online", int(cpu))
             elif action.startswith("a:"):
                 now += int(action[2:])
                 if expires is not None and expires <= now:

@@ -335,6 +335,10 @@ class EnableShape:
     wrmsr: C  # the write statement, of "cpu" and "val"
     hotplug_lock: C
     hotplug_unlock: C
+    hp_var: C  # the dynamic CPU hotplug state setup allocates
+    hp_setup: C  # the cpuhp_setup_state() call
+    online_fn: C  # its startup callback: writes the MSR on a CPU that comes online
+    wrmsr_local: C  # the callback's write, two tabs in
     start: C
     request: C
     stop: C
@@ -360,7 +364,7 @@ def enable_shape(spec: Spec, worker: Worker, profile: Profile) -> EnableShape:
     fns = {key: f_ident(name) for key, name in worker_functions(worker).items()}
     mutex = f_ident(e.mutex)
     includes = set(_SWEEP_INCLUDES) | {
-        "linux/cpu.h", "linux/errno.h", "linux/export.h", "linux/mutex.h", "linux/types.h",
+        "linux/cpu.h", "linux/cpuhotplug.h", "linux/errno.h", "linux/export.h", "linux/mutex.h", "linux/types.h",
         "linux/cpufeature.h", "asm/msr.h", "asm/sev.h",
         include_split(spec.kernel.raw_helper.header)[1],
     }  # fmt: skip
@@ -390,6 +394,11 @@ def enable_shape(spec: Spec, worker: Worker, profile: Profile) -> EnableShape:
         wrmsr=_c(profile.wrmsr("cpu", f_ident(msr.name), "val")),
         hotplug_lock=_c(f"{profile.hotplug_lock[0]}();"),
         hotplug_unlock=_c(f"{profile.hotplug_lock[1]}();"),
+        hp_var=_c(f"{f_ident(spec.kernel.helper.name)}_hp_state"),
+        hp_setup=_c(f"cpuhp_setup_state({f_ident(e.hotplug.state)}, \"{f_cstring(e.hotplug.name)}\", "
+                    f"{f_ident(spec.kernel.helper.name)}_cpu_online, NULL)"),
+        online_fn=_c(f"{f_ident(spec.kernel.helper.name)}_cpu_online"),
+        wrmsr_local=_c(profile.wrmsr_local(f_ident(msr.name), value, "\t\t")),
         start=fns["start"], request=fns["request"], stop=fns["stop"],
         clear=e.msr_on_teardown == "clear",
         setup_body=_c(setup_body),

@@ -339,7 +339,7 @@ def setup_order(spec: Spec, kind: str, text: str) -> list[str]:
                         + " first")  # fmt: skip
     start = _function(text, worker_functions(w)["start"]) or ""
     create = "alloc_ordered_workqueue(" if kind == "delayed-work" else "kthread_run("
-    write = f"{spec.kernel.helper.name}_write_msr("
+    write = "cpuhp_setup_state("  # its callback enables the MSRs on every online core
     if create not in start or write not in start or start.index(create) > start.index(write):
         problems.append("the MSRs are enabled before the worker exists: a failure would leave "
                         "them enabled with nothing to clear them")

@@ -126,7 +126,13 @@ def enable_catalogue(spec: Spec) -> list[Mutant]:
     prerequisites = gate_of(conditions[1:])  # the gate without the feature
     region = f_sz(insn.table.region_size)
     value = f"ALIGN_DOWN(PFN_PHYS(min_low_pfn), {region}) | {msr.enable.name}"
-    write = f"\t{h}_write_msr({value});\n"
+    hp_var, online = f"{h}_hp_state", f"{h}_cpu_online"
+    hp_setup = (f'\tret = cpuhp_setup_state({e.hotplug.state}, "{e.hotplug.name}", {online}, NULL);\n'
+                "\tif (ret < 0) {\n")  # fmt: skip
+    write = hp_setup  # what enables the MSRs at setup: the hotplug state's callback
+    remove = f"\tcpuhp_remove_state({hp_var});\n"
+    one = "if (cpu == cpumask_first_and(topology_sibling_cpumask(cpu), cpu_online_mask))"
+    callback = f"static int {online}(unsigned int cpu)\n{{\n"
     alloc = (f'\t{dw.workqueue} = alloc_ordered_workqueue("{dw.workqueue}", 0);\n'
              f"\tif (!{dw.workqueue})\n\t\treturn -ENOMEM;\n\n")  # fmt: skip
     lock = f"\tguard(mutex)(&{e.mutex});\n"
@@ -152,9 +158,9 @@ def enable_catalogue(spec: Spec) -> list[Mutant]:
         M("the workqueue allocated after the WRMSRs", "delayed-work", alloc + write,
           write + alloc, "setup-order"),
         M("the thread started after the WRMSRs", "kthread",
-          f'\ttask = kthread_run({kt.name}, NULL, "{kt.name}");\n',
-          f'\t{h}_write_msr({value});\n\ttask = kthread_run({kt.name}, NULL, "{kt.name}");\n',
-          "setup-order", ((f"\t{kt.name}_task = task;\n" + write, f"\t{kt.name}_task = task;\n"),)),
+          f'\ttask = kthread_run({kt.name}, NULL, "{kt.name}");\n\tif (IS_ERR(task))\n\t\treturn PTR_ERR(task);\n\n' + write,
+          write + f'\ttask = kthread_run({kt.name}, NULL, "{kt.name}");\n\tif (IS_ERR(task))\n\t\treturn PTR_ERR(task);\n\n',
+          "setup-order"),
         M("a request without the mutex", "delayed-work", lock + f"\t{fd['request']}();",
           f"\t{fd['request']}();", "compare"),
         M("a kthread request without the mutex", "kthread", lock + f"\t{fk['request']}();",
@@ -170,17 +176,41 @@ def enable_catalogue(spec: Spec) -> list[Mutant]:
         M("a second setup starts another thread", "kthread", f"\tif ({kt.name}_task)\n\t\treturn 0;\n",
           "", "compare"),
         M("a request after teardown still queues work", "delayed-work",
-          f"\t{dw.workqueue} = NULL;\n", "", "compare"),
-        M("the MSRs not cleared at teardown", "sweeps", f"\t{h}_write_msr(0);\n", "", "compare"),
+          f"\t{dw.workqueue} = NULL;\n{remove}", remove, "compare"),
+        M("the MSRs not cleared at teardown", "sweeps", f"\t{h}_write_msr(0);\n", "", "compare",
+          ((f"static void {h}_write_msr(u64 val)", f"static void __maybe_unused {h}_write_msr(u64 val)"),)),
         # caught only by a teardown that arrives while a pass runs: the pass faults
         M("the MSRs cleared before the kthread is stopped", "kthread",
-          f"\tkthread_stop({kt.name}_task);\n\t{kt.name}_task = NULL;\n\t{h}_write_msr(0);\n",
-          f"\t{h}_write_msr(0);\n\tkthread_stop({kt.name}_task);\n\t{kt.name}_task = NULL;\n",
+          f"\tkthread_stop({kt.name}_task);\n\t{kt.name}_task = NULL;\n{remove}\t{h}_write_msr(0);\n",
+          f"\t{h}_write_msr(0);\n\tkthread_stop({kt.name}_task);\n\t{kt.name}_task = NULL;\n{remove}",
           "compare"),
         M("the MSRs cleared before the work is cancelled", "delayed-work",
           f"\tcancel_delayed_work_sync(&{dw.name});\n", f"\t{h}_write_msr(0);\n"
           f"\tcancel_delayed_work_sync(&{dw.name});\n", "compare",
-          ((f"\t{dw.workqueue} = NULL;\n\t{h}_write_msr(0);\n", f"\t{dw.workqueue} = NULL;\n"),)),
+          ((f"{remove}\t{h}_write_msr(0);\n", remove),)),
+        # CPU hotplug: a core that comes online while the instruction is enabled
+        M("no CPU hotplug state: the MSRs written at setup only", "sweeps", remove, "", "compare",
+          ((hp_setup + "\t\tkthread_stop(task);\n\t\treturn ret;\n\t}\n\n\t" + hp_var + " = ret;\n",
+            f"\t{h}_write_msr({value});\n"),
+           (hp_setup + f"\t\tdestroy_workqueue({dw.workqueue});\n\t\t{dw.workqueue} = NULL;\n"
+            "\t\treturn ret;\n\t}\n\n\t" + hp_var + " = ret;\n", f"\t{h}_write_msr({value});\n"),
+           ("\tstruct task_struct *task;\n\tint ret;\n", "\tstruct task_struct *task;\n"),
+           (f"{{\n\tint ret;\n\n\tlockdep_assert_held(&{e.mutex});\n\tif ({dw.workqueue})",
+            f"{{\n\tlockdep_assert_held(&{e.mutex});\n\tif ({dw.workqueue})"),
+           (f"static enum cpuhp_state {hp_var};\n", ""),
+           (callback, callback.replace("static int ", "static int __maybe_unused ")))),
+        M("the hotplug callback writes the MSR on every thread", "sweeps", callback + f"\t{one}",
+          callback + "\tif (cpu_online(cpu))", "compare"),
+        M("the hotplug callback writes the MSR on primary threads only", "sweeps", callback + f"\t{one}",
+          callback + "\tif (topology_is_primary_thread(cpu))", "compare"),
+        M("the hotplug state not removed at teardown", "sweeps", remove, "", "compare"),
+        M("the hotplug callback takes the mutex", "sweeps", callback,
+          callback + f"\tguard(mutex)(&{e.mutex});\n", "compare"),
+        M("the workqueue kept when the hotplug state cannot be set up", "delayed-work",
+          f"\t\tdestroy_workqueue({dw.workqueue});\n\t\t{dw.workqueue} = NULL;\n\t\treturn ret;",
+          "\t\treturn ret;", "compare"),
+        M("the thread kept when the hotplug state cannot be set up", "kthread",
+          "\t\tkthread_stop(task);\n\t\treturn ret;", "\t\treturn ret;", "compare"),
     ] + [
         M(f"prerequisite check missing: {p.name}", "sweeps", gate,
           gate_of([c for c in conditions if c != f"{p.check}({p.argument})"]), "compare")

@@ -8,8 +8,10 @@
  * codegen/compare.py, which writes them), preceded once by a "spec" line.
  * A case's actions=: setup, trigger, teardown (the worker's entry points), run (a
  * woken kthread runs until it sleeps), a:MS (time passes), teardown-at:N (teardown
- * arrives from another CPU at the Nth cond_resched() from then on), h:CPU:PA and
- * r:CPU:ARGS (helper calls).
+ * arrives from another CPU at the Nth cond_resched() from then on), online:CPU and
+ * offline:CPU (CPU hotplug between the others), online-at:N:CPU and offline-at:N:CPU (the
+ * same, arriving at the Nth cond_resched() from then on: it waits while the hotplug lock is
+ * held), h:CPU:PA and r:CPU:ARGS (helper calls).
  * Output: one event per line, ending with "E <case id>":
  *
  *	L <ms> <text>			pr_info(), at simulated time <ms>
@@ -193,6 +195,7 @@ static bool m_absent[MAX_PREREQS];	/* "absent=NAME,...": prerequisites the machi
 static u64 table_base;		/* the RMPOPT_BASE the CPUs' tables start at */
 static u64 msr_val[NR_CPUS];	/* per core (or per CPU): the enabling MSR */
 static int mutexes_held, hotplug_depth;
+static int in_hp_cb;	/* a CPU hotplug callback runs, with the hotplug lock held */
 #define MAX_MUTEXES	4
 static struct mutex *locked[MAX_MUTEXES];	/* to release after an aborted case */
 
@@ -228,7 +231,7 @@ const struct cpumask *topology_sibling_cpumask(unsigned int cpu)
 
 unsigned int kshim_smp_processor_id(void)
 {
-	if (!migrate_depth && !in_ipi)
+	if (!migrate_depth && !in_ipi && !in_hp_cb)
 		kgen_abort_case("smp_processor_id() in preemptible code: the CPU may change under it");
 	return cur_cpu;
 }
@@ -297,6 +300,17 @@ bool kshim_cc_platform_has(const char *attr)
 }
 
 static int in_work;	/* a kthread or a work item runs: not an entry point */
+static bool order_mutex_hp, order_hp_mutex;	/* lock order seen: what lockdep records */
+
+/* Lockdep: a mutex taken both outside and inside the hotplug lock can deadlock. */
+static void lock_order(bool mutex_then_hp, bool hp_then_mutex)
+{
+	order_mutex_hp |= mutex_then_hp;
+	order_hp_mutex |= hp_then_mutex;
+	if (order_mutex_hp && order_hp_mutex)
+		kgen_abort_case("possible circular locking dependency: a mutex is taken both "
+				"around and inside the CPU hotplug lock (a hotplug callback)");
+}
 
 /* Setup, requests and teardown share state: each must hold the mutex. */
 static void need_mutex(const char *why)
@@ -308,8 +322,9 @@ static void need_mutex(const char *why)
 static int wrmsr_on_cpu(unsigned int cpu, u32 msr_no, u64 q)
 {
 	step();
-	need_mutex("MSR written without the mutex: setup and teardown race");
-	if (!hotplug_depth)
+	if (!in_hp_cb)
+		need_mutex("MSR written without the mutex: setup and teardown race");
+	if (!hotplug_depth && !in_hp_cb)
 		kgen_abort_case("wrmsr on other CPUs without cpus_read_lock(): a CPU may come or go");
 	if (!m_feature)
 		kgen_abort_case("#GP: WRMSR to an MSR this CPU does not have (the feature is absent)");
@@ -341,19 +356,38 @@ int wrmsrl_on_cpu(unsigned int cpu, u32 msr_no, u64 q)
 	return wrmsr_on_cpu(cpu, msr_no, q);
 }
 
-void cpus_read_lock(void)
+void kshim_wrmsr_local(u32 msr_no, u64 q)
+{
+	if (!in_hp_cb && !in_ipi && !migrate_depth)
+		kgen_abort_case("wrmsr on this CPU in preemptible code: the CPU may change under it");
+	wrmsr_on_cpu(cur_cpu, msr_no, q);
+}
+
+static void hotplug_lock_read(const char *who)
 {
 	step();
 	if (hotplug_depth)
-		kgen_abort_case("cpus_read_lock() taken twice");
+		kgen_abort_case(who);
+	if (in_hp_cb)
+		kgen_abort_case("the hotplug lock taken in a CPU hotplug callback: deadlock");
+	lock_order(mutexes_held > 0, false);
+}
+
+void cpus_read_lock(void)
+{
+	hotplug_lock_read("cpus_read_lock() taken twice");
 	hotplug_depth++;
 }
+
+static void hotplug_waiting(void);
 
 void cpus_read_unlock(void)
 {
 	if (!hotplug_depth)
 		kgen_abort_case("cpus_read_unlock() without cpus_read_lock()");
 	hotplug_depth--;
+	if (!hotplug_depth)
+		hotplug_waiting();
 }
 
 void mutex_lock(struct mutex *lock)
@@ -363,6 +397,7 @@ void mutex_lock(struct mutex *lock)
 		kgen_abort_case("mutex_lock() of a mutex already held: deadlock");
 	if (mutexes_held == MAX_MUTEXES)
 		kgen_abort_case("more mutexes held than the harness tracks");
+	lock_order(false, in_hp_cb || hotplug_depth);
 	lock->locked = true;
 	locked[mutexes_held++] = lock;
 }
@@ -385,6 +420,10 @@ void kshim_lockdep_assert_held(struct mutex *lock)
 
 static unsigned long teardown_at;	/* "teardown-at:N": cond_resched() calls until it arrives */
 static void teardown_arrives(void);
+/* "online-at:N:CPU", "offline-at:N:CPU": cond_resched() calls until it arrives, and what */
+static unsigned long hp_at;
+static unsigned int hp_at_cpu;
+static bool hp_at_online, hp_due;
 
 void kshim_cond_resched(void)
 {
@@ -396,6 +435,11 @@ void kshim_cond_resched(void)
 	}
 	if (teardown_at && !--teardown_at)
 		teardown_arrives();
+	if (hp_at && !--hp_at) {
+		hp_due = true;	/* it waits for the hotplug lock */
+		if (!hotplug_depth)
+			hotplug_waiting();
+	}
 }
 
 void on_each_cpu_mask(const struct cpumask *mask, smp_call_func_t func, void *info,
@@ -1073,6 +1117,126 @@ static void advance(unsigned long ms)
 	now = target;
 }
 
+/*
+ * --- CPU hotplug, as <linux/cpuhotplug.h> documents it -----------------------
+ *
+ * A CPU comes online or goes offline between the actions of a case ("online:CPU",
+ * "offline:CPU"), or arrives from another CPU at a cond_resched() ("online-at:N:CPU"): it
+ * takes the hotplug lock for writing, so it waits until no cpus_read_lock() is held, then
+ * runs.  A CPU that comes online runs the startup callback of every state set up, on
+ * itself, after it is in cpu_online_mask; one that goes offline runs the teardown
+ * callbacks, last state first, while still online.  A core that was wholly offline comes
+ * back with its MSRs reset: nothing the kernel wrote there before can be relied on.
+ */
+#define MAX_HP_STATES	4
+
+struct hp_state {
+	int (*startup)(unsigned int cpu);
+	int (*teardown)(unsigned int cpu);
+	bool used;
+};
+
+static struct hp_state hp_states[MAX_HP_STATES];
+static unsigned int m_leader;	/* the CPU the entry points and the worker run on */
+static unsigned int m_hpfail;	/* cpuhp_setup_state() calls that fail first: "hpfail=N" */
+
+static void hp_callback(int (*fn)(unsigned int cpu), unsigned int cpu)
+{
+	unsigned int caller = cur_cpu;
+	int ret;
+
+	if (!fn)
+		return;
+	cur_cpu = cpu;
+	in_hp_cb++;
+	ret = fn(cpu);
+	in_hp_cb--;
+	cur_cpu = caller;
+	if (ret)
+		kgen_abort_case("a CPU hotplug callback failed: the harness does not model the rollback");
+}
+
+/* Whether no online CPU but @cpu shares its MSR (its core, for a per-core MSR). */
+static bool msr_alone(unsigned int cpu)
+{
+	for (unsigned int c = 0; c < nr_cpu_ids; c++)
+		if (c != cpu && cpu_online(c) && msr_slot(c) == msr_slot(cpu))
+			return false;
+	return true;
+}
+
+static void hotplug(unsigned int cpu, bool online)
+{
+	if (cpu >= nr_cpu_ids)
+		kgen_abort_case("hotplug of a CPU the machine does not have");
+	if (online == cpu_online(cpu))
+		return;
+	if (online) {
+		if (msr_alone(cpu))
+			msr_val[msr_slot(cpu)] = 0;
+		__cpumask_set_cpu(cpu, &__cpu_online_mask);
+		for (int i = 0; i < MAX_HP_STATES; i++)
+			if (hp_states[i].used)
+				hp_callback(hp_states[i].startup, cpu);
+		return;
+	}
+	if (cpu == m_leader)
+		kgen_abort_case("the case offlines the CPU the worker runs on: the harness keeps it online");
+	for (int i = MAX_HP_STATES - 1; i >= 0; i--)
+		if (hp_states[i].used)
+			hp_callback(hp_states[i].teardown, cpu);
+	__cpu_online_mask.bits[cpu / BITS_PER_LONG] &= ~(1UL << (cpu % BITS_PER_LONG));
+}
+
+/* A hotplug operation that arrived runs once no cpus_read_lock() holds it off. */
+static void hotplug_waiting(void)
+{
+	if (!hp_due || hotplug_depth || in_hp_cb)
+		return;
+	hp_due = false;
+	hotplug(hp_at_cpu, hp_at_online);
+}
+
+int kshim_cpuhp_setup_state(int state, const char *name, int (*startup)(unsigned int cpu),
+			    int (*teardown)(unsigned int cpu), bool invoke)
+{
+	int slot;
+
+	need_mutex("cpuhp_setup_state() without the mutex: setup races with itself");
+	hotplug_lock_read("cpuhp_setup_state() with cpus_read_lock() held: it takes the hotplug lock itself");
+	if (state != CPUHP_AP_ONLINE_DYN)
+		kgen_abort_case("cpuhp_setup_state() of a state the harness does not model (CPUHP_AP_ONLINE_DYN)");
+	if (!name || !*name)
+		kgen_abort_case("cpuhp_setup_state() without a name");
+	if (m_hpfail) {
+		m_hpfail--;
+		return -ENOSPC;	/* every dynamic state is taken */
+	}
+	for (slot = 0; slot < MAX_HP_STATES && hp_states[slot].used; slot++)
+		;
+	if (slot == MAX_HP_STATES)
+		kgen_abort_case("more CPU hotplug states than the harness tracks: a state is never removed");
+	hp_states[slot] = (struct hp_state){ startup, teardown, true };
+	for (unsigned int cpu = 0; invoke && cpu < nr_cpu_ids; cpu++)
+		if (cpu_online(cpu))
+			hp_callback(startup, cpu);
+	return CPUHP_AP_ONLINE_DYN + slot;
+}
+
+void kshim_cpuhp_remove_state(int state, bool invoke)
+{
+	int slot = state - CPUHP_AP_ONLINE_DYN;
+
+	need_mutex("cpuhp_remove_state() without the mutex: teardown races with setup");
+	hotplug_lock_read("cpuhp_remove_state() with cpus_read_lock() held: it takes the hotplug lock itself");
+	if (slot < 0 || slot >= MAX_HP_STATES || !hp_states[slot].used)
+		kgen_abort_case("cpuhp_remove_state() of a state that is not set up");
+	for (unsigned int cpu = 0; invoke && cpu < nr_cpu_ids; cpu++)
+		if (cpu_online(cpu))
+			hp_callback(hp_states[slot].teardown, cpu);
+	hp_states[slot].used = false;
+}
+
 /* --- parsing ------------------------------------------------------------- */
 
 struct cursor {
@@ -1268,6 +1432,13 @@ static void reset_case(void)
 	m_nomem = 0;
 	m_stuck = false;
 	teardown_at = 0;
+	hp_at = 0;
+	hp_due = false;
+	in_hp_cb = 0;
+	order_mutex_hp = order_hp_mutex = false;
+	m_hpfail = 0;
+	for (int i = 0; i < MAX_HP_STATES; i++)
+		hp_states[i].used = false;
 	tc_state = TC_IDLE;
 	in_caller = false;
 	tc_interrupted = NULL;
@@ -1287,7 +1458,19 @@ static void run_action(const struct kgen_form *form, const char *a, const char *
 	const char *p;
 
 	cur_form = form;
-	if (end - a > 12 && is(a, 12, "teardown-at:")) {
+	if ((end - a > 10 && is(a, 10, "online-at:")) || (end - a > 11 && is(a, 11, "offline-at:"))) {
+		hp_at_online = a[1] == 'n';
+		p = a + (hp_at_online ? 10 : 11);
+		hp_at = (unsigned long)number(&p, end);
+		if (p >= end || *p != ':')
+			kgen_abort_case("a hotplug action without its CPU");
+		p++;
+		hp_at_cpu = (unsigned int)number(&p, end);
+		hp_due = false;
+	} else if ((end - a > 7 && is(a, 7, "online:")) || (end - a > 8 && is(a, 8, "offline:"))) {
+		p = a + (a[1] == 'n' ? 7 : 8);
+		hotplug((unsigned int)number(&p, end), a[1] == 'n');
+	} else if (end - a > 12 && is(a, 12, "teardown-at:")) {
 		if (!form)
 			kgen_abort_case("a worker action in a case without a worker form");
 		p = a + 12;
@@ -1386,6 +1569,8 @@ static void run_case(struct cursor *c)
 			}
 		} else if (is(k, kl, "nomem")) {
 			m_nomem = (unsigned int)num(v, vl);
+		} else if (is(k, kl, "hpfail")) {
+			m_hpfail = (unsigned int)num(v, vl);
 		} else if (is(k, kl, "stuck")) {
 			m_stuck = num(v, vl) != 0;
 		} else if (is(k, kl, "msron")) {
@@ -1426,7 +1611,7 @@ static void run_case(struct cursor *c)
 		if (cpu < nr_cpu_ids)
 			__cpu_online_mask.bits[cpu / BITS_PER_LONG] &= ~(1UL << (cpu % BITS_PER_LONG));
 	}
-	cur_cpu = leader;
+	cur_cpu = m_leader = leader;
 	for (unsigned int cpu = 0; msr_on && cpu < nr_cpu_ids; cpu++)
 		msr_val[msr_slot(cpu)] = table_base | (1ULL << msr_enable_bit);
 

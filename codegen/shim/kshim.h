@@ -87,6 +87,7 @@ extern unsigned long max_pfn;
 
 /* <linux/err.h>, <linux/errno.h> */
 #define ENOMEM			12
+#define ENOSPC			28
 #define MAX_ERRNO		4095
 #define IS_ERR(ptr)		((unsigned long)(ptr) >= (unsigned long)-MAX_ERRNO)
 #define PTR_ERR(ptr)		((long)(ptr))
@@ -209,13 +210,40 @@ bool kshim_cpu_feature_enabled(unsigned int bit);
 bool kshim_cc_platform_has(const char *attr);
 #define cc_platform_has(attr)		kshim_cc_platform_has(#attr)
 
-/* <asm/msr.h>: recorded as "M cpu msr value"; both spellings */
+/*
+ * <asm/msr.h>: recorded as "M cpu msr value"; both spellings.  wrmsrq()/wrmsrl() write the
+ * MSR of the CPU the code runs on, which must not change under it (a hotplug callback, an IPI).
+ */
 int wrmsrq_on_cpu(unsigned int cpu, u32 msr_no, u64 q);
 int wrmsrl_on_cpu(unsigned int cpu, u32 msr_no, u64 q);
+void kshim_wrmsr_local(u32 msr_no, u64 q);
+#define wrmsrq(msr, val)	kshim_wrmsr_local((msr), (val))
+#define wrmsrl(msr, val)	kshim_wrmsr_local((msr), (val))
 
 /* <linux/cpu.h> */
 void cpus_read_lock(void);
 void cpus_read_unlock(void);
+
+/*
+ * <linux/cpuhotplug.h>: dynamic AP states.  cpuhp_setup_state() takes the hotplug lock, runs
+ * @startup on every online CPU and returns the state it allocated (> 0) or an error;
+ * afterwards @startup runs on each CPU that comes online, @teardown on each that goes offline,
+ * on that CPU, until cpuhp_remove_state() runs @teardown on every online CPU.
+ */
+enum cpuhp_state {
+	CPUHP_INVALID = -1,
+	CPUHP_AP_ONLINE_DYN = 200,
+	CPUHP_AP_ONLINE_DYN_END = CPUHP_AP_ONLINE_DYN + 40,
+};
+int kshim_cpuhp_setup_state(int state, const char *name, int (*startup)(unsigned int cpu),
+			    int (*teardown)(unsigned int cpu), bool invoke);
+void kshim_cpuhp_remove_state(int state, bool invoke);
+#define cpuhp_setup_state(state, name, startup, teardown)			\
+	kshim_cpuhp_setup_state((state), (name), (startup), (teardown), true)
+#define cpuhp_setup_state_nocalls(state, name, startup, teardown)		\
+	kshim_cpuhp_setup_state((state), (name), (startup), (teardown), false)
+#define cpuhp_remove_state(state)		kshim_cpuhp_remove_state((state), true)
+#define cpuhp_remove_state_nocalls(state)	kshim_cpuhp_remove_state((state), false)
 
 /* <linux/mutex.h>, <linux/lockdep.h>, <linux/cleanup.h>: guard(mutex)(&lock) as in the kernel */
 struct mutex {

@@ -1,0 +1,133 @@
+"""CPU hotplug while the instruction is enabled: what the mirror expects, and that the
+generated code does it (compile-and-compare on the hotplug cases)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from codegen import cases, mirror
+from codegen.compare import compare
+from codegen.host import choose_engine
+from codegen.render import render_spec
+from codegen.spec import load
+from codegen.toolchain import find_clang
+from tests.conftest import RMPOPT_YAML
+from tests.mutants import apply, catalogue
+
+SPEC = load(RMPOPT_YAML)
+MSR = SPEC.instruction.msr.number
+KTHREAD = next(w for w in SPEC.kernel.sweep.workers if w.kind == "kthread")
+GB = SPEC.instruction.table.region_size
+# 3 cores x 2 threads, spread numbering: core 2 is CPUs 2 and 5; the leader is CPU 4 (core 1)
+SMALL = mirror.Machine(GB >> 12, 3 * GB >> 12, cores=3, threads_per_core=2, leader=4)
+ENABLE = mirror.msr_value(SPEC, SMALL)
+
+
+def trace(machine: mirror.Machine, actions: list[str]) -> list[mirror.Event]:
+    return [e for e, _ in mirror.feature_trace(SPEC, KTHREAD, machine, actions)]
+
+
+def passes(events: list[mirror.Event]) -> list[list[mirror.Event]]:
+    """The events of each pass, from its log line up to the next log line or MSR write."""
+    out: list[list[mirror.Event]] = []
+    for e in events:
+        if e.kind == "log":
+            out.append([])
+        elif e.kind == "wrmsr" or not out:
+            continue
+        else:
+            out[-1].append(e)
+    return out
+
+
+def test_a_core_that_comes_online_after_setup_has_its_msr_written_before_the_next_pass():
+    events = trace(dataclasses.replace(SMALL, offline=frozenset({2, 5})),
+                   ["setup", "run", "online:2", "trigger", "run", "teardown"])  # fmt: skip
+    write = events.index(mirror.Wrmsr(2, MSR, ENABLE))
+    second = [i for i, e in enumerate(events) if e.kind == "log"][1]
+    assert write < second
+    assert all(e.kind != "fault" for e in events)
+    assert any(e.kind == "rmpopt" and e.cpu == 2 for e in events[second:])
+
+
+def test_a_wholly_offline_core_comes_back_with_its_msr_reset():
+    events = trace(SMALL, ["setup", "run", "offline:2", "offline:5", "online:5", "online:2",
+                           "trigger", "run", "teardown"])  # fmt: skip
+    # CPU 5 finds its core's MSR reset and writes it; then CPU 2 is the core's first online
+    # thread, the rule setup follows, and writes it again
+    assert [e for e in events if e.kind == "wrmsr" and e.cpu in (2, 5)] == [
+        mirror.Wrmsr(2, MSR, ENABLE), mirror.Wrmsr(5, MSR, ENABLE), mirror.Wrmsr(2, MSR, ENABLE),
+        mirror.Wrmsr(2, MSR, 0)]  # fmt: skip
+
+
+def test_code_that_skips_the_write_faults_on_the_core_that_came_online():
+    """The mirror's hardware model: the reset MSR leaves RMPOPT undefined there (#UD)."""
+    machine = dataclasses.replace(SMALL, offline=frozenset({2, 5}))
+    hw = mirror.hardware_for(SPEC, machine, enabled=False)
+    for cpu in mirror.msr_cpus(SPEC, machine):
+        hw.wrmsr(cpu, ENABLE)
+    online = dataclasses.replace(machine, offline=frozenset({5}))
+    with pytest.raises(mirror.Faulted) as exc:
+        list(mirror.sweep(SPEC, online, hw))
+    assert (exc.value.event.cpu, exc.value.event.exception) == (2, "UD")
+
+
+def test_a_cpu_that_goes_offline_during_a_pass_waits_for_its_end():
+    events = trace(SMALL, ["setup", "offline-at:1:2", "run", "trigger", "run", "teardown"])
+    first, second = passes(events)
+    assert {e.cpu for e in first if e.kind == "rmpopt"} == {4, 0, 2}
+    assert {e.cpu for e in second if e.kind == "rmpopt"} == {4, 0}
+
+
+def test_no_cpu_that_comes_online_writes_outside_setup_and_teardown():
+    events = trace(dataclasses.replace(SMALL, offline=frozenset({2, 5})),
+                   ["online:5", "setup", "run", "teardown", "online:2"])  # fmt: skip
+    assert [e.cpu for e in events if e.kind == "wrmsr" and e.value] == [0, 1, 5]
+    assert events[-1] == mirror.Wrmsr(5, MSR, 0)
+
+
+def test_a_failed_hotplug_state_leaves_nothing_written_and_setup_can_try_again():
+    events = trace(dataclasses.replace(SMALL, hpfail=1), ["setup", "trigger", "run", "setup", "run"])
+    assert [e.cpu for e in events if e.kind == "wrmsr"] == [0, 1, 2]
+    assert len(passes(events)) == 1
+
+
+def test_the_leader_stays_online():
+    with pytest.raises(mirror.MachineError, match="stays online"):
+        trace(SMALL, ["setup", "offline:4"])
+
+
+def test_the_cases_drive_hotplug_for_each_worker():
+    labels = [(c.form, c.label) for c in cases.generate(SPEC, 1, 160)]
+    for w in SPEC.kernel.sweep.workers:
+        assert (w.kind, "hotplug: a core comes online after setup, then a pass") in labels
+        assert (w.kind, "hotplug: a CPU goes offline while a pass runs") in labels
+        assert (w.kind, "boundary: the hotplug state cannot be set up, then can") in labels
+    assert any("CPU hotplug" in label for _, label in labels)  # random ones too
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return choose_engine("auto", SPEC)
+
+
+@pytest.mark.slow
+def test_the_generated_code_follows_the_mirror_through_hotplug(engine):
+    """This failed before the hotplug state: a core onlined after setup faulted (#UD)."""
+    result = compare(SPEC, find_clang(), engine, seed=3, count=400, opts=("-O2",), workers=1)
+    assert result.ok, result.mismatches[:1]
+
+
+@pytest.mark.slow
+def test_the_msrs_written_at_setup_only_fail_on_a_core_onlined_later(engine):
+    mutant = next(m for m in catalogue(SPEC) if m.name.startswith("no CPU hotplug state"))
+    broken = apply(mutant, render_spec(SPEC))
+    assert "cpuhp_setup_state(CPUHP" not in "".join(broken.values())
+    result = compare(SPEC, find_clang(), engine, seed=1, count=110, opts=("-O2",), files=broken,
+                     workers=1)  # fmt: skip
+    first = result.mismatches[0]
+    case = cases.generate(SPEC, 1, 110)[first.case]
+    assert case.label == "hotplug: a core comes online after setup, then a pass"
+    assert first.expected == f"M 2 {MSR:#x} {ENABLE:#x}"
