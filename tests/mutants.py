@@ -84,6 +84,9 @@ def catalogue(spec: Spec) -> list[Mutant]:
           f"\t\t{h}(pa);", "compare"),
         M("a missed cond_resched() in the follower loop", "sweeps",
           f"{h}_on_cpu, &pa, true);\n\t\tcond_resched();", f"{h}_on_cpu, &pa, true);", "compare"),
+        # on_each_cpu_mask() returns before the followers run: they read pa once it moved on
+        M("followers called without waiting (wait=false)", "sweeps", f"{h}_on_cpu, &pa, true);",
+          f"{h}_on_cpu, &pa, false);", "compare"),
         M("the leader can migrate (no migrate_disable)", "sweeps", "\tmigrate_disable();\n", "",
           "compare"),
         M("followers even when there are none", "sweeps",

@@ -380,11 +380,13 @@ void cpus_read_lock(void)
 }
 
 static void hotplug_waiting(void);
+static void async_flush(void);
 
 void cpus_read_unlock(void)
 {
 	if (!hotplug_depth)
 		kgen_abort_case("cpus_read_unlock() without cpus_read_lock()");
+	async_flush();
 	hotplug_depth--;
 	if (!hotplug_depth)
 		hotplug_waiting();
@@ -442,14 +444,51 @@ void kshim_cond_resched(void)
 	}
 }
 
-void on_each_cpu_mask(const struct cpumask *mask, smp_call_func_t func, void *info,
-		      bool wait __always_unused)
+/*
+ * on_each_cpu_mask() with @wait false returns before its targets run: they run "later", which
+ * the harness makes as late as the kernel allows, when the caller next calls
+ * on_each_cpu_mask() (the per-CPU call data is reused only once the last call is done), drops
+ * the hotplug lock or returns to the harness.  What @info points to must still hold then.
+ */
+static smp_call_func_t async_func;
+static void *async_info;
+static struct cpumask async_mask;
+static unsigned int async_caller;
+
+static void run_targets(smp_call_func_t func, void *info, const struct cpumask *mask,
+			unsigned int caller)
+{
+	for (unsigned int cpu = 0; cpu < nr_cpu_ids; cpu++) {
+		if (!cpumask_test_cpu(cpu, mask))
+			continue;
+		cur_cpu = cpu;
+		in_ipi++;
+		func(info);
+		in_ipi--;
+	}
+	cur_cpu = caller;
+}
+
+static void async_flush(void)
+{
+	smp_call_func_t func = async_func;
+
+	if (!func)
+		return;
+	async_func = NULL;
+	run_targets(func, async_info, &async_mask, async_caller);
+}
+
+void on_each_cpu_mask(const struct cpumask *mask, smp_call_func_t func, void *info, bool wait)
 {
 	unsigned int caller = cur_cpu, cpu;
+	struct cpumask targets;
 	bool first = true;
 
+	async_flush();
 	if (msr_number && !hotplug_depth)
 		kgen_abort_case("on_each_cpu_mask() without cpus_read_lock(): a follower may go offline");
+	cpumask_clear(&targets);
 	event_begin('I');
 	out_char(' ');
 	out_dec(caller);
@@ -461,17 +500,17 @@ void on_each_cpu_mask(const struct cpumask *mask, smp_call_func_t func, void *in
 			out_char(',');
 		out_dec(cpu);
 		first = false;
+		__cpumask_set_cpu(cpu, &targets);
 	}
 	out_char('\n');
-	for (cpu = 0; cpu < nr_cpu_ids; cpu++) {
-		if (!cpumask_test_cpu(cpu, mask) || !cpumask_test_cpu(cpu, cpu_online_mask))
-			continue;
-		cur_cpu = cpu;
-		in_ipi++;
-		func(info);
-		in_ipi--;
+	if (wait) {
+		run_targets(func, info, &targets, caller);
+		return;
 	}
-	cur_cpu = caller;
+	async_func = func;
+	async_info = info;
+	async_mask = targets;
+	async_caller = caller;
 }
 
 void set_bit(long nr, volatile unsigned long *addr)
@@ -1434,6 +1473,7 @@ static void reset_case(void)
 	teardown_at = 0;
 	hp_at = 0;
 	hp_due = false;
+	async_func = NULL;
 	in_hp_cb = 0;
 	order_mutex_hp = order_hp_mutex = false;
 	m_hpfail = 0;
@@ -1625,6 +1665,7 @@ static void run_case(struct cursor *c)
 			while (stop < end && *stop != ',')
 				stop++;
 			run_action(form, a, stop);
+			async_flush();
 			a = stop + 1;
 		}
 	}
