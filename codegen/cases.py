@@ -226,6 +226,8 @@ def _sequences(worker) -> list[tuple[str, tuple[str, ...]]]:
          ("setup", "teardown-at:3", first, "trigger", go, "teardown")),
         ("teardown while a later pass runs, after its last region",
          ("setup", first, "trigger", "teardown-at:4", go, "teardown", "teardown")),
+        # a request from another CPU while a pass runs: it makes another pass after this one
+        ("a request while a pass runs", ("setup", "trigger-at:2", first, go, "teardown")),
     ]
 
 
@@ -420,6 +422,9 @@ def stream(spec: Spec, seed: int) -> Iterator[Case]:
             if hotplug and spec.kernel.enable is not None and hp.random() < 0.3:
                 actions = _hotplug_actions(hp, machine, actions)
                 label += ", CPU hotplug"
+            if hotplug and hp.random() < 0.15:  # a request from another CPU during a pass
+                at = hp.randint(0, len(actions))
+                actions = actions[:at] + (f"trigger-at:{hp.randint(1, 4)}",) + actions[at:]
         return Case(n, form, machine, actions, label)
 
     if oracle.uses_oracle(spec):

@@ -584,7 +584,8 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
     Actions: ``setup``, ``trigger``, ``teardown``; ``run`` lets a woken kthread run
     until it sleeps again; ``a:MS`` advances time by MS milliseconds; ``teardown-at:N``
     makes a teardown arrive from another CPU while a pass runs, at the Nth cond_resched()
-    from then on (between two regions).  All three entry points hold one mutex, so each
+    from then on (between two regions); ``trigger-at:N`` the same for a request, which
+    asks for another pass after this one.  All three entry points hold one mutex, so each
     sees the others' effects whole.
 
     A teardown that arrives during a pass waits for it: cancel_delayed_work_sync() waits
@@ -625,6 +626,7 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
     gate = setup_proceeds(spec, machine)
     arrives: int | None = None  # cond_resched() calls until an armed teardown arrives
     hp_arrives: int | None = None  # the same for an armed hotplug operation
+    tr_arrives: int | None = None  # the same for an armed request
     hp_op: tuple[bool, int] = (True, 0)  # (online, cpu) of that operation
     hp_failures = 0
 
@@ -650,10 +652,18 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
 
     def one_pass(at: int) -> Iterator[tuple[Event, int]]:
         """A pass, and the teardown or hotplug that arrives during it once the pass is over."""
-        nonlocal alive, pending, expires, arrives, hp_arrives
+        nonlocal alive, pending, expires, arrives, hp_arrives, tr_arrives
         arrived = hp_arrived = False
         for ev in sweep(spec, machine, hw):
             yield ev, at
+            if ev.kind == "resched" and tr_arrives is not None:
+                tr_arrives -= 1
+                if tr_arrives == 0:  # a request from another CPU: it asks for the next pass
+                    tr_arrives = None
+                    if alive and kthread:
+                        pending = True
+                    elif alive:
+                        expires = at + worker.rearm_delay_ms
             if ev.kind == "resched" and arrives is not None:
                 arrives -= 1
                 if arrives == 0:
@@ -701,13 +711,16 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
                     pending = True
                 else:
                     expires = now + worker.rearm_delay_ms
-            elif action == "run" and kthread and alive and pending:
-                pending = False
-                yield from one_pass(now)
+            elif action == "run" and kthread:
+                while alive and pending:  # a request during a pass makes another one
+                    pending = False
+                    yield from one_pass(now)
             elif action == "teardown":
                 yield from teardown()
             elif action.startswith("teardown-at:"):
                 arrives = int(action.split(":")[1])
+            elif action.startswith("trigger-at:"):
+                tr_arrives = int(action.split(":")[1])
             elif action.startswith(("online-at:", "offline-at:")):
                 word, n, cpu = action.split(":")
                 hp_arrives, hp_op = int(n), (word == "online-at", int(cpu))
@@ -716,7 +729,7 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
                 yield from hotplug(word == "online", int(cpu))
             elif action.startswith("a:"):
                 now += int(action[2:])
-                if expires is not None and expires <= now:
+                while expires is not None and expires <= now:
                     at, expires = expires, None  # the work runs when its timer expires
                     yield from one_pass(at)
     except Faulted as exc:

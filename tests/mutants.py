@@ -97,6 +97,11 @@ def catalogue(spec: Spec) -> list[Mutant]:
         M("a kthread that ignores requests", "kthread",
           f"if (!test_and_clear_bit(0, &{kt.name}_pending)) {{",
           f"if (!test_and_clear_bit(0, &{kt.name}_pending) || 1) {{", "compare"),
+        # caught only by a request that arrives while a pass runs
+        M("a request during a pass is lost (cleared after the pass)", "kthread",
+          f"if (!test_and_clear_bit(0, &{kt.name}_pending)) {{", f"if (!test_bit(0, &{kt.name}_pending)) {{",
+          "compare", ((f"\t\t{s.pass_name}();\n\t}}\n",
+                       f"\t\t{s.pass_name}();\n\t\tclear_bit(0, &{kt.name}_pending);\n\t}}\n"),)),
         M("a kthread that ignores kthread_stop()", "kthread",
           "\t\tif (kthread_should_stop())\n\t\t\tbreak;\n", "", "compare"),
         M("a work that re-arms itself", "delayed-work", f"\t{s.pass_name}();\n}}\n\nstatic DECLARE",

@@ -11,7 +11,8 @@
  * arrives from another CPU at the Nth cond_resched() from then on), online:CPU and
  * offline:CPU (CPU hotplug between the others), online-at:N:CPU and offline-at:N:CPU (the
  * same, arriving at the Nth cond_resched() from then on: it waits while the hotplug lock is
- * held), h:CPU:PA and r:CPU:ARGS (helper calls).
+ * held), trigger-at:N (a request arrives from another CPU at the Nth cond_resched() from
+ * then on), h:CPU:PA and r:CPU:ARGS (helper calls).
  * Output: one event per line, ending with "E <case id>":
  *
  *	L <ms> <text>			pr_info(), at simulated time <ms>
@@ -188,6 +189,7 @@ unsigned int nr_cpu_ids;
 static unsigned int m_cores, m_threads;
 static bool m_spread;
 static unsigned int cur_cpu;
+static unsigned int m_leader;	/* the CPU the entry points and the worker run on */
 static int migrate_depth, in_ipi;
 static unsigned long now;	/* simulated time in jiffies, HZ = 1000 */
 static bool m_feature;		/* the CPUs have the instruction */
@@ -422,6 +424,8 @@ void kshim_lockdep_assert_held(struct mutex *lock)
 
 static unsigned long teardown_at;	/* "teardown-at:N": cond_resched() calls until it arrives */
 static void teardown_arrives(void);
+static unsigned long trigger_at;	/* "trigger-at:N": the same for a request */
+static void trigger_arrives(void);
 /* "online-at:N:CPU", "offline-at:N:CPU": cond_resched() calls until it arrives, and what */
 static unsigned long hp_at;
 static unsigned int hp_at_cpu;
@@ -437,6 +441,8 @@ void kshim_cond_resched(void)
 	}
 	if (teardown_at && !--teardown_at)
 		teardown_arrives();
+	if (trigger_at && !--trigger_at)
+		trigger_arrives();
 	if (hp_at && !--hp_at) {
 		hp_due = true;	/* it waits for the hotplug lock */
 		if (!hotplug_depth)
@@ -516,6 +522,17 @@ void on_each_cpu_mask(const struct cpumask *mask, smp_call_func_t func, void *in
 void set_bit(long nr, volatile unsigned long *addr)
 {
 	addr[nr / BITS_PER_LONG] |= 1UL << (nr % BITS_PER_LONG);
+}
+
+bool test_bit(long nr, const volatile unsigned long *addr)
+{
+	step();
+	return (addr[nr / BITS_PER_LONG] >> (nr % BITS_PER_LONG)) & 1;
+}
+
+void clear_bit(long nr, volatile unsigned long *addr)
+{
+	addr[nr / BITS_PER_LONG] &= ~(1UL << (nr % BITS_PER_LONG));
 }
 
 bool test_and_clear_bit(long nr, volatile unsigned long *addr)
@@ -959,6 +976,26 @@ static void tc_enter(void)
 		kgen_abort_case("a mutex is still held when setup, a request or teardown returns");
 }
 
+/*
+ * A request from another CPU, while a pass runs: it runs to its end at once (it waits for
+ * nothing but the mutex, which no pass holds), with that CPU's state, not the pass's.
+ */
+static void trigger_arrives(void)
+{
+	struct cpu_ctx here, other = { .cur_cpu = m_leader };
+
+	if (!cur_form)
+		kgen_abort_case("a worker action in a case without a worker form");
+	ctx_save(&here);
+	ctx_load(&other);
+	cur_form->entry(1);
+	if (mutexes_held)
+		kgen_abort_case("a mutex is still held when setup, a request or teardown returns");
+	if (hotplug_depth)
+		kgen_abort_case("cpus_read_lock() still held when setup, a request or teardown returns");
+	ctx_load(&here);
+}
+
 static void teardown_arrives(void)
 {
 	u64 *sp = (u64 *)(tc_stack + TC_STACK);
@@ -1176,7 +1213,6 @@ struct hp_state {
 };
 
 static struct hp_state hp_states[MAX_HP_STATES];
-static unsigned int m_leader;	/* the CPU the entry points and the worker run on */
 static unsigned int m_hpfail;	/* cpuhp_setup_state() calls that fail first: "hpfail=N" */
 
 static void hp_callback(int (*fn)(unsigned int cpu), unsigned int cpu)
@@ -1471,6 +1507,7 @@ static void reset_case(void)
 	m_nomem = 0;
 	m_stuck = false;
 	teardown_at = 0;
+	trigger_at = 0;
 	hp_at = 0;
 	hp_due = false;
 	async_func = NULL;
@@ -1510,6 +1547,11 @@ static void run_action(const struct kgen_form *form, const char *a, const char *
 	} else if ((end - a > 7 && is(a, 7, "online:")) || (end - a > 8 && is(a, 8, "offline:"))) {
 		p = a + (a[1] == 'n' ? 7 : 8);
 		hotplug((unsigned int)number(&p, end), a[1] == 'n');
+	} else if (end - a > 11 && is(a, 11, "trigger-at:")) {
+		if (!form)
+			kgen_abort_case("a worker action in a case without a worker form");
+		p = a + 11;
+		trigger_at = (unsigned long)number(&p, end);
 	} else if (end - a > 12 && is(a, 12, "teardown-at:")) {
 		if (!form)
 			kgen_abort_case("a worker action in a case without a worker form");

@@ -95,6 +95,8 @@ extern unsigned long max_pfn;
 /* <linux/bitops.h> */
 void set_bit(long nr, volatile unsigned long *addr);
 bool test_and_clear_bit(long nr, volatile unsigned long *addr);
+bool test_bit(long nr, const volatile unsigned long *addr);
+void clear_bit(long nr, volatile unsigned long *addr);
 
 /* <linux/cpumask.h> */
 #define NR_CPUS			512	/* the largest machine compare runs: 256 cores x 2 */
