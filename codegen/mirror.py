@@ -43,6 +43,14 @@ PAGE_SHIFT = 12
 PHYS_BITS = 52  # x86-64's architectural limit of physical addresses
 MAX_CPUS = 4096
 MAX_EXECUTIONS = 1 << 20  # in one pass: twice a 2 TB sweep on 256 cores (about 3 s)
+# The kernel's timers count jiffies: at HZ = 250 a jiffy is 4 ms, and msecs_to_jiffies() rounds
+# up.  Not 1000, where a delay passed in milliseconds instead of jiffies would go unseen.
+JIFFY_MS = 4
+
+
+def timer(now: int, delay_ms: int) -> int:
+    """When (in ms) a timer armed at ``now`` ms for msecs_to_jiffies(``delay_ms``) expires."""
+    return JIFFY_MS * (now // JIFFY_MS + -(-delay_ms // JIFFY_MS))
 
 
 # --- one execution ----------------------------------------------------------
@@ -663,7 +671,7 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
                     if alive and kthread:
                         pending = True
                     elif alive:
-                        expires = at + worker.rearm_delay_ms
+                        expires = timer(at, worker.rearm_delay_ms)
             if ev.kind == "resched" and arrives is not None:
                 arrives -= 1
                 if arrives == 0:
@@ -705,12 +713,12 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
                     if kthread:
                         pending = True
                     else:
-                        expires = now + worker.first_delay_ms
+                        expires = timer(now, worker.first_delay_ms)
             elif action == "trigger" and alive:
                 if kthread:
                     pending = True
                 else:
-                    expires = now + worker.rearm_delay_ms
+                    expires = timer(now, worker.rearm_delay_ms)
             elif action == "run" and kthread:
                 while alive and pending:  # a request during a pass makes another one
                     pending = False
@@ -728,9 +736,11 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
                 word, cpu = action.split(":")
                 yield from hotplug(word == "online", int(cpu))
             elif action.startswith("a:"):
-                now += int(action[2:])
+                before, now = now, now + int(action[2:])
                 while expires is not None and expires <= now:
-                    at, expires = expires, None  # the work runs when its timer expires
+                    # the work runs when its timer expires, or now if that was within this jiffy
+                    at, expires = max(expires, before), None
+                    before = at
                     yield from one_pass(at)
     except Faulted as exc:
         yield exc.event, now

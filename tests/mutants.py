@@ -111,6 +111,9 @@ def catalogue(spec: Spec) -> list[Mutant]:
         M("requests that do not batch (queue, not mod)", "delayed-work",
           f"\tmod_delayed_work({dw.workqueue}, &{dw.name},", f"\tqueue_delayed_work({dw.workqueue}, &{dw.name},",
           "compare"),
+        # caught only where a jiffy is not a millisecond (the harness has HZ = 250)
+        M("the re-arm delay in milliseconds, not jiffies", "delayed-work",
+          f"msecs_to_jiffies({h.upper()}_REARM_DELAY_MS)", f"{h.upper()}_REARM_DELAY_MS", "compare"),
         M("the wrong re-arm delay", "delayed-work", f"{rearm}{dw.rearm_delay_ms}",
           f"{rearm}{dw.rearm_delay_ms // 10}", "compare"),
         M("a log line that claims success", "sweeps", f'"{s.log_message}',

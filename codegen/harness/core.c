@@ -191,7 +191,8 @@ static bool m_spread;
 static unsigned int cur_cpu;
 static unsigned int m_leader;	/* the CPU the entry points and the worker run on */
 static int migrate_depth, in_ipi;
-static unsigned long now;	/* simulated time in jiffies, HZ = 1000 */
+static unsigned long now;	/* simulated time in ms; timers count jiffies (HZ = 250) */
+#define JIFFY_MS	4
 static bool m_feature;		/* the CPUs have the instruction */
 static bool m_absent[MAX_PREREQS];	/* "absent=NAME,...": prerequisites the machine lacks */
 static u64 table_base;		/* the RMPOPT_BASE the CPUs' tables start at */
@@ -217,17 +218,27 @@ bool topology_is_primary_thread(unsigned int cpu)
 }
 
 static struct cpumask sibling_mask;
-static unsigned int sibling_core = ~0U;	/* whose siblings sibling_mask holds */
+
+/*
+ * As the kernel keeps it: the online threads of an online CPU's core (the CPU itself
+ * included), and nothing for an offline CPU.
+ */
+static unsigned int sibling_core = ~0U;	/* whose siblings sibling_mask holds; ~0U: none */
 
 const struct cpumask *topology_sibling_cpumask(unsigned int cpu)
 {
-	if (core_of(cpu) != sibling_core) {
-		sibling_core = core_of(cpu);
+	if (cpu >= nr_cpu_ids || !cpu_online(cpu)) {
+		sibling_core = ~0U;
 		cpumask_clear(&sibling_mask);
-		for (unsigned int c = 0; c < nr_cpu_ids; c++)
-			if (core_of(c) == sibling_core)
-				__cpumask_set_cpu(c, &sibling_mask);
+		return &sibling_mask;
 	}
+	if (core_of(cpu) == sibling_core)
+		return &sibling_mask;
+	sibling_core = core_of(cpu);
+	cpumask_clear(&sibling_mask);
+	for (unsigned int c = 0; c < nr_cpu_ids; c++)
+		if (core_of(c) == core_of(cpu) && cpu_online(c))
+			__cpumask_set_cpu(c, &sibling_mask);
 	return &sibling_mask;
 }
 
@@ -1082,7 +1093,13 @@ int kthread_stop(struct task_struct *task)
 	return task->ret;
 }
 
-/* --- delayed work on simulated time (HZ = 1000) -------------------------- */
+/*
+ * --- delayed work on simulated time -----------------------------------------
+ *
+ * HZ = 250: a jiffy is 4 ms and msecs_to_jiffies() rounds up, so a delay given in
+ * milliseconds where jiffies are due is four times too long.  A timer expires at a jiffy
+ * boundary, and its work runs then (or at once, when that boundary has passed).
+ */
 
 struct workqueue_struct {
 	bool alive;
@@ -1094,7 +1111,7 @@ static int nworks;
 
 unsigned long msecs_to_jiffies(unsigned int m)
 {
-	return m;
+	return (m + JIFFY_MS - 1) / JIFFY_MS;
 }
 
 struct workqueue_struct *alloc_ordered_workqueue(const char *name __always_unused,
@@ -1129,7 +1146,7 @@ bool queue_delayed_work(struct workqueue_struct *wq, struct delayed_work *dwork,
 	if (dwork->pending)
 		return false;
 	dwork->pending = true;
-	dwork->expires = now + delay;
+	dwork->expires = now / JIFFY_MS + delay;	/* in jiffies */
 	return true;
 }
 
@@ -1141,7 +1158,7 @@ bool mod_delayed_work(struct workqueue_struct *wq, struct delayed_work *dwork,
 	need_mutex("mod_delayed_work() without the mutex: a request races with teardown");
 	track(wq, dwork);
 	dwork->pending = true;
-	dwork->expires = now + delay;
+	dwork->expires = now / JIFFY_MS + delay;
 	return was;
 }
 
@@ -1175,13 +1192,13 @@ static void advance(unsigned long ms)
 		struct delayed_work *next = NULL;
 
 		for (int i = 0; i < nworks; i++)
-			if (works[i]->pending && works[i]->expires <= target &&
+			if (works[i]->pending && works[i]->expires <= target / JIFFY_MS &&
 			    (!next || works[i]->expires < next->expires))
 				next = works[i];
 		if (!next)
 			break;
-		if (next->expires > now)
-			now = next->expires;
+		if (next->expires * JIFFY_MS > now)
+			now = next->expires * JIFFY_MS;
 		next->pending = false;
 		in_work++;
 		running_work = next;
@@ -1246,6 +1263,7 @@ static void hotplug(unsigned int cpu, bool online)
 		kgen_abort_case("hotplug of a CPU the machine does not have");
 	if (online == cpu_online(cpu))
 		return;
+	sibling_core = ~0U;	/* the online threads of a core change */
 	if (online) {
 		if (msr_alone(cpu))
 			msr_val[msr_slot(cpu)] = 0;
@@ -1261,6 +1279,7 @@ static void hotplug(unsigned int cpu, bool online)
 		if (hp_states[i].used)
 			hp_callback(hp_states[i].teardown, cpu);
 	__cpu_online_mask.bits[cpu / BITS_PER_LONG] &= ~(1UL << (cpu % BITS_PER_LONG));
+	sibling_core = ~0U;
 }
 
 /* A hotplug operation that arrived runs once no cpus_read_lock() holds it off. */
