@@ -217,6 +217,11 @@ def enable_catalogue(spec: Spec) -> list[Mutant]:
         M("the hotplug state not removed at teardown", "sweeps", remove, "", "compare"),
         M("the hotplug callback takes the mutex", "sweeps", callback,
           callback + f"\tguard(mutex)(&{e.mutex});\n", "compare"),
+        # without the calls at setup the self-deadlock does not show: lockdep's order check must
+        M("the hotplug callback takes the mutex, setup writes the MSRs itself", "sweeps", callback,
+          callback + f"\tguard(mutex)(&{e.mutex});\n", "compare",
+          ((f"ret = cpuhp_setup_state({e.hotplug.state},", f"ret = cpuhp_setup_state_nocalls({e.hotplug.state},"),
+           (f"\t{hp_var} = ret;\n", f"\t{hp_var} = ret;\n\t{h}_write_msr({value});\n"))),
         M("the workqueue kept when the hotplug state cannot be set up", "delayed-work",
           f"\t\tdestroy_workqueue({dw.workqueue});\n\t\t{dw.workqueue} = NULL;\n\t\treturn ret;",
           "\t\treturn ret;", "compare"),

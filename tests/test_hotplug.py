@@ -131,3 +131,16 @@ def test_the_msrs_written_at_setup_only_fail_on_a_core_onlined_later(engine):
     case = cases.generate(SPEC, 1, 110)[first.case]
     assert case.label == "hotplug: a core comes online after setup, then a pass"
     assert first.expected == f"M 2 {MSR:#x} {ENABLE:#x}"
+
+
+@pytest.mark.slow
+def test_a_mutex_taken_inside_a_hotplug_callback_is_a_lock_order_finding(engine):
+    """Setup holds the mutex around cpuhp_setup_state(); a callback that takes it deadlocks
+    with a CPU coming online while setup waits for the hotplug lock.  lockdep reports the
+    order even when the two never meet in a case."""
+    mutant = next(m for m in catalogue(SPEC) if m.name.startswith("the hotplug callback takes the mutex, setup"))
+    result = compare(SPEC, find_clang(), engine, seed=1, count=110, opts=("-O2",),
+                     files=apply(mutant, render_spec(SPEC)), workers=1)  # fmt: skip
+    first = result.mismatches[0]
+    assert first.got.startswith("B possible circular locking dependency")
+    assert cases.generate(SPEC, 1, 110)[first.case].label.startswith("hotplug: ")
