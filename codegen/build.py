@@ -11,8 +11,8 @@ import hashlib
 import os
 import subprocess
 import tempfile
-from importlib import resources
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from .diagnostics import shown_path
