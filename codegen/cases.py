@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cache
 from itertools import islice
 
@@ -161,7 +161,7 @@ def expected(spec: Spec, case: Case, kernel: bool = False) -> list[str]:
             if kind == "h":
                 regs = mirror.registers(spec, int(args[0], 0))
             else:
-                regs = {i.register: int(a, 0) for i, a in zip(spec.instruction.inputs, args)}
+                regs = {i.register: int(a, 0) for i, a in zip(spec.instruction.inputs, args, strict=True)}
             try:
                 cf = hw.execute(cpu, regs["rax"], regs["rcx"])
             except mirror.Faulted as exc:
