@@ -164,7 +164,7 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
     base_problems = [p for c in changes for p in c.get("problems", [])]
     if base:  # ready means `kgen check` passes too
         generated = _generated_drift(loaded, out)
-        for change, found in zip(changes, generated):
+        for change, found in zip(changes, generated, strict=True):
             change.setdefault("problems", []).extend(found["problems"])
             change["generated"] = found
         base_problems += [p for found in generated for p in found["problems"]]
@@ -268,7 +268,7 @@ def _generated_drift(specs: list[Spec], out: Path | None) -> list[dict]:
             continue  # a review finding already
         found["problems"] += [f"{shown_path(spec.path)}: error: {exc}" for exc in d.problems]
         for diff in d.diffs:
-            name = next(l[6:] for l in diff.splitlines() if l.startswith("+++ b/"))
+            name = next(ln[6:] for ln in diff.splitlines() if ln.startswith("+++ b/"))
             found["problems"].append(f"{shown_path(spec.path)}: error: {where.parent / name} is out of date "
                                      "with the spec; run `kgen render`")  # fmt: skip
         found["problems"] += [f"{shown_path(spec.path)}: error: {stale_line(where, st)}" for st in d.stale]
@@ -299,7 +299,7 @@ def _print_changes(report: dict) -> None:
         for line in report["behaviour"]:
             click.echo(f"    {line}")
     diff = report.get("diff", "")
-    files = [l[6:] for l in diff.splitlines() if l.startswith("+++ b/")]
+    files = [ln[6:] for ln in diff.splitlines() if ln.startswith("+++ b/")]
     click.secho(f"  generated code: {plural(len(files), 'file')} change",
                 bold=True)  # fmt: skip
     for line in diff.splitlines():
@@ -393,10 +393,8 @@ def cross_findings(specs: list[Spec], independent: bool = True):
         for path in sorted(d.glob("*.yaml")) if d.is_dir() else ():
             if path.resolve() in named:
                 continue
-            try:
+            with contextlib.suppress(SpecError):  # reported when that spec itself is validated
                 others += load_all([_shown(path)])
-            except SpecError:
-                pass  # reported when that spec itself is validated
     # a spec of the same instruction elsewhere is a version of the named one, not a rival;
     # beside it, it is a second spec rendering into the same place
     own = {(s.instruction.mnemonic, Path(s.path).parent.resolve()) for s in specs}
@@ -1032,7 +1030,8 @@ def _print_compare(r) -> None:
     rate = r.executions / max(r.seconds - r.build_seconds, 1e-9)
     ccs = " and ".join(c.family for c in r.compilers)
     click.echo(
-        f"{shown_path(r.spec)}: {'ok' if r.ok else 'MISMATCH'}: {plural(r.cases, 'case')} x {plural(len(r.opts), 'level')} "
+        f"{shown_path(r.spec)}: {'ok' if r.ok else 'MISMATCH'}: {plural(r.cases, 'case')} x "
+        f"{plural(len(r.opts), 'level')} "
         f"({levels}) x {ccs}, {plural(r.executions, 'execution' if r.ok else 'matching execution')} checked"
     )
     for c in r.compilers:
@@ -1117,10 +1116,8 @@ def doctor() -> None:
         snp = [e.mnemonic for e in known_encodings()
                if e.vendor == "amd" and e.mnemonic.startswith(("rmp", "pvalidate", "psmash"))]
         for path in sorted(DEFAULT_ISA_DIR.glob("*.yaml")):  # and the bundled specs'
-            try:
+            with contextlib.suppress(SpecError):
                 snp += [s.instruction.mnemonic for s in load_all([path])]
-            except SpecError:
-                pass
         for mnemonic in dict.fromkeys(snp):
             (known if assemble(clang, mnemonic) else unknown).append(mnemonic)
         click.echo(f"SNP mnemonics clang assembles: {' '.join(known) or 'none'}")
