@@ -10,6 +10,7 @@ reported with its case and a command that reproduces it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -26,8 +27,7 @@ from dataclasses import dataclass, field
 from itertools import chain, islice
 from pathlib import Path
 
-from . import cases as case_gen
-from . import mirror
+from . import cases as case_gen, mirror
 from .build import Harness, build_harness
 from .diagnostics import SpecError
 from .execcheck import UnsafeCode
@@ -149,10 +149,8 @@ _RUNNING: set[int] = set()  # process groups of the harnesses this process is ru
 
 
 def _kill_group(pgid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _run_native(harness: Path, guard: int | None, text: str, limit: float | None = None,
@@ -322,7 +320,7 @@ def _first_difference(job: Job, opt: str, chosen, wanted, out: str, spec=None):
     got = out.split("\n")
     stats = LevelStats()
     at = 0
-    for case, want in zip(chosen, wanted):
+    for case, want in zip(chosen, wanted, strict=True):
         if got[at : at + len(want)] != want:
             for i, line in enumerate(want):
                 have = got[at + i] if at + i < len(got) else "<no more output>"
@@ -350,13 +348,13 @@ def run_job(job: Job) -> list[tuple[str, LevelStats, Mismatch | None]]:
     spec = parse(job.spec_text, job.spec_path)
     chosen = job.cases
     wanted = [case_gen.expected(spec, c, job.kernel) for c in chosen]
-    lines = [case_gen.case_line(spec, c, _budget(len(w))) for c, w in zip(chosen, wanted)]
+    lines = [case_gen.case_line(spec, c, _budget(len(w))) for c, w in zip(chosen, wanted, strict=True)]
     sizes = [len(w) for w in wanted]
     spec_line = case_gen.spec_line(spec)
     results = []
     for opt, harness in job.levels:
         if job.engine == "native":
-            timed = [_with_timeout(line, case_timeout(n)) for line, n in zip(lines, sizes)]
+            timed = [_with_timeout(line, case_timeout(n)) for line, n in zip(lines, sizes, strict=True)]
             limit = 2 * max(map(case_timeout, sizes)) + sum(sizes) * LINE_SECONDS + TIMEOUT_FLOOR
             out_cap = 4 * sum(len(line) + 1 for w in wanted for line in w) + OUT_SLACK
             out = _run_native(harness, job.guard, spec_line + "".join(timed), limit, out_cap)
@@ -391,7 +389,7 @@ def _chunks(spec: Spec, cases: Iterator, parts: int) -> Iterator[tuple]:
     weights = [_weight(spec, c) for c in head]
     target = max(sum(weights) // max(parts, 1), 1)
     current, acc = [], 0
-    for case, w in chain(zip(head, weights), ((c, _weight(spec, c)) for c in cases)):
+    for case, w in chain(zip(head, weights, strict=True), ((c, _weight(spec, c)) for c in cases)):
         if current and acc + w > target:
             yield tuple(current)
             current, acc = [], 0
@@ -452,10 +450,8 @@ def _worker_terminated(signum, _frame) -> None:
 def _die_with_parent() -> None:
     import ctypes
 
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _stop_pool(pool: ProcessPoolExecutor, grace: float = 0.3) -> None:
@@ -493,10 +489,9 @@ def compare(spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: Engin
     kernel rather than the newest; ``profile_option`` is how the command
     line chose it, for the reproduce lines.
     """
+    from .execcheck import check_objects, check_sources
     from .kernelapi import NEWEST
     from .render import render_spec
-
-    from .execcheck import check_objects, check_sources
 
     # The spec may not come from the loader (an in-memory object), and the engine may not
     # come from choose_engine: hold both to the rules before anything is compiled or run.
