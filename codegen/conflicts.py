@@ -17,9 +17,9 @@ from typing import Annotated, Literal
 from .assembler import assemble
 from .diagnostics import Diagnostic, Mark, shown_path
 from .model import Byte, Doc, Identifier, Node, Spec
+from .spec import convert_document, global_names
 from .toolchain import Compiler
 from .x86 import decode, decoder_name
-from .spec import convert_document, global_names
 
 KNOWN_ENCODINGS = Path(__file__).resolve().parent / "data" / "known_encodings.yaml"
 
