@@ -16,7 +16,7 @@ from typing import Any, Literal, Union
 from . import __version__, model
 from .spec import C_KEYWORDS, SIZE_UNITS, field_type, is_optional_field, yaml_fields
 
-SCHEMA_ID = "https://kgen.invalid/schema/spec-v%d.json" % model.FORMAT_VERSION
+SCHEMA_ID = f"https://kgen.invalid/schema/spec-v{model.FORMAT_VERSION}.json"
 
 _TEXT_RULES = {
     "identifier": {
