@@ -31,8 +31,9 @@ kind        fields
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 from .diagnostics import plural
 from .model import Spec
@@ -271,7 +272,7 @@ class Hardware:
     # the RMP
     def assign(self, start: int, end: int) -> None:
         """RMPUPDATE makes [start, end) guest-assigned: clears those regions' bits on every CPU."""
-        ranges = sorted([*zip(self._starts, self._ends), (start, end)])
+        ranges = sorted([*zip(self._starts, self._ends, strict=True), (start, end)])
         merged: list[list[int]] = []
         for s, e in ranges:
             if merged and s <= merged[-1][1]:
@@ -447,7 +448,7 @@ def sweep(spec: Spec, machine: Machine, hw: Hardware | None = None) -> Iterator[
         if hw.owners is not None and not all(hw.ready(cpu) for cpu in targets):
             for cpu in targets:  # in turn, up to the one that faults
                 yield Rmpopt(cpu, pa, rcx, hw.execute(cpu, pa, rcx))
-        for cpu, cf in zip(targets, hw.execute_on(targets, pa, rcx)):
+        for cpu, cf in zip(targets, hw.execute_on(targets, pa, rcx), strict=True):
             yield Rmpopt(cpu, pa, rcx, cf)
         yield resched
 
@@ -590,8 +591,8 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
     only after the pass.  So the pass ends on MSRs that still enable the instruction, then
     teardown stops the worker and clears them.
 
-    setup does nothing without the feature or a prerequisite (``machine.without``), or when the worker exists already (a second
-    setup would leak the first), or when creating the worker fails (the first
+    setup does nothing without the feature or a prerequisite (``machine.without``), or when the
+    worker exists already (a second setup would leak the first), or when creating the worker fails (the first
     ``machine.nomem`` attempts: setup returns -ENOMEM with nothing written, and a later
     setup tries again); otherwise it creates the worker, then writes the MSR on
     every CPU :func:`msr_cpus` names, logs the cap (``cap_log: at-setup``), then asks for
