@@ -185,8 +185,8 @@ def call(spec: Spec, oracle: Oracle, cpu: int, args: list[int]) -> tuple[list[st
         lines.append(f"R {cpu} " + " ".join(shown) + " = " + " ".join(out))
         if written:  # a later execution sees what this one wrote
             memory = after
-            values = [memory_hash(memory) if i is ptr else v for i, v in zip(insn.inputs, values)]
-            shown = ["@" + memory.hex() if i is ptr else s for i, s in zip(insn.inputs, shown)]
+            values = [memory_hash(memory) if i is ptr else v for i, v in zip(insn.inputs, values, strict=True)]
+            shown = ["@" + memory.hex() if i is ptr else s for i, s in zip(insn.inputs, shown, strict=True)]
         if rax in oracle.retry and raw.max_retries is not None and retries < raw.max_retries:
             retries += 1  # the asm statement runs again and loads its inputs again
             continue
