@@ -13,17 +13,19 @@ from __future__ import annotations
 import hashlib
 import textwrap
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from typing import Any
 
 import jinja2
 
 from . import __version__
+from .diagnostics import quote
 from .kernelapi import NEWEST, Profile
 from .model import CONSTRAINT_LETTER, PREREQUISITE_CHECKS, Spec, Worker
-from .diagnostics import quote
 from .spec import retry_limit_name, text_problem
+
 
 def _templates_dir() -> Path:
     """templates/ of the checkout, or the copy an installed package carries."""
@@ -349,7 +351,8 @@ class EnableShape:
 
 
 _SWEEP_INCLUDES = (
-    "linux/align.h", "linux/cpumask.h", "linux/lockdep.h", "linux/memblock.h", "linux/pfn.h", "linux/printk.h", "linux/sched.h",
+    "linux/align.h", "linux/cpumask.h", "linux/lockdep.h", "linux/memblock.h", "linux/pfn.h",
+    "linux/printk.h", "linux/sched.h",
     "linux/sizes.h", "linux/smp.h", "linux/topology.h",
 )  # fmt: skip
 
