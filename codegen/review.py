@@ -9,8 +9,8 @@ finds; every name and constant it looks for comes from the spec.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .model import CONSTRAINT_LETTER, Spec
 from .render import f_sz, outputs, setup_conditions, worker_functions
