@@ -8,6 +8,7 @@ tree's, so `git am` (and `git am -3`) apply the files in the tree itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -18,8 +19,8 @@ from pathlib import Path
 from types import EllipsisType
 
 from . import __version__
-from .render import spec_digest
 from .outtree import signals_blocked
+from .render import spec_digest
 from .tree import SCATTERED, FeatureBit, Patch, Plan, default_worker
 from .treeio import GitNotFound, git
 
@@ -158,7 +159,8 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
         w = default_worker(spec)
         body = [
             f"Add {w.trigger}() for {k.enable.trigger_caller}: it asks for one {mn} pass "
-            + (f"{w.rearm_delay_ms // 1000} s from now. " if w.rearm_delay_ms and w.rearm_delay_ms % 1000 == 0 else "soon. ")
+            + (f"{w.rearm_delay_ms // 1000} s from now. "
+               if w.rearm_delay_ms and w.rearm_delay_ms % 1000 == 0 else "soon. ")
             + "A request that finds a pass pending moves it back, so a burst of requests makes "
             "one pass. Before setup and after teardown it does nothing.",
         ]
@@ -173,7 +175,8 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
             subject = f"{pre}Ask for an {mn} pass when an SNP guest is destroyed"
             body = [f"Call {' and '.join(said)}. The guest's private memory goes back to the "
                     "host when its guest_memfd is released, which may be after this call; "
-                    + (f"the pass runs {delay // 1000} s after the last request, " if delay and delay % 1000 == 0 else "the pass runs later, ")
+                    + (f"the pass runs {delay // 1000} s after the last request, "
+                       if delay and delay % 1000 == 0 else "the pass runs later, ")
                     + f"and {w.trigger}() makes one pass of requests that come close together. "
                     "Regions that still hold guest pages are simply not optimized."]  # fmt: skip
         else:
@@ -365,20 +368,16 @@ def _publish(files: list[Path], out: Path) -> list[Path]:
                     written.append(out / f.name)
             except BaseException:
                 for w in written:
-                    try:
+                    with contextlib.suppress(OSError):
                         os.unlink(w)
-                    except OSError:
-                        pass
                 raise
     finally:
         with signals_blocked():
             if stage is not None:
                 shutil.rmtree(stage, ignore_errors=True)
             if created and not written:
-                try:
+                with contextlib.suppress(OSError):
                     out.rmdir()  # the directory this run made for a series it did not write
-                except OSError:
-                    pass
     return written
 
 
