@@ -19,9 +19,10 @@ import difflib
 import re
 import types
 import typing
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
-from typing import Any, Iterable, Literal, Union
+from typing import Any, Literal, Union
 
 from yaml.nodes import MappingNode, Node as YamlNode, ScalarNode, SequenceNode
 
