@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 from . import ctext
 from .kernelapi import Profile, detect
@@ -49,7 +49,7 @@ class KernelTree:
     _cache: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def open(cls, root: Path) -> "KernelTree":
+    def open(cls, root: Path) -> KernelTree:
         root = Path(root)
         makefile = root / "Makefile"
         try:
@@ -339,7 +339,8 @@ class Include(Op):
             return text
         line = f"#include <{self.header}>\n"
         prefix = self.header.split("/")[0] + "/"
-        group = [i for i in top if i.name.startswith(prefix) and len(i.conditions) == len(top[0].conditions)] if top else []
+        group = [i for i in top if i.name.startswith(prefix)
+                 and len(i.conditions) == len(top[0].conditions)] if top else []
         if group:
             names = [i.name for i in group]
             if names == sorted(names):
@@ -667,7 +668,9 @@ def _fragment_items(text: str) -> tuple[list[str], list[tuple[ctext.Item, bool]]
             includes.append(item.name)
             prev_end = item.end
             continue
-        gap = "\n\n" in text[prev_end - 1 : item.start + 1] or text[prev_end : item.start].strip() == "" and text.count("\n", prev_end, item.start) > 0
+        gap = "\n\n" in text[prev_end - 1 : item.start + 1] or (
+            text[prev_end : item.start].strip() == "" and text.count("\n", prev_end, item.start) > 0
+        )
         body.append((item, gap or not body))
         prev_end = item.end
     return includes, body
