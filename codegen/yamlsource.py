@@ -21,7 +21,6 @@ from yaml.nodes import Node, ScalarNode
 
 from .diagnostics import Diagnostic, Mark, SpecError, quote
 
-
 # What a spec may be; each limit is named in its message and in the README ("Limits").
 MAX_FILE_BYTES = 128 << 10  # 32 times the largest bundled spec; validates in a fraction of a second
 MAX_DEPTH = 32  # nested mappings and lists; a spec needs 6
