@@ -207,7 +207,8 @@ def helper_catalogue(spec: Spec) -> list[Mutant]:
     if len(ins) >= 2:
         (x, cx), (y, cy) = ins[-2], ins[-1]
         out.append(M(f"swap the {x.register.upper()} and {y.register.upper()} operands", "header",
-                     f"{cx}, {cy}", f'"{CONSTRAINT_LETTER[y.register]}" ({x.name}), "{CONSTRAINT_LETTER[x.register]}" ({y.name})',
+                     f"{cx}, {cy}",
+                     f'"{CONSTRAINT_LETTER[y.register]}" ({x.name}), "{CONSTRAINT_LETTER[x.register]}" ({y.name})',
                      "compare"))  # fmt: skip
     for i in insn.inputs:
         if i.type == "bool":
@@ -235,11 +236,13 @@ def helper_catalogue(spec: Spec) -> list[Mutant]:
         if i.type == "pointer":
             addr = next(j for j in insn.inputs if j is not i)
             # -Wunused-parameter: the pointer is never used
-            out.append(M("the pointer operand gets the address", "header", f'"{CONSTRAINT_LETTER[i.register]}" ({i.name})',
+            out.append(M("the pointer operand gets the address", "header",
+                         f'"{CONSTRAINT_LETTER[i.register]}" ({i.name})',
                          f'"{CONSTRAINT_LETTER[i.register]}" ({addr.name})', "build"))  # fmt: skip
             out.append(M("the pointer operand gets the address, pointer kept", "header",
                          f'"{CONSTRAINT_LETTER[i.register]}" ({i.name})',
-                         f'"{CONSTRAINT_LETTER[i.register]}" ({addr.name} + 0 * (u64){i.name})', "compare"))  # fmt: skip
+                         f'"{CONSTRAINT_LETTER[i.register]}" ({addr.name} + 0 * (u64){i.name})',
+                         "compare"))  # fmt: skip
     return out
 
 

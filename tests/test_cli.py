@@ -65,7 +65,8 @@ def test_validate_json_report(run_kgen):
     (problem,) = report["problems"]
     assert problem["path"] == str(bad) and problem["line"] > 0 and problem["col"] > 0
     good = json.loads(run_kgen("validate", "--json", "isa/rmpopt.yaml").output)
-    assert good == {"kgen": __version__, "command": "validate", "ok": True, "specs": [{"path": "isa/rmpopt.yaml", "mnemonic": "rmpopt"}],
+    assert good == {"kgen": __version__, "command": "validate", "ok": True,
+                    "specs": [{"path": "isa/rmpopt.yaml", "mnemonic": "rmpopt"}],
                     "problems": [], "review": [], "skipped": [], "notes": good["notes"]}  # fmt: skip
     messages = [n["message"] for n in good["notes"]]
     assert messages[0].startswith("without its F2 prefix, rmpopt is clzero")

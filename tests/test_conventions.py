@@ -82,7 +82,7 @@ def test_no_color_is_honoured(monkeypatch, tmp_path, no_color, coloured):
     from click.testing import CliRunner
 
     from codegen.cli import main
-    from tests.conftest import ROOT, RMPOPT_YAML
+    from tests.conftest import RMPOPT_YAML, ROOT
 
     spec = tmp_path / "rmpopt.yaml"
     spec.write_text(RMPOPT_YAML.read_text().replace("RMPOPT_FUNC", "RMPOPT_FN", 1))
@@ -189,8 +189,8 @@ def test_shell_completion_is_documented_and_works():
     script = subprocess.run([kgen], env=dict(os.environ, _KGEN_COMPLETE="bash_source"), capture_output=True,
                             text=True, timeout=60).stdout  # fmt: skip
     assert "_kgen_completion" in script and "complete " in script
-    words = subprocess.run([kgen], env=dict(os.environ, _KGEN_COMPLETE="bash_complete", COMP_WORDS="kgen sw",
-                                            COMP_CWORD="1"), capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+    env = dict(os.environ, _KGEN_COMPLETE="bash_complete", COMP_WORDS="kgen sw", COMP_CWORD="1")
+    words = subprocess.run([kgen], env=env, capture_output=True, text=True, timeout=60).stdout
     assert "plain,sweep" in words
 
 
@@ -209,7 +209,8 @@ def test_a_review_rule_skipped_on_the_command_line(run_kgen, failing_rule):
     assert run_kgen("validate", "isa/pvalidate.yaml").exit_code == 1
     result = run_kgen("validate", "isa/pvalidate.yaml", "--skip-rule", failing_rule)
     assert result.exit_code == 0, result.output
-    assert f"isa/pvalidate.yaml: note: review [{failing_rule}] skipped: --skip-rule on the command line" in result.output
+    note = f"isa/pvalidate.yaml: note: review [{failing_rule}] skipped: --skip-rule on the command line"
+    assert note in result.output
     report = json.loads(run_kgen("validate", "--json", "isa/pvalidate.yaml", "--skip-rule", failing_rule).output)
     assert report["ok"] and report["skipped"] == [
         {"path": "isa/pvalidate.yaml", "rule": failing_rule, "reason": "--skip-rule on the command line"}]

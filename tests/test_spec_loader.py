@@ -187,10 +187,10 @@ def test_64_bytes_of_shellcode_are_no_instruction(run_kgen, tmp_path):
     assert result.exit_code == 1 and "Traceback" not in result.output
     lines = result.stderr.splitlines()
     assert lines[-1] == "kgen: 3 problems found"
-    assert any(": error: the encoding has 64 bytes; an x86 instruction has at most 15" in l for l in lines)
+    assert any(": error: the encoding has 64 bytes; an x86 instruction has at most 15" in ln for ln in lines)
     assert any(": error: a second opcode byte 0x41 (and 62 more): an instruction has exactly one "
-               "opcode byte" in l for l in lines)  # fmt: skip
-    assert any(": error: the encoding has no escape byte" in l for l in lines)
+               "opcode byte" in ln for ln in lines)  # fmt: skip
+    assert any(": error: the encoding has no escape byte" in ln for ln in lines)
     assert "ok (" not in result.output
 
 
@@ -250,7 +250,7 @@ def test_the_decoder_accepts_one_instruction_or_nothing_it_knows(hexed):
 def test_handcrafted_encodings_fail_validation(pairs, expected):
     got = [p.split(": ", 1)[1] for p in problems(with_encoding(pairs))]
     assert len(got) == len(expected), got
-    for message, want in zip(sorted(got), sorted(expected)):
+    for message, want in zip(sorted(got), sorted(expected), strict=True):
         assert want in message, got
 
 
