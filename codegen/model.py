@@ -15,6 +15,7 @@ retry codes), and flag outputs with their software meaning.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Annotated, Literal
 
 from .diagnostics import Mark
@@ -179,6 +180,20 @@ class Output(Node):
         ReturnCode | None,
         Doc("code the kernel helper returns when the flag is set (e.g. PVALIDATE_FAIL_NOUPDATE)"),
     ] = None
+
+    # The loader gives each output exactly one of register and flag: code that has chosen
+    # the outputs of one kind reads that one through these.
+    @property
+    def required_register(self) -> GeneralRegister:
+        if self.register is None:
+            raise ValueError(f"output {self.name} is a flag output, not a register output")
+        return self.register
+
+    @property
+    def required_flag(self) -> Flag:
+        if self.flag is None:
+            raise ValueError(f"output {self.name} is a register output, not a flag output")
+        return self.flag
 
 
 @dataclass(frozen=True)
@@ -475,3 +490,121 @@ class Spec(Node):
     source: str = field(
         default="", compare=False, repr=False, kw_only=True, metadata={"internal": True}
     )
+
+    # --- typed views of the optional sections, chosen once per spec ------------------------
+
+    @cached_property
+    def helper_view(self) -> HelperSpec | None:
+        """The spec as one with a higher-level helper, or None when it has none."""
+        k, fc = self.kernel, self.instruction.function_codes
+        if k.helper is None or fc is None:
+            return None
+        return HelperSpec(self, k.helper, fc)
+
+    @cached_property
+    def enum_view(self) -> EnumSpec | None:
+        """The spec as one with an enum of its function codes, or None when it has none."""
+        k, fc = self.kernel, self.instruction.function_codes
+        if k.enum is None or fc is None:
+            return None
+        return EnumSpec(self, k.enum, fc)
+
+    @cached_property
+    def table_view(self) -> TableSpec | None:
+        """The spec as one with a table of regions, or None when it has none."""
+        insn = self.instruction
+        if insn.table is None:
+            return None
+        return TableSpec(self, insn.table, insn.function_codes)
+
+    @cached_property
+    def sweep_view(self) -> SweepSpec | None:
+        """The spec as one with a sweep worker, or None when it has none."""
+        insn, k = self.instruction, self.kernel
+        if k.sweep is None:
+            return None
+        missing = [name for name, section in (
+            ("instruction.table", insn.table), ("instruction.function_codes", insn.function_codes),
+            ("instruction.cpuid", insn.cpuid), ("instruction.msr", insn.msr),
+            ("kernel.helper", k.helper), ("kernel.enable", k.enable),
+        ) if section is None]  # fmt: skip
+        if missing:  # the loader refuses such a spec; one built by hand may still get here
+            raise SectionMissing(self, "a sweep", missing)
+        assert insn.table and insn.function_codes and insn.cpuid and insn.msr
+        assert k.helper and k.enable
+        return SweepSpec(self, k.helper, insn.function_codes, insn.table, k.sweep, k.enable,
+                         insn.cpuid, insn.msr)  # fmt: skip
+
+    def as_helper(self) -> HelperSpec:
+        """The helper view of a spec that must have a helper."""
+        if self.helper_view is None:
+            raise SectionMissing(self, "a helper", ["kernel.helper"])
+        return self.helper_view
+
+    def as_enum(self) -> EnumSpec:
+        """The enum view of a spec that must have an enum."""
+        if self.enum_view is None:
+            raise SectionMissing(self, "an enum", ["kernel.enum"])
+        return self.enum_view
+
+    def as_table(self) -> TableSpec:
+        """The table view of a spec that must have a table."""
+        if self.table_view is None:
+            raise SectionMissing(self, "the table model", ["instruction.table"])
+        return self.table_view
+
+    def as_sweep(self) -> SweepSpec:
+        """The sweep view of a spec that must have a sweep."""
+        if self.sweep_view is None:
+            raise SectionMissing(self, "a sweep", ["kernel.sweep"])
+        return self.sweep_view
+
+
+class SectionMissing(ValueError):
+    """Code that needs a section was given a spec without it (a caller's mistake: the loader
+    checks which sections go together)."""
+
+    def __init__(self, spec: Spec, what: str, missing: list[str]):
+        super().__init__(f"{spec.path or spec.instruction.mnemonic}: {what} needs "
+                         + ", ".join(missing))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class HelperSpec:
+    """A spec with a higher-level helper and the function codes it passes one of."""
+
+    spec: Spec
+    helper: Helper
+    function_codes: FunctionCodes
+
+
+@dataclass(frozen=True)
+class EnumSpec:
+    """A spec with a kernel enum of its function codes (the loader requires the codes)."""
+
+    spec: Spec
+    enum: KernelEnum
+    function_codes: FunctionCodes
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A spec with an RMPOPT-style table of regions, which the mirror's hardware models."""
+
+    spec: Spec
+    table: Table
+    function_codes: FunctionCodes | None
+
+
+@dataclass(frozen=True)
+class SweepSpec(HelperSpec):
+    """A spec with a sweep worker, with every section a sweep needs present: the loader
+    refuses a sweep without instruction.table, kernel.helper (whose function code needs
+    instruction.function_codes) and kernel.enable, and an enable without instruction.cpuid
+    and instruction.msr."""
+
+    table: Table
+    sweep: Sweep
+    enable: Enable
+    cpuid: Cpuid
+    msr: Msr
