@@ -46,6 +46,8 @@ _SIZE_SUFFIX = ((40, "T"), (30, "G"), (20, "M"), (10, "K"), (0, ""))
 class RenderError(Exception):
     """A spec value that the templates cannot express, or a template bug."""
 
+    spec_path = ""  # the spec being rendered, set by render_all
+
 
 class C(str):
     """Text already formatted for C; the only kind of value a template may print."""
@@ -358,8 +360,8 @@ _SWEEP_INCLUDES = (
 
 
 def enable_shape(spec: Spec, worker: Worker, profile: Profile) -> EnableShape:
-    insn, e = spec.instruction, spec.kernel.enable
-    msr = insn.msr
+    sw = spec.as_sweep()
+    e, msr = sw.enable, sw.msr
     fns = {key: f_ident(name) for key, name in worker_functions(worker).items()}
     mutex = f_ident(e.mutex)
     includes = set(_SWEEP_INCLUDES) | {
@@ -369,15 +371,15 @@ def enable_shape(spec: Spec, worker: Worker, profile: Profile) -> EnableShape:
     }  # fmt: skip
     includes |= {"linux/bitops.h", "linux/err.h", "linux/kthread.h"} if worker.kind == "kthread" \
         else {"linux/workqueue.h"}  # fmt: skip
-    value = f_ident(msr.enable.name)
+    value: str = f_ident(msr.enable.name)
     if msr.value == "base | enable":
-        region = f_sz(insn.table.region_size, profile.sizes)
+        region = f_sz(sw.table.region_size, profile.sizes)
         value = f"ALIGN_DOWN(PFN_PHYS(min_low_pfn), {region}) | {value}"
     one_per_core = (
         "cpu == cpumask_first_and(topology_sibling_cpumask(cpu), cpu_online_mask)"
         if msr.scope == "core" else None
     )  # fmt: skip
-    feature = f_ident(insn.cpuid.feature)
+    feature = f_ident(sw.cpuid.feature)
     includes |= {PREREQUISITE_CHECKS[p.check][0] for p in e.requires}
     gate = setup_gate(spec)
     if profile.guard:
@@ -388,7 +390,7 @@ def enable_shape(spec: Spec, worker: Worker, profile: Profile) -> EnableShape:
     return EnableShape(
         includes=tuple(_c(f"#include <{h}>") for h in sorted(includes, key=_include_order)),
         mutex=mutex, feature=feature, msr=f_ident(msr.name), msr_value=_c(value),
-        write_fn=_c(f"{f_ident(spec.kernel.helper.name)}_write_msr"),
+        write_fn=_c(f"{f_ident(sw.helper.name)}_write_msr"),
         one_per_core=_c(one_per_core) if one_per_core else None,
         wrmsr=_c(profile.wrmsr("cpu", f_ident(msr.name), "val")),
         hotplug_lock=_c(f"{profile.hotplug_lock[0]}();"),
@@ -408,8 +410,9 @@ def enable_shape(spec: Spec, worker: Worker, profile: Profile) -> EnableShape:
 
 def setup_conditions(spec: Spec) -> list[str]:
     """What setup tests before anything else, in order: the feature, then each prerequisite."""
-    e = spec.kernel.enable
-    return [f"{e.check}({f_ident(spec.instruction.cpuid.feature)})",
+    sw = spec.as_sweep()
+    e = sw.enable
+    return [f"{e.check}({f_ident(sw.cpuid.feature)})",
             *(f"{f_ident(p.check)}({f_ident(p.argument)})" for p in e.requires)]  # fmt: skip
 
 
@@ -490,12 +493,12 @@ def raw_shape(spec: Spec, profile: Profile = NEWEST) -> RawShape:
     mnemonic = insn.mnemonic.upper()
     if rc is not None:
         for c in rc.codes:
-            entries.append((f"{mnemonic} return code in {rc.register.upper()}: {c.description}",
+            entries.append((f"{mnemonic} return code in {rc.required_register.upper()}: {c.description}",
                             c.name, c.value))  # fmt: skip
     for o in flags:
         if o.software_code:
             sc = o.software_code
-            entries.append((f"Software defined, {mnemonic} set RFLAGS.{o.flag.upper()}: "
+            entries.append((f"Software defined, {mnemonic} set RFLAGS.{o.required_flag.upper()}: "
                             f"{sc.description}", sc.name, sc.value))  # fmt: skip
     retry = tuple(f_ident(c.name) for c in (rc.codes if rc else ()) if c.retry)
     limit = None
@@ -511,13 +514,13 @@ def raw_shape(spec: Spec, profile: Profile = NEWEST) -> RawShape:
         tabs = "\t" * (stop // 8 - len(head) // 8)
         defines.append(_c(f"{_comment_line(comment)}\n{head}{tabs}{f_dec(value)}"))
     structs = tuple(dict.fromkeys(f_ident(i.points_to) for i in insn.inputs if i.points_to))
-    outs = [profile.flag_output(o.flag, f_ident(o.name)) for o in flags]
+    outs = [profile.flag_output(o.required_flag, f_ident(o.name)) for o in flags]
     if rc is not None:
-        outs.append(f'"={_constraint_letter(rc.register)}" ({f_ident(rc.name)})')
+        outs.append(f'"={_constraint_letter(rc.required_register)}" ({f_ident(rc.name)})')
     ins = [f"{f_input_constraint(i.register)} ({f_ident(i.name)})" for i in insn.inputs]
     clobbers = ", ".join(f'"{f_ident(c)}"' for c in insn.clobbers)
     retry_while = None
-    if limit:
+    if limit and rc is not None:
         test = " || ".join(f"{f_ident(rc.name)} == {name}" for name in retry)
         test = f"({test})" if len(retry) > 1 else test
         retry_while = _c(f"{test} && retries++ < {limit}")
@@ -530,7 +533,7 @@ def raw_shape(spec: Spec, profile: Profile = NEWEST) -> RawShape:
     return RawShape(
         ret, _c(", ".join(c_parameter(i) for i in insn.inputs)), structs, tuple(defines), rc, flags,
         retry, limit, retry_while, _c(", ".join(outs)), _c(", ".join(ins)), _c(clobbers),
-        tuple(_c(line) for line in profile.flag_sets(o.flag for o in flags)), needs_x86_64(spec),
+        tuple(_c(line) for line in profile.flag_sets(o.required_flag for o in flags)), needs_x86_64(spec),
     )  # fmt: skip
 
 
