@@ -113,8 +113,8 @@ def raw_helper_shape(spec: Spec, files: Files) -> list[str]:
                 f"CC_OUT({cc}) ({o.name})" in body and f"CC_SET({cc})" in body):
             problems.append(f"{raw} does not return {o.flag.upper()} through a \"=@cc\" output "
                             "or CC_SET()/CC_OUT()")
-    if rc and f'"={CONSTRAINT_LETTER.get(rc.register)}" ({rc.name})' not in body:
-        problems.append(f"{raw} does not take {rc.name} from {rc.register.upper()}")
+    if rc and f'"={CONSTRAINT_LETTER.get(rc.required_register)}" ({rc.name})' not in body:
+        problems.append(f"{raw} does not take {rc.name} from {rc.required_register.upper()}")
     for i in insn.inputs:
         letter = CONSTRAINT_LETTER.get(i.register)
         if letter and f'"{letter}" ({i.name})' not in body:
@@ -137,7 +137,7 @@ def software_code(spec: Spec, files: Files) -> list[str]:
     problems = []
     for o in spec.instruction.outputs:
         if o.software_code and f"\tif ({o.name})\n\t\treturn {o.software_code.name};\n" not in body:
-            problems.append(f"{o.flag.upper()} set does not return {o.software_code.name}")
+            problems.append(f"{o.required_flag.upper()} set does not return {o.software_code.name}")
     return problems
 
 
@@ -151,7 +151,7 @@ def retry_bounded(spec: Spec, files: Files) -> list[str]:
     body = _function(text, spec.kernel.raw_helper.name) or ""
     if re.search(r"while \((1|true)\)|for \(;;\)", body):
         return ["an unbounded loop"]
-    if not retry:
+    if not retry or rc is None:
         return ["loops without a retry code"] if re.search(r"\bwhile\b", body) else []
     limit = retry_limit_name(spec)
     problems = []
@@ -163,7 +163,8 @@ def retry_bounded(spec: Spec, files: Files) -> list[str]:
             problems.append(f"does not retry on {name}")
     if not re.search(rf"&& \w+\+\+ < {limit}$", loop.group(1)):
         problems.append(f"the retries are not bounded by {limit}")
-    if not _defined(text, limit, spec.kernel.raw_helper.max_retries):
+    if spec.kernel.raw_helper.max_retries is None \
+            or not _defined(text, limit, spec.kernel.raw_helper.max_retries):
         problems.append(f"no '#define {limit}\t{spec.kernel.raw_helper.max_retries}'")
     return problems
 
@@ -192,12 +193,12 @@ def asm_clobbers(spec: Spec, files: Files) -> list[str]:
       needs=("helper", "enum"))
 def helper_aligns(spec: Spec, files: Files) -> list[str]:
     _, text = _header(spec, files)
-    h, k = spec.kernel.helper, spec.kernel
+    h, k = spec.as_helper().helper, spec.kernel
     body = _function(text, h.name)
     if body is None:
         return [f"no {h.name}() helper"]
-    region = f_sz(spec.instruction.table.region_size)
-    const = k.enum.prefix + h.function.upper()
+    region = f_sz(spec.as_table().table.region_size)
+    const = spec.as_enum().enum.prefix + h.function.upper()
     problems = []
     if f"ALIGN_DOWN({h.parameter}, {region})" not in body:
         problems.append(f"{h.name}() does not use ALIGN_DOWN({h.parameter}, {region})")
@@ -215,7 +216,8 @@ def no_pointer_packing(spec: Spec, files: Files) -> list[str]:
     problems = []
     if re.search(r"\bvoid \*", text):
         problems.append("a helper takes a void * argument")
-    if re.search(r"\(u64\)\s*\w+\s*&", text) or re.search(r"\|\s*" + spec.kernel.enum.prefix, "".join(files.values())):
+    prefix = spec.as_enum().enum.prefix
+    if re.search(r"\(u64\)\s*\w+\s*&", text) or re.search(r"\|\s*" + prefix, "".join(files.values())):
         problems.append("address and function code are packed into one value")
     return problems
 
@@ -223,19 +225,19 @@ def no_pointer_packing(spec: Spec, files: Files) -> list[str]:
 @rule("enum-from-spec", "the function-code enum has the spec's name and values", needs=("enum",))
 def enum_from_spec(spec: Spec, files: Files) -> list[str]:
     _, text = _header(spec, files)
-    e = spec.kernel.enum
+    e = spec.as_enum().enum
     m = re.search(rf"^enum {e.name} \{{\n(.*?)^\}};", text, re.M | re.S)
     if not m:
         return [f"no 'enum {e.name}'"]
     got = re.findall(r"^\t(\w+) = (0x[0-9a-f]+),$", m.group(1), re.M)
-    want = [(e.prefix + c.name.upper(), f"{c.value:#x}") for c in spec.instruction.function_codes.codes]
+    want = [(e.prefix + c.name.upper(), f"{c.value:#x}") for c in spec.as_enum().function_codes.codes]
     return [] if got == want else [f"enum {e.name} is {got}, not {want}"]
 
 
 @rule("no-pud-size", "regions are SZ_1G as the architecture says, never PUD_SIZE", needs=("sweep",))
 def no_pud_size(spec: Spec, files: Files) -> list[str]:
     problems = []
-    region = f_sz(spec.instruction.table.region_size)
+    region = f_sz(spec.as_sweep().table.region_size)
     for path, text in files.items():
         if re.search(r"\bPUD_(SIZE|MASK|SHIFT)\b", text):
             problems.append(f"{path} uses PUD_*")
@@ -247,9 +249,10 @@ def no_pud_size(spec: Spec, files: Files) -> list[str]:
 
 @sweep_rule("cap-plain-if", "the coverage cap is a plain if, not a ternary")
 def cap_plain_if(spec: Spec, kind: str, text: str) -> list[str]:
-    cov = f_sz(spec.instruction.table.coverage)
+    sw = spec.as_sweep()
+    cov = f_sz(sw.table.coverage)
     problems = []
-    if re.search(r"\?[^\n]*:", _function(text, spec.kernel.sweep.pass_name) or ""):
+    if re.search(r"\?[^\n]*:", _function(text, sw.sweep.pass_name) or ""):
         problems.append("the sweep uses a ternary")
     if f"\tif (pa_end - pa_start > {cov}) {{\n" not in text:
         problems.append(f"no plain 'if (pa_end - pa_start > {cov})' cap")
@@ -285,14 +288,15 @@ def no_status_talk(spec: Spec, kind: str, text: str) -> list[str]:
     problems = []
     if re.search(r"status", text, re.I):
         problems.append("mentions status, which the sweep never reads")
-    if re.search(rf"=\s*{spec.kernel.helper.name}\(|if \(!?{spec.kernel.helper.name}\(", text):
+    name = spec.as_helper().helper.name
+    if re.search(rf"=\s*{name}\(|if \(!?{name}\(", text):
         problems.append("reads the status after all; document it")
     return problems
 
 
 @sweep_rule("worker-sleeps", "the worker runs one pass per request and then sleeps")
 def worker_sleeps(spec: Spec, kind: str, text: str) -> list[str]:
-    sweep = spec.kernel.sweep
+    sweep = spec.as_sweep().sweep
     w = next(w for w in sweep.workers if w.kind == kind)
     problems = []
     inner = worker_functions(w)
@@ -317,10 +321,9 @@ def worker_sleeps(spec: Spec, kind: str, text: str) -> list[str]:
 
 @sweep_rule("setup-order", "setup checks the feature first, creates the worker, then enables the MSRs")
 def setup_order(spec: Spec, kind: str, text: str) -> list[str]:
-    e = spec.kernel.enable
-    if e is None:
-        return []
-    w = next(w for w in spec.kernel.sweep.workers if w.kind == kind)
+    sw = spec.as_sweep()
+    e = sw.enable
+    w = next(w for w in sw.sweep.workers if w.kind == kind)
     problems = []
     setup = _function(text, w.setup) or ""
     body = setup.split("{\n", 1)[-1]
@@ -334,12 +337,12 @@ def setup_order(spec: Spec, kind: str, text: str) -> list[str]:
         gate += " " + line
     wanted = "if (" + " || ".join(f"!{c}" for c in setup_conditions(spec)) + ")"
     if gate != wanted:
-        problems.append(f"{w.setup} does not check {spec.instruction.cpuid.feature}"
+        problems.append(f"{w.setup} does not check {sw.cpuid.feature}"
                         + "".join(f", then {p.check}({p.argument})" for p in e.requires)
                         + " first")  # fmt: skip
     start = _function(text, worker_functions(w)["start"]) or ""
     create = "alloc_ordered_workqueue(" if kind == "delayed-work" else "kthread_run("
-    write = f"{spec.kernel.helper.name}_write_msr("
+    write = f"{sw.helper.name}_write_msr("
     if create not in start or write not in start or start.index(create) > start.index(write):
         problems.append("the MSRs are enabled before the worker exists: a failure would leave "
                         "them enabled with nothing to clear them")
@@ -381,7 +384,7 @@ def byte_comment(spec: Spec, files: Files) -> list[str]:
 @rule("no-warn-on-success", "CF = 1 means optimized: never WARN on the helper's result",
       needs=("helper",))
 def no_warn_on_success(spec: Spec, files: Files) -> list[str]:
-    names = f"({spec.kernel.raw_helper.name}|{spec.kernel.helper.name})"
+    names = f"({spec.kernel.raw_helper.name}|{spec.as_helper().helper.name})"
     return [
         f"{path}: WARN on {names}()" for path, text in files.items()
         if re.search(rf"WARN(_ON)?(_ONCE)?\(\s*!?{names}\(", text)
