@@ -21,7 +21,7 @@ from types import EllipsisType
 from . import __version__
 from .outtree import signals_blocked
 from .render import spec_digest
-from .tree import SCATTERED, FeatureBit, Patch, Plan, default_worker
+from .tree import SCATTERED, Call, FeatureBit, Patch, Plan, default_worker
 from .treeio import GitNotFound, git
 
 WIDTH = 75  # commit message lines, as checkpatch wants them
@@ -92,7 +92,7 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
     pre = prefix(paths)
     what = f"{insn.title} ({mn})"
     if key == "cpufeature":
-        c = insn.cpuid
+        c = spec.as_sweep().cpuid
         op = next(o for o in plan.ops if o.patch is patch and isinstance(o, FeatureBit))
         word, bit = op.slot(plan.tree.text(op.path), plan.tree)
         where = ""
@@ -111,11 +111,12 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
         ]
         return f"{pre}Add {c.feature}", wrap(body)
     if key == "msr":
-        m = insn.msr
+        m = spec.as_sweep().msr
         body = [
             f"{mn} is enabled through {m.name} ({m.number:#x}), one MSR per {m.scope}: bit "
-            f"{m.enable.bit} ({m.enable.name}) enables the instruction, bits {m.base.high_bit}:"
-            f"{m.base.low_bit} hold the base: {_sentence(m.base.description)}",
+            f"{m.enable.bit} ({m.enable.name}) enables the instruction"
+            + (f", bits {m.base.high_bit}:{m.base.low_bit} hold the base: "
+               f"{_sentence(m.base.description)}" if m.base else "."),
             f"An {mn} on a core whose enable bit is clear raises #{m.fault}.",
         ]
         return f"{pre}Add {m.name}", wrap(body)
@@ -133,19 +134,20 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
         return f"{pre}Add the {mn} instruction helpers", wrap(body)
     if key == "setup":
         w = default_worker(spec)
-        en = k.enable
+        sw = spec.as_sweep()
+        en = sw.enable
         reqs = "".join(f" and {r.check}({r.argument})" for r in en.requires)
         body = [
             _with_subject(mn, insn.description),
             f"{w.setup}() enables {mn} and starts a worker that runs one pass over all memory "
-            f"shortly after. It does nothing unless cpu_feature_enabled({insn.cpuid.feature})"
-            f"{reqs}. It allocates the workqueue before it writes {insn.msr.name} on one thread "
+            f"shortly after. It does nothing unless cpu_feature_enabled({sw.cpuid.feature})"
+            f"{reqs}. It allocates the workqueue before it writes {sw.msr.name} on one thread "
             f"of every core, so that a failed allocation leaves the MSRs untouched, and it runs "
             f"once: a second call finds the worker and returns.",
-            f"A pass runs {mn} on every {_size(insn.table.region_size)} region from the lowest "
+            f"A pass runs {mn} on every {_size(sw.table.region_size)} region from the lowest "
             f"to the highest page of memory, first on the current CPU and then on the primary "
             f"thread of every other core, so that the others find the scan result cached. The "
-            f"table covers {_size(insn.table.coverage)}: memory above that is not optimized, "
+            f"table covers {_size(sw.table.coverage)}: memory above that is not optimized, "
             f"and setup says so once.",
             f"{w.teardown}() cancels a pending pass, waits for a running one, destroys the "
             f"workqueue and "
@@ -158,7 +160,7 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
     if key == "trigger":
         w = default_worker(spec)
         body = [
-            f"Add {w.trigger}() for {k.enable.trigger_caller}: it asks for one {mn} pass "
+            f"Add {w.trigger}() for {spec.as_sweep().enable.trigger_caller}: it asks for one {mn} pass "
             + (f"{w.rearm_delay_ms // 1000} s from now. "
                if w.rearm_delay_ms and w.rearm_delay_ms % 1000 == 0 else "soon. ")
             + "A request that finds a pass pending moves it back, so a burst of requests makes "
@@ -166,7 +168,7 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
         ]
         return f"{pre}Add {w.trigger}() to ask for an {mn} pass", wrap(body)
     if key in ("call-setup", "call-trigger"):
-        calls = [o for o in plan.ops if o.patch is patch]
+        calls = [o for o in plan.ops if o.patch is patch and isinstance(o, Call)]
         said = [f"{o.call.rstrip(';')} in {o.function}()"
                 + (f" unless {o.unless}" if o.unless else "") for o in calls]  # fmt: skip
         w = default_worker(spec)
