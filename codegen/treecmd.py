@@ -220,7 +220,8 @@ def _write_record(state_dir: Path, payload: bytes) -> None:
         fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
         why = ("is a symbolic link: kgen does not follow it" if state_dir.is_symlink()
-               else "is not a directory" if exc.errno in (errno.ENOTDIR, errno.EEXIST) else exc.strerror)  # fmt: skip
+               else "is not a directory" if exc.errno in (errno.ENOTDIR, errno.EEXIST)
+               else str(exc.strerror))  # fmt: skip
         raise RecordError(state_dir, why) from None
     tmp = f".{RECORD}.{secrets.token_hex(8)}.tmp"
     try:
