@@ -197,8 +197,8 @@ def _classify(code: str, masked: str) -> tuple[str, str]:
     if name and "=" not in head[:paren] and (brace < 0 or "=" not in head):
         if re.fullmatch(r"[A-Z_][A-Z0-9_]*", name):
             close = _match_close(masked, paren)
-            args = [IDENT.findall(a) for a in masked[paren + 1 : close].split(",")]
-            args = [a[-1] for a in args if a]
+            words_of = [IDENT.findall(a) for a in masked[paren + 1 : close].split(",")]
+            args = [w[-1] for w in words_of if w]
             if name.startswith("EXPORT_SYMBOL"):
                 return "export", args[0] if args else ""
             if name.startswith("DEFINE_PER_CPU") and args:
@@ -242,6 +242,7 @@ def _items(text: str) -> list[Item]:
             end = _pp_end(text, i)
             line = text[i:end]
             directive = re.match(r"#\s*(\w*)\s*(.*)", line, re.S)
+            assert directive is not None  # the line starts with '#'
             word, rest = directive.group(1), re.sub(r"\s+", " ", directive.group(2)).strip()
             start = pending if pending is not None else _line_start(text, i)
             if word == "define":
@@ -280,14 +281,14 @@ def _items(text: str) -> list[Item]:
         j = i
         end = -1
         while j < n:
-            m = masked[j]
-            if m in "([":
+            ch = masked[j]
+            if ch in "([":
                 j = _match_close(masked, j) + 1
-                if m == "(" and _bare_macro_call(text, masked, i, j):
+                if ch == "(" and _bare_macro_call(text, masked, i, j):
                     end = j
                     break
                 continue
-            if m == "{":
+            if ch == "{":
                 close = _match_close(masked, j)
                 head = masked[i:j].rstrip()
                 if head.endswith(")") and "=" not in head:
@@ -295,11 +296,11 @@ def _items(text: str) -> list[Item]:
                     break
                 j = close + 1
                 continue
-            if m == ";":
+            if ch == ";":
                 end = j + 1
                 break
-            if m in ")]}":
-                raise CTextError(f"unbalanced '{m}'", j)
+            if ch in ")]}":
+                raise CTextError(f"unbalanced '{ch}'", j)
             j += 1
         if end < 0:
             raise CTextError("unterminated declaration", i)
