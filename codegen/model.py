@@ -300,6 +300,24 @@ class Instruction(Node):
         """The register output the low-level helper returns (the loader allows one)."""
         return next((o for o in self.outputs if o.register and not o.flag), None)
 
+    def pointer_operand(self) -> PointerOperand | None:
+        """The pointer input (the harness passes one), with the memory it reaches."""
+        i = next((i for i in self.inputs if i.type == "pointer"), None)
+        if i is None:
+            return None
+        if i.bytes is None or i.access is None:  # the loader requires both of a pointer
+            raise ValueError(f"pointer input {i.name} needs bytes and access")
+        return PointerOperand(i, i.bytes, i.access)
+
+
+@dataclass(frozen=True)
+class PointerOperand:
+    """A pointer input and the memory the instruction reaches through it."""
+
+    input: Input
+    bytes: int
+    access: Literal["read", "write", "read-write"]
+
 
 @dataclass(frozen=True)
 class RawHelper(Node):
