@@ -150,7 +150,7 @@ def text_problem(kind: str, value: str) -> str | None:
 def _describe(node: YamlNode) -> str:
     if isinstance(node, MappingNode):
         return "a mapping"
-    if isinstance(node, SequenceNode):
+    if not isinstance(node, ScalarNode):
         return "a list"
     try:
         value = scalar_value(node)
@@ -219,7 +219,7 @@ class _Converter:
             return self._literal(node, typing.get_args(tp))
         if origin is tuple:
             return self._sequence(node, typing.get_args(tp)[0])
-        if dataclasses.is_dataclass(tp):
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
             return self._mapping(node, tp)
         return self._scalar(node, tp)
 
@@ -607,7 +607,8 @@ class _Rules:
             self.out_of_line(k.out_of_line, insn)
         if k.enum is not None and insn.function_codes is None:
             self.error(k.enum.mark(), "an enum needs instruction.function_codes")
-        if k.sweep is not None and k.helper is not None and k.helper.function in codes:
+        if k.sweep is not None and k.helper is not None and insn.function_codes is not None \
+                and k.helper.function in codes:
             code = next(c for c in insn.function_codes.codes if c.name == k.helper.function)
             if code.effect != "scan-and-set":
                 self.error(
