@@ -68,9 +68,11 @@ def base_text(spec_path: str, base: str) -> tuple[str, str]:
         rel = path.relative_to(Path(top).resolve()).as_posix()
         with subprocess.Popen(["git", "show", "--end-of-options", f"{base}:{rel}"], cwd=top,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) as git:  # fmt: skip
-            data = read_limited(git.stdout)
-            git.stdout.close()  # a bigger blob: git stops on the closed pipe
-            err = git.stderr.read(4096).decode("utf-8", errors="replace")
+            stdout, stderr = git.stdout, git.stderr
+            assert stdout is not None and stderr is not None  # both are pipes
+            data = read_limited(stdout)
+            stdout.close()  # a bigger blob: git stops on the closed pipe
+            err = stderr.read(4096).decode("utf-8", errors="replace")
             status = git.wait()
     except (OSError, subprocess.CalledProcessError, ValueError):
         raise BaseError(f"{base!r} is not a file, and {spec_path} is not in a git work tree") from None
@@ -179,7 +181,7 @@ def spec_changes(old: Spec, new: Spec) -> list[Change]:
 
 def code_diff(old_files: dict[str, str], new_files: dict[str, str]) -> str:
     """A unified diff of the re-rendered files (banner lines included)."""
-    out = []
+    out: list[str] = []
     for path in sorted(set(old_files) | set(new_files)):
         out += difflib.unified_diff(
             old_files.get(path, "").splitlines(keepends=True),
