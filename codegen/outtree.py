@@ -19,7 +19,7 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -87,7 +87,7 @@ def parse_banner(data: bytes) -> Banner | None:
     if not m:
         return None
     dest = _FRAGMENT.search(joined, m.end())
-    return Banner(*m.groups(), dest.group(1) if dest else None)
+    return Banner(m.group(1), m.group(2), m.group(3), dest.group(1) if dest else None)
 
 
 @dataclass(frozen=True)
@@ -465,12 +465,14 @@ def update_files(root: Path, changes: dict[str, tuple[bytes, str]],
         tree.close()
 
 
-def _stage(tree: _Tree, plan: list[tuple[str, bytes, tuple[bytes, int] | None]]) -> list[_Staged]:
+def _stage(tree: _Tree, plan: Sequence[tuple[str, bytes, tuple[bytes, int] | None]]) -> list[_Staged]:
     staged: list[_Staged] = []
     try:
         for rel, data, old in plan:
             parent_rel, _, name = rel.rpartition("/")
             dir_fd = tree.dir(parent_rel, create=True)
+            if dir_fd is None:  # create=True makes it or raises; never None
+                raise TreeError(tree.path(rel), "cannot create its directory")
             item = _Staged(rel, dir_fd, name, _temp_name(name), old)
             try:
                 fd = os.open(item.temp, _NEW_FLAGS, 0o666, dir_fd=dir_fd)
@@ -502,7 +504,7 @@ def _discard(staged: list[_Staged]) -> None:
                     os.unlink(name, dir_fd=item.dir_fd)
 
 
-def _backup(tree: _Tree, item: _Staged) -> None:
+def _backup(tree: _Tree, item: _Staged, old: tuple[bytes, int]) -> None:
     """Keep the file being replaced under a temporary name, to put it back on failure."""
     item.backup = _temp_name(item.name, "old")
     try:
@@ -511,8 +513,8 @@ def _backup(tree: _Tree, item: _Staged) -> None:
     except OSError:  # a file system without hard links: a copy
         fd = os.open(item.backup, _NEW_FLAGS, 0o600, dir_fd=item.dir_fd)
         try:
-            os.fchmod(fd, item.old[1])
-            write_all(fd, item.old[0])
+            os.fchmod(fd, old[1])
+            write_all(fd, old[0])
         finally:
             os.close(fd)
 
@@ -526,7 +528,7 @@ def _commit(tree: _Tree, staged: list[_Staged], then: Callable[[], None] | None 
             for item in staged:
                 current = item
                 if item.old is not None:
-                    _backup(tree, item)
+                    _backup(tree, item, item.old)
                 os.rename(item.temp, item.name, src_dir_fd=item.dir_fd, dst_dir_fd=item.dir_fd)
                 item.temp = ""
                 done.append(item)
