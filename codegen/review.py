@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .diagnostics import Mark
 from .model import CONSTRAINT_LETTER, Spec
 from .render import f_sz, outputs, setup_conditions, worker_functions
 
@@ -400,9 +401,9 @@ def rule_names() -> list[str]:
     return [r.name for r in RULES]
 
 
-def skipped(spec: Spec, on_command_line: dict[str, str]) -> list[tuple[str, str, object]]:
+def skipped(spec: Spec, on_command_line: dict[str, str]) -> list[tuple[str, str, Mark | None]]:
     """(rule, reason, mark) of each rule not applied to ``spec``: its own, then the command line's."""
     own = spec.kernel.review.skip if spec.kernel.review else ()
-    found = [(s.rule, s.reason, s.mark("rule")) for s in own]
+    found: list[tuple[str, str, Mark | None]] = [(s.rule, s.reason, s.mark("rule")) for s in own]
     return found + [(name, reason, None) for name, reason in on_command_line.items()
                     if name not in {s.rule for s in own}]  # fmt: skip
