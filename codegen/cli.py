@@ -13,6 +13,7 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -185,8 +186,8 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
         sys.exit(0 if ok else 1)
     for d in [] if quiet else cross.notes:
         click.echo(str(d))
-    for path, found in [] if quiet else skips.items():
-        for r, why, mark in found:
+    for path, skipped_here in [] if quiet else skips.items():
+        for r, why, mark in skipped_here:
             if r in known_rules:
                 click.echo(f"{mark or path}: note: review [{r}] skipped: {why}")
     for path, rule, message in findings:
@@ -562,8 +563,8 @@ def render(specs: tuple[str, ...], out: Path, prune: bool) -> None:
         removed, refused = prune_files(out, stale, spec_dirs(loaded)) if prune else ([], [])
         for path in removed:
             click.echo(f"  removed {out / path}")
-        for exc in refused:
-            click.echo(str(exc), err=True)
+        for refusal in refused:
+            click.echo(str(refusal), err=True)
         if not prune:
             for s in stale:
                 click.echo(stale_line(out, s))
@@ -635,6 +636,7 @@ class SizeParam(click.ParamType):
         from .yamlsource import INT_BITS
 
         text = quote(value)
+        n: int | None
         if isinstance(value, int):
             n = value
         else:
@@ -1012,17 +1014,26 @@ def _progress_stream():
     return sys.stderr
 
 
-def _progress_bar(label: str, stream):
+class _ProgressBar:
     """click's progress bar of the cases run; call it with (done, total, result)."""
-    bars = contextlib.ExitStack()
 
-    def show(done: int, total: int, result) -> None:
-        if not bars._exit_callbacks:
-            show.bar = bars.enter_context(click.progressbar(length=total, label=label, file=stream))
-        show.bar.update(done - show.bar.pos)
+    def __init__(self, label: str, stream) -> None:
+        self.label, self.stream = label, stream
+        self.bars = contextlib.ExitStack()
+        self.bar: Any = None  # click's ProgressBar, made when the total is known
 
-    show.close = bars.close
-    return show
+    def __call__(self, done: int, total: int, result) -> None:
+        if self.bar is None:
+            self.bar = self.bars.enter_context(
+                click.progressbar(length=total, label=self.label, file=self.stream))
+        self.bar.update(done - self.bar.pos)
+
+    def close(self) -> None:
+        self.bars.close()
+
+
+def _progress_bar(label: str, stream) -> _ProgressBar:
+    return _ProgressBar(label, stream)
 
 
 def _print_compare(r) -> None:
@@ -1112,7 +1123,8 @@ def doctor() -> None:
         from .assembler import assemble
         from .conflicts import known_encodings
 
-        known, unknown = [], []
+        known: list[str] = []
+        unknown: list[str] = []
         snp = [e.mnemonic for e in known_encodings()
                if e.vendor == "amd" and e.mnemonic.startswith(("rmp", "pvalidate", "psmash"))]
         for path in sorted(DEFAULT_ISA_DIR.glob("*.yaml")):  # and the bundled specs'
