@@ -76,13 +76,13 @@ def registers(spec: Spec, pa: int, function: str | None = None) -> dict[str, int
     ``function`` defaults to the one the kernel helper passes.
     """
     insn = spec.instruction
-    name = function or spec.kernel.helper.function
-    regs = {}
+    name = function or spec.as_helper().helper.function
+    regs: dict[str, int] = {}
     for i in insn.inputs:
         if i.kind == "function-code":
             regs[i.register] = function_code(spec, name)
         elif i.align == "region":
-            regs[i.register] = align_down(pa, insn.table.region_size)
+            regs[i.register] = align_down(pa, spec.as_table().table.region_size)
         else:
             regs[i.register] = pa
     return regs
@@ -96,30 +96,30 @@ class Rmpopt(NamedTuple):
     rax: int
     rcx: int
     cf: int
-    kind: str = "rmpopt"
+    kind: Literal["rmpopt"] = "rmpopt"
 
 
 class Resched(NamedTuple):
     cpu: int
-    kind: str = "resched"
+    kind: Literal["resched"] = "resched"
 
 
 class Ipi(NamedTuple):
     cpu: int
     targets: tuple[int, ...]
-    kind: str = "ipi"
+    kind: Literal["ipi"] = "ipi"
 
 
 class Log(NamedTuple):
     text: str
-    kind: str = "log"
+    kind: Literal["log"] = "log"
 
 
 class Wrmsr(NamedTuple):
     cpu: int
     msr: int
     value: int
-    kind: str = "wrmsr"
+    kind: Literal["wrmsr"] = "wrmsr"
 
 
 class Fault(NamedTuple):
@@ -127,7 +127,7 @@ class Fault(NamedTuple):
     rax: int
     rcx: int
     exception: str
-    kind: str = "fault"
+    kind: Literal["fault"] = "fault"
 
 
 Event = Rmpopt | Resched | Ipi | Log | Wrmsr | Fault
@@ -258,7 +258,7 @@ class Hardware:
     feature: bool = True
 
     def __post_init__(self) -> None:
-        t = self.spec.instruction.table
+        t = self.spec.as_table().table
         if self.base % t.region_size:
             raise MachineError(f"RMPOPT base {self.base:#x} is not aligned to {t.region_size:#x}")
         self.region_size, self.entries = t.region_size, t.entries
@@ -296,6 +296,8 @@ class Hardware:
     def wrmsr(self, cpu: int, value: int) -> None:
         """A write of ``value`` to ``cpu``'s enabling MSR: it sets the enable bit and the base."""
         msr = self.spec.instruction.msr
+        if msr is None:
+            raise MachineError("the spec has no MSR to write")
         owner = self.owners[cpu] if self.owners else cpu
         if value >> msr.enable.bit & 1:
             self.enabled.add(owner)
@@ -366,7 +368,7 @@ class Range:
 
 
 def sweep_range(spec: Spec, machine: Machine) -> Range:
-    t = spec.instruction.table
+    t = spec.as_table().table
     start = align_down(machine.min_low_pfn << PAGE_SHIFT, t.region_size)
     end = align_up(machine.max_pfn << PAGE_SHIFT, t.region_size)
     capped = end
@@ -384,7 +386,7 @@ def followers(machine: Machine) -> list[int]:
 def executions(spec: Spec, machine: Machine) -> int:
     """RMPOPT executions in one pass: each region by the leader and by every follower."""
     r = sweep_range(spec, machine)
-    regions = -(-(r.pa_end - r.pa_start) // spec.instruction.table.region_size)
+    regions = -(-(r.pa_end - r.pa_start) // spec.as_table().table.region_size)
     return regions * (1 + len(followers(machine)))
 
 
@@ -421,13 +423,13 @@ def pa_text(value: int) -> str:
 
 def cap_log(spec: Spec, r: Range) -> Log:
     """The line that says which memory lies above the table's coverage."""
-    return Log(f"{spec.kernel.sweep.cap_message} [{pa_text(r.pa_end)} - {pa_text(r.uncapped_end)}]")
+    return Log(f"{spec.as_sweep().sweep.cap_message} [{pa_text(r.pa_end)} - {pa_text(r.uncapped_end)}]")
 
 
 def sweep(spec: Spec, machine: Machine, hw: Hardware | None = None) -> Iterator[Event]:
     """The ordered events of one pass, executing each RMPOPT on ``hw``."""
-    s = spec.kernel.sweep
-    t = spec.instruction.table
+    sw = spec.as_sweep()
+    s, t = sw.sweep, sw.table
     hw = hw if hw is not None else hardware_for(spec, machine)
     r = sweep_range(spec, machine)
     if r.capped and s.cap_log == "every-pass":
@@ -435,7 +437,7 @@ def sweep(spec: Spec, machine: Machine, hw: Hardware | None = None) -> Iterator[
     yield Log(f"{s.log_message} [{pa_text(r.pa_start)} - {pa_text(r.pa_end)}]")
     leader = machine.leader
     regions = range(r.pa_start, r.pa_end, t.region_size)
-    rcx = function_code(spec, spec.kernel.helper.function)
+    rcx = function_code(spec, sw.helper.function)
     for pa in regions:
         yield Rmpopt(leader, pa, rcx, hw.execute(leader, pa, rcx))
         yield Resched(leader)
@@ -478,7 +480,7 @@ def summarize(spec: Spec, machine: Machine) -> tuple[Summary, Hardware]:
         if e.kind == "rmpopt":
             cf_set += e.cf
     r = sweep_range(spec, machine)
-    regions = len(range(r.pa_start, r.pa_end, spec.instruction.table.region_size))
+    regions = len(range(r.pa_start, r.pa_end, spec.as_table().table.region_size))
     if not counts["rmpopt"]:
         regions = 0  # the pass never ran (no feature)
     optimized = {cpu: len(hw.tables[cpu]) for cpu in machine.online}
@@ -544,11 +546,11 @@ def worker_passes(worker, actions: list[str]) -> list[tuple[int, int]]:
 def msr_cpus(spec: Spec, machine: Machine) -> list[int]:
     """The CPUs setup and teardown write the MSR on, ascending: every online CPU for a
     per-thread MSR; for a per-core one, the first online CPU of each core."""
-    scope = spec.instruction.msr.scope
+    scope = spec.as_sweep().msr.scope
     online = machine.online
     if scope != "core":
         return online
-    firsts = {}
+    firsts: dict[int, int] = {}
     for cpu in online:
         firsts.setdefault(machine.core_thread(cpu)[0], cpu)
     return sorted(firsts.values())
@@ -556,7 +558,7 @@ def msr_cpus(spec: Spec, machine: Machine) -> list[int]:
 
 def msr_value(spec: Spec, machine: Machine) -> int:
     """What setup writes: the region-aligned start of memory with the enable bit, or the bit."""
-    msr = spec.instruction.msr
+    msr = spec.as_sweep().msr
     enable = 1 << msr.enable.bit
     if msr.value == "base | enable":
         return sweep_range(spec, machine).pa_start | enable
@@ -570,7 +572,7 @@ def setup_proceeds(spec: Spec, machine: Machine) -> bool:
 
 
 def _write_all(spec: Spec, machine: Machine, hw: Hardware, value: int) -> Iterator[Event]:
-    number = spec.instruction.msr.number
+    number = spec.as_sweep().msr.number
     for cpu in msr_cpus(spec, machine):
         hw.wrmsr(cpu, value)
         yield Wrmsr(cpu, number, value)
@@ -602,7 +604,7 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
     with its event.
     """
     hw = hw if hw is not None else hardware_for(spec, machine, enabled=False)
-    e = spec.kernel.enable
+    e = spec.as_sweep().enable
     kthread = worker.kind == "kthread"
     alive = pending = False
     expires: int | None = None
@@ -644,7 +646,7 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
                     for ev in _write_all(spec, machine, hw, msr_value(spec, machine)):
                         yield ev, now
                     r = sweep_range(spec, machine)
-                    if r.capped and spec.kernel.sweep.cap_log == "at-setup":
+                    if r.capped and spec.as_sweep().sweep.cap_log == "at-setup":
                         yield cap_log(spec, r), now
                     if kthread:
                         pending = True
@@ -679,7 +681,7 @@ def setup_pass_teardown(spec: Spec, machine: Machine, hw: Hardware) -> Iterator[
     if spec.kernel.enable is None or spec.instruction.msr is None:
         yield from sweep(spec, machine, hw)
         return
-    worker = spec.kernel.sweep.workers[0]
+    worker = spec.as_sweep().sweep.workers[0]
     actions = ["setup", "run" if worker.kind == "kthread" else f"a:{worker.first_delay_ms}",
                "teardown"]  # fmt: skip
     for event, _ in feature_trace(spec, worker, machine, actions, hw):
