@@ -524,17 +524,79 @@ def raw_shape(spec: Spec, profile: Profile = NEWEST) -> RawShape:
         test = " || ".join(f"{f_ident(rc.name)} == {name}" for name in retry)
         test = f"({test})" if len(retry) > 1 else test
         retry_while = _c(f"{test} && retries++ < {limit}")
-    if rc is not None:
-        ret = _c(rc.type)
-    elif flags:
-        ret = _c("bool")
-    else:
-        ret = _c("void")
+    ret = return_type(spec)
     return RawShape(
         ret, _c(", ".join(c_parameter(i) for i in insn.inputs)), structs, tuple(defines), rc, flags,
         retry, limit, retry_while, _c(", ".join(outs)), _c(", ".join(ins)), _c(clobbers),
         tuple(_c(line) for line in profile.flag_sets(o.required_flag for o in flags)), needs_x86_64(spec),
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class HelperShape:
+    """The C of the higher-level helper, computed from the spec; the template places it."""
+
+    name: C
+    parameter: C
+    ret: C  # what it returns: the low-level helper's result
+    title: C  # the kernel-doc title: "rmpopt() - Run RMPOPT on the 1 GB region that ..."
+    doc: C  # the sentence that says what it passes where
+    returns: tuple[C, ...]  # the kernel-doc Return: line
+    locals: tuple[C, ...]  # the declarations of the values it passes
+    args: tuple[C, ...]  # the low-level helper's arguments, one per parameter, in its order
+    call: C  # the call of the low-level helper with ``args``
+
+
+def helper_shape(spec: Spec, profile: Profile = NEWEST) -> HelperShape | None:
+    """The higher-level helper: the aligned address and the function code, each passed to the
+    low-level helper's parameter of that input, by name; None without a helper."""
+    view = spec.helper_view
+    if view is None:
+        return None
+    insn, raw, h = spec.instruction, spec.kernel.raw_helper, view.helper
+    table = spec.as_table().table
+    addr = next((i for i in insn.inputs if i.align == "region"), None)
+    code = next((i for i in insn.inputs if i.register == view.function_codes.operand), None)
+    if addr is None or code is None:
+        raise RenderError(f"{h.name}() needs an input aligned to the region and the function "
+                          "code's input: it passes those two")  # fmt: skip
+    if spec.kernel.enum is None:
+        raise RenderError(f"{h.name}() passes its function code by the enum's constant: it "
+                          "needs kernel.enum")  # fmt: skip
+    region = f_sz(table.region_size, profile.sizes)
+    const = f_ident(spec.kernel.enum.prefix + h.function.upper())
+    param = f_ident(h.parameter)
+    value_of = {addr.name: f_ident(addr.register), code.name: f_ident(code.register)}
+    missing = [i.name for i in insn.inputs if i.name not in value_of]
+    if missing:
+        raise RenderError(f"{h.name}() has no value for {raw.name}()'s parameter {missing[0]}: "
+                          "it passes only the aligned address and the function code")  # fmt: skip
+    args = tuple(value_of[i.name] for i in insn.inputs)
+    rc = insn.return_output()
+    ret = return_type(spec)
+    returns = (() if rc else tuple(_c("Return: true when the region is optimized.")
+                                   for o in insn.outputs if o.flag))  # fmt: skip
+    return HelperShape(
+        name=f_ident(h.name), parameter=param, ret=ret,
+        title=_c(f"{f_ident(h.name)}() - Run {f_upper_ident(insn.mnemonic)} on the "
+                 f"{f_human_size(table.region_size)} region that holds a physical address"),
+        doc=_c(f"Aligns @{param} down to {region} for {f_register(addr.register)} and passes "
+               f"{const} in {f_register(code.register)}."),
+        returns=returns,
+        locals=(_c(f"u64 {value_of[addr.name]} = ALIGN_DOWN({param}, {region});"),
+                _c(f"u64 {value_of[code.name]} = {const};")),
+        args=args,
+        call=_c(f"{f_ident(raw.name)}({', '.join(args)})"),
+    )  # fmt: skip
+
+
+def return_type(spec: Spec) -> C:
+    """What the low-level helper returns, and the helper with it: the return code, or the
+    flag as a bool, or nothing."""
+    rc = spec.instruction.return_output()
+    if rc is not None:
+        return _c(rc.type)
+    return _c("bool" if any(o.flag for o in spec.instruction.outputs) else "void")
 
 
 def spec_digest(source: str | bytes) -> str:
@@ -587,6 +649,7 @@ def render_spec(spec: Spec, templates: Path = TEMPLATES, profile: Profile = NEWE
             "worker": out.worker,
             "header_include": _c(include_split(k.raw_helper.header)[1]),
             "raw": raw_shape(spec, profile),
+            "helper": helper_shape(spec, profile),
             "en": (
                 enable_shape(spec, out.worker or k.sweep.workers[0], profile)
                 if k.enable is not None and k.sweep is not None

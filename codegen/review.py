@@ -207,7 +207,35 @@ def helper_aligns(spec: Spec, files: Files) -> list[str]:
         problems.append(f"{h.name}() does not pass {const}")
     if f"return {k.raw_helper.name}(" not in body:
         problems.append(f"{h.name}() does not return {k.raw_helper.name}()'s result")
+    problems += _call_by_parameter(spec, body, {
+        i.name: f"ALIGN_DOWN({h.parameter}, {region})" if i.align == "region" else const
+        for i in spec.instruction.inputs
+        if i.align == "region" or i.kind == "function-code"
+    })  # fmt: skip
     return problems
+
+
+def _call_by_parameter(spec: Spec, body: str, wanted: dict[str, str]) -> list[str]:
+    """The helper's call of the low-level helper passes each parameter the value it wants
+    (``wanted``: parameter name -> the C the helper computes for it), matched by name: the
+    variable in each argument's position must hold that parameter's value."""
+    raw, h = spec.kernel.raw_helper.name, spec.as_helper().helper.name
+    call = re.search(rf"\breturn {re.escape(raw)}\(([^;]*)\);", body)
+    if call is None:
+        return []  # said above: it does not return the low-level helper's result
+    args = [a.strip() for a in call.group(1).split(",")]
+    params = [i.name for i in spec.instruction.inputs]
+    held = dict(re.findall(r"^\t\w+ (\w+) = ([^;\n]*);$", body, re.M))
+    if len(args) != len(params):
+        return [f"{h}() passes {len(args)} arguments to {raw}(), which takes {len(params)}"]
+    wrong = [(a, p) for a, p in zip(args, params, strict=True) if held.get(a, a) != wanted.get(p)]
+    if not wrong:
+        return []
+    (a0, p0), *rest = wrong
+    passes = f"{h}() passes {a0} as {raw}()'s {p0}" + "".join(f" and {a} as its {p}" for a, p in rest)
+    wants = ", ".join(f"{p} wants {wanted.get(p, 'a value the helper does not compute')}"
+                      for _, p in wrong)
+    return [f"{passes}: {wants}"]
 
 
 @rule("no-pointer-packing", "address and function code are never packed into one argument",
