@@ -455,6 +455,42 @@ class RawShape:
     clobbers: C
     sets: tuple[C, ...] = ()  # lines after the instruction's string: CC_SET(c) where the profile needs them
     x86_64_only: bool = False  # the helpers pass a u64 in one register: x86-64 only
+    doc: tuple[C, ...] = ()  # the kernel-doc below the title, one paragraph line each ("": blank)
+
+
+def raw_doc(spec: Spec, retry: tuple[C, ...] = (), limit: C | None = None) -> tuple[C, ...]:
+    """The kernel-doc of the low-level helper below its title: parameters, encoding, registers,
+    outputs, retries and what it returns, each sentence wrapped for a comment."""
+    insn = spec.instruction
+    rc = insn.return_output()
+    mnemonic = f_ident(insn.mnemonic)
+    binutils = insn.assembler.binutils if insn.assembler else None
+    why = (f'The "{mnemonic}" mnemonic needs binutils {f_cstring(binutils)}, so the bytes are '
+           "emitted with .byte." if binutils else
+           f'No binutils release knows the "{mnemonic}" mnemonic yet, so the bytes are emitted '
+           "with .byte.")  # fmt: skip
+    inputs = ", ".join(f"{f_register(i.register)} = @{f_ident(i.name)}" for i in insn.inputs)
+    kept = "".join(f" {f_register(r)} is left unchanged." for r in insn.preserved)
+    lines = [f_comment(f"{i.description} ({i.register.upper()})", f"@{i.name}: ") for i in insn.inputs]
+    lines += [_c(""), f_comment(f"Encoding: {f_byte_text(insn.encoding)}. {why}"),
+              f_comment(f"Inputs: {inputs}.{kept}")]  # fmt: skip
+    for o in insn.outputs:
+        where = f"RFLAGS.{o.required_flag.upper()}" if o.flag else o.required_register.upper()
+        what = _checked("comment", o.description)
+        lines.append(f_comment(f"Output: {where}, {what[0].lower()}{what[1:]}."))
+    if retry and rc is not None:
+        lines.append(f_comment(f"While {rc.required_register.upper()} is {' or '.join(retry)}, "
+                               f"executes the instruction again, at most {limit} times."))  # fmt: skip
+    lines.append(_c(""))
+    flags = [o for o in insn.outputs if o.flag]
+    if rc is not None:
+        codes = [f"{o.software_code.name} when {o.required_flag.upper()} is set"
+                 for o in flags if o.software_code]  # fmt: skip
+        lines.append(f_comment(f"Return: the code in {rc.required_register.upper()}"
+                               + (", or " + ", or ".join(codes) if codes else "") + "."))  # fmt: skip
+    else:
+        lines += [_c(f"Return: true when {f_register(o.required_flag)} is set.") for o in flags]
+    return tuple(lines)
 
 
 def needs_x86_64(spec: Spec) -> bool:
@@ -529,6 +565,7 @@ def raw_shape(spec: Spec, profile: Profile = NEWEST) -> RawShape:
         ret, _c(", ".join(c_parameter(i) for i in insn.inputs)), structs, tuple(defines), rc, flags,
         retry, limit, retry_while, _c(", ".join(outs)), _c(", ".join(ins)), _c(clobbers),
         tuple(_c(line) for line in profile.flag_sets(o.required_flag for o in flags)), needs_x86_64(spec),
+        raw_doc(spec, retry, limit),
     )  # fmt: skip
 
 

@@ -225,14 +225,25 @@ def test_compile_check_catches_broken_c(rmpopt, files, tmp_path):
         build.compile_object(COMPILERS[0], unit, rmpopt, tmp_path / "gen")
 
 
-def test_a_value_a_template_cannot_use_is_a_render_error_with_its_place(rmpopt):
-    """A runtime template error (here an empty description, which the loader refuses) names
-    the template and line instead of crashing on the error's missing filename."""
+def test_a_value_the_helpers_cannot_use_is_a_render_error(rmpopt):
+    """An empty description (which the loader refuses) is a RenderError, not a crash on its
+    first character."""
     insn = rmpopt.instruction
     out = dataclasses.replace(insn.outputs[0], description="")
     spec = dataclasses.replace(rmpopt, instruction=dataclasses.replace(insn, outputs=(out,)))
-    with pytest.raises(RenderError, match=r"^helpers\.h\.j2:\d+: "):
+    with pytest.raises(RenderError, match="text must not be empty"):
         render_spec(spec)
+
+
+def test_a_runtime_template_error_is_a_render_error_with_its_place(rmpopt, tmp_path):
+    """A runtime template error (here a key the spec does not have) names the template and
+    line instead of crashing on the error's missing filename."""
+    broken = tmp_path / "templates"
+    shutil.copytree(render.TEMPLATES, broken)
+    with open(broken / "helpers.h.j2", "a") as f:
+        f.write("{{ insn.no_such_key.lower() | ident }}\n")
+    with pytest.raises(RenderError, match=r"^helpers\.h\.j2:\d+: "):
+        render_spec(rmpopt, broken)
 
 
 WRAP_TEXT = st.lists(
