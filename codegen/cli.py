@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .diagnostics import Diagnostic, Mark, SpecError, plural, shown_path
+from .diagnostics import Diagnostic, Mark, SpecError, plural, shown_path, size_text
 from .kernelapi import PROFILES as PROFILE_NAMES
 from .mirror import MAX_CPUS, PAGE_SHIFT, PHYS_BITS
 from .model import Spec
@@ -781,7 +781,6 @@ def _sweep_json(spec, machine, hw) -> None:
 
 def _sweep_summary(spec, machine) -> None:
     from . import mirror
-    from .render import f_human_size
 
     summary, hw = mirror.summarize(spec, machine)
     t = spec.instruction.table
@@ -796,8 +795,8 @@ def _sweep_summary(spec, machine) -> None:
     )
     rows = [
         ("range", f"{pa(r.pa_start)} - {pa(r.pa_end)}: {plural(summary.regions, 'region')} of "
-                  f"{f_human_size(t.region_size)}"),
-        ("above cap", f"{_bytes(r.uncapped_end - r.pa_end)} not optimized "
+                  f"{size_text(t.region_size)}"),
+        ("above cap", f"{size_text(r.uncapped_end - r.pa_end)} not optimized "
                       f"({pa(r.pa_end)} - {pa(r.uncapped_end)})" if r.capped else "none"),
         (spec.instruction.mnemonic.upper(),
          f"{plural(summary.rmpopt, 'execution')} ({summary.regions} by the leader, "
@@ -829,13 +828,6 @@ def _sweep_summary(spec, machine) -> None:
         rows.append(("log", text))
     for key, value in rows:
         click.echo(f"  {key:<13}{value}")
-
-
-def _bytes(n: int) -> str:
-    for shift, unit in ((40, "TB"), (30, "GB"), (20, "MB"), (10, "KB")):
-        if n >= 1 << shift and n % (1 << shift) == 0:
-            return f"{n >> shift} {unit}"
-    return f"{n:#x} bytes"
 
 
 @main.command()

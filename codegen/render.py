@@ -21,7 +21,7 @@ from typing import Any
 import jinja2
 
 from . import __version__
-from .diagnostics import quote
+from .diagnostics import quote, size_text
 from .kernelapi import NEWEST, Profile
 from .model import CONSTRAINT_LETTER, PREREQUISITE_CHECKS, Spec, Worker
 from .spec import retry_limit_name, text_problem
@@ -101,8 +101,8 @@ def f_sz(value: int, available: frozenset[str] | None = None) -> C:
 
 def f_human_size(value: int) -> C:
     """1 << 30 -> '1 GB', for comments."""
-    name = f_sz(value)[3:]
-    return _c(f"{name[:-1]} {name[-1]}B" if name[-1].isalpha() else f"{name} bytes")
+    f_sz(value)  # a power of two, or a RenderError
+    return _c(size_text(value))
 
 
 def f_byte_directive(encoding: Iterable[Any]) -> C:

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import EllipsisType
 
 from . import __version__
+from .diagnostics import size_text
 from .outtree import signals_blocked
 from .render import spec_digest
 from .tree import SCATTERED, Call, FeatureBit, Patch, Plan, default_worker
@@ -144,10 +145,10 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
             f"{reqs}. It allocates the workqueue before it writes {sw.msr.name} on one thread "
             f"of every core, so that a failed allocation leaves the MSRs untouched, and it runs "
             f"once: a second call finds the worker and returns.",
-            f"A pass runs {mn} on every {_size(sw.table.region_size)} region from the lowest "
+            f"A pass runs {mn} on every {size_text(sw.table.region_size)} region from the lowest "
             f"to the highest page of memory, first on the current CPU and then on the primary "
             f"thread of every other core, so that the others find the scan result cached. The "
-            f"table covers {_size(sw.table.coverage)}: memory above that is not optimized, "
+            f"table covers {size_text(sw.table.coverage)}: memory above that is not optimized, "
             f"and setup says so once.",
             f"{w.teardown}() cancels a pending pass, waits for a running one, destroys the "
             f"workqueue and "
@@ -219,13 +220,6 @@ def _with_subject(mnemonic: str, description: str) -> str:
 def _sentence(text: str) -> str:
     text = " ".join(text.split())
     return text if text.endswith(".") else text + "."
-
-
-def _size(n: int) -> str:
-    for shift, unit in ((40, "TB"), (30, "GB"), (20, "MB"), (10, "KB")):
-        if n >= 1 << shift and n % (1 << shift) == 0:
-            return f"{n >> shift} {unit}"
-    return f"{n} bytes"
 
 
 def _outputs(spec) -> str:

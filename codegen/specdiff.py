@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import mirror
+from .diagnostics import size_text
 from .model import Spec
 from .spec import yaml_fields
 from .yamlsource import MAX_FILE_BYTES, decode_text, read_limited, read_text
@@ -207,15 +208,12 @@ def _behaviour(spec: Spec, memory: int, **kw) -> dict[str, str]:
         "regions swept": str(s.regions),
         "RMPOPT executions": str(s.rmpopt),
         "cross-CPU calls": str(s.ipis),
-        "memory above the cap": _bytes(s.range.uncapped_end - s.range.pa_end),
+        "memory above the cap": _above_cap(s.range.uncapped_end - s.range.pa_end),
     }
 
 
-def _bytes(n: int) -> str:
-    for shift, unit in ((40, "TB"), (30, "GB"), (20, "MB")):
-        if n and n % (1 << shift) == 0:
-            return f"{n >> shift} {unit}"
-    return "none" if n == 0 else f"{n:#x} bytes"
+def _above_cap(n: int) -> str:
+    return size_text(n) if n else "none"
 
 
 def behaviour_changes(old: Spec, new: Spec) -> list[str]:

@@ -242,3 +242,16 @@ def test_a_review_rule_skipped_in_the_spec_with_its_reason(run_kgen, failing_rul
 def test_an_impossible_machine_of_one_cpu_says_so_in_the_singular(run_kgen):
     result = run_kgen("sweep", "isa/rmpopt.yaml", "--memory", "4G", "--offline", "3")
     assert result.exit_code == 2 and "offline CPU 3 does not exist (1 CPU)" in result.stderr
+
+
+def test_sizes_read_the_same_everywhere():
+    """One home for a size in words: every report, patch and comment says 1 GB, 2 TB, 4 KB."""
+    from codegen.diagnostics import size_text
+    from codegen.render import f_human_size
+    from tests.conftest import ROOT
+
+    assert [size_text(n) for n in (1 << 30, 3 << 40, 4096, 2 << 20, 3000)] == \
+        ["1 GB", "3 TB", "4 KB", "2 MB", "3000 bytes"]  # fmt: skip
+    assert f_human_size(1 << 30) == "1 GB" and f_human_size(2 << 40) == "2 TB"
+    sources = [p for p in (ROOT / "codegen").glob("*.py") if '(40, "TB")' in p.read_text()]
+    assert [p.name for p in sources] == ["diagnostics.py"]
