@@ -575,8 +575,10 @@ class HelperShape:
 
     name: C
     parameter: C
+    params: C  # its parameter list: the address, then any input it passes through as it is
     ret: C  # what it returns: the low-level helper's result
     title: C  # the kernel-doc title: "rmpopt() - Run RMPOPT on the 1 GB region that ..."
+    param_docs: tuple[C, ...]  # the kernel-doc line of each parameter
     doc: C  # the sentence that says what it passes where
     returns: tuple[C, ...]  # the kernel-doc Return: line
     locals: tuple[C, ...]  # the declarations of the values it passes
@@ -586,7 +588,8 @@ class HelperShape:
 
 def helper_shape(spec: Spec, profile: Profile = NEWEST) -> HelperShape | None:
     """The higher-level helper: the aligned address and the function code, each passed to the
-    low-level helper's parameter of that input, by name; None without a helper."""
+    low-level helper's parameter of that input, by name, and any other input passed through
+    as a parameter of the same name; None without a helper."""
     view = spec.helper_view
     if view is None:
         return None
@@ -604,19 +607,22 @@ def helper_shape(spec: Spec, profile: Profile = NEWEST) -> HelperShape | None:
     const = f_ident(spec.kernel.enum.prefix + h.function.upper())
     param = f_ident(h.parameter)
     value_of = {addr.name: f_ident(addr.register), code.name: f_ident(code.register)}
-    missing = [i.name for i in insn.inputs if i.name not in value_of]
-    if missing:
-        raise RenderError(f"{h.name}() has no value for {raw.name}()'s parameter {missing[0]}: "
-                          "it passes only the aligned address and the function code")  # fmt: skip
-    args = tuple(value_of[i.name] for i in insn.inputs)
+    through = [i for i in insn.inputs if i.name not in value_of]
+    if h.parameter in (i.name for i in through):
+        raise RenderError(f"{h.name}()'s parameter {h.parameter} is also an input it passes through")
+    args = tuple(value_of.get(i.name) or f_ident(i.name) for i in insn.inputs)
     rc = insn.return_output()
     ret = return_type(spec)
-    returns = (() if rc else tuple(_c("Return: true when the region is optimized.")
-                                   for o in insn.outputs if o.flag))  # fmt: skip
+    returns = ((_c(f"Return: what {f_ident(raw.name)}() returns."),) if rc else
+               tuple(_c("Return: true when the region is optimized.") for o in insn.outputs if o.flag))  # fmt: skip
     return HelperShape(
         name=f_ident(h.name), parameter=param, ret=ret,
+        params=_c(", ".join([f"phys_addr_t {param}", *(c_parameter(i) for i in through)])),
         title=_c(f"{f_ident(h.name)}() - Run {f_upper_ident(insn.mnemonic)} on the "
                  f"{f_human_size(table.region_size)} region that holds a physical address"),
+        param_docs=(_c(f"@{param}: system physical address anywhere in the region"),
+                    *(f_comment(f"{i.description} ({i.register.upper()})", f"@{i.name}: ")
+                      for i in through)),
         doc=_c(f"Aligns @{param} down to {region} for {f_register(addr.register)} and passes "
                f"{const} in {f_register(code.register)}."),
         returns=returns,

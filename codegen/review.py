@@ -208,9 +208,9 @@ def helper_aligns(spec: Spec, files: Files) -> list[str]:
     if f"return {k.raw_helper.name}(" not in body:
         problems.append(f"{h.name}() does not return {k.raw_helper.name}()'s result")
     problems += _call_by_parameter(spec, body, {
-        i.name: f"ALIGN_DOWN({h.parameter}, {region})" if i.align == "region" else const
+        i.name: f"ALIGN_DOWN({h.parameter}, {region})" if i.align == "region"
+        else const if i.kind == "function-code" else i.name  # passed through as it is
         for i in spec.instruction.inputs
-        if i.align == "region" or i.kind == "function-code"
     })  # fmt: skip
     return problems
 

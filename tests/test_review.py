@@ -41,7 +41,7 @@ MUTANTS = [
     # the call by position: the low-level helper's arguments in the helper's own order
     ("helper-aligns", "helpers.h.j2", "return {{ helper.call }};",
      "return {{ kernel.raw_helper.name | ident }}({{ helper.args[1] }}, {{ helper.args[0] }});"),
-    ("no-pointer-packing", "helpers.h.j2", "{{ helper.name }}(phys_addr_t {{ helper.parameter }})",
+    ("no-pointer-packing", "helpers.h.j2", "{{ helper.name }}({{ helper.params }})",
      "{{ helper.name }}(void *{{ helper.parameter }})"),
     ("enum-from-spec", "helpers.h.j2", "{{ enum_const[code.name] }} = {{ code.value | hex }},",
      "{{ enum_const[code.name] }},"),
@@ -138,3 +138,18 @@ def test_validate_catches_a_call_whose_arguments_follow_positions(tmp_path):
     assert ("helper-aligns", "rmpopt() passes rax as __rmpopt()'s op_type and rcx as its pa_start: "
             "op_type wants RMPOPT_FUNC_VERIFY_AND_REPORT_STATUS, pa_start wants ALIGN_DOWN(pa, SZ_1G)") \
         in found, found  # fmt: skip
+
+
+def test_an_input_the_helper_does_not_compute_is_passed_through_by_name():
+    """frobopt's helper used to call __frobopt(rdx, rsi) for __frobopt(u64 base_pa, u32 mode,
+    struct frob_desc *desc): one argument short.  The input it has no value for is now its own
+    parameter, passed at that position, and the review holds the call to the arity."""
+    spec = load(ROOT / "tests" / "broken" / "_base.yaml")
+    files = render.render_spec(spec)
+    name = "frobopt/arch/x86/include/asm/frob.h"
+    header = files[name]
+    assert "static inline int frobopt(phys_addr_t addr, struct frob_desc *desc)\n" in header
+    assert "\treturn __frobopt(rdx, rsi, desc);\n" in header
+    assert review(spec, files) == []
+    files[name] = header.replace("__frobopt(rdx, rsi, desc);", "__frobopt(rdx, rsi);")
+    assert ("helper-aligns", "frobopt() passes 2 arguments to __frobopt(), which takes 3") in review(spec, files)
