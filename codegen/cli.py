@@ -81,7 +81,7 @@ def interruptible(command):
         try:
             return command(*args, **kwargs)
         except KeyboardInterrupt:
-            sys.exit(128 + signal.SIGINT)
+            raise click.exceptions.Exit(128 + signal.SIGINT) from None
         finally:
             for sig, handler in previous.items():
                 with contextlib.suppress(TypeError):
@@ -96,7 +96,7 @@ def load_specs(paths: tuple[str, ...]) -> list[Spec]:
         return load_all(paths or default_spec_paths())
     except SpecError as exc:
         report_problems(exc)
-        sys.exit(1)
+        raise click.exceptions.Exit(1) from None
 
 
 class _Commands(click.Group):
@@ -107,7 +107,7 @@ class _Commands(click.Group):
             return super().invoke(ctx)
         except KeyboardInterrupt:
             click.echo("kgen: interrupted", err=True)
-            sys.exit(128 + signal.SIGINT)
+            raise click.exceptions.Exit(128 + signal.SIGINT) from None
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -292,7 +292,7 @@ def _compare_all(specs: list[Spec], count: int) -> list:
         compiler = find_clang()
     except ToolchainError as exc:
         click.echo(f"kgen: {exc}", err=True)
-        sys.exit(1)
+        raise click.exceptions.Exit(1) from None
     from .oracle import harness_limit
 
     results = []
@@ -301,12 +301,12 @@ def _compare_all(specs: list[Spec], count: int) -> list:
         if why:
             click.echo(f"kgen: {shown_path(spec.path)}: error: not compared: the harness cannot run this "
                        f"helper: {why}", err=True)  # fmt: skip
-            sys.exit(1)
+            raise click.exceptions.Exit(1) from None
         try:
             results.append(cmp.compare(spec, compiler, choose_engine("auto", spec), 1, count))
         except (BuildError, RuntimeError, UnsafeCode, EngineRefused) as exc:
             click.echo(f"kgen: {shown_path(spec.path)}: {exc}", err=True)
-            sys.exit(1)
+            raise click.exceptions.Exit(1) from None
     return results
 
 
@@ -391,7 +391,7 @@ def refuse_clashes(loaded: list[Spec]) -> list[Spec]:
     clashes = cross_findings(loaded, independent=False).problems
     if clashes:
         report_problems(SpecError(clashes))
-        sys.exit(1)
+        raise click.exceptions.Exit(1) from None
     return loaded
 
 
@@ -432,7 +432,7 @@ def render_specs(specs: list[Spec]) -> dict[str, str]:
         where = getattr(exc, "spec_path", None)
         click.echo(f"{Mark(where, 0, 0)}: error: cannot render: {exc}" if where
                    else f"kgen: cannot render: {exc}", err=True)  # fmt: skip
-        sys.exit(1)
+        raise click.exceptions.Exit(1) from None
 
 
 def render_scope(named: tuple[str, ...], specs: list[Spec]) -> list[str] | None:
@@ -469,10 +469,10 @@ def _interruptible():
         yield
     except KeyboardInterrupt:
         click.echo("kgen: interrupted", err=True)
-        sys.exit(130)
+        raise click.exceptions.Exit(130) from None
     except _Terminated:
         click.echo("kgen: terminated", err=True)
-        sys.exit(143)
+        raise click.exceptions.Exit(143) from None
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
