@@ -16,8 +16,8 @@ from typing import Annotated, Literal
 
 from .assembler import assemble
 from .diagnostics import Diagnostic, Mark, shown_path
-from .model import Byte, Doc, Identifier, Node, Spec
-from .spec import convert_document, global_names
+from .model import Byte, Doc, Identifier, Node, Spec, global_names
+from .spec import convert_document
 from .toolchain import Compiler
 from .x86 import decode, decoder_name
 

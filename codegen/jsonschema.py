@@ -14,7 +14,8 @@ import typing
 from typing import Any, Literal, Union
 
 from . import __version__, model
-from .spec import C_KEYWORDS, SIZE_UNITS, field_type, is_optional_field, yaml_fields
+from .model import C_KEYWORDS
+from .spec import SIZE_UNITS, field_type, is_optional_field, yaml_fields
 
 SCHEMA_ID = f"https://kgen.invalid/schema/spec-v{model.FORMAT_VERSION}.json"
 

@@ -23,8 +23,14 @@ import jinja2
 from . import __version__
 from .diagnostics import quote, size_text
 from .kernelapi import NEWEST, Profile
-from .model import CONSTRAINT_LETTER, PREREQUISITE_CHECKS, Spec, Worker
-from .spec import retry_limit_name, text_problem
+from .model import (
+    CONSTRAINT_LETTER,
+    PREREQUISITE_CHECKS,
+    Spec,
+    Worker,
+    retry_limit_name,
+    text_problem,
+)
 
 
 def _templates_dir() -> Path:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .diagnostics import Mark
-from .model import CONSTRAINT_LETTER, Spec
+from .model import CONSTRAINT_LETTER, Spec, retry_limit_name
 from .render import f_sz, outputs, setup_conditions, worker_functions
 
 Files = dict[str, str]
@@ -144,8 +144,6 @@ def software_code(spec: Spec, files: Files) -> list[str]:
 
 @rule("retry-bounded", "the helper retries on a retry code, and a bounded number of times")
 def retry_bounded(spec: Spec, files: Files) -> list[str]:
-    from .spec import retry_limit_name
-
     _, text = _header(spec, files)
     rc = spec.instruction.return_output()
     retry = [c.name for c in (rc.codes if rc else ()) if c.retry]
