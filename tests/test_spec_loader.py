@@ -404,3 +404,23 @@ def test_yaml_1_2_octal_is_an_integer_and_text_stays_text():
     assert spec.instruction.table.entries == 512
     assert spec.instruction.title == "yes"
     assert spec.instruction.privilege.faults[0].when == "10:30"
+
+
+def test_the_optional_sections_are_read_through_views_chosen_once():
+    """A spec's helper, enum, table and sweep come as typed views with every section they
+    need; asking a spec for a view of a section it lacks names what is missing."""
+    from codegen.model import SectionMissing
+
+    rmpopt, pvalidate = load_all([ROOT / "isa" / "rmpopt.yaml", ROOT / "isa" / "pvalidate.yaml"])
+    sweep = rmpopt.as_sweep()
+    assert (sweep.table, sweep.msr, sweep.cpuid, sweep.enable, sweep.helper) == (
+        rmpopt.instruction.table, rmpopt.instruction.msr, rmpopt.instruction.cpuid,
+        rmpopt.kernel.enable, rmpopt.kernel.helper)  # fmt: skip
+    assert rmpopt.sweep_view is sweep  # built once
+    assert rmpopt.as_enum().enum is rmpopt.kernel.enum
+    assert pvalidate.sweep_view is None and pvalidate.helper_view is None
+    with pytest.raises(SectionMissing, match=r"pvalidate\.yaml: a sweep needs kernel\.sweep"):
+        pvalidate.as_sweep()
+    no_enable = dataclasses.replace(rmpopt, kernel=dataclasses.replace(rmpopt.kernel, enable=None))
+    with pytest.raises(SectionMissing, match="a sweep needs kernel.enable"):
+        no_enable.as_sweep()
