@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all render check test quick venv constraints clean broken-specs kernel-material
+.PHONY: all render check lint test quick venv constraints clean broken-specs kernel-material
 
 all: render
 
@@ -26,8 +26,14 @@ render: $(STAMP)
 check: $(STAMP)
 	$(BIN)/kgen check
 
-# The whole test suite, on every core; .ci/run calls exactly this.
-test: $(STAMP) kernel-material
+# Lint and types, as configured in pyproject.toml: ruff over the code, tests and benchmarks,
+# mypy over codegen/.  A finding fails the target.
+lint: $(STAMP)
+	$(BIN)/ruff check codegen tests benchmarks
+	$(BIN)/mypy
+
+# The whole test suite, on every core, after lint and types; .ci/run calls exactly this.
+test: $(STAMP) lint kernel-material
 	$(BIN)/python -m pytest -n auto
 
 # The quick loop while editing: everything but the tests marked slow.
@@ -46,7 +52,7 @@ constraints: $(STAMP)
 		> constraints.txt
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .kernel
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .kernel .mypy_cache .ruff_cache
 
 # Rewrite the broken-spec corpus in tests/broken/ from its definitions.
 broken-specs: $(STAMP)

@@ -28,4 +28,5 @@ def assemble(compiler: Compiler, mnemonic: str) -> bytes | None:
         if proc.returncode != 0:
             return None
         with open(obj, "rb") as f:
-            return ELFFile(f).get_section_by_name(".text").data()
+            text = ELFFile(f).get_section_by_name(".text")
+            return text.data() if text is not None else None

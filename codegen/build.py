@@ -11,8 +11,8 @@ import hashlib
 import os
 import subprocess
 import tempfile
-from importlib import resources
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from .diagnostics import shown_path
@@ -323,10 +323,9 @@ def build_harness(compiler: Compiler, spec: Spec, files: dict[str, str], work: P
     built = []
     for opt in opts:
         counted = opt in coverage
-        objs = [compile_object(compiler, u, spec, gen_root, opt, out_dir=work, coverage=counted)
-                for u in tus]  # fmt: skip
-        unit_objs = tuple(objs)
-        objs.append(core_obj)
+        unit_objs = tuple(compile_object(compiler, u, spec, gen_root, opt, out_dir=work, coverage=counted)
+                          for u in tus)  # fmt: skip
+        objs: list[Path | str] = [*unit_objs, core_obj]
         if counted:
             objs.extend(COVERAGE_FLAGS)  # links gcov's runtime
         native = work / f"harness{opt}.{compiler.family}"

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cache
 from itertools import islice
 
@@ -22,7 +22,7 @@ from . import mirror, oracle
 from .diagnostics import plural
 from .host import GUARD_TOP
 from .mirror import Machine
-from .model import Spec
+from .model import Spec, Worker
 
 HELPERS = "helpers"
 
@@ -69,12 +69,14 @@ def spec_line(spec: Spec) -> str:
             "spec insn=" + ",".join(f"{b.byte:#04x}" for b in insn.encoding) + " "
             + " ".join(oracle.spec_fields(spec)) + "\n"
         )  # fmt: skip
+    tv = spec.as_table()
     codes = ",".join(
-        f"{c.value:#x}:{'s' if c.effect == 'scan-and-set' else 'r'}" for c in insn.function_codes.codes
+        f"{c.value:#x}:{'s' if c.effect == 'scan-and-set' else 'r'}"
+        for c in (tv.function_codes.codes if tv.function_codes else ())
     )
     return (
         "spec insn=" + ",".join(f"{b.byte:#04x}" for b in insn.encoding)
-        + f" region={insn.table.region_size:#x} entries={insn.table.entries} codes={codes}"
+        + f" region={tv.table.region_size:#x} entries={tv.table.entries} codes={codes}"
         + "".join(f" {field}" for field in enable_fields(spec)) + "\n"
     )  # fmt: skip
 
@@ -114,7 +116,7 @@ def case_line(spec: Spec, case: Case, budget: int) -> str:
     elif case.form == HELPERS and enable_fields(spec):
         fields.append("msron=1")  # direct helper calls: the MSRs were enabled before
     if m.without:
-        arguments = {p.name: p.argument for p in spec.kernel.enable.requires}
+        arguments = {p.name: p.argument for p in spec.as_sweep().enable.requires}
         fields.append("absent=" + ",".join(arguments[name] for name in sorted(m.without)))
     if m.nomem:
         fields.append(f"nomem={m.nomem}")
@@ -127,16 +129,15 @@ def case_line(spec: Spec, case: Case, budget: int) -> str:
 
 
 def event_line(event: mirror.Event, ms: int = 0) -> str:
-    kind = event.kind
-    if kind == "rmpopt":
+    if event.kind == "rmpopt":
         return f"R {event.cpu} {event.rax:#x} {event.rcx:#x} {event.cf}"
-    if kind == "resched":
+    if event.kind == "resched":
         return f"S {event.cpu}"
-    if kind == "ipi":
+    if event.kind == "ipi":
         return f"I {event.cpu} " + ",".join(map(str, event.targets))
-    if kind == "wrmsr":
+    if event.kind == "wrmsr":
         return f"M {event.cpu} {event.msr:#x} {event.value:#x}"
-    if kind == "fault":
+    if event.kind == "fault":
         return f"F {event.cpu} {event.rax:#x} {event.rcx:#x} {event.exception}"
     return f"L {ms} {event.text}"
 
@@ -153,19 +154,19 @@ def expected(spec: Spec, case: Case, kernel: bool = False) -> list[str]:
 
         model = oracle.Oracle(spec, stuck=case.machine.stuck)
         for action in case.actions:
-            _, cpu, *args = action.split(":")
-            trace, ret = oracle.call(spec, model, int(cpu), [int(a, 0) for a in args])
+            _, cpu_text, *args = action.split(":")
+            trace, ret = oracle.call(spec, model, int(cpu_text), [int(a, 0) for a in args])
             lines += trace + [f"V {kernel_result(spec, ret) if kernel else ret:#x}"]
         return lines + [f"E {case.id}"]
     hw = mirror.hardware_for(spec, case.machine)
     if case.form == HELPERS:
         for action in case.actions:
-            kind, cpu, *args = action.split(":")
-            cpu = int(cpu)
+            kind, cpu_text, *args = action.split(":")
+            cpu = int(cpu_text)
             if kind == "h":
                 regs = mirror.registers(spec, int(args[0], 0))
             else:
-                regs = {i.register: int(a, 0) for i, a in zip(spec.instruction.inputs, args)}
+                regs = {i.register: int(a, 0) for i, a in zip(spec.instruction.inputs, args, strict=True)}
             try:
                 cf = hw.execute(cpu, regs["rax"], regs["rcx"])
             except mirror.Faulted as exc:
@@ -173,7 +174,7 @@ def expected(spec: Spec, case: Case, kernel: bool = False) -> list[str]:
                 break
             lines += [f"R {cpu} {regs['rax']:#x} {regs['rcx']:#x} {cf}", f"V {cf:#x}"]
     else:
-        worker = next(w for w in spec.kernel.sweep.workers if w.kind == case.form)
+        worker = next(w for w in spec.as_sweep().sweep.workers if w.kind == case.form)
         lines += [event_line(e, ms) for e, ms in
                   mirror.feature_trace(spec, worker, case.machine, list(case.actions))]  # fmt: skip
     lines.append(f"E {case.id}")
@@ -284,8 +285,9 @@ def _without_script(worker) -> tuple[str, ...]:
 
 
 def _helper_script(rng: random.Random, spec: Spec, machine: Machine, calls: int) -> tuple[str, ...]:
-    t = spec.instruction.table
-    codes = [c.value for c in spec.instruction.function_codes.codes]
+    tv = spec.as_table()
+    t = tv.table
+    codes = [c.value for c in (tv.function_codes.codes if tv.function_codes else ())]
     online = machine.online
     span = min(GUARD_TOP, 64 * t.coverage)
     script = []
@@ -313,7 +315,7 @@ def _argument(rng: random.Random, i) -> int:
 
 
 def _oracle_script(rng: random.Random, spec: Spec, machine: Machine, calls: int) -> tuple[str, ...]:
-    script = []
+    script: list[str] = []
     for _ in range(calls):
         args = [_argument(rng, i) for i in spec.instruction.inputs]
         if script and rng.random() < 0.2:
@@ -325,7 +327,7 @@ def _oracle_script(rng: random.Random, spec: Spec, machine: Machine, calls: int)
 
 def _boundaries(spec: Spec) -> list[tuple[str, Machine]]:
     """Every edge the issue and the review name, in terms of the spec's sizes."""
-    t = spec.instruction.table
+    t = spec.as_table().table
     gb, cov, page = t.region_size, t.coverage, 1 << mirror.PAGE_SHIFT
     M = Machine
     return [
@@ -367,8 +369,8 @@ def _boundaries(spec: Spec) -> list[tuple[str, Machine]]:
     ]  # fmt: skip
 
 
-def _random_machine(rng: random.Random, spec: Spec, large: bool) -> Machine:
-    t = spec.instruction.table
+def _random_machine(rng: random.Random, spec: Spec, large: str | bool) -> Machine:
+    t = spec.as_table().table
     gb, page = t.region_size, 1 << mirror.PAGE_SHIFT
     if large == "memory":
         cores, threads = rng.randint(1, 3), rng.choice([1, 2])
@@ -405,8 +407,8 @@ def generate(spec: Spec, seed: int, count: int) -> tuple[Case, ...]:
 def stream(spec: Spec, seed: int) -> Iterator[Case]:
     """Every case of ``seed``, one at a time and without end: case N never depends on how
     many are asked for, so a run of any size holds only the cases it is working on."""
-    forms = [w.kind for w in spec.kernel.sweep.workers] if spec.kernel.sweep else []
-    workers = {w.kind: w for w in spec.kernel.sweep.workers} if spec.kernel.sweep else {}
+    forms: list[str] = [w.kind for w in spec.kernel.sweep.workers] if spec.kernel.sweep else []
+    workers: dict[str, Worker] = {w.kind: w for w in spec.kernel.sweep.workers} if spec.kernel.sweep else {}
     rng = random.Random(seed)
     n = 0
 
@@ -441,7 +443,7 @@ def stream(spec: Spec, seed: int) -> Iterator[Case]:
     yield make(HELPERS, Machine(0, 1, cores=4, threads_per_core=2), "boundary: helper calls")
     n += 1
     if spec.kernel.enable is not None:
-        gb = spec.instruction.table.region_size
+        gb = spec.as_table().table.region_size
         small = Machine(_pfn(gb + 4096), _pfn(3 * gb), cores=3, threads_per_core=2, leader=4)
         for form in forms:
             for label, actions in _sequences(workers[form]):
@@ -450,7 +452,7 @@ def stream(spec: Spec, seed: int) -> Iterator[Case]:
             yield make(form, dataclasses.replace(small, feature=False), "boundary: without the feature")
             n += 1
             # fixed actions (no draw from rng): setup must return before anything else
-            for p in spec.kernel.enable.requires:
+            for p in spec.as_sweep().enable.requires:
                 yield Case(n, form, dataclasses.replace(small, without=frozenset({p.name})),
                            _without_script(workers[form]), f"boundary: without {p.name}")
                 n += 1

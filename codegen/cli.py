@@ -13,6 +13,7 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -21,6 +22,18 @@ from .diagnostics import Diagnostic, Mark, SpecError, plural, shown_path
 from .kernelapi import PROFILES as PROFILE_NAMES
 from .mirror import MAX_CPUS, PAGE_SHIFT, PHYS_BITS
 from .model import Spec
+from .report import (
+    compare_report,
+    json_diag,
+    json_head,
+    json_report,
+    print_changes,
+    print_compare,
+    report_problems,
+    stale_line,
+    sweep_json,
+    sweep_summary,
+)
 from .spec import load_all
 from .toolchain import ToolchainError
 
@@ -68,7 +81,7 @@ def interruptible(command):
         try:
             return command(*args, **kwargs)
         except KeyboardInterrupt:
-            sys.exit(128 + signal.SIGINT)
+            raise click.exceptions.Exit(128 + signal.SIGINT) from None
         finally:
             for sig, handler in previous.items():
                 with contextlib.suppress(TypeError):
@@ -83,14 +96,7 @@ def load_specs(paths: tuple[str, ...]) -> list[Spec]:
         return load_all(paths or default_spec_paths())
     except SpecError as exc:
         report_problems(exc)
-        sys.exit(1)
-
-
-def report_problems(exc: SpecError) -> None:
-    for d in exc.diagnostics:
-        click.echo(str(d), err=True)
-    n = len(exc.diagnostics)
-    click.echo(f"kgen: {plural(n, 'problem')} found", err=True)
+        raise click.exceptions.Exit(1) from None
 
 
 class _Commands(click.Group):
@@ -101,7 +107,7 @@ class _Commands(click.Group):
             return super().invoke(ctx)
         except KeyboardInterrupt:
             click.echo("kgen: interrupted", err=True)
-            sys.exit(128 + signal.SIGINT)
+            raise click.exceptions.Exit(128 + signal.SIGINT) from None
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -150,7 +156,7 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
         loaded = load_all(specs or default_spec_paths())
     except SpecError as exc:
         if as_json:
-            click.echo(json.dumps(_json_head("validate") | _json_report([], exc), indent=2))
+            click.echo(json.dumps(json_head("validate") | json_report([], exc), indent=2))
         else:
             report_problems(exc)
         sys.exit(1)
@@ -164,29 +170,29 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
     base_problems = [p for c in changes for p in c.get("problems", [])]
     if base:  # ready means `kgen check` passes too
         generated = _generated_drift(loaded, out)
-        for change, found in zip(changes, generated):
+        for change, found in zip(changes, generated, strict=True):
             change.setdefault("problems", []).extend(found["problems"])
             change["generated"] = found
         base_problems += [p for found in generated for p in found["problems"]]
     compared = _compare_all(loaded, count) if run_compare else []
     ok = not findings and not cross.problems and not base_problems and all(r.ok for r in compared)
     if as_json:
-        report = _json_report(loaded, SpecError(cross.problems) if cross.problems else None)
+        report = json_report(loaded, SpecError(cross.problems) if cross.problems else None)
         report["review"] = [{"path": p, "rule": r, "message": m} for p, r, m in findings]
         report["skipped"] = [{"path": path, "rule": r, "reason": why}
                              for path, found in skips.items() for r, why, _ in found if r in known_rules]  # fmt: skip
-        report["notes"] = [_json_diag(d) for d in cross.notes]
+        report["notes"] = [json_diag(d) for d in cross.notes]
         if base:
             report["changes"] = changes
         if run_compare:
-            report["compare"] = _compare_report(compared, 1, compared[0].compilers) if compared else None
+            report["compare"] = compare_report(compared, 1, compared[0].compilers) if compared else None
         report["ok"] = ok
-        click.echo(json.dumps(_json_head("validate") | report, indent=2))
+        click.echo(json.dumps(json_head("validate") | report, indent=2))
         sys.exit(0 if ok else 1)
     for d in [] if quiet else cross.notes:
         click.echo(str(d))
-    for path, found in [] if quiet else skips.items():
-        for r, why, mark in found:
+    for path, skipped_here in [] if quiet else skips.items():
+        for r, why, mark in skipped_here:
             if r in known_rules:
                 click.echo(f"{mark or path}: note: review [{r}] skipped: {why}")
     for path, rule, message in findings:
@@ -194,9 +200,9 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
     if cross.problems:
         report_problems(SpecError(cross.problems))
     for change in changes:
-        _print_changes(change)
+        print_changes(change)
     for result in compared:
-        _print_compare(result)
+        print_compare(result)
     if not ok:
         sys.exit(1)
     for spec in loaded:
@@ -268,43 +274,11 @@ def _generated_drift(specs: list[Spec], out: Path | None) -> list[dict]:
             continue  # a review finding already
         found["problems"] += [f"{shown_path(spec.path)}: error: {exc}" for exc in d.problems]
         for diff in d.diffs:
-            name = next(l[6:] for l in diff.splitlines() if l.startswith("+++ b/"))
+            name = next(ln[6:] for ln in diff.splitlines() if ln.startswith("+++ b/"))
             found["problems"].append(f"{shown_path(spec.path)}: error: {where.parent / name} is out of date "
                                      "with the spec; run `kgen render`")  # fmt: skip
         found["problems"] += [f"{shown_path(spec.path)}: error: {stale_line(where, st)}" for st in d.stale]
     return reports
-
-
-def _print_changes(report: dict) -> None:
-    if report.get("generated", {}).get("note"):
-        click.echo(report["generated"]["note"])
-    for problem in report.get("problems", []):
-        click.echo(problem, err=True)
-    if "changes" not in report:
-        return
-    changes = report["changes"]
-    if not changes:
-        click.echo(f"{shown_path(report['path'])}: nothing changed since {report['base']}")
-        return
-    click.secho(f"{shown_path(report['path'])}: {plural(len(changes), 'change')} "
-                f"since {report['base']}", bold=True)  # fmt: skip
-    group = None
-    for c in changes:
-        if c["group"] != group:
-            group = c["group"]
-            click.secho(f"  {group}", bold=True)
-        click.echo(f"    {c['message']} ({c['where']})")
-    if report["behaviour"]:
-        click.secho("  mirror behaviour", bold=True)
-        for line in report["behaviour"]:
-            click.echo(f"    {line}")
-    diff = report.get("diff", "")
-    files = [l[6:] for l in diff.splitlines() if l.startswith("+++ b/")]
-    click.secho(f"  generated code: {plural(len(files), 'file')} change",
-                bold=True)  # fmt: skip
-    for line in diff.splitlines():
-        color = "green" if line.startswith("+") else "red" if line.startswith("-") else None
-        click.secho(f"    {line}", fg=color)
 
 
 def _compare_all(specs: list[Spec], count: int) -> list:
@@ -318,7 +292,7 @@ def _compare_all(specs: list[Spec], count: int) -> list:
         compiler = find_clang()
     except ToolchainError as exc:
         click.echo(f"kgen: {exc}", err=True)
-        sys.exit(1)
+        raise click.exceptions.Exit(1) from None
     from .oracle import harness_limit
 
     results = []
@@ -327,12 +301,12 @@ def _compare_all(specs: list[Spec], count: int) -> list:
         if why:
             click.echo(f"kgen: {shown_path(spec.path)}: error: not compared: the harness cannot run this "
                        f"helper: {why}", err=True)  # fmt: skip
-            sys.exit(1)
+            raise click.exceptions.Exit(1) from None
         try:
             results.append(cmp.compare(spec, compiler, choose_engine("auto", spec), 1, count))
         except (BuildError, RuntimeError, UnsafeCode, EngineRefused) as exc:
             click.echo(f"kgen: {shown_path(spec.path)}: {exc}", err=True)
-            sys.exit(1)
+            raise click.exceptions.Exit(1) from None
     return results
 
 
@@ -393,10 +367,8 @@ def cross_findings(specs: list[Spec], independent: bool = True):
         for path in sorted(d.glob("*.yaml")) if d.is_dir() else ():
             if path.resolve() in named:
                 continue
-            try:
+            with contextlib.suppress(SpecError):  # reported when that spec itself is validated
                 others += load_all([_shown(path)])
-            except SpecError:
-                pass  # reported when that spec itself is validated
     # a spec of the same instruction elsewhere is a version of the named one, not a rival;
     # beside it, it is a second spec rendering into the same place
     own = {(s.instruction.mnemonic, Path(s.path).parent.resolve()) for s in specs}
@@ -419,7 +391,7 @@ def refuse_clashes(loaded: list[Spec]) -> list[Spec]:
     clashes = cross_findings(loaded, independent=False).problems
     if clashes:
         report_problems(SpecError(clashes))
-        sys.exit(1)
+        raise click.exceptions.Exit(1) from None
     return loaded
 
 
@@ -450,19 +422,6 @@ def _shown(path: Path) -> Path:
         return path
 
 
-def _json_diag(d) -> dict:
-    return {"path": d.mark.path, "line": d.mark.line, "col": d.mark.col, "message": d.message}
-
-
-def _json_report(specs: list[Spec], exc: SpecError | None) -> dict:
-    problems = exc.diagnostics if exc else []
-    return {
-        "ok": not problems,
-        "specs": [{"path": s.path, "mnemonic": s.instruction.mnemonic} for s in specs],
-        "problems": [_json_diag(d) for d in problems],
-    }
-
-
 def render_specs(specs: list[Spec]) -> dict[str, str]:
     """Render in memory; exit 1 with the reason when a template cannot express a spec."""
     from .render import RenderError, render_all
@@ -473,7 +432,7 @@ def render_specs(specs: list[Spec]) -> dict[str, str]:
         where = getattr(exc, "spec_path", None)
         click.echo(f"{Mark(where, 0, 0)}: error: cannot render: {exc}" if where
                    else f"kgen: cannot render: {exc}", err=True)  # fmt: skip
-        sys.exit(1)
+        raise click.exceptions.Exit(1) from None
 
 
 def render_scope(named: tuple[str, ...], specs: list[Spec]) -> list[str] | None:
@@ -485,12 +444,6 @@ def spec_dirs(specs: list[Spec]) -> list[Path]:
     """Where the spec of a stale file is looked for: beside the specs, and isa/."""
     dirs = [Path(s.path).parent for s in specs]
     return list(dict.fromkeys(dirs + ([DEFAULT_ISA_DIR] if DEFAULT_ISA_DIR.is_dir() else [])))
-
-
-def stale_line(out: Path, stale) -> str:
-    b = stale.banner
-    return (f"stale: {out / stale.path} (from {b.spec}, sha256 {b.digest}): no spec renders it; "
-            "`kgen render --prune` removes it if it is that spec's unedited output")  # fmt: skip
 
 
 class _Terminated(BaseException):
@@ -516,10 +469,10 @@ def _interruptible():
         yield
     except KeyboardInterrupt:
         click.echo("kgen: interrupted", err=True)
-        sys.exit(130)
+        raise click.exceptions.Exit(130) from None
     except _Terminated:
         click.echo("kgen: terminated", err=True)
-        sys.exit(143)
+        raise click.exceptions.Exit(143) from None
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
@@ -564,8 +517,8 @@ def render(specs: tuple[str, ...], out: Path, prune: bool) -> None:
         removed, refused = prune_files(out, stale, spec_dirs(loaded)) if prune else ([], [])
         for path in removed:
             click.echo(f"  removed {out / path}")
-        for exc in refused:
-            click.echo(str(exc), err=True)
+        for refusal in refused:
+            click.echo(str(refusal), err=True)
         if not prune:
             for s in stale:
                 click.echo(stale_line(out, s))
@@ -637,6 +590,7 @@ class SizeParam(click.ParamType):
         from .yamlsource import INT_BITS
 
         text = quote(value)
+        n: int | None
         if isinstance(value, int):
             n = value
         else:
@@ -679,23 +633,6 @@ class RangeParam(click.ParamType):
 ADDRESS_END = SizeParam(1 << PHYS_BITS, "4P")  # an end of memory or of a range
 ADDRESS = SizeParam((1 << PHYS_BITS) - 1, f"{(1 << PHYS_BITS) - 1:#x}")
 PFN = SizeParam(1 << (PHYS_BITS - PAGE_SHIFT), f"{1 << (PHYS_BITS - PAGE_SHIFT):#x} pages")
-def _cpus(cpus: list[int]) -> str:
-    """[3] -> 'CPU 3', [0, 1, 2, 5] -> 'CPUs 0-2,5'."""
-    return f"CPU {cpus[0]}" if len(cpus) == 1 else f"CPUs {_cpu_ranges(cpus)}"
-
-
-def _cpu_ranges(cpus: list[int]) -> str:
-    """[0, 1, 2, 5] -> '0-2,5'."""
-    out, start = [], None
-    for i, cpu in enumerate(cpus):
-        if start is None:
-            start = cpu
-        if i + 1 == len(cpus) or cpus[i + 1] != cpu + 1:
-            out.append(f"{start}" if start == cpu else f"{start}-{cpu}")
-            start = None
-    return ",".join(out)
-
-
 @main.command()
 @click.argument("spec_path", metavar="SPEC", callback=lambda ctx, param, value: _existing((value,))[0])
 @click.option("--min-pfn", type=PFN, default=0, show_default=True, help="min_low_pfn.")
@@ -761,81 +698,9 @@ def sweep(spec_path, min_pfn, max_pfn, memory, cores, threads_per_core, numberin
     except mirror.MachineError as exc:
         raise click.UsageError(f"impossible machine: {exc}") from None
     if as_json:
-        _sweep_json(spec, machine, hw)
+        sweep_json(spec, machine, hw)
     else:
-        _sweep_summary(spec, machine)
-
-
-def _sweep_json(spec, machine, hw) -> None:
-    from . import mirror
-
-    out = sys.stdout
-    dumps = json.dumps
-    for event in mirror.setup_pass_teardown(spec, machine, hw):
-        out.write(dumps(mirror.event_json(event), separators=(",", ":")) + "\n")
-    for cpu in machine.online:
-        regions = hw.optimized(cpu)
-        out.write(dumps({"kind": "table", "cpu": cpu, "optimized": len(regions),
-                         "regions": regions}, separators=(",", ":")) + "\n")  # fmt: skip
-
-
-def _sweep_summary(spec, machine) -> None:
-    from . import mirror
-    from .render import f_human_size
-
-    summary, hw = mirror.summarize(spec, machine)
-    t = spec.instruction.table
-    r = summary.range
-    pa = mirror.pa_text
-    followers = mirror.followers(machine)
-    online = machine.online
-    click.echo(
-        f"{shown_path(spec.path)}: one pass on {plural(len(online), 'online CPU')} ({plural(machine.cores, 'core')} x "
-        f"{plural(machine.threads_per_core, 'thread')}, {machine.numbering} numbering), leader CPU "
-        f"{machine.leader}"
-    )
-    rows = [
-        ("range", f"{pa(r.pa_start)} - {pa(r.pa_end)}: {plural(summary.regions, 'region')} of "
-                  f"{f_human_size(t.region_size)}"),
-        ("above cap", f"{_bytes(r.uncapped_end - r.pa_end)} not optimized "
-                      f"({pa(r.pa_end)} - {pa(r.uncapped_end)})" if r.capped else "none"),
-        (spec.instruction.mnemonic.upper(),
-         f"{plural(summary.rmpopt, 'execution')} ({summary.regions} by the leader, "
-         f"{plural(len(followers), 'follower')} x {summary.regions}); {summary.cf_set} returned CF=1"),
-        ("cross-CPU", f"{plural(summary.ipis, 'call')} to {_cpus(followers)}" if summary.ipis else "none"),
-        ("cond_resched", str(summary.rescheds)),
-    ]  # fmt: skip
-    msr = spec.instruction.msr
-    if spec.kernel.enable is not None and msr is not None:
-        missing = [p for p in spec.kernel.enable.requires if p.name in machine.without]
-        if not machine.feature:
-            rows.insert(0, ("feature", f"{spec.instruction.cpuid.feature} absent: setup returns "
-                                       "before any MSR write; nothing runs"))  # fmt: skip
-        elif missing:
-            rows.insert(0, ("requires", f"{missing[0].name} absent ({missing[0].check}("
-                                        f"{missing[0].argument}) is false): setup returns before "
-                                        "any MSR write; nothing runs"))  # fmt: skip
-        else:
-            cpus = mirror.msr_cpus(spec, machine)
-            rows.insert(0, ("wrmsr", f"{msr.name} = {mirror.msr_value(spec, machine):#x} on "
-                                     f"{_cpus(cpus)} (one per {msr.scope}) at setup; "
-                                     f"{plural(summary.wrmsrs, 'write')} in all"))  # fmt: skip
-    by_count: dict[int, list[int]] = {}
-    for cpu, n in summary.optimized.items():
-        by_count.setdefault(n, []).append(cpu)
-    for n, cpus in sorted(by_count.items(), key=lambda kv: kv[1][0]):
-        rows.append(("optimized", f"{_cpus(cpus)}: {n} of {plural(t.entries, 'region')}"))
-    for text in summary.logs:
-        rows.append(("log", text))
-    for key, value in rows:
-        click.echo(f"  {key:<13}{value}")
-
-
-def _bytes(n: int) -> str:
-    for shift, unit in ((40, "TB"), (30, "GB"), (20, "MB"), (10, "KB")):
-        if n >= 1 << shift and n % (1 << shift) == 0:
-            return f"{n >> shift} {unit}"
-    return f"{n:#x} bytes"
+        sweep_summary(spec, machine)
 
 
 @main.command()
@@ -973,9 +838,9 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
         failed |= not result.ok
         reports.append(result)
         if not as_json:
-            _print_compare(result)
+            print_compare(result)
     if as_json:
-        click.echo(json.dumps(_json_head("compare") | _compare_report(reports, seed, tuple(compilers)), indent=2))
+        click.echo(json.dumps(json_head("compare") | compare_report(reports, seed, tuple(compilers)), indent=2))
     sys.exit(1 if failed else 0)
 
 
@@ -1014,84 +879,26 @@ def _progress_stream():
     return sys.stderr
 
 
-def _progress_bar(label: str, stream):
+class _ProgressBar:
     """click's progress bar of the cases run; call it with (done, total, result)."""
-    bars = contextlib.ExitStack()
 
-    def show(done: int, total: int, result) -> None:
-        if not bars._exit_callbacks:
-            show.bar = bars.enter_context(click.progressbar(length=total, label=label, file=stream))
-        show.bar.update(done - show.bar.pos)
+    def __init__(self, label: str, stream) -> None:
+        self.label, self.stream = label, stream
+        self.bars = contextlib.ExitStack()
+        self.bar: Any = None  # click's ProgressBar, made when the total is known
 
-    show.close = bars.close
-    return show
+    def __call__(self, done: int, total: int, result) -> None:
+        if self.bar is None:
+            self.bar = self.bars.enter_context(
+                click.progressbar(length=total, label=self.label, file=self.stream))
+        self.bar.update(done - self.bar.pos)
 
-
-def _print_compare(r) -> None:
-    levels = " ".join(r.opts)
-    rate = r.executions / max(r.seconds - r.build_seconds, 1e-9)
-    ccs = " and ".join(c.family for c in r.compilers)
-    click.echo(
-        f"{shown_path(r.spec)}: {'ok' if r.ok else 'MISMATCH'}: {plural(r.cases, 'case')} x {plural(len(r.opts), 'level')} "
-        f"({levels}) x {ccs}, {plural(r.executions, 'execution' if r.ok else 'matching execution')} checked"
-    )
-    for c in r.compilers:
-        click.echo(f"  {c.name} ({c.origin})")
-    click.echo(f"  engine {r.engine.engine}: {r.engine.reason}")
-    click.echo(
-        f"  seed {r.seed}; build {r.build_seconds:.1f} s, total {r.seconds:.1f} s, "
-        f"{rate:,.0f} executions/s"
-    )
-    if r.profile != "newest":
-        click.echo(f"  rendered for kernel profile {r.profile}")
-    for ref in r.references:
-        took = plural(len(ref.files), 'file')
-        click.echo(f"  reference {ref.directory}: {took}"
-                   + (f"; {ref.definition} defines the helper compared" if ref.definition else ""))
-    for f in r.coverage:
-        click.echo(f"  coverage {f.path}: lines {f.lines_hit}/{len(f.lines)}, "
-                   f"branches {f.branches_taken}/{f.branch_count}")  # fmt: skip
-        for line, what in f.missed():
-            click.echo(f"    missed {f.path}:{line}: {what}")
-    for m in r.mismatches:
-        click.echo(f"  case {m.case} at {m.opt}: line {m.index} of its trace differs")
-        click.echo(f"    machine:  {m.description}")
-        for line in m.context:
-            click.echo(f"    same:     {line}")
-        click.echo(f"    expected: {m.expected}")
-        click.echo(f"    got:      {m.got}")
-        if m.note:
-            click.echo(f"    note:     {m.note}")
-        click.echo(f"    reproduce: {m.reproduce}")
+    def close(self) -> None:
+        self.bars.close()
 
 
-def _json_head(command: str) -> dict:
-    """What every JSON report starts with: which kgen wrote it, for which command."""
-    return {"kgen": __version__, "command": command}
-
-
-def _compare_report(results: list, seed: int, compilers) -> dict:
-    """The compare part of a report: verdict, seed and compilers once, then one entry a spec."""
-    return {
-        "ok": all(r.ok for r in results), "seed": seed,
-        "compiler": compilers[0].name, "compiler_origin": compilers[0].origin,
-        "compilers": [{"name": c.name, "family": c.family, "origin": c.origin} for c in compilers],
-        "specs": [_compare_json(r) for r in results],
-    }  # fmt: skip
-
-
-def _compare_json(r) -> dict:
-    return {
-        "spec": r.spec, "ok": r.ok, "engine": r.engine.engine, "engine_reason": r.engine.reason,
-        "compiler": r.compiler.name, "compiler_origin": r.compiler.origin, "seed": r.seed,
-        "compilers": [{"name": c.name, "family": c.family, "origin": c.origin} for c in r.compilers],
-        "cases": r.cases, "opts": list(r.opts), "executions": r.executions,
-        "seconds": round(r.seconds, 3), "build_seconds": round(r.build_seconds, 3),
-        "levels": {o: vars(s) for o, s in r.stats.items()},
-        "mismatches": [vars(m) | {"context": list(m.context)} for m in r.mismatches],
-        "references": [ref.json() for ref in r.references],
-        "coverage": [f.json() for f in r.coverage],
-    }  # fmt: skip
+def _progress_bar(label: str, stream) -> _ProgressBar:
+    return _ProgressBar(label, stream)
 
 
 @main.command()
@@ -1113,14 +920,13 @@ def doctor() -> None:
         from .assembler import assemble
         from .conflicts import known_encodings
 
-        known, unknown = [], []
+        known: list[str] = []
+        unknown: list[str] = []
         snp = [e.mnemonic for e in known_encodings()
                if e.vendor == "amd" and e.mnemonic.startswith(("rmp", "pvalidate", "psmash"))]
         for path in sorted(DEFAULT_ISA_DIR.glob("*.yaml")):  # and the bundled specs'
-            try:
+            with contextlib.suppress(SpecError):
                 snp += [s.instruction.mnemonic for s in load_all([path])]
-            except SpecError:
-                pass
         for mnemonic in dict.fromkeys(snp):
             (known if assemble(clang, mnemonic) else unknown).append(mnemonic)
         click.echo(f"SNP mnemonics clang assembles: {' '.join(known) or 'none'}")

@@ -10,6 +10,7 @@ reported with its case and a command that reproduces it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -25,9 +26,9 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import chain, islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import cases as case_gen
-from . import mirror
+from . import cases as case_gen, mirror
 from .build import Harness, build_harness
 from .diagnostics import SpecError
 from .execcheck import UnsafeCode
@@ -35,6 +36,9 @@ from .host import EngineChoice, check_engine
 from .model import Spec
 from .spec import encoding_problems, parse
 from .toolchain import Compiler
+
+if TYPE_CHECKING:
+    from .emulator import Emulator
 
 DEFAULT_OPTS = ("-O0", "-O2", "-Os")
 
@@ -149,10 +153,8 @@ _RUNNING: set[int] = set()  # process groups of the harnesses this process is ru
 
 
 def _kill_group(pgid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _run_native(harness: Path, guard: int | None, text: str, limit: float | None = None,
@@ -179,7 +181,8 @@ def _run_native(harness: Path, guard: int | None, text: str, limit: float | None
         _kill_group(proc.pid)  # with anything it left behind
         _RUNNING.discard(proc.pid)
         for pipe in (proc.stdin, proc.stdout, proc.stderr):
-            pipe.close()
+            if pipe is not None:
+                pipe.close()
         proc.wait()
     head, _, out = stdout.decode(errors="replace").partition("\n")
     if not head.startswith("G ") or head == "G fail":
@@ -208,17 +211,19 @@ def _exchange(proc: subprocess.Popen, data: bytes, limit: float,
     Returns stdout, stderr (its first 64 KiB) and why it was cut short, if it was.
     Nothing waits on a pipe that a process the harness left behind holds open.
     """
+    stdin, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
+    assert stdin is not None and stdout is not None and stderr is not None  # all three are pipes
     sel = selectors.DefaultSelector()
     out, err = bytearray(), bytearray()
     view, sent = memoryview(data), 0
-    for f in (proc.stdin, proc.stdout, proc.stderr):
-        os.set_blocking(f.fileno(), False)
+    for pipe in (stdin, stdout, stderr):
+        os.set_blocking(pipe.fileno(), False)
     if data:
-        sel.register(proc.stdin, selectors.EVENT_WRITE)
+        sel.register(stdin, selectors.EVENT_WRITE)
     else:
-        proc.stdin.close()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    sel.register(proc.stderr, selectors.EVENT_READ)
+        stdin.close()
+    sel.register(stdout, selectors.EVENT_READ)
+    sel.register(stderr, selectors.EVENT_READ)
     why, deadline = None, time.monotonic() + limit
     try:
         while sel.get_map():
@@ -229,20 +234,20 @@ def _exchange(proc: subprocess.Popen, data: bytes, limit: float,
             exited = proc.poll() is not None
             for key, _ in sel.select(min(left, 0.05 if exited else 0.5)):
                 f = key.fileobj
-                if f is proc.stdin:
+                if f is stdin:
                     try:
-                        sent += os.write(f.fileno(), view[sent : sent + (1 << 16)])
+                        sent += os.write(key.fd, view[sent : sent + (1 << 16)])
                     except BrokenPipeError:
                         sent = len(data)
                     if sent >= len(data):
-                        sel.unregister(f)
-                        f.close()
+                        sel.unregister(stdin)
+                        stdin.close()
                     continue
-                chunk = os.read(f.fileno(), 1 << 16)
+                chunk = os.read(key.fd, 1 << 16)
                 if not chunk:
                     sel.unregister(f)
                     continue
-                (out if f is proc.stdout else err).extend(chunk)
+                (out if f is stdout else err).extend(chunk)
                 if len(err) > 1 << 16:
                     del err[1 << 16 :]
                 if len(out) > out_cap:
@@ -259,7 +264,7 @@ def _exchange(proc: subprocess.Popen, data: bytes, limit: float,
 
 # --- the emulated harness ------------------------------------------------------------------
 
-_EMULATORS: dict[Path, object] = {}
+_EMULATORS: dict[Path, Emulator] = {}
 EMU_BATCH = 256 << 10  # bytes of case lines per emulator call (its input buffer holds 1 MiB)
 # Unicorn keeps about 500 bytes per trapped instruction until the engine is closed (measured:
 # 5 MB per 10 000 traps), so each is replaced after this many traps: at most 50 MB an engine.
@@ -322,7 +327,7 @@ def _first_difference(job: Job, opt: str, chosen, wanted, out: str, spec=None):
     got = out.split("\n")
     stats = LevelStats()
     at = 0
-    for case, want in zip(chosen, wanted):
+    for case, want in zip(chosen, wanted, strict=True):
         if got[at : at + len(want)] != want:
             for i, line in enumerate(want):
                 have = got[at + i] if at + i < len(got) else "<no more output>"
@@ -350,13 +355,13 @@ def run_job(job: Job) -> list[tuple[str, LevelStats, Mismatch | None]]:
     spec = parse(job.spec_text, job.spec_path)
     chosen = job.cases
     wanted = [case_gen.expected(spec, c, job.kernel) for c in chosen]
-    lines = [case_gen.case_line(spec, c, _budget(len(w))) for c, w in zip(chosen, wanted)]
+    lines = [case_gen.case_line(spec, c, _budget(len(w))) for c, w in zip(chosen, wanted, strict=True)]
     sizes = [len(w) for w in wanted]
     spec_line = case_gen.spec_line(spec)
     results = []
     for opt, harness in job.levels:
         if job.engine == "native":
-            timed = [_with_timeout(line, case_timeout(n)) for line, n in zip(lines, sizes)]
+            timed = [_with_timeout(line, case_timeout(n)) for line, n in zip(lines, sizes, strict=True)]
             limit = 2 * max(map(case_timeout, sizes)) + sum(sizes) * LINE_SECONDS + TIMEOUT_FLOOR
             out_cap = 4 * sum(len(line) + 1 for w in wanted for line in w) + OUT_SLACK
             out = _run_native(harness, job.guard, spec_line + "".join(timed), limit, out_cap)
@@ -374,7 +379,7 @@ def _weight(spec: Spec, case) -> int:
     if case.form == case_gen.HELPERS:
         return 40 + 2 * len(case.actions)
     r = mirror.sweep_range(spec, m)
-    regions = (r.pa_end - r.pa_start) // spec.instruction.table.region_size
+    regions = (r.pa_end - r.pa_start) // spec.as_table().table.region_size
     passes = sum(a in ("run", "setup") or a.startswith("a:") for a in case.actions)
     return 40 + regions * (2 + m.cores) * passes
 
@@ -390,8 +395,9 @@ def _chunks(spec: Spec, cases: Iterator, parts: int) -> Iterator[tuple]:
     head = list(islice(cases, LOOKAHEAD))
     weights = [_weight(spec, c) for c in head]
     target = max(sum(weights) // max(parts, 1), 1)
-    current, acc = [], 0
-    for case, w in chain(zip(head, weights), ((c, _weight(spec, c)) for c in cases)):
+    current: list = []
+    acc = 0
+    for case, w in chain(zip(head, weights, strict=True), ((c, _weight(spec, c)) for c in cases)):
         if current and acc + w > target:
             yield tuple(current)
             current, acc = [], 0
@@ -452,10 +458,8 @@ def _worker_terminated(signum, _frame) -> None:
 def _die_with_parent() -> None:
     import ctypes
 
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _stop_pool(pool: ProcessPoolExecutor, grace: float = 0.3) -> None:
@@ -493,10 +497,9 @@ def compare(spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: Engin
     kernel rather than the newest; ``profile_option`` is how the command
     line chose it, for the reproduce lines.
     """
+    from .execcheck import check_objects, check_sources
     from .kernelapi import NEWEST
     from .render import render_spec
-
-    from .execcheck import check_objects, check_sources
 
     # The spec may not come from the loader (an in-memory object), and the engine may not
     # come from choose_engine: hold both to the rules before anything is compiled or run.
@@ -526,7 +529,7 @@ def compare(spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: Engin
         kernel = tree_of(reference) is not None
     if only is not None and not 0 <= only < count:
         raise ValueError(f"case {only} does not exist: seed {seed} has cases 0..{count - 1}")
-    stream = islice(case_gen.stream(spec, seed), count)
+    stream: Iterator[case_gen.Case] = islice(case_gen.stream(spec, seed), count)
     if kernel:  # the cases as the kernel function's parameters can carry them
         from .reference import kernel_case
 

@@ -16,10 +16,10 @@ from typing import Annotated, Literal
 
 from .assembler import assemble
 from .diagnostics import Diagnostic, Mark, shown_path
-from .model import Byte, Doc, Identifier, Node, Spec
+from .model import Byte, Doc, Identifier, Node, Spec, global_names
+from .spec import convert_document
 from .toolchain import Compiler
 from .x86 import decode, decoder_name
-from .spec import convert_document, global_names
 
 KNOWN_ENCODINGS = Path(__file__).resolve().parent / "data" / "known_encodings.yaml"
 
@@ -114,7 +114,7 @@ def cross_check(specs: list[Spec], known: tuple[KnownEncoding, ...] | None = Non
         # a note from the table above that names it already says so (one note per hazard)
         d = decode(bytes(data))
         named = [n for n in notes if n.mark == mark and f" is {d.mnemonic} (" in n.message]
-        if d.exact and d.mnemonic != mnemonic and d.ignored_prefixes and not named:
+        if d.exact and d.mnemonic and d.mnemonic != mnemonic and d.ignored_prefixes and not named:
             notes.append(Diagnostic(mark, (
                 f"{decoder_name()} decodes {_hex(data)} as {d.mnemonic}, ignoring its "
                 f"{_hex(tuple(d.ignored_prefixes))} prefix: a CPU that ignores the prefix runs "
@@ -125,15 +125,15 @@ def cross_check(specs: list[Spec], known: tuple[KnownEncoding, ...] | None = Non
     for spec in specs:
         for name, mark in global_names(spec):
             defined.setdefault(name, []).append((spec, mark))
-    for name, where in defined.items():
-        for spec, mark in where:
-            other = next(((o, m) for o, m in where if o is not spec), None)
-            if other is None:
+    for name, sites in defined.items():
+        for spec, mark in sites:
+            rival = next(((o, m) for o, m in sites if o is not spec), None)
+            if rival is None:
                 continue
             problems.append(Diagnostic(mark, (
-                f"kernel name '{name}' is also defined by {other[0].instruction.mnemonic} "
-                f"({_where(other[1])})")))  # fmt: skip
-            others.append((spec.path, Diagnostic(other[1], (
-                f"kernel name '{name}' of {other[0].instruction.mnemonic}, which "
+                f"kernel name '{name}' is also defined by {rival[0].instruction.mnemonic} "
+                f"({_where(rival[1])})")))  # fmt: skip
+            others.append((spec.path, Diagnostic(rival[1], (
+                f"kernel name '{name}' of {rival[0].instruction.mnemonic}, which "
                 f"{spec.instruction.mnemonic} ({_where(mark)}) also defines"), "note")))  # fmt: skip
     return Findings(problems, notes, others)

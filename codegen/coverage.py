@@ -95,7 +95,7 @@ def measure(gcc: Compiler, objects: list[Path], gen_root: Path, files: dict[str,
                 if arcs:
                     had = cov.branches.get(n)
                     if had is not None and len(had) == len(arcs):
-                        cov.branches[n] = [a + b for a, b in zip(had, arcs)]
+                        cov.branches[n] = [a + b for a, b in zip(had, arcs, strict=True)]
                     elif had is None:
                         cov.branches[n] = arcs
                     else:  # another unit made other arcs of the line: count each apart
@@ -106,7 +106,8 @@ def measure(gcc: Compiler, objects: list[Path], gen_root: Path, files: dict[str,
 def _gcov(gcov: str, obj: Path, work: Path) -> dict:
     """gcov's JSON for one object (its .gcno and .gcda beside it)."""
     proc = subprocess.run(
-        [gcov, "--json-format", "--stdout", "--branch-probabilities", "--branch-counts", "--object-file", str(obj), str(obj)],
+        [gcov, "--json-format", "--stdout", "--branch-probabilities", "--branch-counts",
+         "--object-file", str(obj), str(obj)],
         capture_output=True, cwd=work, check=False,
     )  # fmt: skip
     if proc.returncode != 0:

@@ -39,7 +39,7 @@ class _Condition:
 
     line: str
     branch: str  # "then" / "else"
-    up: "_Condition | None"
+    up: _Condition | None
     depth: int
 
 
@@ -186,9 +186,9 @@ def _classify(code: str, masked: str) -> tuple[str, str]:
     brace = masked.find("{")
     head = masked if brace < 0 else masked[:brace]
     words = IDENT.findall(head)
-    if brace >= 0 and words[:1] in (["enum"], ["struct"], ["union"]) and "=" not in head:
-        if len(words) > 1 and words[0] in ("enum", "struct", "union"):
-            return words[0], words[1]
+    if brace >= 0 and words[:1] in (["enum"], ["struct"], ["union"]) and "=" not in head \
+            and len(words) > 1:
+        return words[0], words[1]
     if brace >= 0 and words and words[0] in ("static", "const") and "=" in head:
         pass
     name, paren = _first_call_name(head)
@@ -197,8 +197,8 @@ def _classify(code: str, masked: str) -> tuple[str, str]:
     if name and "=" not in head[:paren] and (brace < 0 or "=" not in head):
         if re.fullmatch(r"[A-Z_][A-Z0-9_]*", name):
             close = _match_close(masked, paren)
-            args = [IDENT.findall(a) for a in masked[paren + 1 : close].split(",")]
-            args = [a[-1] for a in args if a]
+            words_of = [IDENT.findall(a) for a in masked[paren + 1 : close].split(",")]
+            args = [w[-1] for w in words_of if w]
             if name.startswith("EXPORT_SYMBOL"):
                 return "export", args[0] if args else ""
             if name.startswith("DEFINE_PER_CPU") and args:
@@ -242,6 +242,7 @@ def _items(text: str) -> list[Item]:
             end = _pp_end(text, i)
             line = text[i:end]
             directive = re.match(r"#\s*(\w*)\s*(.*)", line, re.S)
+            assert directive is not None  # the line starts with '#'
             word, rest = directive.group(1), re.sub(r"\s+", " ", directive.group(2)).strip()
             start = pending if pending is not None else _line_start(text, i)
             if word == "define":
@@ -280,14 +281,14 @@ def _items(text: str) -> list[Item]:
         j = i
         end = -1
         while j < n:
-            m = masked[j]
-            if m in "([":
+            ch = masked[j]
+            if ch in "([":
                 j = _match_close(masked, j) + 1
-                if m == "(" and _bare_macro_call(text, masked, i, j):
+                if ch == "(" and _bare_macro_call(text, masked, i, j):
                     end = j
                     break
                 continue
-            if m == "{":
+            if ch == "{":
                 close = _match_close(masked, j)
                 head = masked[i:j].rstrip()
                 if head.endswith(")") and "=" not in head:
@@ -295,11 +296,11 @@ def _items(text: str) -> list[Item]:
                     break
                 j = close + 1
                 continue
-            if m == ";":
+            if ch == ";":
                 end = j + 1
                 break
-            if m in ")]}":
-                raise CTextError(f"unbalanced '{m}'", j)
+            if ch in ")]}":
+                raise CTextError(f"unbalanced '{ch}'", j)
             j += 1
         if end < 0:
             raise CTextError("unterminated declaration", i)
@@ -356,7 +357,7 @@ class Statement:
     code: int
     end: int  # after its last newline
     keyword: str  # the first word: asm, do, if, return, ... or "" for an expression
-    inner: tuple["Statement", ...] = ()  # statements of a block it holds
+    inner: tuple[Statement, ...] = ()  # statements of a block it holds
 
 
 def function_body(text: str, item: Item) -> tuple[int, int]:
@@ -415,9 +416,9 @@ def _statement_end(text: str, masked: str, i: int, keyword: str, depth: int = 0)
         close = _match_close(masked, i)
         return close + 1, statements(text, i + 1, close, masked, depth + 1)
     label = re.match(r"(?:case\b[^;{}]*?|default\s*|[A-Za-z_]\w*\s*):(?!:)", masked[i:])
-    if label and (keyword in ("case", "default") or not label.group().startswith(("default",))):
-        if keyword in ("case", "default") or re.fullmatch(r"[A-Za-z_]\w*\s*:", label.group()):
-            return i + label.end(), inner
+    if label and (keyword in ("case", "default") or not label.group().startswith(("default",))) \
+            and (keyword in ("case", "default") or re.fullmatch(r"[A-Za-z_]\w*\s*:", label.group())):
+        return i + label.end(), inner
     if keyword in ("if", "while", "for", "switch"):
         paren = masked.find("(", i)
         j = _match_close(masked, paren) + 1
@@ -439,7 +440,8 @@ def _statement_end(text: str, masked: str, i: int, keyword: str, depth: int = 0)
         return semi + 1, inner
     while j < len(masked):
         m = masked[j]
-        if m == "{" and keyword not in ("return", "sizeof") and re.fullmatch(r"[A-Za-z_]\w*\s*\(.*\)\s*", masked[i:j], re.S):
+        if m == "{" and keyword not in ("return", "sizeof") \
+                and re.fullmatch(r"[A-Za-z_]\w*\s*\(.*\)\s*", masked[i:j], re.S):
             # a loop macro: for_each_online_cpu(cpu) { ... }
             close = _match_close(masked, j)
             return close + 1, statements(text, j + 1, close, masked, depth + 1)
@@ -474,7 +476,11 @@ def walk(found: list[Statement]):
 def tokens(text: str) -> list[str]:
     """The tokens of C text, comments dropped: for comparing code regardless of layout."""
     out: list[str] = []
-    pattern = re.compile(r"\s+|/\*.*?\*/|//[^\n]*|\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'|[A-Za-z_]\w*|0[xX][0-9a-fA-F]+\w*|\d+\w*|->|<<=|>>=|\+\+|--|&&|\|\||[<>=!+\-*/%&|^]=|<<|>>|.", re.S)
+    pattern = re.compile(
+        r"\s+|/\*.*?\*/|//[^\n]*|\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'|[A-Za-z_]\w*"
+        r"|0[xX][0-9a-fA-F]+\w*|\d+\w*|->|<<=|>>=|\+\+|--|&&|\|\||[<>=!+\-*/%&|^]=|<<|>>|.",
+        re.S,
+    )
     for m in pattern.finditer(text):
         tok = m.group()
         if tok.isspace() or tok.startswith("/*") or tok.startswith("//"):

@@ -53,6 +53,15 @@ class SpecError(Exception):
         super().__init__("\n".join(str(d) for d in self.diagnostics))
 
 
+def size_text(n: int) -> str:
+    """A size in bytes for people: ``1 GB``, ``2 TB``, ``4 KB``; ``3000 bytes`` when no unit
+    divides it."""
+    for shift, unit in ((40, "TB"), (30, "GB"), (20, "MB"), (10, "KB")):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n} bytes"
+
+
 def plural(n: int, word: str, many: str | None = None) -> str:
     """``n`` and the noun agreeing with it: ``1 file``, ``2 files``, ``0 cores``, ``2 entries``."""
     return f"{n} {word if n == 1 else many or word + 's'}"

@@ -15,6 +15,7 @@ import gc
 from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
 from unicorn import UC_ARCH_X86, UC_HOOK_INSN_INVALID, UC_MODE_64, Uc, UcError
 from unicorn.unicorn_py3 import unicorn as _unicorn_binding
 from unicorn.x86_const import UC_X86_REG_RDI, UC_X86_REG_RIP, UC_X86_REG_RSP
@@ -77,7 +78,10 @@ class Emulator:
                 if seg["p_type"] != "PT_LOAD":
                     continue
                 spans.append((seg["p_vaddr"], seg["p_memsz"], seg.data()))
-            symbols = {s.name: s["st_value"] for s in elf.get_section_by_name(".symtab").iter_symbols()}
+            symtab = elf.get_section_by_name(".symtab")
+            if not isinstance(symtab, SymbolTableSection):
+                raise EmulatorError(f"{elf_path} has no symbol table")
+            symbols = {s.name: s["st_value"] for s in symtab.iter_symbols()}
         mapped: list[tuple[int, int]] = []
         for vaddr, memsz, data in spans:
             lo, hi = _page_down(vaddr), _page_up(vaddr + memsz)
@@ -107,9 +111,10 @@ class Emulator:
         """Free the engine now.  Unicorn's memory grows with every trap it took, and the
         binding's closures keep the engine in reference cycles that only a full garbage
         collection frees, which a busy worker may not run for minutes (measured: 20 MB/s)."""
-        if self.uc is not None:
-            self.uc.hook_del(self._hook)
-            self.uc = None
+        uc = self.__dict__.pop("uc", None)  # a closed emulator has no engine
+        if uc is not None:
+            uc.hook_del(self._hook)
+            del uc
             gc.collect()
 
     def _on_invalid(self, uc: Uc, _user) -> bool:

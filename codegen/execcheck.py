@@ -101,7 +101,7 @@ def _text_sections(elf: ELFFile):
 
 
 def _symbols(elf: ELFFile) -> tuple[set[str], set[str]]:
-    defined, undefined = set(), set()
+    defined, undefined = set[str](), set[str]()
     for section in elf.iter_sections():
         if isinstance(section, SymbolTableSection):
             for sym in section.iter_symbols():

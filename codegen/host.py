@@ -29,7 +29,7 @@ class HostCpu:
 
 @cache
 def host_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> HostCpu:
-    vendor, flags = "unknown", set()
+    vendor, flags = "unknown", set[str]()
     try:
         for line in cpuinfo.read_text().splitlines():
             key, _, value = line.partition(":")

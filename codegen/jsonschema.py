@@ -14,11 +14,12 @@ import typing
 from typing import Any, Literal, Union
 
 from . import __version__, model
-from .spec import C_KEYWORDS, SIZE_UNITS, field_type, is_optional_field, yaml_fields
+from .model import C_KEYWORDS
+from .spec import SIZE_UNITS, field_type, is_optional_field, yaml_fields
 
-SCHEMA_ID = "https://kgen.invalid/schema/spec-v%d.json" % model.FORMAT_VERSION
+SCHEMA_ID = f"https://kgen.invalid/schema/spec-v{model.FORMAT_VERSION}.json"
 
-_TEXT_RULES = {
+_TEXT_RULES: dict[str, dict[str, Any]] = {
     "identifier": {
         "type": "string",
         "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$",
@@ -42,7 +43,7 @@ def _schema(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:
         base, *constraints = typing.get_args(tp)
-        out = dict(_schema(base, defs))
+        out: dict[str, Any] = dict(_schema(base, defs))
         for c in constraints:
             if isinstance(c, model.Range):
                 out["minimum"] = c.lo
@@ -71,7 +72,7 @@ def _schema(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
         return {"enum": list(typing.get_args(tp))}
     if origin is tuple:
         return {"type": "array", "items": _schema(typing.get_args(tp)[0], defs)}
-    if dataclasses.is_dataclass(tp):
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         name = tp.__name__
         if name not in defs:
             defs[name] = {}  # placeholder against recursion

@@ -15,9 +15,9 @@ place the C text computed here.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from .treeio import read_regular
 

@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 from .diagnostics import plural
 from .model import Spec
@@ -84,13 +85,13 @@ def registers(spec: Spec, pa: int, function: str | None = None) -> dict[str, int
     ``function`` defaults to the one the kernel helper passes.
     """
     insn = spec.instruction
-    name = function or spec.kernel.helper.function
-    regs = {}
+    name = function or spec.as_helper().helper.function
+    regs: dict[str, int] = {}
     for i in insn.inputs:
         if i.kind == "function-code":
             regs[i.register] = function_code(spec, name)
         elif i.align == "region":
-            regs[i.register] = align_down(pa, insn.table.region_size)
+            regs[i.register] = align_down(pa, spec.as_table().table.region_size)
         else:
             regs[i.register] = pa
     return regs
@@ -104,30 +105,30 @@ class Rmpopt(NamedTuple):
     rax: int
     rcx: int
     cf: int
-    kind: str = "rmpopt"
+    kind: Literal["rmpopt"] = "rmpopt"
 
 
 class Resched(NamedTuple):
     cpu: int
-    kind: str = "resched"
+    kind: Literal["resched"] = "resched"
 
 
 class Ipi(NamedTuple):
     cpu: int
     targets: tuple[int, ...]
-    kind: str = "ipi"
+    kind: Literal["ipi"] = "ipi"
 
 
 class Log(NamedTuple):
     text: str
-    kind: str = "log"
+    kind: Literal["log"] = "log"
 
 
 class Wrmsr(NamedTuple):
     cpu: int
     msr: int
     value: int
-    kind: str = "wrmsr"
+    kind: Literal["wrmsr"] = "wrmsr"
 
 
 class Fault(NamedTuple):
@@ -135,7 +136,7 @@ class Fault(NamedTuple):
     rax: int
     rcx: int
     exception: str
-    kind: str = "fault"
+    kind: Literal["fault"] = "fault"
 
 
 Event = Rmpopt | Resched | Ipi | Log | Wrmsr | Fault
@@ -267,7 +268,7 @@ class Hardware:
     feature: bool = True
 
     def __post_init__(self) -> None:
-        t = self.spec.instruction.table
+        t = self.spec.as_table().table
         if self.base % t.region_size:
             raise MachineError(f"RMPOPT base {self.base:#x} is not aligned to {t.region_size:#x}")
         self.region_size, self.entries = t.region_size, t.entries
@@ -281,7 +282,7 @@ class Hardware:
     # the RMP
     def assign(self, start: int, end: int) -> None:
         """RMPUPDATE makes [start, end) guest-assigned: clears those regions' bits on every CPU."""
-        ranges = sorted([*zip(self._starts, self._ends), (start, end)])
+        ranges = sorted([*zip(self._starts, self._ends, strict=True), (start, end)])
         merged: list[list[int]] = []
         for s, e in ranges:
             if merged and s <= merged[-1][1]:
@@ -305,6 +306,8 @@ class Hardware:
     def wrmsr(self, cpu: int, value: int) -> None:
         """A write of ``value`` to ``cpu``'s enabling MSR: it sets the enable bit and the base."""
         msr = self.spec.instruction.msr
+        if msr is None:
+            raise MachineError("the spec has no MSR to write")
         owner = self.owners[cpu] if self.owners else cpu
         if value >> msr.enable.bit & 1:
             self.enabled.add(owner)
@@ -375,7 +378,7 @@ class Range:
 
 
 def sweep_range(spec: Spec, machine: Machine) -> Range:
-    t = spec.instruction.table
+    t = spec.as_table().table
     start = align_down(machine.min_low_pfn << PAGE_SHIFT, t.region_size)
     end = align_up(machine.max_pfn << PAGE_SHIFT, t.region_size)
     capped = end
@@ -393,7 +396,7 @@ def followers(machine: Machine) -> list[int]:
 def executions(spec: Spec, machine: Machine) -> int:
     """RMPOPT executions in one pass: each region by the leader and by every follower."""
     r = sweep_range(spec, machine)
-    regions = -(-(r.pa_end - r.pa_start) // spec.instruction.table.region_size)
+    regions = -(-(r.pa_end - r.pa_start) // spec.as_table().table.region_size)
     return regions * (1 + len(followers(machine)))
 
 
@@ -430,13 +433,13 @@ def pa_text(value: int) -> str:
 
 def cap_log(spec: Spec, r: Range) -> Log:
     """The line that says which memory lies above the table's coverage."""
-    return Log(f"{spec.kernel.sweep.cap_message} [{pa_text(r.pa_end)} - {pa_text(r.uncapped_end)}]")
+    return Log(f"{spec.as_sweep().sweep.cap_message} [{pa_text(r.pa_end)} - {pa_text(r.uncapped_end)}]")
 
 
 def sweep(spec: Spec, machine: Machine, hw: Hardware | None = None) -> Iterator[Event]:
     """The ordered events of one pass, executing each RMPOPT on ``hw``."""
-    s = spec.kernel.sweep
-    t = spec.instruction.table
+    sw = spec.as_sweep()
+    s, t = sw.sweep, sw.table
     hw = hw if hw is not None else hardware_for(spec, machine)
     r = sweep_range(spec, machine)
     if r.capped and s.cap_log == "every-pass":
@@ -444,7 +447,7 @@ def sweep(spec: Spec, machine: Machine, hw: Hardware | None = None) -> Iterator[
     yield Log(f"{s.log_message} [{pa_text(r.pa_start)} - {pa_text(r.pa_end)}]")
     leader = machine.leader
     regions = range(r.pa_start, r.pa_end, t.region_size)
-    rcx = function_code(spec, spec.kernel.helper.function)
+    rcx = function_code(spec, sw.helper.function)
     for pa in regions:
         yield Rmpopt(leader, pa, rcx, hw.execute(leader, pa, rcx))
         yield Resched(leader)
@@ -457,7 +460,7 @@ def sweep(spec: Spec, machine: Machine, hw: Hardware | None = None) -> Iterator[
         if hw.owners is not None and not all(hw.ready(cpu) for cpu in targets):
             for cpu in targets:  # in turn, up to the one that faults
                 yield Rmpopt(cpu, pa, rcx, hw.execute(cpu, pa, rcx))
-        for cpu, cf in zip(targets, hw.execute_on(targets, pa, rcx)):
+        for cpu, cf in zip(targets, hw.execute_on(targets, pa, rcx), strict=True):
             yield Rmpopt(cpu, pa, rcx, cf)
         yield resched
 
@@ -487,7 +490,7 @@ def summarize(spec: Spec, machine: Machine) -> tuple[Summary, Hardware]:
         if e.kind == "rmpopt":
             cf_set += e.cf
     r = sweep_range(spec, machine)
-    regions = len(range(r.pa_start, r.pa_end, spec.instruction.table.region_size))
+    regions = len(range(r.pa_start, r.pa_end, spec.as_table().table.region_size))
     if not counts["rmpopt"]:
         regions = 0  # the pass never ran (no feature)
     optimized = {cpu: len(hw.tables[cpu]) for cpu in machine.online}
@@ -553,11 +556,11 @@ def worker_passes(worker, actions: list[str]) -> list[tuple[int, int]]:
 def msr_cpus(spec: Spec, machine: Machine) -> list[int]:
     """The CPUs setup and teardown write the MSR on, ascending: every online CPU for a
     per-thread MSR; for a per-core one, the first online CPU of each core."""
-    scope = spec.instruction.msr.scope
+    scope = spec.as_sweep().msr.scope
     online = machine.online
     if scope != "core":
         return online
-    firsts = {}
+    firsts: dict[int, int] = {}
     for cpu in online:
         firsts.setdefault(machine.core_thread(cpu)[0], cpu)
     return sorted(firsts.values())
@@ -565,7 +568,7 @@ def msr_cpus(spec: Spec, machine: Machine) -> list[int]:
 
 def msr_value(spec: Spec, machine: Machine) -> int:
     """What setup writes: the region-aligned start of memory with the enable bit, or the bit."""
-    msr = spec.instruction.msr
+    msr = spec.as_sweep().msr
     enable = 1 << msr.enable.bit
     if msr.value == "base | enable":
         return sweep_range(spec, machine).pa_start | enable
@@ -579,7 +582,7 @@ def setup_proceeds(spec: Spec, machine: Machine) -> bool:
 
 
 def _write_all(spec: Spec, machine: Machine, hw: Hardware, value: int) -> Iterator[Event]:
-    number = spec.instruction.msr.number
+    number = spec.as_sweep().msr.number
     for cpu in msr_cpus(spec, machine):
         hw.wrmsr(cpu, value)
         yield Wrmsr(cpu, number, value)
@@ -612,8 +615,8 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
     callback must; a CPU that goes offline writes nothing.  The CPU the worker and the
     entry points run on (the machine's leader) stays online.
 
-    setup does nothing without the feature or a prerequisite (``machine.without``), or when the worker exists already (a second
-    setup would leak the first), or when creating the worker fails (the first
+    setup does nothing without the feature or a prerequisite (``machine.without``), or when
+    the worker exists already (a second setup would leak the first), or when creating the worker fails (the first
     ``machine.nomem`` attempts: setup returns -ENOMEM with nothing written, and a later
     setup tries again), or when setting up the hotplug state fails (the first
     ``machine.hpfail`` attempts after the worker exists: setup frees the worker and
@@ -625,7 +628,8 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
     with its event.
     """
     hw = hw if hw is not None else hardware_for(spec, machine, enabled=False)
-    e = spec.kernel.enable
+    sv = spec.as_sweep()
+    e = sv.enable
     kthread = worker.kind == "kthread"
     alive = pending = False
     expires: int | None = None
@@ -656,7 +660,7 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
         if alive and cpu in msr_cpus(spec, machine):
             value = msr_value(spec, machine)
             hw.wrmsr(cpu, value)
-            yield Wrmsr(cpu, spec.instruction.msr.number, value), now
+            yield Wrmsr(cpu, sv.msr.number, value), now
 
     def one_pass(at: int) -> Iterator[tuple[Event, int]]:
         """A pass, and the teardown or hotplug that arrives during it once the pass is over."""
@@ -708,7 +712,7 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
                     for ev in _write_all(spec, machine, hw, msr_value(spec, machine)):
                         yield ev, now
                     r = sweep_range(spec, machine)
-                    if r.capped and spec.kernel.sweep.cap_log == "at-setup":
+                    if r.capped and spec.as_sweep().sweep.cap_log == "at-setup":
                         yield cap_log(spec, r), now
                     if kthread:
                         pending = True
@@ -754,7 +758,7 @@ def setup_pass_teardown(spec: Spec, machine: Machine, hw: Hardware) -> Iterator[
     if spec.kernel.enable is None or spec.instruction.msr is None:
         yield from sweep(spec, machine, hw)
         return
-    worker = spec.kernel.sweep.workers[0]
+    worker = spec.as_sweep().sweep.workers[0]
     actions = ["setup", "run" if worker.kind == "kthread" else f"a:{worker.first_delay_ms}",
                "teardown"]  # fmt: skip
     for event, _ in feature_trace(spec, worker, machine, actions, hw):

@@ -14,12 +14,114 @@ retry codes), and flag outputs with their software meaning.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Annotated, Literal
 
-from .diagnostics import Mark
+from .diagnostics import Mark, quote
 
 FORMAT_VERSION = 1
+
+
+# --- C names and the character rules of text --------------------------------
+
+C_KEYWORDS = frozenset(
+    """
+    auto break case char const continue default do double else enum extern float for goto if
+    inline int long register restrict return short signed sizeof static struct switch typedef
+    union unsigned void volatile while _Alignas _Alignof _Atomic _Bool _Complex _Generic
+    _Imaginary _Noreturn _Static_assert _Thread_local asm typeof __asm__ __typeof__ __inline__
+    __volatile__ __attribute__ __restrict__ __extension__ bool true false
+    alignas alignof constexpr nullptr static_assert thread_local typeof_unqual _BitInt
+    _Decimal32 _Decimal64 _Decimal128 _Pragma
+    __asm __attribute __typeof __typeof_unqual __inline __volatile __restrict __const __signed
+    __alignof __real __imag __complex __label__ __auto_type __thread __func__ __null
+    __int128 __int128_t __uint128_t __float128 __float80 __fp16 __bf16 __ibm128 __seg_fs __seg_gs
+    __declspec __cdecl __stdcall __fastcall __vectorcall __regcall
+    """.split()
+)
+# Macros gcc and clang define for x86-64 Linux in GNU C mode (clang -dM -E), outside the
+# reserved spellings below.
+PREDEFINED = frozenset("linux unix __linux __unix __x86_64 __amd64 __k8".split())
+# Families of the compilers' built-in functions (gcc and clang refuse to redefine them).
+BUILTIN_PREFIXES = ("__builtin_", "__sync_", "__atomic_", "__c11_", "__has_", "__is_", "__arm_")
+_RESERVED = re.compile(r"_[A-Z]|__[A-Z]|__.*__\Z")
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_PATH = re.compile(r"[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*\Z")
+_VERSION = re.compile(r"[0-9][0-9A-Za-z.+-]*\Z")
+_MODULE = re.compile(r"[a-z0-9_-]{1,55}\Z")
+_LABEL = re.compile(r"[a-z][a-z0-9-]{0,31}\Z")
+
+WORKER_NAME_KEYS = ("name", "workqueue", "trigger", "setup", "teardown")
+
+
+def text_problem(kind: str, value: str) -> str | None:
+    """Why ``value`` breaks the character rule ``kind``, or None."""
+    if kind == "identifier":
+        if not _IDENTIFIER.match(value):
+            return f"{quote(value)} is not a C identifier"
+        if value in C_KEYWORDS:
+            return f"{quote(value)} is a C keyword"
+        if value in PREDEFINED:
+            return f"{quote(value)} is a macro the compiler predefines"
+        if value.startswith(BUILTIN_PREFIXES):
+            return f"{quote(value)} is reserved for the compiler's built-in functions"
+        if _RESERVED.match(value):
+            return (
+                f"{quote(value)} is reserved in C: names that start with '_' and a capital, "
+                "'__' and a capital, or start and end with '__' belong to the compiler"
+            )
+        return None
+    if kind == "comment":
+        if not value.strip():
+            return "text must not be empty"
+        if "*/" in value or "/*" in value:
+            return "text must not contain '/*' or '*/': it is written into a C comment"
+        bad = next((c for c in value if not (c.isprintable() or c == "\n")), None)
+        if bad is not None:
+            return f"text must not contain the control character {bad!r}"
+        if not value.isascii():
+            return "text must be ASCII: it is written into C source"
+        return None
+    if kind == "c-string":
+        if not value.strip():
+            return "message must not be empty"
+        if not value.isascii() or not value.isprintable():
+            return "message must be printable ASCII on one line: it is written into a C string"
+        for c, why in (('"', "a double quote"), ("\\", "a backslash"), ("%", "a '%'")):
+            if c in value:
+                return f"message must not contain {why}: it is written into a C format string"
+        return None
+    if kind == "code":
+        if not value.strip():
+            return "code must not be empty"
+        bad = next((c for c in value if not (c.isprintable() or c in "\n\t")), None)
+        if bad is not None:
+            return f"code must not contain the control character {bad!r}"
+        if not value.isascii():
+            return "code must be ASCII: it is C source"
+        return None
+    if kind == "path":
+        # no '.', '..' or hidden component: each names a file or directory of its own
+        if not _PATH.match(value) or any(part.startswith(".") for part in value.split("/")):
+            return f"{quote(value)} is not a relative path inside a kernel tree"
+        return None
+    if kind == "module":
+        if not _MODULE.match(value):
+            return f"{quote(value)} is not a kernel module name (lower-case letters, digits, '_', '-')"
+        return None
+    if kind == "label":
+        if not _LABEL.match(value):
+            return (f"{quote(value)} is not a name: a lower-case letter, then lower-case letters, "
+                    f"digits and '-', at most 32 in all")
+        return None
+    if kind == "version":
+        if not _VERSION.match(value):
+            return f"{quote(value)} is not a version number"
+        return None
+    raise AssertionError(kind)
 
 
 # --- constraints carried by typing.Annotated --------------------------------
@@ -180,6 +282,20 @@ class Output(Node):
         Doc("code the kernel helper returns when the flag is set (e.g. PVALIDATE_FAIL_NOUPDATE)"),
     ] = None
 
+    # The loader gives each output exactly one of register and flag: code that has chosen
+    # the outputs of one kind reads that one through these.
+    @property
+    def required_register(self) -> GeneralRegister:
+        if self.register is None:
+            raise ValueError(f"output {self.name} is a flag output, not a register output")
+        return self.register
+
+    @property
+    def required_flag(self) -> Flag:
+        if self.flag is None:
+            raise ValueError(f"output {self.name} is a register output, not a flag output")
+        return self.flag
+
 
 @dataclass(frozen=True)
 class FunctionCode(Node):
@@ -284,6 +400,24 @@ class Instruction(Node):
     def return_output(self) -> Output | None:
         """The register output the low-level helper returns (the loader allows one)."""
         return next((o for o in self.outputs if o.register and not o.flag), None)
+
+    def pointer_operand(self) -> PointerOperand | None:
+        """The pointer input (the harness passes one), with the memory it reaches."""
+        i = next((i for i in self.inputs if i.type == "pointer"), None)
+        if i is None:
+            return None
+        if i.bytes is None or i.access is None:  # the loader requires both of a pointer
+            raise ValueError(f"pointer input {i.name} needs bytes and access")
+        return PointerOperand(i, i.bytes, i.access)
+
+
+@dataclass(frozen=True)
+class PointerOperand:
+    """A pointer input and the memory the instruction reaches through it."""
+
+    input: Input
+    bytes: int
+    access: Literal["read", "write", "read-write"]
 
 
 @dataclass(frozen=True)
@@ -492,3 +626,177 @@ class Spec(Node):
     source: str = field(
         default="", compare=False, repr=False, kw_only=True, metadata={"internal": True}
     )
+
+    # --- typed views of the optional sections, chosen once per spec ------------------------
+
+    @cached_property
+    def helper_view(self) -> HelperSpec | None:
+        """The spec as one with a higher-level helper, or None when it has none."""
+        k, fc = self.kernel, self.instruction.function_codes
+        if k.helper is None or fc is None:
+            return None
+        return HelperSpec(self, k.helper, fc)
+
+    @cached_property
+    def enum_view(self) -> EnumSpec | None:
+        """The spec as one with an enum of its function codes, or None when it has none."""
+        k, fc = self.kernel, self.instruction.function_codes
+        if k.enum is None or fc is None:
+            return None
+        return EnumSpec(self, k.enum, fc)
+
+    @cached_property
+    def table_view(self) -> TableSpec | None:
+        """The spec as one with a table of regions, or None when it has none."""
+        insn = self.instruction
+        if insn.table is None:
+            return None
+        return TableSpec(self, insn.table, insn.function_codes)
+
+    @cached_property
+    def sweep_view(self) -> SweepSpec | None:
+        """The spec as one with a sweep worker, or None when it has none."""
+        insn, k = self.instruction, self.kernel
+        if k.sweep is None:
+            return None
+        missing = [name for name, section in (
+            ("instruction.table", insn.table), ("instruction.function_codes", insn.function_codes),
+            ("instruction.cpuid", insn.cpuid), ("instruction.msr", insn.msr),
+            ("kernel.helper", k.helper), ("kernel.enable", k.enable),
+        ) if section is None]  # fmt: skip
+        if missing:  # the loader refuses such a spec; one built by hand may still get here
+            raise SectionMissing(self, "a sweep", missing)
+        assert insn.table and insn.function_codes and insn.cpuid and insn.msr
+        assert k.helper and k.enable
+        return SweepSpec(self, k.helper, insn.function_codes, insn.table, k.sweep, k.enable,
+                         insn.cpuid, insn.msr)  # fmt: skip
+
+    def as_helper(self) -> HelperSpec:
+        """The helper view of a spec that must have a helper."""
+        if self.helper_view is None:
+            raise SectionMissing(self, "a helper", ["kernel.helper"])
+        return self.helper_view
+
+    def as_enum(self) -> EnumSpec:
+        """The enum view of a spec that must have an enum."""
+        if self.enum_view is None:
+            raise SectionMissing(self, "an enum", ["kernel.enum"])
+        return self.enum_view
+
+    def as_table(self) -> TableSpec:
+        """The table view of a spec that must have a table."""
+        if self.table_view is None:
+            raise SectionMissing(self, "the table model", ["instruction.table"])
+        return self.table_view
+
+    def as_sweep(self) -> SweepSpec:
+        """The sweep view of a spec that must have a sweep."""
+        if self.sweep_view is None:
+            raise SectionMissing(self, "a sweep", ["kernel.sweep"])
+        return self.sweep_view
+
+
+class SectionMissing(ValueError):
+    """Code that needs a section was given a spec without it (a caller's mistake: the loader
+    checks which sections go together)."""
+
+    def __init__(self, spec: Spec, what: str, missing: list[str]):
+        super().__init__(f"{spec.path or spec.instruction.mnemonic}: {what} needs "
+                         + ", ".join(missing))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class HelperSpec:
+    """A spec with a higher-level helper and the function codes it passes one of."""
+
+    spec: Spec
+    helper: Helper
+    function_codes: FunctionCodes
+
+
+@dataclass(frozen=True)
+class EnumSpec:
+    """A spec with a kernel enum of its function codes (the loader requires the codes)."""
+
+    spec: Spec
+    enum: KernelEnum
+    function_codes: FunctionCodes
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A spec with an RMPOPT-style table of regions, which the mirror's hardware models."""
+
+    spec: Spec
+    table: Table
+    function_codes: FunctionCodes | None
+
+
+@dataclass(frozen=True)
+class SweepSpec(HelperSpec):
+    """A spec with a sweep worker, with every section a sweep needs present: the loader
+    refuses a sweep without instruction.table, kernel.helper (whose function code needs
+    instruction.function_codes) and kernel.enable, and an enable without instruction.cpuid
+    and instruction.msr."""
+
+    table: Table
+    sweep: Sweep
+    enable: Enable
+    cpuid: Cpuid
+    msr: Msr
+
+
+# --- the names a spec puts in the kernel -------------------------------------
+
+
+def retry_limit_name(spec: Spec) -> str:
+    """The constant that bounds a retry loop, e.g. RMPUPDATE_MAX_RETRIES."""
+    return spec.instruction.mnemonic.upper() + "_MAX_RETRIES"
+
+
+def kernel_names(spec: Spec) -> list[tuple[str, Mark]]:
+    """The C names a spec puts in the kernel besides its workers', with their marks."""
+    k, insn = spec.kernel, spec.instruction
+    names: list[tuple[str, Mark]] = [(k.raw_helper.name, k.raw_helper.mark("name"))]
+    for o in insn.outputs:
+        names += [(c.name, c.mark("name")) for c in o.codes]
+        if o.software_code:
+            names.append((o.software_code.name, o.software_code.mark("name")))
+    if k.raw_helper.max_retries is not None:
+        names.append((retry_limit_name(spec), k.raw_helper.mark("max_retries")))
+    if k.helper:
+        names.append((k.helper.name, k.helper.mark("name")))
+    if k.enum and insn.function_codes:
+        names.append((k.enum.name, k.enum.mark("name")))
+        # one constant per distinct code name: a repeated name is reported on its own
+        first_of_name = {c.name: c for c in reversed(insn.function_codes.codes)}
+        names += [(k.enum.prefix + name.upper(), c.mark("name")) for name, c in first_of_name.items()]
+    if k.sweep:
+        names.append((k.sweep.pass_name, k.sweep.mark("pass_name")))
+    if k.enable:
+        names.append((k.enable.mutex, k.enable.mark("mutex")))
+    return names
+
+
+def global_names(spec: Spec) -> list[tuple[str, Mark]]:
+    """Every C name a spec puts in a kernel tree, once each: what no other spec may define.
+
+    Besides :func:`kernel_names`, the names of its worker forms (the forms are
+    alternatives, so a name they share counts once) and the feature and MSR
+    names its header fragments define.
+    """
+    names = kernel_names(spec)
+    seen = {name for name, _ in names}
+    k, insn = spec.kernel, spec.instruction
+    more: list[tuple[str, Mark]] = []
+    for w in k.sweep.workers if k.sweep else ():
+        more += [(getattr(w, key), w.mark(key)) for key in WORKER_NAME_KEYS if getattr(w, key)]
+    if k.sweep and k.enable and insn.cpuid and insn.msr:
+        more.append((insn.cpuid.feature, insn.cpuid.mark("feature")))
+        more += [(insn.msr.name, insn.msr.mark("name")),
+                 (insn.msr.enable.name, insn.msr.enable.mark("name"))]  # fmt: skip
+    for name, mark in more:
+        if name not in seen:
+            seen.add(name)
+            names.append((name, mark))
+    return names

@@ -209,7 +209,8 @@ def gas_assemble(gas: Gas, mnemonic: str) -> bytes | None:
         if proc.returncode != 0:
             return None
         with open(obj, "rb") as f:
-            return ELFFile(f).get_section_by_name(".text").data()
+            text = ELFFile(f).get_section_by_name(".text")
+            return text.data() if text is not None else None
 
 
 def binutils_check(specs: list[Spec], gas: Gas | None, known: tuple[KnownVersion, ...] | None = None) -> Findings:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .model import OPERAND_BITS, Input, Spec
+from .model import OPERAND_BITS, Input, PointerOperand, Spec
 
 MASK64 = (1 << 64) - 1
 RETRY_STREAK = 3
@@ -89,12 +89,12 @@ def return_value(spec: Spec, rax: int, flags: int) -> int:
     """The helper's result, converted to u64 as the harness's call wrapper does."""
     insn = spec.instruction
     for o in insn.outputs:
-        if o.flag and o.software_code and flags >> FLAG_BITS[o.flag] & 1:
+        if o.flag and o.software_code and flags >> FLAG_BITS[o.required_flag] & 1:
             return o.software_code.value
     rc = insn.return_output()
     if rc is None:
         flag = next((o for o in insn.outputs if o.flag), None)
-        return flags >> FLAG_BITS[flag.flag] & 1 if flag else 0
+        return flags >> FLAG_BITS[flag.required_flag] & 1 if flag else 0
     if rc.type == "int":
         low = rax & 0xFFFF_FFFF
         return (low - (1 << 32) if low >> 31 else low) & MASK64
@@ -153,18 +153,19 @@ class Oracle:
         return rax, flags, memory
 
 
-def pointer_input(spec: Spec) -> Input | None:
-    return next((i for i in spec.instruction.inputs if i.type == "pointer"), None)
+def pointer_input(spec: Spec) -> PointerOperand | None:
+    return spec.instruction.pointer_operand()
 
 
 def call(spec: Spec, oracle: Oracle, cpu: int, args: list[int]) -> tuple[list[str], int]:
     """The trace lines of one call of the low-level helper, and its result."""
     insn, raw = spec.instruction, spec.kernel.raw_helper
     ptr = pointer_input(spec)
-    memory = None
+    pin = ptr.input if ptr else None
+    memory: bytes | None = None
     values, shown = [], []
     for i, arg in zip(insn.inputs, args, strict=True):
-        if i is ptr:
+        if ptr is not None and i is pin:
             memory = stream(arg, ptr.bytes)
             values.append(memory_hash(memory))
             shown.append("@" + memory.hex())
@@ -180,13 +181,13 @@ def call(spec: Spec, oracle: Oracle, cpu: int, args: list[int]) -> tuple[list[st
         out = [f"{rax:#x}"] if oracle.returns_rax else []
         if oracle.flag_mask:
             out.append(f"f={flags:#x}")
-        if written:
+        if written and after is not None:
             out.append("@" + after.hex())
         lines.append(f"R {cpu} " + " ".join(shown) + " = " + " ".join(out))
-        if written:  # a later execution sees what this one wrote
+        if written and after is not None:  # a later execution sees what this one wrote
             memory = after
-            values = [memory_hash(memory) if i is ptr else v for i, v in zip(insn.inputs, values)]
-            shown = ["@" + memory.hex() if i is ptr else s for i, s in zip(insn.inputs, shown)]
+            values = [memory_hash(memory) if i is pin else v for i, v in zip(insn.inputs, values, strict=True)]
+            shown = ["@" + memory.hex() if i is pin else s for i, s in zip(insn.inputs, shown, strict=True)]
         if rax in oracle.retry and raw.max_retries is not None and retries < raw.max_retries:
             retries += 1  # the asm statement runs again and loads its inputs again
             continue
@@ -203,7 +204,7 @@ def spec_fields(spec: Spec) -> list[str]:
     ]
     ptr = pointer_input(spec)
     if ptr is not None:
-        fields.append(f"ptr={HARNESS_REGISTER_LETTER[ptr.register]}:{ptr.bytes}:{ACCESS_LETTER[ptr.access]}")
+        fields.append(f"ptr={HARNESS_REGISTER_LETTER[ptr.input.register]}:{ptr.bytes}:{ACCESS_LETTER[ptr.access]}")
     model = Oracle(spec)
     if model.returns_rax:
         fields.append("rc=" + ",".join(f"{v:#x}" for v in model.codes))

@@ -84,7 +84,7 @@ def _markers(text: str) -> list[tuple[int, str, int]]:
 
 
 def _where(text: str, markers, offset: int) -> tuple[str, int]:
-    start, path, line = next(((s, p, l) for s, p, l in reversed(markers) if s <= offset), (0, "", 1))
+    start, path, line = next(((s, p, ln) for s, p, ln in reversed(markers) if s <= offset), (0, "", 1))
     return path, line + text.count("\n", start, offset)
 
 
@@ -152,7 +152,7 @@ def prove(compiler: Compiler, spec: Spec, files: dict[str, str], reference: tupl
         return [Reference(str(tree), tuple(str(p.relative_to(tree)) for p in copied.files),
                           f"{fn.path}:{fn.line}")]  # fmt: skip
     out = []
-    for given, d in zip(reference, dirs):
+    for given, d in zip(reference, dirs, strict=True):
         mine = [p for p in read if _under(p, d)]
         here = next((f"{given / p.relative_to(d)}:{line}" for p, line in inside if _under(p, d)), None)
         out.append(Reference(str(given), tuple(str(p.relative_to(d)) for p in mine), here))

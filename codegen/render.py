@@ -13,17 +13,25 @@ from __future__ import annotations
 import hashlib
 import textwrap
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from typing import Any
 
 import jinja2
 
 from . import __version__
+from .diagnostics import quote, size_text
 from .kernelapi import NEWEST, Profile
-from .model import CONSTRAINT_LETTER, PREREQUISITE_CHECKS, Spec, Worker
-from .diagnostics import quote
-from .spec import retry_limit_name, text_problem
+from .model import (
+    CONSTRAINT_LETTER,
+    PREREQUISITE_CHECKS,
+    Spec,
+    Worker,
+    retry_limit_name,
+    text_problem,
+)
+
 
 def _templates_dir() -> Path:
     """templates/ of the checkout, or the copy an installed package carries."""
@@ -43,6 +51,8 @@ _SIZE_SUFFIX = ((40, "T"), (30, "G"), (20, "M"), (10, "K"), (0, ""))
 
 class RenderError(Exception):
     """A spec value that the templates cannot express, or a template bug."""
+
+    spec_path = ""  # the spec being rendered, set by render_all
 
 
 class C(str):
@@ -97,8 +107,8 @@ def f_sz(value: int, available: frozenset[str] | None = None) -> C:
 
 def f_human_size(value: int) -> C:
     """1 << 30 -> '1 GB', for comments."""
-    name = f_sz(value)[3:]
-    return _c(f"{name[:-1]} {name[-1]}B" if name[-1].isalpha() else f"{name} bytes")
+    f_sz(value)  # a power of two, or a RenderError
+    return _c(size_text(value))
 
 
 def f_byte_directive(encoding: Iterable[Any]) -> C:
@@ -353,14 +363,15 @@ class EnableShape:
 
 
 _SWEEP_INCLUDES = (
-    "linux/align.h", "linux/cpumask.h", "linux/lockdep.h", "linux/memblock.h", "linux/pfn.h", "linux/printk.h", "linux/sched.h",
+    "linux/align.h", "linux/cpumask.h", "linux/lockdep.h", "linux/memblock.h", "linux/pfn.h",
+    "linux/printk.h", "linux/sched.h",
     "linux/sizes.h", "linux/smp.h", "linux/topology.h",
 )  # fmt: skip
 
 
 def enable_shape(spec: Spec, worker: Worker, profile: Profile) -> EnableShape:
-    insn, e = spec.instruction, spec.kernel.enable
-    msr = insn.msr
+    sw = spec.as_sweep()
+    e, msr = sw.enable, sw.msr
     fns = {key: f_ident(name) for key, name in worker_functions(worker).items()}
     mutex = f_ident(e.mutex)
     includes = set(_SWEEP_INCLUDES) | {
@@ -370,15 +381,15 @@ def enable_shape(spec: Spec, worker: Worker, profile: Profile) -> EnableShape:
     }  # fmt: skip
     includes |= {"linux/bitops.h", "linux/err.h", "linux/kthread.h"} if worker.kind == "kthread" \
         else {"linux/workqueue.h"}  # fmt: skip
-    value = f_ident(msr.enable.name)
+    value: str = f_ident(msr.enable.name)
     if msr.value == "base | enable":
-        region = f_sz(insn.table.region_size, profile.sizes)
+        region = f_sz(sw.table.region_size, profile.sizes)
         value = f"ALIGN_DOWN(PFN_PHYS(min_low_pfn), {region}) | {value}"
     one_per_core = (
         "cpu == cpumask_first_and(topology_sibling_cpumask(cpu), cpu_online_mask)"
         if msr.scope == "core" else None
     )  # fmt: skip
-    feature = f_ident(insn.cpuid.feature)
+    feature = f_ident(sw.cpuid.feature)
     includes |= {PREREQUISITE_CHECKS[p.check][0] for p in e.requires}
     gate = setup_gate(spec)
     if profile.guard:
@@ -389,15 +400,15 @@ def enable_shape(spec: Spec, worker: Worker, profile: Profile) -> EnableShape:
     return EnableShape(
         includes=tuple(_c(f"#include <{h}>") for h in sorted(includes, key=_include_order)),
         mutex=mutex, feature=feature, msr=f_ident(msr.name), msr_value=_c(value),
-        write_fn=_c(f"{f_ident(spec.kernel.helper.name)}_write_msr"),
+        write_fn=_c(f"{f_ident(sw.helper.name)}_write_msr"),
         one_per_core=_c(one_per_core) if one_per_core else None,
         wrmsr=_c(profile.wrmsr("cpu", f_ident(msr.name), "val")),
         hotplug_lock=_c(f"{profile.hotplug_lock[0]}();"),
         hotplug_unlock=_c(f"{profile.hotplug_lock[1]}();"),
-        hp_var=_c(f"{f_ident(spec.kernel.helper.name)}_hp_state"),
+        hp_var=_c(f"{f_ident(sw.helper.name)}_hp_state"),
         hp_setup=_c(f"cpuhp_setup_state({f_ident(e.hotplug.state)}, \"{f_cstring(e.hotplug.name)}\", "
-                    f"{f_ident(spec.kernel.helper.name)}_cpu_online, NULL)"),
-        online_fn=_c(f"{f_ident(spec.kernel.helper.name)}_cpu_online"),
+                    f"{f_ident(sw.helper.name)}_cpu_online, NULL)"),
+        online_fn=_c(f"{f_ident(sw.helper.name)}_cpu_online"),
         wrmsr_local=_c(profile.wrmsr_local(f_ident(msr.name), value, "\t\t")),
         start=fns["start"], request=fns["request"], stop=fns["stop"],
         clear=e.msr_on_teardown == "clear",
@@ -414,8 +425,9 @@ def enable_shape(spec: Spec, worker: Worker, profile: Profile) -> EnableShape:
 
 def setup_conditions(spec: Spec) -> list[str]:
     """What setup tests before anything else, in order: the feature, then each prerequisite."""
-    e = spec.kernel.enable
-    return [f"{e.check}({f_ident(spec.instruction.cpuid.feature)})",
+    sw = spec.as_sweep()
+    e = sw.enable
+    return [f"{e.check}({f_ident(sw.cpuid.feature)})",
             *(f"{f_ident(p.check)}({f_ident(p.argument)})" for p in e.requires)]  # fmt: skip
 
 
@@ -458,6 +470,42 @@ class RawShape:
     clobbers: C
     sets: tuple[C, ...] = ()  # lines after the instruction's string: CC_SET(c) where the profile needs them
     x86_64_only: bool = False  # the helpers pass a u64 in one register: x86-64 only
+    doc: tuple[C, ...] = ()  # the kernel-doc below the title, one paragraph line each ("": blank)
+
+
+def raw_doc(spec: Spec, retry: tuple[C, ...] = (), limit: C | None = None) -> tuple[C, ...]:
+    """The kernel-doc of the low-level helper below its title: parameters, encoding, registers,
+    outputs, retries and what it returns, each sentence wrapped for a comment."""
+    insn = spec.instruction
+    rc = insn.return_output()
+    mnemonic = f_ident(insn.mnemonic)
+    binutils = insn.assembler.binutils if insn.assembler else None
+    why = (f'The "{mnemonic}" mnemonic needs binutils {f_cstring(binutils)}, so the bytes are '
+           "emitted with .byte." if binutils else
+           f'No binutils release knows the "{mnemonic}" mnemonic yet, so the bytes are emitted '
+           "with .byte.")  # fmt: skip
+    inputs = ", ".join(f"{f_register(i.register)} = @{f_ident(i.name)}" for i in insn.inputs)
+    kept = "".join(f" {f_register(r)} is left unchanged." for r in insn.preserved)
+    lines = [f_comment(f"{i.description} ({i.register.upper()})", f"@{i.name}: ") for i in insn.inputs]
+    lines += [_c(""), f_comment(f"Encoding: {f_byte_text(insn.encoding)}. {why}"),
+              f_comment(f"Inputs: {inputs}.{kept}")]  # fmt: skip
+    for o in insn.outputs:
+        where = f"RFLAGS.{o.required_flag.upper()}" if o.flag else o.required_register.upper()
+        what = _checked("comment", o.description)
+        lines.append(f_comment(f"Output: {where}, {what[0].lower()}{what[1:]}."))
+    if retry and rc is not None:
+        lines.append(f_comment(f"While {rc.required_register.upper()} is {' or '.join(retry)}, "
+                               f"executes the instruction again, at most {limit} times."))  # fmt: skip
+    lines.append(_c(""))
+    flags = [o for o in insn.outputs if o.flag]
+    if rc is not None:
+        codes = [f"{o.software_code.name} when {o.required_flag.upper()} is set"
+                 for o in flags if o.software_code]  # fmt: skip
+        lines.append(f_comment(f"Return: the code in {rc.required_register.upper()}"
+                               + (", or " + ", or ".join(codes) if codes else "") + "."))  # fmt: skip
+    else:
+        lines += [_c(f"Return: true when {f_register(o.required_flag)} is set.") for o in flags]
+    return tuple(lines)
 
 
 def needs_x86_64(spec: Spec) -> bool:
@@ -496,12 +544,12 @@ def raw_shape(spec: Spec, profile: Profile = NEWEST) -> RawShape:
     mnemonic = insn.mnemonic.upper()
     if rc is not None:
         for c in rc.codes:
-            entries.append((f"{mnemonic} return code in {rc.register.upper()}: {c.description}",
+            entries.append((f"{mnemonic} return code in {rc.required_register.upper()}: {c.description}",
                             c.name, c.value))  # fmt: skip
     for o in flags:
         if o.software_code:
             sc = o.software_code
-            entries.append((f"Software defined, {mnemonic} set RFLAGS.{o.flag.upper()}: "
+            entries.append((f"Software defined, {mnemonic} set RFLAGS.{o.required_flag.upper()}: "
                             f"{sc.description}", sc.name, sc.value))  # fmt: skip
     retry = tuple(f_ident(c.name) for c in (rc.codes if rc else ()) if c.retry)
     limit = None
@@ -517,27 +565,96 @@ def raw_shape(spec: Spec, profile: Profile = NEWEST) -> RawShape:
         tabs = "\t" * (stop // 8 - len(head) // 8)
         defines.append(_c(f"{_comment_line(comment)}\n{head}{tabs}{f_dec(value)}"))
     structs = tuple(dict.fromkeys(f_ident(i.points_to) for i in insn.inputs if i.points_to))
-    outs = [profile.flag_output(o.flag, f_ident(o.name)) for o in flags]
+    outs = [profile.flag_output(o.required_flag, f_ident(o.name)) for o in flags]
     if rc is not None:
-        outs.append(f'"={_constraint_letter(rc.register)}" ({f_ident(rc.name)})')
+        outs.append(f'"={_constraint_letter(rc.required_register)}" ({f_ident(rc.name)})')
     ins = [f"{f_input_constraint(i.register)} ({f_ident(i.name)})" for i in insn.inputs]
     clobbers = ", ".join(f'"{f_ident(c)}"' for c in insn.clobbers)
     retry_while = None
-    if limit:
+    if limit and rc is not None:
         test = " || ".join(f"{f_ident(rc.name)} == {name}" for name in retry)
         test = f"({test})" if len(retry) > 1 else test
         retry_while = _c(f"{test} && retries++ < {limit}")
-    if rc is not None:
-        ret = _c(rc.type)
-    elif flags:
-        ret = _c("bool")
-    else:
-        ret = _c("void")
+    ret = return_type(spec)
     return RawShape(
         ret, _c(", ".join(c_parameter(i) for i in insn.inputs)), structs, tuple(defines), rc, flags,
         retry, limit, retry_while, _c(", ".join(outs)), _c(", ".join(ins)), _c(clobbers),
-        tuple(_c(line) for line in profile.flag_sets(o.flag for o in flags)), needs_x86_64(spec),
+        tuple(_c(line) for line in profile.flag_sets(o.required_flag for o in flags)), needs_x86_64(spec),
+        raw_doc(spec, retry, limit),
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class HelperShape:
+    """The C of the higher-level helper, computed from the spec; the template places it."""
+
+    name: C
+    parameter: C
+    params: C  # its parameter list: the address, then any input it passes through as it is
+    ret: C  # what it returns: the low-level helper's result
+    title: C  # the kernel-doc title: "rmpopt() - Run RMPOPT on the 1 GB region that ..."
+    param_docs: tuple[C, ...]  # the kernel-doc line of each parameter
+    doc: C  # the sentence that says what it passes where
+    returns: tuple[C, ...]  # the kernel-doc Return: line
+    locals: tuple[C, ...]  # the declarations of the values it passes
+    args: tuple[C, ...]  # the low-level helper's arguments, one per parameter, in its order
+    call: C  # the call of the low-level helper with ``args``
+
+
+def helper_shape(spec: Spec, profile: Profile = NEWEST) -> HelperShape | None:
+    """The higher-level helper: the aligned address and the function code, each passed to the
+    low-level helper's parameter of that input, by name, and any other input passed through
+    as a parameter of the same name; None without a helper."""
+    view = spec.helper_view
+    if view is None:
+        return None
+    insn, raw, h = spec.instruction, spec.kernel.raw_helper, view.helper
+    table = spec.as_table().table
+    addr = next((i for i in insn.inputs if i.align == "region"), None)
+    code = next((i for i in insn.inputs if i.register == view.function_codes.operand), None)
+    if addr is None or code is None:
+        raise RenderError(f"{h.name}() needs an input aligned to the region and the function "
+                          "code's input: it passes those two")  # fmt: skip
+    if spec.kernel.enum is None:
+        raise RenderError(f"{h.name}() passes its function code by the enum's constant: it "
+                          "needs kernel.enum")  # fmt: skip
+    region = f_sz(table.region_size, profile.sizes)
+    const = f_ident(spec.kernel.enum.prefix + h.function.upper())
+    param = f_ident(h.parameter)
+    value_of = {addr.name: f_ident(addr.register), code.name: f_ident(code.register)}
+    through = [i for i in insn.inputs if i.name not in value_of]
+    if h.parameter in (i.name for i in through):
+        raise RenderError(f"{h.name}()'s parameter {h.parameter} is also an input it passes through")
+    args = tuple(value_of.get(i.name) or f_ident(i.name) for i in insn.inputs)
+    rc = insn.return_output()
+    ret = return_type(spec)
+    returns = ((_c(f"Return: what {f_ident(raw.name)}() returns."),) if rc else
+               tuple(_c("Return: true when the region is optimized.") for o in insn.outputs if o.flag))  # fmt: skip
+    return HelperShape(
+        name=f_ident(h.name), parameter=param, ret=ret,
+        params=_c(", ".join([f"phys_addr_t {param}", *(c_parameter(i) for i in through)])),
+        title=_c(f"{f_ident(h.name)}() - Run {f_upper_ident(insn.mnemonic)} on the "
+                 f"{f_human_size(table.region_size)} region that holds a physical address"),
+        param_docs=(_c(f"@{param}: system physical address anywhere in the region"),
+                    *(f_comment(f"{i.description} ({i.register.upper()})", f"@{i.name}: ")
+                      for i in through)),
+        doc=_c(f"Aligns @{param} down to {region} for {f_register(addr.register)} and passes "
+               f"{const} in {f_register(code.register)}."),
+        returns=returns,
+        locals=(_c(f"u64 {value_of[addr.name]} = ALIGN_DOWN({param}, {region});"),
+                _c(f"u64 {value_of[code.name]} = {const};")),
+        args=args,
+        call=_c(f"{f_ident(raw.name)}({', '.join(args)})"),
+    )  # fmt: skip
+
+
+def return_type(spec: Spec) -> C:
+    """What the low-level helper returns, and the helper with it: the return code, or the
+    flag as a bool, or nothing."""
+    rc = spec.instruction.return_output()
+    if rc is not None:
+        return _c(rc.type)
+    return _c("bool" if any(o.flag for o in spec.instruction.outputs) else "void")
 
 
 def spec_digest(source: str | bytes) -> str:
@@ -590,6 +707,7 @@ def render_spec(spec: Spec, templates: Path = TEMPLATES, profile: Profile = NEWE
             "worker": out.worker,
             "header_include": _c(include_split(k.raw_helper.header)[1]),
             "raw": raw_shape(spec, profile),
+            "helper": helper_shape(spec, profile),
             "en": (
                 enable_shape(spec, out.worker or k.sweep.workers[0], profile)
                 if k.enable is not None and k.sweep is not None

@@ -9,10 +9,11 @@ finds; every name and constant it looks for comes from the spec.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from .model import CONSTRAINT_LETTER, Spec
+from .diagnostics import Mark
+from .model import CONSTRAINT_LETTER, Spec, retry_limit_name
 from .render import f_sz, outputs, setup_conditions, worker_functions
 
 Files = dict[str, str]
@@ -113,8 +114,8 @@ def raw_helper_shape(spec: Spec, files: Files) -> list[str]:
                 f"CC_OUT({cc}) ({o.name})" in body and f"CC_SET({cc})" in body):
             problems.append(f"{raw} does not return {o.flag.upper()} through a \"=@cc\" output "
                             "or CC_SET()/CC_OUT()")
-    if rc and f'"={CONSTRAINT_LETTER.get(rc.register)}" ({rc.name})' not in body:
-        problems.append(f"{raw} does not take {rc.name} from {rc.register.upper()}")
+    if rc and f'"={CONSTRAINT_LETTER.get(rc.required_register)}" ({rc.name})' not in body:
+        problems.append(f"{raw} does not take {rc.name} from {rc.required_register.upper()}")
     for i in insn.inputs:
         letter = CONSTRAINT_LETTER.get(i.register)
         if letter and f'"{letter}" ({i.name})' not in body:
@@ -137,21 +138,19 @@ def software_code(spec: Spec, files: Files) -> list[str]:
     problems = []
     for o in spec.instruction.outputs:
         if o.software_code and f"\tif ({o.name})\n\t\treturn {o.software_code.name};\n" not in body:
-            problems.append(f"{o.flag.upper()} set does not return {o.software_code.name}")
+            problems.append(f"{o.required_flag.upper()} set does not return {o.software_code.name}")
     return problems
 
 
 @rule("retry-bounded", "the helper retries on a retry code, and a bounded number of times")
 def retry_bounded(spec: Spec, files: Files) -> list[str]:
-    from .spec import retry_limit_name
-
     _, text = _header(spec, files)
     rc = spec.instruction.return_output()
     retry = [c.name for c in (rc.codes if rc else ()) if c.retry]
     body = _function(text, spec.kernel.raw_helper.name) or ""
     if re.search(r"while \((1|true)\)|for \(;;\)", body):
         return ["an unbounded loop"]
-    if not retry:
+    if not retry or rc is None:
         return ["loops without a retry code"] if re.search(r"\bwhile\b", body) else []
     limit = retry_limit_name(spec)
     problems = []
@@ -163,7 +162,8 @@ def retry_bounded(spec: Spec, files: Files) -> list[str]:
             problems.append(f"does not retry on {name}")
     if not re.search(rf"&& \w+\+\+ < {limit}$", loop.group(1)):
         problems.append(f"the retries are not bounded by {limit}")
-    if not _defined(text, limit, spec.kernel.raw_helper.max_retries):
+    if spec.kernel.raw_helper.max_retries is None \
+            or not _defined(text, limit, spec.kernel.raw_helper.max_retries):
         problems.append(f"no '#define {limit}\t{spec.kernel.raw_helper.max_retries}'")
     return problems
 
@@ -192,12 +192,12 @@ def asm_clobbers(spec: Spec, files: Files) -> list[str]:
       needs=("helper", "enum"))
 def helper_aligns(spec: Spec, files: Files) -> list[str]:
     _, text = _header(spec, files)
-    h, k = spec.kernel.helper, spec.kernel
+    h, k = spec.as_helper().helper, spec.kernel
     body = _function(text, h.name)
     if body is None:
         return [f"no {h.name}() helper"]
-    region = f_sz(spec.instruction.table.region_size)
-    const = k.enum.prefix + h.function.upper()
+    region = f_sz(spec.as_table().table.region_size)
+    const = spec.as_enum().enum.prefix + h.function.upper()
     problems = []
     if f"ALIGN_DOWN({h.parameter}, {region})" not in body:
         problems.append(f"{h.name}() does not use ALIGN_DOWN({h.parameter}, {region})")
@@ -205,7 +205,35 @@ def helper_aligns(spec: Spec, files: Files) -> list[str]:
         problems.append(f"{h.name}() does not pass {const}")
     if f"return {k.raw_helper.name}(" not in body:
         problems.append(f"{h.name}() does not return {k.raw_helper.name}()'s result")
+    problems += _call_by_parameter(spec, body, {
+        i.name: f"ALIGN_DOWN({h.parameter}, {region})" if i.align == "region"
+        else const if i.kind == "function-code" else i.name  # passed through as it is
+        for i in spec.instruction.inputs
+    })  # fmt: skip
     return problems
+
+
+def _call_by_parameter(spec: Spec, body: str, wanted: dict[str, str]) -> list[str]:
+    """The helper's call of the low-level helper passes each parameter the value it wants
+    (``wanted``: parameter name -> the C the helper computes for it), matched by name: the
+    variable in each argument's position must hold that parameter's value."""
+    raw, h = spec.kernel.raw_helper.name, spec.as_helper().helper.name
+    call = re.search(rf"\breturn {re.escape(raw)}\(([^;]*)\);", body)
+    if call is None:
+        return []  # said above: it does not return the low-level helper's result
+    args = [a.strip() for a in call.group(1).split(",")]
+    params = [i.name for i in spec.instruction.inputs]
+    held = dict(re.findall(r"^\t\w+ (\w+) = ([^;\n]*);$", body, re.M))
+    if len(args) != len(params):
+        return [f"{h}() passes {len(args)} arguments to {raw}(), which takes {len(params)}"]
+    wrong = [(a, p) for a, p in zip(args, params, strict=True) if held.get(a, a) != wanted.get(p)]
+    if not wrong:
+        return []
+    (a0, p0), *rest = wrong
+    passes = f"{h}() passes {a0} as {raw}()'s {p0}" + "".join(f" and {a} as its {p}" for a, p in rest)
+    wants = ", ".join(f"{p} wants {wanted.get(p, 'a value the helper does not compute')}"
+                      for _, p in wrong)
+    return [f"{passes}: {wants}"]
 
 
 @rule("no-pointer-packing", "address and function code are never packed into one argument",
@@ -215,7 +243,8 @@ def no_pointer_packing(spec: Spec, files: Files) -> list[str]:
     problems = []
     if re.search(r"\bvoid \*", text):
         problems.append("a helper takes a void * argument")
-    if re.search(r"\(u64\)\s*\w+\s*&", text) or re.search(r"\|\s*" + spec.kernel.enum.prefix, "".join(files.values())):
+    prefix = spec.as_enum().enum.prefix
+    if re.search(r"\(u64\)\s*\w+\s*&", text) or re.search(r"\|\s*" + prefix, "".join(files.values())):
         problems.append("address and function code are packed into one value")
     return problems
 
@@ -223,19 +252,19 @@ def no_pointer_packing(spec: Spec, files: Files) -> list[str]:
 @rule("enum-from-spec", "the function-code enum has the spec's name and values", needs=("enum",))
 def enum_from_spec(spec: Spec, files: Files) -> list[str]:
     _, text = _header(spec, files)
-    e = spec.kernel.enum
+    e = spec.as_enum().enum
     m = re.search(rf"^enum {e.name} \{{\n(.*?)^\}};", text, re.M | re.S)
     if not m:
         return [f"no 'enum {e.name}'"]
     got = re.findall(r"^\t(\w+) = (0x[0-9a-f]+),$", m.group(1), re.M)
-    want = [(e.prefix + c.name.upper(), f"{c.value:#x}") for c in spec.instruction.function_codes.codes]
+    want = [(e.prefix + c.name.upper(), f"{c.value:#x}") for c in spec.as_enum().function_codes.codes]
     return [] if got == want else [f"enum {e.name} is {got}, not {want}"]
 
 
 @rule("no-pud-size", "regions are SZ_1G as the architecture says, never PUD_SIZE", needs=("sweep",))
 def no_pud_size(spec: Spec, files: Files) -> list[str]:
     problems = []
-    region = f_sz(spec.instruction.table.region_size)
+    region = f_sz(spec.as_sweep().table.region_size)
     for path, text in files.items():
         if re.search(r"\bPUD_(SIZE|MASK|SHIFT)\b", text):
             problems.append(f"{path} uses PUD_*")
@@ -247,9 +276,10 @@ def no_pud_size(spec: Spec, files: Files) -> list[str]:
 
 @sweep_rule("cap-plain-if", "the coverage cap is a plain if, not a ternary")
 def cap_plain_if(spec: Spec, kind: str, text: str) -> list[str]:
-    cov = f_sz(spec.instruction.table.coverage)
+    sw = spec.as_sweep()
+    cov = f_sz(sw.table.coverage)
     problems = []
-    if re.search(r"\?[^\n]*:", _function(text, spec.kernel.sweep.pass_name) or ""):
+    if re.search(r"\?[^\n]*:", _function(text, sw.sweep.pass_name) or ""):
         problems.append("the sweep uses a ternary")
     if f"\tif (pa_end - pa_start > {cov}) {{\n" not in text:
         problems.append(f"no plain 'if (pa_end - pa_start > {cov})' cap")
@@ -285,14 +315,15 @@ def no_status_talk(spec: Spec, kind: str, text: str) -> list[str]:
     problems = []
     if re.search(r"status", text, re.I):
         problems.append("mentions status, which the sweep never reads")
-    if re.search(rf"=\s*{spec.kernel.helper.name}\(|if \(!?{spec.kernel.helper.name}\(", text):
+    name = spec.as_helper().helper.name
+    if re.search(rf"=\s*{name}\(|if \(!?{name}\(", text):
         problems.append("reads the status after all; document it")
     return problems
 
 
 @sweep_rule("worker-sleeps", "the worker runs one pass per request and then sleeps")
 def worker_sleeps(spec: Spec, kind: str, text: str) -> list[str]:
-    sweep = spec.kernel.sweep
+    sweep = spec.as_sweep().sweep
     w = next(w for w in sweep.workers if w.kind == kind)
     problems = []
     inner = worker_functions(w)
@@ -317,10 +348,9 @@ def worker_sleeps(spec: Spec, kind: str, text: str) -> list[str]:
 
 @sweep_rule("setup-order", "setup checks the feature first, creates the worker, then enables the MSRs")
 def setup_order(spec: Spec, kind: str, text: str) -> list[str]:
-    e = spec.kernel.enable
-    if e is None:
-        return []
-    w = next(w for w in spec.kernel.sweep.workers if w.kind == kind)
+    sw = spec.as_sweep()
+    e = sw.enable
+    w = next(w for w in sw.sweep.workers if w.kind == kind)
     problems = []
     setup = _function(text, w.setup) or ""
     body = setup.split("{\n", 1)[-1]
@@ -334,7 +364,7 @@ def setup_order(spec: Spec, kind: str, text: str) -> list[str]:
         gate += " " + line
     wanted = "if (" + " || ".join(f"!{c}" for c in setup_conditions(spec)) + ")"
     if gate != wanted:
-        problems.append(f"{w.setup} does not check {spec.instruction.cpuid.feature}"
+        problems.append(f"{w.setup} does not check {sw.cpuid.feature}"
                         + "".join(f", then {p.check}({p.argument})" for p in e.requires)
                         + " first")  # fmt: skip
     start = _function(text, worker_functions(w)["start"]) or ""
@@ -381,7 +411,7 @@ def byte_comment(spec: Spec, files: Files) -> list[str]:
 @rule("no-warn-on-success", "CF = 1 means optimized: never WARN on the helper's result",
       needs=("helper",))
 def no_warn_on_success(spec: Spec, files: Files) -> list[str]:
-    names = f"({spec.kernel.raw_helper.name}|{spec.kernel.helper.name})"
+    names = f"({spec.kernel.raw_helper.name}|{spec.as_helper().helper.name})"
     return [
         f"{path}: WARN on {names}()" for path, text in files.items()
         if re.search(rf"WARN(_ON)?(_ONCE)?\(\s*!?{names}\(", text)
@@ -397,9 +427,9 @@ def rule_names() -> list[str]:
     return [r.name for r in RULES]
 
 
-def skipped(spec: Spec, on_command_line: dict[str, str]) -> list[tuple[str, str, object]]:
+def skipped(spec: Spec, on_command_line: dict[str, str]) -> list[tuple[str, str, Mark | None]]:
     """(rule, reason, mark) of each rule not applied to ``spec``: its own, then the command line's."""
     own = spec.kernel.review.skip if spec.kernel.review else ()
-    found = [(s.rule, s.reason, s.mark("rule")) for s in own]
+    found: list[tuple[str, str, Mark | None]] = [(s.rule, s.reason, s.mark("rule")) for s in own]
     return found + [(name, reason, None) for name, reason in on_command_line.items()
                     if name not in {s.rule for s in own}]  # fmt: skip

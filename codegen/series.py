@@ -8,6 +8,7 @@ tree's, so `git am` (and `git am -3`) apply the files in the tree itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -18,9 +19,10 @@ from pathlib import Path
 from types import EllipsisType
 
 from . import __version__
-from .render import spec_digest
+from .diagnostics import size_text
 from .outtree import signals_blocked
-from .tree import SCATTERED, FeatureBit, Patch, Plan, default_worker
+from .render import spec_digest
+from .tree import SCATTERED, Call, FeatureBit, Patch, Plan, default_worker
 from .treeio import GitNotFound, git
 
 WIDTH = 75  # commit message lines, as checkpatch wants them
@@ -91,7 +93,7 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
     pre = prefix(paths)
     what = f"{insn.title} ({mn})"
     if key == "cpufeature":
-        c = insn.cpuid
+        c = spec.as_sweep().cpuid
         op = next(o for o in plan.ops if o.patch is patch and isinstance(o, FeatureBit))
         word, bit = op.slot(plan.tree.text(op.path), plan.tree)
         where = ""
@@ -110,11 +112,12 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
         ]
         return f"{pre}Add {c.feature}", wrap(body)
     if key == "msr":
-        m = insn.msr
+        m = spec.as_sweep().msr
         body = [
             f"{mn} is enabled through {m.name} ({m.number:#x}), one MSR per {m.scope}: bit "
-            f"{m.enable.bit} ({m.enable.name}) enables the instruction, bits {m.base.high_bit}:"
-            f"{m.base.low_bit} hold the base: {_sentence(m.base.description)}",
+            f"{m.enable.bit} ({m.enable.name}) enables the instruction"
+            + (f", bits {m.base.high_bit}:{m.base.low_bit} hold the base: "
+               f"{_sentence(m.base.description)}" if m.base else "."),
             f"An {mn} on a core whose enable bit is clear raises #{m.fault}.",
         ]
         return f"{pre}Add {m.name}", wrap(body)
@@ -132,19 +135,20 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
         return f"{pre}Add the {mn} instruction helpers", wrap(body)
     if key == "setup":
         w = default_worker(spec)
-        en = k.enable
+        sw = spec.as_sweep()
+        en = sw.enable
         reqs = "".join(f" and {r.check}({r.argument})" for r in en.requires)
         body = [
             _with_subject(mn, insn.description),
             f"{w.setup}() enables {mn} and starts a worker that runs one pass over all memory "
-            f"shortly after. It does nothing unless cpu_feature_enabled({insn.cpuid.feature})"
-            f"{reqs}. It allocates the workqueue before it writes {insn.msr.name} on one thread "
+            f"shortly after. It does nothing unless cpu_feature_enabled({sw.cpuid.feature})"
+            f"{reqs}. It allocates the workqueue before it writes {sw.msr.name} on one thread "
             f"of every core, so that a failed allocation leaves the MSRs untouched, and it runs "
             f"once: a second call finds the worker and returns.",
-            f"A pass runs {mn} on every {_size(insn.table.region_size)} region from the lowest "
+            f"A pass runs {mn} on every {size_text(sw.table.region_size)} region from the lowest "
             f"to the highest page of memory, first on the current CPU and then on the primary "
             f"thread of every other core, so that the others find the scan result cached. The "
-            f"table covers {_size(insn.table.coverage)}: memory above that is not optimized, "
+            f"table covers {size_text(sw.table.coverage)}: memory above that is not optimized, "
             f"and setup says so once.",
             f"{w.teardown}() cancels a pending pass, waits for a running one, destroys the "
             f"workqueue and "
@@ -157,14 +161,15 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
     if key == "trigger":
         w = default_worker(spec)
         body = [
-            f"Add {w.trigger}() for {k.enable.trigger_caller}: it asks for one {mn} pass "
-            + (f"{w.rearm_delay_ms // 1000} s from now. " if w.rearm_delay_ms and w.rearm_delay_ms % 1000 == 0 else "soon. ")
+            f"Add {w.trigger}() for {spec.as_sweep().enable.trigger_caller}: it asks for one {mn} pass "
+            + (f"{w.rearm_delay_ms // 1000} s from now. "
+               if w.rearm_delay_ms and w.rearm_delay_ms % 1000 == 0 else "soon. ")
             + "A request that finds a pass pending moves it back, so a burst of requests makes "
             "one pass. Before setup and after teardown it does nothing.",
         ]
         return f"{pre}Add {w.trigger}() to ask for an {mn} pass", wrap(body)
     if key in ("call-setup", "call-trigger"):
-        calls = [o for o in plan.ops if o.patch is patch]
+        calls = [o for o in plan.ops if o.patch is patch and isinstance(o, Call)]
         said = [f"{o.call.rstrip(';')} in {o.function}()"
                 + (f" unless {o.unless}" if o.unless else "") for o in calls]  # fmt: skip
         w = default_worker(spec)
@@ -173,7 +178,8 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
             subject = f"{pre}Ask for an {mn} pass when an SNP guest is destroyed"
             body = [f"Call {' and '.join(said)}. The guest's private memory goes back to the "
                     "host when its guest_memfd is released, which may be after this call; "
-                    + (f"the pass runs {delay // 1000} s after the last request, " if delay and delay % 1000 == 0 else "the pass runs later, ")
+                    + (f"the pass runs {delay // 1000} s after the last request, "
+                       if delay and delay % 1000 == 0 else "the pass runs later, ")
                     + f"and {w.trigger}() makes one pass of requests that come close together. "
                     "Regions that still hold guest pages are simply not optimized."]  # fmt: skip
         else:
@@ -214,13 +220,6 @@ def _with_subject(mnemonic: str, description: str) -> str:
 def _sentence(text: str) -> str:
     text = " ".join(text.split())
     return text if text.endswith(".") else text + "."
-
-
-def _size(n: int) -> str:
-    for shift, unit in ((40, "TB"), (30, "GB"), (20, "MB"), (10, "KB")):
-        if n >= 1 << shift and n % (1 << shift) == 0:
-            return f"{n >> shift} {unit}"
-    return f"{n} bytes"
 
 
 def _outputs(spec) -> str:
@@ -365,20 +364,16 @@ def _publish(files: list[Path], out: Path) -> list[Path]:
                     written.append(out / f.name)
             except BaseException:
                 for w in written:
-                    try:
+                    with contextlib.suppress(OSError):
                         os.unlink(w)
-                    except OSError:
-                        pass
                 raise
     finally:
         with signals_blocked():
             if stage is not None:
                 shutil.rmtree(stage, ignore_errors=True)
             if created and not written:
-                try:
+                with contextlib.suppress(OSError):
                     out.rmdir()  # the directory this run made for a series it did not write
-                except OSError:
-                    pass
     return written
 
 

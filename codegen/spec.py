@@ -19,48 +19,34 @@ import difflib
 import re
 import types
 import typing
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
-from typing import Any, Iterable, Literal, Union
+from typing import Any, Literal, Union
 
 from yaml.nodes import MappingNode, Node as YamlNode, ScalarNode, SequenceNode
 
 from . import model, x86
 from .diagnostics import Diagnostic, Mark, SpecError, quote
-from .model import PowerOfTwo, Range, SizeLiteral, Spec, Text
+
+# the C names and text rules live with the model; kept importable from here
+from .model import (
+    C_KEYWORDS as C_KEYWORDS,
+    WORKER_NAME_KEYS as WORKER_NAME_KEYS,
+    PowerOfTwo,
+    Range,
+    SizeLiteral,
+    Spec,
+    Text,
+    global_names as global_names,
+    kernel_names as kernel_names,
+    retry_limit_name as retry_limit_name,
+    text_problem as text_problem,
+)
 from .yamlsource import INT_BITS, compose, node_mark, read_text, scalar_value
 
-C_KEYWORDS = frozenset(
-    """
-    auto break case char const continue default do double else enum extern float for goto if
-    inline int long register restrict return short signed sizeof static struct switch typedef
-    union unsigned void volatile while _Alignas _Alignof _Atomic _Bool _Complex _Generic
-    _Imaginary _Noreturn _Static_assert _Thread_local asm typeof __asm__ __typeof__ __inline__
-    __volatile__ __attribute__ __restrict__ __extension__ bool true false
-    alignas alignof constexpr nullptr static_assert thread_local typeof_unqual _BitInt
-    _Decimal32 _Decimal64 _Decimal128 _Pragma
-    __asm __attribute __typeof __typeof_unqual __inline __volatile __restrict __const __signed
-    __alignof __real __imag __complex __label__ __auto_type __thread __func__ __null
-    __int128 __int128_t __uint128_t __float128 __float80 __fp16 __bf16 __ibm128 __seg_fs __seg_gs
-    __declspec __cdecl __stdcall __fastcall __vectorcall __regcall
-    """.split()
-)
-# Macros gcc and clang define for x86-64 Linux in GNU C mode (clang -dM -E), outside the
-# reserved spellings below.
-PREDEFINED = frozenset("linux unix __linux __unix __x86_64 __amd64 __k8".split())
-# Families of the compilers' built-in functions (gcc and clang refuse to redefine them).
-BUILTIN_PREFIXES = ("__builtin_", "__sync_", "__atomic_", "__c11_", "__has_", "__is_", "__arm_")
-_RESERVED = re.compile(r"_[A-Z]|__[A-Z]|__.*__\Z")
-
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_PATH = re.compile(r"[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*\Z")
-_VERSION = re.compile(r"[0-9][0-9A-Za-z.+-]*\Z")
-_MODULE = re.compile(r"[a-z0-9_-]{1,55}\Z")
-_LABEL = re.compile(r"[a-z][a-z0-9-]{0,31}\Z")
 _SIZE = re.compile(r"\s*([0-9]+)\s*([KMGTPE]?)\s*\Z")
 SIZE_UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50, "E": 60}
-
-WORKER_NAME_KEYS = ("name", "workqueue", "trigger", "setup", "teardown")
 
 _INVALID = object()  # a value that failed; its diagnostic is already recorded
 
@@ -79,77 +65,10 @@ def parse_size(text: str) -> int | None:
     return int(digits) << SIZE_UNITS[unit]
 
 
-def text_problem(kind: str, value: str) -> str | None:
-    """Why ``value`` breaks the character rule ``kind``, or None."""
-    if kind == "identifier":
-        if not _IDENTIFIER.match(value):
-            return f"{quote(value)} is not a C identifier"
-        if value in C_KEYWORDS:
-            return f"{quote(value)} is a C keyword"
-        if value in PREDEFINED:
-            return f"{quote(value)} is a macro the compiler predefines"
-        if value.startswith(BUILTIN_PREFIXES):
-            return f"{quote(value)} is reserved for the compiler's built-in functions"
-        if _RESERVED.match(value):
-            return (
-                f"{quote(value)} is reserved in C: names that start with '_' and a capital, "
-                "'__' and a capital, or start and end with '__' belong to the compiler"
-            )
-        return None
-    if kind == "comment":
-        if not value.strip():
-            return "text must not be empty"
-        if "*/" in value or "/*" in value:
-            return "text must not contain '/*' or '*/': it is written into a C comment"
-        bad = next((c for c in value if not (c.isprintable() or c == "\n")), None)
-        if bad is not None:
-            return f"text must not contain the control character {bad!r}"
-        if not value.isascii():
-            return "text must be ASCII: it is written into C source"
-        return None
-    if kind == "c-string":
-        if not value.strip():
-            return "message must not be empty"
-        if not value.isascii() or not value.isprintable():
-            return "message must be printable ASCII on one line: it is written into a C string"
-        for c, why in (('"', "a double quote"), ("\\", "a backslash"), ("%", "a '%'")):
-            if c in value:
-                return f"message must not contain {why}: it is written into a C format string"
-        return None
-    if kind == "code":
-        if not value.strip():
-            return "code must not be empty"
-        bad = next((c for c in value if not (c.isprintable() or c in "\n\t")), None)
-        if bad is not None:
-            return f"code must not contain the control character {bad!r}"
-        if not value.isascii():
-            return "code must be ASCII: it is C source"
-        return None
-    if kind == "path":
-        # no '.', '..' or hidden component: each names a file or directory of its own
-        if not _PATH.match(value) or any(part.startswith(".") for part in value.split("/")):
-            return f"{quote(value)} is not a relative path inside a kernel tree"
-        return None
-    if kind == "module":
-        if not _MODULE.match(value):
-            return f"{quote(value)} is not a kernel module name (lower-case letters, digits, '_', '-')"
-        return None
-    if kind == "label":
-        if not _LABEL.match(value):
-            return (f"{quote(value)} is not a name: a lower-case letter, then lower-case letters, "
-                    f"digits and '-', at most 32 in all")
-        return None
-    if kind == "version":
-        if not _VERSION.match(value):
-            return f"{quote(value)} is not a version number"
-        return None
-    raise AssertionError(kind)
-
-
 def _describe(node: YamlNode) -> str:
     if isinstance(node, MappingNode):
         return "a mapping"
-    if isinstance(node, SequenceNode):
+    if not isinstance(node, ScalarNode):
         return "a list"
     try:
         value = scalar_value(node)
@@ -218,7 +137,7 @@ class _Converter:
             return self._literal(node, typing.get_args(tp))
         if origin is tuple:
             return self._sequence(node, typing.get_args(tp)[0])
-        if dataclasses.is_dataclass(tp):
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
             return self._mapping(node, tp)
         return self._scalar(node, tp)
 
@@ -606,7 +525,8 @@ class _Rules:
             self.out_of_line(k.out_of_line, insn)
         if k.enum is not None and insn.function_codes is None:
             self.error(k.enum.mark(), "an enum needs instruction.function_codes")
-        if k.sweep is not None and k.helper is not None and k.helper.function in codes:
+        if k.sweep is not None and k.helper is not None and insn.function_codes is not None \
+                and k.helper.function in codes:
             code = next(c for c in insn.function_codes.codes if c.name == k.helper.function)
             if code.effect != "scan-and-set":
                 self.error(
@@ -680,59 +600,6 @@ class _Rules:
                 for key in ("workqueue", "first_delay_ms", "rearm_delay_ms"):
                     if getattr(w, key) is not None:
                         self.error(w.mark(key), f"a kthread worker takes no '{key}'")
-
-
-def retry_limit_name(spec: Spec) -> str:
-    """The constant that bounds a retry loop, e.g. RMPUPDATE_MAX_RETRIES."""
-    return spec.instruction.mnemonic.upper() + "_MAX_RETRIES"
-
-
-def kernel_names(spec: Spec) -> list[tuple[str, Mark]]:
-    """The C names a spec puts in the kernel besides its workers', with their marks."""
-    k, insn = spec.kernel, spec.instruction
-    names: list[tuple[str, Mark]] = [(k.raw_helper.name, k.raw_helper.mark("name"))]
-    for o in insn.outputs:
-        names += [(c.name, c.mark("name")) for c in o.codes]
-        if o.software_code:
-            names.append((o.software_code.name, o.software_code.mark("name")))
-    if k.raw_helper.max_retries is not None:
-        names.append((retry_limit_name(spec), k.raw_helper.mark("max_retries")))
-    if k.helper:
-        names.append((k.helper.name, k.helper.mark("name")))
-    if k.enum and insn.function_codes:
-        names.append((k.enum.name, k.enum.mark("name")))
-        # one constant per distinct code name: a repeated name is reported on its own
-        first_of_name = {c.name: c for c in reversed(insn.function_codes.codes)}
-        names += [(k.enum.prefix + name.upper(), c.mark("name")) for name, c in first_of_name.items()]
-    if k.sweep:
-        names.append((k.sweep.pass_name, k.sweep.mark("pass_name")))
-    if k.enable:
-        names.append((k.enable.mutex, k.enable.mark("mutex")))
-    return names
-
-
-def global_names(spec: Spec) -> list[tuple[str, Mark]]:
-    """Every C name a spec puts in a kernel tree, once each: what no other spec may define.
-
-    Besides :func:`kernel_names`, the names of its worker forms (the forms are
-    alternatives, so a name they share counts once) and the feature and MSR
-    names its header fragments define.
-    """
-    names = kernel_names(spec)
-    seen = {name for name, _ in names}
-    k, insn = spec.kernel, spec.instruction
-    more: list[tuple[str, Mark]] = []
-    for w in k.sweep.workers if k.sweep else ():
-        more += [(getattr(w, key), w.mark(key)) for key in WORKER_NAME_KEYS if getattr(w, key)]
-    if k.sweep and k.enable and insn.cpuid and insn.msr:
-        more.append((insn.cpuid.feature, insn.cpuid.mark("feature")))
-        more += [(insn.msr.name, insn.msr.mark("name")),
-                 (insn.msr.enable.name, insn.msr.enable.mark("name"))]  # fmt: skip
-    for name, mark in more:
-        if name not in seen:
-            seen.add(name)
-            names.append((name, mark))
-    return names
 
 
 # --- entry points -----------------------------------------------------------

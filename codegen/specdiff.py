@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import mirror
+from .diagnostics import size_text
 from .model import Spec
 from .spec import yaml_fields
 from .yamlsource import MAX_FILE_BYTES, decode_text, read_limited, read_text
@@ -68,9 +69,11 @@ def base_text(spec_path: str, base: str) -> tuple[str, str]:
         rel = path.relative_to(Path(top).resolve()).as_posix()
         with subprocess.Popen(["git", "show", "--end-of-options", f"{base}:{rel}"], cwd=top,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) as git:  # fmt: skip
-            data = read_limited(git.stdout)
-            git.stdout.close()  # a bigger blob: git stops on the closed pipe
-            err = git.stderr.read(4096).decode("utf-8", errors="replace")
+            stdout, stderr = git.stdout, git.stderr
+            assert stdout is not None and stderr is not None  # both are pipes
+            data = read_limited(stdout)
+            stdout.close()  # a bigger blob: git stops on the closed pipe
+            err = stderr.read(4096).decode("utf-8", errors="replace")
             status = git.wait()
     except (OSError, subprocess.CalledProcessError, ValueError):
         raise BaseError(f"{base!r} is not a file, and {spec_path} is not in a git work tree") from None
@@ -179,7 +182,7 @@ def spec_changes(old: Spec, new: Spec) -> list[Change]:
 
 def code_diff(old_files: dict[str, str], new_files: dict[str, str]) -> str:
     """A unified diff of the re-rendered files (banner lines included)."""
-    out = []
+    out: list[str] = []
     for path in sorted(set(old_files) | set(new_files)):
         out += difflib.unified_diff(
             old_files.get(path, "").splitlines(keepends=True),
@@ -205,15 +208,12 @@ def _behaviour(spec: Spec, memory: int, **kw) -> dict[str, str]:
         "regions swept": str(s.regions),
         "RMPOPT executions": str(s.rmpopt),
         "cross-CPU calls": str(s.ipis),
-        "memory above the cap": _bytes(s.range.uncapped_end - s.range.pa_end),
+        "memory above the cap": _above_cap(s.range.uncapped_end - s.range.pa_end),
     }
 
 
-def _bytes(n: int) -> str:
-    for shift, unit in ((40, "TB"), (30, "GB"), (20, "MB")):
-        if n and n % (1 << shift) == 0:
-            return f"{n >> shift} {unit}"
-    return "none" if n == 0 else f"{n:#x} bytes"
+def _above_cap(n: int) -> str:
+    return size_text(n) if n else "none"
 
 
 def behaviour_changes(old: Spec, new: Spec) -> list[str]:

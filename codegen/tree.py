@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 from . import ctext
 from .kernelapi import Profile, detect
@@ -49,7 +49,7 @@ class KernelTree:
     _cache: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def open(cls, root: Path) -> "KernelTree":
+    def open(cls, root: Path) -> KernelTree:
         root = Path(root)
         makefile = root / "Makefile"
         try:
@@ -139,7 +139,7 @@ class Op:
         return TreeError(str(tree.root / self.path), message)
 
 
-def _header_end(text: str, found: list[ctext.Item]) -> int:
+def _header_end(text: str, found: Sequence[ctext.Item]) -> int:
     """Where new code goes in a header: before its include guard's #endif (inside __KERNEL__)."""
     pps = [i for i in found if i.kind == "pp"]
     if not pps or not pps[-1].name.startswith("endif") or text[pps[-1].end :].strip():
@@ -153,7 +153,7 @@ def _header_end(text: str, found: list[ctext.Item]) -> int:
     return at
 
 
-def default_place(path: str) -> Callable[[str, list[ctext.Item]], int]:
+def default_place(path: str) -> Callable[[str, Sequence[ctext.Item]], int]:
     if path.endswith(".h"):
         return _header_end
     return lambda text, found: len(text)
@@ -181,14 +181,14 @@ class Upsert(Op):
     gap: bool = True
     block: tuple[str, str] | None = None  # (conditional, branch) it lives in
     same_value_stays: bool = False  # a #define the tree has with this value is left as it is
-    place: Callable[[str, list[ctext.Item]], int] | None = None
+    place: Callable[[str, Sequence[ctext.Item]], int] | None = None
 
     def _eligible(self, item: ctext.Item) -> bool:
         if self.block is not None:
             return item.conditions[-1:] == (self.block,)
         return not any(branch == "else" for _, branch in item.conditions)
 
-    def _found(self, text: str, found: list[ctext.Item], tree: KernelTree) -> ctext.Item | None:
+    def _found(self, text: str, found: Sequence[ctext.Item], tree: KernelTree) -> ctext.Item | None:
         kinds = {self.kind}
         if self.kind in ("struct-declaration", "struct"):
             kinds = {"struct-declaration", "struct"}
@@ -305,7 +305,7 @@ def _opener_of(found, item: ctext.Item) -> ctext.Item | None:
 
 
 def _with_block_place(op: Upsert, condition: str, branch: str, opener_at: int) -> Upsert:
-    def place(text: str, found: list[ctext.Item]) -> int:
+    def place(text: str, found: Sequence[ctext.Item]) -> int:
         depth, inside = 0, False
         for item in found:
             if item.kind != "pp":
@@ -339,7 +339,8 @@ class Include(Op):
             return text
         line = f"#include <{self.header}>\n"
         prefix = self.header.split("/")[0] + "/"
-        group = [i for i in top if i.name.startswith(prefix) and len(i.conditions) == len(top[0].conditions)] if top else []
+        group = [i for i in top if i.name.startswith(prefix)
+                 and len(i.conditions) == len(top[0].conditions)] if top else []
         if group:
             names = [i.name for i in group]
             if names == sorted(names):
@@ -383,7 +384,7 @@ class FeatureBit(Op):
         return text[:at] + line + text[at:]
 
     def slot(self, text: str, tree: KernelTree) -> tuple[int, int]:
-        spec = self.patch.spec.instruction.cpuid
+        spec = self.patch.spec.as_sweep().cpuid
         taken = {(int(w), int(b)) for w, b in _SLOT.findall(text)}
         if (spec.word, spec.word_bit) not in taken:
             return spec.word, spec.word_bit
@@ -423,7 +424,7 @@ def _value_column(text: str, pattern: str) -> int:
     for m in re.finditer(pattern, text, re.M):
         col = _column(m.group()[:-1])
         cols[col] = cols.get(col, 0) + 1
-    return max(cols, key=cols.get) if cols else 40
+    return max(cols, key=cols.__getitem__) if cols else 40
 
 
 def _tabs_to(col: int, target: int) -> str:
@@ -441,7 +442,7 @@ class ScatteredEntry(Op):
     name: str = ""
 
     def apply(self, text: str, tree: KernelTree) -> str:
-        c = self.patch.spec.instruction.cpuid
+        c = self.patch.spec.as_sweep().cpuid
         entry = f"\t{{ {self.name},"
         entry += _tabs_to(_column(entry), _value_column(text, r"^\t\{ X86_FEATURE_\w+,[ \t]+C"))
         entry += f"CPUID_{c.register.upper()}, {c.bit:2d}, {c.leaf:#010x}, {c.subleaf or 0} }},\n"
@@ -482,7 +483,7 @@ class MsrDefine(Op):
     number: int = 0
 
     def apply(self, text: str, tree: KernelTree) -> str:
-        def place(text: str, found: list[ctext.Item]) -> int:
+        def place(text: str, found: Sequence[ctext.Item]) -> int:
             best, best_value = None, -1
             for i in found:
                 if i.kind != "define":
@@ -499,7 +500,8 @@ class MsrDefine(Op):
 
 def _indent(text: str, at: int) -> str:
     start = text.rfind("\n", 0, at) + 1
-    return re.match(r"[ \t]*", text[start:]).group()
+    rest = text[start:]
+    return rest[: len(rest) - len(rest.lstrip(" \t"))]
 
 
 @dataclass(frozen=True)
@@ -656,7 +658,8 @@ BANNER = re.compile(r"Generated by kgen")
 def _fragment_items(text: str) -> tuple[list[str], list[tuple[ctext.Item, bool]]]:
     """Includes, then items (each with whether a blank line precedes it), of a rendered file."""
     found = ctext.items(text)
-    includes, body = [], []
+    includes: list[str] = []
+    body: list[tuple[ctext.Item, bool]] = []
     prev_end = 0
     for item in found:
         own = item.text(text)
@@ -667,7 +670,9 @@ def _fragment_items(text: str) -> tuple[list[str], list[tuple[ctext.Item, bool]]
             includes.append(item.name)
             prev_end = item.end
             continue
-        gap = "\n\n" in text[prev_end - 1 : item.start + 1] or text[prev_end : item.start].strip() == "" and text.count("\n", prev_end, item.start) > 0
+        gap = "\n\n" in text[prev_end - 1 : item.start + 1] or (
+            text[prev_end : item.start].strip() == "" and text.count("\n", prev_end, item.start) > 0
+        )
         body.append((item, gap or not body))
         prev_end = item.end
     return includes, body
@@ -706,7 +711,9 @@ def _upserts(patch_of: Callable[[ctext.Item], Patch], path: str, text: str,
 
 
 def _block(patch_of, path, text, opener, inner, closer) -> Block:
-    then, otherwise, branch = [], [], "then"
+    then: list[Upsert] = []
+    otherwise: list[Upsert] = []
+    branch = "then"
     for item, _ in inner:
         if item.kind == "pp":
             branch = "else"
@@ -736,7 +743,7 @@ def _what(item: ctext.Item) -> str:
 
 
 def default_worker(spec: Spec):
-    workers = spec.kernel.sweep.workers
+    workers = spec.as_sweep().sweep.workers
     return next((w for w in workers if w.kind == "delayed-work"), workers[0])
 
 
@@ -769,14 +776,16 @@ def operations(spec: Spec, tree: KernelTree, order_base: int = 0, templates: Pat
         dest = out.destination
         if dest.endswith("cpufeatures.h"):
             item = next(i for i, _ in body if i.kind == "define")
-            c = spec.instruction.cpuid
+            c = spec.as_sweep().cpuid
             comment = f"{spec.instruction.title}: CPUID {c.leaf:#x} {c.register.upper()}[{c.bit}]"
             ops.append(FeatureBit(patch("cpufeature"), dest, f"#define {item.name}", item.name, comment))
             ops.append(ScatteredEntry(patch("cpufeature"), SCATTERED, f"cpuid_bits[] entry {item.name}", item.name))
             continue
         if dest.endswith("msr-index.h"):
             ups = _upserts(lambda i: patch("msr"), dest, text, body)
-            ops.append(MsrDefine(patch("msr"), dest, "MSR #defines", tuple(ups), spec.instruction.msr.number))
+            defines = tuple(u for u in ups if isinstance(u, Upsert))
+            assert len(defines) == len(ups), "msr-index.h's fragment holds only #defines"
+            ops.append(MsrDefine(patch("msr"), dest, "MSR #defines", defines, spec.as_sweep().msr.number))
             continue
         if sweep is None:
             key = "sibling"
@@ -823,7 +832,7 @@ class Plan:
     skipped: list[tuple[Spec, str]] = field(default_factory=list)  # specs with nothing to do, and why
 
     def patches(self) -> list[Patch]:
-        seen: dict[tuple[int, str], Patch] = {}
+        seen: dict[tuple[int, str, int], Patch] = {}
         for op in self.ops:
             seen.setdefault((op.patch.order, op.patch.key, id(op.patch.spec)), op.patch)
         return [seen[k] for k in sorted(seen, key=lambda k: k[0])]

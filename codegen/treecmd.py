@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
 import hashlib
@@ -214,14 +215,13 @@ def _write_record(state_dir: Path, payload: bytes) -> None:
     from .outtree import write_all
 
     try:
-        try:
+        with contextlib.suppress(FileExistsError):
             os.mkdir(state_dir, 0o777)
-        except FileExistsError:
-            pass
         fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
         why = ("is a symbolic link: kgen does not follow it" if state_dir.is_symlink()
-               else "is not a directory" if exc.errno in (errno.ENOTDIR, errno.EEXIST) else exc.strerror)  # fmt: skip
+               else "is not a directory" if exc.errno in (errno.ENOTDIR, errno.EEXIST)
+               else str(exc.strerror))  # fmt: skip
         raise RecordError(state_dir, why) from None
     tmp = f".{RECORD}.{secrets.token_hex(8)}.tmp"
     try:
@@ -240,10 +240,8 @@ def _write_record(state_dir: Path, payload: bytes) -> None:
                 os.close(out)
             os.rename(tmp, RECORD, src_dir_fd=fd, dst_dir_fd=fd)
         except OSError as exc:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=fd)
-            except OSError:
-                pass
             raise RecordError(state_dir / RECORD, f"cannot write: {exc.strerror}") from None
     finally:
         os.close(fd)
@@ -253,8 +251,7 @@ def _write_record(state_dir: Path, payload: bytes) -> None:
 
 
 def apply(specs, tree_dir: Path, force: bool) -> None:
-    from .outtree import TreeError as WriteError
-    from .outtree import update_files
+    from .outtree import TreeError as WriteError, update_files
 
     p = _plan(specs, tree_dir)
     texts = _result(p)

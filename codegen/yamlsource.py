@@ -21,7 +21,6 @@ from yaml.nodes import Node, ScalarNode
 
 from .diagnostics import Diagnostic, Mark, SpecError, quote
 
-
 # What a spec may be; each limit is named in its message and in the README ("Limits").
 MAX_FILE_BYTES = 128 << 10  # 32 times the largest bundled spec; validates in a fraction of a second
 MAX_DEPTH = 32  # nested mappings and lists; a spec needs 6
@@ -57,7 +56,7 @@ class _Loader(yaml.SafeLoader):
         self.problems: list[Diagnostic] = []
         self.depth = 0
 
-    def compose_node(self, parent, index):  # type: ignore[override]
+    def compose_node(self, parent, index):
         # the composer recurses once per level: stop at the limit, before Python's own
         if self.depth >= MAX_DEPTH and self.check_event(MappingStartEvent, SequenceStartEvent):
             raise _TooDeep(self.peek_event().start_mark)
@@ -67,7 +66,7 @@ class _Loader(yaml.SafeLoader):
         finally:
             self.depth -= 1
 
-    def compose_scalar_node(self, anchor):  # type: ignore[override]
+    def compose_scalar_node(self, anchor):
         node = super().compose_scalar_node(anchor)
         if len(node.value) > MAX_TEXT:
             self.problems.append(
@@ -90,7 +89,7 @@ class _Loader(yaml.SafeLoader):
             )
         return super().compose_node(parent, index)
 
-    def compose_mapping_node(self, anchor):  # type: ignore[override]
+    def compose_mapping_node(self, anchor):
         node = super().compose_mapping_node(anchor)
         seen: dict[Any, Node] = {}
         for key_node, _ in node.value:

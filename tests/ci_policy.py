@@ -6,7 +6,6 @@ import os
 
 import pytest
 
-
 # Under CI=true a test that skips for want of something installable (kernel
 # material, a compiler) fails instead: a green run must have run every check.
 # Only skips that depend on the host CPU itself, which no install can change,

@@ -146,6 +146,8 @@ def enable_catalogue(spec: Spec) -> list[Mutant]:
     callback = f"static int {online}(unsigned int cpu)\n{{\n"
     alloc = (f'\t{dw.workqueue} = alloc_ordered_workqueue("{dw.workqueue}", 0);\n'
              f"\tif (!{dw.workqueue})\n\t\treturn -ENOMEM;\n\n")  # fmt: skip
+    run = (f'\ttask = kthread_run({kt.name}, NULL, "{kt.name}");\n'
+           "\tif (IS_ERR(task))\n\t\treturn PTR_ERR(task);\n\n")  # fmt: skip
     lock = f"\tguard(mutex)(&{e.mutex});\n"
     M = Mutant
     return [
@@ -169,9 +171,7 @@ def enable_catalogue(spec: Spec) -> list[Mutant]:
         M("the workqueue allocated after the WRMSRs", "delayed-work", alloc + write,
           write + alloc, "setup-order"),
         M("the thread started after the WRMSRs", "kthread",
-          f'\ttask = kthread_run({kt.name}, NULL, "{kt.name}");\n\tif (IS_ERR(task))\n\t\treturn PTR_ERR(task);\n\n' + write,
-          write + f'\ttask = kthread_run({kt.name}, NULL, "{kt.name}");\n\tif (IS_ERR(task))\n\t\treturn PTR_ERR(task);\n\n',
-          "setup-order"),
+          run + write, write + run, "setup-order"),
         M("a request without the mutex", "delayed-work", lock + f"\t{fd['request']}();",
           f"\t{fd['request']}();", "compare"),
         M("a kthread request without the mutex", "kthread", lock + f"\t{fk['request']}();",
@@ -253,7 +253,8 @@ def helper_catalogue(spec: Spec) -> list[Mutant]:
     if len(ins) >= 2:
         (x, cx), (y, cy) = ins[-2], ins[-1]
         out.append(M(f"swap the {x.register.upper()} and {y.register.upper()} operands", "header",
-                     f"{cx}, {cy}", f'"{CONSTRAINT_LETTER[y.register]}" ({x.name}), "{CONSTRAINT_LETTER[x.register]}" ({y.name})',
+                     f"{cx}, {cy}",
+                     f'"{CONSTRAINT_LETTER[y.register]}" ({x.name}), "{CONSTRAINT_LETTER[x.register]}" ({y.name})',
                      "compare"))  # fmt: skip
     for i in insn.inputs:
         if i.type == "bool":
@@ -281,11 +282,13 @@ def helper_catalogue(spec: Spec) -> list[Mutant]:
         if i.type == "pointer":
             addr = next(j for j in insn.inputs if j is not i)
             # -Wunused-parameter: the pointer is never used
-            out.append(M("the pointer operand gets the address", "header", f'"{CONSTRAINT_LETTER[i.register]}" ({i.name})',
+            out.append(M("the pointer operand gets the address", "header",
+                         f'"{CONSTRAINT_LETTER[i.register]}" ({i.name})',
                          f'"{CONSTRAINT_LETTER[i.register]}" ({addr.name})', "build"))  # fmt: skip
             out.append(M("the pointer operand gets the address, pointer kept", "header",
                          f'"{CONSTRAINT_LETTER[i.register]}" ({i.name})',
-                         f'"{CONSTRAINT_LETTER[i.register]}" ({addr.name} + 0 * (u64){i.name})', "compare"))  # fmt: skip
+                         f'"{CONSTRAINT_LETTER[i.register]}" ({addr.name} + 0 * (u64){i.name})',
+                         "compare"))  # fmt: skip
     return out
 
 

@@ -65,7 +65,8 @@ def test_validate_json_report(run_kgen):
     (problem,) = report["problems"]
     assert problem["path"] == str(bad) and problem["line"] > 0 and problem["col"] > 0
     good = json.loads(run_kgen("validate", "--json", "isa/rmpopt.yaml").output)
-    assert good == {"kgen": __version__, "command": "validate", "ok": True, "specs": [{"path": "isa/rmpopt.yaml", "mnemonic": "rmpopt"}],
+    assert good == {"kgen": __version__, "command": "validate", "ok": True,
+                    "specs": [{"path": "isa/rmpopt.yaml", "mnemonic": "rmpopt"}],
                     "problems": [], "review": [], "skipped": [], "notes": good["notes"]}  # fmt: skip
     messages = [n["message"] for n in good["notes"]]
     assert messages[0].startswith("without its F2 prefix, rmpopt is clzero")
@@ -154,3 +155,33 @@ def test_pre_commit_hooks_run_real_commands():
 def test_numeric_options_have_ranges(run_kgen, args):
     result = run_kgen(*args)
     assert result.exit_code == 2 and "Invalid value" in result.output
+
+
+def test_a_helper_that_finds_a_problem_raises_for_its_command():
+    """load_specs reports the problems and raises click's Exit, which the command ends with,
+    instead of ending the process under its caller."""
+    import click
+
+    from codegen import cli
+
+    with pytest.raises(click.exceptions.Exit) as raised:
+        cli.load_specs((str(BROKEN / "49-cpuid-bit-32.yaml"),))
+    assert raised.value.exit_code == 1
+
+
+def test_only_commands_exit():
+    """No helper of cli.py calls sys.exit: the commands (click's main.command()) decide how
+    the process ends, and a helper raises."""
+    import ast
+
+    from tests.conftest import ROOT
+
+    tree = ast.parse((ROOT / "codegen" / "cli.py").read_text())
+    outside = []
+    for top in tree.body:
+        commands = isinstance(top, ast.FunctionDef) and any(
+            isinstance(d, ast.Call) and ast.unparse(d.func) == "main.command" for d in top.decorator_list)
+        for node in ast.walk(top):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "sys.exit" and not commands:
+                outside.append(f"{getattr(top, 'name', '?')}:{node.lineno}")
+    assert outside == []

@@ -43,7 +43,7 @@ def test_every_boundary_is_generated():
                  "leader on a secondary thread", "assigned first page of a region",
                  "assigned last page of a region"):  # fmt: skip
         assert f"boundary: {edge}" in labels, edge
-    assert any("large memory" in l for l in labels) and any("large cpus" in l for l in labels)
+    assert any("large memory" in ln for ln in labels) and any("large cpus" in ln for ln in labels)
 
 
 def _reproducible(spec) -> bool:
@@ -79,7 +79,7 @@ def test_both_engines_print_the_same_trace(harness):
     # far more (whole-coverage sweeps) than their lines are long
     native = compare._run_native(harness.native, guard, text, out_cap=2 * len(emu))
     assert emu == native
-    assert [l for l in emu.splitlines() if l.startswith("E ")] == [f"E {n}" for n in range(120)]
+    assert [ln for ln in emu.splitlines() if ln.startswith("E ")] == [f"E {n}" for n in range(120)]
 
 
 def _run_one(harness, line: str) -> list[str]:
@@ -109,7 +109,7 @@ def test_harness_reports_runaway_code(harness, tmp_path):
     broken = apply(never_sleeps, render_spec(SPEC))
     (h,) = build.build_harness(toolchain.find_clang(), SPEC, broken, tmp_path, ("-O2",), ("emulated",))
     out = _run_one(h, "case id=0 form=kthread max=0x100 cores=1 budget=50 actions=setup,run,teardown\n")
-    assert any(l.startswith("B soft lockup") for l in out)
+    assert any(ln.startswith("B soft lockup") for ln in out)
 
 
 def test_report_names_the_first_divergence_and_reproduces(run_kgen, tmp_path):
@@ -121,13 +121,13 @@ def test_report_names_the_first_divergence_and_reproduces(run_kgen, tmp_path):
     assert result.exit_code == 1
     out = result.output
     assert "MISMATCH" in out and "expected: L " in out and "got:      L " in out
-    line = next(l for l in out.splitlines() if "reproduce:" in l).split("reproduce: ", 1)[1]
+    line = next(ln for ln in out.splitlines() if "reproduce:" in ln).split("reproduce: ", 1)[1]
     args = line.split()[2:]
     cases.generate.cache_clear()  # the command alone, from its seed, must find the case again
     again = run_kgen("compare", *args)
     assert again.exit_code == 1 and "1 case x 1 level" in again.output
-    assert [l for l in again.output.splitlines() if "expected:" in l] == \
-        [l for l in out.splitlines() if "expected:" in l]  # fmt: skip
+    assert [ln for ln in again.output.splitlines() if "expected:" in ln] == \
+        [ln for ln in out.splitlines() if "expected:" in ln]  # fmt: skip
 
 
 def test_compare_json_and_exit_code(run_kgen):
@@ -315,7 +315,7 @@ def test_doctor_says_which_engine_each_spec_gets(run_kgen):
     assert "bytes decoded by iced-x86 1.21.0" in out
     assert "engine isa/pvalidate.yaml (auto): native: iced-x86 1.21.0 decodes F2 0F 01 FF as " \
         "pvalidate, a privileged instruction" in out  # fmt: skip
-    rmpopt = next(l for l in out.splitlines() if l.startswith("engine isa/rmpopt.yaml"))
+    rmpopt = next(ln for ln in out.splitlines() if ln.startswith("engine isa/rmpopt.yaml"))
     want = "emulator" if host.host_cpu().clzero else "native"
     assert rmpopt.startswith(f"engine isa/rmpopt.yaml (auto): {want}: ")
 

@@ -112,7 +112,7 @@ def test_coverage_lists_what_the_run_missed_by_file_and_line(run_kgen, tmp_path)
     build.write_files(files, gen)
     result = run_kgen("compare", "isa/pvalidate.yaml", "--cases", "40", "--coverage", "--generated", gen)
     assert result.exit_code == 0, result.output
-    missed = [l.strip() for l in result.output.splitlines() if "missed " in l]
+    missed = [ln.strip() for ln in result.output.splitlines() if "missed " in ln]
     assert missed == [f"missed {header}:{line}: branch 0 of 2 never taken",
                       f"missed {header}:{line + 1}: never run"]  # fmt: skip
     assert f"coverage {header}: lines 6/7, branches 3/4" in result.output
@@ -138,8 +138,8 @@ UNREACHABLE = ISA.parent / "tests" / "coverage" / "unreachable.txt"
 
 
 def _allowed() -> set[str]:
-    lines = [l.split(" -- ")[0].strip() for l in UNREACHABLE.read_text().splitlines()]
-    return {l for l in lines if l and not l.startswith("#")}
+    lines = [ln.split(" -- ")[0].strip() for ln in UNREACHABLE.read_text().splitlines()]
+    return {ln for ln in lines if ln and not ln.startswith("#")}
 
 
 @needs_gcc
@@ -184,5 +184,5 @@ def test_a_stuck_retry_code_runs_the_bound_out_in_the_mirror():
     assert stuck and all(c.id % 16 == 7 for c in stuck)
     calls = [call for c in stuck
              for call in "\n".join(compare.case_gen.expected(spec, c)).split("\nV ")]  # fmt: skip
-    longest = max(sum(1 for l in call.splitlines() if l.startswith("R ")) for call in calls)
+    longest = max(sum(1 for ln in call.splitlines() if ln.startswith("R ")) for call in calls)
     assert longest == bound + 1  # one call executed the instruction, then retried it `bound` times

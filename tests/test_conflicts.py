@@ -96,10 +96,10 @@ def test_validating_one_spec_finds_its_names_in_isa(run_kgen, tmp_path):
     foo = _copy_of_rmpopt(tmp_path / "rmpfoo.yaml")
     result = run_kgen("validate", foo)
     assert result.exit_code == 1, result.output
-    errors = [l for l in result.stderr.splitlines() if ": error: " in l]
+    errors = [ln for ln in result.stderr.splitlines() if ": error: " in ln]
     # every name the spec puts in a kernel tree: helpers, enum, sweep, workers, fragments
     names = global_names(load(RMPOPT_YAML))
-    assert len(errors) == len(names) and all(l.startswith(f"{foo}:") for l in errors), errors
+    assert len(errors) == len(names) and all(ln.startswith(f"{foo}:") for ln in errors), errors
     for name in ("__rmpopt", "snp_setup_rmpopt", "X86_FEATURE_RMPOPT", "MSR_AMD64_RMPOPT_BASE"):
         assert name in dict(names), name
         assert f"error: kernel name '{name}' is also defined by rmpopt" in result.stderr, name

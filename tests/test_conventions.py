@@ -82,7 +82,7 @@ def test_no_color_is_honoured(monkeypatch, tmp_path, no_color, coloured):
     from click.testing import CliRunner
 
     from codegen.cli import main
-    from tests.conftest import ROOT, RMPOPT_YAML
+    from tests.conftest import RMPOPT_YAML, ROOT
 
     spec = tmp_path / "rmpopt.yaml"
     spec.write_text(RMPOPT_YAML.read_text().replace("RMPOPT_FUNC", "RMPOPT_FN", 1))
@@ -189,8 +189,8 @@ def test_shell_completion_is_documented_and_works():
     script = subprocess.run([kgen], env=dict(os.environ, _KGEN_COMPLETE="bash_source"), capture_output=True,
                             text=True, timeout=60).stdout  # fmt: skip
     assert "_kgen_completion" in script and "complete " in script
-    words = subprocess.run([kgen], env=dict(os.environ, _KGEN_COMPLETE="bash_complete", COMP_WORDS="kgen sw",
-                                            COMP_CWORD="1"), capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+    env = dict(os.environ, _KGEN_COMPLETE="bash_complete", COMP_WORDS="kgen sw", COMP_CWORD="1")
+    words = subprocess.run([kgen], env=env, capture_output=True, text=True, timeout=60).stdout
     assert "plain,sweep" in words
 
 
@@ -209,7 +209,8 @@ def test_a_review_rule_skipped_on_the_command_line(run_kgen, failing_rule):
     assert run_kgen("validate", "isa/pvalidate.yaml").exit_code == 1
     result = run_kgen("validate", "isa/pvalidate.yaml", "--skip-rule", failing_rule)
     assert result.exit_code == 0, result.output
-    assert f"isa/pvalidate.yaml: note: review [{failing_rule}] skipped: --skip-rule on the command line" in result.output
+    note = f"isa/pvalidate.yaml: note: review [{failing_rule}] skipped: --skip-rule on the command line"
+    assert note in result.output
     report = json.loads(run_kgen("validate", "--json", "isa/pvalidate.yaml", "--skip-rule", failing_rule).output)
     assert report["ok"] and report["skipped"] == [
         {"path": "isa/pvalidate.yaml", "rule": failing_rule, "reason": "--skip-rule on the command line"}]
@@ -241,3 +242,16 @@ def test_a_review_rule_skipped_in_the_spec_with_its_reason(run_kgen, failing_rul
 def test_an_impossible_machine_of_one_cpu_says_so_in_the_singular(run_kgen):
     result = run_kgen("sweep", "isa/rmpopt.yaml", "--memory", "4G", "--offline", "3")
     assert result.exit_code == 2 and "offline CPU 3 does not exist (1 CPU)" in result.stderr
+
+
+def test_sizes_read_the_same_everywhere():
+    """One home for a size in words: every report, patch and comment says 1 GB, 2 TB, 4 KB."""
+    from codegen.diagnostics import size_text
+    from codegen.render import f_human_size
+    from tests.conftest import ROOT
+
+    assert [size_text(n) for n in (1 << 30, 3 << 40, 4096, 2 << 20, 3000)] == \
+        ["1 GB", "3 TB", "4 KB", "2 MB", "3000 bytes"]  # fmt: skip
+    assert f_human_size(1 << 30) == "1 GB" and f_human_size(2 << 40) == "2 TB"
+    sources = [p for p in (ROOT / "codegen").glob("*.py") if '(40, "TB")' in p.read_text()]
+    assert [p.name for p in sources] == ["diagnostics.py"]

@@ -20,7 +20,7 @@ from codegen.model import PREREQUISITE_CHECKS
 from codegen.render import c_parameter, include_split, outputs, raw_shape, render_spec
 from codegen.spec import load
 from codegen.toolchain import find_clang, find_gcc
-from tests.conftest import ISA, ROOT, RMPOPT_YAML
+from tests.conftest import ISA, RMPOPT_YAML, ROOT
 
 KERNEL = ROOT / ".kernel"
 CHECKPATCH = KERNEL / "src" / "scripts" / "checkpatch.pl"

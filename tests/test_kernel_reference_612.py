@@ -99,7 +99,7 @@ def test_rmpupdate_matches_except_where_the_overlap_persists(tmp_path):
     assert exhausted and len(exhausted) < len(wanted) // 10
     assert differ == exhausted
     for n in exhausted:  # where kgen's helper stops, the kernel's executes RMPUPDATE again
-        at = next(i for i, (w, g) in enumerate(zip(wanted[n], got[n])) if w != g)
+        at = next(i for i, (w, g) in enumerate(zip(wanted[n], got[n], strict=False)) if w != g)
         assert wanted[n][at].startswith("V ") and got[n][at].startswith("R ")
     # the failing codes it returns are -EFAULT, as the mirror expects from failure: EFAULT
     assert any("V 0xfffffffffffffff2" in wanted[n] for n in wanted if n not in exhausted)

@@ -12,8 +12,7 @@ import json
 import time
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from codegen import mirror
 from codegen.diagnostics import SpecError
@@ -99,7 +98,7 @@ def check_cap(spec, machine, events):
     assert len(regions) == min((hi - lo) // t.region_size, t.entries)
     capped = hi - lo > t.coverage
     per_pass = capped and s.cap_log == "every-pass"  # at-setup: setup logs it, not the pass
-    assert [l.startswith(s.cap_message) for l in logs] == ([True, False] if per_pass else [False])
+    assert [ln.startswith(s.cap_message) for ln in logs] == ([True, False] if per_pass else [False])
     end = lo + min(hi - lo, t.coverage)
     assert logs[-1] == f"{s.log_message} [0x{lo:016x} - 0x{end:016x}]"
     if per_pass:
@@ -328,14 +327,14 @@ def test_kgen_sweep_json_trace_format(run_kgen, rmpopt, t):
     result = run_kgen("sweep", "isa/rmpopt.yaml", "--memory", "4G", "--cores", "2",
                       "--threads-per-core", "2", "--assigned", "0-4K", "--json")  # fmt: skip
     assert result.exit_code == 0
-    lines = [json.loads(l) for l in result.output.splitlines()]
-    assert all(list(l)[0] == "kind" for l in lines)
-    rm = [l for l in lines if l["kind"] == "rmpopt"]
+    lines = [json.loads(ln) for ln in result.output.splitlines()]
+    assert all(list(ln)[0] == "kind" for ln in lines)
+    rm = [ln for ln in lines if ln["kind"] == "rmpopt"]
     assert set(rm[0]) == {"kind", "cpu", "rax", "rcx", "cf"}
     assert rm[0] == {"kind": "rmpopt", "cpu": 0, "rax": 0, "rcx": 0, "cf": 0}  # page 0 assigned
-    ipi = next(l for l in lines if l["kind"] == "ipi")
+    ipi = next(ln for ln in lines if ln["kind"] == "ipi")
     assert ipi == {"kind": "ipi", "cpu": 0, "targets": [1]}
-    tables = [l for l in lines if l["kind"] == "table"]
+    tables = [ln for ln in lines if ln["kind"] == "table"]
     assert [tb["cpu"] for tb in tables] == [0, 1, 2, 3]
     assert tables[0]["optimized"] == 3 and tables[2]["optimized"] == 0
 

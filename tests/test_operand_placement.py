@@ -15,7 +15,12 @@ from codegen.render import render_spec
 from codegen.spec import load
 from tests.conftest import ISA
 
-SWAPS = [("rmpadjust", "rcx", "rdx"), ("rmpupdate", "rax", "rcx"), ("pvalidate", "rax", "rcx"), ("rmpopt", "rax", "rcx")]
+SWAPS = [
+    ("rmpadjust", "rcx", "rdx"),
+    ("rmpupdate", "rax", "rcx"),
+    ("pvalidate", "rax", "rcx"),
+    ("rmpopt", "rax", "rcx"),
+]
 
 
 def _run(spec):

@@ -6,7 +6,14 @@ import dataclasses
 
 import pytest
 
-from codegen.operands import ASSEMBLER_VERSIONS, Gas, binutils_check, find_gas, iced_facts, operand_check
+from codegen.operands import (
+    ASSEMBLER_VERSIONS,
+    Gas,
+    binutils_check,
+    find_gas,
+    iced_facts,
+    operand_check,
+)
 from codegen.spec import load, parse
 from tests.conftest import ISA
 
@@ -79,13 +86,16 @@ def test_a_flag_the_instruction_does_not_change():
     spec = edited("rmpadjust", ("      description: Return code, 0 on success\n",
                                 "      description: Return code, 0 on success\n    - flag: cf\n"
                                 "      name: failed\n      type: bool\n      description: Set on failure\n"
-                                "      software_code: {name: RMPADJUST_FAILED, value: 255, description: failed}\n"))  # fmt: skip
+                                "      software_code: {name: RMPADJUST_FAILED, value: 255, "
+                                "description: failed}\n"))  # fmt: skip
     assert f"spec says flag outputs cf; {ICED} changes RFLAGS" in only_problem(spec)
 
 
 def test_flags_changed_without_a_cc_clobber():
     spec = edited("psmash", ("clobbers: [memory, cc]", "clobbers: [memory]"))
-    assert only_problem(spec).startswith(f"spec says the instruction leaves RFLAGS alone (no cc clobber); {ICED} changes ")
+    assert only_problem(spec).startswith(
+        f"spec says the instruction leaves RFLAGS alone (no cc clobber); {ICED} changes "
+    )
 
 
 def test_memory_written_where_it_is_read():

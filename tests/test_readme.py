@@ -38,7 +38,7 @@ def examples(text: str) -> list[tuple[int, str, list[str], str | None, str | Non
             end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
             block = lines[i + 1:end]
             starts = [k for k, line in enumerate(block) if line.startswith("$ kgen")]
-            for a, b in zip(starts, starts[1:] + [len(block)]):
+            for a, b in zip(starts, starts[1:] + [len(block)], strict=True):
                 out = block[a + 1:b]
                 while out and not out[-1].strip():
                     out.pop()

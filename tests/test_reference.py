@@ -72,8 +72,8 @@ def test_a_helper_defined_outside_the_directory_is_caught(run_kgen, tmp_path):
 @pytest.mark.parametrize("as_json", [False, True])
 def test_the_report_names_the_reference_and_the_definition(run_kgen, tmp_path, as_json):
     d = _kernel_dir(tmp_path, HAND_WRITTEN)
-    line = GENERATED.splitlines().index(next(l for l in GENERATED.splitlines()
-                                             if l.startswith("static inline int pvalidate("))) + 1  # fmt: skip
+    line = GENERATED.splitlines().index(next(ln for ln in GENERATED.splitlines()
+                                             if ln.startswith("static inline int pvalidate("))) + 1  # fmt: skip
     r = run_kgen("compare", "isa/pvalidate.yaml", *FAST, "--reference", d, *(["--json"] if as_json else []))
     assert r.exit_code == 0, r.output
     if as_json:

@@ -12,8 +12,14 @@ import json
 import pytest
 
 from codegen import cases
-from codegen.reference import (ReferenceProblem, find_function, kernel_args, kernel_case, kernel_result,
-                               tree_unit)  # fmt: skip
+from codegen.reference import (
+    ReferenceProblem,
+    find_function,
+    kernel_args,
+    kernel_case,
+    kernel_result,
+    tree_unit,
+)
 from codegen.spec import load, parse
 from tests.conftest import ISA
 

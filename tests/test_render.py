@@ -12,8 +12,7 @@ import time
 
 import jinja2
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from codegen import build, outtree, render
 from codegen.outtree import write_tree
@@ -96,13 +95,13 @@ def test_changing_a_function_code_shows_exactly_that_line(tmp_path, run_kgen):
     spec.write_text(text.replace("        value: 1\n", "        value: 2\n"))
     result = run_kgen("check", cwd=tmp_path)
     assert result.exit_code == 1
-    changed = [l for l in result.stdout.splitlines() if l[:1] in "+-" and l[:3] not in ("+++", "---")]
+    changed = [ln for ln in result.stdout.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")]
     # the banner's hash, and the one enum value
-    assert [l for l in changed if "Generated" not in l] == [
+    assert [ln for ln in changed if "Generated" not in ln] == [
         "-\tRMPOPT_FUNC_REPORT_STATUS = 0x1,",
         "+\tRMPOPT_FUNC_REPORT_STATUS = 0x2,",
     ]
-    assert sum("Generated" in l for l in changed) == 12  # six files' banners
+    assert sum("Generated" in ln for ln in changed) == 12  # six files' banners
     assert "out of date" in result.stderr
     # check never writes
     assert (tmp_path / "generated").exists() and run_kgen("check", cwd=tmp_path).exit_code == 1
@@ -200,7 +199,7 @@ def test_a_long_spec_message_is_a_string_exception_not_an_error(rmpopt):
         rmpopt.kernel.sweep.log_message, "Attempt " + "very " * 20 + "long message"
     )
     files = render_spec(parse(text, "isa/rmpopt.yaml"))
-    assert any(len(l.expandtabs(8)) > 100 for t in files.values() for l in t.splitlines())
+    assert any(len(ln.expandtabs(8)) > 100 for t in files.values() for ln in t.splitlines())
 
 
 COMPILERS = compilers()
@@ -226,14 +225,25 @@ def test_compile_check_catches_broken_c(rmpopt, files, tmp_path):
         build.compile_object(COMPILERS[0], unit, rmpopt, tmp_path / "gen")
 
 
-def test_a_value_a_template_cannot_use_is_a_render_error_with_its_place(rmpopt):
-    """A runtime template error (here an empty description, which the loader refuses) names
-    the template and line instead of crashing on the error's missing filename."""
+def test_a_value_the_helpers_cannot_use_is_a_render_error(rmpopt):
+    """An empty description (which the loader refuses) is a RenderError, not a crash on its
+    first character."""
     insn = rmpopt.instruction
     out = dataclasses.replace(insn.outputs[0], description="")
     spec = dataclasses.replace(rmpopt, instruction=dataclasses.replace(insn, outputs=(out,)))
-    with pytest.raises(RenderError, match=r"^helpers\.h\.j2:\d+: "):
+    with pytest.raises(RenderError, match="text must not be empty"):
         render_spec(spec)
+
+
+def test_a_runtime_template_error_is_a_render_error_with_its_place(rmpopt, tmp_path):
+    """A runtime template error (here a key the spec does not have) names the template and
+    line instead of crashing on the error's missing filename."""
+    broken = tmp_path / "templates"
+    shutil.copytree(render.TEMPLATES, broken)
+    with open(broken / "helpers.h.j2", "a") as f:
+        f.write("{{ insn.no_such_key.lower() | ident }}\n")
+    with pytest.raises(RenderError, match=r"^helpers\.h\.j2:\d+: "):
+        render_spec(rmpopt, broken)
 
 
 WRAP_TEXT = st.lists(
@@ -305,7 +315,7 @@ def test_helpers_with_a_u64_register_operand_build_only_for_x86_64():
                           ("rmpread", True), ("pvalidate", False), ("rmpadjust", False)):  # fmt: skip
         spec = load(ISA / f"{name}.yaml")
         (text,) = [t for p, t in render_spec(spec).items() if p.endswith(spec.kernel.raw_helper.header)]
-        raw = text.index(f"static inline")
+        raw = text.index("static inline")
         if guarded:
             assert text.rindex("#ifdef CONFIG_X86_64", 0, raw) < raw, name
             assert text.rstrip().endswith("#endif /* CONFIG_X86_64 */"), name

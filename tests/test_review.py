@@ -36,10 +36,13 @@ MUTANTS = [
     ("asm-bytes", "helpers.h.j2", '"{{ insn.encoding | byte_directive }}"',
      '"{{ insn.encoding[1:] | byte_directive }}"'),
     ("asm-clobbers", "helpers.h.j2", ": {{ raw.clobbers }});", ': "cc");'),
-    ("helper-aligns", "helpers.h.j2", "ALIGN_DOWN({{ h.parameter | ident }}, {{ region | sz }})",
-     "{{ h.parameter | ident }} & ~({{ region | sz }} - 1)"),
-    ("no-pointer-packing", "helpers.h.j2", "{{ h.name | ident }}(phys_addr_t {{ h.parameter | ident }})",
-     "{{ h.name | ident }}(void *{{ h.parameter | ident }})"),
+    ("helper-aligns", "helpers.h.j2", "{% for line in helper.locals %}\n\t{{ line }}",
+     "{% for line in helper.locals %}\n\tu64 {{ helper.args[loop.index0] }} = {{ helper.parameter }};"),
+    # the call by position: the low-level helper's arguments in the helper's own order
+    ("helper-aligns", "helpers.h.j2", "return {{ helper.call }};",
+     "return {{ kernel.raw_helper.name | ident }}({{ helper.args[1] }}, {{ helper.args[0] }});"),
+    ("no-pointer-packing", "helpers.h.j2", "{{ helper.name }}({{ helper.params }})",
+     "{{ helper.name }}(void *{{ helper.parameter }})"),
     ("enum-from-spec", "helpers.h.j2", "{{ enum_const[code.name] }} = {{ code.value | hex }},",
      "{{ enum_const[code.name] }},"),
     ("no-pud-size", "sweep.c.j2", "pa < pa_end; pa += {{ region | sz }}) {\n\t\t{{ h.name",
@@ -64,8 +67,8 @@ MUTANTS = [
     ("followers-skip-leader-core", "sweep.c.j2",
      "\tmigrate_disable();\n\tleader = smp_processor_id();",
      "\tleader = smp_processor_id();\n\tmigrate_disable();"),
-    ("byte-comment", "helpers.h.j2", "{{ i.register | register }} = @{{ i.name | ident }}",
-     "@{{ i.name | ident }}"),
+    ("byte-comment", "helpers.h.j2", "{% for line in raw.doc %}",
+     '{% for line in raw.doc if not line.startswith("Inputs:") %}'),
     ("setup-order", "sweep.c.j2", "int {{ worker.setup | ident }}(void)\n{\n{{ en.setup_body }}",
      "int {{ worker.setup | ident }}(void)\n{\n\tmigrate_disable();\n\tmigrate_enable();\n{{ en.setup_body }}"),
     ("no-warn-on-success", "sweep.c.j2", "\t\t{{ h.name | ident }}(pa);\n",
@@ -96,3 +99,57 @@ def test_each_rule_catches_its_broken_template(mutant, tmp_path):
     files = render.render_spec(spec, broken)
     found = {name for name, _ in review(spec, files)}
     assert rule_name in found
+
+
+def _swapped_inputs(text: str) -> str:
+    """The spec text with its inputs listed in the other order."""
+    head, rest = text.split("  inputs:\n", 1)
+    block, tail = rest.split("  outputs:\n", 1)
+    items = ["    - register:" + item for item in block.split("    - register:")[1:]]
+    return head + "  inputs:\n" + "".join(reversed(items)) + "  outputs:\n" + tail
+
+
+def test_the_helper_passes_each_argument_to_its_parameter_by_name(tmp_path, run_kgen):
+    """Swapping the spec's inputs swaps the low-level helper's parameters, and the helper's
+    call follows them: the arguments go to parameters by name, not by position."""
+    path = tmp_path / "rmpopt.yaml"
+    path.write_text(_swapped_inputs((ISA / "rmpopt.yaml").read_text()))
+    spec = load(path)
+    assert [i.name for i in spec.instruction.inputs] == ["op_type", "pa_start"]
+    header = render.render_spec(spec)["rmpopt/arch/x86/include/asm/special_insns.h"]
+    assert "static inline bool __rmpopt(u64 op_type, u64 pa_start)\n" in header
+    assert "\treturn __rmpopt(rcx, rax);\n" in header
+    result = run_kgen("validate", "-q", str(path))
+    assert result.exit_code == 0, result.output
+
+
+def test_validate_catches_a_call_whose_arguments_follow_positions(tmp_path):
+    """The call the helper made before it matched arguments by name: __rmpopt(rax, rcx)
+    against __rmpopt(u64 op_type, u64 pa_start).  The review holds the call to the
+    parameters, so validate fails on it instead of leaving it to compare."""
+    path = tmp_path / "rmpopt.yaml"
+    path.write_text(_swapped_inputs((ISA / "rmpopt.yaml").read_text()))
+    spec = load(path)
+    files = render.render_spec(spec)
+    name = "rmpopt/arch/x86/include/asm/special_insns.h"
+    assert files[name].count("\treturn __rmpopt(rcx, rax);\n") == 1
+    files[name] = files[name].replace("\treturn __rmpopt(rcx, rax);\n", "\treturn __rmpopt(rax, rcx);\n")
+    found = review(spec, files)
+    assert ("helper-aligns", "rmpopt() passes rax as __rmpopt()'s op_type and rcx as its pa_start: "
+            "op_type wants RMPOPT_FUNC_VERIFY_AND_REPORT_STATUS, pa_start wants ALIGN_DOWN(pa, SZ_1G)") \
+        in found, found  # fmt: skip
+
+
+def test_an_input_the_helper_does_not_compute_is_passed_through_by_name():
+    """frobopt's helper used to call __frobopt(rdx, rsi) for __frobopt(u64 base_pa, u32 mode,
+    struct frob_desc *desc): one argument short.  The input it has no value for is now its own
+    parameter, passed at that position, and the review holds the call to the arity."""
+    spec = load(ROOT / "tests" / "broken" / "_base.yaml")
+    files = render.render_spec(spec)
+    name = "frobopt/arch/x86/include/asm/frob.h"
+    header = files[name]
+    assert "static inline int frobopt(phys_addr_t addr, struct frob_desc *desc)\n" in header
+    assert "\treturn __frobopt(rdx, rsi, desc);\n" in header
+    assert review(spec, files) == []
+    files[name] = header.replace("__frobopt(rdx, rsi, desc);", "__frobopt(rdx, rsi);")
+    assert ("helper-aligns", "frobopt() passes 2 arguments to __frobopt(), which takes 3") in review(spec, files)

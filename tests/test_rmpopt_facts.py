@@ -95,7 +95,15 @@ def test_encoding_differs_from_every_neighbour(rmpopt, facts):
     assert ours[1:] == neighbours[facts["instruction"]["unprefixed-form"]]
 
 
-@covers("instruction.inputs[].register", "instruction.inputs[].kind", "instruction.inputs[].align", "instruction.inputs[].name", "instruction.inputs[].points_to", "instruction.inputs[].access", "instruction.inputs[].bytes")
+@covers(
+    "instruction.inputs[].register",
+    "instruction.inputs[].kind",
+    "instruction.inputs[].align",
+    "instruction.inputs[].name",
+    "instruction.inputs[].points_to",
+    "instruction.inputs[].access",
+    "instruction.inputs[].bytes",
+)
 def test_inputs(rmpopt, facts):
     want = facts["instruction"]["inputs"]
     insn = rmpopt.instruction
@@ -107,7 +115,12 @@ def test_inputs(rmpopt, facts):
         assert i.points_to is None and i.access is None and i.bytes is None
 
 
-@covers("instruction.function_codes.operand", "instruction.function_codes.codes[].name", "instruction.function_codes.codes[].value", "instruction.function_codes.codes[].effect")
+@covers(
+    "instruction.function_codes.operand",
+    "instruction.function_codes.codes[].name",
+    "instruction.function_codes.codes[].value",
+    "instruction.function_codes.codes[].effect",
+)
 def test_function_codes(rmpopt, facts):
     fc = rmpopt.instruction.function_codes
     assert fc.operand == next(r for r, i in facts["instruction"]["inputs"].items()
@@ -117,7 +130,14 @@ def test_function_codes(rmpopt, facts):
     assert sorted(got) == sorted(want)
 
 
-@covers("instruction.outputs[].flag", "instruction.outputs[].register", "instruction.preserved[]", "instruction.clobbers[]", "instruction.outputs[].codes[]", "instruction.outputs[].software_code")
+@covers(
+    "instruction.outputs[].flag",
+    "instruction.outputs[].register",
+    "instruction.preserved[]",
+    "instruction.clobbers[]",
+    "instruction.outputs[].codes[]",
+    "instruction.outputs[].software_code",
+)
 def test_outputs_preserved_and_clobbers(rmpopt, facts):
     insn, f = rmpopt.instruction, facts["instruction"]
     (out,) = insn.outputs
@@ -128,15 +148,28 @@ def test_outputs_preserved_and_clobbers(rmpopt, facts):
     assert list(insn.clobbers) == f["clobbers"]
 
 
-@covers("instruction.privilege.cpl", "instruction.privilege.faults[].exception", "instruction.privilege.faults[].unsure")
+@covers(
+    "instruction.privilege.cpl",
+    "instruction.privilege.faults[].exception",
+    "instruction.privilege.faults[].unsure",
+)
 def test_privilege(rmpopt, facts):
     priv, want = rmpopt.instruction.privilege, facts["instruction"]["privilege"]
     assert priv.cpl == want["cpl"]
     assert [(f.exception, f.unsure) for f in priv.faults] == [
-        (f["exception"], f["unsure"]) for f in want["faults"]]
+        (f["exception"], f["unsure"]) for f in want["faults"]
+    ]
 
 
-@covers("instruction.cpuid.leaf", "instruction.cpuid.register", "instruction.cpuid.bit", "instruction.cpuid.feature", "instruction.cpuid.word", "instruction.cpuid.word_bit", "instruction.cpuid.subleaf")
+@covers(
+    "instruction.cpuid.leaf",
+    "instruction.cpuid.register",
+    "instruction.cpuid.bit",
+    "instruction.cpuid.feature",
+    "instruction.cpuid.word",
+    "instruction.cpuid.word_bit",
+    "instruction.cpuid.subleaf",
+)
 def test_cpuid(rmpopt, facts):
     c, want = rmpopt.instruction.cpuid, facts["instruction"]["cpuid"]
     assert (c.leaf, c.register, c.bit) == (want["leaf"], want["register"], want["bit"])
@@ -144,12 +177,25 @@ def test_cpuid(rmpopt, facts):
     assert c.subleaf is None and want["subleaf"] == "none"
 
 
-@covers("instruction.msr.name", "instruction.msr.number", "instruction.msr.enable.name", "instruction.msr.enable.bit", "instruction.msr.base.low_bit", "instruction.msr.base.high_bit", "instruction.msr.scope", "instruction.msr.value", "instruction.msr.fault")
+@covers(
+    "instruction.msr.name",
+    "instruction.msr.number",
+    "instruction.msr.enable.name",
+    "instruction.msr.enable.bit",
+    "instruction.msr.base.low_bit",
+    "instruction.msr.base.high_bit",
+    "instruction.msr.scope",
+    "instruction.msr.value",
+    "instruction.msr.fault",
+)
 def test_msr(rmpopt, facts):
     msr, want = rmpopt.instruction.msr, facts["instruction"]["msr"]
     assert (msr.name, msr.number) == (want["name"], want["number"])
-    assert (msr.scope, msr.value, msr.fault) == (want["scope"], want["value"],
-                                                 want["fault-when-disabled"])
+    assert (msr.scope, msr.value, msr.fault) == (
+        want["scope"],
+        want["value"],
+        want["fault-when-disabled"],
+    )
     assert (msr.enable.name, msr.enable.bit) == (want["enable"]["name"], want["enable"]["bit"])
     assert 1 << msr.base.low_bit == size(want["base-alignment"])
     assert msr.base.high_bit == want["base-high-bit"]
@@ -168,12 +214,22 @@ def test_requirements_and_assembler(rmpopt, facts):
     insn, f = rmpopt.instruction, facts["instruction"]
     joined = " ".join(insn.requires)
     assert "segmented RMP table" in joined and "SNP_EN" in joined
-    assert any("segmented RMP" in r for r in f["requires"]) and any("SNP_EN" in r for r in f["requires"])
+    assert any("segmented RMP" in r for r in f["requires"]) and any(
+        "SNP_EN" in r for r in f["requires"]
+    )
     assert (f["assembler"]["binutils"], f["assembler"]["llvm"]) == ("none", "none")
     assert insn.assembler.binutils is None and insn.assembler.llvm is None
 
 
-@covers("kernel.raw_helper.name", "kernel.raw_helper.header", "kernel.raw_helper.max_retries", "kernel.helper.name", "kernel.helper.parameter", "kernel.helper.function", "kernel.enum.name")
+@covers(
+    "kernel.raw_helper.name",
+    "kernel.raw_helper.header",
+    "kernel.raw_helper.max_retries",
+    "kernel.helper.name",
+    "kernel.helper.parameter",
+    "kernel.helper.function",
+    "kernel.enum.name",
+)
 def test_kernel_names(rmpopt, facts):
     k, want = rmpopt.kernel, facts["kernel"]
     raw = want["raw-helper"]
@@ -186,13 +242,28 @@ def test_kernel_names(rmpopt, facts):
     assert k.enum.name == want["enum"]["name"]
 
 
-@covers("kernel.sweep.config", "kernel.sweep.source", "kernel.sweep.leader", "kernel.sweep.cpus", "kernel.sweep.followers", "kernel.sweep.resched", "kernel.sweep.log_message", "kernel.sweep.cap_log", "kernel.sweep.workers[].kind", "kernel.sweep.workers[].rearm_delay_ms")
+@covers(
+    "kernel.sweep.config",
+    "kernel.sweep.source",
+    "kernel.sweep.leader",
+    "kernel.sweep.cpus",
+    "kernel.sweep.followers",
+    "kernel.sweep.resched",
+    "kernel.sweep.log_message",
+    "kernel.sweep.cap_log",
+    "kernel.sweep.workers[].kind",
+    "kernel.sweep.workers[].rearm_delay_ms",
+)
 def test_sweep_policy(rmpopt, facts):
     s, want = rmpopt.kernel.sweep, facts["kernel"]["sweep"]
     assert s.source == want["file"]
     assert s.config == want["file-config"]
     assert (s.leader, s.cpus, s.followers, s.resched) == (
-        want["leader"], want["cpus"], want["followers"], want["resched"])
+        want["leader"],
+        want["cpus"],
+        want["followers"],
+        want["resched"],
+    )
     assert s.log_message.startswith(want["log-message-start"])
     assert s.cap_log == want["cap-message"]
     workers = facts["kernel"]["workers"]
@@ -204,18 +275,43 @@ def test_sweep_policy(rmpopt, facts):
             assert w.rearm_delay_ms is None
 
 
-@covers("kernel.enable.check", "kernel.enable.mutex", "kernel.enable.setup_caller", "kernel.enable.trigger_caller", "kernel.enable.teardown_caller", "kernel.enable.msr_on_teardown", "kernel.enable.hotplug.state", "kernel.enable.hotplug.name", "kernel.sweep.workers[].setup", "kernel.sweep.workers[].trigger", "kernel.sweep.workers[].teardown", "kernel.enable.requires[].name", "kernel.enable.requires[].check", "kernel.enable.requires[].argument")
+@covers(
+    "kernel.enable.check",
+    "kernel.enable.mutex",
+    "kernel.enable.setup_caller",
+    "kernel.enable.trigger_caller",
+    "kernel.enable.teardown_caller",
+    "kernel.enable.msr_on_teardown",
+    "kernel.enable.hotplug.state",
+    "kernel.enable.hotplug.name",
+    "kernel.sweep.workers[].setup",
+    "kernel.sweep.workers[].trigger",
+    "kernel.sweep.workers[].teardown",
+    "kernel.enable.requires[].name",
+    "kernel.enable.requires[].check",
+    "kernel.enable.requires[].argument",
+)
 def test_enable(rmpopt, facts):
     e, want = rmpopt.kernel.enable, facts["kernel"]["enable"]
-    assert (e.check, e.mutex, e.msr_on_teardown) == (want["check"], want["mutex"],
-                                                      want["msr-on-teardown"])
+    assert (e.check, e.mutex, e.msr_on_teardown) == (
+        want["check"],
+        want["mutex"],
+        want["msr-on-teardown"],
+    )
     assert (e.setup_caller, e.trigger_caller, e.teardown_caller) == (
-        want["setup"]["caller"], want["trigger"]["caller"], want["teardown"]["caller"])
+        want["setup"]["caller"],
+        want["trigger"]["caller"],
+        want["teardown"]["caller"],
+    )
     for w in rmpopt.kernel.sweep.workers:
         assert (w.setup, w.trigger, w.teardown) == (
-            want["setup"]["name"], want["trigger"]["name"], want["teardown"]["name"])
+            want["setup"]["name"],
+            want["trigger"]["name"],
+            want["teardown"]["name"],
+        )
     assert [(p.name, p.check, p.argument) for p in e.requires] == [
-        (r["name"], r["check"], r["argument"]) for r in want["requires"]]
+        (r["name"], r["check"], r["argument"]) for r in want["requires"]
+    ]
     assert (e.hotplug.state, e.hotplug.name) == (want["hotplug"]["state"], want["hotplug"]["name"])
 
 

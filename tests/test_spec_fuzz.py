@@ -9,8 +9,7 @@ import typing
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from codegen import model
 from codegen.diagnostics import SpecError

@@ -187,10 +187,10 @@ def test_64_bytes_of_shellcode_are_no_instruction(run_kgen, tmp_path):
     assert result.exit_code == 1 and "Traceback" not in result.output
     lines = result.stderr.splitlines()
     assert lines[-1] == "kgen: 3 problems found"
-    assert any(": error: the encoding has 64 bytes; an x86 instruction has at most 15" in l for l in lines)
+    assert any(": error: the encoding has 64 bytes; an x86 instruction has at most 15" in ln for ln in lines)
     assert any(": error: a second opcode byte 0x41 (and 62 more): an instruction has exactly one "
-               "opcode byte" in l for l in lines)  # fmt: skip
-    assert any(": error: the encoding has no escape byte" in l for l in lines)
+               "opcode byte" in ln for ln in lines)  # fmt: skip
+    assert any(": error: the encoding has no escape byte" in ln for ln in lines)
     assert "ok (" not in result.output
 
 
@@ -250,7 +250,7 @@ def test_the_decoder_accepts_one_instruction_or_nothing_it_knows(hexed):
 def test_handcrafted_encodings_fail_validation(pairs, expected):
     got = [p.split(": ", 1)[1] for p in problems(with_encoding(pairs))]
     assert len(got) == len(expected), got
-    for message, want in zip(sorted(got), sorted(expected)):
+    for message, want in zip(sorted(got), sorted(expected), strict=True):
         assert want in message, got
 
 
@@ -404,3 +404,23 @@ def test_yaml_1_2_octal_is_an_integer_and_text_stays_text():
     assert spec.instruction.table.entries == 512
     assert spec.instruction.title == "yes"
     assert spec.instruction.privilege.faults[0].when == "10:30"
+
+
+def test_the_optional_sections_are_read_through_views_chosen_once():
+    """A spec's helper, enum, table and sweep come as typed views with every section they
+    need; asking a spec for a view of a section it lacks names what is missing."""
+    from codegen.model import SectionMissing
+
+    rmpopt, pvalidate = load_all([ROOT / "isa" / "rmpopt.yaml", ROOT / "isa" / "pvalidate.yaml"])
+    sweep = rmpopt.as_sweep()
+    assert (sweep.table, sweep.msr, sweep.cpuid, sweep.enable, sweep.helper) == (
+        rmpopt.instruction.table, rmpopt.instruction.msr, rmpopt.instruction.cpuid,
+        rmpopt.kernel.enable, rmpopt.kernel.helper)  # fmt: skip
+    assert rmpopt.sweep_view is sweep  # built once
+    assert rmpopt.as_enum().enum is rmpopt.kernel.enum
+    assert pvalidate.sweep_view is None and pvalidate.helper_view is None
+    with pytest.raises(SectionMissing, match=r"pvalidate\.yaml: a sweep needs kernel\.sweep"):
+        pvalidate.as_sweep()
+    no_enable = dataclasses.replace(rmpopt, kernel=dataclasses.replace(rmpopt.kernel, enable=None))
+    with pytest.raises(SectionMissing, match="a sweep needs kernel.enable"):
+        no_enable.as_sweep()

@@ -36,14 +36,19 @@ def git(tree: Path, *args: str) -> str:
     return proc.stdout
 
 
-@pytest.fixture
-def tree(tmp_path) -> Path:
+def make_tree(tmp_path: Path) -> Path:
+    """A git clone of the mini kernel tree below ``tmp_path``."""
     dest = tmp_path / "linux"
     shutil.copytree(MINI, dest)
     git(dest, "init", "-q")
     git(dest, "add", "-A")
     git(dest, "commit", "-q", "-m", "base")
     return dest
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    return make_tree(tmp_path)
 
 
 def kgen(*args: str, env: dict | None = None):

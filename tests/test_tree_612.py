@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from codegen.render import TEMPLATES
 from codegen.series import Identity, write_series
 from codegen.spec import load
-from codegen.render import TEMPLATES
 from codegen.tree import KernelTree, plan
 from tests.conftest import ISA
 from tests.kernel import tree as kt

@@ -21,7 +21,13 @@ import pytest
 
 from codegen import ctext
 from codegen.kernelapi import min_gcc
-from tests.test_tree import GIT_ENV, ISA, ROOT, SPECS, git, kgen, snapshot, tree  # noqa: F401
+from tests.test_tree import GIT_ENV, ISA, ROOT, SPECS, git, kgen, make_tree, snapshot
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    return make_tree(tmp_path)
+
 
 SEV = "arch/x86/virt/svm/sev.c"
 PV = ISA / "pvalidate.yaml"
