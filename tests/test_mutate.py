@@ -173,14 +173,19 @@ def test_a_mutant_that_does_not_compile_is_stillborn():
     assert mutate.run_mutant(spec, files, m, _plan())[0] == "stillborn"
 
 
-def test_a_mutant_that_hangs_is_killed_by_the_timeout():
+def test_a_mutant_that_hangs_is_killed_by_the_timeout(monkeypatch):
+    import time
+
     spec = load(ISA / "pvalidate.yaml")
     files = render_spec(spec)
     m = mutate.spec_mutants(spec, files)[0]
     plan = _plan()
-    plan.timeout = 0.01  # nothing finishes this fast: the run is taken for a hang
+    plan.timeout = 1
+    monkeypatch.setattr(mutate, "run_mutant", lambda *a: time.sleep(120))  # a run that never ends
+    start = time.monotonic()
     (out,) = mutate.run([(spec, files, m)], plan, jobs=1)
     assert out.status == "killed" and out.detail.startswith("hang"), out
+    assert time.monotonic() - start < 10
 
 
 def _equivalents(tmp_path: Path, text: str) -> list[mutate.Equivalent]:
@@ -254,3 +259,33 @@ def test_a_fixed_sample_has_no_unexplained_survivor(run_kgen):
     result = run_kgen("mutate", "--sample", "40", "--seed", "1", "--jobs", "2")
     assert result.exit_code == 0, result.output
     assert re.search(r"^total: 100\.0 % \(\d+ killed of \d+;", result.output, re.M), result.output
+
+
+def test_ctrl_c_stops_every_run_and_exits_130():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "codegen.cli", "mutate", "isa/pvalidate.yaml", "--jobs", "2"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))  # fmt: skip
+    try:
+        time.sleep(4)  # mutants are running
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal sends it: to the whole group
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err
+    # no run of a mutant outlives the command (a compiler it killed may stay a zombie until
+    # init reaps it)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    pytest.fail("a process of the run outlived kgen mutate")
