@@ -201,26 +201,32 @@ def _split_args(toks: list[Tok], open_: int, close: int) -> list[tuple[int, int]
 
 
 def _compiled_spans(text: str, defined: set[str]) -> list[tuple[int, int]]:
-    """The spans of ``text`` the compare build compiles: #ifdef/#ifndef/#else branches of the
-    symbols in ``defined`` (CONFIG_X86_64, the sweep's Kconfig symbol) that it leaves out are
-    not code compare can run."""
+    """The spans of ``text`` the compare build compiles.  The branch of an #ifdef or #ifndef
+    (or ``#if [!]defined(X)``) on a symbol that build leaves out, and the other branch of one
+    it keeps, are not code compare can run; any other #if is taken as compiled both ways."""
     spans, start, pos = [], 0, 0
-    stack: list[bool] = []  # is each open branch live
+    stack: list[tuple[bool, bool | None]] = []  # (live around it, its condition: None unknown)
     live = True
     for line in text.splitlines(True):
         m = re.match(r"\s*#\s*(ifdef|ifndef|if|else|elif|endif)\b\s*(.*)", line)
         if m:
             word, rest = m.groups()
-            sym = re.match(r"(?:defined\s*\(?\s*)?([A-Za-z_]\w*)", rest)
             was = live
             if word in ("ifdef", "ifndef", "if"):
-                stack.append(live)
-                on = (sym.group(1) in defined) if sym and word != "if" or (sym and "defined" in rest) else True
-                live = live and (on if word != "ifndef" else not on)
+                cond: bool | None = None
+                d = re.fullmatch(r"(!?)\s*defined\s*\(?\s*([A-Za-z_]\w*)\s*\)?\s*", rest)
+                if word != "if":
+                    cond = rest.split()[0] in defined if rest.split() else None
+                    cond = cond if word == "ifdef" or cond is None else not cond
+                elif d:
+                    cond = (d.group(2) in defined) != bool(d.group(1))
+                stack.append((live, cond))
+                live = live and cond is not False
             elif word in ("else", "elif") and stack:
-                live = stack[-1] and not live
+                around, cond = stack[-1]
+                live = around and cond is not True
             elif word == "endif" and stack:
-                live = stack.pop()
+                live = stack.pop()[0]
             if was and not live:
                 spans.append((start, pos))
             elif live and not was:
@@ -742,26 +748,24 @@ def mutate(specs: list[Spec], plan: Plan, equivalents: list[Equivalent],
     from .render import render_spec
 
     start = time.perf_counter()
-    every, per_spec = [], []
+    every, texts = [], {}
     for spec in specs:
         files = render_spec(spec)
-        mutants = spec_mutants(spec, files)
-        every += [(spec, files, m) for m in mutants]
-        per_spec.append((spec, files, mutants))
+        texts.update(files)
+        every += [(spec, files, m) for m in spec_mutants(spec, files)]
     scope = {(spec.instruction.mnemonic, op) for spec in specs for op in operators or OPERATORS}
-    all_files = {name: text for _, files, _ in per_spec for name, text in files.items()}
-    problems = stale(equivalents, [m for _, _, m in every], all_files, scope)
+    problems = stale(equivalents, [m for _, _, m in every], texts, scope)
     if problems:
         raise SpecError(problems)
-    listed = {e.id for e in equivalents}
-    chosen = set(id(m) for m in select([m for _, _, m in every], operators, sample, sample_seed))
-    report = Report(texts=all_files, plan=plan)
+    reasons = {e.id: e.reason for e in equivalents}
+    chosen = {id(m) for m in select([m for _, _, m in every], operators, sample, sample_seed)}
+    report = Report(texts=texts, plan=plan)
     todo = []
     for spec, files, m in every:
         if id(m) not in chosen:
             continue
-        if m.id in listed:
-            report.outcomes.append(Outcome(m, "equivalent", next(e.reason for e in equivalents if e.id == m.id)))
+        if m.id in reasons:
+            report.outcomes.append(Outcome(m, "equivalent", reasons[m.id]))
         else:
             todo.append((spec, files, m))
     report.outcomes += run(todo, plan, jobs or os.cpu_count() or 1, progress)

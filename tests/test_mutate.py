@@ -132,6 +132,10 @@ def test_code_the_compare_build_leaves_out_holds_no_mutant():
     off = mutate.enumerate_file("x.yaml", "x/f.c", text, set())
     assert {m.id.split(":")[1] for m in on} == {"2"}
     assert {m.id.split(":")[1] for m in off} == {"4"}
+    text = ("#if !defined(CONFIG_X)\nint f(void) { return 1; }\n#endif\n"
+            "#if LEVEL > 1\nint g(void) { return 2; }\n#else\nint g(void) { return 3; }\n#endif\n")
+    lines = {m.id.split(":")[1] for m in mutate.enumerate_file("x.yaml", "x/f.c", text, {"CONFIG_X"})}
+    assert lines == {"5", "7"}  # a condition it cannot judge: both branches are compiled
 
 
 def test_ids_are_stable_and_sampling_is_fixed():
