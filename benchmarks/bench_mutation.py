@@ -37,11 +37,15 @@ def main(argv: list[str]) -> int:
         f"plan: {' and '.join(report['plan']['compilers'])} at {' '.join(report['plan']['opts'])}, "
         f"seed {report['plan']['seed']}, {report['plan']['cases']} cases a mutant",
         _row("total", t),
+        f"  of the killed: {t['killed_by_review']} only by a review rule (compare passed them), "
+        f"{t['hangs']} by a hang",
         *(_row(s["spec"], s) for s in report["specs"]),
         *(_row(op, s) for op, s in report["operators"].items()),
     ]
     survivors = [m["id"] for m in report["mutants"] if m["status"] in ("survived", "error")]
     lines += [f"survivor: {m}" for m in survivors]
+    lines += [f"review only: {m['id']} {m['detail'].split(':')[0]}" for m in report["mutants"]
+              if m["status"] == "killed" and m["detail"].startswith("review [")]  # fmt: skip
     text = "\n".join(lines) + "\n"
     (ROOT / "benchmarks" / "mutation.txt").write_text(text)
     sys.stdout.write(text)

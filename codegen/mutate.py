@@ -18,7 +18,6 @@ import difflib
 import os
 import random
 import re
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -810,7 +809,9 @@ def json_report(report: Report) -> dict:
         "plan": None if report.plan is None else {
             "compilers": [c.family for c in report.plan.compilers], "opts": list(report.plan.opts),
             "seed": report.plan.seed, "cases": report.plan.cases},
-        "total": report.total.json(),
+        "total": report.total.json() | {
+            "killed_by_review": sum(o.status == "killed" and o.detail.startswith("review [") for o in report.outcomes),
+            "hangs": sum(o.status == "killed" and o.detail.startswith("hang") for o in report.outcomes)},
         "specs": [{"spec": k} | v.json() for k, v in report.by(lambda o: o.mutant.spec).items()],
         "operators": {op: by_op[op].json() for op in OPERATORS if op in by_op},
         "mutants": [{"id": o.mutant.id, "operator": o.mutant.operator, "status": o.status,
