@@ -289,8 +289,8 @@ def _boundaries(spec: Spec) -> list[tuple[str, Machine]]:
         ("coverage plus one region", M(0, _pfn(cov + gb), cores=2)),
         ("coverage plus one page", M(0, _pfn(cov) + 1, cores=2)),
         ("coverage from an unaligned start", M(_pfn(gb + page), _pfn(gb + cov + page), cores=2)),
-        # exactly the coverage, not from 0: the cap compares the span, not where it ends
-        ("exactly the coverage from a region above 0", M(_pfn(gb), _pfn(gb + cov), cores=2)),
+        # memory that ends past the coverage's size but spans less: the cap is on the span
+        ("one region halfway up the coverage", M(_pfn(cov // 2), _pfn(cov // 2 + gb), cores=2)),
         ("one and a half coverages", M(0, _pfn(cov + cov // 2), cores=1)),
         ("a single CPU", M(0, _pfn(3 * gb), cores=1)),
         ("a single CPU with a sibling", M(0, _pfn(3 * gb), cores=1, threads_per_core=2)),
