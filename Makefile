@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all render check lint test quick venv constraints clean broken-specs kernel-material
+.PHONY: all render check lint test quick venv constraints clean broken-specs kernel-material mutation
 
 all: render
 
@@ -39,6 +39,11 @@ test: $(STAMP) lint kernel-material
 # The quick loop while editing: everything but the tests marked slow.
 quick: $(STAMP)
 	$(BIN)/python -m pytest -n auto -m "not slow"
+
+# Every mutant of the generated C of every spec through compare (kgen mutate); the time and
+# score of the run go to benchmarks/mutation.txt.
+mutation: $(STAMP)
+	$(BIN)/python benchmarks/bench_mutation.py
 
 # Debian's kernel source and headers for checkpatch and kbuild; fails only under CI=true
 # (the tests that need them skip with the reason it records in .kernel/STATUS).

@@ -157,18 +157,18 @@ def units(spec: Spec, gen_root: Path, work: Path, reference: tuple[Path, ...] = 
                               for n in dict.fromkeys((w.setup, w.trigger, w.teardown)))
             body = (
                 f'#include "kharness.h"\n{renames}{quoted_include(src)}\n\n'
-                f"void {entry}(int which);\n"
-                f"void {entry}(int which)\n{{\n"
-                f"\tif (which == 0)\n\t\t{w.setup}();\n"
-                f"\telse if (which == 1)\n\t\t{w.trigger}();\n"
-                f"\telse\n\t\t{w.teardown}();\n}}\n"
+                f"int {entry}(int which);\n"
+                f"int {entry}(int which)\n{{\n"
+                f"\tif (which == 0)\n\t\treturn {w.setup}();\n"
+                f"\tif (which == 1)\n\t\t{w.trigger}();\n"
+                f"\telse\n\t\t{w.teardown}();\n\treturn 0;\n}}\n"
             )
             name = f"{insn.mnemonic}-{w.kind}"
         path = work / f"{name}.c"
         path.write_text(_kconfig(spec) + body)
         result.append(Unit(name, path, includes))
     table = "".join(f'\t{{ "{kind}", {entry} }},\n' for kind, entry in forms)
-    decls = "".join(f"void {entry}(int which);\n" for _, entry in forms)
+    decls = "".join(f"int {entry}(int which);\n" for _, entry in forms)
     path = work / f"{insn.mnemonic}-forms.c"
     path.write_text(
         f'#include "kharness.h"\n\n{decls}\nconst struct kgen_form kgen_forms[] = {{\n{table}'

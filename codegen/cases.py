@@ -468,6 +468,12 @@ def stream(spec: Spec, seed: int) -> Iterator[Case]:
                 yield Case(n, form, dataclasses.replace(small, offline=offline), actions,
                            "hotplug: " + label)
                 n += 1
+            # fixed actions: memory that ends past the coverage's size but spans less (the cap is
+            # on the span, not on where memory ends)
+            cov = spec.as_sweep().table.coverage
+            yield Case(n, form, Machine(_pfn(cov // 2), _pfn(cov // 2 + gb), cores=2), ("setup", go, "teardown"),
+                       "boundary: one region halfway up the coverage")  # fmt: skip
+            n += 1
         yield make(HELPERS, Machine(0, 1, cores=2, feature=False), "boundary: helper calls without the feature")
         n += 1
     while True:

@@ -22,6 +22,7 @@ from .diagnostics import Diagnostic, Mark, SpecError, plural, shown_path
 from .kernelapi import PROFILES as PROFILE_NAMES
 from .mirror import MAX_CPUS, PAGE_SHIFT, PHYS_BITS
 from .model import Spec
+from .mutate import OPERATORS as MUTATION_OPERATORS
 from .report import (
     compare_report,
     json_diag,
@@ -40,6 +41,7 @@ from .toolchain import ToolchainError
 DEFAULT_ISA_DIR = Path("isa")
 MAX_CASES = 10**6  # cases one compare may ask for (codegen.cases generates about 40 000 a second)
 DEFAULT_OUT_DIR = Path("generated")
+DEFAULT_EQUIVALENTS = Path("tests/mutation/equivalent.yaml")
 
 
 def default_spec_paths() -> list[Path]:
@@ -899,6 +901,64 @@ class _ProgressBar:
 
 def _progress_bar(label: str, stream) -> _ProgressBar:
     return _ProgressBar(label, stream)
+
+
+@main.command()
+@click.argument("specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value))
+@click.option("--operator", "operators", multiple=True, type=click.Choice(MUTATION_OPERATORS),
+              help="Only this mutation operator (repeat) [default: all].")  # fmt: skip
+@click.option("--sample", type=click.IntRange(1), help="Run only this many mutants, drawn with --seed.")
+@click.option("--seed", type=click.IntRange(0, (1 << 64) - 1), default=0, show_default=True,
+              help="Seed of --sample's draw: the same mutants on every run.")  # fmt: skip
+@click.option("--jobs", type=click.IntRange(1), help="Mutants compared at once [default: the cores].")
+@click.option("--equivalents", type=click.Path(dir_okay=False, path_type=Path),
+              help="The reviewed equivalent mutants [default: tests/mutation/equivalent.yaml "
+                   "when it exists].")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
+@interruptible
+def mutate(specs, operators, sample, seed, jobs, equivalents, as_json) -> None:
+    """Mutate the generated C, one small change at a time, and compare each mutant.
+
+    Score per spec and operator; each survivor with its diff.  Exit 1 when a
+    mutant survives that tests/mutation/equivalent.yaml does not list, or
+    when an entry there matches no mutant any more.
+    """
+    from . import mutate as mut
+    from .toolchain import find_clang, find_gcc
+
+    loaded = load_specs(specs)
+    path = equivalents or DEFAULT_EQUIVALENTS
+    if equivalents is not None and not equivalents.is_file():
+        raise click.BadParameter(f"no such file: {shown_path(str(equivalents))}", param_hint="--equivalents")
+    try:
+        listed = mut.load_equivalents(path) if path.is_file() else []
+        compilers = (find_clang(), *filter(None, [find_gcc()]))
+    except SpecError as exc:
+        report_problems(exc)
+        sys.exit(1)
+    except ToolchainError as exc:
+        click.echo(f"kgen: {exc}", err=True)
+        sys.exit(1)
+    stream = _progress_stream()
+    bar = _progress_bar("mutants", stream) if stream.isatty() and not as_json else None
+    try:
+        report = mut.mutate(loaded, mut.Plan(compilers), listed, tuple(operators), sample, seed, jobs,
+                            progress=bar)  # fmt: skip
+    except SpecError as exc:
+        report_problems(exc)
+        sys.exit(1)
+    finally:
+        if bar:
+            bar.close()
+    if as_json:
+        click.echo(json.dumps(json_head("mutate") | mut.json_report(report), indent=2))
+    else:
+        click.echo("\n".join(mut.text_report(report)))
+    if not report.ok:
+        n = len(report.failures)
+        click.echo(f"kgen: {plural(n, 'mutant')} neither killed nor listed in {shown_path(str(path))}",
+                   err=True)  # fmt: skip
+    sys.exit(0 if report.ok else 1)
 
 
 @main.command()

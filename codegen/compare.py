@@ -350,11 +350,25 @@ def _reproduce(command: str, case: int, level: str) -> str:
     return f"{command} --case {case}{f' --cc {family}' if family else ''} --opt={opt}"
 
 
+# The mirror's traces of cases that many runs of the same spec share (kgen mutate compiles
+# hundreds of variants of the generated code and runs each on the same cases): computed once,
+# before the runs are forked.
+_EXPECTED: dict[tuple[str, case_gen.Case, bool], list[str]] = {}
+
+
+def remember_expected(spec: Spec, seed: int, count: int) -> None:
+    """Compute once the mirror's trace of the first ``count`` cases of ``seed``, for the runs
+    that follow in this process and in the processes it forks."""
+    for c in islice(case_gen.stream(spec, seed), count):
+        _EXPECTED[(spec.source, c, False)] = case_gen.expected(spec, c)
+
+
 def run_job(job: Job) -> list[tuple[str, LevelStats, Mismatch | None]]:
     """Run one chunk at every level and compare with the mirror; runs in a worker process."""
     spec = parse(job.spec_text, job.spec_path)
     chosen = job.cases
-    wanted = [case_gen.expected(spec, c, job.kernel) for c in chosen]
+    wanted = [_EXPECTED.get((job.spec_text, c, job.kernel)) or case_gen.expected(spec, c, job.kernel)
+              for c in chosen]  # fmt: skip
     lines = [case_gen.case_line(spec, c, _budget(len(w))) for c, w in zip(chosen, wanted, strict=True)]
     sizes = [len(w) for w in wanted]
     spec_line = case_gen.spec_line(spec)
@@ -537,7 +551,8 @@ def compare(spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: Engin
     if only is not None:
         stream = islice(stream, only, only + 1)
     result.cases = 1 if only is not None else count
-    parts = 8 * (workers or os.cpu_count() or 1)
+    # workers=0: the caller is itself one of many workers (kgen mutate): one chunk, run here
+    parts = 1 if workers == 0 else 8 * (workers or os.cpu_count() or 1)
     with _work_dir() as tmp:
         harnesses: list[Harness] = [
             h for c in compilers for h in build_harness(
@@ -560,8 +575,17 @@ def compare(spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: Engin
         )  # fmt: skip
         for label, _ in levels:
             result.stats[label] = LevelStats()
-        _run_jobs(jobs, result, keep_going, progress, workers or min(parts, os.cpu_count() or 1),
-                  in_flight=parts)  # fmt: skip
+        if workers == 0:
+            try:
+                for job in jobs:
+                    _add_results(result, run_job(job))
+            finally:
+                for _, path in levels:
+                    if path in _EMULATORS:
+                        _EMULATORS.pop(path).close()
+        else:
+            _run_jobs(jobs, result, keep_going, progress, workers or min(parts, os.cpu_count() or 1),
+                      in_flight=parts)  # fmt: skip
         if counted:
             from .coverage import measure
 
@@ -613,13 +637,7 @@ def _run_jobs(jobs: Iterable[Job], result: Result, keep_going: bool, progress, w
                 break
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
-                for opt, stats, mismatch in fut.result():
-                    level = result.stats[opt]
-                    level.cases += stats.cases
-                    level.executions += stats.executions
-                    level.lines += stats.lines
-                    if mismatch:
-                        result.mismatches.append(mismatch)
+                _add_results(result, fut.result())
                 done_cases += pending.pop(fut)
                 if progress:
                     progress(done_cases, result.cases, result)
@@ -632,3 +650,13 @@ def _run_jobs(jobs: Iterable[Job], result: Result, keep_going: bool, progress, w
         _stop_pool(pool)  # a mismatch ends the run: what is still running is not reported
     else:
         pool.shutdown()
+
+
+def _add_results(result: Result, results: list[tuple[str, LevelStats, Mismatch | None]]) -> None:
+    for opt, stats, mismatch in results:
+        level = result.stats[opt]
+        level.cases += stats.cases
+        level.executions += stats.executions
+        level.lines += stats.lines
+        if mismatch:
+            result.mismatches.append(mismatch)

@@ -369,6 +369,8 @@ int wrmsrl_on_cpu(unsigned int cpu, u32 msr_no, u64 q)
 	return wrmsr_on_cpu(cpu, msr_no, q);
 }
 
+static void might_sleep(void);
+
 void kshim_wrmsr_local(u32 msr_no, u64 q)
 {
 	if (!in_hp_cb && !in_ipi && !migrate_depth)
@@ -379,6 +381,7 @@ void kshim_wrmsr_local(u32 msr_no, u64 q)
 static void hotplug_lock_read(const char *who)
 {
 	step();
+	might_sleep();
 	if (hotplug_depth)
 		kgen_abort_case(who);
 	if (in_hp_cb)
@@ -408,6 +411,7 @@ void cpus_read_unlock(void)
 void mutex_lock(struct mutex *lock)
 {
 	step();
+	might_sleep();
 	if (lock->locked)
 		kgen_abort_case("mutex_lock() of a mutex already held: deadlock");
 	if (mutexes_held == MAX_MUTEXES)
@@ -444,6 +448,7 @@ static bool hp_at_online, hp_due;
 
 void kshim_cond_resched(void)
 {
+	might_sleep();
 	event_begin('S');
 	if (room(24)) {
 		*op++ = ' ';
@@ -844,6 +849,15 @@ struct task_struct {
 
 static struct task_struct kt;
 static struct task_struct *current_task;	/* NULL: the main context */
+
+/* might_sleep(): a task that blocks or reschedules in another state than TASK_RUNNING
+ * makes the kernel warn ("do not call blocking ops when !TASK_RUNNING"). */
+static void might_sleep(void)
+{
+	if (current_task && current_task->state != TASK_RUNNING)
+		kgen_abort_case("a call that may sleep while the task is not TASK_RUNNING");
+}
+
 static void *main_sp;
 static unsigned char kt_stack[KT_STACK] __attribute__((aligned(16)));
 
@@ -864,6 +878,8 @@ __asm__(".text\n"
 static void kt_trampoline(void)
 {
 	kt.ret = kt.fn(kt.data);
+	if (kt.state != TASK_RUNNING)
+		kgen_abort_case("the kthread returns while not TASK_RUNNING");
 	kt.exited = true;
 	current_task = NULL;
 	kgen_switch(&kt.sp, main_sp);
@@ -871,9 +887,12 @@ static void kt_trampoline(void)
 }
 
 struct task_struct *kthread_create(int (*threadfn)(void *data), void *data,
-				   const char *name __always_unused)
+				   const char *name)
 {
 	u64 *sp = (u64 *)(kt_stack + KT_STACK);
+
+	if (!name)
+		kgen_abort_case("kthread_create() without a name: the kernel formats the task's name from it");
 
 	need_mutex("kthread_create() without the mutex: setup races with itself");
 	if (kt.exists && !kt.exited)
@@ -899,6 +918,7 @@ int wake_up_process(struct task_struct *task)
 }
 
 static unsigned int m_nomem;	/* worker allocations that fail first: "nomem=N" */
+static bool nomem_now;		/* an allocation failed in the entry point that runs */
 
 struct task_struct *kshim_kthread_run(int (*threadfn)(void *data), void *data, const char *name)
 {
@@ -906,6 +926,7 @@ struct task_struct *kshim_kthread_run(int (*threadfn)(void *data), void *data, c
 
 	if (m_nomem) {
 		m_nomem--;
+		nomem_now = true;
 		return (struct task_struct *)(unsigned long)-ENOMEM;
 	}
 	task = kthread_create(threadfn, data, name);
@@ -1115,11 +1136,17 @@ unsigned long msecs_to_jiffies(unsigned int m)
 }
 
 struct workqueue_struct *alloc_ordered_workqueue(const char *name __always_unused,
-						 unsigned int flags __always_unused)
+						 unsigned int flags)
 {
 	need_mutex("alloc_ordered_workqueue() without the mutex: setup races with itself");
+	if (flags)
+		kgen_abort_case("alloc_ordered_workqueue() with flags: the harness models a plain "
+				"ordered workqueue (flags 0)");
+	if (wq_obj.alive)
+		kgen_abort_case("a workqueue allocated while the last one was never destroyed: it leaks");
 	if (m_nomem) {
 		m_nomem--;
+		nomem_now = true;
 		return NULL;
 	}
 	wq_obj.alive = true;
@@ -1580,7 +1607,11 @@ static void run_action(const struct kgen_form *form, const char *a, const char *
 	    is(a, (int)(end - a), "teardown")) {
 		if (!form)
 			kgen_abort_case("a worker action in a case without a worker form");
-		form->entry(*a == 's' ? 0 : *a == 't' && a[1] == 'r' ? 1 : 2);
+		nomem_now = false;
+		if (form->entry(*a == 's' ? 0 : *a == 't' && a[1] == 'r' ? 1 : 2) != (nomem_now ? -ENOMEM : 0))
+			kgen_abort_case("setup returns other than 0, or -ENOMEM when creating the worker fails");
+		if (migrate_depth)
+			kgen_abort_case("migration still disabled when setup, a request or teardown returns");
 		if (mutexes_held)
 			kgen_abort_case("a mutex is still held when setup, a request or teardown returns");
 		if (hotplug_depth)
@@ -1591,6 +1622,8 @@ static void run_action(const struct kgen_form *form, const char *a, const char *
 			kgen_abort_case("teardown still waits when the worker sleeps");
 		if (hotplug_depth || mutexes_held)
 			kgen_abort_case("a lock is still held when the worker sleeps");
+		if (migrate_depth)
+			kgen_abort_case("migration still disabled when the worker sleeps");
 	} else if (a[0] == 'a' && a[1] == ':') {
 		p = a + 2;
 		advance(number(&p, end));
@@ -1598,6 +1631,8 @@ static void run_action(const struct kgen_form *form, const char *a, const char *
 			kgen_abort_case("teardown still waits when the work item returns");
 		if (hotplug_depth || mutexes_held)
 			kgen_abort_case("a lock is still held when the work item returns");
+		if (migrate_depth)
+			kgen_abort_case("migration still disabled when the work item returns");
 	} else if ((a[0] == 'h' || a[0] == 'r') && a[1] == ':') {
 		u64 args[8], ret;
 		int n = 0;
