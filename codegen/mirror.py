@@ -31,7 +31,11 @@ kind        fields
 from __future__ import annotations
 
 import bisect
+import itertools
+import json
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 from typing import Iterator, Literal, NamedTuple
 
 from .diagnostics import plural
@@ -147,6 +151,42 @@ def event_json(event: Event) -> dict:
     if "targets" in d:
         d["targets"] = list(d["targets"])
     return {"kind": kind, **d}
+
+
+def _ints(values) -> str:
+    return "[" + ",".join(map(str, values)) + "]"
+
+
+# Each kind's JSON line, written directly: byte for byte json.dumps(event_json(event),
+# separators=(",", ":")) (the tests hold them to it), without a dict and an encoder per event.
+_LINES = {
+    # the event itself is the % operand: "%.0s" takes its last field, the kind, and prints nothing
+    Rmpopt: '{"kind":"rmpopt","cpu":%d,"rax":%d,"rcx":%d,"cf":%d}%.0s'.__mod__,
+    Resched: '{"kind":"resched","cpu":%d}%.0s'.__mod__,
+    Wrmsr: '{"kind":"wrmsr","cpu":%d,"msr":%d,"value":%d}%.0s'.__mod__,
+    Ipi: lambda e: f'{{"kind":"ipi","cpu":{e.cpu},"targets":{_ints(e.targets)}}}',
+}
+
+
+def event_line(event: Event) -> str:
+    """:func:`event_json` of ``event`` as one compact JSON line, without the newline."""
+    line = _LINES.get(type(event))
+    if line is None:
+        return json.dumps(event_json(event), separators=(",", ":"))
+    return line(event)
+
+
+def json_lines(spec: Spec, machine: Machine, hw: Hardware | None = None) -> Iterator[str]:
+    """The text of ``kgen sweep --json`` in chunks: the events of setup, one pass and
+    teardown, then one ``table`` line per online CPU."""
+    hw = hw if hw is not None else hardware_for(spec, machine, enabled=False)
+    # a run of events of one kind is formatted in one go (a pass is mostly such runs)
+    for kind, run in itertools.groupby(setup_pass_teardown(spec, machine, hw), type):
+        line = _LINES.get(kind, event_line)
+        yield "\n".join(map(line, run)) + "\n"
+    for cpu in machine.online:
+        regions = hw.optimized(cpu)
+        yield f'{{"kind":"table","cpu":{cpu},"optimized":{len(regions)},"regions":{_ints(regions)}}}\n'
 
 
 class MachineError(ValueError):
@@ -442,13 +482,17 @@ def sweep(spec: Spec, machine: Machine, hw: Hardware | None = None) -> Iterator[
     if not targets:
         return
     ipi, resched = Ipi(leader, targets), Resched(leader)
+    # hw.ready(cpu) for every target, as one set comparison: the MSRs that enable them
+    owners = None if hw.owners is None else {hw.owners[cpu] for cpu in targets}
+    kind = repeat(Rmpopt._field_defaults["kind"])
     for pa in regions:
         yield ipi
-        if hw.owners is not None and not all(hw.ready(cpu) for cpu in targets):
+        if owners is not None and not (hw.feature and owners <= hw.enabled):
             for cpu in targets:  # in turn, up to the one that faults
                 yield Rmpopt(cpu, pa, rcx, hw.execute(cpu, pa, rcx))
-        for cpu, cf in zip(targets, hw.execute_on(targets, pa, rcx)):
-            yield Rmpopt(cpu, pa, rcx, cf)
+        cfs = hw.execute_on(targets, pa, rcx)
+        # Rmpopt(cpu, pa, rcx, cf) for each target, built without a Python call each
+        yield from map(tuple.__new__, repeat(Rmpopt), zip(targets, repeat(pa), repeat(rcx), cfs, kind))
         yield resched
 
 
@@ -614,6 +658,9 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
         """A pass, and the teardown that arrives during it once the pass is over."""
         nonlocal alive, pending, expires, arrives
         arrived = False
+        if arrives is None:  # nothing to count: hand the pass's events on as they come
+            yield from zip(sweep(spec, machine, hw), repeat(at))
+            return
         for ev in sweep(spec, machine, hw):
             yield ev, at
             if ev.kind == "resched" and arrives is not None:
@@ -681,5 +728,4 @@ def setup_pass_teardown(spec: Spec, machine: Machine, hw: Hardware) -> Iterator[
     worker = spec.kernel.sweep.workers[0]
     actions = ["setup", "run" if worker.kind == "kthread" else f"a:{worker.first_delay_ms}",
                "teardown"]  # fmt: skip
-    for event, _ in feature_trace(spec, worker, machine, actions, hw):
-        yield event
+    yield from map(itemgetter(0), feature_trace(spec, worker, machine, actions, hw))
