@@ -15,6 +15,7 @@ from importlib import resources
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import cache_root
 from .diagnostics import shown_path
 from .model import Spec
 from .render import include_split, outputs
@@ -288,8 +289,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "kgen" / "objects"
+    return cache_root() / "objects"
 
 
 def build_harness(compiler: Compiler, spec: Spec, files: dict[str, str], work: Path,
