@@ -183,7 +183,7 @@ def _run_native(harness: Path, guard: int | None, text: str, limit: float | None
         proc.wait()
     head, _, out = stdout.decode(errors="replace").partition("\n")
     if not head.startswith("G ") or head == "G fail":
-        detail = head or stderr.decode(errors="replace").strip() or why
+        detail = "; ".join(filter(None, (head, stderr.decode(errors="replace").strip(), why)))
         raise RuntimeError(f"the native harness could not start ({detail})")
     if why:
         out = out[: out.rfind("\n") + 1] + f"B {why}\n"
