@@ -11,6 +11,7 @@ import hashlib
 import os
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from dataclasses import dataclass
 from pathlib import Path
@@ -320,25 +321,41 @@ def build_harness(compiler: Compiler, spec: Spec, files: dict[str, str], work: P
                        work)
         if "native" in front_ends else None
     )  # fmt: skip
-    built = []
-    for opt in opts:
-        counted = opt in coverage
-        objs = [compile_object(compiler, u, spec, gen_root, opt, out_dir=work, coverage=counted)
-                for u in tus]  # fmt: skip
-        unit_objs = tuple(objs)
-        objs.append(core_obj)
-        if counted:
-            objs.extend(COVERAGE_FLAGS)  # links gcov's runtime
-        native = work / f"harness{opt}.{compiler.family}"
-        emulated = work / f"harness{opt}.{compiler.family}.elf"
-        if native_obj:
-            _run(compiler.command(*map(str, objs), str(native_obj), "-pie", "-o", str(native)),
-                 f"linking the native harness at {opt}")  # fmt: skip
-        if emu_obj:
-            _run(
-                compiler.command(*map(str, objs), str(emu_obj), "-nostdlib", "-static", "-no-pie",
-                                 "-Wl,-e,kgen_emu_run", "-o", str(emulated)),
-                f"linking the emulated harness at {opt}",
-            )  # fmt: skip
-        built.append(Harness(opt, native, emulated, unit_objs, (core_obj,), compiler, counted))
-    return built
+    # every unit at every level, then every link, as many at once as there are CPUs
+    pairs = [(opt, u) for opt in opts for u in tus]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        compiled = dict(zip(pairs, _all(pool, lambda p: compile_object(
+            compiler, p[1], spec, gen_root, p[0], out_dir=work, coverage=p[0] in coverage), pairs)))
+        return _all(pool, lambda opt: _link(compiler, opt, [compiled[opt, u] for u in tus], core_obj,
+                                            emu_obj, native_obj, opt in coverage, work), opts)
+
+
+def _all(pool: ThreadPoolExecutor, fn, items) -> list:
+    """``fn`` of each item, run in ``pool``; the first failure (in order) is raised once the
+    others have stopped, and what has not started does not start."""
+    futures = [pool.submit(fn, item) for item in items]
+    try:
+        return [f.result() for f in futures]
+    finally:
+        for f in futures:
+            f.cancel()
+
+
+def _link(compiler: Compiler, opt: str, unit_objs: list[Path], core_obj: Path, emu_obj: Path | None,
+          native_obj: Path | None, counted: bool, work: Path) -> Harness:  # fmt: skip
+    """Link the units of one level with the harness's front ends."""
+    objs = [*unit_objs, core_obj]
+    if counted:
+        objs.extend(COVERAGE_FLAGS)  # links gcov's runtime
+    native = work / f"harness{opt}.{compiler.family}"
+    emulated = work / f"harness{opt}.{compiler.family}.elf"
+    if native_obj:
+        _run(compiler.command(*map(str, objs), str(native_obj), "-pie", "-o", str(native)),
+             f"linking the native harness at {opt}")  # fmt: skip
+    if emu_obj:
+        _run(
+            compiler.command(*map(str, objs), str(emu_obj), "-nostdlib", "-static", "-no-pie",
+                             "-Wl,-e,kgen_emu_run", "-o", str(emulated)),
+            f"linking the emulated harness at {opt}",
+        )  # fmt: skip
+    return Harness(opt, native, emulated, tuple(unit_objs), (core_obj,), compiler, counted)

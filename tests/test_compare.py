@@ -200,6 +200,17 @@ def test_cc_pointing_at_clang_is_used(monkeypatch):
         toolchain.find_clang.cache_clear()
 
 
+def test_the_ziglang_clang_runs_without_a_python_start_up():
+    import os
+    import sys
+
+    argv = toolchain._ziglang_argv()
+    if argv is None:
+        pytest.skip("the ziglang wheel is not installed")
+    assert argv[0] != sys.executable and os.access(argv[0], os.X_OK)
+    assert argv[1:] == ["cc", "-target", "x86_64-linux-gnu"]
+
+
 def test_the_clzero_hazard_is_real_or_absent(tmp_path):
     """On a CLZERO CPU the bytes zero memory in user mode: the reason for the guard."""
     src = tmp_path / "clz.c"
