@@ -10,6 +10,7 @@ reported with its case and a command that reproduces it.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -345,9 +346,15 @@ def _reproduce(command: str, case: int, level: str) -> str:
     return f"{command} --case {case}{f' --cc {family}' if family else ''} --opt={opt}"
 
 
+@functools.lru_cache(maxsize=4)
+def _parsed(text: str, path: str) -> Spec:
+    """The spec of a job: a worker parses each spec text once, not once per chunk."""
+    return parse(text, path)
+
+
 def run_job(job: Job) -> list[tuple[str, LevelStats, Mismatch | None]]:
     """Run one chunk at every level and compare with the mirror; runs in a worker process."""
-    spec = parse(job.spec_text, job.spec_path)
+    spec = _parsed(job.spec_text, job.spec_path)
     chosen = job.cases
     wanted = [case_gen.expected(spec, c, job.kernel) for c in chosen]
     lines = [case_gen.case_line(spec, c, _budget(len(w))) for c, w in zip(chosen, wanted)]

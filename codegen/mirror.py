@@ -273,8 +273,10 @@ class Machine:
 
     def siblings(self, cpu: int) -> set[int]:
         """Every CPU of ``cpu``'s core, itself included (online or not)."""
-        core = self.core_thread(cpu)[0]
-        return {c for c in range(self.nr_cpus) if self.core_thread(c)[0] == core}
+        core, threads = self.core_thread(cpu)[0], range(self.threads_per_core)
+        if self.numbering == "spread":  # the inverse of core_thread, without a scan of every CPU
+            return {t * self.cores + core for t in threads}
+        return {core * self.threads_per_core + t for t in threads}
 
 
 @dataclass

@@ -633,3 +633,12 @@ def test_kgen_sweep_json_is_the_json_lines(run_kgen, rmpopt):
     machine = Machine(0, 3 << 28, 3, 2, leader=1, offline=frozenset({4}),
                       assigned=((1 << 30, (1 << 30) + 4096),))  # fmt: skip
     assert result.output == "".join(mirror.json_lines(rmpopt, machine))
+
+
+@settings(max_examples=100, deadline=None)
+@given(machines(max_cores=12))
+def test_siblings_are_the_cpus_of_the_same_core(machine):
+    for cpu in range(machine.nr_cpus):
+        core = machine.core_thread(cpu)[0]
+        assert machine.siblings(cpu) == {c for c in range(machine.nr_cpus)
+                                         if machine.core_thread(c)[0] == core}  # fmt: skip
