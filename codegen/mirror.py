@@ -515,13 +515,15 @@ def summarize(spec: Spec, machine: Machine) -> tuple[Summary, Hardware]:
     hw = hardware_for(spec, machine, enabled=False)
     counts = {"rmpopt": 0, "ipi": 0, "resched": 0, "wrmsr": 0, "fault": 0}
     cf_set, logs = 0, []
-    for e in setup_pass_teardown(spec, machine, hw):
-        if e.kind == "log":
-            logs.append(e.text)
+    # a run of events of one kind at a time (a pass is mostly such runs), not each in turn
+    for kind, run in itertools.groupby(setup_pass_teardown(spec, machine, hw), type):
+        events = list(run)
+        if kind is Log:
+            logs += [e.text for e in events]
             continue
-        counts[e.kind] += 1
-        if e.kind == "rmpopt":
-            cf_set += e.cf
+        counts[events[0].kind] += len(events)
+        if kind is Rmpopt:
+            cf_set += sum(map(itemgetter(3), events))
     r = sweep_range(spec, machine)
     regions = len(range(r.pa_start, r.pa_end, spec.instruction.table.region_size))
     if not counts["rmpopt"]:

@@ -642,3 +642,17 @@ def test_siblings_are_the_cpus_of_the_same_core(machine):
         core = machine.core_thread(cpu)[0]
         assert machine.siblings(cpu) == {c for c in range(machine.nr_cpus)
                                          if machine.core_thread(c)[0] == core}  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(machines(), st.booleans())
+def test_the_summary_counts_the_trace(rmpopt, machine, feature):
+    machine = dataclasses.replace(machine, feature=feature)
+    summary, _ = mirror.summarize(rmpopt, machine)
+    events = list(mirror.setup_pass_teardown(rmpopt, machine,
+                                             mirror.hardware_for(rmpopt, machine, enabled=False)))
+    kinds = [e.kind for e in events]
+    assert (summary.rmpopt, summary.ipis, summary.rescheds, summary.wrmsrs) == (
+        kinds.count("rmpopt"), kinds.count("ipi"), kinds.count("resched"), kinds.count("wrmsr"))
+    assert summary.cf_set == sum(e.cf for e in events if e.kind == "rmpopt")
+    assert summary.logs == tuple(e.text for e in events if e.kind == "log")
