@@ -297,14 +297,16 @@ def build_harness(compiler: Compiler, spec: Spec, files: dict[str, str], work: P
                   opts: tuple[str, ...] = ("-O0", "-O2", "-Os"),
                   front_ends: tuple[str, ...] = ("native", "emulated"),
                   reference: tuple[Path, ...] = (),
-                  coverage: tuple[str, ...] = ()) -> list[Harness]:  # fmt: skip
+                  coverage: tuple[str, ...] = (), cache: bool = False) -> list[Harness]:  # fmt: skip
     """Compile the generated files once per optimisation level and link the front ends.
 
     The harness's own code does not depend on the spec: it is built once,
     optimised, and cached between runs (per compiler: each builds its own);
     only the generated code varies by level.  At the levels in ``coverage``
     the units count their arcs for gcov (gcc and the native front end only:
-    the bare ELF has no C library to write the counts with).
+    the bare ELF has no C library to write the counts with).  With ``cache`` (files that
+    come back run after run, as a spec's own render does), each level is kept, keyed by
+    everything it is built from, and a later build of the same takes it from there.
     """
     if coverage and "emulated" in front_ends:
         raise BuildError("coverage needs the native engine: the emulated harness cannot write "
@@ -321,13 +323,103 @@ def build_harness(compiler: Compiler, spec: Spec, files: dict[str, str], work: P
                        work)
         if "native" in front_ends else None
     )  # fmt: skip
+    # a level built before from the same inputs is taken from the cache (not one whose code
+    # counts its arcs: gcov's files are named after the build directory; nor a reference's,
+    # whose headers are outside kgen)
+    keys = {opt: None if not cache or opt in coverage or reference else
+            _level_key(compiler, opt, files, tus, front_ends, work) for opt in opts}  # fmt: skip
+    cached = {opt: _cached_level(key, compiler, opt, tus, core_obj) for opt, key in keys.items()}
+    todo = [opt for opt in opts if cached[opt] is None]
     # every unit at every level, then every link, as many at once as there are CPUs
-    pairs = [(opt, u) for opt in opts for u in tus]
+    pairs = [(opt, u) for opt in todo for u in tus]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         compiled = dict(zip(pairs, _all(pool, lambda p: compile_object(
             compiler, p[1], spec, gen_root, p[0], out_dir=work, coverage=p[0] in coverage), pairs)))
-        return _all(pool, lambda opt: _link(compiler, opt, [compiled[opt, u] for u in tus], core_obj,
-                                            emu_obj, native_obj, opt in coverage, work), opts)
+        built = dict(zip(todo, _all(pool, lambda opt: _link(
+            compiler, opt, [compiled[opt, u] for u in tus], core_obj, emu_obj, native_obj,
+            opt in coverage, work), todo)))  # fmt: skip
+    for opt in todo:
+        if keys[opt] is not None:
+            _store_level(keys[opt], built[opt], tus)
+    return [cached[opt] or built[opt] for opt in opts]
+
+
+def _level_key(compiler: Compiler, opt: str, files: dict[str, str], tus: list[Unit],
+               front_ends: tuple[str, ...], work: Path) -> str:  # fmt: skip
+    """What one level's build depends on: the compiler, the level, the generated files, the
+    units and their flags (the build directory left out), the harness and shim sources, and
+    how this module compiles and links them."""
+    h = hashlib.sha256()
+    here = str(work)
+    for part in (*compiler.argv, compiler.version, opt, *front_ends, Path(__file__).read_text(),
+                 *(f"{rel}\0{text}" for rel, text in sorted(files.items()))):  # fmt: skip
+        h.update(part.encode() + b"\0")
+    for u in tus:
+        h.update(u.name.encode() + b"\0" + u.source.read_text().replace(here, "@").encode() + b"\0")
+        h.update("\0".join(u.includes).replace(here, "@").encode() + b"\0")
+    for d in (HARNESS_DIR, SHIM_DIR):
+        for f in sorted(d.rglob("*")):
+            if f.is_file():
+                h.update(str(f.relative_to(d)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:24]
+
+
+def _level_files(harness: Harness) -> list[Path]:
+    return [*harness.units, *(p for p in (harness.native, harness.emulated) if p.is_file())]
+
+
+def _cached_level(key: str | None, compiler: Compiler, opt: str, tus: list[Unit],
+                  core_obj: Path) -> Harness | None:  # fmt: skip
+    """The level of ``key`` from the cache, when every file of it is what was stored."""
+    if key is None:
+        return None
+    entry = _cache_dir().parent / "levels" / key
+    try:
+        manifest = (entry / "MANIFEST").read_text().splitlines()
+    except OSError:
+        return None
+    names = {}
+    for line in manifest:
+        digest, _, name = line.partition(" ")
+        path = entry / name
+        try:
+            if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+                return None
+        except OSError:
+            return None
+        names[name] = path
+    units = [names.get(f"{u.name}.o") for u in tus]
+    native, emulated = entry / "harness", entry / "harness.elf"
+    if None in units:
+        return None
+    return Harness(opt, native, emulated, tuple(units), (core_obj,), compiler, False)
+
+
+def _store_level(key: str, harness: Harness, tus: list[Unit]) -> None:
+    """Keep a level's objects and programs for the next build of the same inputs (best effort:
+    a cache that cannot be written is no cache)."""
+    import shutil
+
+    root = _cache_dir().parent / "levels"
+    entry = root / key
+    if entry.exists():
+        return
+    names = {obj: f"{u.name}.o" for obj, u in zip(harness.units, tus)}
+    names.update({harness.native: "harness", harness.emulated: "harness.elf"})
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+        try:
+            lines = []
+            for src in _level_files(harness):
+                shutil.copy2(src, tmp / names[src])
+                lines.append(f"{hashlib.sha256(src.read_bytes()).hexdigest()} {names[src]}")
+            (tmp / "MANIFEST").write_text("\n".join(lines) + "\n")
+            os.rename(tmp, entry)  # whole, or (another build stored it first) not at all
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:
+        pass
 
 
 def _all(pool: ThreadPoolExecutor, fn, items) -> list:

@@ -511,6 +511,7 @@ def compare(spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: Engin
     if problems:
         raise SpecError(problems)
     check_engine(spec, engine)
+    rendered = files is None  # the spec's own code, which the next run builds again: cached
     files = files if files is not None else render_spec(spec, profile=profile or NEWEST)
     native = engine.engine == "native"
     if native:
@@ -546,7 +547,7 @@ def compare(spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: Engin
         harnesses: list[Harness] = [
             h for c in compilers for h in build_harness(
                 c, spec, files, Path(tmp), opts, ("native",) if native else ("emulated",),
-                reference, counted if c.family == "gcc" else (),
+                reference, counted if c.family == "gcc" else (), cache=rendered,
             )
         ]  # fmt: skip
         for h in harnesses if native else ():
