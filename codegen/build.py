@@ -328,7 +328,7 @@ def build_harness(compiler: Compiler, spec: Spec, files: dict[str, str], work: P
     # whose headers are outside kgen)
     keys = {opt: None if not cache or opt in coverage or reference else
             _level_key(compiler, opt, files, tus, front_ends, work) for opt in opts}  # fmt: skip
-    cached = {opt: _cached_level(key, compiler, opt, tus, core_obj) for opt, key in keys.items()}
+    cached = {opt: _cached_level(key, compiler, opt, tus, core_obj, work) for opt, key in keys.items()}
     todo = [opt for opt in opts if cached[opt] is None]
     # every unit at every level, then every link, as many at once as there are CPUs
     pairs = [(opt, u) for opt in todo for u in tus]
@@ -368,31 +368,30 @@ def _level_files(harness: Harness) -> list[Path]:
     return [*harness.units, *(p for p in (harness.native, harness.emulated) if p.is_file())]
 
 
-def _cached_level(key: str | None, compiler: Compiler, opt: str, tus: list[Unit],
-                  core_obj: Path) -> Harness | None:  # fmt: skip
-    """The level of ``key`` from the cache, when every file of it is what was stored."""
+def _cached_level(key: str | None, compiler: Compiler, opt: str, tus: list[Unit], core_obj: Path,
+                  work: Path) -> Harness | None:  # fmt: skip
+    """The level of ``key`` from the cache, when every file of it is what was stored: the
+    bytes checked are the bytes copied into ``work`` (nothing runs from the cache itself)."""
     if key is None:
         return None
     entry = _cache_dir().parent / "levels" / key
     try:
-        manifest = (entry / "MANIFEST").read_text().splitlines()
+        manifest = [line.partition(" ") for line in (entry / "MANIFEST").read_text().splitlines()]
+        data = {name: (entry / name).read_bytes() for _, _, name in manifest}
     except OSError:
         return None
-    names = {}
-    for line in manifest:
-        digest, _, name = line.partition(" ")
-        path = entry / name
-        try:
-            if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
-                return None
-        except OSError:
-            return None
-        names[name] = path
-    units = [names.get(f"{u.name}.o") for u in tus]
-    native, emulated = entry / "harness", entry / "harness.elf"
-    if None in units:
+    if any(hashlib.sha256(data[name]).hexdigest() != digest for digest, _, name in manifest):
         return None
-    return Harness(opt, native, emulated, tuple(units), (core_obj,), compiler, False)
+    if any(f"{u.name}.o" not in data for u in tus):
+        return None
+    level = work / f"cached{opt}.{compiler.family}"
+    level.mkdir(exist_ok=True)
+    for name, content in data.items():
+        (level / name).write_bytes(content)
+        if name.startswith("harness"):
+            (level / name).chmod(0o700)
+    units = tuple(level / f"{u.name}.o" for u in tus)
+    return Harness(opt, level / "harness", level / "harness.elf", units, (core_obj,), compiler, False)
 
 
 def _store_level(key: str, harness: Harness, tus: list[Unit]) -> None:
