@@ -327,7 +327,7 @@ def build_harness(compiler: Compiler, spec: Spec, files: dict[str, str], work: P
     # counts its arcs: gcov's files are named after the build directory; nor a reference's,
     # whose headers are outside kgen)
     keys = {opt: None if not cache or opt in coverage or reference else
-            _level_key(compiler, opt, files, tus, front_ends, work) for opt in opts}  # fmt: skip
+            _level_key(compiler, spec, opt, files, tus, front_ends, work) for opt in opts}  # fmt: skip
     cached = {opt: _cached_level(key, compiler, opt, tus, core_obj, work) for opt, key in keys.items()}
     todo = [opt for opt in opts if cached[opt] is None]
     # every unit at every level, then every link, as many at once as there are CPUs
@@ -344,7 +344,7 @@ def build_harness(compiler: Compiler, spec: Spec, files: dict[str, str], work: P
     return [cached[opt] or built[opt] for opt in opts]
 
 
-def _level_key(compiler: Compiler, opt: str, files: dict[str, str], tus: list[Unit],
+def _level_key(compiler: Compiler, spec: Spec, opt: str, files: dict[str, str], tus: list[Unit],
                front_ends: tuple[str, ...], work: Path) -> str:  # fmt: skip
     """What one level's build depends on: the compiler, the level, the generated files, the
     units and their flags (the build directory left out), the harness and shim sources, and
@@ -356,7 +356,7 @@ def _level_key(compiler: Compiler, opt: str, files: dict[str, str], tus: list[Un
         h.update(part.encode() + b"\0")
     for u in tus:
         h.update(u.name.encode() + b"\0" + u.source.read_text().replace(here, "@").encode() + b"\0")
-        h.update("\0".join(u.includes).replace(here, "@").encode() + b"\0")
+        h.update("\0".join(unit_flags(spec, u, work / "gen")).replace(here, "@").encode() + b"\0")
     for d in (HARNESS_DIR, SHIM_DIR):
         for f in sorted(d.rglob("*")):
             if f.is_file():
