@@ -374,9 +374,15 @@ def _cached_level(key: str | None, compiler: Compiler, opt: str, tus: list[Unit]
     bytes checked are the bytes copied into ``work`` (nothing runs from the cache itself)."""
     if key is None:
         return None
+    # the names a fresh build of the level gives its files
+    names = {f"{u.name}.o": work / f"{u.name}{opt.replace('-', '.')}.{compiler.family}.o" for u in tus}
+    names.update({"harness": work / f"harness{opt}.{compiler.family}",
+                  "harness.elf": work / f"harness{opt}.{compiler.family}.elf"})  # fmt: skip
     entry = _cache_dir().parent / "levels" / key
     try:
         manifest = [line.partition(" ") for line in (entry / "MANIFEST").read_text().splitlines()]
+        if any(name not in names for _, _, name in manifest):
+            return None
         data = {name: (entry / name).read_bytes() for _, _, name in manifest}
     except OSError:
         return None
@@ -384,14 +390,12 @@ def _cached_level(key: str | None, compiler: Compiler, opt: str, tus: list[Unit]
         return None
     if any(f"{u.name}.o" not in data for u in tus):
         return None
-    level = work / f"cached{opt}.{compiler.family}"
-    level.mkdir(exist_ok=True)
     for name, content in data.items():
-        (level / name).write_bytes(content)
+        names[name].write_bytes(content)
         if name.startswith("harness"):
-            (level / name).chmod(0o700)
-    units = tuple(level / f"{u.name}.o" for u in tus)
-    return Harness(opt, level / "harness", level / "harness.elf", units, (core_obj,), compiler, False)
+            names[name].chmod(0o700)
+    units = tuple(names[f"{u.name}.o"] for u in tus)
+    return Harness(opt, names["harness"], names["harness.elf"], units, (core_obj,), compiler, False)
 
 
 def _store_level(key: str, harness: Harness, tus: list[Unit]) -> None:
