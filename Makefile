@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all render check lint test quick venv constraints clean broken-specs kernel-material mutation
+.PHONY: all render check lint test quick venv constraints clean broken-specs kernel-material mutation bench
 
 all: render
 
@@ -62,3 +62,7 @@ clean:
 # Rewrite the broken-spec corpus in tests/broken/ from its definitions.
 broken-specs: $(STAMP)
 	$(BIN)/python tests/broken/regen.py
+
+# Every row of the README's performance table, measured now (ratios in the same run).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py

@@ -12,8 +12,6 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
-from elftools.elf.elffile import ELFFile
-
 from .toolchain import Compiler
 
 
@@ -28,5 +26,7 @@ def assemble(compiler: Compiler, mnemonic: str) -> bytes | None:
         if proc.returncode != 0:
             return None
         with open(obj, "rb") as f:
+            from elftools.elf.elffile import ELFFile  # heavy, and only needed here
+
             text = ELFFile(f).get_section_by_name(".text")
             return text.data() if text is not None else None

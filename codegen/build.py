@@ -11,10 +11,12 @@ import hashlib
 import os
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from . import cache_root
 from .diagnostics import shown_path
 from .model import Spec
 from .render import include_split, outputs
@@ -288,22 +290,23 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "kgen" / "objects"
+    return cache_root() / "objects"
 
 
 def build_harness(compiler: Compiler, spec: Spec, files: dict[str, str], work: Path,
                   opts: tuple[str, ...] = ("-O0", "-O2", "-Os"),
                   front_ends: tuple[str, ...] = ("native", "emulated"),
                   reference: tuple[Path, ...] = (),
-                  coverage: tuple[str, ...] = ()) -> list[Harness]:  # fmt: skip
+                  coverage: tuple[str, ...] = (), cache: bool = False) -> list[Harness]:  # fmt: skip
     """Compile the generated files once per optimisation level and link the front ends.
 
     The harness's own code does not depend on the spec: it is built once,
     optimised, and cached between runs (per compiler: each builds its own);
     only the generated code varies by level.  At the levels in ``coverage``
     the units count their arcs for gcov (gcc and the native front end only:
-    the bare ELF has no C library to write the counts with).
+    the bare ELF has no C library to write the counts with).  With ``cache`` (files that
+    come back run after run, as a spec's own render does), each level is kept, keyed by
+    everything it is built from, and a later build of the same takes it from there.
     """
     if coverage and "emulated" in front_ends:
         raise BuildError("coverage needs the native engine: the emulated harness cannot write "
@@ -320,24 +323,137 @@ def build_harness(compiler: Compiler, spec: Spec, files: dict[str, str], work: P
                        work)
         if "native" in front_ends else None
     )  # fmt: skip
-    built = []
-    for opt in opts:
-        counted = opt in coverage
-        unit_objs = tuple(compile_object(compiler, u, spec, gen_root, opt, out_dir=work, coverage=counted)
-                          for u in tus)  # fmt: skip
-        objs: list[Path | str] = [*unit_objs, core_obj]
-        if counted:
-            objs.extend(COVERAGE_FLAGS)  # links gcov's runtime
-        native = work / f"harness{opt}.{compiler.family}"
-        emulated = work / f"harness{opt}.{compiler.family}.elf"
-        if native_obj:
-            _run(compiler.command(*map(str, objs), str(native_obj), "-pie", "-o", str(native)),
-                 f"linking the native harness at {opt}")  # fmt: skip
-        if emu_obj:
-            _run(
-                compiler.command(*map(str, objs), str(emu_obj), "-nostdlib", "-static", "-no-pie",
-                                 "-Wl,-e,kgen_emu_run", "-o", str(emulated)),
-                f"linking the emulated harness at {opt}",
-            )  # fmt: skip
-        built.append(Harness(opt, native, emulated, unit_objs, (core_obj,), compiler, counted))
-    return built
+    # a level built before from the same inputs is taken from the cache (not one whose code
+    # counts its arcs: gcov's files are named after the build directory; nor a reference's,
+    # whose headers are outside kgen)
+    keys = {opt: None if not cache or opt in coverage or reference else
+            _level_key(compiler, spec, opt, files, tus, front_ends, work) for opt in opts}  # fmt: skip
+    cached = {opt: _cached_level(key, compiler, opt, tus, core_obj, work) for opt, key in keys.items()}
+    todo = [opt for opt in opts if cached[opt] is None]
+    # every unit at every level, then every link, as many at once as there are CPUs
+    pairs = [(opt, u) for opt in todo for u in tus]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        objects = _all(pool, lambda p: compile_object(
+            compiler, p[1], spec, gen_root, p[0], out_dir=work, coverage=p[0] in coverage), pairs)
+        compiled = dict(zip(pairs, objects, strict=True))
+        links = _all(pool, lambda opt: _link(
+            compiler, opt, [compiled[opt, u] for u in tus], core_obj, emu_obj, native_obj,
+            opt in coverage, work), todo)  # fmt: skip
+        built = dict(zip(todo, links, strict=True))
+    for opt in todo:
+        key = keys[opt]
+        if key is not None:
+            _store_level(key, built[opt], tus)
+    return [cached[opt] or built[opt] for opt in opts]
+
+
+def _level_key(compiler: Compiler, spec: Spec, opt: str, files: dict[str, str], tus: list[Unit],
+               front_ends: tuple[str, ...], work: Path) -> str:  # fmt: skip
+    """What one level's build depends on: the compiler, the level, the generated files, the
+    units and their flags (the build directory left out), the harness and shim sources, and
+    how this module compiles and links them."""
+    h = hashlib.sha256()
+    here = str(work)
+    for part in (*compiler.argv, compiler.version, opt, *front_ends, Path(__file__).read_text(),
+                 *(f"{rel}\0{text}" for rel, text in sorted(files.items()))):  # fmt: skip
+        h.update(part.encode() + b"\0")
+    for u in tus:
+        h.update(u.name.encode() + b"\0" + u.source.read_text().replace(here, "@").encode() + b"\0")
+        h.update("\0".join(unit_flags(spec, u, work / "gen")).replace(here, "@").encode() + b"\0")
+    for d in (HARNESS_DIR, SHIM_DIR):
+        for f in sorted(d.rglob("*")):
+            if f.is_file():
+                h.update(str(f.relative_to(d)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:24]
+
+
+def _level_files(harness: Harness) -> list[Path]:
+    return [*harness.units, *(p for p in (harness.native, harness.emulated) if p.is_file())]
+
+
+def _cached_level(key: str | None, compiler: Compiler, opt: str, tus: list[Unit], core_obj: Path,
+                  work: Path) -> Harness | None:  # fmt: skip
+    """The level of ``key`` from the cache, when every file of it is what was stored: the
+    bytes checked are the bytes copied into ``work`` (nothing runs from the cache itself)."""
+    if key is None:
+        return None
+    # the names a fresh build of the level gives its files
+    names = {f"{u.name}.o": work / f"{u.name}{opt.replace('-', '.')}.{compiler.family}.o" for u in tus}
+    names.update({"harness": work / f"harness{opt}.{compiler.family}",
+                  "harness.elf": work / f"harness{opt}.{compiler.family}.elf"})  # fmt: skip
+    entry = _cache_dir().parent / "levels" / key
+    try:
+        manifest = [line.partition(" ") for line in (entry / "MANIFEST").read_text().splitlines()]
+        if any(name not in names for _, _, name in manifest):
+            return None
+        data = {name: (entry / name).read_bytes() for _, _, name in manifest}
+    except OSError:
+        return None
+    if any(hashlib.sha256(data[name]).hexdigest() != digest for digest, _, name in manifest):
+        return None
+    if any(f"{u.name}.o" not in data for u in tus):
+        return None
+    for name, content in data.items():
+        names[name].write_bytes(content)
+        if name.startswith("harness"):
+            names[name].chmod(0o700)
+    units = tuple(names[f"{u.name}.o"] for u in tus)
+    return Harness(opt, names["harness"], names["harness.elf"], units, (core_obj,), compiler, False)
+
+
+def _store_level(key: str, harness: Harness, tus: list[Unit]) -> None:
+    """Keep a level's objects and programs for the next build of the same inputs (best effort:
+    a cache that cannot be written is no cache)."""
+    import shutil
+
+    root = _cache_dir().parent / "levels"
+    entry = root / key
+    if entry.exists():
+        return
+    names = {obj: f"{u.name}.o" for obj, u in zip(harness.units, tus, strict=True)}
+    names.update({harness.native: "harness", harness.emulated: "harness.elf"})
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+        try:
+            lines = []
+            for src in _level_files(harness):
+                shutil.copy2(src, tmp / names[src])
+                lines.append(f"{hashlib.sha256(src.read_bytes()).hexdigest()} {names[src]}")
+            (tmp / "MANIFEST").write_text("\n".join(lines) + "\n")
+            os.rename(tmp, entry)  # whole, or (another build stored it first) not at all
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:
+        pass
+
+
+def _all(pool: ThreadPoolExecutor, fn, items) -> list:
+    """``fn`` of each item, run in ``pool``; the first failure (in order) is raised once the
+    others have stopped, and what has not started does not start."""
+    futures = [pool.submit(fn, item) for item in items]
+    try:
+        return [f.result() for f in futures]
+    finally:
+        for f in futures:
+            f.cancel()
+
+
+def _link(compiler: Compiler, opt: str, unit_objs: list[Path], core_obj: Path, emu_obj: Path | None,
+          native_obj: Path | None, counted: bool, work: Path) -> Harness:  # fmt: skip
+    """Link the units of one level with the harness's front ends."""
+    objs: list[Path | str] = [*unit_objs, core_obj]
+    if counted:
+        objs.extend(COVERAGE_FLAGS)  # links gcov's runtime
+    native = work / f"harness{opt}.{compiler.family}"
+    emulated = work / f"harness{opt}.{compiler.family}.elf"
+    if native_obj:
+        _run(compiler.command(*map(str, objs), str(native_obj), "-pie", "-o", str(native)),
+             f"linking the native harness at {opt}")  # fmt: skip
+    if emu_obj:
+        _run(
+            compiler.command(*map(str, objs), str(emu_obj), "-nostdlib", "-static", "-no-pie",
+                             "-Wl,-e,kgen_emu_run", "-o", str(emulated)),
+            f"linking the emulated harness at {opt}",
+        )  # fmt: skip
+    return Harness(opt, native, emulated, tuple(unit_objs), (core_obj,), compiler, counted)

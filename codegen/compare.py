@@ -11,6 +11,7 @@ reported with its case and a command that reproduces it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import re
@@ -186,7 +187,7 @@ def _run_native(harness: Path, guard: int | None, text: str, limit: float | None
         proc.wait()
     head, _, out = stdout.decode(errors="replace").partition("\n")
     if not head.startswith("G ") or head == "G fail":
-        detail = head or stderr.decode(errors="replace").strip() or why
+        detail = "; ".join(filter(None, (head, stderr.decode(errors="replace").strip(), why)))
         raise RuntimeError(f"the native harness could not start ({detail})")
     if why:
         out = out[: out.rfind("\n") + 1] + f"B {why}\n"
@@ -363,9 +364,15 @@ def remember_expected(spec: Spec, seed: int, count: int) -> None:
         _EXPECTED[(spec.source, c, False)] = case_gen.expected(spec, c)
 
 
+@functools.lru_cache(maxsize=4)
+def _parsed(text: str, path: str) -> Spec:
+    """The spec of a job: a worker parses each spec text once, not once per chunk."""
+    return parse(text, path)
+
+
 def run_job(job: Job) -> list[tuple[str, LevelStats, Mismatch | None]]:
     """Run one chunk at every level and compare with the mirror; runs in a worker process."""
-    spec = parse(job.spec_text, job.spec_path)
+    spec = _parsed(job.spec_text, job.spec_path)
     chosen = job.cases
     wanted = [_EXPECTED.get((job.spec_text, c, job.kernel)) or case_gen.expected(spec, c, job.kernel)
               for c in chosen]  # fmt: skip
@@ -521,6 +528,7 @@ def compare(spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: Engin
     if problems:
         raise SpecError(problems)
     check_engine(spec, engine)
+    rendered = files is None  # the spec's own code, which the next run builds again: cached
     files = files if files is not None else render_spec(spec, profile=profile or NEWEST)
     native = engine.engine == "native"
     if native:
@@ -557,7 +565,7 @@ def compare(spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: Engin
         harnesses: list[Harness] = [
             h for c in compilers for h in build_harness(
                 c, spec, files, Path(tmp), opts, ("native",) if native else ("emulated",),
-                reference, counted if c.family == "gcc" else (),
+                reference, counted if c.family == "gcc" else (), cache=rendered,
             )
         ]  # fmt: skip
         for h in harnesses if native else ():

@@ -7,7 +7,10 @@ instruction user mode may execute run natively only with a proof that they
 fault: ``F2 0F 01 FC`` (RMPOPT) decodes as CLZERO with an ignored prefix,
 which zeroes the 64-byte line at RAX on CPUs with CLZERO (measured on an
 AMD EPYC), so the native engine reserves the low address space with no
-access first.  Anything else runs in the emulator.
+access first: every address the table model's cases hand the helper lies
+below the guard's top, and the harness proves at start-up that nothing else
+is mapped there and that CLZERO faults there (or refuses to run).  Anything
+else runs in the emulator.
 """
 
 from __future__ import annotations
@@ -125,9 +128,11 @@ def choose_engine(requested: str, spec=None, cpu: HostCpu | None = None) -> Engi
         return EngineChoice("emulator", None, f"{plan.why}: emulating")
     if plan.hazard and cpu.clzero:
         return EngineChoice(
-            "emulator", None,
-            f"{cpu.vendor} with CLZERO would run the bytes as CLZERO: emulating instead "
-            "(--engine native reserves the address space and traps the fault)",
+            "native", plan.guard,
+            f"{cpu.vendor} with CLZERO would run the bytes as CLZERO: natively only behind the "
+            f"guard, below {plan.guard:#x}, where every address a case passes lies; the harness "
+            "checks at start-up that nothing else is mapped there and that CLZERO faults there, "
+            "and does not run otherwise",
         )  # fmt: skip
     return EngineChoice("native", plan.guard, plan.why)
 

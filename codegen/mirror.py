@@ -32,8 +32,12 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import itertools
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 from typing import Literal, NamedTuple
 
 from .diagnostics import plural
@@ -159,6 +163,42 @@ def event_json(event: Event) -> dict:
     return {"kind": kind, **d}
 
 
+def _ints(values) -> str:
+    return "[" + ",".join(map(str, values)) + "]"
+
+
+# Each kind's JSON line, written directly: byte for byte json.dumps(event_json(event),
+# separators=(",", ":")) (the tests hold them to it), without a dict and an encoder per event.
+_LINES = {
+    # the event itself is the % operand: "%.0s" takes its last field, the kind, and prints nothing
+    Rmpopt: '{"kind":"rmpopt","cpu":%d,"rax":%d,"rcx":%d,"cf":%d}%.0s'.__mod__,
+    Resched: '{"kind":"resched","cpu":%d}%.0s'.__mod__,
+    Wrmsr: '{"kind":"wrmsr","cpu":%d,"msr":%d,"value":%d}%.0s'.__mod__,
+    Ipi: lambda e: f'{{"kind":"ipi","cpu":{e.cpu},"targets":{_ints(e.targets)}}}',
+}
+
+
+def event_line(event: Event) -> str:
+    """:func:`event_json` of ``event`` as one compact JSON line, without the newline."""
+    line = _LINES.get(type(event))
+    if line is None:
+        return json.dumps(event_json(event), separators=(",", ":"))
+    return line(event)
+
+
+def json_lines(spec: Spec, machine: Machine, hw: Hardware | None = None) -> Iterator[str]:
+    """The text of ``kgen sweep --json`` in chunks: the events of setup, one pass and
+    teardown, then one ``table`` line per online CPU."""
+    hw = hw if hw is not None else hardware_for(spec, machine, enabled=False)
+    # a run of events of one kind is formatted in one go (a pass is mostly such runs)
+    for kind, run in itertools.groupby(setup_pass_teardown(spec, machine, hw), type):
+        line = _LINES.get(kind, event_line)
+        yield "\n".join(map(line, run)) + "\n"
+    for cpu in machine.online:
+        regions = hw.optimized(cpu)
+        yield f'{{"kind":"table","cpu":{cpu},"optimized":{len(regions)},"regions":{_ints(regions)}}}\n'
+
+
 class MachineError(ValueError):
     """An impossible machine (max below min, leader offline, no CPU...)."""
 
@@ -244,8 +284,10 @@ class Machine:
 
     def siblings(self, cpu: int) -> set[int]:
         """Every CPU of ``cpu``'s core, itself included (online or not)."""
-        core = self.core_thread(cpu)[0]
-        return {c for c in range(self.nr_cpus) if self.core_thread(c)[0] == core}
+        core, threads = self.core_thread(cpu)[0], range(self.threads_per_core)
+        if self.numbering == "spread":  # the inverse of core_thread, without a scan of every CPU
+            return {t * self.cores + core for t in threads}
+        return {core * self.threads_per_core + t for t in threads}
 
 
 @dataclass
@@ -455,13 +497,17 @@ def sweep(spec: Spec, machine: Machine, hw: Hardware | None = None) -> Iterator[
     if not targets:
         return
     ipi, resched = Ipi(leader, targets), Resched(leader)
+    # hw.ready(cpu) for every target, as one set comparison: the MSRs that enable them
+    owners = None if hw.owners is None else {hw.owners[cpu] for cpu in targets}
+    kind = repeat(Rmpopt._field_defaults["kind"])
     for pa in regions:
         yield ipi
-        if hw.owners is not None and not all(hw.ready(cpu) for cpu in targets):
+        if owners is not None and not (hw.feature and owners <= hw.enabled):
             for cpu in targets:  # in turn, up to the one that faults
                 yield Rmpopt(cpu, pa, rcx, hw.execute(cpu, pa, rcx))
-        for cpu, cf in zip(targets, hw.execute_on(targets, pa, rcx), strict=True):
-            yield Rmpopt(cpu, pa, rcx, cf)
+        cfs = hw.execute_on(targets, pa, rcx)
+        # Rmpopt(cpu, pa, rcx, cf) for each target, built without a Python call each
+        yield from map(tuple.__new__, repeat(Rmpopt), zip(targets, repeat(pa), repeat(rcx), cfs, kind))
         yield resched
 
 
@@ -482,13 +528,15 @@ def summarize(spec: Spec, machine: Machine) -> tuple[Summary, Hardware]:
     hw = hardware_for(spec, machine, enabled=False)
     counts = {"rmpopt": 0, "ipi": 0, "resched": 0, "wrmsr": 0, "fault": 0}
     cf_set, logs = 0, []
-    for e in setup_pass_teardown(spec, machine, hw):
-        if e.kind == "log":
-            logs.append(e.text)
+    # a run of events of one kind at a time (a pass is mostly such runs), not each in turn
+    for kind, run in itertools.groupby(setup_pass_teardown(spec, machine, hw), type):
+        events = list(run)
+        if kind is Log:
+            logs += [e.text for e in events if isinstance(e, Log)]
             continue
-        counts[e.kind] += 1
-        if e.kind == "rmpopt":
-            cf_set += e.cf
+        counts[events[0].kind] += len(events)
+        if kind is Rmpopt:
+            cf_set += sum(map(itemgetter(3), events))
     r = sweep_range(spec, machine)
     regions = len(range(r.pa_start, r.pa_end, spec.as_table().table.region_size))
     if not counts["rmpopt"]:
@@ -666,6 +714,10 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
         """A pass, and the teardown or hotplug that arrives during it once the pass is over."""
         nonlocal alive, pending, expires, arrives, hp_arrives, tr_arrives
         arrived = hp_arrived = False
+        if arrives is None and hp_arrives is None and tr_arrives is None:
+            # nothing to count: hand the pass's events on as they come
+            yield from zip(sweep(spec, machine, hw), repeat(at))
+            return
         for ev in sweep(spec, machine, hw):
             yield ev, at
             if ev.kind == "resched" and tr_arrives is not None:
@@ -761,5 +813,4 @@ def setup_pass_teardown(spec: Spec, machine: Machine, hw: Hardware) -> Iterator[
     worker = spec.as_sweep().sweep.workers[0]
     actions = ["setup", "run" if worker.kind == "kthread" else f"a:{worker.first_delay_ms}",
                "teardown"]  # fmt: skip
-    for event, _ in feature_trace(spec, worker, machine, actions, hw):
-        yield event
+    yield from map(itemgetter(0), feature_trace(spec, worker, machine, actions, hw))

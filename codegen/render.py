@@ -10,7 +10,9 @@ a raw value fails to render.  Writing is separate and atomic
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import textwrap
 import traceback
 from collections.abc import Iterable
@@ -20,7 +22,7 @@ from typing import Any
 
 import jinja2
 
-from . import __version__
+from . import __version__, cache_root
 from .diagnostics import quote, size_text
 from .kernelapi import NEWEST, Profile
 from .model import (
@@ -236,18 +238,51 @@ def _finalize(value: Any) -> Any:
     raise RenderError(f"a template printed {value!r} without a formatting filter")
 
 
-def environment(templates: Path = TEMPLATES) -> jinja2.Environment:
+_OPTIONS: dict[str, Any] = dict(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+
+
+class _TemplateCache(jinja2.FileSystemBytecodeCache):
+    """Compiled bundled templates kept between runs, beside the harness objects.
+
+    Jinja checks each entry against the template's source; the file name pattern
+    holds what else the compiled code depends on (Jinja's and kgen's versions and
+    the environment's options).  A cache that cannot be read or written is no cache.
+    """
+
+    def __init__(self) -> None:
+        tag = hashlib.sha256(repr((jinja2.__version__, __version__, sorted(_OPTIONS.items())))
+                             .encode()).hexdigest()[:12]  # fmt: skip
+        super().__init__(str(cache_root() / "templates"), f"{tag}-%s.cache")
+
+    def load_bytecode(self, bucket: Any) -> None:
+        try:
+            super().load_bytecode(bucket)
+        except Exception:  # noqa: BLE001 - an unreadable or foreign entry: compile again
+            bucket.reset()
+
+    def dump_bytecode(self, bucket: Any) -> None:
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            super().dump_bytecode(bucket)
+        except OSError:
+            pass
+
+
+@functools.lru_cache(maxsize=8)
+def environment(templates: Path = TEMPLATES, sizes: frozenset[str] | None = None) -> jinja2.Environment:
+    """The Jinja environment for ``templates``, built once (it keeps its compiled templates);
+    ``sizes``: the ``SZ_*`` names the ``sz`` filter may use, None for all."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates)),
         undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,
         finalize=_finalize,
+        bytecode_cache=_TemplateCache() if templates == TEMPLATES else None,
+        **_OPTIONS,
     )
     env.filters.update({name: _strict(fn) for name, fn in FILTERS.items()})
     env.filters["tab"] = f_tab  # a block filter: its text was formatted already
+    if sizes is not None:
+        env.filters["sz"] = _strict(lambda value: f_sz(value, sizes))
     return env
 
 
@@ -693,9 +728,7 @@ def _template_place(exc: jinja2.TemplateError, template: str) -> str:
 
 def render_spec(spec: Spec, templates: Path = TEMPLATES, profile: Profile = NEWEST) -> dict[str, str]:
     """Every generated file of one spec, as ``{relative path: text}``, for a kernel ``profile``."""
-    env = environment(templates)
-    if profile.sizes is not None:
-        env.filters["sz"] = _strict(lambda value: f_sz(value, profile.sizes))
+    env = environment(templates, profile.sizes)
     insn, k = spec.instruction, spec.kernel
     result = {}
     check_paths(o.path for o in outputs(spec))

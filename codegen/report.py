@@ -3,7 +3,6 @@ or as JSON.  The commands in :mod:`codegen.cli` compute, then hand their results
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -93,13 +92,8 @@ def sweep_json(spec, machine, hw) -> None:
     from . import mirror
 
     out = sys.stdout
-    dumps = json.dumps
-    for event in mirror.setup_pass_teardown(spec, machine, hw):
-        out.write(dumps(mirror.event_json(event), separators=(",", ":")) + "\n")
-    for cpu in machine.online:
-        regions = hw.optimized(cpu)
-        out.write(dumps({"kind": "table", "cpu": cpu, "optimized": len(regions),
-                         "regions": regions}, separators=(",", ":")) + "\n")  # fmt: skip
+    for chunk in mirror.json_lines(spec, machine, hw):
+        out.write(chunk)
 
 
 def sweep_summary(spec, machine) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from importlib.metadata import version
 from typing import Literal
 
 MAX_LENGTH = 15  # bytes of one x86 instruction, at most
@@ -57,6 +56,8 @@ def modrm_problem(modrm: int) -> str | None:
 
 @cache
 def decoder_name() -> str:
+    from importlib.metadata import version  # only when a message names the decoder
+
     return f"iced-x86 {version('iced-x86')}"
 
 

@@ -61,3 +61,12 @@ def test_an_empty_parametrize_list_is_an_error_not_a_skip(tmp_path):
         capture_output=True, text=True, cwd=tmp_path, check=False,
     )  # fmt: skip
     assert proc.returncode != 0 and "Empty parameter set" in proc.stdout, proc.stdout
+
+
+def test_every_test_marked_slow_by_name_exists():
+    """A renamed test would silently come back into `make quick`: the list names real ones."""
+    from tests.conftest import SLOW_MODULES, SLOW_TESTS
+
+    sources = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    assert [t for t in sorted(SLOW_TESTS) if f"def {t}(" not in sources] == []
+    assert [m for m in sorted(SLOW_MODULES) if not (ROOT / "tests" / f"{m}.py").is_file()] == []

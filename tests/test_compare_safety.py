@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from codegen import build, cases, compare, toolchain
+from codegen import build, cases, compare, host, toolchain
 from codegen.render import render_spec
 from codegen.spec import load
 from tests.conftest import ISA, RMPOPT_YAML, ROOT
@@ -66,6 +66,67 @@ def test_a_bad_cached_object_is_rebuilt(cache_dir, tmp_path, bad):
     core.write_bytes(bad)
     (h,) = _build(tmp_path / "b")  # links: the bad entry was noticed and rebuilt
     assert core.read_bytes() == good and h.native.exists()
+
+
+def _cached_build(work: Path, files=None, opts=("-O2", "-Os")):
+    work.mkdir(parents=True, exist_ok=True)
+    return build.build_harness(toolchain.find_clang(), SPEC, files or render_spec(SPEC), work, opts,
+                               ("native",), cache=True)  # fmt: skip
+
+
+def _compiles(monkeypatch) -> list[list[str]]:
+    import subprocess
+
+    seen, run = [], subprocess.run
+
+    def counting(cmd, *args, **kwargs):
+        seen.append(cmd)
+        return run(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(build.subprocess, "run", counting)
+    return seen
+
+
+def test_a_level_built_before_from_the_same_files_is_not_built_again(cache_dir, tmp_path, monkeypatch):
+    first = _cached_build(tmp_path / "a")
+    seen = _compiles(monkeypatch)
+    again = _cached_build(tmp_path / "b")
+    assert seen == []
+    # what runs is a copy in the build directory of the bytes checked, not the cache's file
+    assert all(tmp_path / "b" in p.parents for h in again for p in (h.native, *h.units))
+    for old, new in zip(first, again, strict=True):
+        assert new.native.read_bytes() == old.native.read_bytes()
+        assert [u.read_bytes() for u in new.units] == [u.read_bytes() for u in old.units]
+    # the cached programs run the cases as the mirror says, line for line
+    chosen = cases.generate(SPEC, 1, 40)
+    line = cases.spec_line(SPEC) + "".join(
+        compare._with_timeout(cases.case_line(SPEC, c, 10**6), 60) for c in chosen)
+    want = "".join(f"{w}\n" for c in chosen for w in cases.expected(SPEC, c))
+    guard = host.choose_engine("native", SPEC).guard
+    assert [compare._run_native(h.native, guard, line, 600, 1 << 30) for h in again] == [want] * 2
+    # a changed generated file, or a level not built before, is compiled
+    files = render_spec(SPEC)
+    path = next(p for p in files if p.endswith("sev-kthread.c"))
+    files[path] += "/* changed */\n"
+    _cached_build(tmp_path / "c", files)
+    assert seen
+    seen.clear()
+    _cached_build(tmp_path / "d", opts=("-O2", "-O0"))
+    assert seen and all("-O2" not in cmd for cmd in seen if "-c" in cmd)
+
+
+def test_a_damaged_cached_level_is_built_again(cache_dir, tmp_path, monkeypatch):
+    _cached_build(tmp_path / "a", opts=("-O2",))
+    (entry,) = (cache_dir.parent / "levels").iterdir()
+    (entry / "harness").write_bytes(b"#!/bin/sh\necho pwned\n")
+    seen = _compiles(monkeypatch)
+    (h,) = _cached_build(tmp_path / "b", opts=("-O2",))
+    assert seen and h.native.read_bytes().startswith(b"\x7fELF")
+
+
+def test_only_a_spec_s_own_render_is_kept(cache_dir, tmp_path):
+    build.build_harness(toolchain.find_clang(), SPEC, render_spec(SPEC), tmp_path, ("-O2",), ("native",))
+    assert not (cache_dir.parent / "levels").exists()
 
 
 # --- cases: streamed, bounded, the same as ever ---------------------------------------------

@@ -584,3 +584,74 @@ def test_the_cap_is_logged_as_the_spec_says(rmpopt, t):
         rmpopt.kernel, sweep=dataclasses.replace(rmpopt.kernel.sweep, cap_log="every-pass")))
     per_pass = [e for e in _trace(every, m, actions) if e.kind == "log"]
     assert [e.text.startswith(cap) for e in per_pass] == [True, False, True, False]
+
+
+# --- kgen sweep --json writes each line without json.dumps, byte for byte the same ----------
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+ODD_EVENTS = [
+    mirror.Log('a "quoted" \\ line\twith\x01 control, caf\u00e9 and \U0001f600'),
+    mirror.Fault(3, 1 << 63, 0, "GP"),
+    mirror.Ipi(0, ()),
+    mirror.Ipi(5, (0, 1, 2)),
+    mirror.Wrmsr(1, 0xC0010139, (1 << 64) - 1),
+    mirror.Rmpopt(4095, (1 << 52) - (1 << 30), 1, 1),
+]
+
+
+@pytest.mark.parametrize("event", ODD_EVENTS, ids=lambda e: e.kind)
+def test_event_line_is_json_dumps_of_event_json(event):
+    assert mirror.event_line(event) == _dumps(mirror.event_json(event))
+
+
+@settings(max_examples=60, deadline=None)
+@given(machines(), st.booleans(), st.booleans())
+def test_sweep_json_lines_are_json_dumps_on_random_machines(rmpopt, machine, feature, snp):
+    machine = dataclasses.replace(machine, feature=feature,
+                                  without=frozenset() if snp else frozenset({"snp-host"}))  # fmt: skip
+    hw = mirror.hardware_for(rmpopt, machine, enabled=False)
+    events = list(mirror.setup_pass_teardown(rmpopt, machine, hw))
+    assert [mirror.event_line(e) for e in events] == [_dumps(mirror.event_json(e)) for e in events]
+    expected = "".join(_dumps(mirror.event_json(e)) + "\n" for e in events) + "".join(
+        _dumps({"kind": "table", "cpu": c, "optimized": len(hw.optimized(c)),
+                "regions": hw.optimized(c)}) + "\n"
+        for c in machine.online
+    )  # fmt: skip
+    assert "".join(mirror.json_lines(rmpopt, machine)) == expected
+
+
+def test_kgen_sweep_json_is_the_json_lines(run_kgen, rmpopt):
+    args = ["--memory", "3T", "--cores", "3", "--threads-per-core", "2", "--assigned", "0x40000000-0x40001000",
+            "--offline", "4", "--leader", "1"]  # fmt: skip
+    result = run_kgen("sweep", "isa/rmpopt.yaml", *args, "--json")
+    assert result.exit_code == 0, result.output
+    machine = Machine(0, 3 << 28, 3, 2, leader=1, offline=frozenset({4}),
+                      assigned=((1 << 30, (1 << 30) + 4096),))  # fmt: skip
+    assert result.output == "".join(mirror.json_lines(rmpopt, machine))
+
+
+@settings(max_examples=100, deadline=None)
+@given(machines(max_cores=12))
+def test_siblings_are_the_cpus_of_the_same_core(machine):
+    for cpu in range(machine.nr_cpus):
+        core = machine.core_thread(cpu)[0]
+        assert machine.siblings(cpu) == {c for c in range(machine.nr_cpus)
+                                         if machine.core_thread(c)[0] == core}  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(machines(), st.booleans())
+def test_the_summary_counts_the_trace(rmpopt, machine, feature):
+    machine = dataclasses.replace(machine, feature=feature)
+    summary, _ = mirror.summarize(rmpopt, machine)
+    events = list(mirror.setup_pass_teardown(rmpopt, machine,
+                                             mirror.hardware_for(rmpopt, machine, enabled=False)))
+    kinds = [e.kind for e in events]
+    assert (summary.rmpopt, summary.ipis, summary.rescheds, summary.wrmsrs) == (
+        kinds.count("rmpopt"), kinds.count("ipi"), kinds.count("resched"), kinds.count("wrmsr"))
+    assert summary.cf_set == sum(e.cf for e in events if e.kind == "rmpopt")
+    assert summary.logs == tuple(e.text for e in events if e.kind == "log")

@@ -322,3 +322,44 @@ def test_helpers_with_a_u64_register_operand_build_only_for_x86_64():
             assert "enum " not in text[text.index("#ifdef CONFIG_X86_64"):], name
         else:
             assert "CONFIG_X86_64" not in text, name
+
+
+def _compiles(monkeypatch) -> list[str]:
+    seen: list[str] = []
+    compile_ = jinja2.Environment.compile
+
+    def counting(self, source, name=None, filename=None, *args, **kwargs):
+        seen.append(name)
+        return compile_(self, source, name, filename, *args, **kwargs)
+
+    monkeypatch.setattr(jinja2.Environment, "compile", counting)
+    return seen
+
+
+def test_templates_are_compiled_once_and_then_kept_between_runs(monkeypatch, tmp_path):
+    """One environment for every spec, and the compiled templates cached by content."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    render.environment.cache_clear()
+    specs = load_all(sorted((ROOT / "isa").glob("*.yaml")))
+    seen = _compiles(monkeypatch)
+    first = render.render_all(specs)
+    assert sorted(seen) == sorted(set(seen)), "a template compiled twice in one run"
+    seen.clear()
+    render.environment.cache_clear()  # as a new process: only the disk cache is left
+    assert render.render_all(specs) == first and seen == []
+    # an entry that is not what Jinja wrote is compiled again, and the output is the same
+    for entry in (tmp_path / "cache" / "kgen" / "templates").iterdir():
+        entry.write_bytes(b"\0garbage")
+    render.environment.cache_clear()
+    assert render.render_all(specs) == first and seen
+    render.environment.cache_clear()
+
+
+def test_an_unwritable_cache_is_no_cache(monkeypatch, tmp_path):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))  # kgen/ cannot be made below it
+    render.environment.cache_clear()
+    try:
+        assert render.render_spec(load(ROOT / "isa" / "rmpopt.yaml"))
+    finally:
+        render.environment.cache_clear()

@@ -6,7 +6,9 @@
  * mode may execute: it would zero 64 bytes at RAX.  With --guard TOP the
  * harness first reserves [64 KiB, TOP) with no access, so that every such
  * execution at an address below TOP faults instead (SIGSEGV), and the
- * handler treats the fault exactly like the trap.
+ * handler treats the fault exactly like the trap.  Before the first case it
+ * proves that: nothing else is mapped below TOP, and CLZERO faults at the
+ * edges of the range; otherwise it prints "G fail" and why, and exits.
  *
  * Reads cases from stdin, one per line; writes their events to stdout.  A
  * case that runs longer than its "timeout=N" token says, or --timeout
@@ -26,6 +28,7 @@
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -63,6 +66,59 @@ static void on_trap(int sig, siginfo_t *si, void *ctx)
 	g[REG_RDX] = (greg_t)r.rdx;
 	g[REG_RIP] = (greg_t)r.rip;
 	g[REG_EFL] = (greg_t)r.flags;
+}
+
+static sigjmp_buf probe_env;
+
+static void on_probe(int sig)
+{
+	siglongjmp(probe_env, sig);
+}
+
+/* Whether CLZERO (0F 01 FC) at @addr traps instead of zeroing the line there. */
+static int clzero_traps(unsigned long addr)
+{
+	struct sigaction sa = { .sa_handler = on_probe }, segv, ill;
+	int trapped;
+
+	sigaction(SIGSEGV, &sa, &segv);
+	sigaction(SIGILL, &sa, &ill);
+	trapped = sigsetjmp(probe_env, 1);
+	if (!trapped)
+		asm volatile(".byte 0x0f, 0x01, 0xfc" : : "a"(addr) : "memory");
+	sigaction(SIGSEGV, &segv, NULL);
+	sigaction(SIGILL, &ill, NULL);
+	return trapped != 0;
+}
+
+/*
+ * The start-up self-test of the guard: nothing but the reservation is mapped
+ * below @top (so nothing can be mapped there later either: the kernel places no
+ * mapping below mmap_min_addr or over another), and CLZERO traps at the edges of
+ * both the page-zero gap and the reservation.  NULL when it holds, else why not.
+ */
+static const char *guard_fails(unsigned long top)
+{
+	const unsigned long probes[] = { 0, GUARD_LOW - 64, GUARD_LOW, top - 64 };
+	unsigned long start, end;
+	char line[512];
+	FILE *maps = fopen("/proc/self/maps", "r");
+	unsigned int i;
+
+	if (!maps)
+		return "cannot read /proc/self/maps";
+	while (fgets(line, sizeof(line), maps)) {
+		if (sscanf(line, "%lx-%lx", &start, &end) == 2 && start < top &&
+		    (start != GUARD_LOW || end != top)) {
+			fclose(maps);
+			return "a mapping lies below the guard's top";
+		}
+	}
+	fclose(maps);
+	for (i = 0; i < sizeof(probes) / sizeof(probes[0]); i++)
+		if (!clzero_traps(probes[i]))
+			return "CLZERO ran below the guard's top without a fault";
+	return NULL;
 }
 
 static char timeout_why[96];
@@ -149,8 +205,12 @@ int main(int argc, char **argv)
 		void *p = mmap((void *)GUARD_LOW, top - GUARD_LOW, PROT_NONE,
 			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
 
-		if (p != (void *)GUARD_LOW) {
+		const char *why = p == (void *)GUARD_LOW ? guard_fails(top) :
+				  "the address space below the guard's top is not free";
+
+		if (why) {
 			printf("G fail\n");
+			fprintf(stderr, "%s\n", why);
 			return 3;
 		}
 		printf("G ok %#lx %#lx\n", GUARD_LOW, top);

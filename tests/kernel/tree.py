@@ -42,8 +42,10 @@ def kbuild_clang() -> list[str]:
     (-fpatchable-function-entry=16,16); `zig clang` is the plain driver, and kbuild adds
     --target= itself."""
     argv = list(find_clang().argv)
-    if "ziglang" in argv and argv[argv.index("ziglang") + 1 :][:1] == ["cc"]:
-        argv = argv[: argv.index("ziglang") + 1] + ["clang"]
+    # the zig binary itself, or `python -m ziglang`, then `cc`
+    zig = next((i for i, a in enumerate(argv) if a == "ziglang" or os.path.basename(a) == "zig"), None)
+    if zig is not None and argv[zig + 1 : zig + 2] == ["cc"]:
+        argv = argv[: zig + 1] + ["clang"]
     return argv
 
 
