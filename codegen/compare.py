@@ -568,6 +568,19 @@ def compare(spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: Engin
                 reference, counted if c.family == "gcc" else (), cache=rendered,
             )
         ]  # fmt: skip
+        if native and engine.fallback and harnesses and not counted:
+            try:  # the harness's own start-up check of the guard, before any case
+                _run_native(harnesses[0].native, engine.guard, case_gen.spec_line(spec))
+            except RuntimeError as exc:
+                engine = EngineChoice("emulator", None, f"{exc}: emulating")
+                native, result.engine = False, engine
+                reproduce = reproduce.replace(" --engine native", " --engine emulator", 1)
+                harnesses = [
+                    h for c in compilers for h in build_harness(
+                        c, spec, files, Path(tmp), opts, ("emulated",), reference,
+                        counted if c.family == "gcc" else (), cache=rendered,
+                    )
+                ]  # fmt: skip
         for h in harnesses if native else ():
             runtime = GCOV_RUNTIME if h.coverage else ()
             if not check_objects(spec, list(h.units), list(h.harness), runtime):

@@ -51,6 +51,7 @@ class EngineChoice:
     engine: str  # "native" or "emulator"
     guard: int | None  # top of the no-access reservation, for native on CLZERO CPUs
     reason: str
+    fallback: bool = False  # chosen by auto behind the guard: emulate if the guard does not hold
 
 
 class EngineRefused(Exception):
@@ -132,7 +133,8 @@ def choose_engine(requested: str, spec=None, cpu: HostCpu | None = None) -> Engi
             f"{cpu.vendor} with CLZERO would run the bytes as CLZERO: natively only behind the "
             f"guard, below {plan.guard:#x}, where every address a case passes lies; the harness "
             "checks at start-up that nothing else is mapped there and that CLZERO faults there, "
-            "and does not run otherwise",
+            "or compare emulates",
+            fallback=True,
         )  # fmt: skip
     return EngineChoice("native", plan.guard, plan.why)
 

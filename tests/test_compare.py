@@ -426,3 +426,26 @@ def test_the_cap_logged_by_every_pass_is_compared_too():
     result = compare.compare(spec, toolchain.find_clang(), host.choose_engine("emulator", spec),
                              seed=5, count=80, opts=("-O2",), files=files, workers=1)  # fmt: skip
     assert result.ok, result.mismatches[:1]
+
+
+def test_auto_emulates_where_the_guard_does_not_hold(monkeypatch):
+    """auto's guarded native engine proves the guard at start-up; where it does not hold, compare
+    emulates and says why, while an engine asked for by name stops instead.  The harness's own
+    self-test is made to fail by asking it for a top above the stack and the libraries."""
+    clang = toolchain.find_clang()
+    real, tops = compare._run_native, []
+
+    def unheld_guard(harness, guard, text, *args, **kwargs):
+        tops.append(guard)
+        return real(harness, 1 << 47, text, *args, **kwargs)
+
+    monkeypatch.setattr(compare, "_run_native", unheld_guard)
+    auto = dataclasses.replace(host.choose_engine("native", SPEC), fallback=True)
+    r = compare.compare(SPEC, clang, auto, 1, 12, ("-O2",), workers=1)
+    assert tops == [auto.guard]  # the self-test only: the cases ran in the emulator
+    assert r.ok and r.executions > 0
+    assert r.engine.engine == "emulator" and r.engine.guard is None
+    assert "is not free" in r.engine.reason and r.engine.reason.endswith(": emulating")
+    with pytest.raises(RuntimeError, match="G fail"):
+        compare.compare(SPEC, clang, dataclasses.replace(auto, fallback=False), 1, 12, ("-O2",),
+                        workers=1)  # fmt: skip
