@@ -918,6 +918,7 @@ int wake_up_process(struct task_struct *task)
 }
 
 static unsigned int m_nomem;	/* worker allocations that fail first: "nomem=N" */
+static bool hpfail_now;	/* cpuhp_setup_state() failed in the entry point that runs */
 static bool nomem_now;		/* an allocation failed in the entry point that runs */
 
 struct task_struct *kshim_kthread_run(int (*threadfn)(void *data), void *data, const char *name)
@@ -1331,6 +1332,7 @@ int kshim_cpuhp_setup_state(int state, const char *name, int (*startup)(unsigned
 		kgen_abort_case("cpuhp_setup_state() without a name");
 	if (m_hpfail) {
 		m_hpfail--;
+		hpfail_now = true;
 		return -ENOSPC;	/* every dynamic state is taken */
 	}
 	for (slot = 0; slot < MAX_HP_STATES && hp_states[slot].used; slot++)
@@ -1607,9 +1609,11 @@ static void run_action(const struct kgen_form *form, const char *a, const char *
 	    is(a, (int)(end - a), "teardown")) {
 		if (!form)
 			kgen_abort_case("a worker action in a case without a worker form");
-		nomem_now = false;
-		if (form->entry(*a == 's' ? 0 : *a == 't' && a[1] == 'r' ? 1 : 2) != (nomem_now ? -ENOMEM : 0))
-			kgen_abort_case("setup returns other than 0, or -ENOMEM when creating the worker fails");
+		nomem_now = hpfail_now = false;
+		if (form->entry(*a == 's' ? 0 : *a == 't' && a[1] == 'r' ? 1 : 2) !=
+		    (nomem_now ? -ENOMEM : hpfail_now ? -ENOSPC : 0))
+			kgen_abort_case("setup returns other than 0, -ENOMEM when creating the worker fails, "
+					"or the error cpuhp_setup_state() returns");
 		if (migrate_depth)
 			kgen_abort_case("migration still disabled when setup, a request or teardown returns");
 		if (mutexes_held)
