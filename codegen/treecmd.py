@@ -29,7 +29,7 @@ def _plan(specs, tree_dir: Path):
     return plan(specs, tree)
 
 
-def _result(p):
+def _result(p, failed: str = "nothing was written"):
     for spec, why in p.skipped:
         click.echo(f"{shown_path(str(spec.path))}: note: {why}", err=True)
     texts, errors = p.result()
@@ -37,10 +37,16 @@ def _result(p):
         errors = list(dict.fromkeys(map(str, errors)))  # C kgen cannot read: once, not once an op
         for e in errors:
             click.echo(e, err=True)
-        click.echo(f"kgen: {plural(len(errors), 'problem')} in {shown_path(str(p.tree.root))}; "
-                   "nothing was written", err=True)  # fmt: skip
+        click.echo(f"kgen: {plural(len(errors), 'problem')} in {shown_path(str(p.tree.root))}; {failed}",
+                   err=True)  # fmt: skip
         sys.exit(1)
     return texts
+
+
+def _specs_done(specs, p) -> str:
+    """How many specs an apply or check took, and how many had nothing to do in the tree."""
+    idle = len(p.skipped)
+    return plural(len(specs) - idle, "spec") + (f" ({idle} more with nothing to do here)" if idle else "")
 
 
 def changed(p, texts: dict[str, str]) -> list[str]:
@@ -282,7 +288,7 @@ def apply(specs, tree_dir: Path, force: bool) -> None:
         sys.exit(1)
     for path in changed:
         click.echo(f"  changed {shown_path(str(p.tree.root / path))}")
-    click.echo(f"applied {plural(len(specs), 'spec')} to {shown_path(str(p.tree.root))} "
+    click.echo(f"applied {_specs_done(specs, p)} to {shown_path(str(p.tree.root))} "
                f"(Linux {p.tree.version}): {plural(len(changed), 'file')} changed")  # fmt: skip
     if unrecorded:
         bad = unrecorded[0]
@@ -294,7 +300,7 @@ def apply(specs, tree_dir: Path, force: bool) -> None:
 
 def check(specs, tree_dir: Path) -> None:
     p = _plan(specs, tree_dir)
-    texts = _result(p)
+    texts = _result(p, "the tree was not compared")
     diffs = diff(p, texts)
     if diffs:
         click.echo("".join(diffs), nl=False)
@@ -302,7 +308,7 @@ def check(specs, tree_dir: Path) -> None:
                    "fresh render; run `kgen apply --tree`", err=True)  # fmt: skip
         sys.exit(1)
     click.echo(f"{shown_path(str(p.tree.root))} (Linux {p.tree.version}) is up to date with "
-               f"{plural(len(specs), 'spec')}")  # fmt: skip
+               f"{_specs_done(specs, p)}")  # fmt: skip
 
 
 def patch(specs, tree_dir: Path, out: Path, signoff: bool) -> None:
@@ -312,6 +318,7 @@ def patch(specs, tree_dir: Path, out: Path, signoff: bool) -> None:
 
     p = _plan(specs, tree_dir)
     texts = _result(p)
+
     def nothing_to_do() -> None:
         click.echo(f"nothing to do: {shown_path(str(p.tree.root))} (Linux {p.tree.version}) is up to "
                    f"date with {plural(len(specs), 'spec')}; no patches written")  # fmt: skip

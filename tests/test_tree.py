@@ -64,12 +64,15 @@ def test_apply_writes_then_changes_nothing(tree):
     first = kgen("apply", *SPECS, "--tree", tree)
     assert first.exit_code == 0, first.output
     assert "8 files changed" in first.output
+    # RMPREAD has nothing to replace in this tree: it is not counted as applied
+    assert f"applied 5 specs (1 more with nothing to do here) to {tree}" in first.output
     after = snapshot(tree)
     second = kgen("apply", *SPECS, "--tree", tree)
     assert second.exit_code == 0 and "0 files changed" in second.output
     assert snapshot(tree) == after
     check = kgen("check", *SPECS, "--tree", tree)
     assert check.exit_code == 0, check.output
+    assert "is up to date with 5 specs (1 more with nothing to do here)" in check.output
 
 
 def test_check_tree_reports_a_diff_and_writes_nothing(tree):
@@ -185,7 +188,11 @@ def test_a_missing_file_is_named(tree):
     result = kgen("apply", *SPECS, "--tree", tree)
     assert result.exit_code == 1
     assert f"{tree}/arch/x86/kernel/cpu/scattered.c: error: kgen must change this file" in result.output
+    assert "; nothing was written" in result.output
     assert snapshot(tree) == before
+    check = kgen("check", *SPECS, "--tree", tree)
+    assert check.exit_code == 1 and "; the tree was not compared" in check.output
+    assert "nothing was written" not in check.output
 
 
 def test_not_a_kernel_tree(tmp_path):
