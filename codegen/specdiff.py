@@ -20,6 +20,7 @@ from . import mirror
 from .diagnostics import size_text
 from .model import Spec
 from .spec import yaml_fields
+from .treeio import git_env
 from .yamlsource import MAX_FILE_BYTES, decode_text, read_limited, read_text
 
 # The meaning of each part of a spec, for grouping its changes (first match wins).
@@ -64,10 +65,10 @@ def base_text(spec_path: str, base: str) -> tuple[str, str]:
         raise BaseError(f"{base!r} is not a revision")
     path = Path(spec_path).resolve()
     try:
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path.parent,
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path.parent, env=git_env(),
                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
         rel = path.relative_to(Path(top).resolve()).as_posix()
-        with subprocess.Popen(["git", "show", "--end-of-options", f"{base}:{rel}"], cwd=top,
+        with subprocess.Popen(["git", "show", "--end-of-options", f"{base}:{rel}"], cwd=top, env=git_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) as git:  # fmt: skip
             stdout, stderr = git.stdout, git.stderr
             assert stdout is not None and stderr is not None  # both are pipes

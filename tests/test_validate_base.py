@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from tests.conftest import RMPOPT_YAML
+from tests.conftest import RMPOPT_YAML, ROOT
 
 TEXT = RMPOPT_YAML.read_text()
 
@@ -28,6 +28,16 @@ def test_unchanged_tree_says_nothing_changed(run_kgen):
     result = run_kgen("validate", "isa/rmpopt.yaml", "--base", "HEAD")
     assert result.exit_code == 0, result.output
     assert "isa/rmpopt.yaml: nothing changed since HEAD:isa/rmpopt.yaml" in result.output
+
+
+def test_git_of_a_hook_does_not_lead_validate_astray(run_kgen, monkeypatch):
+    """A pre-commit hook runs kgen with git's GIT_DIR and GIT_INDEX_FILE set for the hook's own
+    directory; the git kgen runs finds the spec's repository from the spec, not from them."""
+    monkeypatch.setenv("GIT_DIR", ".git")  # relative, as git exports it to a hook at the top
+    monkeypatch.setenv("GIT_INDEX_FILE", "/nonexistent/index")
+    result = run_kgen("validate", "rmpopt.yaml", "--base", "HEAD", cwd=ROOT / "isa")
+    assert result.exit_code == 0, result.output
+    assert "nothing changed since HEAD:isa/rmpopt.yaml" in result.output
 
 
 def test_a_bad_revision_is_a_clear_finding(run_kgen):
