@@ -258,6 +258,12 @@ def _hotplug_sequences(worker, machine: Machine) -> list[tuple[str, frozenset[in
          ("setup", first, "teardown", "online:2", "setup", first, "teardown")),
         ("a core goes offline before teardown", none,
          ("setup", first, "offline:2", "offline:5", "teardown", "online:5", "online:2")),
+        # a hotplug operation from another CPU while an entry point runs: it waits for the
+        # hotplug lock, and takes it the first time the entry point lets it go
+        ("a core's last online thread goes offline while teardown runs, and comes back", frozenset({5}),
+         ("setup", first, "offline-during:2", "teardown", "online:2")),
+        ("a core comes online while teardown runs", core2, ("setup", first, "online-during:2", "teardown")),
+        ("a core comes online while setup runs", core2, ("online-during:2", "setup", first, "teardown")),
     ]
 
 

@@ -652,16 +652,23 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
     only after the pass.  So the pass ends on MSRs that still enable the instruction, then
     teardown stops the worker and clears them.
 
-    CPU hotplug: ``online:CPU`` and ``offline:CPU`` between the others, or
+    CPU hotplug: ``online:CPU`` and ``offline:CPU`` between the others,
     ``online-at:N:CPU`` / ``offline-at:N:CPU`` arriving from another CPU at the Nth
-    cond_resched() from then on.  A hotplug operation takes the hotplug lock for writing,
-    and a pass holds cpus_read_lock() from before its first region to after its last, so
-    one that arrives during a pass runs when the pass ends.  A core that was wholly
-    offline comes back with its MSR reset.  While the instruction is enabled (from setup
-    to teardown) a CPU that comes online and is the first online thread of its core
+    cond_resched() from then on, or ``online-during:CPU`` / ``offline-during:CPU`` arriving
+    while the next setup, request or teardown runs.  A hotplug operation takes the hotplug
+    lock for writing, and a pass holds cpus_read_lock() from before its first region to
+    after its last, so one that arrives during a pass runs when the pass ends; setup holds it
+    over setting up the hotplug state and the MSR writes that go with it, and teardown over
+    removing the state and clearing the MSRs, so one that arrives during either runs after
+    those writes (before setup's cap log).  A core that was wholly offline comes back with
+    its MSR as it was (INIT leaves MSRs unchanged).  While the instruction is enabled (from
+    setup to teardown) a CPU that comes online and is the first online thread of its core
     (:func:`msr_cpus`, the rule setup follows) writes the MSR, as the hotplug state's
-    callback must; a CPU that goes offline writes nothing.  The CPU the worker and the
-    entry points run on (the machine's leader) stays online.
+    startup callback must; where teardown clears the MSRs, a CPU that goes offline and is
+    the last online thread of its core (any CPU, for a per-thread MSR) clears it, as the
+    teardown callback must, so that no core without an online thread keeps the instruction
+    enabled through a teardown.  The CPU the worker and the entry points run on (the
+    machine's leader) stays online.
 
     setup does nothing without the feature or a prerequisite (``machine.without``), or when
     the worker exists already (a second setup would leak the first), or when creating the worker fails (the first
@@ -688,6 +695,7 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
     hp_arrives: int | None = None  # the same for an armed hotplug operation
     tr_arrives: int | None = None  # the same for an armed request
     hp_op: tuple[bool, int] = (True, 0)  # (online, cpu) of that operation
+    during: tuple[bool, int] | None = None  # (online, cpu) arriving during the next entry point
     hp_failures = 0
 
     def hotplug(online: bool, cpu: int) -> Iterator[tuple[Event, int]]:
@@ -700,15 +708,25 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
         if not online:
             if cpu == machine.leader:
                 raise MachineError(f"CPU {cpu} runs the worker: it stays online")
+            last = hw.owners is None or not any(
+                hw.owners[c] == hw.owners[cpu] for c in machine.online if c != cpu)
             machine = dataclasses.replace(machine, offline=machine.offline | {cpu})
+            if alive and e.msr_on_teardown == "clear" and last:
+                hw.wrmsr(cpu, 0)  # written on that CPU before it leaves
+                yield Wrmsr(cpu, sv.msr.number, 0), now
             return
-        if hw.owners is not None and not any(hw.owners[c] == hw.owners[cpu] for c in machine.online):
-            hw.enabled.discard(hw.owners[cpu])  # a wholly offline core: its MSR is reset
         machine = dataclasses.replace(machine, offline=machine.offline - {cpu})
         if alive and cpu in msr_cpus(spec, machine):
             value = msr_value(spec, machine)
             hw.wrmsr(cpu, value)
             yield Wrmsr(cpu, sv.msr.number, value), now
+
+    def arrived() -> Iterator[tuple[Event, int]]:
+        """The hotplug operation that arrived during an entry point, once it lets the lock go."""
+        nonlocal during
+        if during is not None:
+            op, during = during, None
+            yield from hotplug(*op)
 
     def one_pass(at: int) -> Iterator[tuple[Event, int]]:
         """A pass, and the teardown or hotplug that arrives during it once the pass is over."""
@@ -763,6 +781,7 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
                     alive = True
                     for ev in _write_all(spec, machine, hw, msr_value(spec, machine)):
                         yield ev, now
+                    yield from arrived()
                     r = sweep_range(spec, machine)
                     if r.capped and spec.as_sweep().sweep.cap_log == "at-setup":
                         yield cap_log(spec, r), now
@@ -785,6 +804,9 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
                 arrives = int(action.split(":")[1])
             elif action.startswith("trigger-at:"):
                 tr_arrives = int(action.split(":")[1])
+            elif action.startswith(("online-during:", "offline-during:")):
+                word, cpu = action.split(":")
+                during = (word == "online-during", int(cpu))
             elif action.startswith(("online-at:", "offline-at:")):
                 word, n, cpu = action.split(":")
                 hp_arrives, hp_op = int(n), (word == "online-at", int(cpu))
@@ -798,6 +820,8 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
                     at, expires = max(expires, before), None
                     before = at
                     yield from one_pass(at)
+            if action in ("setup", "trigger", "teardown"):
+                yield from arrived()
     except Faulted as exc:
         yield exc.event, now
 

@@ -52,18 +52,64 @@ def test_a_core_that_comes_online_after_setup_has_its_msr_written_before_the_nex
     assert any(e.kind == "rmpopt" and e.cpu == 2 for e in events[second:])
 
 
-def test_a_wholly_offline_core_comes_back_with_its_msr_reset():
+def test_a_wholly_offline_core_keeps_its_msr_so_its_last_thread_clears_it_on_the_way_out():
+    """INIT leaves MSRs as they are: a core enabled when it went offline would come back
+    enabled, so the teardown callback clears it on the core's last online thread."""
     events = trace(SMALL, ["setup", "run", "offline:2", "offline:5", "online:5", "online:2",
                            "trigger", "run", "teardown"])  # fmt: skip
-    # CPU 5 finds its core's MSR reset and writes it; then CPU 2 is the core's first online
-    # thread, the rule setup follows, and writes it again
+    # CPU 2 leaves with CPU 5 still online: nothing; CPU 5 is the last: it clears the MSR. Back
+    # online, CPU 5 and then CPU 2 are each the core's first online thread and write it
     assert [e for e in events if e.kind == "wrmsr" and e.cpu in (2, 5)] == [
-        mirror.Wrmsr(2, MSR, ENABLE), mirror.Wrmsr(5, MSR, ENABLE), mirror.Wrmsr(2, MSR, ENABLE),
-        mirror.Wrmsr(2, MSR, 0)]  # fmt: skip
+        mirror.Wrmsr(2, MSR, ENABLE), mirror.Wrmsr(5, MSR, 0), mirror.Wrmsr(5, MSR, ENABLE),
+        mirror.Wrmsr(2, MSR, ENABLE), mirror.Wrmsr(2, MSR, 0)]  # fmt: skip
+
+
+def test_a_core_offline_at_teardown_was_cleared_when_it_left_and_stays_clear_when_it_comes_back():
+    hw = mirror.hardware_for(SPEC, SMALL, enabled=False)
+    events = [e for e, _ in mirror.feature_trace(
+        SPEC, KTHREAD, SMALL, ["setup", "run", "offline:2", "offline:5", "teardown", "online:5", "online:2"], hw)]
+    assert [e for e in events if e.kind == "wrmsr" and not e.value] == [
+        mirror.Wrmsr(5, MSR, 0), mirror.Wrmsr(0, MSR, 0), mirror.Wrmsr(1, MSR, 0)]  # fmt: skip
+    assert events[-1] == mirror.Wrmsr(1, MSR, 0)  # nothing written when core 2 comes back
+    assert not hw.enabled
+
+
+@pytest.mark.parametrize("kind", [w.kind for w in SPEC.kernel.sweep.workers])
+def test_after_teardown_no_core_is_left_enabled_online_or_not(kind):
+    """Every hotplug sequence ends after a teardown: no core's MSR enables the instruction,
+    whether it was online at teardown, offline then, or came back later."""
+    worker = next(w for w in SPEC.kernel.sweep.workers if w.kind == kind)
+    for label, offline, actions in cases._hotplug_sequences(worker, SMALL):
+        machine = dataclasses.replace(SMALL, offline=offline)
+        hw = mirror.hardware_for(SPEC, machine, enabled=False)
+        events = [e for e, _ in mirror.feature_trace(SPEC, worker, machine, list(actions), hw)]
+        assert all(e.kind != "fault" for e in events), label
+        assert not hw.enabled, label
+
+
+def test_a_hotplug_operation_during_teardown_runs_after_teardown_let_the_lock_go():
+    """Teardown removes the state and clears the MSRs under one cpus_read_lock(): a CPU that
+    goes offline meanwhile is cleared with the others, one that comes online is not written."""
+    gone = trace(dataclasses.replace(SMALL, offline=frozenset({5})),
+                 ["setup", "run", "offline-during:2", "teardown", "online:2"])  # fmt: skip
+    assert [e for e in gone if e.kind == "wrmsr" and not e.value] == [
+        mirror.Wrmsr(0, MSR, 0), mirror.Wrmsr(1, MSR, 0), mirror.Wrmsr(2, MSR, 0)]  # fmt: skip
+    assert gone[-1] == mirror.Wrmsr(2, MSR, 0)
+    came = trace(dataclasses.replace(SMALL, offline=frozenset({2, 5})),
+                 ["setup", "run", "online-during:2", "teardown"])  # fmt: skip
+    assert [e for e in came if e.kind == "wrmsr" and not e.value] == [
+        mirror.Wrmsr(0, MSR, 0), mirror.Wrmsr(1, MSR, 0)]  # fmt: skip
+    assert came[-1] == mirror.Wrmsr(1, MSR, 0)
+
+
+def test_a_core_that_comes_online_during_setup_is_written_once_setup_lets_the_lock_go():
+    events = trace(dataclasses.replace(SMALL, offline=frozenset({2, 5})), ["online-during:2", "setup", "run"])
+    assert [e.cpu for e in events if e.kind == "wrmsr"] == [0, 1, 2]
+    assert any(e.kind == "rmpopt" and e.cpu == 2 for e in events)
 
 
 def test_code_that_skips_the_write_faults_on_the_core_that_came_online():
-    """The mirror's hardware model: the reset MSR leaves RMPOPT undefined there (#UD)."""
+    """The mirror's hardware model: an MSR never written leaves RMPOPT undefined there (#UD)."""
     machine = dataclasses.replace(SMALL, offline=frozenset({2, 5}))
     hw = mirror.hardware_for(SPEC, machine, enabled=False)
     for cpu in mirror.msr_cpus(SPEC, machine):
@@ -104,6 +150,7 @@ def test_the_cases_drive_hotplug_for_each_worker():
     for w in SPEC.kernel.sweep.workers:
         assert (w.kind, "hotplug: a core comes online after setup, then a pass") in labels
         assert (w.kind, "hotplug: a CPU goes offline while a pass runs") in labels
+        assert (w.kind, "hotplug: a core comes online while teardown runs") in labels
         assert (w.kind, "boundary: the hotplug state cannot be set up, then can") in labels
     assert any("CPU hotplug" in label for _, label in labels)  # random ones too
 

@@ -11,8 +11,10 @@
  * arrives from another CPU at the Nth cond_resched() from then on), online:CPU and
  * offline:CPU (CPU hotplug between the others), online-at:N:CPU and offline-at:N:CPU (the
  * same, arriving at the Nth cond_resched() from then on: it waits while the hotplug lock is
- * held), trigger-at:N (a request arrives from another CPU at the Nth cond_resched() from
- * then on), h:CPU:PA and r:CPU:ARGS (helper calls).
+ * held), online-during:CPU and offline-during:CPU (the same, arriving while the next setup,
+ * request or teardown runs: it takes the hotplug lock the first time that entry point lets
+ * it go, or when it returns), trigger-at:N (a request arrives from another CPU at the Nth
+ * cond_resched() from then on), h:CPU:PA and r:CPU:ARGS (helper calls).
  * Output: one event per line, ending with "E <case id>":
  *
  *	L <ms> <text>			pr_info(), at simulated time <ms>
@@ -278,6 +280,15 @@ unsigned int cpumask_first_and(const struct cpumask *a, const struct cpumask *b)
 	return cpu;
 }
 
+unsigned int cpumask_weight_and(const struct cpumask *a, const struct cpumask *b)
+{
+	unsigned int n = 0;
+
+	for (unsigned int cpu = 0; cpu < nr_cpu_ids; cpu++)
+		n += cpumask_test_cpu(cpu, a) && cpumask_test_cpu(cpu, b);
+	return n;
+}
+
 bool kshim_cpu_feature_enabled(unsigned int bit)
 {
 	if (bit != feature_bit)
@@ -389,6 +400,12 @@ static void hotplug_lock_read(const char *who)
 	lock_order(mutexes_held > 0, false);
 }
 
+void kshim_lockdep_assert_cpus_held(void)
+{
+	if (!hotplug_depth)
+		kgen_abort_case("lockdep_assert_cpus_held(): cpus_read_lock() is not held");
+}
+
 void cpus_read_lock(void)
 {
 	hotplug_lock_read("cpus_read_lock() taken twice");
@@ -445,6 +462,14 @@ static void trigger_arrives(void);
 static unsigned long hp_at;
 static unsigned int hp_at_cpu;
 static bool hp_at_online, hp_due;
+/*
+ * "online-during:CPU", "offline-during:CPU": armed until the next entry point starts, then
+ * due: it runs the first time the hotplug lock is free again (cpus_read_unlock(), the end of
+ * cpuhp_setup_state() or cpuhp_remove_state(), which take it themselves) or when the entry
+ * point returns.
+ */
+static unsigned int hp_during_cpu;
+static bool hp_during_online, hp_during_armed, hp_during_due;
 
 void kshim_cond_resched(void)
 {
@@ -1247,7 +1272,9 @@ static void advance(unsigned long ms)
  * runs.  A CPU that comes online runs the startup callback of every state set up, on
  * itself, after it is in cpu_online_mask; one that goes offline runs the teardown
  * callbacks, last state first, while still online.  A core that was wholly offline comes
- * back with its MSRs reset: nothing the kernel wrote there before can be relied on.
+ * back with its MSRs as they were: the INIT and SIPIs that bring a CPU back leave MSRs
+ * unchanged (Intel SDM Vol. 3A, 9.1), and nothing documents a reset on AMD, so the worse
+ * case for the code is modelled: whatever it left enabled there is enabled again.
  */
 #define MAX_HP_STATES	4
 
@@ -1276,15 +1303,6 @@ static void hp_callback(int (*fn)(unsigned int cpu), unsigned int cpu)
 		kgen_abort_case("a CPU hotplug callback failed: the harness does not model the rollback");
 }
 
-/* Whether no online CPU but @cpu shares its MSR (its core, for a per-core MSR). */
-static bool msr_alone(unsigned int cpu)
-{
-	for (unsigned int c = 0; c < nr_cpu_ids; c++)
-		if (c != cpu && cpu_online(c) && msr_slot(c) == msr_slot(cpu))
-			return false;
-	return true;
-}
-
 static void hotplug(unsigned int cpu, bool online)
 {
 	if (cpu >= nr_cpu_ids)
@@ -1293,8 +1311,6 @@ static void hotplug(unsigned int cpu, bool online)
 		return;
 	sibling_core = ~0U;	/* the online threads of a core change */
 	if (online) {
-		if (msr_alone(cpu))
-			msr_val[msr_slot(cpu)] = 0;
 		__cpumask_set_cpu(cpu, &__cpu_online_mask);
 		for (int i = 0; i < MAX_HP_STATES; i++)
 			if (hp_states[i].used)
@@ -1313,10 +1329,16 @@ static void hotplug(unsigned int cpu, bool online)
 /* A hotplug operation that arrived runs once no cpus_read_lock() holds it off. */
 static void hotplug_waiting(void)
 {
-	if (!hp_due || hotplug_depth || in_hp_cb)
+	if (hotplug_depth || in_hp_cb)
 		return;
-	hp_due = false;
-	hotplug(hp_at_cpu, hp_at_online);
+	if (hp_due) {
+		hp_due = false;
+		hotplug(hp_at_cpu, hp_at_online);
+	}
+	if (hp_during_due) {
+		hp_during_due = false;
+		hotplug(hp_during_cpu, hp_during_online);
+	}
 }
 
 int kshim_cpuhp_setup_state(int state, const char *name, int (*startup)(unsigned int cpu),
@@ -1333,6 +1355,7 @@ int kshim_cpuhp_setup_state(int state, const char *name, int (*startup)(unsigned
 	if (m_hpfail) {
 		m_hpfail--;
 		hpfail_now = true;
+		hotplug_waiting();
 		return -ENOSPC;	/* every dynamic state is taken */
 	}
 	for (slot = 0; slot < MAX_HP_STATES && hp_states[slot].used; slot++)
@@ -1343,21 +1366,27 @@ int kshim_cpuhp_setup_state(int state, const char *name, int (*startup)(unsigned
 	for (unsigned int cpu = 0; invoke && cpu < nr_cpu_ids; cpu++)
 		if (cpu_online(cpu))
 			hp_callback(startup, cpu);
+	hotplug_waiting();	/* it lets the hotplug lock go */
 	return CPUHP_AP_ONLINE_DYN + slot;
 }
 
-void kshim_cpuhp_remove_state(int state, bool invoke)
+void kshim_cpuhp_remove_state(int state, bool invoke, bool cpuslocked)
 {
 	int slot = state - CPUHP_AP_ONLINE_DYN;
 
 	need_mutex("cpuhp_remove_state() without the mutex: teardown races with setup");
-	hotplug_lock_read("cpuhp_remove_state() with cpus_read_lock() held: it takes the hotplug lock itself");
+	if (!cpuslocked)
+		hotplug_lock_read("cpuhp_remove_state() with cpus_read_lock() held: it takes the hotplug lock itself");
+	else if (!hotplug_depth)
+		kgen_abort_case("cpuhp_remove_state_cpuslocked() without cpus_read_lock()");
 	if (slot < 0 || slot >= MAX_HP_STATES || !hp_states[slot].used)
 		kgen_abort_case("cpuhp_remove_state() of a state that is not set up");
 	for (unsigned int cpu = 0; invoke && cpu < nr_cpu_ids; cpu++)
 		if (cpu_online(cpu))
 			hp_callback(hp_states[slot].teardown, cpu);
 	hp_states[slot].used = false;
+	if (!hotplug_depth)
+		hotplug_waiting();	/* cpuhp_remove_state() lets the hotplug lock go */
 }
 
 /* --- parsing ------------------------------------------------------------- */
@@ -1558,6 +1587,7 @@ static void reset_case(void)
 	trigger_at = 0;
 	hp_at = 0;
 	hp_due = false;
+	hp_during_armed = hp_during_due = false;
 	async_func = NULL;
 	in_hp_cb = 0;
 	order_mutex_hp = order_hp_mutex = false;
@@ -1581,6 +1611,7 @@ static const struct kgen_form *find_form(const char *s, int len)
 static void run_action(const struct kgen_form *form, const char *a, const char *end)
 {
 	const char *p;
+	int ret;
 
 	cur_form = form;
 	if ((end - a > 10 && is(a, 10, "online-at:")) || (end - a > 11 && is(a, 11, "offline-at:"))) {
@@ -1592,6 +1623,13 @@ static void run_action(const struct kgen_form *form, const char *a, const char *
 		p++;
 		hp_at_cpu = (unsigned int)number(&p, end);
 		hp_due = false;
+	} else if ((end - a > 14 && is(a, 14, "online-during:")) ||
+		   (end - a > 15 && is(a, 15, "offline-during:"))) {
+		hp_during_online = a[1] == 'n';
+		p = a + (hp_during_online ? 14 : 15);
+		hp_during_cpu = (unsigned int)number(&p, end);
+		hp_during_armed = true;
+		hp_during_due = false;
 	} else if ((end - a > 7 && is(a, 7, "online:")) || (end - a > 8 && is(a, 8, "offline:"))) {
 		p = a + (a[1] == 'n' ? 7 : 8);
 		hotplug((unsigned int)number(&p, end), a[1] == 'n');
@@ -1610,8 +1648,11 @@ static void run_action(const struct kgen_form *form, const char *a, const char *
 		if (!form)
 			kgen_abort_case("a worker action in a case without a worker form");
 		nomem_now = hpfail_now = false;
-		if (form->entry(*a == 's' ? 0 : *a == 't' && a[1] == 'r' ? 1 : 2) !=
-		    (nomem_now ? -ENOMEM : hpfail_now ? -ENOSPC : 0))
+		hp_during_due = hp_during_armed;	/* it waits for the hotplug lock */
+		hp_during_armed = false;
+		ret = form->entry(*a == 's' ? 0 : *a == 't' && a[1] == 'r' ? 1 : 2);
+		hotplug_waiting();	/* not held off by then: it runs now */
+		if (ret != (nomem_now ? -ENOMEM : hpfail_now ? -ENOSPC : 0))
 			kgen_abort_case("setup returns other than 0, -ENOMEM when creating the worker fails, "
 					"or the error cpuhp_setup_state() returns");
 		if (migrate_depth)

@@ -197,8 +197,9 @@ __printf(1, 2) void kshim_pr_info(const char *fmt, ...);
 /* <linux/bits.h> */
 #define BIT_ULL(nr)		(1ULL << (nr))
 
-/* <linux/cpumask.h>: the first CPU in both masks, or nr_cpu_ids */
+/* <linux/cpumask.h>: the first CPU in both masks, or nr_cpu_ids; how many are in both */
 unsigned int cpumask_first_and(const struct cpumask *a, const struct cpumask *b);
+unsigned int cpumask_weight_and(const struct cpumask *a, const struct cpumask *b);
 
 /* <asm/cpufeature.h>: answers from the case's machine */
 bool kshim_cpu_feature_enabled(unsigned int bit);
@@ -225,12 +226,15 @@ void kshim_wrmsr_local(u32 msr_no, u64 q);
 /* <linux/cpu.h> */
 void cpus_read_lock(void);
 void cpus_read_unlock(void);
+void kshim_lockdep_assert_cpus_held(void);
+#define lockdep_assert_cpus_held()	kshim_lockdep_assert_cpus_held()
 
 /*
  * <linux/cpuhotplug.h>: dynamic AP states.  cpuhp_setup_state() takes the hotplug lock, runs
  * @startup on every online CPU and returns the state it allocated (> 0) or an error;
  * afterwards @startup runs on each CPU that comes online, @teardown on each that goes offline,
- * on that CPU, until cpuhp_remove_state() runs @teardown on every online CPU.
+ * on that CPU, until cpuhp_remove_state() runs @teardown on every online CPU (the _nocalls
+ * forms run no callback; _cpuslocked: the caller holds cpus_read_lock()).
  */
 enum cpuhp_state {
 	CPUHP_INVALID = -1,
@@ -239,13 +243,15 @@ enum cpuhp_state {
 };
 int kshim_cpuhp_setup_state(int state, const char *name, int (*startup)(unsigned int cpu),
 			    int (*teardown)(unsigned int cpu), bool invoke);
-void kshim_cpuhp_remove_state(int state, bool invoke);
+void kshim_cpuhp_remove_state(int state, bool invoke, bool cpuslocked);
 #define cpuhp_setup_state(state, name, startup, teardown)			\
 	kshim_cpuhp_setup_state((state), (name), (startup), (teardown), true)
 #define cpuhp_setup_state_nocalls(state, name, startup, teardown)		\
 	kshim_cpuhp_setup_state((state), (name), (startup), (teardown), false)
-#define cpuhp_remove_state(state)		kshim_cpuhp_remove_state((state), true)
-#define cpuhp_remove_state_nocalls(state)	kshim_cpuhp_remove_state((state), false)
+#define cpuhp_remove_state(state)		kshim_cpuhp_remove_state((state), true, false)
+#define cpuhp_remove_state_nocalls(state)	kshim_cpuhp_remove_state((state), false, false)
+#define cpuhp_remove_state_nocalls_cpuslocked(state)				\
+	kshim_cpuhp_remove_state((state), false, true)
 
 /* <linux/mutex.h>, <linux/lockdep.h>, <linux/cleanup.h>: guard(mutex)(&lock) as in the kernel */
 struct mutex {
