@@ -55,10 +55,12 @@ class Profile:
     def wrmsr(self, cpu: str, msr: str, value: str) -> str:
         return f"{self.wrmsr_on_cpu}({cpu}, {msr}, {value});"
 
-    def wrmsr_local(self, msr: str, value: str, indent: str) -> str:
+    def wrmsr_local(self, msr: str, value: str, indent: str | None) -> str:
         """The write of this CPU's MSR (wrmsrq() or wrmsrl(), as the _on_cpu spelling), the value
-        on a line of its own after ``indent``."""
+        on a line of its own after ``indent``, or on the same line without one."""
         name = self.wrmsr_on_cpu.removesuffix("_on_cpu")
+        if indent is None:
+            return f"{name}({msr}, {value});"
         return f"{name}({msr},\n{indent}{' ' * (len(name) + 1)}{value});"
 
     def flag_output(self, flag: str, name: str) -> str:

@@ -375,7 +375,7 @@ class EnableShape:
     feature: C
     msr: C
     msr_value: C  # what setup writes
-    write_fn: C  # static function that writes the MSR on one thread per core
+    write_fn: C  # static function that writes the MSR on one thread per core, the hotplug lock held
     one_per_core: C | None  # the condition that picks one thread of each core
     wrmsr: C  # the write statement, of "cpu" and "val"
     hotplug_lock: C
@@ -384,6 +384,9 @@ class EnableShape:
     hp_setup: C  # the cpuhp_setup_state() call
     online_fn: C  # its startup callback: writes the MSR on a CPU that comes online
     wrmsr_local: C  # the callback's write, two tabs in
+    offline_fn: C | None  # its teardown callback, where teardown clears: clears a core's last thread
+    last_of_core: C | None  # the condition that picks a core's last online thread
+    clear_local: C  # the teardown callback's write of 0
     start: C
     request: C
     stop: C
@@ -425,6 +428,10 @@ def enable_shape(spec: Spec, worker: Worker, profile: Profile) -> EnableShape:
         if msr.scope == "core" else None
     )  # fmt: skip
     feature = f_ident(sw.cpuid.feature)
+    online_fn = f"{f_ident(sw.helper.name)}_cpu_online"
+    # where teardown clears the MSRs, a core must not keep them enabled while it has no online
+    # thread: INIT leaves MSRs as they are, so it would come back enabled after teardown
+    offline_fn = f"{f_ident(sw.helper.name)}_cpu_offline" if e.msr_on_teardown == "clear" else None
     includes |= {PREREQUISITE_CHECKS[p.check][0] for p in e.requires}
     gate = setup_gate(spec)
     if profile.guard:
@@ -441,10 +448,14 @@ def enable_shape(spec: Spec, worker: Worker, profile: Profile) -> EnableShape:
         hotplug_lock=_c(f"{profile.hotplug_lock[0]}();"),
         hotplug_unlock=_c(f"{profile.hotplug_lock[1]}();"),
         hp_var=_c(f"{f_ident(sw.helper.name)}_hp_state"),
-        hp_setup=_c(f"cpuhp_setup_state({f_ident(e.hotplug.state)}, \"{f_cstring(e.hotplug.name)}\", "
-                    f"{f_ident(sw.helper.name)}_cpu_online, NULL)"),
-        online_fn=_c(f"{f_ident(sw.helper.name)}_cpu_online"),
+        hp_setup=_c(f"cpuhp_setup_state({f_ident(e.hotplug.state)}, \"{f_cstring(e.hotplug.name)}\",\n"
+                    f"\t\t\t\t{online_fn}, {offline_fn or 'NULL'})"),
+        online_fn=_c(online_fn),
         wrmsr_local=_c(profile.wrmsr_local(f_ident(msr.name), value, "\t\t")),
+        offline_fn=_c(offline_fn) if offline_fn else None,
+        last_of_core=_c("cpumask_weight_and(topology_sibling_cpumask(cpu), cpu_online_mask) == 1")
+        if msr.scope == "core" else None,
+        clear_local=_c(profile.wrmsr_local(f_ident(msr.name), "0", None)),
         start=fns["start"], request=fns["request"], stop=fns["stop"],
         clear=e.msr_on_teardown == "clear",
         setup_body=_c(setup_body),

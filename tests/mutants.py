@@ -137,13 +137,22 @@ def enable_catalogue(spec: Spec) -> list[Mutant]:
     prerequisites = gate_of(conditions[1:])  # the gate without the feature
     region = f_sz(insn.table.region_size)
     value = f"ALIGN_DOWN(PFN_PHYS(min_low_pfn), {region}) | {msr.enable.name}"
-    hp_var, online = f"{h}_hp_state", f"{h}_cpu_online"
-    hp_setup = (f'\tret = cpuhp_setup_state({e.hotplug.state}, "{e.hotplug.name}", {online}, NULL);\n'
+    hp_var, online, offline = f"{h}_hp_state", f"{h}_cpu_online", f"{h}_cpu_offline"
+    hp_setup = (f'\tret = cpuhp_setup_state({e.hotplug.state}, "{e.hotplug.name}",\n\t\t\t\t{online}, {offline});\n'
                 "\tif (ret < 0) {\n")  # fmt: skip
     write = hp_setup  # what enables the MSRs at setup: the hotplug state's callback
-    remove = f"\tcpuhp_remove_state({hp_var});\n"
+    remove = f"\tcpuhp_remove_state_nocalls_cpuslocked({hp_var});\n"
+    # teardown's end: the state removed and the MSRs cleared under one hold of the hotplug lock
+    clear = f"\tcpus_read_lock();\n{remove}\t{h}_write_msr(0);\n\tcpus_read_unlock();\n"
+
+    def locked(call: str) -> str:
+        return f"\tcpus_read_lock();\n\t{call}\n\tcpus_read_unlock();\n"
+
     one = "if (cpu == cpumask_first_and(topology_sibling_cpumask(cpu), cpu_online_mask))"
+    last = "if (cpumask_weight_and(topology_sibling_cpumask(cpu), cpu_online_mask) == 1)"
     callback = f"static int {online}(unsigned int cpu)\n{{\n"
+    off_callback = f"static int {offline}(unsigned int cpu)\n{{\n"
+    unused_off = (off_callback, off_callback.replace("static int ", "static int __maybe_unused "))
     alloc = (f'\t{dw.workqueue} = alloc_ordered_workqueue("{dw.workqueue}", 0);\n'
              f"\tif (!{dw.workqueue})\n\t\treturn -ENOMEM;\n\n")  # fmt: skip
     run = (f'\ttask = kthread_run({kt.name}, NULL, "{kt.name}");\n'
@@ -187,41 +196,51 @@ def enable_catalogue(spec: Spec) -> list[Mutant]:
         M("a second setup starts another thread", "kthread", f"\tif ({kt.name}_task)\n\t\treturn 0;\n",
           "", "compare"),
         M("a request after teardown still queues work", "delayed-work",
-          f"\t{dw.workqueue} = NULL;\n{remove}", remove, "compare"),
+          f"\t{dw.workqueue} = NULL;\n{clear}", clear, "compare"),
         M("the MSRs not cleared at teardown", "sweeps", f"\t{h}_write_msr(0);\n", "", "compare",
           ((f"static void {h}_write_msr(u64 val)", f"static void __maybe_unused {h}_write_msr(u64 val)"),)),
         # caught only by a teardown that arrives while a pass runs: the pass faults
         M("the MSRs cleared before the kthread is stopped", "kthread",
-          f"\tkthread_stop({kt.name}_task);\n\t{kt.name}_task = NULL;\n{remove}\t{h}_write_msr(0);\n",
-          f"\t{h}_write_msr(0);\n\tkthread_stop({kt.name}_task);\n\t{kt.name}_task = NULL;\n{remove}",
-          "compare"),
+          f"\tkthread_stop({kt.name}_task);\n\t{kt.name}_task = NULL;\n{clear}",
+          f"{clear}\tkthread_stop({kt.name}_task);\n\t{kt.name}_task = NULL;\n", "compare"),
         M("the MSRs cleared before the work is cancelled", "delayed-work",
-          f"\tcancel_delayed_work_sync(&{dw.name});\n", f"\t{h}_write_msr(0);\n"
-          f"\tcancel_delayed_work_sync(&{dw.name});\n", "compare",
-          ((f"{remove}\t{h}_write_msr(0);\n", remove),)),
+          f"\tcancel_delayed_work_sync(&{dw.name});\n", f"{clear}\tcancel_delayed_work_sync(&{dw.name});\n",
+          "compare", ((f"\t{dw.workqueue} = NULL;\n{clear}", f"\t{dw.workqueue} = NULL;\n"),)),
         # CPU hotplug: a core that comes online while the instruction is enabled
-        M("no CPU hotplug state: the MSRs written at setup only", "sweeps", remove, "", "compare",
+        M("no CPU hotplug state: the MSRs written at setup only", "sweeps", clear, locked(f"{h}_write_msr(0);"),
+          "compare",
           ((hp_setup + "\t\tkthread_stop(task);\n\t\treturn ret;\n\t}\n\n\t" + hp_var + " = ret;\n",
-            f"\t{h}_write_msr({value});\n"),
+            locked(f"{h}_write_msr({value});")),
            (hp_setup + f"\t\tdestroy_workqueue({dw.workqueue});\n\t\t{dw.workqueue} = NULL;\n"
-            "\t\treturn ret;\n\t}\n\n\t" + hp_var + " = ret;\n", f"\t{h}_write_msr({value});\n"),
+            "\t\treturn ret;\n\t}\n\n\t" + hp_var + " = ret;\n", locked(f"{h}_write_msr({value});")),
            ("\tstruct task_struct *task;\n\tint ret;\n", "\tstruct task_struct *task;\n"),
            (f"{{\n\tint ret;\n\n\tlockdep_assert_held(&{e.mutex});\n\tif ({dw.workqueue})",
             f"{{\n\tlockdep_assert_held(&{e.mutex});\n\tif ({dw.workqueue})"),
            (f"static enum cpuhp_state {hp_var};\n", ""),
-           (callback, callback.replace("static int ", "static int __maybe_unused ")))),
+           (callback, callback.replace("static int ", "static int __maybe_unused ")), unused_off)),
         M("the hotplug callback writes the MSR on every thread", "sweeps", callback + f"\t{one}",
           callback + "\tif (cpu_online(cpu))", "compare"),
         M("the hotplug callback writes the MSR on primary threads only", "sweeps", callback + f"\t{one}",
           callback + "\tif (topology_is_primary_thread(cpu))", "compare"),
         M("the hotplug state not removed at teardown", "sweeps", remove, "", "compare"),
+        # the reviewer's finding on the 6.12 series: a CPU that goes offline between the removal
+        # and the clear, or a core wholly offline at teardown, comes back with the MSR enabled
+        M("the old teardown: state removed and MSRs cleared under separate holds, no teardown callback",
+          "sweeps", clear, f"\tcpuhp_remove_state({hp_var});\n" + locked(f"{h}_write_msr(0);"), "compare",
+          ((f"{online}, {offline});", f"{online}, NULL);"), unused_off)),
+        M("the hotplug state removed before teardown takes the hotplug lock", "sweeps", clear,
+          f"\tcpuhp_remove_state_nocalls({hp_var});\n" + locked(f"{h}_write_msr(0);"), "compare"),
+        M("no teardown callback: a core offline at teardown keeps its MSR", "sweeps",
+          f"{online}, {offline});", f"{online}, NULL);", "compare", (unused_off,)),
+        M("the teardown callback clears the MSR on every thread that goes offline", "sweeps",
+          off_callback + f"\t{last}", off_callback + "\tif (cpu_online(cpu))", "compare"),
         M("the hotplug callback takes the mutex", "sweeps", callback,
           callback + f"\tguard(mutex)(&{e.mutex});\n", "compare"),
         # without the calls at setup the self-deadlock does not show: lockdep's order check must
         M("the hotplug callback takes the mutex, setup writes the MSRs itself", "sweeps", callback,
           callback + f"\tguard(mutex)(&{e.mutex});\n", "compare",
           ((f"ret = cpuhp_setup_state({e.hotplug.state},", f"ret = cpuhp_setup_state_nocalls({e.hotplug.state},"),
-           (f"\t{hp_var} = ret;\n", f"\t{hp_var} = ret;\n\t{h}_write_msr({value});\n"))),
+           (f"\t{hp_var} = ret;\n", f"\t{hp_var} = ret;\n" + locked(f"{h}_write_msr({value});")))),
         M("the workqueue kept when the hotplug state cannot be set up", "delayed-work",
           f"\t\tdestroy_workqueue({dw.workqueue});\n\t\t{dw.workqueue} = NULL;\n\t\treturn ret;",
           "\t\treturn ret;", "compare"),

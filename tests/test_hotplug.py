@@ -191,3 +191,28 @@ def test_a_mutex_taken_inside_a_hotplug_callback_is_a_lock_order_finding(engine)
     first = result.mismatches[0]
     assert first.got.startswith("B possible circular locking dependency")
     assert cases.generate(SPEC, 1, 110)[first.case].label.startswith("hotplug: ")
+
+
+@pytest.mark.slow
+def test_the_old_teardown_leaves_the_core_whose_last_thread_left_enabled(engine):
+    """The shape before the teardown callback: nothing clears a core whose last thread goes
+    offline, so it would come back with the instruction enabled after teardown."""
+    mutant = next(m for m in catalogue(SPEC) if m.name.startswith("the old teardown"))
+    result = compare(SPEC, find_clang(), engine, seed=1, count=120, opts=("-O2",),
+                     files=apply(mutant, render_spec(SPEC)), workers=1)  # fmt: skip
+    first = result.mismatches[0]
+    assert cases.generate(SPEC, 1, 120)[first.case].label == "hotplug: a core goes wholly offline and comes back"
+    assert first.expected == f"M 5 {MSR:#x} 0x0"
+
+
+@pytest.mark.slow
+def test_a_cpu_that_leaves_between_the_state_removal_and_the_clear_keeps_its_msr(engine):
+    """The reviewer's race: cpuhp_remove_state() and the clear under separate holds of the
+    hotplug lock; a core's last thread that goes offline in the gap is cleared by neither."""
+    mutant = next(m for m in catalogue(SPEC) if m.name.startswith("the hotplug state removed before teardown"))
+    result = compare(SPEC, find_clang(), engine, seed=1, count=120, opts=("-O2",),
+                     files=apply(mutant, render_spec(SPEC)), workers=1)  # fmt: skip
+    first = result.mismatches[0]
+    assert cases.generate(SPEC, 1, 120)[first.case].label == (
+        "hotplug: a core's last online thread goes offline while teardown runs, and comes back")
+    assert first.expected == f"M 2 {MSR:#x} 0x0"

@@ -102,18 +102,17 @@ static void rmpopt_sweep_log_cap(void)
 
 /*
  * Write @val to MSR_AMD64_RMPOPT_BASE on the first online thread of each core: the MSR is per core.
- * CPU hotplug is held off meanwhile, so that no CPU comes or goes.
+ * The caller holds the CPU hotplug lock, so that no CPU comes or goes.
  */
 static void rmpopt_write_msr(u64 val)
 {
 	unsigned int cpu;
 
-	cpus_read_lock();
+	lockdep_assert_cpus_held();
 	for_each_online_cpu(cpu) {
 		if (cpu == cpumask_first_and(topology_sibling_cpumask(cpu), cpu_online_mask))
 			wrmsrq_on_cpu(cpu, MSR_AMD64_RMPOPT_BASE, val);
 	}
-	cpus_read_unlock();
 }
 
 static enum cpuhp_state rmpopt_hp_state;
@@ -122,14 +121,27 @@ static enum cpuhp_state rmpopt_hp_state;
  * The CPU hotplug state's callback, on a CPU that comes online while RMPOPT is enabled, and at
  * setup on every online CPU: enable RMPOPT on its core if it is the first online thread there. The
  * MSR is per core, so one thread of every core with an online thread writes it; that covers every
- * CPU a pass runs RMPOPT on, the primary threads and the leader, which may be any thread. A core
- * that was wholly offline may come back with the MSR reset.
+ * CPU a pass runs RMPOPT on, the primary threads and the leader, which may be any thread.
  */
 static int rmpopt_cpu_online(unsigned int cpu)
 {
 	if (cpu == cpumask_first_and(topology_sibling_cpumask(cpu), cpu_online_mask))
 		wrmsrq(MSR_AMD64_RMPOPT_BASE,
 		       ALIGN_DOWN(PFN_PHYS(min_low_pfn), SZ_1G) | MSR_AMD64_RMPOPT_ENABLE);
+
+	return 0;
+}
+
+/*
+ * The CPU hotplug state's teardown callback, on a CPU that goes offline while RMPOPT is enabled:
+ * disable RMPOPT on its core if it is the last online thread there. INIT leaves MSRs as they are,
+ * so a core with no online thread at teardown would come back with RMPOPT enabled; cleared here, it
+ * comes back as teardown leaves the others.
+ */
+static int rmpopt_cpu_offline(unsigned int cpu)
+{
+	if (cpumask_weight_and(topology_sibling_cpumask(cpu), cpu_online_mask) == 1)
+		wrmsrq(MSR_AMD64_RMPOPT_BASE, 0);
 
 	return 0;
 }
@@ -184,7 +196,8 @@ static int rmpopt_kthread_start(void)
 	if (IS_ERR(task))
 		return PTR_ERR(task);
 
-	ret = cpuhp_setup_state(CPUHP_AP_ONLINE_DYN, "x86/rmpopt:online", rmpopt_cpu_online, NULL);
+	ret = cpuhp_setup_state(CPUHP_AP_ONLINE_DYN, "x86/rmpopt:online",
+				rmpopt_cpu_online, rmpopt_cpu_offline);
 	if (ret < 0) {
 		kthread_stop(task);
 		return ret;
@@ -206,8 +219,10 @@ static void rmpopt_kthread_stop(void)
 
 	kthread_stop(rmpopt_kthread_task);
 	rmpopt_kthread_task = NULL;
-	cpuhp_remove_state(rmpopt_hp_state);
+	cpus_read_lock();
+	cpuhp_remove_state_nocalls_cpuslocked(rmpopt_hp_state);
 	rmpopt_write_msr(0);
+	cpus_read_unlock();
 }
 
 /**
@@ -216,7 +231,8 @@ static void rmpopt_kthread_stop(void)
  * Returns at once unless the CPUs have X86_FEATURE_RMPOPT and cc_platform_has(CC_ATTR_HOST_SEV_SNP)
  * is true. Otherwise, once only, starts the kthread, sets up a CPU hotplug state whose callback
  * writes MSR_AMD64_RMPOPT_BASE on one thread of each core, now and on each that comes online until
- * teardown, and asks for the first pass; a later call does nothing.
+ * teardown, and clears it when the last online thread of a core goes offline. Then it asks for the
+ * first pass; a later call does nothing.
  *
  * Context: Process context. Takes rmpopt_wq_mutex and the CPU hotplug lock.
  * Return: 0 on success, also when RMPOPT is not available here or already enabled; the error
@@ -253,11 +269,13 @@ EXPORT_SYMBOL_FOR_MODULES(snp_rmpopt_all_physmem, "kvm-amd");
  * rmpopt_cleanup() - Stop the worker and disable RMPOPT
  *
  * A pending pass never runs, and one that is running is waited for: the MSRs enable RMPOPT until it
- * ends. The CPU hotplug state is removed, so a CPU that comes online later writes nothing. Then
- * MSR_AMD64_RMPOPT_BASE is cleared on one thread of each core. Setup may enable RMPOPT again
- * afterwards.
+ * ends. Then, under the CPU hotplug lock so that no CPU comes or goes in between, the CPU hotplug
+ * state is removed and MSR_AMD64_RMPOPT_BASE cleared on one thread of each core; a core with no
+ * online thread was cleared when its last thread went offline, and a CPU that comes online later
+ * writes nothing. Setup may enable RMPOPT again afterwards.
  *
- * Context: Process context; sleeps until a running pass ends. Takes rmpopt_wq_mutex.
+ * Context: Process context; sleeps until a running pass ends. Takes rmpopt_wq_mutex and the CPU
+ * hotplug lock.
  */
 void rmpopt_cleanup(void)
 {
