@@ -918,7 +918,9 @@ int wake_up_process(struct task_struct *task)
 }
 
 static unsigned int m_nomem;	/* worker allocations that fail first: "nomem=N" */
-static bool nomem_now;		/* an allocation failed in the entry point that runs */
+/* The error a kernel call that failed returned in the entry point that runs (0: none): an
+ * allocation (-ENOMEM), cpuhp_setup_state() (-ENOSPC); setup must return it. */
+static int failed_now;
 
 struct task_struct *kshim_kthread_run(int (*threadfn)(void *data), void *data, const char *name)
 {
@@ -926,7 +928,7 @@ struct task_struct *kshim_kthread_run(int (*threadfn)(void *data), void *data, c
 
 	if (m_nomem) {
 		m_nomem--;
-		nomem_now = true;
+		failed_now = -ENOMEM;
 		return (struct task_struct *)(unsigned long)-ENOMEM;
 	}
 	task = kthread_create(threadfn, data, name);
@@ -1146,7 +1148,7 @@ struct workqueue_struct *alloc_ordered_workqueue(const char *name __always_unuse
 		kgen_abort_case("a workqueue allocated while the last one was never destroyed: it leaks");
 	if (m_nomem) {
 		m_nomem--;
-		nomem_now = true;
+		failed_now = -ENOMEM;
 		return NULL;
 	}
 	wq_obj.alive = true;
@@ -1331,6 +1333,7 @@ int kshim_cpuhp_setup_state(int state, const char *name, int (*startup)(unsigned
 		kgen_abort_case("cpuhp_setup_state() without a name");
 	if (m_hpfail) {
 		m_hpfail--;
+		failed_now = -ENOSPC;
 		return -ENOSPC;	/* every dynamic state is taken */
 	}
 	for (slot = 0; slot < MAX_HP_STATES && hp_states[slot].used; slot++)
@@ -1607,9 +1610,9 @@ static void run_action(const struct kgen_form *form, const char *a, const char *
 	    is(a, (int)(end - a), "teardown")) {
 		if (!form)
 			kgen_abort_case("a worker action in a case without a worker form");
-		nomem_now = false;
-		if (form->entry(*a == 's' ? 0 : *a == 't' && a[1] == 'r' ? 1 : 2) != (nomem_now ? -ENOMEM : 0))
-			kgen_abort_case("setup returns other than 0, or -ENOMEM when creating the worker fails");
+		failed_now = 0;
+		if (form->entry(*a == 's' ? 0 : *a == 't' && a[1] == 'r' ? 1 : 2) != failed_now)
+			kgen_abort_case("setup returns other than 0, or than the error of the kernel call that failed");
 		if (migrate_depth)
 			kgen_abort_case("migration still disabled when setup, a request or teardown returns");
 		if (mutexes_held)
