@@ -4,8 +4,10 @@ Each mutant is one small change to one rendered file, made by an operator a kern
 would recognise (a relational or arithmetic operator swapped, a constant changed, a condition
 negated, a statement deleted, call arguments swapped, an asm constraint or a ``.byte`` value
 changed).  Mutants are enumerated deterministically over the code that compare compiles, each
-with a stable id ``file:line:col:operator:n``, and each one runs through compare's own
-pipeline.  A mutant compare catches is killed; one that does not compile is stillborn (counted
+with an id ``file:anchor:operator:n`` anchored to content, not position: the anchor is the
+top-level item the mutant is in (a function, a macro, a file-scope initialiser, by name) and n
+counts that operator's mutants within it, so an edit elsewhere in the file leaves the id alone.
+Each one runs through compare's own pipeline.  A mutant compare catches is killed; one that does not compile is stillborn (counted
 apart); one that runs past its time is a hang, which compare would report too, so it counts as
 killed.  A survivor must be killed by better cases, a truer harness or model, or be listed
 with its reason in the reviewed file of equivalent mutants (``tests/mutation/equivalent.yaml``),
@@ -93,7 +95,7 @@ def tokenize(text: str) -> list[Tok]:
 
 @dataclass(frozen=True)
 class Mutant:
-    id: str  # file:line:col:operator:n
+    id: str  # file:anchor:operator:n (the item around it: see _anchors)
     spec: str  # the spec's path
     file: str  # the generated file, as render names it: "pvalidate/arch/x86/include/asm/sev.h"
     operator: str
@@ -303,15 +305,31 @@ def enumerate_file(spec_path: str, name: str, text: str,
         if any(s <= a < e for s, e in spans):
             _delete_mutants(text, a, b, add)
     found.sort(key=lambda f: f[0])
-    counts: dict[tuple[int, str], int] = {}
+    anchor = _anchors(text)
+    counts: dict[tuple[str, str], int] = {}
     out = []
     for pos, op, start, end, new in found:
-        n = counts.get((pos, op), 0)
-        counts[(pos, op)] = n + 1
-        line = ctext.line_of(text, pos)
-        col = pos - text.rfind("\n", 0, pos)
-        out.append(Mutant(f"{name}:{line}:{col}:{op}:{n}", spec_path, name, op, start, end, new))
+        where = anchor(pos)
+        n = counts.get((where, op), 0)
+        counts[(where, op)] = n + 1
+        out.append(Mutant(f"{name}:{where}:{op}:{n}", spec_path, name, op, start, end, new))
     return out
+
+
+def _anchors(text: str):
+    """The anchor of a mutant's id at an offset: the name of the top-level item around it (a
+    function, a #define, a file-scope variable or initialiser, an enum: ``ctext.items``), or its
+    kind when it has no name.  Mutants are numbered per anchor and operator, so an edit outside
+    an item leaves the ids of the mutants inside it alone."""
+    spans = [(it.code, it.end, it.name or it.kind) for it in ctext.items(text)]
+
+    def anchor(pos: int) -> str:
+        for a, b, what in spans:
+            if a <= pos < b:
+                return what
+        return "file-scope"
+
+    return anchor
 
 
 def _function_bodies(text: str) -> list[tuple[int, int]]:
@@ -484,9 +502,9 @@ def load_equivalents(path: Path) -> list[Equivalent]:
 
 
 def _entry_scope(entry_id: str) -> tuple[str, str]:
-    """(spec mnemonic, operator) of a mutant id: "pvalidate/...h:34:2:negate:0" -> (pvalidate, negate)."""
-    parts = entry_id.rsplit(":", 4)
-    return entry_id.split("/", 1)[0], parts[3] if len(parts) == 5 else ""
+    """(spec mnemonic, operator) of a mutant id: "pvalidate/...h:pvalidate:negate:0" -> (pvalidate, negate)."""
+    parts = entry_id.rsplit(":", 3)
+    return entry_id.split("/", 1)[0], parts[2] if len(parts) == 4 else ""
 
 
 def stale(entries: list[Equivalent], mutants: list[Mutant], files: dict[str, str],
