@@ -947,6 +947,10 @@ def mutate(specs, operators, sample, seed, jobs, equivalents, as_json) -> None:
     except SpecError as exc:
         report_problems(exc)
         sys.exit(1)
+    except mut.BaselineFailed as exc:
+        for line in str(exc).splitlines():
+            click.echo(f"kgen: {line}", err=True)
+        sys.exit(1)
     finally:
         if bar:
             bar.close()

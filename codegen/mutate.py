@@ -748,6 +748,25 @@ class Report:
         return not self.failures
 
 
+class BaselineFailed(Exception):
+    """The unmutated code fails the run a mutant gets: every mutant would count as killed."""
+
+
+def baseline(rendered: list[tuple[Spec, dict[str, str]]], plan: Plan, jobs: int | None = None) -> None:
+    """Run each spec's unmutated files as a mutant is run (same plan, engine and timeout);
+    raise BaselineFailed unless every one passes: a kill means something only when the
+    original is not killed too."""
+    work = []
+    for spec, files in rendered:
+        first = sorted(files)[0]
+        work.append((spec, files, Mutant(f"{first}:unmutated", spec.path, first, "none", 0, 0, "")))
+    failed = [o for o in run(work, plan, jobs or os.cpu_count() or 1) if o.status != "survived"]
+    if failed:
+        raise BaselineFailed("\n".join(
+            f"{o.mutant.spec}: the unmutated code does not pass what each mutant runs "
+            f"({o.status}: {o.detail}); every mutant would count as killed" for o in failed))  # fmt: skip
+
+
 def select(mutants: list[Mutant], operators: tuple[str, ...], sample: int | None, seed: int) -> list[Mutant]:
     """The mutants of the named operators; with ``sample``, that many of them drawn with ``seed``
     (the same ones on every run), in enumeration order."""
@@ -761,19 +780,22 @@ def select(mutants: list[Mutant], operators: tuple[str, ...], sample: int | None
 def mutate(specs: list[Spec], plan: Plan, equivalents: list[Equivalent],
            operators: tuple[str, ...] = (), sample: int | None = None, sample_seed: int = 0,
            jobs: int | None = None, progress=None) -> Report:  # fmt: skip
-    """Enumerate, check the equivalents for staleness (SpecError), and run what is left."""
+    """Enumerate, check the equivalents for staleness (SpecError), check that the unmutated
+    code passes (BaselineFailed), and run what is left."""
     from .render import render_spec
 
     start = time.perf_counter()
-    every, texts = [], {}
+    every, texts, rendered = [], {}, []
     for spec in specs:
         files = render_spec(spec)
         texts.update(files)
+        rendered.append((spec, files))
         every += [(spec, files, m) for m in spec_mutants(spec, files)]
     scope = {(spec.instruction.mnemonic, op) for spec in specs for op in operators or OPERATORS}
     problems = stale(equivalents, [m for _, _, m in every], texts, scope)
     if problems:
         raise SpecError(problems)
+    baseline(rendered, plan, jobs)
     reasons = {e.id: e.reason for e in equivalents}
     chosen = {id(m) for m in select([m for _, _, m in every], operators, sample, sample_seed)}
     report = Report(texts=texts, plan=plan)

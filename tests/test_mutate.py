@@ -309,6 +309,23 @@ def test_a_runner_that_kills_nothing_fails(run_kgen, monkeypatch):
     assert "kgen: 7 mutants neither killed nor listed" in result.stderr
 
 
+def test_code_that_fails_compare_unmutated_is_no_score(run_kgen, monkeypatch):
+    """Were the rendered code itself to fail compare, every mutant would be 'killed' and the
+    score 100 %: the run compares the unmutated code first and stops when it fails."""
+
+    def fails(spec, compilers, engine, seed, count, opts, **kw):
+        result = cmp.Result(spec.path, engine, compilers, seed, opts, count)
+        result.mismatches.append(cmp.Mismatch(spec.path, "-O2", 3, 0, "E 0", "B broken", (), "", "kgen compare ..."))
+        return result
+
+    monkeypatch.setattr(cmp, "compare", fails)
+    result = run_kgen("mutate", "isa/pvalidate.yaml", "--operator", "negate", "--jobs", "2")
+    assert result.exit_code == 1, result.output
+    assert "100.0 %" not in result.output
+    assert ("kgen: isa/pvalidate.yaml: the unmutated code does not pass what each mutant runs "
+            "(killed: case 3 at -O2: expected 'E 0', got 'B broken')") in result.stderr
+
+
 @pytest.mark.slow
 def test_a_fixed_sample_has_no_unexplained_survivor(run_kgen):
     result = run_kgen("mutate", "--sample", "40", "--seed", "1", "--jobs", "2")
