@@ -7,11 +7,12 @@ changed).  Mutants are enumerated deterministically over the code that compare c
 with an id ``file:anchor:operator:n`` anchored to content, not position: the anchor is the
 top-level item the mutant is in (a function, a macro, a file-scope initialiser, by name) and n
 counts that operator's mutants within it, so an edit elsewhere in the file leaves the id alone.
-Each one runs through compare's own pipeline.  A mutant compare catches is killed; one that does not compile is stillborn (counted
-apart); one that runs past its time is a hang, which compare would report too, so it counts as
-killed.  A survivor must be killed by better cases, a truer harness or model, or be listed
-with its reason in the reviewed file of equivalent mutants (``tests/mutation/equivalent.yaml``),
-where an entry that matches no mutant any more is an error.
+Each one runs through compare's own pipeline, after the unmutated code has passed it. A mutant
+compare catches is killed; one that does not compile is stillborn (counted apart); one that
+runs past its time is a hang, which compare would report too, so it counts as killed. A
+survivor must be killed by better cases, a truer harness or model, or be listed with its reason
+in the reviewed file of equivalent mutants (``tests/mutation/equivalent.yaml``), where an entry
+that matches no mutant any more is an error.
 """
 
 from __future__ import annotations
