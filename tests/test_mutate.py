@@ -220,6 +220,18 @@ def test_a_known_bad_mutant_is_killed():
     assert status == "killed" and detail.startswith("case "), detail
 
 
+def test_a_negative_first_delay_is_an_infinite_timeout_and_killed():
+    """msecs_to_jiffies() of a negative value is MAX_JIFFY_OFFSET, as in <linux/jiffies.h>:
+    a first delay of -1 ms means the first pass never comes (it was 0 jiffies here once)."""
+    spec = load(ISA / "rmpopt.yaml")
+    files = render_spec(spec)
+    m = next(m for m in mutate.spec_mutants(spec, files)
+             if m.id == "rmpopt/arch/x86/virt/svm/sev-delayed-work.c:RMPOPT_FIRST_DELAY_MS:constant:1")
+    assert m.changed_lines(files[m.file])[1] == "+#define RMPOPT_FIRST_DELAY_MS\t(-1)"
+    status, detail = mutate.run_mutant(spec, files, m, _plan())
+    assert status == "killed" and detail.startswith("case "), detail
+
+
 def test_a_mutant_that_does_not_compile_is_stillborn():
     spec = load(ISA / "pvalidate.yaml")
     files = render_spec(spec)

@@ -1132,9 +1132,12 @@ static struct workqueue_struct wq_obj;
 static struct delayed_work *works[8];
 static int nworks;
 
+/* As <linux/jiffies.h>: a negative value is an infinite timeout (MAX_JIFFY_OFFSET). */
 unsigned long msecs_to_jiffies(unsigned int m)
 {
-	return (m + JIFFY_MS - 1) / JIFFY_MS;
+	if ((int)m < 0)
+		return (~0UL >> 2) - 1;	/* (LONG_MAX >> 1) - 1 */
+	return m / JIFFY_MS + (m % JIFFY_MS != 0);
 }
 
 struct workqueue_struct *alloc_ordered_workqueue(const char *name __always_unused,
