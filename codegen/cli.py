@@ -920,8 +920,9 @@ def mutate(specs, operators, sample, seed, jobs, equivalents, as_json) -> None:
     """Mutate the generated C, one small change at a time, and compare each mutant.
 
     Score per spec and operator; each survivor with its diff.  Exit 1 when a
-    mutant survives that tests/mutation/equivalent.yaml does not list, or
-    when an entry there matches no mutant any more.
+    mutant survives that tests/mutation/equivalent.yaml does not list, when
+    an entry there matches no mutant any more, or when the unmutated code
+    fails compare.
     """
     from . import mutate as mut
     from .toolchain import find_clang, find_gcc
