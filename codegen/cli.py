@@ -920,8 +920,9 @@ def mutate(specs, operators, sample, seed, jobs, equivalents, as_json) -> None:
     """Mutate the generated C, one small change at a time, and compare each mutant.
 
     Score per spec and operator; each survivor with its diff.  Exit 1 when a
-    mutant survives that tests/mutation/equivalent.yaml does not list, or
-    when an entry there matches no mutant any more.
+    mutant survives that tests/mutation/equivalent.yaml does not list, when
+    an entry there matches no mutant any more, or when the unmutated code
+    fails compare.
     """
     from . import mutate as mut
     from .toolchain import find_clang, find_gcc
@@ -946,6 +947,10 @@ def mutate(specs, operators, sample, seed, jobs, equivalents, as_json) -> None:
                             progress=bar)  # fmt: skip
     except SpecError as exc:
         report_problems(exc)
+        sys.exit(1)
+    except mut.BaselineFailed as exc:
+        for line in str(exc).splitlines():
+            click.echo(f"kgen: {line}", err=True)
         sys.exit(1)
     finally:
         if bar:

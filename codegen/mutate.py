@@ -4,12 +4,15 @@ Each mutant is one small change to one rendered file, made by an operator a kern
 would recognise (a relational or arithmetic operator swapped, a constant changed, a condition
 negated, a statement deleted, call arguments swapped, an asm constraint or a ``.byte`` value
 changed).  Mutants are enumerated deterministically over the code that compare compiles, each
-with a stable id ``file:line:col:operator:n``, and each one runs through compare's own
-pipeline.  A mutant compare catches is killed; one that does not compile is stillborn (counted
-apart); one that runs past its time is a hang, which compare would report too, so it counts as
-killed.  A survivor must be killed by better cases, a truer harness or model, or be listed
-with its reason in the reviewed file of equivalent mutants (``tests/mutation/equivalent.yaml``),
-where an entry that matches no mutant any more is an error.
+with an id ``file:anchor:operator:n`` anchored to content, not position: the anchor is the
+top-level item the mutant is in (a function, a macro, a file-scope initialiser, by name) and n
+counts that operator's mutants within it, so an edit elsewhere in the file leaves the id alone.
+Each one runs through compare's own pipeline, after the unmutated code has passed it. A mutant
+compare catches is killed; one that does not compile is stillborn (counted apart); one that
+runs past its time is a hang, which compare would report too, so it counts as killed. A
+survivor must be killed by better cases, a truer harness or model, or be listed with its reason
+in the reviewed file of equivalent mutants (``tests/mutation/equivalent.yaml``), where an entry
+that matches no mutant any more is an error.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ def tokenize(text: str) -> list[Tok]:
 
 @dataclass(frozen=True)
 class Mutant:
-    id: str  # file:line:col:operator:n
+    id: str  # file:anchor:operator:n (the item around it: see _anchors)
     spec: str  # the spec's path
     file: str  # the generated file, as render names it: "pvalidate/arch/x86/include/asm/sev.h"
     operator: str
@@ -303,15 +306,31 @@ def enumerate_file(spec_path: str, name: str, text: str,
         if any(s <= a < e for s, e in spans):
             _delete_mutants(text, a, b, add)
     found.sort(key=lambda f: f[0])
-    counts: dict[tuple[int, str], int] = {}
+    anchor = _anchors(text)
+    counts: dict[tuple[str, str], int] = {}
     out = []
     for pos, op, start, end, new in found:
-        n = counts.get((pos, op), 0)
-        counts[(pos, op)] = n + 1
-        line = ctext.line_of(text, pos)
-        col = pos - text.rfind("\n", 0, pos)
-        out.append(Mutant(f"{name}:{line}:{col}:{op}:{n}", spec_path, name, op, start, end, new))
+        where = anchor(pos)
+        n = counts.get((where, op), 0)
+        counts[(where, op)] = n + 1
+        out.append(Mutant(f"{name}:{where}:{op}:{n}", spec_path, name, op, start, end, new))
     return out
+
+
+def _anchors(text: str):
+    """The anchor of a mutant's id at an offset: the name of the top-level item around it (a
+    function, a #define, a file-scope variable or initialiser, an enum: ``ctext.items``), or its
+    kind when it has no name.  Mutants are numbered per anchor and operator, so an edit outside
+    an item leaves the ids of the mutants inside it alone."""
+    spans = [(it.code, it.end, it.name or it.kind) for it in ctext.items(text)]
+
+    def anchor(pos: int) -> str:
+        for a, b, what in spans:
+            if a <= pos < b:
+                return what
+        return "file-scope"
+
+    return anchor
 
 
 def _function_bodies(text: str) -> list[tuple[int, int]]:
@@ -484,9 +503,9 @@ def load_equivalents(path: Path) -> list[Equivalent]:
 
 
 def _entry_scope(entry_id: str) -> tuple[str, str]:
-    """(spec mnemonic, operator) of a mutant id: "pvalidate/...h:34:2:negate:0" -> (pvalidate, negate)."""
-    parts = entry_id.rsplit(":", 4)
-    return entry_id.split("/", 1)[0], parts[3] if len(parts) == 5 else ""
+    """(spec mnemonic, operator) of a mutant id: "pvalidate/...h:pvalidate:negate:0" -> (pvalidate, negate)."""
+    parts = entry_id.rsplit(":", 3)
+    return entry_id.split("/", 1)[0], parts[2] if len(parts) == 4 else ""
 
 
 def stale(entries: list[Equivalent], mutants: list[Mutant], files: dict[str, str],
@@ -730,6 +749,25 @@ class Report:
         return not self.failures
 
 
+class BaselineFailed(Exception):
+    """The unmutated code fails the run a mutant gets: every mutant would count as killed."""
+
+
+def baseline(rendered: list[tuple[Spec, dict[str, str]]], plan: Plan, jobs: int | None = None) -> None:
+    """Run each spec's unmutated files as a mutant is run (same plan, engine and timeout);
+    raise BaselineFailed unless every one passes: a kill means something only when the
+    original is not killed too."""
+    work = []
+    for spec, files in rendered:
+        first = sorted(files)[0]
+        work.append((spec, files, Mutant(f"{first}:unmutated", spec.path, first, "none", 0, 0, "")))
+    failed = [o for o in run(work, plan, jobs or os.cpu_count() or 1) if o.status != "survived"]
+    if failed:
+        raise BaselineFailed("\n".join(
+            f"{o.mutant.spec}: the unmutated code does not pass what each mutant runs "
+            f"({o.status}: {o.detail}); every mutant would count as killed" for o in failed))  # fmt: skip
+
+
 def select(mutants: list[Mutant], operators: tuple[str, ...], sample: int | None, seed: int) -> list[Mutant]:
     """The mutants of the named operators; with ``sample``, that many of them drawn with ``seed``
     (the same ones on every run), in enumeration order."""
@@ -743,19 +781,22 @@ def select(mutants: list[Mutant], operators: tuple[str, ...], sample: int | None
 def mutate(specs: list[Spec], plan: Plan, equivalents: list[Equivalent],
            operators: tuple[str, ...] = (), sample: int | None = None, sample_seed: int = 0,
            jobs: int | None = None, progress=None) -> Report:  # fmt: skip
-    """Enumerate, check the equivalents for staleness (SpecError), and run what is left."""
+    """Enumerate, check the equivalents for staleness (SpecError), check that the unmutated
+    code passes (BaselineFailed), and run what is left."""
     from .render import render_spec
 
     start = time.perf_counter()
-    every, texts = [], {}
+    every, texts, rendered = [], {}, []
     for spec in specs:
         files = render_spec(spec)
         texts.update(files)
+        rendered.append((spec, files))
         every += [(spec, files, m) for m in spec_mutants(spec, files)]
     scope = {(spec.instruction.mnemonic, op) for spec in specs for op in operators or OPERATORS}
     problems = stale(equivalents, [m for _, _, m in every], texts, scope)
     if problems:
         raise SpecError(problems)
+    baseline(rendered, plan, jobs)
     reasons = {e.id: e.reason for e in equivalents}
     chosen = {id(m) for m in select([m for _, _, m in every], operators, sample, sample_seed)}
     report = Report(texts=texts, plan=plan)

@@ -72,7 +72,7 @@ def test_the_readme_has_examples_that_run():
 
 
 def _param(line, command, expected, why, setup):
-    marks = [pytest.mark.slow] if " compare" in command else []
+    marks = [pytest.mark.slow] if " compare" in command or " mutate" in command else []
     if why:
         marks.append(pytest.mark.skip(reason=f"README.md:{line}: not run: {why}"))
     elif "--reference .kernel" in command and not (ROOT / ".kernel" / "src").is_dir():
