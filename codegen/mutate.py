@@ -81,7 +81,9 @@ def tokenize(text: str) -> list[Tok]:
             d = re.match(r"#\s*define\s+[A-Za-z_]\w*(\([^)]*\))?", text[i:end])
             if d:
                 at = i + d.end()
-                out += [Tok(t.kind, t.text, t.start + at, t.end + at) for t in tokenize(text[at:end])]
+                out += [
+                    Tok(t.kind, t.text, t.start + at, t.end + at) for t in tokenize(text[at:end])
+                ]
             i = end
             continue
         elif kind not in ("space", "comment"):
@@ -148,7 +150,9 @@ def _is_binary(toks: list[Tok], i: int) -> bool:
         return False
     if prev.kind == "ident" and (prev.text in KEYWORDS or prev.text in TYPES):
         return False
-    declarator = nxt.text in (")", ",", "*") or (i >= 2 and toks[i - 2].text in ("struct", "union", "enum"))
+    declarator = nxt.text in (")", ",", "*") or (
+        i >= 2 and toks[i - 2].text in ("struct", "union", "enum")
+    )
     return not (toks[i].text in ("*", "&") and declarator)
 
 
@@ -243,7 +247,9 @@ def enumerate_file(spec_path: str, name: str, text: str,
     toks = tokenize(text)
     spans = _compiled_spans(text, set(defined))
     toks = [t for t in toks if any(a <= t.start < b for a, b in spans)]
-    found: list[tuple[int, str, int, int, str]] = []  # (position, operator, start, end, replacement)
+    found: list[
+        tuple[int, str, int, int, str]
+    ] = []  # (position, operator, start, end, replacement)
 
     def add(pos: int, op: str, start: int, end: int, new: str) -> None:
         found.append((pos, op, start, end, new))
@@ -293,15 +299,29 @@ def enumerate_file(spec_path: str, name: str, text: str,
                     a, b = j + 1, close - 1
                 s, e = toks[a].start, toks[b].end
                 add(t.start, "negate", s, e, f"!({text[s:e]})")
-        elif t.kind == "ident" and t.text not in KEYWORDS and in_body(t.start) and i + 1 < len(toks) \
-                and toks[i + 1].text == "(" and not (i and (toks[i - 1].text in TYPES or toks[i - 1].kind == "ident")):
+        elif (
+            t.kind == "ident"
+            and t.text not in KEYWORDS
+            and in_body(t.start)
+            and i + 1 < len(toks)
+            and toks[i + 1].text == "("
+            and not (i and (toks[i - 1].text in TYPES or toks[i - 1].kind == "ident"))
+        ):
             close = _close(toks, i + 1)
             args = _split_args(toks, i + 1, close)
             for (a1, b1), (a2, b2) in zip(args, args[1:], strict=False):
-                x, y = text[toks[a1].start : toks[b1 - 1].end], text[toks[a2].start : toks[b2 - 1].end]
+                x, y = (
+                    text[toks[a1].start : toks[b1 - 1].end],
+                    text[toks[a2].start : toks[b2 - 1].end],
+                )
                 if x != y:
-                    add(t.start, "swap-args", toks[a1].start, toks[b2 - 1].end,
-                        y + text[toks[b1 - 1].end : toks[a2].start] + x)
+                    add(
+                        t.start,
+                        "swap-args",
+                        toks[a1].start,
+                        toks[b2 - 1].end,
+                        y + text[toks[b1 - 1].end : toks[a2].start] + x,
+                    )
     for a, b in bodies:
         if any(s <= a < e for s, e in spans):
             _delete_mutants(text, a, b, add)
@@ -384,8 +404,13 @@ def _asm_mutants(text: str, toks: list[Tok], open_: int, close: int, add) -> Non
         for t2, pre2, letter2 in operands[k + 1 :]:
             if "@cc" not in pre2 and letter2 in REGISTERS and letter2 != letter:
                 # one mutant that exchanges two operands' registers
-                add(t.start, "constraint", t.start, t2.end,
-                    f'"{pre}{letter2}"' + text[t.end : t2.start] + f'"{pre2}{letter}"')
+                add(
+                    t.start,
+                    "constraint",
+                    t.start,
+                    t2.end,
+                    f'"{pre}{letter2}"' + text[t.end : t2.start] + f'"{pre2}{letter}"',
+                )
         for new in REGISTERS:
             if new not in letters:
                 add(t.start, "constraint", t.start, t.end, f'"{pre}{new}"')
@@ -414,7 +439,7 @@ def _delete_mutants(text: str, a: int, b: int, add) -> None:
             continue
         if s.keyword not in ("return", "goto") and _DECLARATION.match(code):
             continue
-        before = masked[:s.code].rstrip()
+        before = masked[: s.code].rstrip()
         body = before.endswith(")") or re.search(r"\b(?:else|do)$", before)
         if body:  # the only statement of an if, a loop or an else: an empty block instead
             add(s.code, "delete", s.code, end, "{}")
@@ -440,7 +465,9 @@ def spec_mutants(spec: Spec, files: dict[str, str]) -> list[Mutant]:
     """Every mutant of the files rendered for ``spec`` (each one compare compiles: the sweep
     includes every header fragment, the helper unit the helper header)."""
     defined = kconfig_symbols(spec)
-    return [m for path in sorted(files) for m in enumerate_file(spec.path, path, files[path], defined)]
+    return [
+        m for path in sorted(files) for m in enumerate_file(spec.path, path, files[path], defined)
+    ]
 
 
 # --- the reviewed equivalents -------------------------------------------------------------------
@@ -468,7 +495,9 @@ def load_equivalents(path: Path) -> list[Equivalent]:
     if node is None:
         return []
     if not isinstance(node, SequenceNode):
-        raise SpecError([Diagnostic(node_mark(shown, node), "expected a list of {id, diff, reason}")])
+        raise SpecError(
+            [Diagnostic(node_mark(shown, node), "expected a list of {id, diff, reason}")]
+        )
     out: list[Equivalent] = []
     errors: list[Diagnostic] = []
     seen: dict[str, Mark] = {}
@@ -753,7 +782,9 @@ class BaselineFailed(Exception):
     """The unmutated code fails the run a mutant gets: every mutant would count as killed."""
 
 
-def baseline(rendered: list[tuple[Spec, dict[str, str]]], plan: Plan, jobs: int | None = None) -> None:
+def baseline(
+    rendered: list[tuple[Spec, dict[str, str]]], plan: Plan, jobs: int | None = None
+) -> None:
     """Run each spec's unmutated files as a mutant is run (same plan, engine and timeout);
     raise BaselineFailed unless every one passes: a kill means something only when the
     original is not killed too."""
@@ -768,7 +799,9 @@ def baseline(rendered: list[tuple[Spec, dict[str, str]]], plan: Plan, jobs: int 
             f"({o.status}: {o.detail}); every mutant would count as killed" for o in failed))  # fmt: skip
 
 
-def select(mutants: list[Mutant], operators: tuple[str, ...], sample: int | None, seed: int) -> list[Mutant]:
+def select(
+    mutants: list[Mutant], operators: tuple[str, ...], sample: int | None, seed: int
+) -> list[Mutant]:
     """The mutants of the named operators; with ``sample``, that many of them drawn with ``seed``
     (the same ones on every run), in enumeration order."""
     chosen = [m for m in mutants if not operators or m.operator in operators]
