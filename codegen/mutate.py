@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ctext
-from .diagnostics import Diagnostic, Mark, SpecError
+from .diagnostics import Diagnostic, Mark, SpecError, plural
 from .model import Spec
 
 OPERATORS = ("relational", "logical", "arithmetic", "constant", "boolean", "negate", "delete",
@@ -740,8 +740,9 @@ class Score:
     def text(self) -> str:
         s = self.score
         pct = "n/a" if s is None else f"{100 * s:.1f} %"
-        return (f"{pct} ({self.killed} killed of {self.killed + self.survived + self.errors}; "
-                f"{self.equivalent} equivalent, {self.stillborn} stillborn, {self.mutants} mutants)")  # fmt: skip
+        live = self.killed + self.survived + self.errors
+        return (f"{pct} ({self.killed} killed of {live}; {self.equivalent} equivalent, "
+                f"{self.stillborn} stillborn, {plural(self.mutants, 'mutant')})")  # fmt: skip
 
     def json(self) -> dict:
         return {"mutants": self.mutants, "killed": self.killed, "survived": self.survived,

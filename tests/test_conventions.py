@@ -285,3 +285,13 @@ def test_sizes_read_the_same_everywhere():
     assert f_human_size(1 << 30) == "1 GB" and f_human_size(2 << 40) == "2 TB"
     sources = [p for p in (ROOT / "codegen").glob("*.py") if '(40, "TB")' in p.read_text()]
     assert [p.name for p in sources] == ["diagnostics.py"]
+
+
+def test_a_mutation_score_of_one_mutant_speaks_in_the_singular():
+    from codegen.mutate import Score
+
+    one = Score()
+    one.add("killed")
+    assert one.text() == "100.0 % (1 killed of 1; 0 equivalent, 0 stillborn, 1 mutant)"
+    one.add("stillborn")
+    assert one.text().endswith(", 1 stillborn, 2 mutants)")
