@@ -45,7 +45,9 @@ def main() -> None:
     spec = load(Path(__file__).resolve().parent.parent / "isa" / "rmpopt.yaml")
     clang = toolchain.find_clang()
     cpu = host.host_cpu()
-    print(f"{clang.name} ({clang.origin}); CPU {cpu.vendor}, CLZERO {'yes' if cpu.clzero else 'no'}")
+    print(
+        f"{clang.name} ({clang.origin}); CPU {cpu.vendor}, CLZERO {'yes' if cpu.clzero else 'no'}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         (h,) = build.build_harness(clang, spec, render_spec(spec), Path(tmp), ("-O2",))
         for name in ("native", "emulator"):

@@ -28,9 +28,11 @@ def main() -> None:
         start = time.perf_counter()
         events = sum(1 for _ in mirror.sweep(spec, machine))
         best = min(best, time.perf_counter() - start)
-    print(f"mirror sweep: {events} events (256 cores x 2 threads, "
-          f"{spec.instruction.table.entries} regions) in {best * 1000:.0f} ms "
-          f"= {events / best / 1e6:.2f} M events/s")
+    print(
+        f"mirror sweep: {events} events (256 cores x 2 threads, "
+        f"{spec.instruction.table.entries} regions) in {best * 1000:.0f} ms "
+        f"= {events / best / 1e6:.2f} M events/s"
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ KGEN = ROOT / ".venv" / "bin" / "kgen"
 
 def main(argv: list[str]) -> int:
     start = time.perf_counter()
-    proc = subprocess.run([str(KGEN), "mutate", "--json", *argv], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(KGEN), "mutate", "--json", *argv], cwd=ROOT, capture_output=True, text=True
+    )
     wall = time.perf_counter() - start
     if not proc.stdout.strip():
         sys.stderr.write(proc.stderr)
@@ -54,8 +56,10 @@ def main(argv: list[str]) -> int:
 
 def _row(name: str, s: dict) -> str:
     score = "n/a" if s["score"] is None else f"{100 * s['score']:.1f} %"
-    return (f"  {name:<22} {score:>8}  {s['killed']} killed, {s['survived']} survived, "
-            f"{s['equivalent']} equivalent, {s['stillborn']} stillborn, {s['mutants']} mutants")
+    return (
+        f"  {name:<22} {score:>8}  {s['killed']} killed, {s['survived']} survived, "
+        f"{s['equivalent']} equivalent, {s['stillborn']} stillborn, {s['mutants']} mutants"
+    )
 
 
 if __name__ == "__main__":

@@ -90,7 +90,9 @@ def call_unit(spec: Spec, include: str) -> str:
     """
     k, insn = spec.kernel, spec.instruction
     args = ", ".join(
-        f"(struct {i.points_to} *)kgen_pointer_arg(args[{n}])" if i.type == "pointer" else f"args[{n}]"
+        f"(struct {i.points_to} *)kgen_pointer_arg(args[{n}])"
+        if i.type == "pointer"
+        else f"args[{n}]"
         for n, i in enumerate(insn.inputs)
     )
     call = f"{k.raw_helper.name}({args})"
@@ -128,7 +130,9 @@ def units(spec: Spec, gen_root: Path, work: Path, reference: tuple[Path, ...] = 
     """
     k, insn = spec.kernel, spec.instruction
     if reference and k.sweep is not None:
-        raise BuildError("a reference replaces the low-level helper only; this spec also has a sweep")
+        raise BuildError(
+            "a reference replaces the low-level helper only; this spec also has a sweep"
+        )
     result = []
     forms = []
     for out in outputs(spec):
@@ -155,8 +159,10 @@ def units(spec: Spec, gen_root: Path, work: Path, reference: tuple[Path, ...] = 
             forms.append((w.kind, entry))
             # every form links into one harness: give each its own external names
             prefix = "kgen_" + w.kind.replace("-", "_") + "_"
-            renames = "".join(f"#define {n} {prefix}{n}\n"
-                              for n in dict.fromkeys((w.setup, w.trigger, w.teardown)))
+            renames = "".join(
+                f"#define {n} {prefix}{n}\n"
+                for n in dict.fromkeys((w.setup, w.trigger, w.teardown))
+            )
             body = (
                 f'#include "kharness.h"\n{renames}{quoted_include(src)}\n\n'
                 f"int {entry}(int which);\n"
@@ -240,7 +246,9 @@ def _cached_object(compiler: Compiler, name: str, cmd_tail: list[str], work: Pat
     """
     sources = [HARNESS_DIR / f"{name}.c", HARNESS_DIR / "kharness.h", SHIM_HEADER]
     key = hashlib.sha256(
-        "\0".join([*compiler.argv, compiler.version, *cmd_tail, *(p.read_text() for p in sources)]).encode()
+        "\0".join(
+            [*compiler.argv, compiler.version, *cmd_tail, *(p.read_text() for p in sources)]
+        ).encode()
     ).hexdigest()[:24]
     cache = _cache_dir() / f"{name}-{key}.o"
     if _valid_entry(cache):
@@ -328,13 +336,20 @@ def build_harness(compiler: Compiler, spec: Spec, files: dict[str, str], work: P
     # whose headers are outside kgen)
     keys = {opt: None if not cache or opt in coverage or reference else
             _level_key(compiler, spec, opt, files, tus, front_ends, work) for opt in opts}  # fmt: skip
-    cached = {opt: _cached_level(key, compiler, opt, tus, core_obj, work) for opt, key in keys.items()}
+    cached = {
+        opt: _cached_level(key, compiler, opt, tus, core_obj, work) for opt, key in keys.items()
+    }
     todo = [opt for opt in opts if cached[opt] is None]
     # every unit at every level, then every link, as many at once as there are CPUs
     pairs = [(opt, u) for opt in todo for u in tus]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        objects = _all(pool, lambda p: compile_object(
-            compiler, p[1], spec, gen_root, p[0], out_dir=work, coverage=p[0] in coverage), pairs)
+        objects = _all(
+            pool,
+            lambda p: compile_object(
+                compiler, p[1], spec, gen_root, p[0], out_dir=work, coverage=p[0] in coverage
+            ),
+            pairs,
+        )
         compiled = dict(zip(pairs, objects, strict=True))
         links = _all(pool, lambda opt: _link(
             compiler, opt, [compiled[opt, u] for u in tus], core_obj, emu_obj, native_obj,
@@ -378,7 +393,9 @@ def _cached_level(key: str | None, compiler: Compiler, opt: str, tus: list[Unit]
     if key is None:
         return None
     # the names a fresh build of the level gives its files
-    names = {f"{u.name}.o": work / f"{u.name}{opt.replace('-', '.')}.{compiler.family}.o" for u in tus}
+    names = {
+        f"{u.name}.o": work / f"{u.name}{opt.replace('-', '.')}.{compiler.family}.o" for u in tus
+    }
     names.update({"harness": work / f"harness{opt}.{compiler.family}",
                   "harness.elf": work / f"harness{opt}.{compiler.family}.elf"})  # fmt: skip
     entry = _cache_dir().parent / "levels" / key

@@ -127,19 +127,33 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value))
+@click.argument(
+    "specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value)
+)
 @click.option("--base", metavar="REV_OR_FILE", callback=lambda ctx, param, value: _base_option(value),
               help="Compare each spec with an older version: a file, or the same path at a git "
                    "revision (HEAD, main, a commit).")  # fmt: skip
-@click.option("--compare", "run_compare", is_flag=True,
-              help="Also run compile-and-compare on the specs (-O0, -O2, -Os).")
-@click.option("--cases", "count", type=click.IntRange(1, MAX_CASES), default=3000, show_default=True,
-              help="Configurations for --compare.")
+@click.option(
+    "--compare",
+    "run_compare",
+    is_flag=True,
+    help="Also run compile-and-compare on the specs (-O0, -O2, -Os).",
+)
+@click.option(
+    "--cases",
+    "count",
+    type=click.IntRange(1, MAX_CASES),
+    default=3000,
+    show_default=True,
+    help="Configurations for --compare.",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="With --base: the generated files to hold to a fresh render [default: "
                    "generated/ beside the spec's directory, e.g. generated/ for isa/*.yaml].")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
-@click.option("-q", "--quiet", is_flag=True, help="Leave out the notes; print errors and the result only.")
+@click.option(
+    "-q", "--quiet", is_flag=True, help="Leave out the notes; print errors and the result only."
+)
 @click.option("--skip-rule", "skip_rules", multiple=True, metavar="RULE", callback=lambda c, p, v: _rules(v),
               help="Do not apply this kernel review rule (repeat); reported as skipped.")  # fmt: skip
 @interruptible
@@ -187,7 +201,9 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
         if base:
             report["changes"] = changes
         if run_compare:
-            report["compare"] = compare_report(compared, 1, compared[0].compilers) if compared else None
+            report["compare"] = (
+                compare_report(compared, 1, compared[0].compilers) if compared else None
+            )
         report["ok"] = ok
         click.echo(json.dumps(json_head("validate") | report, indent=2))
         sys.exit(0 if ok else 1)
@@ -212,8 +228,11 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
         codes = len(insn.function_codes.codes) if insn.function_codes else 0
         counts = [(len(insn.encoding), "encoding byte"), (len(insn.inputs), "input"),
                   (len(insn.outputs), "output"), (codes, "function code")]  # fmt: skip
-        click.echo(f"{shown_path(spec.path)}: ok ({insn.mnemonic}: "
-                   + ", ".join(plural(n, what) for n, what in counts) + ")")
+        click.echo(
+            f"{shown_path(spec.path)}: ok ({insn.mnemonic}: "
+            + ", ".join(plural(n, what) for n, what in counts)
+            + ")"
+        )
 
 
 def _base_option(value: str | None) -> str | None:
@@ -279,7 +298,9 @@ def _generated_drift(specs: list[Spec], out: Path | None) -> list[dict]:
             name = next(ln[6:] for ln in diff.splitlines() if ln.startswith("+++ b/"))
             found["problems"].append(f"{shown_path(spec.path)}: error: {where.parent / name} is out of date "
                                      "with the spec; run `kgen render`")  # fmt: skip
-        found["problems"] += [f"{shown_path(spec.path)}: error: {stale_line(where, st)}" for st in d.stale]
+        found["problems"] += [
+            f"{shown_path(spec.path)}: error: {stale_line(where, st)}" for st in d.stale
+        ]
     return reports
 
 
@@ -318,7 +339,9 @@ def _rules(names: tuple[str, ...]) -> tuple[str, ...]:
 
     unknown = [n for n in names if n not in rule_names()]
     if unknown:
-        raise click.BadParameter(f"no review rule {unknown[0]!r}; the rules are: {', '.join(rule_names())}")
+        raise click.BadParameter(
+            f"no review rule {unknown[0]!r}; the rules are: {', '.join(rule_names())}"
+        )
     return names
 
 
@@ -348,7 +371,10 @@ def review_findings(specs: list[Spec], skips: dict | None = None) -> list[tuple[
         skip = (skips or {}).get(spec.path, [])
         findings += [(str(mark), "skip", f"no review rule {name!r}; the rules are: {', '.join(rule_names())}")
                      for name, _, mark in skip if name not in rule_names()]  # fmt: skip
-        findings += [(spec.path, rule, msg) for rule, msg in review(spec, files, frozenset(n for n, *_ in skip))]
+        findings += [
+            (spec.path, rule, msg)
+            for rule, msg in review(spec, files, frozenset(n for n, *_ in skip))
+        ]
     return findings
 
 
@@ -363,7 +389,9 @@ def cross_findings(specs: list[Spec], independent: bool = True):
     from .conflicts import cross_check
 
     named = {Path(s.path).resolve() for s in specs}
-    dirs = list(dict.fromkeys([Path(s.path).parent.resolve() for s in specs] + [DEFAULT_ISA_DIR.resolve()]))
+    dirs = list(
+        dict.fromkeys([Path(s.path).parent.resolve() for s in specs] + [DEFAULT_ISA_DIR.resolve()])
+    )
     others = []
     for d in dirs:
         for path in sorted(d.glob("*.yaml")) if d.is_dir() else ():
@@ -490,7 +518,9 @@ out_option = click.option(
 
 
 @main.command()
-@click.argument("specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value))
+@click.argument(
+    "specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value)
+)
 @out_option
 @click.option("--prune", is_flag=True,
               help="Also remove generated files that no spec renders any more, each only when "
@@ -533,12 +563,18 @@ def render(specs: tuple[str, ...], out: Path, prune: bool) -> None:
 
 
 tree_option = click.option(
-    "--tree", "tree_dir", metavar="DIR", type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="A Linux kernel tree (a git repository or a plain tree).")
+    "--tree",
+    "tree_dir",
+    metavar="DIR",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="A Linux kernel tree (a git repository or a plain tree).",
+)
 
 
 @main.command()
-@click.argument("specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value))
+@click.argument(
+    "specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value)
+)
 @out_option
 @tree_option
 def check(specs: tuple[str, ...], out: Path, tree_dir: Path | None) -> None:
@@ -566,7 +602,9 @@ def check(specs: tuple[str, ...], out: Path, tree_dir: Path | None) -> None:
     for s in found.stale:
         click.echo(stale_line(out, s))
     if found.problems:
-        click.echo(f"kgen: {plural(len(found.problems), 'generated file')} cannot be compared", err=True)
+        click.echo(
+            f"kgen: {plural(len(found.problems), 'generated file')} cannot be compared", err=True
+        )
     if found.diffs:
         click.echo(f"kgen: {plural(len(found.diffs), 'generated file')} out of date; run `kgen render`",
                    err=True)  # fmt: skip
@@ -610,7 +648,9 @@ class SizeParam(click.ParamType):
         if n >= 1 << INT_BITS:
             self.fail(f"{text} does not fit {INT_BITS} bits")
         if n > self.hi:
-            self.fail(f"{text} is beyond {PHYS_BITS}-bit physical addresses (at most {self.hi_text})")
+            self.fail(
+                f"{text} is beyond {PHYS_BITS}-bit physical addresses (at most {self.hi_text})"
+            )
         return n
 
 
@@ -635,11 +675,17 @@ class RangeParam(click.ParamType):
 ADDRESS_END = SizeParam(1 << PHYS_BITS, "4P")  # an end of memory or of a range
 ADDRESS = SizeParam((1 << PHYS_BITS) - 1, f"{(1 << PHYS_BITS) - 1:#x}")
 PFN = SizeParam(1 << (PHYS_BITS - PAGE_SHIFT), f"{1 << (PHYS_BITS - PAGE_SHIFT):#x} pages")
+
+
 @main.command()
-@click.argument("spec_path", metavar="SPEC", callback=lambda ctx, param, value: _existing((value,))[0])
+@click.argument(
+    "spec_path", metavar="SPEC", callback=lambda ctx, param, value: _existing((value,))[0]
+)
 @click.option("--min-pfn", type=PFN, default=0, show_default=True, help="min_low_pfn.")
 @click.option("--max-pfn", type=PFN, help="max_pfn (exclusive end of RAM, in pages).")
-@click.option("--memory", type=ADDRESS_END, help="End of RAM as a size, e.g. 3T (sets max_pfn); at most 4P.")
+@click.option(
+    "--memory", type=ADDRESS_END, help="End of RAM as a size, e.g. 3T (sets max_pfn); at most 4P."
+)
 @click.option("--cores", type=click.IntRange(1, MAX_CPUS), default=1, show_default=True)
 @click.option("--threads-per-core", type=click.IntRange(1, MAX_CPUS), default=1, show_default=True)
 @click.option(
@@ -655,12 +701,17 @@ PFN = SizeParam(1 << (PHYS_BITS - PAGE_SHIFT), f"{1 << (PHYS_BITS - PAGE_SHIFT):
 @click.option("--base", type=ADDRESS,
               help="RMPOPT_BASE of every CPU before setup writes the MSR (setup then writes the "
                    "start of the range) [default: start of the range].")  # fmt: skip
-@click.option("--without-feature", is_flag=True,
-              help="A machine whose CPUs lack the instruction (its CPUID bit is clear).")
+@click.option(
+    "--without-feature",
+    is_flag=True,
+    help="A machine whose CPUs lack the instruction (its CPUID bit is clear).",
+)
 @click.option("--without", "without", metavar="NAME", multiple=True,
               help="A machine that lacks the spec's prerequisite NAME (kernel.enable.requires), "
                    "e.g. snp-host (repeat).")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="Print the whole trace, one JSON object a line.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the whole trace, one JSON object a line."
+)
 def sweep(spec_path, min_pfn, max_pfn, memory, cores, threads_per_core, numbering, leader,
           offline, assigned, base, without_feature, without, as_json) -> None:  # fmt: skip
     """Run the mirror: setup, one pass of the sweep and teardown on a machine, and the
@@ -696,7 +747,9 @@ def sweep(spec_path, min_pfn, max_pfn, memory, cores, threads_per_core, numberin
         )  # fmt: skip
         hw = mirror.hardware_for(spec, machine, enabled=False)
     except mirror.MachineTooLarge as exc:
-        raise click.UsageError(f"{shown_path(spec.path)}: {exc}; give less memory or fewer CPUs") from None
+        raise click.UsageError(
+            f"{shown_path(spec.path)}: {exc}; give less memory or fewer CPUs"
+        ) from None
     except mirror.MachineError as exc:
         raise click.UsageError(f"impossible machine: {exc}") from None
     if as_json:
@@ -706,7 +759,9 @@ def sweep(spec_path, min_pfn, max_pfn, memory, cores, threads_per_core, numberin
 
 
 @main.command()
-@click.argument("specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value))
+@click.argument(
+    "specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value)
+)
 @click.option("--cases", "count", type=click.IntRange(1, MAX_CASES), default=3000, show_default=True,
               help="Configurations per spec: every boundary, then random ones.")  # fmt: skip
 @click.option("--seed", type=click.IntRange(0, (1 << 64) - 1), default=1, show_default=True,
@@ -735,8 +790,11 @@ def sweep(spec_path, min_pfn, max_pfn, memory, cores, threads_per_core, numberin
 @click.option("--profile", "profile_name", type=click.Choice(sorted(PROFILE_NAMES)),
               help="Render for this kernel's spellings (e.g. 6.12: CC_SET/CC_OUT flag outputs) "
                    "[default: newest].")  # fmt: skip
-@click.option("--tree", type=click.Path(file_okay=False, exists=True, path_type=Path),
-              help="Render for the profile detected from this kernel tree's top directory.")
+@click.option(
+    "--tree",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Render for the profile detected from this kernel tree's top directory.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
 @interruptible
 def compare(specs, count, seed, only, engine, opts, keep_going, generated, reference, cc,
@@ -768,7 +826,9 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
         raise click.BadParameter("coverage is measured with gcc (gcov): not with --cc clang",
                                  param_hint="--coverage")  # fmt: skip
     if coverage and "-O0" not in opts:
-        raise click.BadParameter("coverage counts the -O0 build: add --opt=-O0", param_hint="--coverage")
+        raise click.BadParameter(
+            "coverage counts the -O0 build: add --opt=-O0", param_hint="--coverage"
+        )
     if coverage and reference:
         raise click.BadParameter("coverage measures the generated code, which --reference replaces",
                                  param_hint="--coverage")  # fmt: skip
@@ -792,7 +852,10 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
     for spec in loaded:
         why = harness_limit(spec)
         if why:
-            click.echo(f"kgen: {shown_path(spec.path)}: the harness cannot run this helper: {why}", err=True)
+            click.echo(
+                f"kgen: {shown_path(spec.path)}: the harness cannot run this helper: {why}",
+                err=True,
+            )
             sys.exit(1)
         try:
             choice = choose_engine(engine, spec)
@@ -832,7 +895,9 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
             click.echo(f"kgen: {shown_path(spec.path)}: error: {exc}", err=True)
             sys.exit(1)
         except (BuildError, ValueError, RuntimeError, UnsafeCode, EngineRefused) as exc:
-            click.echo(f"kgen: {shown_path(spec.path)}: {_in_generated(str(exc), generated)}", err=True)
+            click.echo(
+                f"kgen: {shown_path(spec.path)}: {_in_generated(str(exc), generated)}", err=True
+            )
             sys.exit(1)
         finally:
             if bar:
@@ -842,7 +907,11 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
         if not as_json:
             print_compare(result)
     if as_json:
-        click.echo(json.dumps(json_head("compare") | compare_report(reports, seed, tuple(compilers)), indent=2))
+        click.echo(
+            json.dumps(
+                json_head("compare") | compare_report(reports, seed, tuple(compilers)), indent=2
+            )
+        )
     sys.exit(1 if failed else 0)
 
 
@@ -892,7 +961,8 @@ class _ProgressBar:
     def __call__(self, done: int, total: int, result) -> None:
         if self.bar is None:
             self.bar = self.bars.enter_context(
-                click.progressbar(length=total, label=self.label, file=self.stream))
+                click.progressbar(length=total, label=self.label, file=self.stream)
+            )
         self.bar.update(done - self.bar.pos)
 
     def close(self) -> None:
@@ -904,13 +974,19 @@ def _progress_bar(label: str, stream) -> _ProgressBar:
 
 
 @main.command()
-@click.argument("specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value))
+@click.argument(
+    "specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value)
+)
 @click.option("--operator", "operators", multiple=True, type=click.Choice(MUTATION_OPERATORS),
               help="Only this mutation operator (repeat) [default: all].")  # fmt: skip
-@click.option("--sample", type=click.IntRange(1), help="Run only this many mutants, drawn with --seed.")
+@click.option(
+    "--sample", type=click.IntRange(1), help="Run only this many mutants, drawn with --seed."
+)
 @click.option("--seed", type=click.IntRange(0, (1 << 64) - 1), default=0, show_default=True,
               help="Seed of --sample's draw: the same mutants on every run.")  # fmt: skip
-@click.option("--jobs", type=click.IntRange(1), help="Mutants compared at once [default: the cores].")
+@click.option(
+    "--jobs", type=click.IntRange(1), help="Mutants compared at once [default: the cores]."
+)
 @click.option("--equivalents", type=click.Path(dir_okay=False, path_type=Path),
               help="The reviewed equivalent mutants [default: tests/mutation/equivalent.yaml "
                    "when it exists].")  # fmt: skip
@@ -920,8 +996,9 @@ def mutate(specs, operators, sample, seed, jobs, equivalents, as_json) -> None:
     """Mutate the generated C, one small change at a time, and compare each mutant.
 
     Score per spec and operator; each survivor with its diff.  Exit 1 when a
-    mutant survives that tests/mutation/equivalent.yaml does not list, or
-    when an entry there matches no mutant any more.
+    mutant survives that tests/mutation/equivalent.yaml does not list, when
+    an entry there matches no mutant any more, or when the unmutated code
+    fails compare.
     """
     from . import mutate as mut
     from .toolchain import find_clang, find_gcc
@@ -929,7 +1006,9 @@ def mutate(specs, operators, sample, seed, jobs, equivalents, as_json) -> None:
     loaded = load_specs(specs)
     path = equivalents or DEFAULT_EQUIVALENTS
     if equivalents is not None and not equivalents.is_file():
-        raise click.BadParameter(f"no such file: {shown_path(str(equivalents))}", param_hint="--equivalents")
+        raise click.BadParameter(
+            f"no such file: {shown_path(str(equivalents))}", param_hint="--equivalents"
+        )
     try:
         listed = mut.load_equivalents(path) if path.is_file() else []
         compilers = (find_clang(), *filter(None, [find_gcc()]))
@@ -946,6 +1025,10 @@ def mutate(specs, operators, sample, seed, jobs, equivalents, as_json) -> None:
                             progress=bar)  # fmt: skip
     except SpecError as exc:
         report_problems(exc)
+        sys.exit(1)
+    except mut.BaselineFailed as exc:
+        for line in str(exc).splitlines():
+            click.echo(f"kgen: {line}", err=True)
         sys.exit(1)
     finally:
         if bar:
@@ -982,15 +1065,20 @@ def doctor() -> None:
 
         known: list[str] = []
         unknown: list[str] = []
-        snp = [e.mnemonic for e in known_encodings()
-               if e.vendor == "amd" and e.mnemonic.startswith(("rmp", "pvalidate", "psmash"))]
+        snp = [
+            e.mnemonic
+            for e in known_encodings()
+            if e.vendor == "amd" and e.mnemonic.startswith(("rmp", "pvalidate", "psmash"))
+        ]
         for path in sorted(DEFAULT_ISA_DIR.glob("*.yaml")):  # and the bundled specs'
             with contextlib.suppress(SpecError):
                 snp += [s.instruction.mnemonic for s in load_all([path])]
         for mnemonic in dict.fromkeys(snp):
             (known if assemble(clang, mnemonic) else unknown).append(mnemonic)
         click.echo(f"SNP mnemonics clang assembles: {' '.join(known) or 'none'}")
-        click.echo(f"SNP mnemonics it does not:     {' '.join(unknown) or 'none'} (kgen emits .byte)")
+        click.echo(
+            f"SNP mnemonics it does not:     {' '.join(unknown) or 'none'} (kgen emits .byte)"
+        )
     _doctor_engines()
     sys.exit(status)
 
@@ -1013,11 +1101,20 @@ def _doctor_engines() -> None:
 
 
 @main.command()
-@click.argument("specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value))
-@click.option("--tree", "tree_dir", metavar="DIR", required=True,
-              type=click.Path(file_okay=False, exists=True, path_type=Path),
-              help="The Linux kernel tree to change (a git repository or a plain tree).")
-@click.option("--force", is_flag=True, help="Overwrite generated parts edited since kgen wrote them.")
+@click.argument(
+    "specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value)
+)
+@click.option(
+    "--tree",
+    "tree_dir",
+    metavar="DIR",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The Linux kernel tree to change (a git repository or a plain tree).",
+)
+@click.option(
+    "--force", is_flag=True, help="Overwrite generated parts edited since kgen wrote them."
+)
 @interruptible
 def apply(specs: tuple[str, ...], tree_dir: Path, force: bool) -> None:
     """Write the generated code into a kernel tree, in place.
@@ -1034,15 +1131,33 @@ def apply(specs: tuple[str, ...], tree_dir: Path, force: bool) -> None:
 
 
 @main.command()
-@click.argument("specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value))
-@click.option("--tree", "tree_dir", metavar="DIR", required=True,
-              type=click.Path(file_okay=False, exists=True, path_type=Path),
-              help="The Linux kernel tree the series applies to.")
-@click.option("-o", "--output-directory", "out", metavar="OUTDIR", default=Path("patches"),
-              show_default=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Where the numbered patch files go.")
-@click.option("-s", "--signoff", is_flag=True,
-              help="Add Signed-off-by with your git identity, as git format-patch -s does.")
+@click.argument(
+    "specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value)
+)
+@click.option(
+    "--tree",
+    "tree_dir",
+    metavar="DIR",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The Linux kernel tree the series applies to.",
+)
+@click.option(
+    "-o",
+    "--output-directory",
+    "out",
+    metavar="OUTDIR",
+    default=Path("patches"),
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the numbered patch files go.",
+)
+@click.option(
+    "-s",
+    "--signoff",
+    is_flag=True,
+    help="Add Signed-off-by with your git identity, as git format-patch -s does.",
+)
 @interruptible
 def patch(specs: tuple[str, ...], tree_dir: Path, out: Path, signoff: bool) -> None:
     """Write a git format-patch series that brings the generated code into a kernel tree.

@@ -62,7 +62,9 @@ def _note(spec, want: list[str], got: list[str], at: int) -> str:
     """Why a trace differs, where the shape says it: the instruction executed again after the
     spec's retry bound ran out (an unbounded retry, as 6.12's rmpupdate() has)."""
     limit = spec.kernel.raw_helper.max_retries
-    if limit is None or not (want[at].startswith("V ") and at < len(got) and got[at].startswith("R ")):
+    if limit is None or not (
+        want[at].startswith("V ") and at < len(got) and got[at].startswith("R ")
+    ):
         return ""
     retry = {f"{c.value:#x}" for o in spec.instruction.outputs for c in o.codes if c.retry}
     run = want[max(0, at - limit - 1) : at]
@@ -126,7 +128,9 @@ class Job:
     cases: tuple[case_gen.Case, ...]
     reproduce: str
     keep_going: bool = False  # run the levels after the first that mismatches
-    kernel: bool = False  # a tree's kernel function runs: it returns its own result (cases.expected)
+    kernel: bool = (
+        False  # a tree's kernel function runs: it returns its own result (cases.expected)
+    )
 
 
 def _budget(expected_lines: int) -> int:
@@ -299,9 +303,13 @@ def _run_emulated(harness: Path, spec_line: str, lines: list[str],
         if emu is None:
             emu = _EMULATORS[harness] = Emulator(harness)
             emu.run(spec_line.encode())
-        limit = case_timeout(sizes[i]) if i == alone else TIMEOUT_FLOOR + sum(sizes[i:j]) * LINE_SECONDS
+        limit = (
+            case_timeout(sizes[i]) if i == alone else TIMEOUT_FLOOR + sum(sizes[i:j]) * LINE_SECONDS
+        )
         try:
-            out.append(emu.run("".join(lines[i:j]).encode(), timeout=limit).decode(errors="replace"))
+            out.append(
+                emu.run("".join(lines[i:j]).encode(), timeout=limit).decode(errors="replace")
+            )
             if emu.traps > EMU_RECYCLE_TRAPS:
                 _EMULATORS.pop(harness).close()
             i = j
@@ -376,13 +384,17 @@ def run_job(job: Job) -> list[tuple[str, LevelStats, Mismatch | None]]:
     chosen = job.cases
     wanted = [_EXPECTED.get((job.spec_text, c, job.kernel)) or case_gen.expected(spec, c, job.kernel)
               for c in chosen]  # fmt: skip
-    lines = [case_gen.case_line(spec, c, _budget(len(w))) for c, w in zip(chosen, wanted, strict=True)]
+    lines = [
+        case_gen.case_line(spec, c, _budget(len(w))) for c, w in zip(chosen, wanted, strict=True)
+    ]
     sizes = [len(w) for w in wanted]
     spec_line = case_gen.spec_line(spec)
     results = []
     for opt, harness in job.levels:
         if job.engine == "native":
-            timed = [_with_timeout(line, case_timeout(n)) for line, n in zip(lines, sizes, strict=True)]
+            timed = [
+                _with_timeout(line, case_timeout(n)) for line, n in zip(lines, sizes, strict=True)
+            ]
             limit = 2 * max(map(case_timeout, sizes)) + sum(sizes) * LINE_SECONDS + TIMEOUT_FLOOR
             out_cap = 4 * sum(len(line) + 1 for w in wanted for line in w) + OUT_SLACK
             out = _run_native(harness, job.guard, spec_line + "".join(timed), limit, out_cap)

@@ -111,7 +111,9 @@ def _gcov(gcov: str, obj: Path, work: Path) -> dict:
         capture_output=True, cwd=work, check=False,
     )  # fmt: skip
     if proc.returncode != 0:
-        raise BuildError(f"gcov could not read {obj.name}:\n{proc.stderr.decode(errors='replace').strip()}")
+        raise BuildError(
+            f"gcov could not read {obj.name}:\n{proc.stderr.decode(errors='replace').strip()}"
+        )
     out = proc.stdout
     if out[:2] == b"\x1f\x8b":
         out = gzip.decompress(out)

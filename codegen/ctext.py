@@ -20,7 +20,9 @@ _ATTRIBUTES = {
     "__attribute__", "__aligned", "__printf", "__section", "__must_hold", "__acquires",
     "__releases", "__cond_acquires", "__alloc_size", "__nonstring", "__counted_by",
 }  # fmt: skip
-MAX_NESTING = 200  # brackets, #if blocks or statements within one another; the kernel's deepest is far less
+MAX_NESTING = (
+    200  # brackets, #if blocks or statements within one another; the kernel's deepest is far less
+)
 _TOO_DEEP = f"nesting deeper than {MAX_NESTING} levels"
 
 
@@ -47,7 +49,9 @@ class _Condition:
 class Item:
     """One top-level item: ``text[start:end]`` is the item with its attached comment."""
 
-    kind: str  # define, include, pp, function, prototype, macro, export, variable, struct, enum, ...
+    kind: (
+        str  # define, include, pp, function, prototype, macro, export, variable, struct, enum, ...
+    )
     name: str
     start: int  # where its attached comment (or the code) starts, at a line start
     code: int  # where the code starts
@@ -186,8 +190,12 @@ def _classify(code: str, masked: str) -> tuple[str, str]:
     brace = masked.find("{")
     head = masked if brace < 0 else masked[:brace]
     words = IDENT.findall(head)
-    if brace >= 0 and words[:1] in (["enum"], ["struct"], ["union"]) and "=" not in head \
-            and len(words) > 1:
+    if (
+        brace >= 0
+        and words[:1] in (["enum"], ["struct"], ["union"])
+        and "=" not in head
+        and len(words) > 1
+    ):
         return words[0], words[1]
     if brace >= 0 and words and words[0] in ("static", "const") and "=" in head:
         pass
@@ -249,7 +257,7 @@ def _items(text: str) -> list[Item]:
                 m = IDENT.match(rest)
                 kind, name = "define", m.group() if m else ""
             elif word == "include":
-                kind, name = "include", rest.strip("<>\"").split(">")[0].split('"')[0]
+                kind, name = "include", rest.strip('<>"').split(">")[0].split('"')[0]
             else:
                 kind, name = "pp", f"{word} {rest}".strip()
                 start = _line_start(text, i)  # a conditional owns no comment
@@ -368,7 +376,9 @@ def function_body(text: str, item: Item) -> tuple[int, int]:
     return open_ + 1, close
 
 
-def statements(text: str, start: int, end: int, masked: str | None = None, depth: int = 0) -> list[Statement]:
+def statements(
+    text: str, start: int, end: int, masked: str | None = None, depth: int = 0
+) -> list[Statement]:
     """The statements between ``start`` and ``end`` (inside a block), nested blocks included."""
     masked = mask(text) if masked is None else masked
     if depth > MAX_NESTING:
@@ -406,7 +416,9 @@ def statements(text: str, start: int, end: int, masked: str | None = None, depth
     return result
 
 
-def _statement_end(text: str, masked: str, i: int, keyword: str, depth: int = 0) -> tuple[int, list[Statement]]:
+def _statement_end(
+    text: str, masked: str, i: int, keyword: str, depth: int = 0
+) -> tuple[int, list[Statement]]:
     """End offset of the statement at ``i`` and the statements of the blocks it holds."""
     if depth > MAX_NESTING:
         raise CTextError(_TOO_DEEP, i)
@@ -416,18 +428,27 @@ def _statement_end(text: str, masked: str, i: int, keyword: str, depth: int = 0)
         close = _match_close(masked, i)
         return close + 1, statements(text, i + 1, close, masked, depth + 1)
     label = re.match(r"(?:case\b[^;{}]*?|default\s*|[A-Za-z_]\w*\s*):(?!:)", masked[i:])
-    if label and (keyword in ("case", "default") or not label.group().startswith(("default",))) \
-            and (keyword in ("case", "default") or re.fullmatch(r"[A-Za-z_]\w*\s*:", label.group())):
+    if (
+        label
+        and (keyword in ("case", "default") or not label.group().startswith(("default",)))
+        and (keyword in ("case", "default") or re.fullmatch(r"[A-Za-z_]\w*\s*:", label.group()))
+    ):
         return i + label.end(), inner
     if keyword in ("if", "while", "for", "switch"):
         paren = masked.find("(", i)
         j = _match_close(masked, paren) + 1
         k = _skip_space(masked, j)
         end, sub = _statement_end(text, masked, k, _word(masked, k), depth + 1)
-        inner += sub if masked[k] == "{" else [Statement(_line_start(text, k), k, end, _word(masked, k), tuple(sub))]
+        inner += (
+            sub
+            if masked[k] == "{"
+            else [Statement(_line_start(text, k), k, end, _word(masked, k), tuple(sub))]
+        )
         if keyword == "if":
             k = _skip_space(masked, end)
-            if masked.startswith("else", k) and not (masked[k + 4 : k + 5].isalnum() or masked[k + 4 : k + 5] == "_"):
+            if masked.startswith("else", k) and not (
+                masked[k + 4 : k + 5].isalnum() or masked[k + 4 : k + 5] == "_"
+            ):
                 k2 = _skip_space(masked, k + 4)
                 end, sub = _statement_end(text, masked, k2, _word(masked, k2), depth + 1)
                 inner += sub
@@ -440,8 +461,11 @@ def _statement_end(text: str, masked: str, i: int, keyword: str, depth: int = 0)
         return semi + 1, inner
     while j < len(masked):
         m = masked[j]
-        if m == "{" and keyword not in ("return", "sizeof") \
-                and re.fullmatch(r"[A-Za-z_]\w*\s*\(.*\)\s*", masked[i:j], re.S):
+        if (
+            m == "{"
+            and keyword not in ("return", "sizeof")
+            and re.fullmatch(r"[A-Za-z_]\w*\s*\(.*\)\s*", masked[i:j], re.S)
+        ):
             # a loop macro: for_each_online_cpu(cpu) { ... }
             close = _match_close(masked, j)
             return close + 1, statements(text, j + 1, close, masked, depth + 1)

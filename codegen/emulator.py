@@ -55,7 +55,9 @@ _FAULTS = {
 def _error_name(exc: UcError) -> str:
     import unicorn.unicorn_const as const
 
-    return next((n for n in dir(const) if n.startswith("UC_ERR_") and getattr(const, n) == exc.errno), "")
+    return next(
+        (n for n in dir(const) if n.startswith("UC_ERR_") and getattr(const, n) == exc.errno), ""
+    )
 
 
 def _page_down(x: int) -> int:

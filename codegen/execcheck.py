@@ -56,7 +56,9 @@ def check_sources(spec: Spec, files: dict[str, str]) -> None:
         for m in _ASM.finditer(code):
             line = code.count("\n", 0, m.start()) + 1
             lits = _STRINGS.match(code, m.end())
-            template = "".join(re.findall(r'"((?:\\.|[^"\\\n])*)"', lits.group(1))) if lits else None
+            template = (
+                "".join(re.findall(r'"((?:\\.|[^"\\\n])*)"', lits.group(1))) if lits else None
+            )
             if template != want:
                 raise UnsafeCode(f"{path}:{line}: an asm statement that is not the spec's "
                                  f"'{want}' (found {template!r})")  # fmt: skip

@@ -87,8 +87,12 @@ def native_plan(spec) -> NativePlan:
     bare = decode(data[n:]) if n else None
     if d.status != "invalid" and not d.exact:
         return NativePlan(False, None, f"{shown} is not one instruction to {name}")
-    if bare is not None and bare.exact and not bare.privileged and not d.ignored_prefixes and (
-        d.status == "invalid" or d.privileged
+    if (
+        bare is not None
+        and bare.exact
+        and not bare.privileged
+        and not d.ignored_prefixes
+        and (d.status == "invalid" or d.privileged)
     ):
         # what a CPU that ignores the prefix runs (the known encodings note such cases)
         d = bare
@@ -96,7 +100,9 @@ def native_plan(spec) -> NativePlan:
                 f"{hex_bytes(data[:n])} prefix) as {d.mnemonic}, which user mode may execute on "
                 "a CPU that ignores the prefix")  # fmt: skip
     elif d.status == "invalid":
-        return NativePlan(True, None, f"{name} knows no instruction {shown}: it raises #UD (SIGILL)")
+        return NativePlan(
+            True, None, f"{name} knows no instruction {shown}: it raises #UD (SIGILL)"
+        )
     elif d.privileged:
         return NativePlan(True, None, f"{name} decodes {shown} as {d.mnemonic}, a privileged "
                           "instruction: user mode faults (SIGILL or SIGSEGV)")  # fmt: skip

@@ -27,7 +27,7 @@ _TEXT_RULES: dict[str, dict[str, Any]] = {
     },
     "comment": {"type": "string", "not": {"pattern": r"(\*/|/\*)"}},
     "code": {"type": "string", "pattern": r"^[\t\n\x20-\x7e]*\S[\t\n\x20-\x7e]*$"},
-    "c-string": {"type": "string", "pattern": r'^[ !#-$&-\[\]-~]*$'},
+    "c-string": {"type": "string", "pattern": r"^[ !#-$&-\[\]-~]*$"},
     "path": {
         "type": "string",
         "pattern": r"^[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*$",

@@ -4,12 +4,15 @@ Each mutant is one small change to one rendered file, made by an operator a kern
 would recognise (a relational or arithmetic operator swapped, a constant changed, a condition
 negated, a statement deleted, call arguments swapped, an asm constraint or a ``.byte`` value
 changed).  Mutants are enumerated deterministically over the code that compare compiles, each
-with a stable id ``file:line:col:operator:n``, and each one runs through compare's own
-pipeline.  A mutant compare catches is killed; one that does not compile is stillborn (counted
-apart); one that runs past its time is a hang, which compare would report too, so it counts as
-killed.  A survivor must be killed by better cases, a truer harness or model, or be listed
-with its reason in the reviewed file of equivalent mutants (``tests/mutation/equivalent.yaml``),
-where an entry that matches no mutant any more is an error.
+with an id ``file:anchor:operator:n`` anchored to content, not position: the anchor is the
+top-level item the mutant is in (a function, a macro, a file-scope initialiser, by name) and n
+counts that operator's mutants within it, so an edit elsewhere in the file leaves the id alone.
+Each one runs through compare's own pipeline, after the unmutated code has passed it. A mutant
+compare catches is killed; one that does not compile is stillborn (counted apart); one that
+runs past its time is a hang, which compare would report too, so it counts as killed. A
+survivor must be killed by better cases, a truer harness or model, or be listed with its reason
+in the reviewed file of equivalent mutants (``tests/mutation/equivalent.yaml``), where an entry
+that matches no mutant any more is an error.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ctext
-from .diagnostics import Diagnostic, Mark, SpecError
+from .diagnostics import Diagnostic, Mark, SpecError, plural
 from .model import Spec
 
 OPERATORS = ("relational", "logical", "arithmetic", "constant", "boolean", "negate", "delete",
@@ -78,7 +81,9 @@ def tokenize(text: str) -> list[Tok]:
             d = re.match(r"#\s*define\s+[A-Za-z_]\w*(\([^)]*\))?", text[i:end])
             if d:
                 at = i + d.end()
-                out += [Tok(t.kind, t.text, t.start + at, t.end + at) for t in tokenize(text[at:end])]
+                out += [
+                    Tok(t.kind, t.text, t.start + at, t.end + at) for t in tokenize(text[at:end])
+                ]
             i = end
             continue
         elif kind not in ("space", "comment"):
@@ -93,7 +98,7 @@ def tokenize(text: str) -> list[Tok]:
 
 @dataclass(frozen=True)
 class Mutant:
-    id: str  # file:line:col:operator:n
+    id: str  # file:anchor:operator:n (the item around it: see _anchors)
     spec: str  # the spec's path
     file: str  # the generated file, as render names it: "pvalidate/arch/x86/include/asm/sev.h"
     operator: str
@@ -145,7 +150,9 @@ def _is_binary(toks: list[Tok], i: int) -> bool:
         return False
     if prev.kind == "ident" and (prev.text in KEYWORDS or prev.text in TYPES):
         return False
-    declarator = nxt.text in (")", ",", "*") or (i >= 2 and toks[i - 2].text in ("struct", "union", "enum"))
+    declarator = nxt.text in (")", ",", "*") or (
+        i >= 2 and toks[i - 2].text in ("struct", "union", "enum")
+    )
     return not (toks[i].text in ("*", "&") and declarator)
 
 
@@ -240,7 +247,9 @@ def enumerate_file(spec_path: str, name: str, text: str,
     toks = tokenize(text)
     spans = _compiled_spans(text, set(defined))
     toks = [t for t in toks if any(a <= t.start < b for a, b in spans)]
-    found: list[tuple[int, str, int, int, str]] = []  # (position, operator, start, end, replacement)
+    found: list[
+        tuple[int, str, int, int, str]
+    ] = []  # (position, operator, start, end, replacement)
 
     def add(pos: int, op: str, start: int, end: int, new: str) -> None:
         found.append((pos, op, start, end, new))
@@ -290,28 +299,58 @@ def enumerate_file(spec_path: str, name: str, text: str,
                     a, b = j + 1, close - 1
                 s, e = toks[a].start, toks[b].end
                 add(t.start, "negate", s, e, f"!({text[s:e]})")
-        elif t.kind == "ident" and t.text not in KEYWORDS and in_body(t.start) and i + 1 < len(toks) \
-                and toks[i + 1].text == "(" and not (i and (toks[i - 1].text in TYPES or toks[i - 1].kind == "ident")):
+        elif (
+            t.kind == "ident"
+            and t.text not in KEYWORDS
+            and in_body(t.start)
+            and i + 1 < len(toks)
+            and toks[i + 1].text == "("
+            and not (i and (toks[i - 1].text in TYPES or toks[i - 1].kind == "ident"))
+        ):
             close = _close(toks, i + 1)
             args = _split_args(toks, i + 1, close)
             for (a1, b1), (a2, b2) in zip(args, args[1:], strict=False):
-                x, y = text[toks[a1].start : toks[b1 - 1].end], text[toks[a2].start : toks[b2 - 1].end]
+                x, y = (
+                    text[toks[a1].start : toks[b1 - 1].end],
+                    text[toks[a2].start : toks[b2 - 1].end],
+                )
                 if x != y:
-                    add(t.start, "swap-args", toks[a1].start, toks[b2 - 1].end,
-                        y + text[toks[b1 - 1].end : toks[a2].start] + x)
+                    add(
+                        t.start,
+                        "swap-args",
+                        toks[a1].start,
+                        toks[b2 - 1].end,
+                        y + text[toks[b1 - 1].end : toks[a2].start] + x,
+                    )
     for a, b in bodies:
         if any(s <= a < e for s, e in spans):
             _delete_mutants(text, a, b, add)
     found.sort(key=lambda f: f[0])
-    counts: dict[tuple[int, str], int] = {}
+    anchor = _anchors(text)
+    counts: dict[tuple[str, str], int] = {}
     out = []
     for pos, op, start, end, new in found:
-        n = counts.get((pos, op), 0)
-        counts[(pos, op)] = n + 1
-        line = ctext.line_of(text, pos)
-        col = pos - text.rfind("\n", 0, pos)
-        out.append(Mutant(f"{name}:{line}:{col}:{op}:{n}", spec_path, name, op, start, end, new))
+        where = anchor(pos)
+        n = counts.get((where, op), 0)
+        counts[(where, op)] = n + 1
+        out.append(Mutant(f"{name}:{where}:{op}:{n}", spec_path, name, op, start, end, new))
     return out
+
+
+def _anchors(text: str):
+    """The anchor of a mutant's id at an offset: the name of the top-level item around it (a
+    function, a #define, a file-scope variable or initialiser, an enum: ``ctext.items``), or its
+    kind when it has no name.  Mutants are numbered per anchor and operator, so an edit outside
+    an item leaves the ids of the mutants inside it alone."""
+    spans = [(it.code, it.end, it.name or it.kind) for it in ctext.items(text)]
+
+    def anchor(pos: int) -> str:
+        for a, b, what in spans:
+            if a <= pos < b:
+                return what
+        return "file-scope"
+
+    return anchor
 
 
 def _function_bodies(text: str) -> list[tuple[int, int]]:
@@ -365,8 +404,13 @@ def _asm_mutants(text: str, toks: list[Tok], open_: int, close: int, add) -> Non
         for t2, pre2, letter2 in operands[k + 1 :]:
             if "@cc" not in pre2 and letter2 in REGISTERS and letter2 != letter:
                 # one mutant that exchanges two operands' registers
-                add(t.start, "constraint", t.start, t2.end,
-                    f'"{pre}{letter2}"' + text[t.end : t2.start] + f'"{pre2}{letter}"')
+                add(
+                    t.start,
+                    "constraint",
+                    t.start,
+                    t2.end,
+                    f'"{pre}{letter2}"' + text[t.end : t2.start] + f'"{pre2}{letter}"',
+                )
         for new in REGISTERS:
             if new not in letters:
                 add(t.start, "constraint", t.start, t.end, f'"{pre}{new}"')
@@ -395,7 +439,7 @@ def _delete_mutants(text: str, a: int, b: int, add) -> None:
             continue
         if s.keyword not in ("return", "goto") and _DECLARATION.match(code):
             continue
-        before = masked[:s.code].rstrip()
+        before = masked[: s.code].rstrip()
         body = before.endswith(")") or re.search(r"\b(?:else|do)$", before)
         if body:  # the only statement of an if, a loop or an else: an empty block instead
             add(s.code, "delete", s.code, end, "{}")
@@ -421,7 +465,9 @@ def spec_mutants(spec: Spec, files: dict[str, str]) -> list[Mutant]:
     """Every mutant of the files rendered for ``spec`` (each one compare compiles: the sweep
     includes every header fragment, the helper unit the helper header)."""
     defined = kconfig_symbols(spec)
-    return [m for path in sorted(files) for m in enumerate_file(spec.path, path, files[path], defined)]
+    return [
+        m for path in sorted(files) for m in enumerate_file(spec.path, path, files[path], defined)
+    ]
 
 
 # --- the reviewed equivalents -------------------------------------------------------------------
@@ -449,7 +495,9 @@ def load_equivalents(path: Path) -> list[Equivalent]:
     if node is None:
         return []
     if not isinstance(node, SequenceNode):
-        raise SpecError([Diagnostic(node_mark(shown, node), "expected a list of {id, diff, reason}")])
+        raise SpecError(
+            [Diagnostic(node_mark(shown, node), "expected a list of {id, diff, reason}")]
+        )
     out: list[Equivalent] = []
     errors: list[Diagnostic] = []
     seen: dict[str, Mark] = {}
@@ -484,9 +532,9 @@ def load_equivalents(path: Path) -> list[Equivalent]:
 
 
 def _entry_scope(entry_id: str) -> tuple[str, str]:
-    """(spec mnemonic, operator) of a mutant id: "pvalidate/...h:34:2:negate:0" -> (pvalidate, negate)."""
-    parts = entry_id.rsplit(":", 4)
-    return entry_id.split("/", 1)[0], parts[3] if len(parts) == 5 else ""
+    """(spec mnemonic, operator) of a mutant id: "pvalidate/...h:pvalidate:negate:0" -> (pvalidate, negate)."""
+    parts = entry_id.rsplit(":", 3)
+    return entry_id.split("/", 1)[0], parts[2] if len(parts) == 4 else ""
 
 
 def stale(entries: list[Equivalent], mutants: list[Mutant], files: dict[str, str],
@@ -692,8 +740,9 @@ class Score:
     def text(self) -> str:
         s = self.score
         pct = "n/a" if s is None else f"{100 * s:.1f} %"
-        return (f"{pct} ({self.killed} killed of {self.killed + self.survived + self.errors}; "
-                f"{self.equivalent} equivalent, {self.stillborn} stillborn, {self.mutants} mutants)")  # fmt: skip
+        live = self.killed + self.survived + self.errors
+        return (f"{pct} ({self.killed} killed of {live}; {self.equivalent} equivalent, "
+                f"{self.stillborn} stillborn, {plural(self.mutants, 'mutant')})")  # fmt: skip
 
     def json(self) -> dict:
         return {"mutants": self.mutants, "killed": self.killed, "survived": self.survived,
@@ -730,7 +779,30 @@ class Report:
         return not self.failures
 
 
-def select(mutants: list[Mutant], operators: tuple[str, ...], sample: int | None, seed: int) -> list[Mutant]:
+class BaselineFailed(Exception):
+    """The unmutated code fails the run a mutant gets: every mutant would count as killed."""
+
+
+def baseline(
+    rendered: list[tuple[Spec, dict[str, str]]], plan: Plan, jobs: int | None = None
+) -> None:
+    """Run each spec's unmutated files as a mutant is run (same plan, engine and timeout);
+    raise BaselineFailed unless every one passes: a kill means something only when the
+    original is not killed too."""
+    work = []
+    for spec, files in rendered:
+        first = sorted(files)[0]
+        work.append((spec, files, Mutant(f"{first}:unmutated", spec.path, first, "none", 0, 0, "")))
+    failed = [o for o in run(work, plan, jobs or os.cpu_count() or 1) if o.status != "survived"]
+    if failed:
+        raise BaselineFailed("\n".join(
+            f"{o.mutant.spec}: the unmutated code does not pass what each mutant runs "
+            f"({o.status}: {o.detail}); every mutant would count as killed" for o in failed))  # fmt: skip
+
+
+def select(
+    mutants: list[Mutant], operators: tuple[str, ...], sample: int | None, seed: int
+) -> list[Mutant]:
     """The mutants of the named operators; with ``sample``, that many of them drawn with ``seed``
     (the same ones on every run), in enumeration order."""
     chosen = [m for m in mutants if not operators or m.operator in operators]
@@ -743,19 +815,22 @@ def select(mutants: list[Mutant], operators: tuple[str, ...], sample: int | None
 def mutate(specs: list[Spec], plan: Plan, equivalents: list[Equivalent],
            operators: tuple[str, ...] = (), sample: int | None = None, sample_seed: int = 0,
            jobs: int | None = None, progress=None) -> Report:  # fmt: skip
-    """Enumerate, check the equivalents for staleness (SpecError), and run what is left."""
+    """Enumerate, check the equivalents for staleness (SpecError), check that the unmutated
+    code passes (BaselineFailed), and run what is left."""
     from .render import render_spec
 
     start = time.perf_counter()
-    every, texts = [], {}
+    every, texts, rendered = [], {}, []
     for spec in specs:
         files = render_spec(spec)
         texts.update(files)
+        rendered.append((spec, files))
         every += [(spec, files, m) for m in spec_mutants(spec, files)]
     scope = {(spec.instruction.mnemonic, op) for spec in specs for op in operators or OPERATORS}
     problems = stale(equivalents, [m for _, _, m in every], texts, scope)
     if problems:
         raise SpecError(problems)
+    baseline(rendered, plan, jobs)
     reasons = {e.id: e.reason for e in equivalents}
     chosen = {id(m) for m in select([m for _, _, m in every], operators, sample, sample_seed)}
     report = Report(texts=texts, plan=plan)

@@ -54,7 +54,11 @@ def _enum_names(ns) -> dict[int, str]:
 def iced_facts(data: bytes) -> Facts:
     import iced_x86 as iced
 
-    regs, access, flag_bits = _enum_names(iced.Register), _enum_names(iced.OpAccess), _enum_names(iced.RflagsBits)
+    regs, access, flag_bits = (
+        _enum_names(iced.Register),
+        _enum_names(iced.OpAccess),
+        _enum_names(iced.RflagsBits),
+    )
     insn = iced.Decoder(64, data).decode()
     info = iced.InstructionInfoFactory().info(insn)
     reads: dict[str, int] = {}
@@ -133,6 +137,7 @@ def operand_check(specs: list[Spec]) -> Findings:
                     f"changes {_names(facts.flags)}")  # fmt: skip
         pointers = {(i.register, i.access) for i in insn.inputs if i.type == "pointer"}
         if pointers != set(facts.memory):
+
             def shown(pairs):
                 return ", ".join(f"{how} [{reg}]" for reg, how in sorted(pairs)) or "none"
 
@@ -189,7 +194,9 @@ def find_gas(command: str = "as") -> Gas | None:
     if path is None:
         return None
     try:
-        proc = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False)
+        proc = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
     except OSError:
         return None
     first = proc.stdout.splitlines()[0] if proc.stdout else ""
@@ -205,7 +212,9 @@ def gas_assemble(gas: Gas, mnemonic: str) -> bytes | None:
     with tempfile.TemporaryDirectory(prefix="kgen-gas-") as tmp:
         src, obj = Path(tmp) / "insn.s", Path(tmp) / "insn.o"
         src.write_text(f"\t{mnemonic}\n")
-        proc = subprocess.run([gas.path, "--64", "-o", str(obj), str(src)], capture_output=True, check=False)
+        proc = subprocess.run(
+            [gas.path, "--64", "-o", str(obj), str(src)], capture_output=True, check=False
+        )
         if proc.returncode != 0:
             return None
         with open(obj, "rb") as f:
@@ -213,7 +222,9 @@ def gas_assemble(gas: Gas, mnemonic: str) -> bytes | None:
             return text.data() if text is not None else None
 
 
-def binutils_check(specs: list[Spec], gas: Gas | None, known: tuple[KnownVersion, ...] | None = None) -> Findings:
+def binutils_check(
+    specs: list[Spec], gas: Gas | None, known: tuple[KnownVersion, ...] | None = None
+) -> Findings:
     """Each spec's ``assembler.binutils`` against the sources' versions and the assembler here."""
     known = known_versions() if known is None else known
     problems, notes = [], []

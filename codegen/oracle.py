@@ -186,8 +186,14 @@ def call(spec: Spec, oracle: Oracle, cpu: int, args: list[int]) -> tuple[list[st
         lines.append(f"R {cpu} " + " ".join(shown) + " = " + " ".join(out))
         if written and after is not None:  # a later execution sees what this one wrote
             memory = after
-            values = [memory_hash(memory) if i is pin else v for i, v in zip(insn.inputs, values, strict=True)]
-            shown = ["@" + memory.hex() if i is pin else s for i, s in zip(insn.inputs, shown, strict=True)]
+            values = [
+                memory_hash(memory) if i is pin else v
+                for i, v in zip(insn.inputs, values, strict=True)
+            ]
+            shown = [
+                "@" + memory.hex() if i is pin else s
+                for i, s in zip(insn.inputs, shown, strict=True)
+            ]
         if rax in oracle.retry and raw.max_retries is not None and retries < raw.max_retries:
             retries += 1  # the asm statement runs again and loads its inputs again
             continue
@@ -200,11 +206,14 @@ def spec_fields(spec: Spec) -> list[str]:
     insn = spec.instruction
     fields = [
         "model=oracle",
-        "in=" + ",".join(f"{HARNESS_REGISTER_LETTER[i.register]}{operand_bits(i)}" for i in insn.inputs),
+        "in="
+        + ",".join(f"{HARNESS_REGISTER_LETTER[i.register]}{operand_bits(i)}" for i in insn.inputs),
     ]
     ptr = pointer_input(spec)
     if ptr is not None:
-        fields.append(f"ptr={HARNESS_REGISTER_LETTER[ptr.input.register]}:{ptr.bytes}:{ACCESS_LETTER[ptr.access]}")
+        fields.append(
+            f"ptr={HARNESS_REGISTER_LETTER[ptr.input.register]}:{ptr.bytes}:{ACCESS_LETTER[ptr.access]}"
+        )
     model = Oracle(spec)
     if model.returns_rax:
         fields.append("rc=" + ",".join(f"{v:#x}" for v in model.codes))

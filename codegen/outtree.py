@@ -40,7 +40,9 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
-STALE_TEMP_AGE = 600  # seconds: a temporary file older than this is a dead run's, not a running one's
+STALE_TEMP_AGE = (
+    600  # seconds: a temporary file older than this is a dead run's, not a running one's
+)
 
 
 class TreeError(Exception):
@@ -162,7 +164,9 @@ class _Tree:
             if not create:
                 return None
         except OSError as exc:
-            raise TreeError(self.root, f"cannot open the output directory: {exc.strerror}") from None
+            raise TreeError(
+                self.root, f"cannot open the output directory: {exc.strerror}"
+            ) from None
         missing = []
         for p in (self.root, *self.root.parents):
             if os.path.lexists(p):
@@ -174,7 +178,9 @@ class _Tree:
                 self.created_root.append(p)
             return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
-            raise TreeError(self.root, f"cannot create the output directory: {exc.strerror}") from None
+            raise TreeError(
+                self.root, f"cannot create the output directory: {exc.strerror}"
+            ) from None
 
     def dir(self, rel: str, create: bool = False) -> int | None:
         """The directory ``rel`` ('' for the root), or None when it does not exist."""
@@ -197,7 +203,9 @@ class _Tree:
                     self.created.append(rel)
                     fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
                 except OSError as exc:
-                    raise self.refusal(parent, name, rel, exc, "cannot create the directory") from None
+                    raise self.refusal(
+                        parent, name, rel, exc, "cannot create the directory"
+                    ) from None
             except OSError as exc:
                 raise self.refusal(parent, name, rel, exc, "cannot open") from None
         if fd is not None:
@@ -270,7 +278,9 @@ def _sniff(dir_fd: int, name: str) -> Banner | None:
         os.close(fd)
 
 
-def stale_files(root: Path, expected: Iterable[str], scope: Iterable[str] | None = None) -> list[Stale]:
+def stale_files(
+    root: Path, expected: Iterable[str], scope: Iterable[str] | None = None
+) -> list[Stale]:
     """Files below ``root`` with kgen's banner that are not in ``expected``.
 
     Only a file where kgen would put a fragment of the kernel file its banner
@@ -383,7 +393,7 @@ def write_all(fd: int, data: bytes) -> None:
     """All of ``data`` to ``fd`` (os.write may write less than it is given)."""
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _temp_name(name: str, kind: str = "new") -> str:
@@ -455,7 +465,9 @@ def update_files(root: Path, changes: dict[str, tuple[bytes, str]],
         for rel, (before, text) in sorted(changes.items()):
             old = tree.read(rel)
             if old is None or old[0] != before:
-                raise TreeError(tree.path(rel), "changed while kgen was reading the tree; run again")
+                raise TreeError(
+                    tree.path(rel), "changed while kgen was reading the tree; run again"
+                )
             data = text.encode()
             if data != before:
                 plan.append((rel, data, old))
@@ -466,7 +478,9 @@ def update_files(root: Path, changes: dict[str, tuple[bytes, str]],
         tree.close()
 
 
-def _stage(tree: _Tree, plan: Sequence[tuple[str, bytes, tuple[bytes, int] | None]]) -> list[_Staged]:
+def _stage(
+    tree: _Tree, plan: Sequence[tuple[str, bytes, tuple[bytes, int] | None]]
+) -> list[_Staged]:
     staged: list[_Staged] = []
     try:
         for rel, data, old in plan:
@@ -595,7 +609,9 @@ def find_spec_source(name: str, digest: str, dirs: Iterable[Path]) -> tuple[Path
     return None
 
 
-def prune(root: Path, stale: Iterable[Stale], spec_dirs: Iterable[Path]) -> tuple[list[str], list[TreeError]]:
+def prune(
+    root: Path, stale: Iterable[Stale], spec_dirs: Iterable[Path]
+) -> tuple[list[str], list[TreeError]]:
     """Remove each stale file that a kgen render of the spec its banner names reproduces
     byte for byte, and the directories it leaves empty; refuse the others, saying why."""
     from .diagnostics import SpecError

@@ -44,7 +44,11 @@ class Reference:
     definition: str | None  # "path:line" of the helper's definition, where it is in this directory
 
     def json(self) -> dict:
-        return {"directory": self.directory, "files": list(self.files), "definition": self.definition}
+        return {
+            "directory": self.directory,
+            "files": list(self.files),
+            "definition": self.definition,
+        }
 
 
 def _definition(name: str) -> re.Pattern[str]:
@@ -71,7 +75,9 @@ def check_directories(spec: Spec, reference: tuple[Path, ...]) -> Path:
             f"({dirs}): the kernel's {helper}() cannot be compared{hint}"
         )
     if not _defines(found.read_text(errors="replace"), helper):
-        raise ReferenceProblem(f"{found} does not define {helper}(): nothing of the kernel's to compare")
+        raise ReferenceProblem(
+            f"{found} does not define {helper}(): nothing of the kernel's to compare"
+        )
     return found
 
 
@@ -84,7 +90,9 @@ def _markers(text: str) -> list[tuple[int, str, int]]:
 
 
 def _where(text: str, markers, offset: int) -> tuple[str, int]:
-    start, path, line = next(((s, p, ln) for s, p, ln in reversed(markers) if s <= offset), (0, "", 1))
+    start, path, line = next(
+        ((s, p, ln) for s, p, ln in reversed(markers) if s <= offset), (0, "", 1)
+    )
     return path, line + text.count("\n", start, offset)
 
 
@@ -104,7 +112,9 @@ def _is_kgen_output(path: Path) -> bool:
     return BANNER_MARK.encode() in head
 
 
-def prove(compiler: Compiler, spec: Spec, files: dict[str, str], reference: tuple[Path, ...]) -> list[Reference]:
+def prove(
+    compiler: Compiler, spec: Spec, files: dict[str, str], reference: tuple[Path, ...]
+) -> list[Reference]:
     """Check that the reference unit compiles the kernel's helper from ``reference``."""
     tree = tree_of(reference)
     if tree is None:
@@ -117,14 +127,20 @@ def prove(compiler: Compiler, spec: Spec, files: dict[str, str], reference: tupl
         work = Path(tmp)
         gen_root = work / "gen"
         write_files(files, gen_root)
-        unit = next(u for u in units(spec, gen_root, work, reference) if u.name.endswith("-reference"))
+        unit = next(
+            u for u in units(spec, gen_root, work, reference) if u.name.endswith("-reference")
+        )
         cmd = compiler.command(*unit_flags(spec, unit, gen_root), "-E", str(unit.source))
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            raise BuildError(f"{compiler.name} cannot preprocess the kernel's {helper}():\n{proc.stderr.strip()}")
+            raise BuildError(
+                f"{compiler.name} cannot preprocess the kernel's {helper}():\n{proc.stderr.strip()}"
+            )
         text = proc.stdout
         markers = _markers(text)
-        read = list(dict.fromkeys(Path(p).resolve() for _, p, _ in markers if p and not p.startswith("<")))
+        read = list(
+            dict.fromkeys(Path(p).resolve() for _, p, _ in markers if p and not p.startswith("<"))
+        )
         generated = [p for p in read if _under(p, gen_root.resolve())]
         if generated:
             raise ReferenceProblem(
@@ -154,7 +170,9 @@ def prove(compiler: Compiler, spec: Spec, files: dict[str, str], reference: tupl
     out = []
     for given, d in zip(reference, dirs, strict=True):
         mine = [p for p in read if _under(p, d)]
-        here = next((f"{given / p.relative_to(d)}:{line}" for p, line in inside if _under(p, d)), None)
+        here = next(
+            (f"{given / p.relative_to(d)}:{line}" for p, line in inside if _under(p, d)), None
+        )
         out.append(Reference(str(given), tuple(str(p.relative_to(d)) for p in mine), here))
     return out
 
@@ -223,7 +241,11 @@ def kernel_case(spec: Spec, case):
     actions = []
     for action in case.actions:
         kind, cpu, *args = action.split(":")
-        args = kernel_args(spec, [int(a, 0) for a in args]) if kind == "r" else [int(a, 0) for a in args]
+        args = (
+            kernel_args(spec, [int(a, 0) for a in args])
+            if kind == "r"
+            else [int(a, 0) for a in args]
+        )
         actions.append(":".join([kind, cpu, *(f"{a:#x}" for a in args)]))
     return dataclasses.replace(case, actions=tuple(actions))
 
@@ -255,7 +277,9 @@ def _truth(expr: str) -> bool | None:
         value = True if name.startswith("CONFIG_") else _ON.get(name)
         return "?" if value is None else str(int(value))
 
-    expr = re.sub(r"\b(?:defined|IS_ENABLED|IS_BUILTIN)\s*\(\s*(\w+)\s*\)|\bdefined\s+(\w+)", known, expr)
+    expr = re.sub(
+        r"\b(?:defined|IS_ENABLED|IS_BUILTIN)\s*\(\s*(\w+)\s*\)|\bdefined\s+(\w+)", known, expr
+    )
     if not re.fullmatch(r"[01()!&|\s]*", expr):
         return None
     # nothing but 0, 1, !, &&, || and parentheses is left: Python reads it the same
@@ -355,7 +379,9 @@ def find_function(path: Path, name: str, shown: str) -> Extracted:
         where = ", ".join(f"{shown}:{f[3]}" + ("" if f[0] else " (not built)" if f[0] is False
                           else " (under a condition kgen cannot decide)") for f in found)  # fmt: skip
         if not found:
-            raise ReferenceProblem(f"{shown} does not define {name}(): nothing of the kernel's to compare")
+            raise ReferenceProblem(
+                f"{shown} does not define {name}(): nothing of the kernel's to compare"
+            )
         raise ReferenceProblem(f"{shown} must define {name}() once where every CONFIG_ option is on; "
                                f"it has {where}")  # fmt: skip
     _, start, brace, line = chosen[0]
@@ -386,12 +412,14 @@ def _definitions(path: Path) -> dict[str, Extracted]:
 def _uses(text: str) -> set[str]:
     blank = _blank(text)
     names = set(re.findall(r"\b[A-Za-z_]\w*\b", blank))
-    names |= {f"{m.group(1)} {m.group(2)}" for m in re.finditer(r"\b(struct|enum|union)\s+(\w+)", blank)}
+    names |= {
+        f"{m.group(1)} {m.group(2)}" for m in re.finditer(r"\b(struct|enum|union)\s+(\w+)", blank)
+    }
     return names
 
 
 def _line_directive(e: Extracted) -> str:
-    return f"#line {e.line} {quoted_include(e.path)[len('#include '):]}\n"
+    return f"#line {e.line} {quoted_include(e.path)[len('#include ') :]}\n"
 
 
 @dataclass(frozen=True)

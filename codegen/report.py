@@ -166,9 +166,11 @@ def print_compare(r) -> None:
     if r.profile != "newest":
         click.echo(f"  rendered for kernel profile {r.profile}")
     for ref in r.references:
-        took = plural(len(ref.files), 'file')
-        click.echo(f"  reference {ref.directory}: {took}"
-                   + (f"; {ref.definition} defines the helper compared" if ref.definition else ""))
+        took = plural(len(ref.files), "file")
+        click.echo(
+            f"  reference {ref.directory}: {took}"
+            + (f"; {ref.definition} defines the helper compared" if ref.definition else "")
+        )
     for f in r.coverage:
         click.echo(f"  coverage {f.path}: lines {f.lines_hit}/{len(f.lines)}, "
                    f"branches {f.branches_taken}/{f.branch_count}")  # fmt: skip

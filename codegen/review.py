@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .diagnostics import Mark
 from .model import CONSTRAINT_LETTER, Spec, retry_limit_name
-from .render import f_sz, outputs, setup_conditions, worker_functions
+from .render import f_sz, f_upper_ident, outputs, setup_conditions, worker_functions
 
 Files = dict[str, str]
 
@@ -319,6 +319,19 @@ def no_status_talk(spec: Spec, kind: str, text: str) -> list[str]:
     if re.search(rf"=\s*{name}\(|if \(!?{name}\(", text):
         problems.append("reads the status after all; document it")
     return problems
+
+
+@sweep_rule("delays-from-spec", "a delayed work's first and re-arm delays are the spec's milliseconds")
+def delays_from_spec(spec: Spec, kind: str, text: str) -> list[str]:
+    """Timing the cases cannot see (a millisecond less is the same jiffy at HZ=250) still
+    has to be the spec's."""
+    if kind != "delayed-work":
+        return []
+    w = next(w for w in spec.as_sweep().sweep.workers if w.kind == kind)
+    prefix = f_upper_ident(spec.as_sweep().helper.name)
+    return [f"{prefix}_{what}_DELAY_MS is not the spec's {ms} ms"
+            for what, ms in (("FIRST", w.first_delay_ms), ("REARM", w.rearm_delay_ms))
+            if ms is not None and not _defined(text, f"{prefix}_{what}_DELAY_MS", ms)]  # fmt: skip
 
 
 @sweep_rule("worker-sleeps", "the worker runs one pass per request and then sleeps")

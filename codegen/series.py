@@ -50,10 +50,13 @@ class Identity:
 
 def identity(cwd: Path | None = None) -> Identity | None:
     """The user's git identity (user.name / user.email, or GIT_AUTHOR_*), as git itself finds it."""
+
     def get(key: str, env: str) -> str:
         if os.environ.get(env):
             return os.environ[env]
-        return git(cwd if cwd and cwd.is_dir() else Path.cwd(), "config", "--get", key).stdout.strip()
+        return git(
+            cwd if cwd and cwd.is_dir() else Path.cwd(), "config", "--get", key
+        ).stdout.strip()
 
     name, email = get("user.name", "GIT_AUTHOR_NAME"), get("user.email", "GIT_AUTHOR_EMAIL")
     return Identity(name, email) if name and email else None
@@ -99,7 +102,10 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
         where = ""
         if (word, bit) != (c.word, c.word_bit):
             text = plan.tree.text(op.path)
-            taken = re.search(rf"#define\s+(X86_FEATURE_\w+)\s+\(\s*{c.word}\s*\*\s*32\s*\+\s*{c.word_bit}\s*\)", text)
+            taken = re.search(
+                rf"#define\s+(X86_FEATURE_\w+)\s+\(\s*{c.word}\s*\*\s*32\s*\+\s*{c.word_bit}\s*\)",
+                text,
+            )
             holder = taken.group(1) if taken else "another feature"
             where = (f"Mainline has it at ({c.word}*32+{c.word_bit}), which is {holder} here, so it "
                      f"takes the first free bit of word {word}, a word whose features scattered.c "
@@ -116,8 +122,12 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
         body = [
             f"{mn} is enabled through {m.name} ({m.number:#x}), one MSR per {m.scope}: bit "
             f"{m.enable.bit} ({m.enable.name}) enables the instruction"
-            + (f", bits {m.base.high_bit}:{m.base.low_bit} hold the base: "
-               f"{_sentence(m.base.description)}" if m.base else "."),
+            + (
+                f", bits {m.base.high_bit}:{m.base.low_bit} hold the base: "
+                f"{_sentence(m.base.description)}"
+                if m.base
+                else "."
+            ),
             f"An {mn} on a core whose enable bit is clear raises #{m.fault}.",
         ]
         return f"{pre}Add {m.name}", wrap(body)
@@ -127,9 +137,15 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
             _with_subject(mn, insn.description),
             f"Add {raw.name}(), which mirrors the instruction reference: "
             + ", ".join(f"{i.register.upper()} = {i.name}" for i in insn.inputs)
-            + ", and returns " + _outputs(spec) + ".",
-            (f"Add {k.helper.name}(), which takes a physical address anywhere in the region and "
-             f"passes the function code {k.helper.function}." if k.helper else ""),
+            + ", and returns "
+            + _outputs(spec)
+            + ".",
+            (
+                f"Add {k.helper.name}(), which takes a physical address anywhere in the region and "
+                f"passes the function code {k.helper.function}."
+                if k.helper
+                else ""
+            ),
             _assembler(spec),
         ]
         return f"{pre}Add the {mn} instruction helpers", wrap(body)
@@ -152,7 +168,11 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
             f"and setup says so once.",
             f"{w.teardown}() cancels a pending pass, waits for a running one, destroys the "
             f"workqueue and "
-            + ("clears the MSR on every core." if en.msr_on_teardown == "clear" else "leaves the MSRs as they are.")
+            + (
+                "clears the MSR on every core."
+                if en.msr_on_teardown == "clear"
+                else "leaves the MSRs as they are."
+            )
             + f" One mutex, {en.mutex}, orders setup, requests and teardown.",
             f"{w.setup}() and {w.teardown}() are for {en.setup_caller}, which initializes and "
             f"shuts down SNP.",
@@ -162,8 +182,11 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
         w = default_worker(spec)
         body = [
             f"Add {w.trigger}() for {spec.as_sweep().enable.trigger_caller}: it asks for one {mn} pass "
-            + (f"{w.rearm_delay_ms // 1000} s from now. "
-               if w.rearm_delay_ms and w.rearm_delay_ms % 1000 == 0 else "soon. ")
+            + (
+                f"{w.rearm_delay_ms // 1000} s from now. "
+                if w.rearm_delay_ms and w.rearm_delay_ms % 1000 == 0
+                else "soon. "
+            )
             + "A request that finds a pass pending moves it back, so a burst of requests makes "
             "one pass. Before setup and after teardown it does nothing.",
         ]
@@ -186,22 +209,30 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
             subject = f"{pre}Set up {mn} after SNP init and tear it down at shutdown"
             body = [f"Call {' and '.join(said)}. {mn} can be enabled only once SNP is."]
             if any(o.unless for o in calls):
-                body.append("Teardown sleeps (it takes a mutex, waits for the worker and "
-                            "writes the MSRs through IPIs), so it is left out of the panic path.")
+                body.append(
+                    "Teardown sleeps (it takes a mutex, waits for the worker and "
+                    "writes the MSRs through IPIs), so it is left out of the panic path."
+                )
         return subject, wrap(body)
     # a sibling: the tree's hand-written helper becomes the generated one
     raw = k.raw_helper
     ool = k.out_of_line
     body = [
-        (f"Move the {mn} instruction of {ool.name}() into {raw.name}(), a helper that "
-         f"mirrors the instruction reference, with kernel-doc that states its encoding, "
-         f"registers and return value."
-         if ool else
-         f"Give {raw.name}() kernel-doc that states the encoding, the registers and the return "
-         f"value. The instruction bytes, the operands and the result are unchanged."),
-        (f"{raw.name}() executes {mn} again while it returns a retry code, at most "
-         f"{raw.max_retries} times; the loop it replaces retried without bound, so a code "
-         f"that persists now ends as a failure instead of a hang." if raw.max_retries and ool else ""),
+        (
+            f"Move the {mn} instruction of {ool.name}() into {raw.name}(), a helper that "
+            f"mirrors the instruction reference, with kernel-doc that states its encoding, "
+            f"registers and return value."
+            if ool
+            else f"Give {raw.name}() kernel-doc that states the encoding, the registers and the return "
+            f"value. The instruction bytes, the operands and the result are unchanged."
+        ),
+        (
+            f"{raw.name}() executes {mn} again while it returns a retry code, at most "
+            f"{raw.max_retries} times; the loop it replaces retried without bound, so a code "
+            f"that persists now ends as a failure instead of a hang."
+            if raw.max_retries and ool
+            else ""
+        ),
     ]
     if ool:
         return f"{pre}Move the {mn} instruction into {raw.name}()", wrap(body)
@@ -213,7 +244,7 @@ def _with_subject(mnemonic: str, description: str) -> str:
     text = _sentence(description)
     first = text.split(" ", 1)[0]
     if first[:1].isupper() and first[1:].islower() and first.endswith("s"):
-        return f"{mnemonic} {first.lower()}{text[len(first):]}"
+        return f"{mnemonic} {first.lower()}{text[len(first) :]}"
     return text
 
 
@@ -233,8 +264,12 @@ def _assembler(spec) -> str:
     a = spec.instruction.assembler
     mn = spec.instruction.mnemonic
     if a.binutils:
-        return f'The "{mn}" mnemonic needs binutils {a.binutils}, so the bytes are emitted with .byte.'
-    return f'No binutils release knows the "{mn}" mnemonic yet, so the bytes are emitted with .byte.'
+        return (
+            f'The "{mn}" mnemonic needs binutils {a.binutils}, so the bytes are emitted with .byte.'
+        )
+    return (
+        f'No binutils release knows the "{mn}" mnemonic yet, so the bytes are emitted with .byte.'
+    )
 
 
 # --- writing the series -----------------------------------------------------------
@@ -311,12 +346,30 @@ def write_series(plan: Plan, out: Path, who: Identity, signoff: bool,
             _git(repo, "add", "-A", env=env)
             if not _git(repo, "status", "--porcelain", env=env).strip():
                 continue
-            _git(repo, "commit", "-q", "--no-verify", "-F", str(msg), *(["-s"] if signoff else []), env=env)
+            _git(
+                repo,
+                "commit",
+                "-q",
+                "--no-verify",
+                "-F",
+                str(msg),
+                *(["-s"] if signoff else []),
+                env=env,
+            )
         count = _count(repo, env)
         if not count:
             return []  # the tree already has it all
         staged = work / "out"
-        _git(repo, "format-patch", "-q", "--cover-letter", "-o", str(staged), f"HEAD~{count}", env=env)
+        _git(
+            repo,
+            "format-patch",
+            "-q",
+            "--cover-letter",
+            "-o",
+            str(staged),
+            f"HEAD~{count}",
+            env=env,
+        )
         files = sorted(staged.iterdir())
         _cover(files[0], plan, patches, base)
         return _publish(files, out)
@@ -358,7 +411,9 @@ def _publish(files: list[Path], out: Path) -> list[Path]:
                     try:
                         os.link(stage / f.name, out / f.name, follow_symlinks=False)
                     except FileExistsError:
-                        raise OutputError(out / f.name, "exists; kgen does not overwrite it (use another -o)") from None
+                        raise OutputError(
+                            out / f.name, "exists; kgen does not overwrite it (use another -o)"
+                        ) from None
                     except OSError as exc:
                         raise OutputError(out / f.name, f"cannot write: {exc.strerror}") from None
                     written.append(out / f.name)
@@ -397,8 +452,10 @@ def _cover(path: Path, plan: Plan, patches: list[Patch], base: str | None) -> No
                      "generated from instruction specs of the same kind.")  # fmt: skip
     lines.append(f"This series was generated by kgen {__version__} from these instruction specs "
                  f"against Linux {plan.tree.version}:")  # fmt: skip
-    blurb = wrap(lines) + "\n\n" + "\n".join(
-        f"  {Path(s.path).name}  sha256 {spec_digest(s.source)}" for s in specs
+    blurb = (
+        wrap(lines)
+        + "\n\n"
+        + "\n".join(f"  {Path(s.path).name}  sha256 {spec_digest(s.source)}" for s in specs)
     )
     if base:
         blurb += f"\n\nbase-commit: {base}"

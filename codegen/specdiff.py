@@ -77,7 +77,9 @@ def base_text(spec_path: str, base: str) -> tuple[str, str]:
             err = stderr.read(4096).decode("utf-8", errors="replace")
             status = git.wait()
     except (OSError, subprocess.CalledProcessError, ValueError):
-        raise BaseError(f"{base!r} is not a file, and {spec_path} is not in a git work tree") from None
+        raise BaseError(
+            f"{base!r} is not a file, and {spec_path} is not in a git work tree"
+        ) from None
     label = f"{base}:{rel}"
     if status != 0 and len(data) <= MAX_FILE_BYTES:
         raise BaseError(f"{rel} at {base}: {err.strip() or 'not found'}")

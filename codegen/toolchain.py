@@ -100,7 +100,10 @@ def find_clang() -> Compiler:
         found = _probe(zig)
         if found and found[0] == "clang":
             return Compiler(
-                "clang", tuple(zig), found[1], _origin("the ziglang wheel in this environment", tried)
+                "clang",
+                tuple(zig),
+                found[1],
+                _origin("the ziglang wheel in this environment", tried),
             )
         tried.append("the ziglang wheel (does not run)")
     else:

@@ -60,7 +60,9 @@ class KernelTree:
         if not fields.get("VERSION") or not (root / "arch" / "x86" / "include").is_dir():
             raise TreeError(str(root), "not a Linux kernel tree: kgen looked for a Makefile with "
                                        "VERSION and for arch/x86/include")  # fmt: skip
-        version = ".".join(fields[k] for k in ("VERSION", "PATCHLEVEL", "SUBLEVEL") if fields.get(k))
+        version = ".".join(
+            fields[k] for k in ("VERSION", "PATCHLEVEL", "SUBLEVEL") if fields.get(k)
+        )
         return cls(root, version, detect(root=root))
 
     def data(self, rel: str) -> bytes:
@@ -207,7 +209,9 @@ class Upsert(Op):
         if hit is not None:
             if self.kind == "struct-declaration":
                 return text  # the tree declares or defines it already
-            if self.same_value_stays and _define_value(hit.code_text(text)) == _define_value(self.body):
+            if self.same_value_stays and _define_value(hit.code_text(text)) == _define_value(
+                self.body
+            ):
                 return text
             body = self.body
             if self.kind in ("function", "struct", "enum") and self.body.count("\n") > 1:
@@ -318,7 +322,9 @@ def _with_block_place(op: Upsert, condition: str, branch: str, opener_at: int) -
                 depth += 1
             elif word == "endif" and depth:
                 depth -= 1
-            elif depth == 0 and ((word in ("else", "elif") and branch == "then") or word == "endif"):
+            elif depth == 0 and (
+                (word in ("else", "elif") and branch == "then") or word == "endif"
+            ):
                 if branch == "else" and word != "endif":
                     continue
                 # after the last line of the branch, before the #else / #endif
@@ -334,13 +340,24 @@ class Include(Op):
 
     def apply(self, text: str, tree: KernelTree) -> str:
         found = ctext.items(text)
-        top = [i for i in found if i.kind == "include" and not any(b == "else" for _, b in i.conditions)]
+        top = [
+            i
+            for i in found
+            if i.kind == "include" and not any(b == "else" for _, b in i.conditions)
+        ]
         if any(i.name == self.header for i in found if i.kind == "include"):
             return text
         line = f"#include <{self.header}>\n"
         prefix = self.header.split("/")[0] + "/"
-        group = [i for i in top if i.name.startswith(prefix)
-                 and len(i.conditions) == len(top[0].conditions)] if top else []
+        group = (
+            [
+                i
+                for i in top
+                if i.name.startswith(prefix) and len(i.conditions) == len(top[0].conditions)
+            ]
+            if top
+            else []
+        )
         if group:
             names = [i.name for i in group]
             if names == sorted(names):
@@ -350,7 +367,9 @@ class Include(Op):
             return text[: group[-1].end] + line + text[group[-1].end :]
         if top:
             return _insert(text, top[-1].end, line, True)
-        raise self.fail(tree, f"has no #include lines: kgen looked for where to add <{self.header}>")
+        raise self.fail(
+            tree, f"has no #include lines: kgen looked for where to add <{self.header}>"
+        )
 
 
 @dataclass(frozen=True)
@@ -447,7 +466,9 @@ class ScatteredEntry(Op):
         entry += _tabs_to(_column(entry), _value_column(text, r"^\t\{ X86_FEATURE_\w+,[ \t]+C"))
         entry += f"CPUID_{c.register.upper()}, {c.bit:2d}, {c.leaf:#010x}, {c.subleaf or 0} }},\n"
         lines = text.splitlines(keepends=True)
-        start = next((n for n, line in enumerate(lines) if re.search(r"\bcpuid_bits\s*\[\]\s*=", line)), None)
+        start = next(
+            (n for n, line in enumerate(lines) if re.search(r"\bcpuid_bits\s*\[\]\s*=", line)), None
+        )
         if start is None:
             raise self.fail(tree, "has no cpuid_bits[] table: kgen looked for it to add "
                                   f"{self.name}")  # fmt: skip
@@ -494,7 +515,9 @@ class MsrDefine(Op):
             return best.end if best is not None else _header_end(text, found)
 
         for n, op in enumerate(self.ops):
-            text = dataclasses.replace(op, gap=False, place=place if n == 0 else None).apply(text, tree)
+            text = dataclasses.replace(op, gap=False, place=place if n == 0 else None).apply(
+                text, tree
+            )
         return text
 
 
@@ -530,8 +553,14 @@ class Call(Op):
         line = indent + statement.replace("\n", "\n" + indent) + "\n"
         end = s.end
         # after a paragraph or a compound statement, the call stands in a paragraph of its own
-        if text.startswith("\n", end) or s.keyword in ("if", "for", "while", "do", "switch") or self.unless:
-            if self.unless and _starts_item(text, end):  # an if of its own: a blank line after it too
+        if (
+            text.startswith("\n", end)
+            or s.keyword in ("if", "for", "while", "do", "switch")
+            or self.unless
+        ):
+            if self.unless and _starts_item(
+                text, end
+            ):  # an if of its own: a blank line after it too
                 line += "\n"
             return text[:end] + "\n" + line + text[end:]
         return text[:end] + line + text[end:]
@@ -562,7 +591,11 @@ class AsmToHelper(Op):
         if any(raw.name in ctext.tokens(text[s.code : s.end]) for s in flat):
             return text
         want = [b.byte for b in spec.instruction.encoding]
-        asms = [s for s in flat if s.keyword in ("asm", "__asm__") and _asm_bytes(text[s.code : s.end]) == want]
+        asms = [
+            s
+            for s in flat
+            if s.keyword in ("asm", "__asm__") and _asm_bytes(text[s.code : s.end]) == want
+        ]
         if len(asms) != 1:
             found = "none" if not asms else f"{len(asms)}"
             raise self.fail(tree, f"in {self.function}(), kgen looked for one asm statement with the "
@@ -718,7 +751,9 @@ def _block(patch_of, path, text, opener, inner, closer) -> Block:
         if item.kind == "pp":
             branch = "else"
             continue
-        op = Upsert(patch_of(item), path, _what(item), item.kind, item.name, item.text(text), (), False)
+        op = Upsert(
+            patch_of(item), path, _what(item), item.kind, item.name, item.text(text), (), False
+        )
         (then if branch == "then" else otherwise).append(op)
     whole = text[opener.start : closer.end]
     first = then[0].patch if then else patch_of(opener)
@@ -747,10 +782,21 @@ def default_worker(spec: Spec):
     return next((w for w in workers if w.kind == "delayed-work"), workers[0])
 
 
-PATCH_ORDER = ("cpufeature", "msr", "helpers", "setup", "trigger", "call-setup", "call-trigger", "sibling")
+PATCH_ORDER = (
+    "cpufeature",
+    "msr",
+    "helpers",
+    "setup",
+    "trigger",
+    "call-setup",
+    "call-trigger",
+    "sibling",
+)
 
 
-def operations(spec: Spec, tree: KernelTree, order_base: int = 0, templates: Path = TEMPLATES) -> list[Op]:
+def operations(
+    spec: Spec, tree: KernelTree, order_base: int = 0, templates: Path = TEMPLATES
+) -> list[Op]:
     """Everything ``spec`` changes in ``tree``, in patch order."""
     files = render_spec(spec, templates, profile=tree.profile)
     patches: dict[str, Patch] = {}
@@ -758,7 +804,9 @@ def operations(spec: Spec, tree: KernelTree, order_base: int = 0, templates: Pat
     def patch(key: str) -> Patch:
         if key not in patches:
             base = key.split(":")[0]
-            patches[key] = Patch(spec, key, order_base + PATCH_ORDER.index(base) * 10 + len(patches))
+            patches[key] = Patch(
+                spec, key, order_base + PATCH_ORDER.index(base) * 10 + len(patches)
+            )
         return patches[key]
 
     ops: list[Op] = []
@@ -778,14 +826,22 @@ def operations(spec: Spec, tree: KernelTree, order_base: int = 0, templates: Pat
             item = next(i for i, _ in body if i.kind == "define")
             c = spec.as_sweep().cpuid
             comment = f"{spec.instruction.title}: CPUID {c.leaf:#x} {c.register.upper()}[{c.bit}]"
-            ops.append(FeatureBit(patch("cpufeature"), dest, f"#define {item.name}", item.name, comment))
-            ops.append(ScatteredEntry(patch("cpufeature"), SCATTERED, f"cpuid_bits[] entry {item.name}", item.name))
+            ops.append(
+                FeatureBit(patch("cpufeature"), dest, f"#define {item.name}", item.name, comment)
+            )
+            ops.append(
+                ScatteredEntry(
+                    patch("cpufeature"), SCATTERED, f"cpuid_bits[] entry {item.name}", item.name
+                )
+            )
             continue
         if dest.endswith("msr-index.h"):
             ups = _upserts(lambda i: patch("msr"), dest, text, body)
             defines = tuple(u for u in ups if isinstance(u, Upsert))
             assert len(defines) == len(ups), "msr-index.h's fragment holds only #defines"
-            ops.append(MsrDefine(patch("msr"), dest, "MSR #defines", defines, spec.as_sweep().msr.number))
+            ops.append(
+                MsrDefine(patch("msr"), dest, "MSR #defines", defines, spec.as_sweep().msr.number)
+            )
             continue
         if sweep is None:
             key = "sibling"
@@ -816,7 +872,9 @@ def operations(spec: Spec, tree: KernelTree, order_base: int = 0, templates: Pat
 
 
 def _call_op(patch, site: CallSite, worker) -> Call:
-    function = {"setup": worker.setup, "trigger": worker.trigger, "teardown": worker.teardown}[site.call]
+    function = {"setup": worker.setup, "trigger": worker.trigger, "teardown": worker.teardown}[
+        site.call
+    ]
     key = "call-trigger" if site.call == "trigger" else "call-setup"
     return Call(patch(f"{key}:{site.source}"), site.source, f"call of {function}()", site.function,
                 site.after, f"{function}();", site.unless)  # fmt: skip
@@ -829,7 +887,9 @@ def _call_op(patch, site: CallSite, worker) -> Call:
 class Plan:
     tree: KernelTree
     ops: list[Op]
-    skipped: list[tuple[Spec, str]] = field(default_factory=list)  # specs with nothing to do, and why
+    skipped: list[tuple[Spec, str]] = field(
+        default_factory=list
+    )  # specs with nothing to do, and why
 
     def patches(self) -> list[Patch]:
         seen: dict[tuple[int, str, int], Patch] = {}
@@ -900,8 +960,11 @@ def _nothing_to_replace(spec: Spec, tree: KernelTree) -> str | None:
     if k.sweep is not None or k.out_of_line is not None:
         return None
     header = k.raw_helper.header
-    if any(i.kind == "function" and i.name == k.raw_helper.name for i in ctext.items(tree.text(header))):
+    if any(
+        i.kind == "function" and i.name == k.raw_helper.name for i in ctext.items(tree.text(header))
+    ):
         return None
-    return (f"{header} has no {k.raw_helper.name}() to replace and the spec names no kernel function "
-            f"that executes {spec.instruction.mnemonic.upper()} (kernel.out_of_line): nothing to do")
-
+    return (
+        f"{header} has no {k.raw_helper.name}() to replace and the spec names no kernel function "
+        f"that executes {spec.instruction.mnemonic.upper()} (kernel.out_of_line): nothing to do"
+    )

@@ -46,7 +46,9 @@ def _result(p, failed: str = "nothing was written"):
 def _specs_done(specs, p) -> str:
     """How many specs an apply or check took, and how many had nothing to do in the tree."""
     idle = len(p.skipped)
-    return plural(len(specs) - idle, "spec") + (f" ({idle} more with nothing to do here)" if idle else "")
+    return plural(len(specs) - idle, "spec") + (
+        f" ({idle} more with nothing to do here)" if idle else ""
+    )
 
 
 def changed(p, texts: dict[str, str]) -> list[str]:
@@ -85,7 +87,13 @@ def _owned_names(p) -> dict[str, set[tuple[str, str]]]:
 
     names: dict[str, set[tuple[str, str]]] = {}
     for op in p.ops:
-        inner = op.then + op.otherwise if isinstance(op, Block) else op.ops if isinstance(op, MsrDefine) else (op,)
+        inner = (
+            op.then + op.otherwise
+            if isinstance(op, Block)
+            else op.ops
+            if isinstance(op, MsrDefine)
+            else (op,)
+        )
         for u in inner:
             if isinstance(u, Upsert) and u.kind not in ("struct-declaration",):
                 names.setdefault(u.path, set()).add((u.kind, u.name))
@@ -107,7 +115,9 @@ def _owned(p, texts: dict[str, str]) -> dict[str, dict[str, str]]:
         for item in found:
             if (item.kind, item.name) in wanted:
                 key = f"{item.kind}:{item.name}:{'/'.join(b for _, b in item.conditions)}"
-                result.setdefault(path, {})[key] = hashlib.sha256(item.text(text).encode()).hexdigest()
+                result.setdefault(path, {})[key] = hashlib.sha256(
+                    item.text(text).encode()
+                ).hexdigest()
     return result
 
 
@@ -190,7 +200,11 @@ def _merged_record(p, state_dir: Path | None, texts: dict[str, str]) -> dict[str
     names = _owned_names(p)
     merged: dict[str, dict[str, str]] = {}
     for path, items in old.items():
-        keep = {k: v for k, v in items.items() if tuple(k.split(":", 2)[:2]) not in names.get(path, set())}
+        keep = {
+            k: v
+            for k, v in items.items()
+            if tuple(k.split(":", 2)[:2]) not in names.get(path, set())
+        }
         if keep:
             merged[path] = keep
     for path, items in mine.items():
@@ -270,8 +284,13 @@ def apply(specs, tree_dir: Path, force: bool) -> None:
             click.echo("kgen: nothing was written", err=True)
             sys.exit(1)
     # each file in its own form (line endings, byte order mark), as update_files writes text
-    changes = {path: (p.tree.data(path), p.tree.encode(path, text).decode("utf-8")) for path, text in texts.items()}
-    payload = (json.dumps(_merged_record(p, state_dir, texts), indent=1, sort_keys=True) + "\n").encode()
+    changes = {
+        path: (p.tree.data(path), p.tree.encode(path, text).decode("utf-8"))
+        for path, text in texts.items()
+    }
+    payload = (
+        json.dumps(_merged_record(p, state_dir, texts), indent=1, sort_keys=True) + "\n"
+    ).encode()
     unrecorded: list[RecordError] = []
 
     def record() -> None:  # with the files, before a held Ctrl-C may stop kgen

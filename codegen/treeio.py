@@ -86,7 +86,9 @@ def read_below(root: Path, rel: str, limit: int = READ_LIMIT) -> bytes:
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                     st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                    err = Refused(_kind(st.st_mode) if stat.S_ISLNK(st.st_mode) else "is not a directory")
+                    err = Refused(
+                        _kind(st.st_mode) if stat.S_ISLNK(st.st_mode) else "is not a directory"
+                    )
                     err.filename = str(root / "/".join(parts[: i + 1]))
                     raise err from None
                 raise

@@ -160,7 +160,12 @@ def decode_text(data: bytes, display: str) -> str:
     """Spec bytes as text: within the size limit, and UTF-8."""
     if len(data) > MAX_FILE_BYTES:
         raise SpecError(
-            [Diagnostic(Mark(display, 0, 0), f"file is larger than the limit of {_bytes_text(MAX_FILE_BYTES)}")]
+            [
+                Diagnostic(
+                    Mark(display, 0, 0),
+                    f"file is larger than the limit of {_bytes_text(MAX_FILE_BYTES)}",
+                )
+            ]
         )
     try:
         return data.decode("utf-8")
@@ -198,7 +203,9 @@ def compose(text: str, path: str) -> tuple[Node | None, list[Diagnostic]]:
     """
     if len(text) > MAX_FILE_BYTES:  # text that did not come through read_text
         where = _offset_mark(path, text, MAX_FILE_BYTES)  # the first character past the limit
-        raise SpecError([Diagnostic(where, f"text is longer than the limit of {_bytes_text(MAX_FILE_BYTES)}")])
+        raise SpecError(
+            [Diagnostic(where, f"text is longer than the limit of {_bytes_text(MAX_FILE_BYTES)}")]
+        )
     too_long = long_line(text, path)
     if too_long is not None:
         raise SpecError([too_long])
@@ -208,7 +215,11 @@ def compose(text: str, path: str) -> tuple[Node | None, list[Diagnostic]]:
         node = loader.get_single_node()
     except _TooDeep as exc:
         raise SpecError(
-            [Diagnostic(mark_of(path, exc.mark), f"nested deeper than the limit of {MAX_DEPTH} levels")]
+            [
+                Diagnostic(
+                    mark_of(path, exc.mark), f"nested deeper than the limit of {MAX_DEPTH} levels"
+                )
+            ]
         ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -219,7 +230,9 @@ def compose(text: str, path: str) -> tuple[Node | None, list[Diagnostic]]:
             ctx = mark_of(path, exc.context_mark)
             problem += f" ({exc.context} that starts at line {ctx.line}, column {ctx.col})"
         where = mark_of(path, mark) if mark else Mark(path, 1, 1)
-        raise SpecError((loader.problems if loader else []) + [Diagnostic(where, f"invalid YAML: {problem}")]) from None
+        raise SpecError(
+            (loader.problems if loader else []) + [Diagnostic(where, f"invalid YAML: {problem}")]
+        ) from None
     except yaml.reader.ReaderError as exc:
         raise SpecError(
             [
@@ -251,8 +264,10 @@ def yaml11_problem(node: ScalarNode) -> str | None:
     if node.style is not None:  # quoted or block text is always a string
         return None
     text = node.value
-    if node.tag.endswith(":bool") and text.lower() not in ("true", "false") or (
-        _YAML11_BOOL.match(text)
+    if (
+        node.tag.endswith(":bool")
+        and text.lower() not in ("true", "false")
+        or (_YAML11_BOOL.match(text))
     ):
         return (
             f"{quote(text)} is a boolean only in YAML 1.1: write true or false "

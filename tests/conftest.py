@@ -38,6 +38,7 @@ def pytest_collection_modifyitems(items):
                 or getattr(item, "originalname", item.name) in SLOW_TESTS):  # fmt: skip
             item.add_marker(pytest.mark.slow)
 
+
 ROOT = Path(__file__).resolve().parent.parent
 ISA = ROOT / "isa"
 RMPOPT_YAML = ISA / "rmpopt.yaml"
@@ -60,4 +61,3 @@ def run_kgen(monkeypatch):
         return result
 
     return run
-

@@ -54,7 +54,9 @@ def test_cli_in_a_real_process_prints_no_traceback():
     for case in CASES[:3] + CASES[-2:]:
         proc = subprocess.run(
             [sys.executable, "-m", "codegen.cli", "validate", str(case)],
-            capture_output=True, text=True, cwd=BROKEN.parent.parent,
+            capture_output=True,
+            text=True,
+            cwd=BROKEN.parent.parent,
         )
         assert proc.returncode == 1, proc.stderr
         assert "Traceback" not in proc.stderr

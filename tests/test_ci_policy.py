@@ -8,7 +8,7 @@ import sys
 
 from tests.conftest import ROOT
 
-SAMPLE = '''
+SAMPLE = """
 import pytest
 
 def test_needs_material():
@@ -20,7 +20,7 @@ def test_depends_on_the_cpu():
 @pytest.mark.skipif(True, reason="no checkpatch.pl")
 def test_marked():
     pass
-'''
+"""
 
 
 def run(tmp_path, ci: str | None):

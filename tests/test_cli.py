@@ -84,8 +84,9 @@ def test_validate_applies_the_review_rules(run_kgen, monkeypatch, tmp_path):
     shutil.copytree(render.TEMPLATES, broken)
     sweep = broken / "sweep.c.j2"
     sweep.write_text(sweep.read_text().replace("\tpa_end   = ALIGN(", "\tpa_end = ALIGN("))
-    monkeypatch.setattr(render.render_spec, "__defaults__",
-                        (broken, *render.render_spec.__defaults__[1:]))
+    monkeypatch.setattr(
+        render.render_spec, "__defaults__", (broken, *render.render_spec.__defaults__[1:])
+    )
     result = run_kgen("validate", "isa/rmpopt.yaml")
     assert result.exit_code == 1
     assert "isa/rmpopt.yaml: error: review [aligned-range]:" in result.stderr
@@ -180,7 +181,9 @@ def test_only_commands_exit():
     outside = []
     for top in tree.body:
         commands = isinstance(top, ast.FunctionDef) and any(
-            isinstance(d, ast.Call) and ast.unparse(d.func) == "main.command" for d in top.decorator_list)
+            isinstance(d, ast.Call) and ast.unparse(d.func) == "main.command"
+            for d in top.decorator_list
+        )
         for node in ast.walk(top):
             if isinstance(node, ast.Call) and ast.unparse(node.func) == "sys.exit" and not commands:
                 outside.append(f"{getattr(top, 'name', '?')}:{node.lineno}")

@@ -25,7 +25,9 @@ def _producer(obj) -> str:
 @needs_gcc
 @pytest.mark.parametrize("front_end", ["native", "emulated"])
 def test_gcc_compiles_the_generated_code_and_the_harness(tmp_path, front_end):
-    (h,) = build.build_harness(GCC, PVALIDATE, render_spec(PVALIDATE), tmp_path, ("-O2",), (front_end,))
+    (h,) = build.build_harness(
+        GCC, PVALIDATE, render_spec(PVALIDATE), tmp_path, ("-O2",), (front_end,)
+    )
     assert h.label == "gcc -O2"
     for obj in [*h.units, *h.harness]:
         assert "GCC:" in _producer(obj) and "clang" not in _producer(obj), obj
@@ -34,7 +36,9 @@ def test_gcc_compiles_the_generated_code_and_the_harness(tmp_path, front_end):
 
 @needs_gcc
 def test_the_harness_cache_is_kept_per_compiler(tmp_path):
-    (a,) = build.build_harness(GCC, PVALIDATE, render_spec(PVALIDATE), tmp_path / "g", ("-O2",), ("native",))
+    (a,) = build.build_harness(
+        GCC, PVALIDATE, render_spec(PVALIDATE), tmp_path / "g", ("-O2",), ("native",)
+    )
     (b,) = build.build_harness(toolchain.find_clang(), PVALIDATE, render_spec(PVALIDATE), tmp_path / "c",
                                ("-O2",), ("native",))  # fmt: skip
     assert a.harness[0] != b.harness[0]
@@ -59,7 +63,11 @@ def _only_gcc_differs(files: dict[str, str]) -> dict[str, str]:
     at = text.index("static inline int pvalidate(")
     body = text.index("return ", at)
     end = text.index(";", body)
-    wrong = text[:body] + f"return ({text[body + 7:end]})\n#ifndef __clang__\n ^ 1\n#endif\n" + text[end:]
+    wrong = (
+        text[:body]
+        + f"return ({text[body + 7 : end]})\n#ifndef __clang__\n ^ 1\n#endif\n"
+        + text[end:]
+    )
     return {**files, header: wrong}
 
 
@@ -85,7 +93,9 @@ def test_the_text_report_names_both_compilers(run_kgen):
     result = run_kgen("compare", "isa/pvalidate.yaml", "--cases", "20", "--opt=-O2")
     assert result.exit_code == 0
     assert "20 cases x 1 level (-O2) x clang and gcc" in result.output
-    assert f"  {GCC.name} (" in result.output and f"  {toolchain.find_clang().name} (" in result.output
+    assert (
+        f"  {GCC.name} (" in result.output and f"  {toolchain.find_clang().name} (" in result.output
+    )
 
 
 @needs_gcc
@@ -110,7 +120,9 @@ def test_coverage_lists_what_the_run_missed_by_file_and_line(run_kgen, tmp_path)
     line = text[:at].count("\n") + 1
     gen = tmp_path / "generated"
     build.write_files(files, gen)
-    result = run_kgen("compare", "isa/pvalidate.yaml", "--cases", "40", "--coverage", "--generated", gen)
+    result = run_kgen(
+        "compare", "isa/pvalidate.yaml", "--cases", "40", "--coverage", "--generated", gen
+    )
     assert result.exit_code == 0, result.output
     missed = [ln.strip() for ln in result.output.splitlines() if "missed " in ln]
     assert missed == [f"missed {header}:{line}: branch 0 of 2 never taken",
@@ -154,7 +166,9 @@ def test_the_default_run_takes_every_branch_of_every_generated_file(run_kgen, na
     spec = load(ISA / f"{name}.yaml")
     assert [f["file"] for f in report["coverage"]] == sorted(o.path for o in outputs(spec))
     assert sum(f["lines"] for f in report["coverage"]) > 0
-    missed = {f"{f['file']}:{m['line']}: {m['what']}" for f in report["coverage"] for m in f["missed"]}
+    missed = {
+        f"{f['file']}:{m['line']}: {m['what']}" for f in report["coverage"] for m in f["missed"]
+    }
     assert missed == {m for m in _allowed() if m.startswith(f"{name}/")}
 
 

@@ -22,7 +22,11 @@ SPEC = load(RMPOPT_YAML)
 def _other_filesystem(than: Path) -> Path:
     """A directory on another filesystem than ``than``, or skip: the test needs two."""
     for cand in ("/dev/shm", "/run", "/tmp", "/var/tmp"):
-        if os.path.isdir(cand) and os.access(cand, os.W_OK) and os.stat(cand).st_dev != os.stat(than).st_dev:
+        if (
+            os.path.isdir(cand)
+            and os.access(cand, os.W_OK)
+            and os.stat(cand).st_dev != os.stat(than).st_dev
+        ):
             return Path(cand)
     pytest.skip("this machine has a single writable filesystem")
 
@@ -40,7 +44,9 @@ def cache_dir(tmp_path, monkeypatch):
 
 def _build(work: Path):
     work.mkdir(parents=True, exist_ok=True)
-    return build.build_harness(toolchain.find_clang(), SPEC, render_spec(SPEC), work, ("-O2",), ("native",))
+    return build.build_harness(
+        toolchain.find_clang(), SPEC, render_spec(SPEC), work, ("-O2",), ("native",)
+    )
 
 
 def test_the_cache_fills_from_a_temp_dir_on_another_filesystem(cache_dir, tmp_path):
@@ -56,7 +62,8 @@ def test_the_cache_fills_from_a_temp_dir_on_another_filesystem(cache_dir, tmp_pa
 
 
 @pytest.mark.parametrize(
-    "bad", [b"", b"garbage, not an object file\n" * 40, b"\x7fELF" + b"\0" * 60],
+    "bad",
+    [b"", b"garbage, not an object file\n" * 40, b"\x7fELF" + b"\0" * 60],
     ids=["empty", "garbage", "elf-header-only"],
 )
 def test_a_bad_cached_object_is_rebuilt(cache_dir, tmp_path, bad):
@@ -87,7 +94,9 @@ def _compiles(monkeypatch) -> list[list[str]]:
     return seen
 
 
-def test_a_level_built_before_from_the_same_files_is_not_built_again(cache_dir, tmp_path, monkeypatch):
+def test_a_level_built_before_from_the_same_files_is_not_built_again(
+    cache_dir, tmp_path, monkeypatch
+):
     first = _cached_build(tmp_path / "a")
     seen = _compiles(monkeypatch)
     again = _cached_build(tmp_path / "b")
@@ -100,7 +109,8 @@ def test_a_level_built_before_from_the_same_files_is_not_built_again(cache_dir, 
     # the cached programs run the cases as the mirror says, line for line
     chosen = cases.generate(SPEC, 1, 40)
     line = cases.spec_line(SPEC) + "".join(
-        compare._with_timeout(cases.case_line(SPEC, c, 10**6), 60) for c in chosen)
+        compare._with_timeout(cases.case_line(SPEC, c, 10**6), 60) for c in chosen
+    )
     want = "".join(f"{w}\n" for c in chosen for w in cases.expected(SPEC, c))
     guard = host.choose_engine("native", SPEC).guard
     assert [compare._run_native(h.native, guard, line, 600, 1 << 30) for h in again] == [want] * 2
@@ -125,7 +135,9 @@ def test_a_damaged_cached_level_is_built_again(cache_dir, tmp_path, monkeypatch)
 
 
 def test_only_a_spec_s_own_render_is_kept(cache_dir, tmp_path):
-    build.build_harness(toolchain.find_clang(), SPEC, render_spec(SPEC), tmp_path, ("-O2",), ("native",))
+    build.build_harness(
+        toolchain.find_clang(), SPEC, render_spec(SPEC), tmp_path, ("-O2",), ("native",)
+    )
     assert not (cache_dir.parent / "levels").exists()
 
 
@@ -142,7 +154,9 @@ def test_only_a_spec_s_own_render_is_kept(cache_dir, tmp_path):
 # again with the hotplug operations that arrive while setup or teardown runs (three fixed
 # sequences per form, after the other hotplug ones: the random cases keep their draws, six
 # places later, but their hotplug draws are seeded by case number)
-@pytest.mark.parametrize("path, digest", [("rmpopt", "50c17f6a3f7dcc15"), ("rmpupdate", "7dbd1b2d115b8222")])
+@pytest.mark.parametrize(
+    "path, digest", [("rmpopt", "50c17f6a3f7dcc15"), ("rmpupdate", "7dbd1b2d115b8222")]
+)
 def test_a_seed_gives_the_cases_it_always_gave(path, digest):
     """Reproduce lines in old reports name cases by seed and number: they must not move."""
     import hashlib
@@ -156,7 +170,9 @@ def test_a_seed_gives_the_cases_it_always_gave(path, digest):
 
 def test_one_case_of_a_huge_run_is_cheap(run_kgen):
     start = time.monotonic()
-    result = run_kgen("compare", "isa/rmpopt.yaml", "--cases", "1000000", "--case", "7", "--opt=-O2")
+    result = run_kgen(
+        "compare", "isa/rmpopt.yaml", "--cases", "1000000", "--case", "7", "--opt=-O2"
+    )
     assert result.exit_code == 0 and "1 case x 1 level" in result.output
     assert time.monotonic() - start < 15  # the million cases are never generated
 
@@ -226,7 +242,9 @@ def test_a_helper_that_never_returns_times_out_quickly(run_kgen, tmp_path, engin
     assert result.exit_code == 1, result.output
     report = _report(result)
     assert report["got"] == "B timed out after 2 s: the code ran far longer than the mirror expects"
-    assert re.fullmatch(r"case \d+ at (clang|gcc) -O2: line \d+ of its trace differs", report["case"])
+    assert re.fullmatch(
+        r"case \d+ at (clang|gcc) -O2: line \d+ of its trace differs", report["case"]
+    )
     assert report["reproduce"].startswith("kgen compare isa/rmpopt.yaml --seed 1 --cases 60")
     assert took < 20, took  # was 20 s per case per level
 
@@ -259,8 +277,11 @@ def _marked_processes(mark: str) -> list[int]:
     return found
 
 
-FORKS = ("int fork(void);\nunsigned int sleep(unsigned int);\nvoid _exit(int);\n\n" + HELPER
-         + "\tstatic int forked;\n\n\tif (!forked++ && fork() == 0) {\n\t\tsleep(30);\n\t\t_exit(0);\n\t}\n")
+FORKS = (
+    "int fork(void);\nunsigned int sleep(unsigned int);\nvoid _exit(int);\n\n"
+    + HELPER
+    + "\tstatic int forked;\n\n\tif (!forked++ && fork() == 0) {\n\t\tsleep(30);\n\t\t_exit(0);\n\t}\n"
+)
 
 
 @pytest.mark.usefixtures("sandbox_only")
@@ -288,7 +309,9 @@ def sandbox_only(monkeypatch):
 
 
 def test_the_object_check_refuses_a_helper_that_calls_libc(run_kgen, tmp_path):
-    gen = _generated(tmp_path, HELPER, "unsigned int alarm(unsigned int);\n\n" + HELPER + "\talarm(0);\n")
+    gen = _generated(
+        tmp_path, HELPER, "unsigned int alarm(unsigned int);\n\n" + HELPER + "\talarm(0);\n"
+    )
     result = run_kgen("compare", "isa/rmpopt.yaml", "--cases", "60", "--opt=-O2", "--engine", "native",
                       "--generated", gen)  # fmt: skip
     assert result.exit_code == 1
@@ -306,7 +329,6 @@ def test_output_past_what_the_cases_can_print_is_cut_off(run_kgen, tmp_path):
                       "--generated", gen)  # fmt: skip
     assert result.exit_code == 1
     assert _report(result)["got"].startswith("B the harness wrote more than"), _report(result)
-
 
 
 @pytest.mark.usefixtures("sandbox_only")
@@ -337,6 +359,7 @@ def test_a_helper_that_stops_the_case_timer_is_still_stopped(run_kgen, tmp_path)
                         _report(result)["got"])  # fmt: skip
     assert time.monotonic() - start < 30
 
+
 # --- interrupts -----------------------------------------------------------------------------
 
 
@@ -349,6 +372,7 @@ def _rss_kib(pid: int) -> int:
 
 def _harness_running(tmpdir: Path, mark: str, main_pid: int) -> bool:
     """Whether the compare under ``tmpdir`` is past its build and running cases."""
+
     def cmdline(pid: int) -> bytes:
         try:
             return Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -383,7 +407,9 @@ def _start_compare(tmp_path: Path, engine: str):
 
 
 @pytest.mark.parametrize("engine", ["native", "emulator"])
-@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["INT", "TERM"])
+@pytest.mark.parametrize(
+    "signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["INT", "TERM"]
+)
 def test_an_interrupted_compare_stops_at_once_and_leaves_nothing(tmp_path, engine, signum, status):
     proc, private, mark = _start_compare(tmp_path, engine)
     try:

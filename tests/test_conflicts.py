@@ -32,8 +32,22 @@ def test_table_entries_match_clangs_assembler():
 
 def test_table_holds_the_snp_family_and_group_7():
     names = {e.mnemonic for e in KNOWN}
-    assert {"clzero", "rmpchkd", "rmpread", "rmpquery", "rmpupdate", "rmpadjust", "pvalidate",
-            "psmash", "rdpru", "invlpgb", "tlbsync", "vmrun", "swapgs", "rdtscp"} <= names
+    assert {
+        "clzero",
+        "rmpchkd",
+        "rmpread",
+        "rmpquery",
+        "rmpupdate",
+        "rmpadjust",
+        "pvalidate",
+        "psmash",
+        "rdpru",
+        "invlpgb",
+        "tlbsync",
+        "vmrun",
+        "swapgs",
+        "rdtscp",
+    } <= names
     assert len({e.bytes for e in KNOWN}) == len(KNOWN), "the table itself has no collision"
 
 
@@ -122,7 +136,10 @@ def test_a_second_spec_of_the_same_instruction_beside_it_is_a_rival(run_kgen, tm
     a = _copy_of_rmpopt(tmp_path / "a.yaml", "rmpfoo", "0xfb")
     _copy_of_rmpopt(tmp_path / "b.yaml", "rmpfoo", "0xfa")
     result = run_kgen("validate", a)
-    assert result.exit_code == 1 and "kernel name '__rmpopt' is also defined by rmpfoo" in result.stderr
+    assert (
+        result.exit_code == 1
+        and "kernel name '__rmpopt' is also defined by rmpfoo" in result.stderr
+    )
 
 
 def test_an_edited_copy_of_a_bundled_spec_is_not_its_rival(run_kgen, tmp_path):

@@ -91,7 +91,9 @@ def test_no_color_is_honoured(monkeypatch, tmp_path, no_color, coloured):
         monkeypatch.delenv("NO_COLOR", raising=False)
     else:
         monkeypatch.setenv("NO_COLOR", no_color)
-    result = CliRunner().invoke(main, ["validate", str(spec), "--base", str(RMPOPT_YAML)], color=True)
+    result = CliRunner().invoke(
+        main, ["validate", str(spec), "--base", str(RMPOPT_YAML)], color=True
+    )
     assert "changes since" in result.output or "change since" in result.output, result.output
     assert ("\x1b[" in result.output) == coloured
 
@@ -113,7 +115,9 @@ def test_compare_shows_clicks_progress_bar_on_a_terminal_only(run_kgen, monkeypa
     assert "isa/pvalidate.yaml" in bar and "100%" in bar, bar
     assert "\x1b[" not in result.output and "100%" not in result.output
     monkeypatch.setattr(codegen.cli, "_progress_stream", lambda: io.StringIO())  # not a terminal
-    assert "100%" not in run_kgen("compare", "isa/pvalidate.yaml", "--cases", "5", "--opt=-O2").stderr
+    assert (
+        "100%" not in run_kgen("compare", "isa/pvalidate.yaml", "--cases", "5", "--opt=-O2").stderr
+    )
 
 
 def test_validate_quiet_hides_the_notes_only(run_kgen):
@@ -121,12 +125,16 @@ def test_validate_quiet_hides_the_notes_only(run_kgen):
     assert loud.exit_code == 0 and ": note: " in loud.output
     quiet = run_kgen("validate", "-q", "isa/rmpopt.yaml")
     assert quiet.exit_code == 0
-    assert quiet.output.splitlines() == [line for line in loud.output.splitlines() if ": note: " not in line]
+    assert quiet.output.splitlines() == [
+        line for line in loud.output.splitlines() if ": note: " not in line
+    ]
     bad = run_kgen("validate", "-q", "tests/broken/_base.yaml", "isa/rmpopt.yaml")
     assert ": note: " not in bad.output
 
 
-@pytest.mark.parametrize("stem", ["psmash", "pvalidate", "rmpadjust", "rmpopt", "rmpread", "rmpupdate"])
+@pytest.mark.parametrize(
+    "stem", ["psmash", "pvalidate", "rmpadjust", "rmpopt", "rmpread", "rmpupdate"]
+)
 def test_the_clzero_engine_message_is_only_for_bytes_that_are_clzero(stem):
     from codegen.host import HostCpu, choose_engine
     from codegen.spec import load
@@ -147,7 +155,9 @@ def test_compile_errors_point_at_the_generated_file_given(run_kgen, tmp_path):
     at = next(i for i, line in enumerate(lines) if line.startswith("static inline"))
     lines.insert(at, "this is not C;\n")
     header.write_text("".join(lines))
-    result = run_kgen("compare", "isa/pvalidate.yaml", "--cases", "5", "--opt=-O2", "--generated", tmp_path)
+    result = run_kgen(
+        "compare", "isa/pvalidate.yaml", "--cases", "5", "--opt=-O2", "--generated", tmp_path
+    )
     assert result.exit_code == 1
     assert f"{header}:{at + 1}:" in result.stderr, result.stderr
     assert "/gen/pvalidate/" not in result.stderr
@@ -158,12 +168,16 @@ def test_compare_json_is_one_object_with_its_specs(run_kgen):
 
     from codegen import __version__
 
-    result = run_kgen("compare", "isa/pvalidate.yaml", "--cases", "5", "--opt=-O2", "--seed", "7", "--json")
+    result = run_kgen(
+        "compare", "isa/pvalidate.yaml", "--cases", "5", "--opt=-O2", "--seed", "7", "--json"
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert isinstance(report, dict)
     assert report["kgen"] == __version__ and report["command"] == "compare" and report["ok"] is True
-    assert report["seed"] == 7 and report["compiler"].startswith("clang") and report["compiler_origin"]
+    assert (
+        report["seed"] == 7 and report["compiler"].startswith("clang") and report["compiler_origin"]
+    )
     (spec,) = report["specs"]
     assert spec["spec"] == "isa/pvalidate.yaml" and spec["engine"] in ("native", "emulator")
     assert spec["references"] == [] and spec["engine_reason"]
@@ -199,7 +213,9 @@ def failing_rule(monkeypatch):
     """A review rule every spec breaks, so that skipping it is seen."""
     from codegen import review
 
-    monkeypatch.setattr(review, "RULES", [*review.RULES, review.Rule("always-fails", "test", lambda s, f: ["bad"])])
+    monkeypatch.setattr(
+        review, "RULES", [*review.RULES, review.Rule("always-fails", "test", lambda s, f: ["bad"])]
+    )
     return "always-fails"
 
 
@@ -211,9 +227,16 @@ def test_a_review_rule_skipped_on_the_command_line(run_kgen, failing_rule):
     assert result.exit_code == 0, result.output
     note = f"isa/pvalidate.yaml: note: review [{failing_rule}] skipped: --skip-rule on the command line"
     assert note in result.output
-    report = json.loads(run_kgen("validate", "--json", "isa/pvalidate.yaml", "--skip-rule", failing_rule).output)
+    report = json.loads(
+        run_kgen("validate", "--json", "isa/pvalidate.yaml", "--skip-rule", failing_rule).output
+    )
     assert report["ok"] and report["skipped"] == [
-        {"path": "isa/pvalidate.yaml", "rule": failing_rule, "reason": "--skip-rule on the command line"}]
+        {
+            "path": "isa/pvalidate.yaml",
+            "rule": failing_rule,
+            "reason": "--skip-rule on the command line",
+        }
+    ]
     unknown = run_kgen("validate", "isa/pvalidate.yaml", "--skip-rule", "no-such-rule")
     assert unknown.exit_code == 2 and "no review rule 'no-such-rule'" in unknown.stderr
 
@@ -225,14 +248,21 @@ def test_a_review_rule_skipped_in_the_spec_with_its_reason(run_kgen, failing_rul
 
     text = (ISA / "pvalidate.yaml").read_text()
     spec = tmp_path / "pvalidate.yaml"
-    spec.write_text(text + f"  review:\n    skip:\n      - rule: {failing_rule}\n        reason: checked by hand\n")
+    spec.write_text(
+        text
+        + f"  review:\n    skip:\n      - rule: {failing_rule}\n        reason: checked by hand\n"
+    )
     line = len(text.splitlines()) + 3
     result = run_kgen("validate", spec)
     assert result.exit_code == 0, result.output
-    assert f"{spec}:{line}:15: note: review [{failing_rule}] skipped: checked by hand" in result.output
+    assert (
+        f"{spec}:{line}:15: note: review [{failing_rule}] skipped: checked by hand" in result.output
+    )
     assert ": note: " not in run_kgen("validate", "-q", spec).output
     report = json.loads(run_kgen("validate", "--json", spec).output)
-    assert report["skipped"] == [{"path": str(spec), "rule": failing_rule, "reason": "checked by hand"}]
+    assert report["skipped"] == [
+        {"path": str(spec), "rule": failing_rule, "reason": "checked by hand"}
+    ]
     spec.write_text(spec.read_text().replace(f"rule: {failing_rule}", "rule: no-such-rule"))
     bad = run_kgen("validate", spec)
     assert bad.exit_code == 1
@@ -255,3 +285,13 @@ def test_sizes_read_the_same_everywhere():
     assert f_human_size(1 << 30) == "1 GB" and f_human_size(2 << 40) == "2 TB"
     sources = [p for p in (ROOT / "codegen").glob("*.py") if '(40, "TB")' in p.read_text()]
     assert [p.name for p in sources] == ["diagnostics.py"]
+
+
+def test_a_mutation_score_of_one_mutant_speaks_in_the_singular():
+    from codegen.mutate import Score
+
+    one = Score()
+    one.add("killed")
+    assert one.text() == "100.0 % (1 killed of 1; 0 equivalent, 0 stillborn, 1 mutant)"
+    one.add("stillborn")
+    assert one.text().endswith(", 1 stillborn, 2 mutants)")

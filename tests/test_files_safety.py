@@ -39,13 +39,16 @@ def tree(root: Path) -> dict[str, tuple[bytes, int]]:
             p = Path(dirpath) / name
             st = p.lstat()
             found[p.relative_to(root).as_posix()] = (
-                os.readlink(p).encode() if p.is_symlink() else p.read_bytes(), stat.S_IMODE(st.st_mode)
+                os.readlink(p).encode() if p.is_symlink() else p.read_bytes(),
+                stat.S_IMODE(st.st_mode),
             )
     return found
 
 
 def temps(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.name.startswith((outtree.TEMP_PREFIX, ".sev", ".special"))]
+    return [
+        p for p in root.rglob("*") if p.name.startswith((outtree.TEMP_PREFIX, ".sev", ".special"))
+    ]
 
 
 def touch_every_spec(project: Path) -> None:
@@ -78,7 +81,10 @@ def test_render_deletes_no_file_it_did_not_write(tmp_path, run_kgen):
     assert result.exit_code == 0, result.output
     assert notes.read_text() == HAND_WRITTEN and foreign.read_text() == FOREIGN
     # a file with kgen's banner that no spec renders is reported, with how to remove it
-    assert "stale: generated/other/include/x.h (from isa/other.yaml, sha256 0123456789ab)" in result.output
+    assert (
+        "stale: generated/other/include/x.h (from isa/other.yaml, sha256 0123456789ab)"
+        in result.output
+    )
     assert "--prune" in result.output
     assert "notes" not in result.output
 
@@ -156,7 +162,10 @@ def test_prune_refuses_an_edited_file(retired, run_kgen):
     path.write_text(path.read_text() + "/* mine */\n")
     result = run_kgen("render", "--prune", cwd=retired)
     assert result.exit_code == 1
-    assert f"{PSMASH_H}: error: not removed: it differs from kgen's render of psmash.yaml" in result.stderr
+    assert (
+        f"{PSMASH_H}: error: not removed: it differs from kgen's render of psmash.yaml"
+        in result.stderr
+    )
     assert path.read_text().endswith("/* mine */\n")
 
 
@@ -248,6 +257,7 @@ def test_a_write_limit_changes_no_file(tmp_path, run_kgen):
 
     def limit():
         import resource
+
         resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
 
     result = subprocess.run(KGEN + ["render"], cwd=project, capture_output=True, text=True,
@@ -266,7 +276,9 @@ def test_a_failed_rename_puts_every_file_back(tmp_path, run_kgen, monkeypatch, n
     # one spec more: its files are new, and must not be left behind either
     frob = project / "isa" / "frobopt.yaml"
     shutil.copy(ROOT / "tests" / "broken" / "_base.yaml", frob)
-    (project / "generated" / "rmpopt" / "arch" / "x86" / "virt" / "svm" / "sev-kthread.c").chmod(0o640)
+    (project / "generated" / "rmpopt" / "arch" / "x86" / "virt" / "svm" / "sev-kthread.c").chmod(
+        0o640
+    )
     before = tree(project / "generated")
     touch_every_spec(project)
     calls = []
@@ -455,7 +467,9 @@ def test_check_never_opens_a_link_or_a_special_file(tmp_path, run_kgen):
                             env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)  # fmt: skip
     assert result.returncode == 1, result.stderr
     assert f"{PSMASH_H}: error: is not a regular file" in result.stderr
-    assert "generated/rmpread/arch/x86/include/asm/sev.h: error: is a symbolic link" in result.stderr
+    assert (
+        "generated/rmpread/arch/x86/include/asm/sev.h: error: is a symbolic link" in result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 
@@ -490,8 +504,10 @@ def test_an_unreadable_file_is_an_error_naming_it(tmp_path, run_kgen, monkeypatc
     monkeypatch.setattr(outtree.os, "open", deny)
     result = run_kgen("check", cwd=project)
     assert result.exit_code == 1
-    assert "generated/rmpread/arch/x86/include/asm/sev.h: error: cannot read: Permission denied" \
+    assert (
+        "generated/rmpread/arch/x86/include/asm/sev.h: error: cannot read: Permission denied"
         in result.stderr
+    )
     assert "secret.h" not in result.output, "a stray it cannot read is not its business"
 
 
@@ -504,8 +520,10 @@ def test_out_of_space_names_the_file(tmp_path, run_kgen, monkeypatch):
     monkeypatch.setattr(outtree.os, "write", full)
     result = run_kgen("render", cwd=project)
     assert result.exit_code == 1
-    assert "generated/psmash/arch/x86/include/asm/sev.h: error: cannot write: No space left on device" \
+    assert (
+        "generated/psmash/arch/x86/include/asm/sev.h: error: cannot write: No space left on device"
         in result.stderr
+    )
     monkeypatch.undo()
     assert not temps(project)
 
@@ -529,7 +547,9 @@ def test_a_directory_or_a_file_in_the_way_is_an_error_naming_it(tmp_path, run_kg
     blocker.write_text("a file where a directory goes\n")
     result = run_kgen("render", cwd=project)
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "generated/psmash/arch/x86/include/asm/sev.h: error: is not a regular file" in result.stderr
+    assert (
+        "generated/psmash/arch/x86/include/asm/sev.h: error: is not a regular file" in result.stderr
+    )
     (project / PSMASH_H).rmdir()
     result = run_kgen("render", cwd=project)
     assert result.exit_code == 1
@@ -549,7 +569,9 @@ def test_a_linked_directory_is_one_problem_for_check(tmp_path, run_kgen):
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_real_process_exits_130_or_143_and_leaves_no_temp_file(tmp_path, run_kgen, signum, status):
+def test_a_real_process_exits_130_or_143_and_leaves_no_temp_file(
+    tmp_path, run_kgen, signum, status
+):
     project = fresh(tmp_path)
     assert run_kgen("render", cwd=project).exit_code == 0
     before = tree(project / "generated")

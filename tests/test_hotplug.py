@@ -193,6 +193,17 @@ def test_a_mutex_taken_inside_a_hotplug_callback_is_a_lock_order_finding(engine)
     assert cases.generate(SPEC, 1, 110)[first.case].label.startswith("hotplug: ")
 
 
+@pytest.mark.parametrize("form", [w.kind for w in SPEC.kernel.sweep.workers])
+def test_setup_that_cannot_set_up_the_hotplug_state_returns_its_error(engine, form):
+    """cpuhp_setup_state() fails with -ENOSPC; setup returns that error, as the kernel-doc says,
+    and the harness holds setup to the error of the call that failed, not to -ENOMEM only."""
+    case = next(c for c in cases.generate(SPEC, 7, 160)
+                if c.form == form and c.label == "boundary: the hotplug state cannot be set up, then can")
+    result = compare(SPEC, find_clang(), engine, seed=7, count=160, opts=("-O2",), only=case.id,
+                     workers=1)  # fmt: skip
+    assert result.ok, result.mismatches[:1]
+
+
 @pytest.mark.slow
 def test_the_old_teardown_leaves_the_core_whose_last_thread_left_enabled(engine):
     """The shape before the teardown callback: nothing clears a core whose last thread goes

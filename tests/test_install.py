@@ -20,7 +20,9 @@ def installed(tmp_path_factory):
         pytest.skip("git is needed to copy the checkout")
     # build from a clean copy of the tracked files, so nothing of the working tree leaks in
     src = work / "src"
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    files = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
     for rel in filter(None, files.decode().split("\0")):
         if (ROOT / rel).is_file():
             (src / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -45,7 +47,9 @@ def project(tmp_path):
 
 def _run(kgen, *args, cwd):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    return subprocess.run([str(kgen), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [str(kgen), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_the_installed_package_is_not_the_checkout(installed, project):

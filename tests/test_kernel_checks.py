@@ -31,7 +31,11 @@ SIBLINGS = [spec for spec in SPECS if spec.kernel.sweep is None]
 
 def _status() -> str:
     status = KERNEL / "STATUS"
-    return status.read_text().strip() if status.exists() else "tests/kernel/get-kernel-material has not run"
+    return (
+        status.read_text().strip()
+        if status.exists()
+        else "tests/kernel/get-kernel-material has not run"
+    )
 
 
 def _kdir() -> Path | None:
@@ -42,7 +46,9 @@ def _kdir() -> Path | None:
     return path if (path / "Makefile").exists() else None
 
 
-needs_checkpatch = pytest.mark.skipif(not CHECKPATCH.exists(), reason=f"no checkpatch.pl: {_status()}")
+needs_checkpatch = pytest.mark.skipif(
+    not CHECKPATCH.exists(), reason=f"no checkpatch.pl: {_status()}"
+)
 needs_kbuild = pytest.mark.skipif(_kdir() is None or shutil.which("make") is None,
                                   reason=f"no kbuild tree: {_status()}")  # fmt: skip
 
@@ -67,7 +73,9 @@ def test_checkpatch_is_clean(spec, out, tmp_path):
 def test_checkpatch_catches_a_style_break(tmp_path):
     out = outputs(SPEC)[1]
     path = tmp_path / Path(out.path).name
-    path.write_text(render_spec(SPEC)[out.path].replace("\tpa_end   = ALIGN(", "        pa_end = ALIGN(", 1))
+    path.write_text(
+        render_spec(SPEC)[out.path].replace("\tpa_end   = ALIGN(", "        pa_end = ALIGN(", 1)
+    )
     report = checkpatch(path)
     assert "ERROR: code indent should use tabs" in report
 
@@ -77,7 +85,9 @@ needs_kernel_doc = pytest.mark.skipif(not KERNEL_DOC.exists(), reason=f"no kerne
 
 
 def kernel_doc(path: Path, *args: str) -> str:
-    proc = subprocess.run(["perl", str(KERNEL_DOC), *args, str(path)], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["perl", str(KERNEL_DOC), *args, str(path)], capture_output=True, text=True
+    )
     return proc.stdout + proc.stderr.replace("Warning: Sphinx version not found. Using default "
                                              "(Sphinx version 1.2.0)\n", "")  # fmt: skip
 
@@ -103,9 +113,11 @@ def test_kernel_doc_catches_an_undocumented_return(tmp_path):
     path = tmp_path / Path(out.path).name
     text = render_spec(SPEC)[out.path]
     at = text.index(" * Return: ")
-    path.write_text(text[:at] + text[text.index(" */\nint ", at):])
+    path.write_text(text[:at] + text[text.index(" */\nint ", at) :])
     assert "No description found for return value" in kernel_doc(path, "-none", "-Wall")
-    path.write_text(text.replace("/**\n * " + out.worker.trigger + "()", "/*\n * " + out.worker.trigger + "()"))
+    path.write_text(
+        text.replace("/**\n * " + out.worker.trigger + "()", "/*\n * " + out.worker.trigger + "()")
+    )
     assert "not found" in kernel_doc(path, "-rst", "-function", out.worker.trigger)
 
 
@@ -186,7 +198,9 @@ def _module(files: dict[str, str], work: Path) -> list[str]:
     units["kgen_spliced_alone"] = f"#include <{helper}>\n"
     units["kgen_spliced_mm_first"] = f"#include <linux/mm.h>\n#include <{helper}>\n"
     for name, body in units.items():
-        (work / f"{name}.c").write_text("// SPDX-License-Identifier: GPL-2.0-only\n" + body + MODULE_TAIL)
+        (work / f"{name}.c").write_text(
+            "// SPDX-License-Identifier: GPL-2.0-only\n" + body + MODULE_TAIL
+        )
     return [f"{name}.o" for name in units]
 
 
@@ -222,7 +236,9 @@ def kbuild(files: dict[str, str], work: Path, compiler: str, siblings=()) -> str
     objs = _module(files, work) + _helper_modules(siblings, work)
     overlay = _overlay(files, work)
     # NOSTDINC_FLAGS comes before the tree's own -I: the spliced copies shadow the real headers
-    (work / "Kbuild").write_text(f"NOSTDINC_FLAGS += -I{overlay}\nobj-m := " + " ".join(objs) + "\n")
+    (work / "Kbuild").write_text(
+        f"NOSTDINC_FLAGS += -I{overlay}\nobj-m := " + " ".join(objs) + "\n"
+    )
     env = dict(os.environ)
     args = ["make", "-s", "-k", "-C", str(_kdir()), f"M={work}", "W=1", *objs]
     if compiler == "clang":
@@ -274,7 +290,9 @@ def test_the_real_header_without_the_fragment_s_includes_fails(tmp_path):
 def test_kbuild_catches_a_warning(tmp_path):
     files = render_spec(SPEC, profile=_profile())
     sweep = outputs(SPEC)[1].path
-    files[sweep] = files[sweep].replace("\tunsigned int cpu, leader;\n", "\tunsigned int cpu, leader, spare;\n")
+    files[sweep] = files[sweep].replace(
+        "\tunsigned int cpu, leader;\n", "\tunsigned int cpu, leader, spare;\n"
+    )
     output = kbuild(files, tmp_path, "gcc")
     assert "warning: unused variable" in output
 
@@ -286,6 +304,6 @@ def test_a_caller_without_the_sweep_s_config_needs_the_stubs(tmp_path):
     decls = next(o for o in outputs(SPEC) if o.destination.endswith("/sev.h") and o.fragment)
     text = files[decls.path]
     assert "#else\n" in text
-    files[decls.path] = text[: text.index("#else\n")] + text[text.index("#endif"):]
+    files[decls.path] = text[: text.index("#else\n")] + text[text.index("#endif") :]
     output = kbuild(files, tmp_path, "gcc")
     assert "kgen_without_config.c:" in output and "implicit declaration" in output, output

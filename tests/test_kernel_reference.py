@@ -34,7 +34,11 @@ ENGINE = choose_engine("emulator")
 
 def _status() -> str:
     status = ROOT / ".kernel" / "STATUS"
-    return status.read_text().strip() if status.exists() else "tests/kernel/get-kernel-material has not run"
+    return (
+        status.read_text().strip()
+        if status.exists()
+        else "tests/kernel/get-kernel-material has not run"
+    )
 
 
 pytestmark = pytest.mark.skipif(
@@ -52,7 +56,9 @@ def test_the_kernel_header_has_the_helpers():
 @pytest.mark.parametrize("name", HELPERS)
 def test_the_kernel_helper_gives_the_mirror_trace(name):
     spec = load(ISA / f"{name}.yaml")
-    result = compare(spec, find_clang(), ENGINE, seed=11, count=CASES, opts=OPTS, reference=REFERENCE)
+    result = compare(
+        spec, find_clang(), ENGINE, seed=11, count=CASES, opts=OPTS, reference=REFERENCE
+    )
     assert result.ok, result.mismatches[0]
     assert [r.directory for r in result.references] == [str(d) for d in REFERENCE]
     assert result.executions >= CASES * len(OPTS)
@@ -69,7 +75,9 @@ def _traces(spec, files, reference, work: Path) -> list[str]:
     """The harness's raw output for the same cases, per optimisation level."""
     if reference:  # the kernel's helper, from the reference directories, not kgen's own
         (kernel, _) = prove(find_clang(), spec, files, reference)
-        assert kernel.definition and kernel.definition.startswith(str(KERNEL_INCLUDE / "asm" / "sev.h:"))
+        assert kernel.definition and kernel.definition.startswith(
+            str(KERNEL_INCLUDE / "asm" / "sev.h:")
+        )
     harnesses = build_harness(find_clang(), spec, files, work, OPTS, ("emulated",), reference)
     lines = [cases.case_line(spec, c, 1000) for c in cases.generate(spec, 5, 400)]
     return [_run_emulated(h.emulated, cases.spec_line(spec), lines) for h in harnesses]
@@ -95,7 +103,9 @@ def test_a_wrong_spec_fails_against_the_kernel(name, tmp_path):
     """RCX and RDX swapped: the kernel's helper no longer gives the mirror's trace."""
     right = load(ISA / f"{name}.yaml")
     wrong = parse(_swap_rcx_rdx(right.source), right.path)
-    assert [i.register for i in wrong.instruction.inputs] != [i.register for i in right.instruction.inputs]
+    assert [i.register for i in wrong.instruction.inputs] != [
+        i.register for i in right.instruction.inputs
+    ]
     result = compare(wrong, find_clang(), ENGINE, seed=11, count=200, opts=("-O2",), reference=REFERENCE,
                      workers=1)  # fmt: skip
     assert not result.ok
@@ -110,8 +120,10 @@ def test_a_wrong_spec_fails_against_the_kernel(name, tmp_path):
 def test_a_wrong_type_fails_against_the_kernel():
     """validate as unsigned long: the kernel's bool turns 0x100 into 1, the spec would not."""
     right = load(ISA / "pvalidate.yaml")
-    text = right.source.replace("      type: bool\n      width: 8          # bit 0 holds the request",
-                                "      type: unsigned long\n      width: 8          # bit 0 holds the request")
+    text = right.source.replace(
+        "      type: bool\n      width: 8          # bit 0 holds the request",
+        "      type: unsigned long\n      width: 8          # bit 0 holds the request",
+    )
     wrong = parse(text, right.path)
     assert wrong.instruction.inputs[2].type == "unsigned long"
     result = compare(wrong, find_clang(), ENGINE, seed=11, count=200, opts=("-O2",), reference=REFERENCE,
@@ -129,4 +141,6 @@ def test_software_code_is_the_kernels():
     for name in HELPERS:
         for o in load(ISA / f"{name}.yaml").instruction.outputs:
             if o.software_code:
-                assert re.search(rf"^#define {o.software_code.name}\s+{o.software_code.value}$", text, re.M)
+                assert re.search(
+                    rf"^#define {o.software_code.name}\s+{o.software_code.value}$", text, re.M
+                )

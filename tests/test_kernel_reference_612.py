@@ -54,7 +54,9 @@ def test_the_kernel_function_gives_the_mirror_trace(name):
     result = compare(spec, _compilers(), ENGINE, seed=11, count=CASES, opts=OPTS, reference=(K612,))
     assert result.ok, result.mismatches[0]
     (ref,) = result.references
-    function = spec.kernel.out_of_line.name if spec.kernel.out_of_line else spec.kernel.raw_helper.name
+    function = (
+        spec.kernel.out_of_line.name if spec.kernel.out_of_line else spec.kernel.raw_helper.name
+    )
     path, line = ref.definition.rsplit(":", 1)
     assert path == str(K612 / SOURCES[name]) and ref.files[-1] == SOURCES[name]
     assert f"{function}(" in Path(path).read_text().split("\n")[int(line) - 1]
@@ -67,7 +69,9 @@ def _per_case(spec, work: Path, count: int) -> tuple[dict[int, list[str]], dict[
     wanted = {c.id: cases.expected(spec, c, kernel=True) for c in chosen}
     (h,) = build_harness(find_clang(), spec, {}, work, ("-O2",), ("emulated",), (K612,))
     lines = [cases.case_line(spec, c, 4 * len(wanted[c.id]) + 64) for c in chosen]
-    out = _run_emulated(h.emulated, cases.spec_line(spec), lines, [len(wanted[c.id]) for c in chosen])
+    out = _run_emulated(
+        h.emulated, cases.spec_line(spec), lines, [len(wanted[c.id]) for c in chosen]
+    )
     got, current = {}, []
     for line in out.split("\n"):
         current.append(line)

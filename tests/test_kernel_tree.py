@@ -33,7 +33,12 @@ needs_tree = pytest.mark.skipif(cache() is None, reason=missing_reason())
 COMPILERS = ["gcc", "clang"]
 SEV = "arch/x86/virt/svm/sev.c"
 SEV_O = "arch/x86/virt/svm/sev.o"
-OBJECTS = [SEV_O, "drivers/crypto/ccp/sev-dev.o", "arch/x86/kvm/svm/sev.o", "arch/x86/coco/sev/core.o"]
+OBJECTS = [
+    SEV_O,
+    "drivers/crypto/ccp/sev-dev.o",
+    "arch/x86/kvm/svm/sev.o",
+    "arch/x86/coco/sev/core.o",
+]
 
 
 def sha256(path: Path) -> str:
@@ -43,7 +48,9 @@ def sha256(path: Path) -> str:
 def pristine_status(src: Path) -> list[str]:
     """Everything git sees changed, new or ignored in a pristine tree, but its build dirs."""
     out = git(src, "status", "--porcelain", "--ignored", "--untracked-files=all").stdout
-    return [line for line in out.splitlines() if not line.startswith(("!! build/", "!! build-clang/"))]
+    return [
+        line for line in out.splitlines() if not line.startswith(("!! build/", "!! build-clang/"))
+    ]
 
 
 def commit_patch(tree: Tree, path: str, text: str, subject: str, out: Path) -> Path:
@@ -73,13 +80,20 @@ def mini_repo(tmp_path: Path) -> Tree:
     (src / "b.c").write_text("int b;\n")
     (src / "build").mkdir()
     (src / "build" / "a.o").write_text("object\n")
-    for args in (["init", "-q", "-b", "master"], ["config", "user.name", "t"], ["config", "user.email", "t@t"],
-                 ["config", "core.trustctime", "false"], ["config", "core.checkStat", "minimal"]):
+    for args in (
+        ["init", "-q", "-b", "master"],
+        ["config", "user.name", "t"],
+        ["config", "user.email", "t@t"],
+        ["config", "core.trustctime", "false"],
+        ["config", "core.checkStat", "minimal"],
+    ):
         git(src, *args)  # fmt: skip
     (src / ".git" / "info" / "exclude").write_text("/build/\n")
     git(src, "add", "-A")
     git(src, "commit", "-q", "-m", "base")
-    return Tree(src, src / "build", src / "build-clang", git(src, "rev-parse", "HEAD").stdout.strip(), "")
+    return Tree(
+        src, src / "build", src / "build-clang", git(src, "rev-parse", "HEAD").stdout.strip(), ""
+    )
 
 
 def snapshot(top: Path) -> dict[str, str]:
@@ -100,7 +114,9 @@ def test_the_ways_a_copy_is_written_leave_the_original_alone(tmp_path):
     (tree.build / "a.o").write_text("rebuilt\n")  # the build dir is a real copy: in place is fine
     assert touched(tree) == {"b.c", "lib/a.c"}
     assert pristine_status(orig.src) == []
-    assert (orig.src / "b.c").read_text() == "int b;\n" and (orig.src / "lib" / "a.c").read_text() == "int a;\n"
+    assert (orig.src / "b.c").read_text() == "int b;\n" and (
+        orig.src / "lib" / "a.c"
+    ).read_text() == "int a;\n"
     assert (orig.build / "a.o").read_text() == "object\n"
     assert snapshot(orig.src) == before  # every file, .git's too (reflogs are appended to)
 
@@ -129,11 +145,17 @@ def test_a_copy_on_another_file_system_is_a_real_copy(tmp_path):
 @needs_tree
 def test_a_copy_patched_and_built_leaves_the_cache_alone(tmp_path):
     pristine = cache() / "src"
-    before = sha256(pristine / SEV), (pristine / SEV).stat().st_mtime_ns, sha256(pristine / "build" / SEV_O)
+    before = (
+        sha256(pristine / SEV),
+        (pristine / SEV).stat().st_mtime_ns,
+        sha256(pristine / "build" / SEV_O),
+    )
     tree = fresh_tree(tmp_path)
     assert (tree.src / SEV).stat().st_ino == (pristine / SEV).stat().st_ino  # hard-linked
     text = (tree.src / SEV).read_text()
-    patch = commit_patch(tree, SEV, text + "\n/* kgen test */\n", "x86/sev: test", tmp_path / "patches")
+    patch = commit_patch(
+        tree, SEV, text + "\n/* kgen test */\n", "x86/sev: test", tmp_path / "patches"
+    )
     assert git_am(tree, [patch]) == ""
     git(tree.src, "checkout", "-q", "HEAD~1", "--", SEV)
     git(tree.src, "checkout", "-q", "HEAD", "--", SEV)
@@ -167,7 +189,9 @@ def test_an_unused_static_function_warns(cc, tmp_path):
          "#include <linux/cc_platform.h>\n\nstatic int kgen_unused(void) { return 0; }\n")  # fmt: skip
     ok, warnings = build(tree, [SEV_O], cc)
     assert ok
-    assert len(warnings) == 1 and "kgen_unused" in warnings[0] and "-Wunused-function" in warnings[0], warnings
+    assert (
+        len(warnings) == 1 and "kgen_unused" in warnings[0] and "-Wunused-function" in warnings[0]
+    ), warnings
 
 
 @needs_tree
@@ -178,7 +202,9 @@ def test_objtool_s_messages_are_reported(cc, tmp_path):
     write(tree, SEV, text + '\nvoid kgen_ret(void);\nvoid kgen_ret(void)\n{\n\tasm volatile("ret");\n}\n'
           "EXPORT_SYMBOL_GPL(kgen_ret);\n")  # fmt: skip
     ok, warnings = build(tree, [SEV_O], cc)
-    assert ok and any(w.startswith(SEV_O + ":") and "objtool: kgen_ret" in w for w in warnings), warnings
+    assert ok and any(w.startswith(SEV_O + ":") and "objtool: kgen_ret" in w for w in warnings), (
+        warnings
+    )
 
 
 @needs_tree
@@ -190,7 +216,9 @@ def test_a_touched_header_s_warning_in_an_untouched_file_is_kept_apart(cc, tmp_p
          'bool __attribute__((__warning__("kgen"))) cc_platform_has(enum cc_attr attr);')  # fmt: skip
     built = build(tree, [SEV_O], cc)
     assert built.ok and built.warnings == [], built.output
-    assert built.elsewhere and all(w.startswith(f"{SEV}:") and "kgen" in w for w in built.elsewhere), built.output
+    assert built.elsewhere and all(
+        w.startswith(f"{SEV}:") and "kgen" in w for w in built.elsewhere
+    ), built.output
 
 
 @needs_tree
@@ -212,18 +240,26 @@ def test_the_pristine_objects_build_without_any_warning(cc, tmp_path):
 def test_checkpatch_flags_trailing_whitespace(tmp_path):
     tree = fresh_tree(tmp_path)
     text = (tree.src / SEV).read_text()
-    clean = commit_patch(tree, SEV, text + "\n/* kgen test */\n", "x86/sev: Add a comment", tmp_path / "a")
-    dirty = commit_patch(tree, SEV, text + "\n/* kgen test */ \n", "x86/sev: Add a comment", tmp_path / "b")
+    clean = commit_patch(
+        tree, SEV, text + "\n/* kgen test */\n", "x86/sev: Add a comment", tmp_path / "a"
+    )
+    dirty = commit_patch(
+        tree, SEV, text + "\n/* kgen test */ \n", "x86/sev: Add a comment", tmp_path / "b"
+    )
     assert checkpatch(tree, clean).ok, checkpatch(tree, clean).text
     report = checkpatch(tree, dirty)
-    assert not report.ok and report.errors == 1 and "trailing whitespace" in report.text, report.text
+    assert not report.ok and report.errors == 1 and "trailing whitespace" in report.text, (
+        report.text
+    )
 
 
 @needs_tree
 def test_git_am_of_a_patch_that_does_not_apply_fails(tmp_path):
     tree = fresh_tree(tmp_path)
     text = (tree.src / SEV).read_text()
-    patch = commit_patch(tree, SEV, text.replace("#include", "#include  ", 1), "x86/sev: test", tmp_path / "p")
+    patch = commit_patch(
+        tree, SEV, text.replace("#include", "#include  ", 1), "x86/sev: test", tmp_path / "p"
+    )
     edit(tree, SEV, "#include", "#include\t")
     git(tree.src, "commit", "-q", "-a", "-m", "diverge")
     head = git(tree.src, "rev-parse", "HEAD").stdout

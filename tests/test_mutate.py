@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 from codegen import compare as cmp, mutate
+from codegen.ctext import line_of
 from codegen.diagnostics import SpecError
 from codegen.render import render_spec
 from codegen.spec import load
 from codegen.toolchain import find_clang, find_gcc
 from tests.conftest import ISA, ROOT
 
-SNIPPET = '''/* a < b + 1, true */
+SNIPPET = """/* a < b + 1, true */
 #include <linux/types.h>
 #define LIMIT 4
 
@@ -30,65 +31,66 @@ static inline int f(u64 a, u64 b, bool *ok)
 		g(a, b * 2, "x < y + 1");
 	return rc + true;
 }
-'''
+"""
 
-# Every mutant of SNIPPET, in order: its id after the file name, and the line of its diff that
-# shows it (the + line, or the first - line of a deletion).
+# Every mutant of SNIPPET, in order: its id after the file name (the item it is in, the operator,
+# its number among that operator's mutants in the item), and the line of its diff that shows it
+# (the + line, or the first - line of a deletion).
 EXPECTED = [
-    ('3:15:constant:0', '+#define LIMIT 0'),
-    ('3:15:constant:1', '+#define LIMIT 1'),
-    ('3:15:constant:2', '+#define LIMIT (-1)'),
-    ('3:15:constant:3', '+#define LIMIT 3'),
-    ('3:15:constant:4', '+#define LIMIT 5'),
-    ('3:15:constant:5', '+#define LIMIT 8'),
-    ('9:2:delete:0', '-\tasm volatile(".byte 0xf2, 0x0f"'),
-    ('9:22:byte:0', '+\tasm volatile(".byte 0xf3, 0x0f"'),
-    ('9:22:byte:1', '+\tasm volatile(".byte 0xf1, 0x0f"'),
-    ('9:28:byte:0', '+\tasm volatile(".byte 0xf2, 0x10"'),
-    ('9:28:byte:1', '+\tasm volatile(".byte 0xf2, 0x0e"'),
-    ('10:10:constraint:0', '+\t\t     : "a" (a), "d" (b)'),
-    ('10:10:constraint:1', '+\t\t     : "c" (a), "a" (b)'),
-    ('10:10:constraint:2', '+\t\t     : "=b" (rc), "=@ccc" (*ok)'),
-    ('10:10:constraint:3', '+\t\t     : "=S" (rc), "=@ccc" (*ok)'),
-    ('10:10:constraint:4', '+\t\t     : "=D" (rc), "=@ccc" (*ok)'),
-    ('10:21:constraint:0', '+\t\t     : "=a" (rc), "=@ccnc" (*ok)'),
-    ('10:21:constraint:1', '+\t\t     : "=a" (rc), "=@ccz" (*ok)'),
-    ('11:10:constraint:0', '+\t\t     : "d" (a), "c" (b)'),
-    ('11:10:constraint:1', '+\t\t     : "b" (a), "d" (b)'),
-    ('11:10:constraint:2', '+\t\t     : "S" (a), "d" (b)'),
-    ('11:10:constraint:3', '+\t\t     : "D" (a), "d" (b)'),
-    ('11:19:constraint:0', '+\t\t     : "c" (a), "b" (b)'),
-    ('11:19:constraint:1', '+\t\t     : "c" (a), "S" (b)'),
-    ('11:19:constraint:2', '+\t\t     : "c" (a), "D" (b)'),
-    ('12:10:constraint:0', '+\t\t     : "cc");'),
-    ('12:20:constraint:0', '+\t\t     : "memory");'),
-    ('13:2:negate:0', '+\tif (!(a < b && rc != LIMIT)) // a > b - 1'),
-    ('13:2:delete:0', '-\tif (a < b && rc != LIMIT) // a > b - 1'),
-    ('13:8:relational:0', '+\tif (a <= b && rc != LIMIT) // a > b - 1'),
-    ('13:8:relational:1', '+\tif (a > b && rc != LIMIT) // a > b - 1'),
-    ('13:8:relational:2', '+\tif (a >= b && rc != LIMIT) // a > b - 1'),
-    ('13:8:relational:3', '+\tif (a == b && rc != LIMIT) // a > b - 1'),
-    ('13:8:relational:4', '+\tif (a != b && rc != LIMIT) // a > b - 1'),
-    ('13:12:logical:0', '+\tif (a < b || rc != LIMIT) // a > b - 1'),
-    ('13:18:relational:0', '+\tif (a < b && rc < LIMIT) // a > b - 1'),
-    ('13:18:relational:1', '+\tif (a < b && rc <= LIMIT) // a > b - 1'),
-    ('13:18:relational:2', '+\tif (a < b && rc > LIMIT) // a > b - 1'),
-    ('13:18:relational:3', '+\tif (a < b && rc >= LIMIT) // a > b - 1'),
-    ('13:18:relational:4', '+\tif (a < b && rc == LIMIT) // a > b - 1'),
-    ('14:3:swap-args:0', '+\t\tg(b * 2, a, "x < y + 1");'),
-    ('14:3:swap-args:1', '+\t\tg(a, "x < y + 1", b * 2);'),
-    ('14:3:delete:0', '+\t\t{}'),
-    ('14:10:arithmetic:0', '+\t\tg(a, b / 2, "x < y + 1");'),
-    ('14:10:arithmetic:1', '+\t\tg(a, b + 2, "x < y + 1");'),
-    ('14:12:constant:0', '+\t\tg(a, b * 0, "x < y + 1");'),
-    ('14:12:constant:1', '+\t\tg(a, b * 1, "x < y + 1");'),
-    ('14:12:constant:2', '+\t\tg(a, b * (-1), "x < y + 1");'),
-    ('14:12:constant:3', '+\t\tg(a, b * 3, "x < y + 1");'),
-    ('14:12:constant:4', '+\t\tg(a, b * 4, "x < y + 1");'),
-    ('15:2:delete:0', '-\treturn rc + true;'),
-    ('15:12:arithmetic:0', '+\treturn rc - true;'),
-    ('15:12:arithmetic:1', '+\treturn rc * true;'),
-    ('15:14:boolean:0', '+\treturn rc + false;'),
+    ("LIMIT:constant:0", "+#define LIMIT 0"),
+    ("LIMIT:constant:1", "+#define LIMIT 1"),
+    ("LIMIT:constant:2", "+#define LIMIT (-1)"),
+    ("LIMIT:constant:3", "+#define LIMIT 3"),
+    ("LIMIT:constant:4", "+#define LIMIT 5"),
+    ("LIMIT:constant:5", "+#define LIMIT 8"),
+    ("f:delete:0", '-\tasm volatile(".byte 0xf2, 0x0f"'),
+    ("f:byte:0", '+\tasm volatile(".byte 0xf3, 0x0f"'),
+    ("f:byte:1", '+\tasm volatile(".byte 0xf1, 0x0f"'),
+    ("f:byte:2", '+\tasm volatile(".byte 0xf2, 0x10"'),
+    ("f:byte:3", '+\tasm volatile(".byte 0xf2, 0x0e"'),
+    ("f:constraint:0", '+\t\t     : "a" (a), "d" (b)'),
+    ("f:constraint:1", '+\t\t     : "c" (a), "a" (b)'),
+    ("f:constraint:2", '+\t\t     : "=b" (rc), "=@ccc" (*ok)'),
+    ("f:constraint:3", '+\t\t     : "=S" (rc), "=@ccc" (*ok)'),
+    ("f:constraint:4", '+\t\t     : "=D" (rc), "=@ccc" (*ok)'),
+    ("f:constraint:5", '+\t\t     : "=a" (rc), "=@ccnc" (*ok)'),
+    ("f:constraint:6", '+\t\t     : "=a" (rc), "=@ccz" (*ok)'),
+    ("f:constraint:7", '+\t\t     : "d" (a), "c" (b)'),
+    ("f:constraint:8", '+\t\t     : "b" (a), "d" (b)'),
+    ("f:constraint:9", '+\t\t     : "S" (a), "d" (b)'),
+    ("f:constraint:10", '+\t\t     : "D" (a), "d" (b)'),
+    ("f:constraint:11", '+\t\t     : "c" (a), "b" (b)'),
+    ("f:constraint:12", '+\t\t     : "c" (a), "S" (b)'),
+    ("f:constraint:13", '+\t\t     : "c" (a), "D" (b)'),
+    ("f:constraint:14", '+\t\t     : "cc");'),
+    ("f:constraint:15", '+\t\t     : "memory");'),
+    ("f:negate:0", "+\tif (!(a < b && rc != LIMIT)) // a > b - 1"),
+    ("f:delete:1", "-\tif (a < b && rc != LIMIT) // a > b - 1"),
+    ("f:relational:0", "+\tif (a <= b && rc != LIMIT) // a > b - 1"),
+    ("f:relational:1", "+\tif (a > b && rc != LIMIT) // a > b - 1"),
+    ("f:relational:2", "+\tif (a >= b && rc != LIMIT) // a > b - 1"),
+    ("f:relational:3", "+\tif (a == b && rc != LIMIT) // a > b - 1"),
+    ("f:relational:4", "+\tif (a != b && rc != LIMIT) // a > b - 1"),
+    ("f:logical:0", "+\tif (a < b || rc != LIMIT) // a > b - 1"),
+    ("f:relational:5", "+\tif (a < b && rc < LIMIT) // a > b - 1"),
+    ("f:relational:6", "+\tif (a < b && rc <= LIMIT) // a > b - 1"),
+    ("f:relational:7", "+\tif (a < b && rc > LIMIT) // a > b - 1"),
+    ("f:relational:8", "+\tif (a < b && rc >= LIMIT) // a > b - 1"),
+    ("f:relational:9", "+\tif (a < b && rc == LIMIT) // a > b - 1"),
+    ("f:swap-args:0", '+\t\tg(b * 2, a, "x < y + 1");'),
+    ("f:swap-args:1", '+\t\tg(a, "x < y + 1", b * 2);'),
+    ("f:delete:2", "+\t\t{}"),
+    ("f:arithmetic:0", '+\t\tg(a, b / 2, "x < y + 1");'),
+    ("f:arithmetic:1", '+\t\tg(a, b + 2, "x < y + 1");'),
+    ("f:constant:0", '+\t\tg(a, b * 0, "x < y + 1");'),
+    ("f:constant:1", '+\t\tg(a, b * 1, "x < y + 1");'),
+    ("f:constant:2", '+\t\tg(a, b * (-1), "x < y + 1");'),
+    ("f:constant:3", '+\t\tg(a, b * 3, "x < y + 1");'),
+    ("f:constant:4", '+\t\tg(a, b * 4, "x < y + 1");'),
+    ("f:delete:3", "-\treturn rc + true;"),
+    ("f:arithmetic:2", "+\treturn rc - true;"),
+    ("f:arithmetic:3", "+\treturn rc * true;"),
+    ("f:boolean:0", "+\treturn rc + false;"),
 ]
 
 
@@ -121,20 +123,27 @@ def test_mutants_never_touch_comments_or_strings():
 def test_a_comment_or_string_with_operators_yields_no_mutant():
     text = 'void f(void)\n{\n\t/* a < b; x = 1 + 2; */\n\tpr_info("%d < %d\\n");\n}\n'
     assert mutate.enumerate_file("x.yaml", "x/f.c", text) == [
-        m for m in mutate.enumerate_file("x.yaml", "x/f.c", text) if m.operator == "delete"]
+        m for m in mutate.enumerate_file("x.yaml", "x/f.c", text) if m.operator == "delete"
+    ]
     assert len(mutate.enumerate_file("x.yaml", "x/f.c", text)) == 1
 
 
 def test_code_the_compare_build_leaves_out_holds_no_mutant():
-    text = "#ifdef CONFIG_X\nint f(void) { return 1 + 2; }\n#else\nint f(void) { return 3; }\n#endif\n"
+    text = (
+        "#ifdef CONFIG_X\nint f(void) { return 1 + 2; }\n#else\nint f(void) { return 3; }\n#endif\n"
+    )
     on = mutate.enumerate_file("x.yaml", "x/f.c", text, {"CONFIG_X"})
     off = mutate.enumerate_file("x.yaml", "x/f.c", text, set())
-    assert {m.id.split(":")[1] for m in on} == {"2"}
-    assert {m.id.split(":")[1] for m in off} == {"4"}
-    text = ("#if !defined(CONFIG_X)\nint f(void) { return 1; }\n#endif\n"
-            "#if LEVEL > 1\nint g(void) { return 2; }\n#else\nint g(void) { return 3; }\n#endif\n")
-    lines = {m.id.split(":")[1] for m in mutate.enumerate_file("x.yaml", "x/f.c", text, {"CONFIG_X"})}
-    assert lines == {"5", "7"}  # a condition it cannot judge: both branches are compiled
+    assert {line_of(text, m.start) for m in on} == {2}
+    assert {line_of(text, m.start) for m in off} == {4}
+    text = (
+        "#if !defined(CONFIG_X)\nint f(void) { return 1; }\n#endif\n"
+        "#if LEVEL > 1\nint g(void) { return 2; }\n#else\nint g(void) { return 3; }\n#endif\n"
+    )
+    lines = {
+        line_of(text, m.start) for m in mutate.enumerate_file("x.yaml", "x/f.c", text, {"CONFIG_X"})
+    }
+    assert lines == {5, 7}  # a condition it cannot judge: both branches are compiled
 
 
 def test_ids_are_stable_and_sampling_is_fixed():
@@ -142,11 +151,77 @@ def test_ids_are_stable_and_sampling_is_fixed():
     a = mutate.spec_mutants(spec, render_spec(spec))
     b = mutate.spec_mutants(load(ISA / "rmpopt.yaml"), render_spec(spec))
     assert [m.id for m in a] == [m.id for m in b]
-    assert all(re.fullmatch(r"rmpopt/[\w/.-]+:\d+:\d+:[a-z-]+:\d+", m.id) for m in a)
+    assert all(re.fullmatch(r"rmpopt/[\w/.-]+:\w+:[a-z-]+:\d+", m.id) for m in a)
     one = mutate.select(a, (), 20, 3)
     assert [m.id for m in one] == [m.id for m in mutate.select(b, (), 20, 3)]
     assert len(one) == 20 and [m.id for m in mutate.select(a, (), 20, 4)] != [m.id for m in one]
     assert {m.operator for m in mutate.select(a, ("negate",), None, 0)} == {"negate"}
+
+
+def _by_id(name: str, text: str) -> dict[str, str]:
+    """Each mutant's id -> the lines of its diff."""
+    return {
+        m.id: " / ".join(m.changed_lines(text)) for m in mutate.enumerate_file("x.yaml", name, text)
+    }
+
+
+KTHREAD = "rmpopt/arch/x86/virt/svm/sev-kthread.c"
+NEW_FUNCTION = "static int added(u64 a)\n{\n\tif (a > 3)\n\t\treturn 1;\n\treturn 0;\n}\n\n"
+
+
+def test_an_edit_outside_an_item_leaves_the_ids_inside_it_alone():
+    """A function, a #define and a declaration inserted above others: every id of the items
+    below names the same mutant as before, although all their lines moved."""
+    text = render_spec(load(ISA / "rmpopt.yaml"))[KTHREAD]
+    before = _by_id(KTHREAD, text)
+    at = text.index("static int rmpopt_cpu_online(")
+    edited = text[:at] + NEW_FUNCTION + "#define EXTRA 5\nstatic int extra = 2;\n\n" + text[at:]
+    after = _by_id(KTHREAD, edited)
+    assert {
+        k: v for k, v in after.items() if k.split(":")[1] not in ("added", "EXTRA", "extra")
+    } == before
+    assert {k.split(":")[1] for k in set(after) - set(before)} == {"added", "EXTRA", "extra"}
+    assert after[f"{KTHREAD}:added:relational:0"].endswith("+\tif (a < 3)")
+    assert after[f"{KTHREAD}:EXTRA:constant:0"] == "-#define EXTRA 5 / +#define EXTRA 0"
+    # the same for the snippet's macro and function, below five new lines
+    shifted = "\n" * 3 + "#define OTHER 2\nstatic int other = 1;\n" + SNIPPET
+    assert {
+        k: v
+        for k, v in _by_id("x/f.h", shifted).items()
+        if ":OTHER:" not in k and ":other:" not in k
+    } == _by_id("x/f.h", SNIPPET)
+
+
+def test_an_edit_inside_a_function_renumbers_its_ids_and_the_diff_catches_it(tmp_path):
+    """A comparison added at the top of rmpopt_cpu_online takes relational:0 there; an entry
+    reviewed for the old relational:0 is stale by its diff, and other functions keep their ids."""
+    spec = load(ISA / "rmpopt.yaml")
+    files = render_spec(spec)
+    text = files[KTHREAD]
+    old = next(
+        m
+        for m in mutate.spec_mutants(spec, files)
+        if m.id == f"{KTHREAD}:rmpopt_cpu_online:relational:0"
+    )
+    at = text.index("{", text.index("static int rmpopt_cpu_online(")) + 2
+    edited = text[:at] + "\tif (cpu >= nr_cpu_ids)\n\t\treturn 0;\n" + text[at:]
+    before, after = _by_id(KTHREAD, text), _by_id(KTHREAD, edited)
+    assert after[old.id] == "-\tif (cpu >= nr_cpu_ids) / +\tif (cpu < nr_cpu_ids)" != before[old.id]
+    assert after[f"{KTHREAD}:rmpopt_cpu_online:relational:5"] == before[old.id]
+    assert {k: v for k, v in after.items() if ":rmpopt_cpu_online:" not in k} == {
+        k: v for k, v in before.items() if ":rmpopt_cpu_online:" not in k
+    }
+    entries = _equivalents(
+        tmp_path,
+        f"- id: {old.id}\n  diff: |\n"
+        + "".join(f"    {ln}\n" for ln in old.changed_lines(text))
+        + "  reason: reviewed before the edit, of the line below\n",
+    )
+    scope = {("rmpopt", "relational")}
+    assert mutate.stale(entries, mutate.spec_mutants(spec, files), files, scope) == []
+    files2 = dict(files, **{KTHREAD: edited})
+    (problem,) = mutate.stale(entries, mutate.spec_mutants(spec, files2), files2, scope)
+    assert "not the one reviewed" in problem.message
 
 
 def _plan():
@@ -154,8 +229,11 @@ def _plan():
 
 
 def _mutant(spec, files, suffix_re):
-    found = [m for m in mutate.spec_mutants(spec, files)
-             if re.search(suffix_re, " / ".join(m.changed_lines(files[m.file])))]
+    found = [
+        m
+        for m in mutate.spec_mutants(spec, files)
+        if re.search(suffix_re, " / ".join(m.changed_lines(files[m.file])))
+    ]
     assert found, suffix_re
     return found[0]
 
@@ -168,11 +246,29 @@ def test_a_known_bad_mutant_is_killed():
     assert status == "killed" and detail.startswith("case "), detail
 
 
+def test_a_negative_first_delay_is_an_infinite_timeout_and_killed():
+    """msecs_to_jiffies() of a negative value is MAX_JIFFY_OFFSET, as in <linux/jiffies.h>:
+    a first delay of -1 ms means the first pass never comes (it was 0 jiffies here once)."""
+    spec = load(ISA / "rmpopt.yaml")
+    files = render_spec(spec)
+    m = next(
+        m
+        for m in mutate.spec_mutants(spec, files)
+        if m.id == "rmpopt/arch/x86/virt/svm/sev-delayed-work.c:RMPOPT_FIRST_DELAY_MS:constant:1"
+    )
+    assert m.changed_lines(files[m.file])[1] == "+#define RMPOPT_FIRST_DELAY_MS\t(-1)"
+    status, detail = mutate.run_mutant(spec, files, m, _plan())
+    assert status == "killed" and detail.startswith("case "), detail
+
+
 def test_a_mutant_that_does_not_compile_is_stillborn():
     spec = load(ISA / "pvalidate.yaml")
     files = render_spec(spec)
-    m = next(m for m in mutate.spec_mutants(spec, files)
-             if m.operator == "delete" and "return rc;" in files[m.file][m.start : m.end])
+    m = next(
+        m
+        for m in mutate.spec_mutants(spec, files)
+        if m.operator == "delete" and "return rc;" in files[m.file][m.start : m.end]
+    )
     assert mutate.run_mutant(spec, files, m, _plan())[0] == "stillborn"
 
 
@@ -200,7 +296,7 @@ def _equivalents(tmp_path: Path, text: str) -> list[mutate.Equivalent]:
 def test_an_equivalent_entry_that_matches_no_mutant_is_stale(tmp_path):
     spec = load(ISA / "pvalidate.yaml")
     entries = _equivalents(tmp_path, (
-        "- id: pvalidate/arch/x86/include/asm/sev.h:99:1:negate:0\n"
+        "- id: pvalidate/arch/x86/include/asm/sev.h:gone:negate:0\n"
         "  diff: |\n    -\tif (x)\n    +\tif (!(x))\n"
         "  reason: a mutant of a line that is gone\n"))  # fmt: skip
     with pytest.raises(SpecError, match=r"equivalent.yaml:1:3: error: stale: no mutant pvalidate/"):
@@ -222,7 +318,7 @@ def test_an_equivalent_entry_whose_mutant_changed_is_stale(tmp_path):
 
 def test_malformed_equivalents_are_reported_with_their_position(tmp_path):
     with pytest.raises(SpecError) as exc:
-        _equivalents(tmp_path, "- id: x:1:1:negate:0\n  reason: no diff\n  why: extra\n")
+        _equivalents(tmp_path, "- id: x:f:negate:0\n  reason: no diff\n  why: extra\n")
     text = str(exc.value)
     assert "equivalent.yaml:1:3: error: missing diff" in text and "unknown key 'why'" in text
 
@@ -252,9 +348,30 @@ def test_a_runner_that_kills_nothing_fails(run_kgen, monkeypatch):
                       "--jobs", "2")  # fmt: skip
     assert result.exit_code == 1, result.output
     assert "pvalidate.yaml: 0.0 % (0 killed of 7;" in result.output
-    assert "survivor: pvalidate/arch/x86/include/asm/sev.h:34:2:negate:0" in result.output
+    assert "survivor: pvalidate/arch/x86/include/asm/sev.h:pvalidate:negate:0" in result.output
     assert "+\tif (!(no_rmpupdate))" in result.output
     assert "kgen: 7 mutants neither killed nor listed" in result.stderr
+
+
+def test_code_that_fails_compare_unmutated_is_no_score(run_kgen, monkeypatch):
+    """Were the rendered code itself to fail compare, every mutant would be 'killed' and the
+    score 100 %: the run compares the unmutated code first and stops when it fails."""
+
+    def fails(spec, compilers, engine, seed, count, opts, **kw):
+        result = cmp.Result(spec.path, engine, compilers, seed, opts, count)
+        result.mismatches.append(
+            cmp.Mismatch(spec.path, "-O2", 3, 0, "E 0", "B broken", (), "", "kgen compare ...")
+        )
+        return result
+
+    monkeypatch.setattr(cmp, "compare", fails)
+    result = run_kgen("mutate", "isa/pvalidate.yaml", "--operator", "negate", "--jobs", "2")
+    assert result.exit_code == 1, result.output
+    assert "100.0 %" not in result.output
+    assert (
+        "kgen: isa/pvalidate.yaml: the unmutated code does not pass what each mutant runs "
+        "(killed: case 3 at -O2: expected 'E 0', got 'B broken')"
+    ) in result.stderr
 
 
 @pytest.mark.slow

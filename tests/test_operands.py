@@ -62,7 +62,9 @@ def test_an_input_in_the_wrong_register():
 
 def test_a_missing_input():
     spec = edited("rmpupdate", ("    - register: rcx\n", "    - register: rdx\n"))
-    assert f"spec says inputs rax, rdx; {ICED} reads rax, rcx" in [p.message for p in operand_check([spec]).problems]
+    assert f"spec says inputs rax, rdx; {ICED} reads rax, rcx" in [
+        p.message for p in operand_check([spec]).problems
+    ]
 
 
 def test_an_input_wider_than_the_instruction_reads():
@@ -79,7 +81,9 @@ def test_an_output_in_the_wrong_register():
 def test_a_written_register_said_preserved():
     spec = edited("psmash", ("  outputs:\n    - register: rax", "  outputs:\n    - register: rdx"),
                   ("  clobbers:", "  preserved: [rax]\n  clobbers:"))  # fmt: skip
-    assert f"spec says rax preserved; {ICED} writes rax" in [p.message for p in operand_check([spec]).problems]
+    assert f"spec says rax preserved; {ICED} writes rax" in [
+        p.message for p in operand_check([spec]).problems
+    ]
 
 
 def test_a_flag_the_instruction_does_not_change():
@@ -100,7 +104,9 @@ def test_flags_changed_without_a_cc_clobber():
 
 def test_memory_written_where_it_is_read():
     spec = edited("rmpupdate", ("      access: read\n", "      access: write\n"))
-    assert only_problem(spec) == f"spec says memory operands write [rcx]; {ICED} accesses read [rcx]"
+    assert (
+        only_problem(spec) == f"spec says memory operands write [rcx]; {ICED} accesses read [rcx]"
+    )
 
 
 def test_a_validate_error_names_both_sides(run_kgen, tmp_path):
@@ -108,7 +114,10 @@ def test_a_validate_error_names_both_sides(run_kgen, tmp_path):
     path.write_text(SPECS["rmpadjust"].source.replace("register: rdx", "register: rsi"))
     result = run_kgen("validate", path)
     assert result.exit_code == 1
-    assert f"{path}:21:5: error: spec says inputs rax, rcx, rsi; {ICED} reads rax, rcx, rdx" in result.stderr
+    assert (
+        f"{path}:21:5: error: spec says inputs rax, rcx, rsi; {ICED} reads rax, rcx, rdx"
+        in result.stderr
+    )
 
 
 # --- assembler versions -----------------------------------------------------
@@ -138,21 +147,37 @@ def test_a_version_the_assembler_here_contradicts():
     here = GAS.version
     newer = edited("pvalidate", ('binutils: "2.36"', 'binutils: "9.1"'))
     (problem,) = binutils_check([newer], GAS, known=()).problems
-    assert problem.message == f"spec says binutils 9.1 knows 'pvalidate' first; binutils {here} here assembles it"
+    assert (
+        problem.message
+        == f"spec says binutils 9.1 knows 'pvalidate' first; binutils {here} here assembles it"
+    )
     never = edited("pvalidate", ('binutils: "2.36"', "binutils: null"))
     (problem,) = binutils_check([never], GAS, known=()).problems
-    assert problem.message == f"spec says no binutils release knows 'pvalidate'; binutils {here} here assembles it"
+    assert (
+        problem.message
+        == f"spec says no binutils release knows 'pvalidate'; binutils {here} here assembles it"
+    )
     older = edited("rmpread", ('binutils: "2.44"', 'binutils: "2.30"'))
     (problem,) = binutils_check([older], GAS, known=()).problems
-    assert problem.message == f"spec says binutils 2.30 knows 'rmpread'; binutils {here} here does not assemble it"
-    assert binutils_check([SPECS["pvalidate"]], Gas(GAS.path, "2.35"), known=()).problems  # too old to know it
+    assert (
+        problem.message
+        == f"spec says binutils 2.30 knows 'rmpread'; binutils {here} here does not assemble it"
+    )
+    assert binutils_check(
+        [SPECS["pvalidate"]], Gas(GAS.path, "2.35"), known=()
+    ).problems  # too old to know it
 
 
 def test_bytes_the_assembler_here_does_not_emit():
     spec = SPECS["pvalidate"]
-    renamed = dataclasses.replace(spec, instruction=dataclasses.replace(spec.instruction, mnemonic="psmash"))
+    renamed = dataclasses.replace(
+        spec, instruction=dataclasses.replace(spec.instruction, mnemonic="psmash")
+    )
     (problem,) = binutils_check([renamed], GAS, known=()).problems
-    assert problem.message == f"binutils {GAS.version} assembles 'psmash' as F3 0F 01 FF, not F2 0F 01 FF"
+    assert (
+        problem.message
+        == f"binutils {GAS.version} assembles 'psmash' as F3 0F 01 FF, not F2 0F 01 FF"
+    )
 
 
 def test_no_assembler_is_a_note():
@@ -166,4 +191,6 @@ def test_validate_catches_the_rmpread_spec_as_it_was(run_kgen, tmp_path):
     path.write_text(SPECS["rmpread"].source.replace('binutils: "2.44"', "binutils: null"))
     result = run_kgen("validate", path)
     assert result.exit_code == 1
-    assert "error: spec says no binutils release knows 'rmpread'; binutils 2.44 does" in result.stderr
+    assert (
+        "error: spec says no binutils release knows 'rmpread'; binutils 2.44 does" in result.stderr
+    )

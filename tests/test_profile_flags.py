@@ -52,7 +52,9 @@ def test_without_a_minimum_the_trees_asm_h_decides(tmp_path):
     asm.mkdir(parents=True)
     assert min_gcc(tmp_path) is None
     assert detect(root=tmp_path).flag_outputs is True
-    (asm / "asm.h").write_text('#ifdef __GCC_ASM_FLAG_OUTPUTS__\n# define CC_OUT(c) "=@cc" #c\n#endif\n')
+    (asm / "asm.h").write_text(
+        '#ifdef __GCC_ASM_FLAG_OUTPUTS__\n# define CC_OUT(c) "=@cc" #c\n#endif\n'
+    )
     assert detect(root=tmp_path).flag_outputs is False
     assert detect([tmp_path / "arch" / "x86" / "include"]).flag_outputs is False
 
@@ -85,7 +87,9 @@ def _compilers(without_flag_outputs: bool = False):
     found = [toolchain.find_clang(), toolchain.find_gcc()]
     found = [c for c in found if c is not None]
     if without_flag_outputs:  # what a compiler before GCC 6 sees: CC_SET() is setc
-        found = [dataclasses.replace(c, argv=(*c.argv, "-U__GCC_ASM_FLAG_OUTPUTS__")) for c in found]
+        found = [
+            dataclasses.replace(c, argv=(*c.argv, "-U__GCC_ASM_FLAG_OUTPUTS__")) for c in found
+        ]
     return tuple(found)
 
 

@@ -36,13 +36,15 @@ def examples(text: str) -> list[tuple[int, str, list[str], str | None, str | Non
             why = NOT_RUN.fullmatch(lines[i - 1].strip()) if i else None
             setup = SETUP.fullmatch(lines[i - 1].strip()) if i else None
             end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
-            block = lines[i + 1:end]
+            block = lines[i + 1 : end]
             starts = [k for k, line in enumerate(block) if line.startswith("$ kgen")]
             for a, b in zip(starts, starts[1:] + [len(block)], strict=True):
-                out = block[a + 1:b]
+                out = block[a + 1 : b]
                 while out and not out[-1].strip():
                     out.pop()
-                found.append((i + 2 + a, block[a], out, why and why.group(1), setup and setup.group(1)))
+                found.append(
+                    (i + 2 + a, block[a], out, why and why.group(1), setup and setup.group(1))
+                )
             i = end
         i += 1
     return found
@@ -72,7 +74,7 @@ def test_the_readme_has_examples_that_run():
 
 
 def _param(line, command, expected, why, setup):
-    marks = [pytest.mark.slow] if " compare" in command else []
+    marks = [pytest.mark.slow] if " compare" in command or " mutate" in command else []
     if why:
         marks.append(pytest.mark.skip(reason=f"README.md:{line}: not run: {why}"))
     elif "--reference .kernel" in command and not (ROOT / ".kernel" / "src").is_dir():
@@ -111,4 +113,5 @@ def test_readme_example(run_kgen, tmp_path, command, expected, setup):
     result = run_kgen(*words[1:], **({"cwd": tmp_path} if setup else {}))
     got = "".join(normal(line) + "\n" for line in result.output.splitlines())
     assert pattern_of(expected).fullmatch(got), (
-        f"`{command}` no longer prints what the README shows; it prints:\n{result.output}")
+        f"`{command}` no longer prints what the README shows; it prints:\n{result.output}"
+    )

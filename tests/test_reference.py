@@ -57,13 +57,19 @@ def test_a_header_that_hands_over_to_the_generated_one_is_caught(run_kgen, tmp_p
                               "#endif\n#include_next <asm/sev.h>\n")  # fmt: skip
     r = run_kgen("compare", "isa/pvalidate.yaml", *FAST, "--reference", d)
     assert r.exit_code == 1, r.output
-    assert "error: the reference unit includes kgen's own pvalidate/arch/x86/include/asm/sev.h" in r.output
+    assert (
+        "error: the reference unit includes kgen's own pvalidate/arch/x86/include/asm/sev.h"
+        in r.output
+    )
 
 
 def test_a_helper_defined_outside_the_directory_is_caught(run_kgen, tmp_path):
     elsewhere = tmp_path / "elsewhere.h"
     elsewhere.write_text(GENERATED)
-    d = _kernel_dir(tmp_path, f"#if 0\nstatic inline int pvalidate(void) {{ }}\n#endif\n#include \"{elsewhere}\"\n")
+    d = _kernel_dir(
+        tmp_path,
+        f'#if 0\nstatic inline int pvalidate(void) {{ }}\n#endif\n#include "{elsewhere}"\n',
+    )
     r = run_kgen("compare", "isa/pvalidate.yaml", *FAST, "--reference", d)
     assert r.exit_code == 1, r.output
     assert f"the preprocessor finds it {elsewhere}:" in r.output
@@ -74,7 +80,9 @@ def test_the_report_names_the_reference_and_the_definition(run_kgen, tmp_path, a
     d = _kernel_dir(tmp_path, HAND_WRITTEN)
     line = GENERATED.splitlines().index(next(ln for ln in GENERATED.splitlines()
                                              if ln.startswith("static inline int pvalidate("))) + 1  # fmt: skip
-    r = run_kgen("compare", "isa/pvalidate.yaml", *FAST, "--reference", d, *(["--json"] if as_json else []))
+    r = run_kgen(
+        "compare", "isa/pvalidate.yaml", *FAST, "--reference", d, *(["--json"] if as_json else [])
+    )
     assert r.exit_code == 0, r.output
     if as_json:
         (report,) = json.loads(r.output)["specs"]
@@ -82,7 +90,9 @@ def test_the_report_names_the_reference_and_the_definition(run_kgen, tmp_path, a
             {"directory": str(d), "files": ["asm/sev.h"], "definition": f"{d}/asm/sev.h:{line}"}
         ]
     else:
-        assert f"  reference {d}: 1 file; {d}/asm/sev.h:{line} defines the helper compared" in r.output
+        assert (
+            f"  reference {d}: 1 file; {d}/asm/sev.h:{line} defines the helper compared" in r.output
+        )
 
 
 def test_kgen_s_own_output_is_no_reference(run_kgen, tmp_path):

@@ -76,7 +76,11 @@ def test_the_configured_definition_is_taken(tmp_path):
     """The #else stub is not what a kernel with CONFIG_KVM_AMD_SEV builds."""
     root = _tree(tmp_path)
     fn = find_function(root / "arch/x86/virt/svm/sev.c", "psmash", "sev.c")
-    assert fn.line == 9 and fn.text.startswith("int psmash(u64 pfn)\n{") and fn.text.endswith("return ret;\n}")
+    assert (
+        fn.line == 9
+        and fn.text.startswith("int psmash(u64 pfn)\n{")
+        and fn.text.endswith("return ret;\n}")
+    )
     unit = tree_unit(PSMASH, root)
     assert "return (u64)psmash(args[0] >> 12);" in unit.source
     assert f'#line 9 "{root}/arch/x86/virt/svm/sev.c"\nint psmash(u64 pfn)' in unit.source
@@ -130,7 +134,10 @@ def test_a_missing_or_undecidable_function_is_an_error(run_kgen, tmp_path, edit,
 def test_a_configured_out_definition_is_not_taken(tmp_path):
     """With the condition reversed, the stub is what the kernel builds, and what is compared."""
     root = _tree(tmp_path, SEV_C.replace("#ifdef CONFIG_KVM_AMD_SEV", "#ifndef CONFIG_KVM_AMD_SEV"))
-    assert tree_unit(PSMASH, root).function.text == "static inline int psmash(u64 pfn) { return -ENODEV; }"
+    assert (
+        tree_unit(PSMASH, root).function.text
+        == "static inline int psmash(u64 pfn) { return -ENODEV; }"
+    )
 
 
 def test_a_tree_without_the_source_file_is_an_error(run_kgen, tmp_path):
@@ -142,7 +149,9 @@ def test_a_tree_without_the_source_file_is_an_error(run_kgen, tmp_path):
 
 def test_a_tree_comes_alone(run_kgen, tmp_path):
     root = _tree(tmp_path)
-    r = run_kgen("compare", ISA / "psmash.yaml", *FAST, "--reference", root, "--reference", tmp_path)
+    r = run_kgen(
+        "compare", ISA / "psmash.yaml", *FAST, "--reference", root, "--reference", tmp_path
+    )
     assert r.exit_code == 1 and "give it as the only --reference" in r.output, r.output
 
 
@@ -155,7 +164,11 @@ def test_a_directory_that_is_neither_is_an_error(run_kgen, tmp_path):
 def test_the_spec_maps_inputs_to_parameters_and_the_result():
     assert kernel_args(RMPUPDATE, [0x12345678_9ABC_DEF0, 7]) == [0x12345678_9ABC_D000, 7]
     assert kernel_result(RMPUPDATE, 0) == 0
-    assert kernel_result(RMPUPDATE, 4) == kernel_result(RMPUPDATE, 0xFFFF_FFFF_FFFF_FFFF) == (-14) & (2**64 - 1)
+    assert (
+        kernel_result(RMPUPDATE, 4)
+        == kernel_result(RMPUPDATE, 0xFFFF_FFFF_FFFF_FFFF)
+        == (-14) & (2**64 - 1)
+    )
     assert kernel_result(PSMASH, 0x87) == 0x87  # psmash() returns the code
     case = next(c for c in cases.generate(PSMASH, 1, 50) if any(int(a.split(":")[2], 0) & 0xFFF
                                                                for a in c.actions))  # fmt: skip
@@ -198,4 +211,7 @@ def test_a_retry_past_the_bound_is_explained():
     result = compare.compare(RMPUPDATE, toolchain.find_clang(), host.choose_engine("emulator", RMPUPDATE),
                              seed=1, count=40, opts=("-O2",), files=files, workers=1)  # fmt: skip
     assert not result.ok
-    assert "again after __rmpupdate()'s 16 retries, where max_retries stops" in result.mismatches[0].note
+    assert (
+        "again after __rmpupdate()'s 16 retries, where max_retries stops"
+        in result.mismatches[0].note
+    )

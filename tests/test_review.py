@@ -71,6 +71,8 @@ MUTANTS = [
      '{% for line in raw.doc if not line.startswith("Inputs:") %}'),
     ("setup-order", "sweep.c.j2", "int {{ worker.setup | ident }}(void)\n{\n{{ en.setup_body }}",
      "int {{ worker.setup | ident }}(void)\n{\n\tmigrate_disable();\n\tmigrate_enable();\n{{ en.setup_body }}"),
+    ("delays-from-spec", "sweep.c.j2", "_REARM_DELAY_MS\t{{ worker.rearm_delay_ms | ms }}",
+     "_REARM_DELAY_MS\t{{ (worker.rearm_delay_ms - 1) | ms }}"),
     ("no-warn-on-success", "sweep.c.j2", "\t\t{{ h.name | ident }}(pa);\n",
      "\t\tWARN_ON_ONCE({{ h.name | ident }}(pa));\n"),
 ]  # fmt: skip

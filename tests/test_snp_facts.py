@@ -85,7 +85,9 @@ MUTATIONS = [  # (spec, text replaced, by, the check that must catch it)
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("name, old, new, check", MUTATIONS, ids=lambda v: getattr(v, "__name__", None))
+@pytest.mark.parametrize(
+    "name, old, new, check", MUTATIONS, ids=lambda v: getattr(v, "__name__", None)
+)
 def test_a_changed_spec_value_is_caught(name, old, new, check):
     text = (ISA / f"{name}.yaml").read_text()
     assert text.count(old) == 1, old

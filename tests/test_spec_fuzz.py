@@ -47,7 +47,8 @@ documents = st.recursive(
 # KGEN_FUZZ_EXAMPLES=20000 for a long run; the default keeps the suite quick.
 FUZZ = settings(
     max_examples=int(os.environ.get("KGEN_FUZZ_EXAMPLES", "300")),
-    deadline=None, suppress_health_check=[HealthCheck.too_slow],
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 
 
@@ -128,7 +129,9 @@ odd_values = st.one_of(
     st.sampled_from(YAML11),
     st.integers(-(2**300), 2**300).map(str),
     st.integers(-(2**300), 2**300).map(hex),
-    st.tuples(st.integers(1, 5000), st.sampled_from(["", "K", "G", "E"])).map(lambda t: "9" * t[0] + t[1]),
+    st.tuples(st.integers(1, 5000), st.sampled_from(["", "K", "G", "E"])).map(
+        lambda t: "9" * t[0] + t[1]
+    ),
     st.integers(4000, 9000).map(lambda n: "y" * n),
     st.integers(1, 60).map(lambda n: ">-\n" + "\n".join(["      " + "z" * 99] * n)),
 )
@@ -151,8 +154,12 @@ def nested(depth: int, style: str, closed: bool) -> str:
     if style == "flow-map":
         return "x: " + "{a: " * depth + ("1" + "}" * depth if closed else "") + "\n"
     if style == "block-map":
-        return "".join(" " * i + "a:\n" for i in range(depth)) + (" " * depth + "b: 1\n" if closed else "")
-    return "".join(" " * (2 * i) + "- \n" for i in range(depth)) + (" " * 2 * depth + "- 1\n" if closed else "")
+        return "".join(" " * i + "a:\n" for i in range(depth)) + (
+            " " * depth + "b: 1\n" if closed else ""
+        )
+    return "".join(" " * (2 * i) + "- \n" for i in range(depth)) + (
+        " " * 2 * depth + "- 1\n" if closed else ""
+    )
 
 
 STYLES = ["flow-list", "flow-map", "block-map", "block-list"]

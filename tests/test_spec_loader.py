@@ -171,13 +171,17 @@ from codegen import x86  # noqa: E402
 from tests.conftest import ISA, RMPOPT_YAML  # noqa: E402
 
 RMPOPT_TEXT = RMPOPT_YAML.read_text()
-RMPOPT_ENCODING = RMPOPT_TEXT[RMPOPT_TEXT.index("  encoding:\n") : RMPOPT_TEXT.index("  privilege:\n")]
+RMPOPT_ENCODING = RMPOPT_TEXT[
+    RMPOPT_TEXT.index("  encoding:\n") : RMPOPT_TEXT.index("  privilege:\n")
+]
 
 
 def with_encoding(pairs: list[tuple[int, str]], mnemonic: str = "rmpfoo") -> str:
     """rmpopt.yaml with another encoding (and mnemonic)."""
     enc = "  encoding:\n" + "".join(f"    - {{byte: {b:#04x}, role: {r}}}\n" for b, r in pairs)
-    return RMPOPT_TEXT.replace(RMPOPT_ENCODING, enc).replace("mnemonic: rmpopt", f"mnemonic: {mnemonic}")
+    return RMPOPT_TEXT.replace(RMPOPT_ENCODING, enc).replace(
+        "mnemonic: rmpopt", f"mnemonic: {mnemonic}"
+    )
 
 
 def test_64_bytes_of_shellcode_are_no_instruction(run_kgen, tmp_path):
@@ -187,7 +191,10 @@ def test_64_bytes_of_shellcode_are_no_instruction(run_kgen, tmp_path):
     assert result.exit_code == 1 and "Traceback" not in result.output
     lines = result.stderr.splitlines()
     assert lines[-1] == "kgen: 3 problems found"
-    assert any(": error: the encoding has 64 bytes; an x86 instruction has at most 15" in ln for ln in lines)
+    assert any(
+        ": error: the encoding has 64 bytes; an x86 instruction has at most 15" in ln
+        for ln in lines
+    )
     assert any(": error: a second opcode byte 0x41 (and 62 more): an instruction has exactly one "
                "opcode byte" in ln for ln in lines)  # fmt: skip
     assert any(": error: the encoding has no escape byte" in ln for ln in lines)
@@ -341,7 +348,9 @@ def test_a_spec_at_the_size_limit_loads():
 )
 def test_deep_nesting_is_refused_at_the_limit(nested):
     out = problems(nested)
-    assert len(out) == 1 and out[0].endswith(f": nested deeper than the limit of {MAX_DEPTH} levels")
+    assert len(out) == 1 and out[0].endswith(
+        f": nested deeper than the limit of {MAX_DEPTH} levels"
+    )
 
 
 def test_nesting_at_the_limit_is_no_problem_of_its_own():
@@ -352,8 +361,12 @@ def test_nesting_at_the_limit_is_no_problem_of_its_own():
 def test_a_long_value_is_refused():
     folded = "\n".join(["    " + "y" * 99] * 41)  # 41 lines of 99 joined by spaces: 4099 characters
     text = BASE.replace("  title: Frobnicate Optimize", "  title: >-\n" + folded)
-    assert problems(text) == [f"6:10: a value of 4099 characters is longer than the limit of {MAX_TEXT}"]
-    ok = BASE.replace("  title: Frobnicate Optimize", "  title: >-\n" + "\n".join(["    " + "y" * 99] * 40))
+    assert problems(text) == [
+        f"6:10: a value of 4099 characters is longer than the limit of {MAX_TEXT}"
+    ]
+    ok = BASE.replace(
+        "  title: Frobnicate Optimize", "  title: >-\n" + "\n".join(["    " + "y" * 99] * 40)
+    )
     parse(ok, "t.yaml")
 
 
@@ -372,23 +385,41 @@ def test_a_long_line_is_refused():
 @pytest.mark.parametrize(
     "old, new, message",
     [
-        ("leaf: 0x7", "leaf: 18446744073709551616", "integer '18446744073709551616' does not fit 64 bits"),
+        (
+            "leaf: 0x7",
+            "leaf: 18446744073709551616",
+            "integer '18446744073709551616' does not fit 64 bits",
+        ),
         ("leaf: 0x7", "leaf: " + "9" * 4000, "does not fit 64 bits"),
         ("value: 0xff,", "value: -0x10000000000000000,", "does not fit 64 bits"),
         ("region_size: 2M", "region_size: " + "9" * 4000 + "G", "does not fit 64 bits"),
         ("region_size: 2M", "region_size: 16E", "size '16E' does not fit 64 bits"),
-        ("entries: 512", "entries: 01000", "'01000' is octal in YAML 1.1 (512) but decimal in "
-         "YAML 1.2: write 0o1000 or 0x200, or 1000 without the leading zero"),
-        ("entries: 512", "entries: 8:32", "'8:32' is a base-60 number in YAML 1.1: write a plain "
-         "number (or quote it for text)"),
+        (
+            "entries: 512",
+            "entries: 01000",
+            "'01000' is octal in YAML 1.1 (512) but decimal in "
+            "YAML 1.2: write 0o1000 or 0x200, or 1000 without the leading zero",
+        ),
+        (
+            "entries: 512",
+            "entries: 8:32",
+            "'8:32' is a base-60 number in YAML 1.1: write a plain number (or quote it for text)",
+        ),
         ("word: 18", "word: 0:18", "base-60"),
-        ("retry: true}", "retry: yes}", "'yes' is a boolean only in YAML 1.1: write true or false "
-         "(or quote it for text)"),
+        (
+            "retry: true}",
+            "retry: yes}",
+            "'yes' is a boolean only in YAML 1.1: write true or false (or quote it for text)",
+        ),
         ("retry: true}", "retry: Off}", "'Off' is a boolean only in YAML 1.1"),
         ("retry: true}", "retry: y}", "'y' is a boolean only in YAML 1.1"),
         ("width: 8", "width: 010", "is octal in YAML 1.1 (8)"),
-        ("value: 0xff,", "value: -0_10,", "'-0_10' is octal in YAML 1.1 (-8) but decimal in YAML 1.2: "
-         "write -0o10 or -0x8, or -10 without the leading zero"),
+        (
+            "value: 0xff,",
+            "value: -0_10,",
+            "'-0_10' is octal in YAML 1.1 (-8) but decimal in YAML 1.2: "
+            "write -0o10 or -0x8, or -10 without the leading zero",
+        ),
     ],
 )
 def test_values_that_do_not_fit_or_depend_on_the_yaml_version(old, new, message):

@@ -92,14 +92,19 @@ def test_what_apply_puts_where(tree):
     assert "#define X86_FEATURE_RMPOPT\t\t(21 * 32 + 0)" in features
     assert features.index("X86_FEATURE_RMPOPT") < features.index("X86_FEATURE_CLEAR_BHB_LOOP")
     scattered = read("arch/x86/kernel/cpu/scattered.c")
-    assert "\t{ X86_FEATURE_RMPOPT,\t\tCPUID_EDX,  0, 0x80000025, 0 },\n\t{ 0, 0, 0, 0, 0 }" in scattered
+    assert (
+        "\t{ X86_FEATURE_RMPOPT,\t\tCPUID_EDX,  0, 0x80000025, 0 },\n\t{ 0, 0, 0, 0, 0 }"
+        in scattered
+    )
     msr = read("arch/x86/include/asm/msr-index.h")
     assert "MSR_AMD64_RMP_END\t\t0xc0010133\n#define MSR_AMD64_RMPOPT_BASE" in msr
     # the tree's minimum GCC (5.1) has no flag outputs
     insns = read("arch/x86/include/asm/special_insns.h")
     assert "CC_OUT(c) (optimized)" in insns and "=@ccc" not in insns
     assert insns.index("__rmpopt") < insns.index("#endif /* __KERNEL__ */")
-    assert "#include <linux/errno.h>\n#include <linux/irqflags.h>\n#include <linux/sizes.h>" in insns
+    assert (
+        "#include <linux/errno.h>\n#include <linux/irqflags.h>\n#include <linux/sizes.h>" in insns
+    )
     sev_h = read("arch/x86/include/asm/sev.h")
     # the tree's own constants stay as they are; the stubs go into the #else branch
     assert sev_h.count("#define PVALIDATE_FAIL_NOUPDATE") == 1
@@ -109,16 +114,22 @@ def test_what_apply_puts_where(tree):
     stub = sev_h.index("static inline int snp_setup_rmpopt(void) { return 0; }")
     assert sev_h.index("#else", decl) < stub
     # the stub of pvalidate() in the !CONFIG_AMD_MEM_ENCRYPT branch is left alone
-    assert "static inline int pvalidate(unsigned long vaddr, bool rmp_psize, bool validate) { return 0; }" in sev_h
+    assert (
+        "static inline int pvalidate(unsigned long vaddr, bool rmp_psize, bool validate) { return 0; }"
+        in sev_h
+    )
     host = read("arch/x86/virt/svm/sev.c")
     assert "\tret = __psmash(paddr);\n" in host and "PSMASH mnemonic" not in host
     assert "\tret = __rmpupdate(paddr, state);\n" in host and "do {" not in host
     ccp = read("drivers/crypto/ccp/sev-dev.c")
     assert "\tsev->snp_initialized = true;\n\tsnp_setup_rmpopt();\n" in ccp
     # teardown once SNP is shut down, and not on the panic path, where nothing may sleep
-    assert "\tsev->snp_initialized = false;\n\n\tif (!panic)\n\t\trmpopt_cleanup();\n\n\tdev_dbg(" in ccp
+    assert (
+        "\tsev->snp_initialized = false;\n\n\tif (!panic)\n\t\trmpopt_cleanup();\n\n\tdev_dbg("
+        in ccp
+    )
     # the helpers that pass a u64 in one register build only for x86-64
-    block = insns[insns.index("#ifdef CONFIG_X86_64"):insns.index("#endif /* CONFIG_X86_64 */")]
+    block = insns[insns.index("#ifdef CONFIG_X86_64") : insns.index("#endif /* CONFIG_X86_64 */")]
     assert "static inline bool __rmpopt(" in block and "static inline bool rmpopt(" in block
     assert "enum rmpopt_function" not in block
     assert sev_h.count("#ifdef CONFIG_X86_64") == 2  # __psmash(), __rmpupdate()
@@ -128,7 +139,9 @@ def test_what_apply_puts_where(tree):
 
 def test_the_spec_slot_is_used_where_it_is_free(tree):
     path = tree / "arch/x86/include/asm/cpufeatures.h"
-    path.write_text(path.read_text().replace("#define X86_FEATURE_P4\t\t\t( 3*32+ 7) /* P4 */\n", ""))
+    path.write_text(
+        path.read_text().replace("#define X86_FEATURE_P4\t\t\t( 3*32+ 7) /* P4 */\n", "")
+    )
     assert kgen("apply", ISA / "rmpopt.yaml", "--tree", tree).exit_code == 0
     assert "#define X86_FEATURE_RMPOPT\t\t(3 * 32 + 7)" in path.read_text()
 
@@ -138,7 +151,9 @@ def test_a_spec_edit_changes_exactly_its_part(tree, tmp_path):
     git(tree, "commit", "-q", "-am", "rmpopt")
     spec = tmp_path / "isa" / "rmpopt.yaml"
     spec.parent.mkdir()
-    spec.write_text((ISA / "rmpopt.yaml").read_text().replace("rearm_delay_ms: 10000", "rearm_delay_ms: 20000"))
+    spec.write_text(
+        (ISA / "rmpopt.yaml").read_text().replace("rearm_delay_ms: 10000", "rearm_delay_ms: 20000")
+    )
     for other in SPECS:
         if other.name != "rmpopt.yaml":
             shutil.copy(other, spec.parent)
@@ -150,7 +165,10 @@ def test_a_spec_edit_changes_exactly_its_part(tree, tmp_path):
                if line[:1] in "+-" and not line.startswith(("+++", "---"))]  # fmt: skip
     # the delay and the comment that says it, in the one file that has them
     assert git(tree, "diff", "--name-only").split() == ["arch/x86/virt/svm/sev.c"]
-    assert changed[:2] == ["-#define RMPOPT_REARM_DELAY_MS\t10000", "+#define RMPOPT_REARM_DELAY_MS\t20000"]
+    assert changed[:2] == [
+        "-#define RMPOPT_REARM_DELAY_MS\t10000",
+        "+#define RMPOPT_REARM_DELAY_MS\t20000",
+    ]
     rest = changed[2:]
     assert rest and all(line[1:].startswith(" *") for line in rest), rest
     assert any("10 s from now" in line for line in rest if line[0] == "-")
@@ -187,7 +205,10 @@ def test_a_missing_file_is_named(tree):
     before = snapshot(tree)
     result = kgen("apply", *SPECS, "--tree", tree)
     assert result.exit_code == 1
-    assert f"{tree}/arch/x86/kernel/cpu/scattered.c: error: kgen must change this file" in result.output
+    assert (
+        f"{tree}/arch/x86/kernel/cpu/scattered.c: error: kgen must change this file"
+        in result.output
+    )
     assert "; nothing was written" in result.output
     assert snapshot(tree) == before
     check = kgen("check", *SPECS, "--tree", tree)
@@ -210,7 +231,9 @@ def test_local_edits_in_a_generated_part_are_kept(tree):
     before = snapshot(tree)
     result = kgen("apply", *SPECS, "--tree", tree)
     assert result.exit_code == 1
-    assert f"{path}: error: function rmpopt_work_stop was edited since kgen wrote it" in result.output
+    assert (
+        f"{path}: error: function rmpopt_work_stop was edited since kgen wrote it" in result.output
+    )
     assert snapshot(tree) == before
     # committed, the edit is the user's tree; --force overwrites it either way
     forced = kgen("apply", *SPECS, "--tree", tree, "--force")
@@ -255,7 +278,10 @@ def test_patch_series_applies_and_equals_apply(tree, tmp_path):
         "crypto: ccp - Set up RMPOPT after SNP init and tear it down at shutdown",
         "KVM: SEV: Ask for an RMPOPT pass when an SNP guest is destroyed",
     ]
-    assert "isa/rmpread.yaml: note: arch/x86/include/asm/sev.h has no __rmpread() to replace" in result.output
+    assert (
+        "isa/rmpread.yaml: note: arch/x86/include/asm/sev.h has no __rmpread() to replace"
+        in result.output
+    )
     assert subjects[7:] == [
         "x86/sev: Move the PSMASH instruction into __psmash()",
         "x86/sev: Add kernel-doc to pvalidate()",
@@ -316,7 +342,9 @@ def test_patch_never_overwrites(tree, tmp_path):
     result = kgen("patch", ISA / "pvalidate.yaml", "--tree", tree, "-o", out)
     assert result.exit_code == 1 and "exists; kgen does not overwrite it" in result.output
     assert (out / "0001-x86-sev-Add-kernel-doc-to-pvalidate.patch").read_text() == "mine\n"
-    assert sorted(p.name for p in out.iterdir()) == ["0001-x86-sev-Add-kernel-doc-to-pvalidate.patch"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "0001-x86-sev-Add-kernel-doc-to-pvalidate.patch"
+    ]
 
 
 def test_unreadable_c_is_a_message_not_a_traceback(tree):
@@ -336,7 +364,9 @@ def test_ctext_finds_items_by_name():
     assert ("define", "PVALIDATE_FAIL_NOUPDATE") in kinds and ("struct", "rmp_state") in kinds
     pv = ctext.find(found, "function", "pvalidate")
     assert len(pv) == 2 and pv[1].conditions[-1] == ("ifdef CONFIG_AMD_MEM_ENCRYPT", "else")
-    assert ctext.find(found, "function", "rmpadjust")[0].text(text).startswith("/* RMPADJUST changes")
+    assert (
+        ctext.find(found, "function", "rmpadjust")[0].text(text).startswith("/* RMPADJUST changes")
+    )
 
 
 def test_specs_that_clash_are_not_applied(tree, tmp_path):
@@ -346,7 +376,9 @@ def test_specs_that_clash_are_not_applied(tree, tmp_path):
     a.mkdir()
     b.mkdir()
     shutil.copy(ISA / "rmpopt.yaml", a)
-    (b / "rmpopt.yaml").write_text((ISA / "rmpopt.yaml").read_text().replace("value: 1\n", "value: 2\n"))
+    (b / "rmpopt.yaml").write_text(
+        (ISA / "rmpopt.yaml").read_text().replace("value: 1\n", "value: 2\n")
+    )
     before = snapshot(tree)
     for command in ("apply", "check", "patch"):
         args = [command, a / "rmpopt.yaml", b / "rmpopt.yaml", "--tree", tree]
@@ -362,6 +394,8 @@ def test_applying_some_specs_keeps_the_record_of_the_others(tree):
     assert kgen("apply", *SPECS, "--tree", tree).exit_code == 0
     assert kgen("apply", ISA / "pvalidate.yaml", "--tree", tree).exit_code == 0
     path = tree / "arch/x86/virt/svm/sev.c"
-    path.write_text(path.read_text().replace("rmpopt_write_msr(0);", "rmpopt_write_msr(0); /* mine */"))
+    path.write_text(
+        path.read_text().replace("rmpopt_write_msr(0);", "rmpopt_write_msr(0); /* mine */")
+    )
     result = kgen("apply", *SPECS, "--tree", tree)
     assert result.exit_code == 1 and "function rmpopt_work_stop was edited" in result.output

@@ -56,8 +56,13 @@ def test_git_environment_of_the_caller_is_not_used(tree, tmp_path):
     out = tmp_path / "p"
     result = kgen("patch", *SPECS, "--tree", tree, "-o", out, env=hostile)
     clean(result, 0)
-    assert len(list(out.iterdir())) == 12  # 11 patches (RMPREAD has nothing to replace) and the cover letter
-    assert "base-commit: " + git(tree, "rev-parse", "HEAD").strip() in (out / "0000-cover-letter.patch").read_text()
+    assert (
+        len(list(out.iterdir())) == 12
+    )  # 11 patches (RMPREAD has nothing to replace) and the cover letter
+    assert (
+        "base-commit: " + git(tree, "rev-parse", "HEAD").strip()
+        in (out / "0000-cover-letter.patch").read_text()
+    )
     clean(kgen("apply", *SPECS, "--tree", tree, env=hostile), 0)
     assert (tree / ".git/kgen/applied.json").is_file() and not (other / ".git/kgen").exists()
     assert git(other, "rev-parse", "HEAD") == head and (other / ".git/index").read_bytes() == index
@@ -136,7 +141,9 @@ def sigint_raises():
     signal.signal(signal.SIGINT, old)
 
 
-def test_ctrl_c_while_the_files_go_in_still_records_them(tree, tmp_path, monkeypatch, sigint_raises):
+def test_ctrl_c_while_the_files_go_in_still_records_them(
+    tree, tmp_path, monkeypatch, sigint_raises
+):
     import codegen.outtree as outtree
 
     reference = tmp_path / "reference"
@@ -153,7 +160,9 @@ def test_ctrl_c_while_the_files_go_in_still_records_them(tree, tmp_path, monkeyp
     result = kgen("apply", *SPECS, "--tree", tree)
     assert result.exit_code == 130, result.output
     assert snapshot(tree) == snapshot(reference)
-    assert (tree / ".git/kgen/applied.json").read_text() == (reference / ".git/kgen/applied.json").read_text()
+    assert (tree / ".git/kgen/applied.json").read_text() == (
+        reference / ".git/kgen/applied.json"
+    ).read_text()
 
 
 def test_ctrl_c_during_the_cleanup_of_patch_leaves_no_scratch_repository(tree, tmp_path, monkeypatch,
@@ -183,8 +192,13 @@ def test_patch_writes_through_no_dangling_link(tree, tmp_path):
     (out / "0001-x86-sev-Add-kernel-doc-to-pvalidate.patch").symlink_to(target)
     result = kgen("patch", PV, "--tree", tree, "-o", out)
     clean(result, 1)
-    assert "0001-x86-sev-Add-kernel-doc-to-pvalidate.patch: error: exists; kgen does not overwrite it" in result.output
-    assert not target.exists() and [p.name for p in out.iterdir()] == ["0001-x86-sev-Add-kernel-doc-to-pvalidate.patch"]
+    assert (
+        "0001-x86-sev-Add-kernel-doc-to-pvalidate.patch: error: exists; kgen does not overwrite it"
+        in result.output
+    )
+    assert not target.exists() and [p.name for p in out.iterdir()] == [
+        "0001-x86-sev-Add-kernel-doc-to-pvalidate.patch"
+    ]
 
 
 def test_patch_writes_the_whole_series_or_nothing(tree, tmp_path, monkeypatch):
@@ -237,13 +251,18 @@ def test_a_fifo_in_the_tree_is_refused_not_read(tree, tmp_path, command):
     extra = ["-o", tmp_path / "p"] if command == "patch" else []
     proc = _subprocess_kgen(command, *SPECS, "--tree", tree, *extra)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert f"{tree / SEV}: error: kgen must change this file, but it is not a regular file" in proc.stderr
+    assert (
+        f"{tree / SEV}: error: kgen must change this file, but it is not a regular file"
+        in proc.stderr
+    )
 
 
 def test_a_fifo_makefile_or_min_tool_version_does_not_hang(tree):
     os.mkfifo(tree / "scripts" / "min-tool-version.sh.fifo")
     (tree / "scripts" / "min-tool-version.sh").unlink()
-    os.rename(tree / "scripts" / "min-tool-version.sh.fifo", tree / "scripts" / "min-tool-version.sh")
+    os.rename(
+        tree / "scripts" / "min-tool-version.sh.fifo", tree / "scripts" / "min-tool-version.sh"
+    )
     (tree / "Makefile").unlink()
     os.mkfifo(tree / "Makefile")
     proc = _subprocess_kgen("check", *SPECS, "--tree", tree, timeout=60)
@@ -287,7 +306,9 @@ def test_a_linked_directory_of_the_tree_is_refused(tree, tmp_path, command):
 
 def test_min_tool_version_is_read_in_linear_time(tmp_path):
     (tmp_path / "scripts").mkdir()
-    (tmp_path / "scripts/min-tool-version.sh").write_text("gcc)\n" + " \n" * 5000 + "\techo 5.1.0\n")
+    (tmp_path / "scripts/min-tool-version.sh").write_text(
+        "gcc)\n" + " \n" * 5000 + "\techo 5.1.0\n"
+    )
     start = time.perf_counter()
     assert min_gcc(tmp_path) is None  # no ";;": not a case kgen can read
     assert time.perf_counter() - start < 1

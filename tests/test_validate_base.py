@@ -50,8 +50,11 @@ def test_new_function_code(run_kgen, tmp_path):
                              "        description: Report in CF\n"
                              "      - name: reset_status\n        value: 2\n"
                              "        effect: read\n"))  # fmt: skip
-    path.write_text(path.read_text().replace(
-        "        description: Report in CF\n        description:", "        description:"))
+    path.write_text(
+        path.read_text().replace(
+            "        description: Report in CF\n        description:", "        description:"
+        )
+    )
     result = run(run_kgen, path)
     assert result.exit_code == 0, result.output + result.stderr
     assert "  function codes\n    function code reset_status added (2)" in result.output
@@ -73,12 +76,16 @@ def test_prefix_changed_into_a_colliding_one(run_kgen, tmp_path):
     assert result.exit_code == 1
     assert "  encoding\n    instruction.encoding[0].byte: 0xf2 -> 0xf3" in result.output
     assert "collides with rmpchkd" in result.stderr
-    assert "+\tasm volatile(\".byte 0xf3, 0x0f, 0x01, 0xfc\"" in result.output
+    assert '+\tasm volatile(".byte 0xf3, 0x0f, 0x01, 0xfc"' in result.output
 
 
 def test_regions_of_2m_instead_of_1g(run_kgen, tmp_path):
-    path = edited(tmp_path, ("    region_size: 1G", "    region_size: 2M"),
-                  ("    coverage: 2T", "    coverage: 4G"), ("      low_bit: 30", "      low_bit: 21"))
+    path = edited(
+        tmp_path,
+        ("    region_size: 1G", "    region_size: 2M"),
+        ("    coverage: 2T", "    coverage: 4G"),
+        ("      low_bit: 30", "      low_bit: 21"),
+    )
     result = run(run_kgen, path)
     assert result.exit_code == 0, result.stderr
     out = result.output
@@ -89,7 +96,11 @@ def test_regions_of_2m_instead_of_1g(run_kgen, tmp_path):
 
 
 def test_coverage_of_4t_instead_of_2t(run_kgen, tmp_path):
-    path = edited(tmp_path, ("    entries: 2048", "    entries: 4096"), ("    coverage: 2T", "    coverage: 4T"))
+    path = edited(
+        tmp_path,
+        ("    entries: 2048", "    entries: 4096"),
+        ("    coverage: 2T", "    coverage: 4T"),
+    )
     result = run(run_kgen, path)
     assert result.exit_code == 0
     out = result.output
@@ -102,13 +113,20 @@ def test_renamed_enum(run_kgen, tmp_path):
     path = edited(tmp_path, ("    name: rmpopt_function", "    name: rmpopt_rcx"))
     result = run(run_kgen, path)
     assert result.exit_code == 0
-    assert "  kernel names\n    kernel.enum.name: 'rmpopt_function' -> 'rmpopt_rcx'" in result.output
+    assert (
+        "  kernel names\n    kernel.enum.name: 'rmpopt_function' -> 'rmpopt_rcx'" in result.output
+    )
     assert "+enum rmpopt_rcx {" in result.output
 
 
 def test_cf_meaning_inverted(run_kgen, tmp_path):
-    path = edited(tmp_path, ("Set when the region is optimized, so RMP checks are skipped for it",
-                             "Set when the region is not optimized, so RMP checks still apply"))
+    path = edited(
+        tmp_path,
+        (
+            "Set when the region is optimized, so RMP checks are skipped for it",
+            "Set when the region is not optimized, so RMP checks still apply",
+        ),
+    )
     result = run(run_kgen, path)
     assert result.exit_code == 0
     assert "  output semantics\n    instruction.outputs[optimized].description:" in result.output
@@ -116,8 +134,14 @@ def test_cf_meaning_inverted(run_kgen, tmp_path):
 
 
 def test_removed_operand_is_not_ready(run_kgen, tmp_path):
-    path = edited(tmp_path, ("    - register: rcx\n      name: op_type\n      kind: function-code\n"
-                             "      type: u64\n      description: Function code\n", ""))
+    path = edited(
+        tmp_path,
+        (
+            "    - register: rcx\n      name: op_type\n      kind: function-code\n"
+            "      type: u64\n      description: Function code\n",
+            "",
+        ),
+    )
     result = run(run_kgen, path)
     assert result.exit_code == 1
     assert "'rcx' is not one of the inputs" in result.stderr
@@ -137,7 +161,11 @@ def test_json_report(run_kgen, tmp_path):
 
 
 def test_the_whole_gate_with_compare(run_kgen, tmp_path):
-    path = edited(tmp_path, ("    entries: 2048", "    entries: 4096"), ("    coverage: 2T", "    coverage: 4T"))
+    path = edited(
+        tmp_path,
+        ("    entries: 2048", "    entries: 4096"),
+        ("    coverage: 2T", "    coverage: 4T"),
+    )
     result = run(run_kgen, path, "--compare", "--cases", "80")
     assert result.exit_code == 0, result.output + result.stderr
     assert ": ok: 80 cases x 3 levels" in result.output
@@ -184,7 +212,10 @@ def test_a_base_revision_is_held_to_the_limits_of_a_file(run_kgen, tmp_path):
     git = ["git", "-c", "user.email=k@example.org", "-c", "user.name=k"]
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     spec = tmp_path / "rmpopt.yaml"
-    for name, data in (("big", TEXT.encode() + b"#\n" * (1 << 17)), ("bad", b"\xff\n" + TEXT.encode())):
+    for name, data in (
+        ("big", TEXT.encode() + b"#\n" * (1 << 17)),
+        ("bad", b"\xff\n" + TEXT.encode()),
+    ):
         spec.write_bytes(data)
         subprocess.run([*git, "add", "rmpopt.yaml"], cwd=tmp_path, check=True)
         subprocess.run([*git, "commit", "-qm", name], cwd=tmp_path, check=True)
@@ -199,7 +230,9 @@ def test_a_base_revision_is_held_to_the_limits_of_a_file(run_kgen, tmp_path):
 
 def test_compare_runs_on_every_spec_validated(run_kgen):
     """A spec without a sweep was skipped, and the gate still said ok."""
-    result = run_kgen("validate", "isa/pvalidate.yaml", "isa/rmpopt.yaml", "--compare", "--cases", "20")
+    result = run_kgen(
+        "validate", "isa/pvalidate.yaml", "isa/rmpopt.yaml", "--compare", "--cases", "20"
+    )
     assert result.exit_code == 0, result.output + result.stderr
     for path in ("isa/pvalidate.yaml", "isa/rmpopt.yaml"):
         assert f"{path}: ok: 20 cases x 3 levels" in result.output
@@ -248,7 +281,10 @@ def test_a_hand_edited_generated_file_is_not_ready(run_kgen, tmp_path):
     header = out / "rmpopt" / "arch" / "x86" / "include" / "asm" / "special_insns.h"
     header.write_text(header.read_text().replace("0x1,", "0x3,"))
     result = run_kgen("validate", "isa/rmpopt.yaml", "--base", "base.yaml", cwd=root)
-    assert result.exit_code == 0 and "note: generated files not checked: no directory generated/" in result.output
+    assert (
+        result.exit_code == 0
+        and "note: generated files not checked: no directory generated/" in result.output
+    )
     result = run_kgen("validate", "isa/rmpopt.yaml", "--base", "base.yaml", "--out", out, cwd=root)
     assert result.exit_code == 1
     assert f"error: {header} is out of date with the spec" in result.stderr

@@ -943,8 +943,9 @@ int wake_up_process(struct task_struct *task)
 }
 
 static unsigned int m_nomem;	/* worker allocations that fail first: "nomem=N" */
-static bool hpfail_now;	/* cpuhp_setup_state() failed in the entry point that runs */
-static bool nomem_now;		/* an allocation failed in the entry point that runs */
+/* The error a kernel call that failed returned in the entry point that runs (0: none): an
+ * allocation (-ENOMEM), cpuhp_setup_state() (-ENOSPC); setup must return it. */
+static int failed_now;
 
 struct task_struct *kshim_kthread_run(int (*threadfn)(void *data), void *data, const char *name)
 {
@@ -952,7 +953,7 @@ struct task_struct *kshim_kthread_run(int (*threadfn)(void *data), void *data, c
 
 	if (m_nomem) {
 		m_nomem--;
-		nomem_now = true;
+		failed_now = -ENOMEM;
 		return (struct task_struct *)(unsigned long)-ENOMEM;
 	}
 	task = kthread_create(threadfn, data, name);
@@ -1156,9 +1157,12 @@ static struct workqueue_struct wq_obj;
 static struct delayed_work *works[8];
 static int nworks;
 
+/* As <linux/jiffies.h>: a negative value is an infinite timeout (MAX_JIFFY_OFFSET). */
 unsigned long msecs_to_jiffies(unsigned int m)
 {
-	return (m + JIFFY_MS - 1) / JIFFY_MS;
+	if ((int)m < 0)
+		return (~0UL >> 2) - 1;	/* (LONG_MAX >> 1) - 1 */
+	return m / JIFFY_MS + (m % JIFFY_MS != 0);
 }
 
 struct workqueue_struct *alloc_ordered_workqueue(const char *name __always_unused,
@@ -1172,7 +1176,7 @@ struct workqueue_struct *alloc_ordered_workqueue(const char *name __always_unuse
 		kgen_abort_case("a workqueue allocated while the last one was never destroyed: it leaks");
 	if (m_nomem) {
 		m_nomem--;
-		nomem_now = true;
+		failed_now = -ENOMEM;
 		return NULL;
 	}
 	wq_obj.alive = true;
@@ -1354,7 +1358,7 @@ int kshim_cpuhp_setup_state(int state, const char *name, int (*startup)(unsigned
 		kgen_abort_case("cpuhp_setup_state() without a name");
 	if (m_hpfail) {
 		m_hpfail--;
-		hpfail_now = true;
+		failed_now = -ENOSPC;
 		hotplug_waiting();
 		return -ENOSPC;	/* every dynamic state is taken */
 	}
@@ -1647,14 +1651,13 @@ static void run_action(const struct kgen_form *form, const char *a, const char *
 	    is(a, (int)(end - a), "teardown")) {
 		if (!form)
 			kgen_abort_case("a worker action in a case without a worker form");
-		nomem_now = hpfail_now = false;
+		failed_now = 0;
 		hp_during_due = hp_during_armed;	/* it waits for the hotplug lock */
 		hp_during_armed = false;
 		ret = form->entry(*a == 's' ? 0 : *a == 't' && a[1] == 'r' ? 1 : 2);
 		hotplug_waiting();	/* not held off by then: it runs now */
-		if (ret != (nomem_now ? -ENOMEM : hpfail_now ? -ENOSPC : 0))
-			kgen_abort_case("setup returns other than 0, -ENOMEM when creating the worker fails, "
-					"or the error cpuhp_setup_state() returns");
+		if (ret != failed_now)
+			kgen_abort_case("setup returns other than 0, or than the error of the kernel call that failed");
 		if (migrate_depth)
 			kgen_abort_case("migration still disabled when setup, a request or teardown returns");
 		if (mutexes_held)
