@@ -30,6 +30,7 @@ check: $(STAMP)
 # mypy over codegen/.  A finding fails the target.
 lint: $(STAMP)
 	$(BIN)/ruff check codegen tests benchmarks
+	$(BIN)/ruff format --check codegen tests benchmarks
 	$(BIN)/mypy
 
 # The whole test suite, on every core, after lint and types; .ci/run calls exactly this.

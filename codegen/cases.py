@@ -166,7 +166,10 @@ def expected(spec: Spec, case: Case, kernel: bool = False) -> list[str]:
             if kind == "h":
                 regs = mirror.registers(spec, int(args[0], 0))
             else:
-                regs = {i.register: int(a, 0) for i, a in zip(spec.instruction.inputs, args, strict=True)}
+                regs = {
+                    i.register: int(a, 0)
+                    for i, a in zip(spec.instruction.inputs, args, strict=True)
+                }
             try:
                 cf = hw.execute(cpu, regs["rax"], regs["rcx"])
             except mirror.Faulted as exc:
@@ -221,18 +224,26 @@ def _sequences(worker) -> list[tuple[str, tuple[str, ...]]]:
         ("teardown before setup", ("teardown", "setup", first, "teardown")),
         # a teardown from another CPU while a pass runs, at a cond_resched() between regions:
         # it waits for the pass (the case's machine sweeps 2 regions: 4 cond_resched() calls)
-        ("teardown while a pass runs, between the leader's regions",
-         ("setup", "teardown-at:1", first, "setup", first, "teardown")),
-        ("teardown while a pass runs, between the followers' regions",
-         ("setup", "teardown-at:3", first, "trigger", go, "teardown")),
-        ("teardown while a later pass runs, after its last region",
-         ("setup", first, "trigger", "teardown-at:4", go, "teardown", "teardown")),
+        (
+            "teardown while a pass runs, between the leader's regions",
+            ("setup", "teardown-at:1", first, "setup", first, "teardown"),
+        ),
+        (
+            "teardown while a pass runs, between the followers' regions",
+            ("setup", "teardown-at:3", first, "trigger", go, "teardown"),
+        ),
+        (
+            "teardown while a later pass runs, after its last region",
+            ("setup", first, "trigger", "teardown-at:4", go, "teardown", "teardown"),
+        ),
         # a request from another CPU while a pass runs: it makes another pass after this one
         ("a request while a pass runs", ("setup", "trigger-at:2", first, go, "teardown")),
     ]
 
 
-def _hotplug_sequences(worker, machine: Machine) -> list[tuple[str, frozenset[int], tuple[str, ...]]]:
+def _hotplug_sequences(
+    worker, machine: Machine
+) -> list[tuple[str, frozenset[int], tuple[str, ...]]]:
     """CPU hotplug around and during the worker's life, on ``machine`` (3 cores x 2 threads,
     spread numbering, the leader on CPU 4: core 1's secondary thread): (label, CPUs offline
     at the start, actions).  Core 2 is CPUs 2 and 5; core 1's primary is CPU 1."""
@@ -241,33 +252,70 @@ def _hotplug_sequences(worker, machine: Machine) -> list[tuple[str, frozenset[in
     core2 = frozenset({2, 5})
     none: frozenset[int] = frozenset()
     return [
-        ("a core comes online after setup, then a pass", core2,
-         ("setup", first, "online:2", "trigger", go, "teardown")),
-        ("a core's secondary thread comes online first, then its primary", core2,
-         ("setup", first, "online:5", "online:2", "trigger", go, "teardown")),
-        ("a core goes wholly offline and comes back", none,
-         ("setup", first, "offline:2", "offline:5", "online:2", "trigger", go, "teardown")),
-        ("the leader's primary thread goes offline and comes back", none,
-         ("setup", first, "offline:1", "trigger", go, "online:1", "trigger", go, "teardown")),
-        ("a CPU goes offline while a pass runs", none,
-         ("setup", "offline-at:1:2", first, "trigger", go, "teardown")),
-        ("a core comes online while a pass runs", core2,
-         ("setup", "online-at:3:2", first, "trigger", go, "teardown")),
+        (
+            "a core comes online after setup, then a pass",
+            core2,
+            ("setup", first, "online:2", "trigger", go, "teardown"),
+        ),
+        (
+            "a core's secondary thread comes online first, then its primary",
+            core2,
+            ("setup", first, "online:5", "online:2", "trigger", go, "teardown"),
+        ),
+        (
+            "a core goes wholly offline and comes back",
+            none,
+            ("setup", first, "offline:2", "offline:5", "online:2", "trigger", go, "teardown"),
+        ),
+        (
+            "the leader's primary thread goes offline and comes back",
+            none,
+            ("setup", first, "offline:1", "trigger", go, "online:1", "trigger", go, "teardown"),
+        ),
+        (
+            "a CPU goes offline while a pass runs",
+            none,
+            ("setup", "offline-at:1:2", first, "trigger", go, "teardown"),
+        ),
+        (
+            "a core comes online while a pass runs",
+            core2,
+            ("setup", "online-at:3:2", first, "trigger", go, "teardown"),
+        ),
         ("a core comes online before setup", core2, ("online:2", "setup", first, "teardown")),
-        ("a core comes online after teardown, and setup again", core2,
-         ("setup", first, "teardown", "online:2", "setup", first, "teardown")),
-        ("a core goes offline before teardown", none,
-         ("setup", first, "offline:2", "offline:5", "teardown", "online:5", "online:2")),
+        (
+            "a core comes online after teardown, and setup again",
+            core2,
+            ("setup", first, "teardown", "online:2", "setup", first, "teardown"),
+        ),
+        (
+            "a core goes offline before teardown",
+            none,
+            ("setup", first, "offline:2", "offline:5", "teardown", "online:5", "online:2"),
+        ),
         # a hotplug operation from another CPU while an entry point runs: it waits for the
         # hotplug lock, and takes it the first time the entry point lets it go
-        ("a core's last online thread goes offline while teardown runs, and comes back", frozenset({5}),
-         ("setup", first, "offline-during:2", "teardown", "online:2")),
-        ("a core comes online while teardown runs", core2, ("setup", first, "online-during:2", "teardown")),
-        ("a core comes online while setup runs", core2, ("online-during:2", "setup", first, "teardown")),
+        (
+            "a core's last online thread goes offline while teardown runs, and comes back",
+            frozenset({5}),
+            ("setup", first, "offline-during:2", "teardown", "online:2"),
+        ),
+        (
+            "a core comes online while teardown runs",
+            core2,
+            ("setup", first, "online-during:2", "teardown"),
+        ),
+        (
+            "a core comes online while setup runs",
+            core2,
+            ("online-during:2", "setup", first, "teardown"),
+        ),
     ]
 
 
-def _hotplug_actions(rng: random.Random, machine: Machine, script: tuple[str, ...]) -> tuple[str, ...]:
+def _hotplug_actions(
+    rng: random.Random, machine: Machine, script: tuple[str, ...]
+) -> tuple[str, ...]:
     """``script`` with one to three CPUs going offline or coming online at random places,
     between the actions or at a cond_resched() of a pass; never the leader."""
     others = [c for c in range(machine.nr_cpus) if c != machine.leader]
@@ -390,7 +438,11 @@ def _random_machine(rng: random.Random, spec: Spec, large: str | bool) -> Machin
         start = rng.choice([0, rng.randrange(0, 8 * gb, page), rng.randrange(0, 8) * gb])
         span = rng.choice([rng.randrange(0, 8 * gb, page), rng.randrange(0, 8) * gb])
     n = cores * threads
-    offline = frozenset(rng.sample(range(n), rng.randint(0, n // 3))) if rng.random() < 0.3 else frozenset()
+    offline = (
+        frozenset(rng.sample(range(n), rng.randint(0, n // 3)))
+        if rng.random() < 0.3
+        else frozenset()
+    )
     leader = rng.choice([c for c in range(n) if c not in offline])
     assigned = []
     for _ in range(rng.choice([0, 0, 1, 2, 4])):
@@ -414,11 +466,15 @@ def stream(spec: Spec, seed: int) -> Iterator[Case]:
     """Every case of ``seed``, one at a time and without end: case N never depends on how
     many are asked for, so a run of any size holds only the cases it is working on."""
     forms: list[str] = [w.kind for w in spec.kernel.sweep.workers] if spec.kernel.sweep else []
-    workers: dict[str, Worker] = {w.kind: w for w in spec.kernel.sweep.workers} if spec.kernel.sweep else {}
+    workers: dict[str, Worker] = (
+        {w.kind: w for w in spec.kernel.sweep.workers} if spec.kernel.sweep else {}
+    )
     rng = random.Random(seed)
     n = 0
 
-    def make(form: str, machine: Machine, label: str, passes: int = 2, hotplug: bool = False) -> Case:
+    def make(
+        form: str, machine: Machine, label: str, passes: int = 2, hotplug: bool = False
+    ) -> Case:
         if oracle.uses_oracle(spec):
             actions = _oracle_script(rng, spec, machine, rng.randint(1, 12))
         elif form == HELPERS:
@@ -439,8 +495,11 @@ def stream(spec: Spec, seed: int) -> Iterator[Case]:
         while True:
             # one case in 16: a retry code, once returned, persists, so a retry bound runs out
             stuck = n % 16 == 7
-            yield make(HELPERS, Machine(0, 1, cores=rng.randint(1, 4), stuck=stuck),
-                       f"random calls, seed {seed}" + (", retry codes persist" if stuck else ""))
+            yield make(
+                HELPERS,
+                Machine(0, 1, cores=rng.randint(1, 4), stuck=stuck),
+                f"random calls, seed {seed}" + (", retry codes persist" if stuck else ""),
+            )
             n += 1
     for label, machine in _boundaries(spec):
         for form in forms:
@@ -455,12 +514,19 @@ def stream(spec: Spec, seed: int) -> Iterator[Case]:
             for label, actions in _sequences(workers[form]):
                 yield Case(n, form, small, actions, "sequence: " + label)
                 n += 1
-            yield make(form, dataclasses.replace(small, feature=False), "boundary: without the feature")
+            yield make(
+                form, dataclasses.replace(small, feature=False), "boundary: without the feature"
+            )
             n += 1
             # fixed actions (no draw from rng): setup must return before anything else
             for p in spec.as_sweep().enable.requires:
-                yield Case(n, form, dataclasses.replace(small, without=frozenset({p.name})),
-                           _without_script(workers[form]), f"boundary: without {p.name}")
+                yield Case(
+                    n,
+                    form,
+                    dataclasses.replace(small, without=frozenset({p.name})),
+                    _without_script(workers[form]),
+                    f"boundary: without {p.name}",
+                )
                 n += 1
             # fixed actions (no draw from rng): the first setup finds no memory, the second works
             go = "run" if workers[form].kind == "kthread" else f"a:{workers[form].first_delay_ms}"
@@ -471,8 +537,13 @@ def stream(spec: Spec, seed: int) -> Iterator[Case]:
                        "teardown"), "boundary: the hotplug state cannot be set up, then can")  # fmt: skip
             n += 1
             for label, offline, actions in _hotplug_sequences(workers[form], small):
-                yield Case(n, form, dataclasses.replace(small, offline=offline), actions,
-                           "hotplug: " + label)
+                yield Case(
+                    n,
+                    form,
+                    dataclasses.replace(small, offline=offline),
+                    actions,
+                    "hotplug: " + label,
+                )
                 n += 1
             # fixed actions: memory that ends past the coverage's size but spans less (the cap is
             # on the span, not on where memory ends)
@@ -480,7 +551,11 @@ def stream(spec: Spec, seed: int) -> Iterator[Case]:
             yield Case(n, form, Machine(_pfn(cov // 2), _pfn(cov // 2 + gb), cores=2), ("setup", go, "teardown"),
                        "boundary: one region halfway up the coverage")  # fmt: skip
             n += 1
-        yield make(HELPERS, Machine(0, 1, cores=2, feature=False), "boundary: helper calls without the feature")
+        yield make(
+            HELPERS,
+            Machine(0, 1, cores=2, feature=False),
+            "boundary: helper calls without the feature",
+        )
         n += 1
     while True:
         large = "memory" if n % 251 == 5 else "cpus" if n % 97 == 50 else False

@@ -119,12 +119,18 @@ def min_gcc(root: Path) -> tuple[int, ...] | None:
     except OSError:
         return None
     # line by line, so that no input makes the search slower than linear
-    body = _between(lines, lambda line: line.strip() == "gcc)", lambda line: line.strip().startswith(";;"))
+    body = _between(
+        lines, lambda line: line.strip() == "gcc)", lambda line: line.strip().startswith(";;")
+    )
     if body is None:
         return None
     # an architecture test: take what every other architecture gets
-    branch = _between(body, lambda line: line.strip() == "else", lambda line: re.match(r"\s*fi\b", line))
-    echoes = re.findall(r"echo[ \t]+([0-9]+(?:\.[0-9]+)*)", "\n".join(branch if branch is not None else body))
+    branch = _between(
+        body, lambda line: line.strip() == "else", lambda line: re.match(r"\s*fi\b", line)
+    )
+    echoes = re.findall(
+        r"echo[ \t]+([0-9]+(?:\.[0-9]+)*)", "\n".join(branch if branch is not None else body)
+    )
     if len(echoes) != 1:
         return None
     return tuple(int(part) for part in echoes[0].split("."))

@@ -235,18 +235,26 @@ class Machine:
         if self.min_low_pfn < 0 or self.max_pfn < 0:
             raise MachineError("page frame numbers cannot be negative")
         if self.max_pfn < self.min_low_pfn:
-            raise MachineError(f"max_pfn {self.max_pfn:#x} is below min_low_pfn {self.min_low_pfn:#x}")
+            raise MachineError(
+                f"max_pfn {self.max_pfn:#x} is below min_low_pfn {self.min_low_pfn:#x}"
+            )
         if self.max_pfn > 1 << (PHYS_BITS - PAGE_SHIFT):
-            raise MachineError(f"max_pfn {self.max_pfn:#x} is beyond {PHYS_BITS}-bit physical addresses")
+            raise MachineError(
+                f"max_pfn {self.max_pfn:#x} is beyond {PHYS_BITS}-bit physical addresses"
+            )
         if self.table_base is not None and not 0 <= self.table_base < 1 << PHYS_BITS:
-            raise MachineError(f"table base {self.table_base:#x} is beyond {PHYS_BITS}-bit physical addresses")
+            raise MachineError(
+                f"table base {self.table_base:#x} is beyond {PHYS_BITS}-bit physical addresses"
+            )
         if self.cores < 1 or self.threads_per_core < 1:
             raise MachineError("a machine needs at least one core with one thread")
         if self.nr_cpus > MAX_CPUS:
             raise MachineError(f"{self.nr_cpus} CPUs: at most {MAX_CPUS} are supported")
         bad = sorted(c for c in self.offline if not 0 <= c < self.nr_cpus)
         if bad:
-            raise MachineError(f"offline CPU {bad[0]} does not exist ({plural(self.nr_cpus, 'CPU')})")
+            raise MachineError(
+                f"offline CPU {bad[0]} does not exist ({plural(self.nr_cpus, 'CPU')})"
+            )
         if not self.online:
             raise MachineError("no CPU is online")
         if self.leader not in self.online:
@@ -475,7 +483,9 @@ def pa_text(value: int) -> str:
 
 def cap_log(spec: Spec, r: Range) -> Log:
     """The line that says which memory lies above the table's coverage."""
-    return Log(f"{spec.as_sweep().sweep.cap_message} [{pa_text(r.pa_end)} - {pa_text(r.uncapped_end)}]")
+    return Log(
+        f"{spec.as_sweep().sweep.cap_message} [{pa_text(r.pa_end)} - {pa_text(r.uncapped_end)}]"
+    )
 
 
 def sweep(spec: Spec, machine: Machine, hw: Hardware | None = None) -> Iterator[Event]:
@@ -507,7 +517,9 @@ def sweep(spec: Spec, machine: Machine, hw: Hardware | None = None) -> Iterator[
                 yield Rmpopt(cpu, pa, rcx, hw.execute(cpu, pa, rcx))
         cfs = hw.execute_on(targets, pa, rcx)
         # Rmpopt(cpu, pa, rcx, cf) for each target, built without a Python call each
-        yield from map(tuple.__new__, repeat(Rmpopt), zip(targets, repeat(pa), repeat(rcx), cfs, kind))
+        yield from map(
+            tuple.__new__, repeat(Rmpopt), zip(targets, repeat(pa), repeat(rcx), cfs, kind)
+        )
         yield resched
 
 
@@ -543,8 +555,17 @@ def summarize(spec: Spec, machine: Machine) -> tuple[Summary, Hardware]:
         regions = 0  # the pass never ran (no feature)
     optimized = {cpu: len(hw.tables[cpu]) for cpu in machine.online}
     return (
-        Summary(regions, counts["rmpopt"], counts["ipi"], counts["resched"], tuple(logs), r,
-                optimized, cf_set, counts["wrmsr"]),  # fmt: skip
+        Summary(
+            regions,
+            counts["rmpopt"],
+            counts["ipi"],
+            counts["resched"],
+            tuple(logs),
+            r,
+            optimized,
+            cf_set,
+            counts["wrmsr"],
+        ),  # fmt: skip
         hw,
     )
 
@@ -709,7 +730,8 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
             if cpu == machine.leader:
                 raise MachineError(f"CPU {cpu} runs the worker: it stays online")
             last = hw.owners is None or not any(
-                hw.owners[c] == hw.owners[cpu] for c in machine.online if c != cpu)
+                hw.owners[c] == hw.owners[cpu] for c in machine.online if c != cpu
+            )
             machine = dataclasses.replace(machine, offline=machine.offline | {cpu})
             if alive and e.msr_on_teardown == "clear" and last:
                 hw.wrmsr(cpu, 0)  # written on that CPU before it leaves

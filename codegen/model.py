@@ -110,12 +110,16 @@ def text_problem(kind: str, value: str) -> str | None:
         return None
     if kind == "module":
         if not _MODULE.match(value):
-            return f"{quote(value)} is not a kernel module name (lower-case letters, digits, '_', '-')"
+            return (
+                f"{quote(value)} is not a kernel module name (lower-case letters, digits, '_', '-')"
+            )
         return None
     if kind == "label":
         if not _LABEL.match(value):
-            return (f"{quote(value)} is not a name: a lower-case letter, then lower-case letters, "
-                    f"digits and '-', at most 32 in all")
+            return (
+                f"{quote(value)} is not a name: a lower-case letter, then lower-case letters, "
+                f"digits and '-', at most 32 in all"
+            )
         return None
     if kind == "version":
         if not _VERSION.match(value):
@@ -213,9 +217,11 @@ class EncodingByte(Node):
     byte: Annotated[Byte, Doc("the byte value, 0x00..0xff")]
     role: Annotated[
         Literal["prefix", "escape", "opcode", "modrm", "immediate"],
-        Doc("in this order: prefix (66, and one of F0/F2/F3, each once), escape (0F, 0F 38 or "
+        Doc(
+            "in this order: prefix (66, and one of F0/F2/F3, each once), escape (0F, 0F 38 or "
             "0F 3A), one opcode, modrm (register or register-indirect form) where the map takes "
-            "one, immediate (1, 2 or 4 bytes); 15 bytes at most"),
+            "one, immediate (1, 2 or 4 bytes); 15 bytes at most"
+        ),
     ]
 
 
@@ -346,13 +352,17 @@ class Msr(Node):
     base: Annotated[MsrField | None, Doc("bits holding the aligned base address")] = None
     scope: Annotated[
         Literal["core", "thread"] | None,
-        Doc("core: one MSR per core, shared by its SMT threads (written once per core); "
-            "thread: one per logical CPU"),
+        Doc(
+            "core: one MSR per core, shared by its SMT threads (written once per core); "
+            "thread: one per logical CPU"
+        ),
     ] = None
     value: Annotated[
         Literal["base | enable", "enable"] | None,
-        Doc("what enabling writes: the region-aligned start of memory ORed with the enable bit, "
-            "or the enable bit alone"),
+        Doc(
+            "what enabling writes: the region-aligned start of memory ORed with the enable bit, "
+            "or the enable bit alone"
+        ),
     ] = None
     fault: Annotated[
         Literal["UD", "GP"] | None,
@@ -436,8 +446,10 @@ class KernelArgument(Node):
     input: Annotated[Identifier, Doc("the instruction input it carries (an inputs[].name)")]
     shift: Annotated[
         Annotated[int, Range(0, 63)],
-        Doc("the parameter is the input shifted right this far (pfn = paddr >> 12) and the "
-            "function shifts it back: the input's low bits cannot be passed"),
+        Doc(
+            "the parameter is the input shifted right this far (pfn = paddr >> 12) and the "
+            "function shifts it back: the input's low bits cannot be passed"
+        ),
     ] = 0
 
 
@@ -450,8 +462,10 @@ class OutOfLine(Node):
     ]
     failure: Annotated[
         Identifier | None,
-        Doc("errno the function returns negated when the return code is not 0 (e.g. EFAULT); "
-            "without it, it returns the code as the low-level helper does"),
+        Doc(
+            "errno the function returns negated when the return code is not 0 (e.g. EFAULT); "
+            "without it, it returns the code as the low-level helper does"
+        ),
     ] = None
 
 
@@ -499,8 +513,10 @@ class Sweep(Node):
     ] = "every-pass"
     config: Annotated[
         Identifier | None,
-        Doc("Kconfig symbol that builds the sweep's source file (e.g. CONFIG_KVM_AMD_SEV); "
-            "without it, callers get inline stubs of the exported functions"),
+        Doc(
+            "Kconfig symbol that builds the sweep's source file (e.g. CONFIG_KVM_AMD_SEV); "
+            "without it, callers get inline stubs of the exported functions"
+        ),
     ] = None
 
 
@@ -514,7 +530,9 @@ PREREQUISITE_CHECKS = {
 
 @dataclass(frozen=True)
 class Prerequisite(Node):
-    name: Annotated[Label, Doc("what the platform must have, e.g. snp-host; kgen sweep --without NAME")]
+    name: Annotated[
+        Label, Doc("what the platform must have, e.g. snp-host; kgen sweep --without NAME")
+    ]
     check: Annotated[
         Literal["cc_platform_has"],
         Doc("the kernel function that answers it (cc_platform_has, from <linux/cc_platform.h>)"),
@@ -533,13 +551,17 @@ class CallSite(Node):
     function: Annotated[Identifier, Doc("the function the call goes in")]
     after: Annotated[
         CodeText,
-        Doc("the statement the call follows, as the tree writes it (layout and comments do not "
-            "matter); kgen apply and patch look for it and say so when it is not there"),
+        Doc(
+            "the statement the call follows, as the tree writes it (layout and comments do not "
+            "matter); kgen apply and patch look for it and say so when it is not there"
+        ),
     ]
     unless: Annotated[
         Identifier | None,
-        Doc("a variable of that function: the call is made only when it is false (e.g. panic, "
-            "where nothing may sleep)"),
+        Doc(
+            "a variable of that function: the call is made only when it is false (e.g. panic, "
+            "where nothing may sleep)"
+        ),
     ] = None
 
 
@@ -547,11 +569,14 @@ class CallSite(Node):
 class Hotplug(Node):
     state: Annotated[
         Literal["CPUHP_AP_ONLINE_DYN"],
-        Doc("the CPU hotplug state whose callbacks enable the instruction on a core that comes "
-            "online while it is enabled: CPUHP_AP_ONLINE_DYN, whose callbacks run on that CPU"),
+        Doc(
+            "the CPU hotplug state whose callbacks enable the instruction on a core that comes "
+            "online while it is enabled: CPUHP_AP_ONLINE_DYN, whose callbacks run on that CPU"
+        ),
     ]
     name: Annotated[
-        CString, Doc("the state's name in /sys/devices/system/cpu/hotplug/states, e.g. x86/rmpopt:online")
+        CString,
+        Doc("the state's name in /sys/devices/system/cpu/hotplug/states, e.g. x86/rmpopt:online"),
     ]
 
 
@@ -562,7 +587,9 @@ class Enable(Node):
         Doc("how setup tests instruction.cpuid.feature before anything else"),
     ]
     mutex: Annotated[Identifier, Doc("the one mutex over setup, trigger and teardown")]
-    setup_caller: Annotated[ModuleName, Doc("module that calls the worker's setup (exported to it)")]
+    setup_caller: Annotated[
+        ModuleName, Doc("module that calls the worker's setup (exported to it)")
+    ]
     trigger_caller: Annotated[
         ModuleName, Doc("module that calls the worker's trigger (exported to it)")
     ]
@@ -574,13 +601,17 @@ class Enable(Node):
     ]
     hotplug: Annotated[
         Hotplug,
-        Doc("the CPU hotplug state setup registers, so that a core that comes online while the "
-            "instruction is enabled gets its MSR written, and teardown removes"),
+        Doc(
+            "the CPU hotplug state setup registers, so that a core that comes online while the "
+            "instruction is enabled gets its MSR written, and teardown removes"
+        ),
     ]
     call_sites: Annotated[
         tuple[CallSite, ...],
-        Doc("where a kernel tree calls setup, trigger and teardown (kgen apply and patch add the "
-            "calls)"),
+        Doc(
+            "where a kernel tree calls setup, trigger and teardown (kgen apply and patch add the "
+            "calls)"
+        ),
     ] = ()
     requires: Annotated[
         tuple[Prerequisite, ...],
@@ -612,8 +643,10 @@ class Kernel(Node):
     review: Annotated[Review | None, Doc("how kgen validate's review treats this spec")] = None
     out_of_line: Annotated[
         OutOfLine | None,
-        Doc("the kernel's out-of-line function around the instruction (e.g. rmpupdate() in "
-            "arch/x86/virt/svm/sev.c), which compare --reference TREE runs"),
+        Doc(
+            "the kernel's out-of-line function around the instruction (e.g. rmpupdate() in "
+            "arch/x86/virt/svm/sev.c), which compare --reference TREE runs"
+        ),
     ] = None
 
 
@@ -770,7 +803,9 @@ def kernel_names(spec: Spec) -> list[tuple[str, Mark]]:
         names.append((k.enum.name, k.enum.mark("name")))
         # one constant per distinct code name: a repeated name is reported on its own
         first_of_name = {c.name: c for c in reversed(insn.function_codes.codes)}
-        names += [(k.enum.prefix + name.upper(), c.mark("name")) for name, c in first_of_name.items()]
+        names += [
+            (k.enum.prefix + name.upper(), c.mark("name")) for name, c in first_of_name.items()
+        ]
     if k.sweep:
         names.append((k.sweep.pass_name, k.sweep.mark("pass_name")))
     if k.enable:

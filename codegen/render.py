@@ -238,7 +238,9 @@ def _finalize(value: Any) -> Any:
     raise RenderError(f"a template printed {value!r} without a formatting filter")
 
 
-_OPTIONS: dict[str, Any] = dict(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+_OPTIONS: dict[str, Any] = dict(
+    trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False
+)
 
 
 class _TemplateCache(jinja2.FileSystemBytecodeCache):
@@ -269,7 +271,9 @@ class _TemplateCache(jinja2.FileSystemBytecodeCache):
 
 
 @functools.lru_cache(maxsize=8)
-def environment(templates: Path = TEMPLATES, sizes: frozenset[str] | None = None) -> jinja2.Environment:
+def environment(
+    templates: Path = TEMPLATES, sizes: frozenset[str] | None = None
+) -> jinja2.Environment:
     """The Jinja environment for ``templates``, built once (it keeps its compiled templates);
     ``sizes``: the ``SZ_*`` names the ``sz`` filter may use, None for all."""
     env = jinja2.Environment(
@@ -329,7 +333,7 @@ def include_split(header: str) -> tuple[str, str]:
     if "include" not in parts[:-1]:
         return str(PurePosixPath(header).parent), PurePosixPath(header).name
     at = len(parts) - 1 - parts[::-1].index("include")
-    return "/".join(parts[:at + 1]), "/".join(parts[at + 1 :])
+    return "/".join(parts[: at + 1]), "/".join(parts[at + 1 :])
 
 
 # the x86 headers that hold what enabling adds: feature bits, MSRs, the exported functions
@@ -384,7 +388,9 @@ class EnableShape:
     hp_setup: C  # the cpuhp_setup_state() call
     online_fn: C  # its startup callback: writes the MSR on a CPU that comes online
     wrmsr_local: C  # the callback's write, two tabs in
-    offline_fn: C | None  # its teardown callback, where teardown clears: clears a core's last thread
+    offline_fn: (
+        C | None
+    )  # its teardown callback, where teardown clears: clears a core's last thread
     last_of_core: C | None  # the condition that picks a core's last online thread
     clear_local: C  # the teardown callback's write of 0
     start: C
@@ -441,22 +447,30 @@ def enable_shape(spec: Spec, worker: Worker, profile: Profile) -> EnableShape:
                                 profile.locked(e.mutex, [f"ret = {fns['start']}();"], "ret")])  # fmt: skip
     return EnableShape(
         includes=tuple(_c(f"#include <{h}>") for h in sorted(includes, key=_include_order)),
-        mutex=mutex, feature=feature, msr=f_ident(msr.name), msr_value=_c(value),
+        mutex=mutex,
+        feature=feature,
+        msr=f_ident(msr.name),
+        msr_value=_c(value),
         write_fn=_c(f"{f_ident(sw.helper.name)}_write_msr"),
         one_per_core=_c(one_per_core) if one_per_core else None,
         wrmsr=_c(profile.wrmsr("cpu", f_ident(msr.name), "val")),
         hotplug_lock=_c(f"{profile.hotplug_lock[0]}();"),
         hotplug_unlock=_c(f"{profile.hotplug_lock[1]}();"),
         hp_var=_c(f"{f_ident(sw.helper.name)}_hp_state"),
-        hp_setup=_c(f"cpuhp_setup_state({f_ident(e.hotplug.state)}, \"{f_cstring(e.hotplug.name)}\",\n"
-                    f"\t\t\t\t{online_fn}, {offline_fn or 'NULL'})"),
+        hp_setup=_c(
+            f'cpuhp_setup_state({f_ident(e.hotplug.state)}, "{f_cstring(e.hotplug.name)}",\n'
+            f"\t\t\t\t{online_fn}, {offline_fn or 'NULL'})"
+        ),
         online_fn=_c(online_fn),
         wrmsr_local=_c(profile.wrmsr_local(f_ident(msr.name), value, "\t\t")),
         offline_fn=_c(offline_fn) if offline_fn else None,
         last_of_core=_c("cpumask_weight_and(topology_sibling_cpumask(cpu), cpu_online_mask) == 1")
-        if msr.scope == "core" else None,
+        if msr.scope == "core"
+        else None,
         clear_local=_c(profile.wrmsr_local(f_ident(msr.name), "0", None)),
-        start=fns["start"], request=fns["request"], stop=fns["stop"],
+        start=fns["start"],
+        request=fns["request"],
+        stop=fns["stop"],
         clear=e.msr_on_teardown == "clear",
         setup_body=_c(setup_body),
         trigger_body=_c(profile.locked(e.mutex, [f"{fns['request']}();"])),
@@ -464,8 +478,11 @@ def enable_shape(spec: Spec, worker: Worker, profile: Profile) -> EnableShape:
         setup_export=_c(profile.export(f_ident(worker.setup), e.setup_caller)),
         trigger_export=_c(profile.export(f_ident(worker.trigger), e.trigger_caller)),
         teardown_export=_c(profile.export(f_ident(worker.teardown), e.teardown_caller)),
-        gate_text=_c(" and ".join([f"the CPUs have {feature}"]
-                                  + [f"{c} is true" for c in setup_conditions(spec)[1:]])),
+        gate_text=_c(
+            " and ".join(
+                [f"the CPUs have {feature}"] + [f"{c} is true" for c in setup_conditions(spec)[1:]]
+            )
+        ),
     )
 
 
@@ -514,7 +531,9 @@ class RawShape:
     outputs: C  # asm output operands
     inputs: C  # asm input operands
     clobbers: C
-    sets: tuple[C, ...] = ()  # lines after the instruction's string: CC_SET(c) where the profile needs them
+    sets: tuple[
+        C, ...
+    ] = ()  # lines after the instruction's string: CC_SET(c) where the profile needs them
     x86_64_only: bool = False  # the helpers pass a u64 in one register: x86-64 only
     doc: tuple[C, ...] = ()  # the kernel-doc below the title, one paragraph line each ("": blank)
 
@@ -532,7 +551,9 @@ def raw_doc(spec: Spec, retry: tuple[C, ...] = (), limit: C | None = None) -> tu
            "with .byte.")  # fmt: skip
     inputs = ", ".join(f"{f_register(i.register)} = @{f_ident(i.name)}" for i in insn.inputs)
     kept = "".join(f" {f_register(r)} is left unchanged." for r in insn.preserved)
-    lines = [f_comment(f"{i.description} ({i.register.upper()})", f"@{i.name}: ") for i in insn.inputs]
+    lines = [
+        f_comment(f"{i.description} ({i.register.upper()})", f"@{i.name}: ") for i in insn.inputs
+    ]
     lines += [_c(""), f_comment(f"Encoding: {f_byte_text(insn.encoding)}. {why}"),
               f_comment(f"Inputs: {inputs}.{kept}")]  # fmt: skip
     for o in insn.outputs:
@@ -560,7 +581,8 @@ def needs_x86_64(spec: Spec) -> bool:
     kernels too."""
     insn = spec.instruction
     return any(i.type == "u64" for i in insn.inputs) or any(
-        o.type == "u64" and o.register for o in insn.outputs)
+        o.type == "u64" and o.register for o in insn.outputs
+    )
 
 
 _C_TYPES = {"u8", "u16", "u32", "u64", "bool", "int", "unsigned long"}
@@ -670,7 +692,9 @@ def helper_shape(spec: Spec, profile: Profile = NEWEST) -> HelperShape | None:
     value_of = {addr.name: f_ident(addr.register), code.name: f_ident(code.register)}
     through = [i for i in insn.inputs if i.name not in value_of]
     if h.parameter in (i.name for i in through):
-        raise RenderError(f"{h.name}()'s parameter {h.parameter} is also an input it passes through")
+        raise RenderError(
+            f"{h.name}()'s parameter {h.parameter} is also an input it passes through"
+        )
     args = tuple(value_of.get(i.name) or f_ident(i.name) for i in insn.inputs)
     rc = insn.return_output()
     ret = return_type(spec)
@@ -737,7 +761,9 @@ def _template_place(exc: jinja2.TemplateError, template: str) -> str:
     return f"{Path(name).name}:{line}"
 
 
-def render_spec(spec: Spec, templates: Path = TEMPLATES, profile: Profile = NEWEST) -> dict[str, str]:
+def render_spec(
+    spec: Spec, templates: Path = TEMPLATES, profile: Profile = NEWEST
+) -> dict[str, str]:
     """Every generated file of one spec, as ``{relative path: text}``, for a kernel ``profile``."""
     env = environment(templates, profile.sizes)
     insn, k = spec.instruction, spec.kernel
@@ -758,7 +784,9 @@ def render_spec(spec: Spec, templates: Path = TEMPLATES, profile: Profile = NEWE
                 else None
             ),
             "exported": exported_declarations(spec),
-            "cpuid_word": _c(f"{insn.cpuid.word} * 32 + {insn.cpuid.word_bit}") if insn.cpuid else None,
+            "cpuid_word": _c(f"{insn.cpuid.word} * 32 + {insn.cpuid.word_bit}")
+            if insn.cpuid
+            else None,
             "msr_number": f_hex(insn.msr.number, 8) if insn.msr else None,
             "msr_enable": _c(f"BIT_ULL({insn.msr.enable.bit})") if insn.msr else None,
             "enum_const": (

@@ -90,7 +90,10 @@ def _defined(text: str, name: str, value: int) -> bool:
     return re.search(rf"^#define {re.escape(name)}\t+{value}$", text, re.M) is not None
 
 
-@rule("raw-helper-shape", "the low-level helper takes the spec's registers and types and returns its output")
+@rule(
+    "raw-helper-shape",
+    "the low-level helper takes the spec's registers and types and returns its output",
+)
 def raw_helper_shape(spec: Spec, files: Files) -> list[str]:
     path, text = _header(spec, files)
     insn, raw = spec.instruction, spec.kernel.raw_helper.name
@@ -110,10 +113,15 @@ def raw_helper_shape(spec: Spec, files: Files) -> list[str]:
     for o in insn.outputs:
         cc = o.flag[0] if o.flag else ""
         # a bare flag output, or asm/asm.h's pair for kernels built by compilers without them
-        if o.flag and f'"=@cc{cc}" ({o.name})' not in body and not (
-                f"CC_OUT({cc}) ({o.name})" in body and f"CC_SET({cc})" in body):
-            problems.append(f"{raw} does not return {o.flag.upper()} through a \"=@cc\" output "
-                            "or CC_SET()/CC_OUT()")
+        if (
+            o.flag
+            and f'"=@cc{cc}" ({o.name})' not in body
+            and not (f"CC_OUT({cc}) ({o.name})" in body and f"CC_SET({cc})" in body)
+        ):
+            problems.append(
+                f'{raw} does not return {o.flag.upper()} through a "=@cc" output '
+                "or CC_SET()/CC_OUT()"
+            )
     if rc and f'"={CONSTRAINT_LETTER.get(rc.required_register)}" ({rc.name})' not in body:
         problems.append(f"{raw} does not take {rc.name} from {rc.required_register.upper()}")
     for i in insn.inputs:
@@ -123,12 +131,16 @@ def raw_helper_shape(spec: Spec, files: Files) -> list[str]:
     return problems
 
 
-@rule("return-codes-named", "every return code and software code is a named constant with its value")
+@rule(
+    "return-codes-named", "every return code and software code is a named constant with its value"
+)
 def return_codes_named(spec: Spec, files: Files) -> list[str]:
     _, text = _header(spec, files)
     codes = [c for o in spec.instruction.outputs for c in o.codes]
     codes += [o.software_code for o in spec.instruction.outputs if o.software_code]
-    return [f"no '#define {c.name}\t{c.value}'" for c in codes if not _defined(text, c.name, c.value)]
+    return [
+        f"no '#define {c.name}\t{c.value}'" for c in codes if not _defined(text, c.name, c.value)
+    ]
 
 
 @rule("software-code", "a flag with a software meaning returns its code, as pvalidate() does")
@@ -162,8 +174,9 @@ def retry_bounded(spec: Spec, files: Files) -> list[str]:
             problems.append(f"does not retry on {name}")
     if not re.search(rf"&& \w+\+\+ < {limit}$", loop.group(1)):
         problems.append(f"the retries are not bounded by {limit}")
-    if spec.kernel.raw_helper.max_retries is None \
-            or not _defined(text, limit, spec.kernel.raw_helper.max_retries):
+    if spec.kernel.raw_helper.max_retries is None or not _defined(
+        text, limit, spec.kernel.raw_helper.max_retries
+    ):
         problems.append(f"no '#define {limit}\t{spec.kernel.raw_helper.max_retries}'")
     return problems
 
@@ -188,8 +201,11 @@ def asm_clobbers(spec: Spec, files: Files) -> list[str]:
     return [] if want in text else [f"clobber list is not {want}"]
 
 
-@rule("helper-aligns", "rmpopt(pa) aligns with ALIGN_DOWN(pa, SZ_1G) and passes the fixed code",
-      needs=("helper", "enum"))
+@rule(
+    "helper-aligns",
+    "rmpopt(pa) aligns with ALIGN_DOWN(pa, SZ_1G) and passes the fixed code",
+    needs=("helper", "enum"),
+)
 def helper_aligns(spec: Spec, files: Files) -> list[str]:
     _, text = _header(spec, files)
     h, k = spec.as_helper().helper, spec.kernel
@@ -230,21 +246,29 @@ def _call_by_parameter(spec: Spec, body: str, wanted: dict[str, str]) -> list[st
     if not wrong:
         return []
     (a0, p0), *rest = wrong
-    passes = f"{h}() passes {a0} as {raw}()'s {p0}" + "".join(f" and {a} as its {p}" for a, p in rest)
-    wants = ", ".join(f"{p} wants {wanted.get(p, 'a value the helper does not compute')}"
-                      for _, p in wrong)
+    passes = f"{h}() passes {a0} as {raw}()'s {p0}" + "".join(
+        f" and {a} as its {p}" for a, p in rest
+    )
+    wants = ", ".join(
+        f"{p} wants {wanted.get(p, 'a value the helper does not compute')}" for _, p in wrong
+    )
     return [f"{passes}: {wants}"]
 
 
-@rule("no-pointer-packing", "address and function code are never packed into one argument",
-      needs=("enum",))
+@rule(
+    "no-pointer-packing",
+    "address and function code are never packed into one argument",
+    needs=("enum",),
+)
 def no_pointer_packing(spec: Spec, files: Files) -> list[str]:
     _, text = _header(spec, files)
     problems = []
     if re.search(r"\bvoid \*", text):
         problems.append("a helper takes a void * argument")
     prefix = spec.as_enum().enum.prefix
-    if re.search(r"\(u64\)\s*\w+\s*&", text) or re.search(r"\|\s*" + prefix, "".join(files.values())):
+    if re.search(r"\(u64\)\s*\w+\s*&", text) or re.search(
+        r"\|\s*" + prefix, "".join(files.values())
+    ):
         problems.append("address and function code are packed into one value")
     return problems
 
@@ -257,7 +281,9 @@ def enum_from_spec(spec: Spec, files: Files) -> list[str]:
     if not m:
         return [f"no 'enum {e.name}'"]
     got = re.findall(r"^\t(\w+) = (0x[0-9a-f]+),$", m.group(1), re.M)
-    want = [(e.prefix + c.name.upper(), f"{c.value:#x}") for c in spec.as_enum().function_codes.codes]
+    want = [
+        (e.prefix + c.name.upper(), f"{c.value:#x}") for c in spec.as_enum().function_codes.codes
+    ]
     return [] if got == want else [f"enum {e.name} is {got}, not {want}"]
 
 
@@ -321,7 +347,9 @@ def no_status_talk(spec: Spec, kind: str, text: str) -> list[str]:
     return problems
 
 
-@sweep_rule("delays-from-spec", "a delayed work's first and re-arm delays are the spec's milliseconds")
+@sweep_rule(
+    "delays-from-spec", "a delayed work's first and re-arm delays are the spec's milliseconds"
+)
 def delays_from_spec(spec: Spec, kind: str, text: str) -> list[str]:
     """Timing the cases cannot see (a millisecond less is the same jiffy at HZ=250) still
     has to be the spec's."""
@@ -359,7 +387,9 @@ def worker_sleeps(spec: Spec, kind: str, text: str) -> list[str]:
     return problems
 
 
-@sweep_rule("setup-order", "setup checks the feature first, creates the worker, then enables the MSRs")
+@sweep_rule(
+    "setup-order", "setup checks the feature first, creates the worker, then enables the MSRs"
+)
 def setup_order(spec: Spec, kind: str, text: str) -> list[str]:
     sw = spec.as_sweep()
     e = sw.enable
@@ -384,8 +414,10 @@ def setup_order(spec: Spec, kind: str, text: str) -> list[str]:
     create = "alloc_ordered_workqueue(" if kind == "delayed-work" else "kthread_run("
     write = "cpuhp_setup_state("  # its callback enables the MSRs on every online core
     if create not in start or write not in start or start.index(create) > start.index(write):
-        problems.append("the MSRs are enabled before the worker exists: a failure would leave "
-                        "them enabled with nothing to clear them")
+        problems.append(
+            "the MSRs are enabled before the worker exists: a failure would leave "
+            "them enabled with nothing to clear them"
+        )
     return problems
 
 
@@ -397,7 +429,9 @@ def resched_between_regions(spec: Spec, kind: str, text: str) -> list[str]:
     return []
 
 
-@sweep_rule("followers-skip-leader-core", "followers are primary threads minus the leader's siblings")
+@sweep_rule(
+    "followers-skip-leader-core", "followers are primary threads minus the leader's siblings"
+)
 def followers_skip_leader_core(spec: Spec, kind: str, text: str) -> list[str]:
     problems = []
     if "topology_is_primary_thread(cpu)" not in text:
@@ -413,16 +447,23 @@ def followers_skip_leader_core(spec: Spec, kind: str, text: str) -> list[str]:
 def byte_comment(spec: Spec, files: Files) -> list[str]:
     _, text = _header(spec, files)
     insn = spec.instruction
-    doc = _comment_before(text, f"static inline {_return_type(spec)} {spec.kernel.raw_helper.name}(")
+    doc = _comment_before(
+        text, f"static inline {_return_type(spec)} {spec.kernel.raw_helper.name}("
+    )
     doc = " ".join(line.lstrip(" *") for line in doc.splitlines())
     need = [insn.mnemonic.upper(), " ".join(f"{b.byte:02X}" for b in insn.encoding), "binutils"]
     need += [f"{i.register.upper()} = @{i.name}" for i in insn.inputs]
     need += [f"RFLAGS.{o.flag.upper()}" for o in insn.outputs if o.flag]
-    return [f"the comment above {spec.kernel.raw_helper.name} lacks {n!r}" for n in need if n not in doc]
+    return [
+        f"the comment above {spec.kernel.raw_helper.name} lacks {n!r}" for n in need if n not in doc
+    ]
 
 
-@rule("no-warn-on-success", "CF = 1 means optimized: never WARN on the helper's result",
-      needs=("helper",))
+@rule(
+    "no-warn-on-success",
+    "CF = 1 means optimized: never WARN on the helper's result",
+    needs=("helper",),
+)
 def no_warn_on_success(spec: Spec, files: Files) -> list[str]:
     names = f"({spec.kernel.raw_helper.name}|{spec.as_helper().helper.name})"
     return [
@@ -433,7 +474,12 @@ def no_warn_on_success(spec: Spec, files: Files) -> list[str]:
 
 def review(spec: Spec, files: Files, skip: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
     """(rule name, problem) for every rule a spec's rendered files break, but those skipped."""
-    return [(r.name, p) for r in RULES if r.applies(spec) and r.name not in skip for p in r.check(spec, files)]
+    return [
+        (r.name, p)
+        for r in RULES
+        if r.applies(spec) and r.name not in skip
+        for p in r.check(spec, files)
+    ]
 
 
 def rule_names() -> list[str]:

@@ -180,7 +180,9 @@ class _Converter:
                 except ValueError as exc:
                     return self.error(node, str(exc))
                 if size is None:
-                    return self.error(node, f"{quote(raw)} is not a size (write e.g. 4096, 2M, 1G, 2T)")
+                    return self.error(
+                        node, f"{quote(raw)} is not a size (write e.g. 4096, 2M, 1G, 2T)"
+                    )
                 value: Any = size
             else:
                 value = self.convert(node, base)
@@ -224,7 +226,9 @@ class _Converter:
                 close = difflib.get_close_matches(str(shown), list(known), 1)
                 hint = f" (did you mean {quote(close[0])}?)" if close else ""
                 allowed = ", ".join(known)
-                self.error(key_node, f"unknown key {quote(shown)}{hint}; {cls.__name__} has: {allowed}")
+                self.error(
+                    key_node, f"unknown key {quote(shown)}{hint}; {cls.__name__} has: {allowed}"
+                )
                 failed = True
                 continue
             marks[key] = node_mark(self.path, value_node)
@@ -307,7 +311,9 @@ class _Rules:
                 self.error(b.mark("byte"), f"prefix {b.byte:#04x} repeats (first at line "
                            f"{seen[b.byte].mark('byte').line}): an instruction takes each prefix once")  # fmt: skip
             else:
-                group = [p for p in seen if p in x86.PREFIX_GROUP_1 and b.byte in x86.PREFIX_GROUP_1]
+                group = [
+                    p for p in seen if p in x86.PREFIX_GROUP_1 and b.byte in x86.PREFIX_GROUP_1
+                ]
                 if group:
                     self.error(b.mark("byte"), f"prefix {b.byte:#04x} after {group[0]:#04x}: F0, F2 "
                                "and F3 are one prefix group, an instruction takes one of them")  # fmt: skip
@@ -407,19 +413,27 @@ class _Rules:
             self.unique(((c.value, c.mark("value")) for c in o.codes), "return code value")
         registers = [o for o in insn.outputs if o.register and not o.flag]
         if len(registers) > 1:
-            self.error(registers[1].mark("register"), "a helper returns one register output, not two")
+            self.error(
+                registers[1].mark("register"), "a helper returns one register output, not two"
+            )
         for o in insn.outputs:
             if o.flag and registers and o.software_code is None:
                 self.error(
                     o.mark("flag"),
                     "a flag output beside a register output needs a software_code to return",
                 )
-            if o.software_code and any(o.software_code.value == c.value for r in registers for c in r.codes):
-                self.error(o.software_code.mark("value"), "software_code repeats a return code's value")
+            if o.software_code and any(
+                o.software_code.value == c.value for r in registers for c in r.codes
+            ):
+                self.error(
+                    o.software_code.mark("value"), "software_code repeats a return code's value"
+                )
         flags = [o.flag for o in insn.outputs if o.flag]
         if flags and "cc" not in insn.clobbers:
             self.error(insn.mark("clobbers"), "a flag output needs the 'cc' clobber")
-        self.unique(((c, insn.mark(f"clobbers[{n}]")) for n, c in enumerate(insn.clobbers)), "clobber")
+        self.unique(
+            ((c, insn.mark(f"clobbers[{n}]")) for n, c in enumerate(insn.clobbers)), "clobber"
+        )
         inputs = {i.register for i in insn.inputs}
         outputs = {o.register for o in insn.outputs if o.register}
         for n, reg in enumerate(insn.preserved):
@@ -525,8 +539,12 @@ class _Rules:
             self.out_of_line(k.out_of_line, insn)
         if k.enum is not None and insn.function_codes is None:
             self.error(k.enum.mark(), "an enum needs instruction.function_codes")
-        if k.sweep is not None and k.helper is not None and insn.function_codes is not None \
-                and k.helper.function in codes:
+        if (
+            k.sweep is not None
+            and k.helper is not None
+            and insn.function_codes is not None
+            and k.helper.function in codes
+        ):
             code = next(c for c in insn.function_codes.codes if c.name == k.helper.function)
             if code.effect != "scan-and-set":
                 self.error(

@@ -107,8 +107,12 @@ def test_harness_faults_an_execution_the_msr_or_the_feature_does_not_allow(harne
 def test_harness_reports_runaway_code(harness, tmp_path):
     (never_sleeps,) = [m for m in catalogue(SPEC) if m.name == "a kthread that never sleeps"]
     broken = apply(never_sleeps, render_spec(SPEC))
-    (h,) = build.build_harness(toolchain.find_clang(), SPEC, broken, tmp_path, ("-O2",), ("emulated",))
-    out = _run_one(h, "case id=0 form=kthread max=0x100 cores=1 budget=50 actions=setup,run,teardown\n")
+    (h,) = build.build_harness(
+        toolchain.find_clang(), SPEC, broken, tmp_path, ("-O2",), ("emulated",)
+    )
+    out = _run_one(
+        h, "case id=0 form=kthread max=0x100 cores=1 budget=50 actions=setup,run,teardown\n"
+    )
     assert any(ln.startswith("B soft lockup") for ln in out)
 
 
@@ -277,7 +281,9 @@ def _never(*args, **kwargs):
 def test_an_in_memory_shellcode_spec_is_refused_before_anything_runs(engine, monkeypatch, tmp_path):
     marker = tmp_path / "pwned"
     shellcode = tuple(EncodingByte(b, "opcode") for b in bytes(range(0x40, 0x80)))
-    spec = dataclasses.replace(SPEC, instruction=dataclasses.replace(SPEC.instruction, encoding=shellcode))
+    spec = dataclasses.replace(
+        SPEC, instruction=dataclasses.replace(SPEC.instruction, encoding=shellcode)
+    )
     monkeypatch.setattr(compare, "build_harness", _never)
     monkeypatch.setattr(compare, "ProcessPoolExecutor", _never)
     forged = host.EngineChoice(engine, None, "forged by the caller")
@@ -314,22 +320,33 @@ def test_bytes_a_cpu_ignoring_their_prefix_runs_in_user_mode_are_not_run_nativel
     with pytest.raises(host.EngineRefused, match=r"decodes 0F 01 FD \(F2 0F 01 FD without its F2 "
                        r"prefix\) as rdpru, which user mode may execute"):  # fmt: skip
         host.choose_engine("native", rmpread)
-    assert host.choose_engine("auto", rmpread, host.HostCpu("GenuineIntel", False)).engine == "emulator"
+    assert (
+        host.choose_engine("auto", rmpread, host.HostCpu("GenuineIntel", False)).engine
+        == "emulator"
+    )
     # its siblings' bytes without the prefix are privileged (INVLPGB, TLBSYNC): they trap
     for name in ("pvalidate", "psmash", "rmpadjust", "rmpupdate"):
-        choice = host.choose_engine("auto", load(ISA / f"{name}.yaml"), host.HostCpu("AuthenticAMD", True))
+        choice = host.choose_engine(
+            "auto", load(ISA / f"{name}.yaml"), host.HostCpu("AuthenticAMD", True)
+        )
         assert choice.engine == "native" and choice.guard is None and "privileged" in choice.reason
 
 
 def test_clzero_bytes_in_an_oracle_spec_are_not_run_natively():
     """The guard proves a fault only for the table model's addresses, not any 64-bit value."""
-    text = (ISA / "psmash.yaml").read_text().replace("{byte: 0xf3, role: prefix}", "{byte: 0xf2, role: prefix}")
+    text = (
+        (ISA / "psmash.yaml")
+        .read_text()
+        .replace("{byte: 0xf3, role: prefix}", "{byte: 0xf2, role: prefix}")
+    )
     text = text.replace("{byte: 0xff, role: modrm}", "{byte: 0xfc, role: modrm}").replace(
         "mnemonic: psmash", "mnemonic: psmashx")  # fmt: skip
     spec = parse(text, "isa/psmashx.yaml")
     plan = host.native_plan(spec)
     assert not plan.allowed and plan.hazard == "clzero"
-    assert host.choose_engine("auto", spec, host.HostCpu("GenuineIntel", False)).engine == "emulator"
+    assert (
+        host.choose_engine("auto", spec, host.HostCpu("GenuineIntel", False)).engine == "emulator"
+    )
 
 
 def test_cli_refuses_native_for_a_user_mode_instruction_and_auto_emulates(run_kgen, tmp_path):

@@ -66,8 +66,16 @@ def test_a_wholly_offline_core_keeps_its_msr_so_its_last_thread_clears_it_on_the
 
 def test_a_core_offline_at_teardown_was_cleared_when_it_left_and_stays_clear_when_it_comes_back():
     hw = mirror.hardware_for(SPEC, SMALL, enabled=False)
-    events = [e for e, _ in mirror.feature_trace(
-        SPEC, KTHREAD, SMALL, ["setup", "run", "offline:2", "offline:5", "teardown", "online:5", "online:2"], hw)]
+    events = [
+        e
+        for e, _ in mirror.feature_trace(
+            SPEC,
+            KTHREAD,
+            SMALL,
+            ["setup", "run", "offline:2", "offline:5", "teardown", "online:5", "online:2"],
+            hw,
+        )
+    ]
     assert [e for e in events if e.kind == "wrmsr" and not e.value] == [
         mirror.Wrmsr(5, MSR, 0), mirror.Wrmsr(0, MSR, 0), mirror.Wrmsr(1, MSR, 0)]  # fmt: skip
     assert events[-1] == mirror.Wrmsr(1, MSR, 0)  # nothing written when core 2 comes back
@@ -103,7 +111,9 @@ def test_a_hotplug_operation_during_teardown_runs_after_teardown_let_the_lock_go
 
 
 def test_a_core_that_comes_online_during_setup_is_written_once_setup_lets_the_lock_go():
-    events = trace(dataclasses.replace(SMALL, offline=frozenset({2, 5})), ["online-during:2", "setup", "run"])
+    events = trace(
+        dataclasses.replace(SMALL, offline=frozenset({2, 5})), ["online-during:2", "setup", "run"]
+    )
     assert [e.cpu for e in events if e.kind == "wrmsr"] == [0, 1, 2]
     assert any(e.kind == "rmpopt" and e.cpu == 2 for e in events)
 
@@ -135,7 +145,9 @@ def test_no_cpu_that_comes_online_writes_outside_setup_and_teardown():
 
 
 def test_a_failed_hotplug_state_leaves_nothing_written_and_setup_can_try_again():
-    events = trace(dataclasses.replace(SMALL, hpfail=1), ["setup", "trigger", "run", "setup", "run"])
+    events = trace(
+        dataclasses.replace(SMALL, hpfail=1), ["setup", "trigger", "run", "setup", "run"]
+    )
     assert [e.cpu for e in events if e.kind == "wrmsr"] == [0, 1, 2]
     assert len(passes(events)) == 1
 
@@ -185,7 +197,11 @@ def test_a_mutex_taken_inside_a_hotplug_callback_is_a_lock_order_finding(engine)
     """Setup holds the mutex around cpuhp_setup_state(); a callback that takes it deadlocks
     with a CPU coming online while setup waits for the hotplug lock.  lockdep reports the
     order even when the two never meet in a case."""
-    mutant = next(m for m in catalogue(SPEC) if m.name.startswith("the hotplug callback takes the mutex, setup"))
+    mutant = next(
+        m
+        for m in catalogue(SPEC)
+        if m.name.startswith("the hotplug callback takes the mutex, setup")
+    )
     result = compare(SPEC, find_clang(), engine, seed=1, count=110, opts=("-O2",),
                      files=apply(mutant, render_spec(SPEC)), workers=1)  # fmt: skip
     first = result.mismatches[0]
@@ -197,8 +213,11 @@ def test_a_mutex_taken_inside_a_hotplug_callback_is_a_lock_order_finding(engine)
 def test_setup_that_cannot_set_up_the_hotplug_state_returns_its_error(engine, form):
     """cpuhp_setup_state() fails with -ENOSPC; setup returns that error, as the kernel-doc says,
     and the harness holds setup to the error of the call that failed, not to -ENOMEM only."""
-    case = next(c for c in cases.generate(SPEC, 7, 160)
-                if c.form == form and c.label == "boundary: the hotplug state cannot be set up, then can")
+    case = next(
+        c
+        for c in cases.generate(SPEC, 7, 160)
+        if c.form == form and c.label == "boundary: the hotplug state cannot be set up, then can"
+    )
     result = compare(SPEC, find_clang(), engine, seed=7, count=160, opts=("-O2",), only=case.id,
                      workers=1)  # fmt: skip
     assert result.ok, result.mismatches[:1]
@@ -212,7 +231,10 @@ def test_the_old_teardown_leaves_the_core_whose_last_thread_left_enabled(engine)
     result = compare(SPEC, find_clang(), engine, seed=1, count=120, opts=("-O2",),
                      files=apply(mutant, render_spec(SPEC)), workers=1)  # fmt: skip
     first = result.mismatches[0]
-    assert cases.generate(SPEC, 1, 120)[first.case].label == "hotplug: a core goes wholly offline and comes back"
+    assert (
+        cases.generate(SPEC, 1, 120)[first.case].label
+        == "hotplug: a core goes wholly offline and comes back"
+    )
     assert first.expected == f"M 5 {MSR:#x} 0x0"
 
 
@@ -220,10 +242,13 @@ def test_the_old_teardown_leaves_the_core_whose_last_thread_left_enabled(engine)
 def test_a_cpu_that_leaves_between_the_state_removal_and_the_clear_keeps_its_msr(engine):
     """The reviewer's race: cpuhp_remove_state() and the clear under separate holds of the
     hotplug lock; a core's last thread that goes offline in the gap is cleared by neither."""
-    mutant = next(m for m in catalogue(SPEC) if m.name.startswith("the hotplug state removed before teardown"))
+    mutant = next(
+        m for m in catalogue(SPEC) if m.name.startswith("the hotplug state removed before teardown")
+    )
     result = compare(SPEC, find_clang(), engine, seed=1, count=120, opts=("-O2",),
                      files=apply(mutant, render_spec(SPEC)), workers=1)  # fmt: skip
     first = result.mismatches[0]
     assert cases.generate(SPEC, 1, 120)[first.case].label == (
-        "hotplug: a core's last online thread goes offline while teardown runs, and comes back")
+        "hotplug: a core's last online thread goes offline while teardown runs, and comes back"
+    )
     assert first.expected == f"M 2 {MSR:#x} 0x0"

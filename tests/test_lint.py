@@ -31,6 +31,20 @@ def test_ruff_finds_nothing_in_the_tree():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_the_tree_is_as_ruff_format_writes_it(tmp_path):
+    proc = run(BIN / "ruff", "format", "--check", "--no-cache", "codegen", "tests", "benchmarks")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # and the check fails on a file the formatter would change
+    bad = tmp_path / "bad.py"
+    bad.write_text("x = {  'a':1 }\n")
+    proc = run(
+        BIN / "ruff", "format", "--check", "--no-cache", "--config", PYPROJECT, bad, cwd=tmp_path
+    )
+    assert proc.returncode == 1 and "1 file would be reformatted" in proc.stdout, (
+        proc.stdout + proc.stderr
+    )
+
+
 def test_mypy_finds_nothing_in_codegen(tmp_path):
     proc = mypy("--cache-dir", tmp_path / "cache")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -80,5 +94,5 @@ def test_make_test_runs_lint_and_types_before_the_suite():
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     at = {word: next(n for n, line in enumerate(lines) if word in line)
-          for word in ("ruff check", "/mypy", "pytest")}  # fmt: skip
-    assert at["ruff check"] < at["pytest"] and at["/mypy"] < at["pytest"], proc.stdout
+          for word in ("ruff check", "ruff format --check", "/mypy", "pytest")}  # fmt: skip
+    assert max(at["ruff check"], at["ruff format --check"], at["/mypy"]) < at["pytest"], proc.stdout

@@ -114,7 +114,7 @@ def check_order(spec, machine, events):
     leader = body[: 2 * len(regions)]
     assert [e.kind for e in leader] == ["rmpopt", "resched"] * len(regions)
     assert [e.rax for e in leader[::2]] == regions
-    rest = body[2 * len(regions):]
+    rest = body[2 * len(regions) :]
     i = 0
     for pa in regions if rest else []:
         ipi = rest[i]
@@ -172,7 +172,9 @@ def machines(draw, max_cores=6):
     leader = draw(st.sampled_from([c for c in range(n) if c not in offline]))
     gb = 1 << 30
     min_pa = draw(st.integers(0, 8 * gb))
-    span = draw(st.one_of(st.integers(0, 8 * gb), st.sampled_from([2 << 40, (2 << 40) + gb, 3 << 40])))
+    span = draw(
+        st.one_of(st.integers(0, 8 * gb), st.sampled_from([2 << 40, (2 << 40) + gb, 3 << 40]))
+    )
     assigned = tuple(
         (s, s + draw(st.integers(1, 4 << 20)))
         for s in draw(st.lists(st.integers(0, min_pa + span + gb), max_size=4))
@@ -210,7 +212,12 @@ MIRROR_MUTANTS = {
     "split": ("followers", _broken_followers),
     "order": ("Resched", lambda cpu: mirror.Log("cond_resched")),
 }  # fmt: skip
-RULE_CHECK = {"alignment": check_alignment, "cap": check_cap, "split": check_split, "order": check_order}
+RULE_CHECK = {
+    "alignment": check_alignment,
+    "cap": check_cap,
+    "split": check_split,
+    "order": check_order,
+}
 
 
 @pytest.mark.parametrize("rule", sorted(MIRROR_MUTANTS))
@@ -229,7 +236,9 @@ def test_each_rule_check_catches_a_broken_mirror(rmpopt, rule, monkeypatch, t):
 
 
 def test_state_check_catches_a_model_that_ignores_assigned_pages(rmpopt, monkeypatch, t):
-    machine = Machine(0, (4 * t.region_size) >> 12, cores=2, assigned=((t.region_size, t.region_size + 4096),))
+    machine = Machine(
+        0, (4 * t.region_size) >> 12, cores=2, assigned=((t.region_size, t.region_size + 4096),)
+    )
     hw = mirror.hardware_for(rmpopt, machine)
     check_state(rmpopt, machine, list(sweep(rmpopt, machine, hw)), hw)
     monkeypatch.setattr(Hardware, "region_has_assigned", lambda self, start: False)
@@ -361,8 +370,11 @@ def test_kgen_sweep_json_trace_format(run_kgen, rmpopt, t):
         (["--memory", "4G", "--assigned", "0-16E"], 2, "does not fit 64 bits"),
         (["--memory", "4G", "--assigned", "0-8P"], 2, "beyond 52-bit"),
         (["--memory", "4G", "--cores", "5000"], 2, "5000"),
-        (["--memory", "4G", "--cores", "4096", "--threads-per-core", "2"], 2,
-         "4096 cores x 2 threads: the mirror simulates at most 4096 CPUs"),
+        (
+            ["--memory", "4G", "--cores", "4096", "--threads-per-core", "2"],
+            2,
+            "4096 cores x 2 threads: the mirror simulates at most 4096 CPUs",
+        ),
         (["--memory", "4G", "--offline", "99999"], 2, "99999"),
         (["--memory", "4G", "--leader", "4096"], 2, "4096"),
     ],
@@ -427,8 +439,10 @@ def test_validate_base_with_a_huge_table_stays_bounded(run_kgen, tmp_path):
     start = time.perf_counter()
     result = run_kgen("validate", path, "--base", RMPOPT_YAML)
     assert result.exit_code == 0, result.output + result.stderr
-    assert ("3 TB, 8 cores x 2 threads: not compared: the pass of the spec is too large: "
-            "8388608 executions: the mirror simulates at most 1048576") in result.output
+    assert (
+        "3 TB, 8 cores x 2 threads: not compared: the pass of the spec is too large: "
+        "8388608 executions: the mirror simulates at most 1048576"
+    ) in result.output
     assert time.perf_counter() - start < 30
 
 
@@ -491,7 +505,9 @@ def test_without_a_prerequisite_nothing_is_written_and_nothing_runs(rmpopt, t):
 def test_a_prerequisite_the_spec_does_not_list_changes_nothing(rmpopt, t):
     m = Machine(0, (2 * t.region_size) >> 12, cores=2)
     other = dataclasses.replace(m, without=frozenset({"tdx-host"}))
-    assert _trace(rmpopt, other, ["setup", "a:0", "teardown"]) == _trace(rmpopt, m, ["setup", "a:0", "teardown"])
+    assert _trace(rmpopt, other, ["setup", "a:0", "teardown"]) == _trace(
+        rmpopt, m, ["setup", "a:0", "teardown"]
+    )
 
 
 def test_kgen_sweep_without_a_prerequisite_writes_and_runs_nothing(run_kgen):
@@ -544,7 +560,9 @@ def test_a_teardown_during_a_pass_waits_for_it(rmpopt, t, kind, at):
     go = "run" if kind == "kthread" else "a:0"
     later = "run" if kind == "kthread" else "a:20000"
     after = _trace(rmpopt, m, ["setup", go, "teardown"], kind)
-    during = _trace(rmpopt, m, ["setup", f"teardown-at:{at}", go, "trigger", later, "teardown"], kind)
+    during = _trace(
+        rmpopt, m, ["setup", f"teardown-at:{at}", go, "trigger", later, "teardown"], kind
+    )
     assert during == after
     kinds = [e.kind for e in during]
     assert kinds[-2:] == ["wrmsr", "wrmsr"] and "fault" not in kinds
@@ -553,8 +571,9 @@ def test_a_teardown_during_a_pass_waits_for_it(rmpopt, t, kind, at):
 
 def test_a_teardown_armed_beyond_the_pass_waits_for_the_next_one(rmpopt, t):
     m = Machine(0, (2 * t.region_size) >> 12, cores=2)
-    trace = _trace(rmpopt, m, ["setup", "teardown-at:6", "run", "trigger", "run", "trigger", "run"],
-                   "kthread")
+    trace = _trace(
+        rmpopt, m, ["setup", "teardown-at:6", "run", "trigger", "run", "trigger", "run"], "kthread"
+    )
     assert sum(e.kind == "resched" for e in trace) == 8  # two passes, then no third
     assert [e.kind for e in trace][-2:] == ["wrmsr", "wrmsr"]
 
@@ -580,8 +599,12 @@ def test_the_cap_is_logged_as_the_spec_says(rmpopt, t):
     at_setup = [e for e in _trace(rmpopt, m, actions) if e.kind == "log"]
     assert rmpopt.kernel.sweep.cap_log == "at-setup"
     assert [e.text.startswith(cap) for e in at_setup] == [True, False, False]  # once, then 2 passes
-    every = dataclasses.replace(rmpopt, kernel=dataclasses.replace(
-        rmpopt.kernel, sweep=dataclasses.replace(rmpopt.kernel.sweep, cap_log="every-pass")))
+    every = dataclasses.replace(
+        rmpopt,
+        kernel=dataclasses.replace(
+            rmpopt.kernel, sweep=dataclasses.replace(rmpopt.kernel.sweep, cap_log="every-pass")
+        ),
+    )
     per_pass = [e for e in _trace(every, m, actions) if e.kind == "log"]
     assert [e.text.startswith(cap) for e in per_pass] == [True, False, True, False]
 
@@ -648,10 +671,17 @@ def test_siblings_are_the_cpus_of_the_same_core(machine):
 def test_the_summary_counts_the_trace(rmpopt, machine, feature):
     machine = dataclasses.replace(machine, feature=feature)
     summary, _ = mirror.summarize(rmpopt, machine)
-    events = list(mirror.setup_pass_teardown(rmpopt, machine,
-                                             mirror.hardware_for(rmpopt, machine, enabled=False)))
+    events = list(
+        mirror.setup_pass_teardown(
+            rmpopt, machine, mirror.hardware_for(rmpopt, machine, enabled=False)
+        )
+    )
     kinds = [e.kind for e in events]
     assert (summary.rmpopt, summary.ipis, summary.rescheds, summary.wrmsrs) == (
-        kinds.count("rmpopt"), kinds.count("ipi"), kinds.count("resched"), kinds.count("wrmsr"))
+        kinds.count("rmpopt"),
+        kinds.count("ipi"),
+        kinds.count("resched"),
+        kinds.count("wrmsr"),
+    )
     assert summary.cf_set == sum(e.cf for e in events if e.kind == "rmpopt")
     assert summary.logs == tuple(e.text for e in events if e.kind == "log")

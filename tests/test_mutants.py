@@ -79,7 +79,9 @@ def assert_caught(spec, mutant, files):
     if byte_line(spec) not in "".join(broken.values()):
         if engine is not EMULATOR:
             with pytest.raises(UnsafeCode, match="an asm statement that is not the spec's"):
-                compare(spec, find_clang(), engine, seed=SEED, count=CASES, opts=("-O2",), files=broken)
+                compare(
+                    spec, find_clang(), engine, seed=SEED, count=CASES, opts=("-O2",), files=broken
+                )
         engine = EMULATOR
     try:
         result = compare(spec, find_clang(), engine, seed=SEED, count=CASES,

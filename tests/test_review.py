@@ -135,7 +135,9 @@ def test_validate_catches_a_call_whose_arguments_follow_positions(tmp_path):
     files = render.render_spec(spec)
     name = "rmpopt/arch/x86/include/asm/special_insns.h"
     assert files[name].count("\treturn __rmpopt(rcx, rax);\n") == 1
-    files[name] = files[name].replace("\treturn __rmpopt(rcx, rax);\n", "\treturn __rmpopt(rax, rcx);\n")
+    files[name] = files[name].replace(
+        "\treturn __rmpopt(rcx, rax);\n", "\treturn __rmpopt(rax, rcx);\n"
+    )
     found = review(spec, files)
     assert ("helper-aligns", "rmpopt() passes rax as __rmpopt()'s op_type and rcx as its pa_start: "
             "op_type wants RMPOPT_FUNC_VERIFY_AND_REPORT_STATUS, pa_start wants ALIGN_DOWN(pa, SZ_1G)") \
@@ -154,4 +156,7 @@ def test_an_input_the_helper_does_not_compute_is_passed_through_by_name():
     assert "\treturn __frobopt(rdx, rsi, desc);\n" in header
     assert review(spec, files) == []
     files[name] = header.replace("__frobopt(rdx, rsi, desc);", "__frobopt(rdx, rsi);")
-    assert ("helper-aligns", "frobopt() passes 2 arguments to __frobopt(), which takes 3") in review(spec, files)
+    assert (
+        "helper-aligns",
+        "frobopt() passes 2 arguments to __frobopt(), which takes 3",
+    ) in review(spec, files)

@@ -73,7 +73,12 @@ def test_every_fact_names_a_known_source(facts):
         assert facts["instruction"][key]["source"], key
 
 
-@covers("instruction.encoding[].byte", "instruction.encoding[].role", "instruction.mnemonic", "instruction.vendor")
+@covers(
+    "instruction.encoding[].byte",
+    "instruction.encoding[].role",
+    "instruction.mnemonic",
+    "instruction.vendor",
+)
 def test_encoding_bytes_and_roles(rmpopt, facts):
     insn, enc = rmpopt.instruction, facts["instruction"]["encoding"]
     assert insn.mnemonic == facts["instruction"]["mnemonic"]
@@ -83,7 +88,10 @@ def test_encoding_bytes_and_roles(rmpopt, facts):
                      ("opcode", enc["opcode"]), ("modrm", enc["modrm"]["byte"])]  # fmt: skip
     modrm = enc["modrm"]
     assert (modrm["byte"] >> 6, (modrm["byte"] >> 3) & 7, modrm["byte"] & 7) == (
-        modrm["mod"], modrm["reg"], modrm["rm"])
+        modrm["mod"],
+        modrm["reg"],
+        modrm["rm"],
+    )
 
 
 def test_encoding_differs_from_every_neighbour(rmpopt, facts):

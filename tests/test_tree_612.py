@@ -19,7 +19,9 @@ from codegen.tree import KernelTree, plan
 from tests.conftest import ISA
 from tests.kernel import tree as kt
 
-pytestmark = pytest.mark.skipif(kt.cache() is None, reason=f"no Linux 6.12 tree: {kt.missing_reason()}")
+pytestmark = pytest.mark.skipif(
+    kt.cache() is None, reason=f"no Linux 6.12 tree: {kt.missing_reason()}"
+)
 
 SPECS = [load(p) for p in sorted(ISA.glob("*.yaml"))]
 WHO = Identity("Ada Example", "ada@example.org")
@@ -92,7 +94,9 @@ def test_apply_equals_the_series_and_check_tree_agrees(applied, tmp_path):
         shutil.copy(p, edited)
     spec = edited / "rmpopt.yaml"
     spec.write_text(spec.read_text().replace("first_delay_ms: 0", "first_delay_ms: 100"))
-    again = CliRunner().invoke(main, ["check", *map(str, sorted(edited.glob("*.yaml"))), "--tree", str(other.src)])
+    again = CliRunner().invoke(
+        main, ["check", *map(str, sorted(edited.glob("*.yaml"))), "--tree", str(other.src)]
+    )
     assert again.exit_code == 1 and "RMPOPT_FIRST_DELAY_MS\t100" in again.output
 
 
@@ -107,7 +111,9 @@ def test_a_broken_template_is_caught_by_the_build(tmp_path):
     files = series(tree, tmp_path / "patches", templates)
     assert kt.git_am(tree, files[1:]) == ""
     built = kt.build(tree, ["arch/x86/virt/svm/sev.o"], "gcc")
-    assert not built.ok and any("arch/x86/virt/svm/sev.c" in e for e in built.errors), built.output[-2000:]
+    assert not built.ok and any("arch/x86/virt/svm/sev.c" in e for e in built.errors), built.output[
+        -2000:
+    ]
 
 
 def test_each_rmpopt_step_builds(tmp_path):
