@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -1006,8 +1007,9 @@ def mutate(specs, operators, sample, seed, jobs, equivalents, as_json) -> None:
     loaded = load_specs(specs)
     path = equivalents or DEFAULT_EQUIVALENTS
     if equivalents is not None and not equivalents.is_file():
+        why = "not a regular file" if os.path.lexists(equivalents) else "no such file"
         raise click.BadParameter(
-            f"no such file: {shown_path(str(equivalents))}", param_hint="--equivalents"
+            f"{why}: {shown_path(str(equivalents))}", param_hint="--equivalents"
         )
     try:
         listed = mut.load_equivalents(path) if path.is_file() else []

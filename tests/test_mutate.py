@@ -409,3 +409,10 @@ def test_ctrl_c_stops_every_run_and_exits_130():
             return
         time.sleep(0.2)
     pytest.fail("a process of the run outlived kgen mutate")
+
+
+def test_an_equivalents_file_that_is_not_a_regular_file_is_named_so(run_kgen, tmp_path):
+    result = run_kgen("mutate", "isa/psmash.yaml", "--equivalents", "/dev/null")
+    assert result.exit_code == 2 and "not a regular file: /dev/null" in result.output
+    result = run_kgen("mutate", "isa/psmash.yaml", "--equivalents", tmp_path / "none.yaml")
+    assert result.exit_code == 2 and "no such file:" in result.output
