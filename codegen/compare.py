@@ -574,12 +574,16 @@ def compare(spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: Engin
     # workers=0: the caller is itself one of many workers (kgen mutate): one chunk, run here
     parts = 1 if workers == 0 else 8 * (workers or os.cpu_count() or 1)
     with _work_dir() as tmp:
-        harnesses: list[Harness] = [
-            h for c in compilers for h in build_harness(
-                c, spec, files, Path(tmp), opts, ("native",) if native else ("emulated",),
-                reference, counted if c.family == "gcc" else (), cache=rendered,
-            )
-        ]  # fmt: skip
+
+        def build(front_end: str) -> list[Harness]:
+            return [
+                h for c in compilers for h in build_harness(
+                    c, spec, files, Path(tmp), opts, (front_end,), reference,
+                    counted if c.family == "gcc" else (), cache=rendered,
+                )
+            ]  # fmt: skip
+
+        harnesses = build("native" if native else "emulated")
         if native and engine.fallback and harnesses and not counted:
             try:  # the harness's own start-up check of the guard, before any case
                 _run_native(harnesses[0].native, engine.guard, case_gen.spec_line(spec))
@@ -587,12 +591,7 @@ def compare(spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: Engin
                 engine = EngineChoice("emulator", None, f"{exc}: emulating")
                 native, result.engine = False, engine
                 reproduce = reproduce.replace(" --engine native", " --engine emulator", 1)
-                harnesses = [
-                    h for c in compilers for h in build_harness(
-                        c, spec, files, Path(tmp), opts, ("emulated",), reference,
-                        counted if c.family == "gcc" else (), cache=rendered,
-                    )
-                ]  # fmt: skip
+                harnesses = build("emulated")
         for h in harnesses if native else ():
             runtime = GCOV_RUNTIME if h.coverage else ()
             if not check_objects(spec, list(h.units), list(h.harness), runtime):
