@@ -23,7 +23,7 @@ from .diagnostics import Diagnostic, Mark, SpecError, plural, shown_path
 from .kernelapi import PROFILES as PROFILE_NAMES
 from .mirror import MAX_CPUS, PAGE_SHIFT, PHYS_BITS
 from .model import Spec
-from .mutate import OPERATORS as MUTATION_OPERATORS
+from .mutation_ops import OPERATORS as MUTATION_OPERATORS
 from .report import (
     compare_report,
     json_diag,

@@ -28,9 +28,8 @@ from pathlib import Path
 from . import ctext
 from .diagnostics import Diagnostic, Mark, SpecError, plural
 from .model import Spec
+from .mutation_ops import OPERATORS
 
-OPERATORS = ("relational", "logical", "arithmetic", "constant", "boolean", "negate", "delete",
-             "swap-args", "constraint", "byte")  # fmt: skip
 # What each mutant runs: seed and case count of tests/test_mutants.py, whose hand-written
 # defects are all caught at this count (every boundary case comes first), at -O2.
 SEED = 7

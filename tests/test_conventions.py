@@ -295,3 +295,14 @@ def test_a_mutation_score_of_one_mutant_speaks_in_the_singular():
     assert one.text() == "100.0 % (1 killed of 1; 0 equivalent, 0 stillborn, 1 mutant)"
     one.add("stillborn")
     assert one.text().endswith(", 1 stillborn, 2 mutants)")
+
+
+def test_the_command_line_does_not_import_the_mutation_enumerator():
+    """Every command starts by importing codegen.cli: what only `kgen mutate` needs (its C
+    tokenizer and regular expressions) is imported by that command, not by render or sweep."""
+    import subprocess
+    import sys
+
+    code = "import sys, codegen.cli; print('codegen.mutate' in sys.modules, codegen.cli.MUTATION_OPERATORS)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("False ('relational',"), out.stdout + out.stderr
