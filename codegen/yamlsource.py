@@ -47,14 +47,14 @@ def node_mark(path: str, node: Node) -> Mark:
     return mark_of(path, node.start_mark)
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader's composer with duplicate-key and alias detection."""
+class _Checks(yaml.composer.Composer):
+    """The composer's checks: duplicate keys, aliases, depth and length limits."""
 
-    def __init__(self, stream: str, path: str):
-        super().__init__(stream)
-        self.path = path
-        self.problems: list[Diagnostic] = []
-        self.depth = 0
+    path: str
+    problems: list[Diagnostic]
+    depth: int
+    check_event: Any  # the parser's, whichever parser reads the events
+    peek_event: Any
 
     def compose_node(self, parent, index):
         # the composer recurses once per level: stop at the limit, before Python's own
@@ -105,6 +105,64 @@ class _Loader(yaml.SafeLoader):
                     )
                 )
         return node
+
+
+class _Loader(_Checks, yaml.SafeLoader):
+    """PyYAML's own reader, scanner and parser: the reference reading of every text."""
+
+    def __init__(self, stream: str, path: str):
+        super().__init__(stream)
+        self.path = path
+        self.problems = []
+        self.depth = 0
+
+
+# libyaml (PyYAML's C parser) reads the same nodes as PyYAML's Python parser, about ten times
+# faster, for the texts it is trusted with here: printable ASCII lines without '?' (tabs,
+# carriage returns, byte order marks and '?' in flow context are read otherwise by the two),
+# no empty plain scalar (libyaml marks it at the next token, PyYAML after the ':'), and no
+# problem found.  Any other text, and any failure, is read again by _Loader, so every node
+# and every message is PyYAML's (tests/test_yaml_fast.py holds the two to the same nodes).
+_FAST_TEXT = re.compile(r"[\n\x20-\x3e\x40-\x7e]*")
+_CParser: Any = getattr(getattr(yaml, "_yaml", None), "CParser", None)
+
+
+class _Unsure(Exception):
+    """The fast reading cannot vouch for this text."""
+
+
+if _CParser is not None:
+
+    class _FastLoader(_Checks, _CParser, yaml.resolver.Resolver):
+        def __init__(self, stream: str, path: str):
+            _CParser.__init__(self, stream)
+            yaml.composer.Composer.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+            self.path = path
+            self.problems = []
+            self.depth = 0
+
+        def compose_scalar_node(self, anchor):
+            node = super().compose_scalar_node(anchor)
+            if node.style == "":  # libyaml's plain style; PyYAML's is None
+                node.style = None
+            if node.style is None and not node.value:
+                raise _Unsure
+            return node
+
+
+def compose_fast(text: str, path: str) -> Node | None:
+    """The nodes of ``text`` read by libyaml, or None where only PyYAML's reading will do."""
+    if _CParser is None or not _FAST_TEXT.fullmatch(text):
+        return None
+    loader = _FastLoader(text, path)
+    try:
+        node = loader.get_single_node()
+    except Exception:  # a syntax error, a limit, an empty scalar: PyYAML says what it is
+        return None
+    finally:
+        loader.dispose()
+    return None if loader.problems or node is None else node
 
 
 def _offset_mark(path: str, text: str, offset: int) -> Mark:
@@ -209,6 +267,14 @@ def compose(text: str, path: str) -> tuple[Node | None, list[Diagnostic]]:
     too_long = long_line(text, path)
     if too_long is not None:
         raise SpecError([too_long])
+    fast = compose_fast(text, path)
+    if fast is not None:
+        return fast, []
+    return compose_reference(text, path)
+
+
+def compose_reference(text: str, path: str) -> tuple[Node | None, list[Diagnostic]]:
+    """:func:`compose` by PyYAML's Python reader alone (the limits checked by the caller)."""
     loader = None
     try:
         loader = _Loader(text, path)  # the reader rejects bad characters here already
