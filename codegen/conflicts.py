@@ -9,22 +9,24 @@ gets a note, since a CPU that ignores the prefix would run that one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from .assembler import assemble
 from .diagnostics import Diagnostic, Mark, shown_path
 from .model import Byte, Doc, Identifier, Node, Spec, global_names
+from .record import record
 from .spec import convert_document
-from .toolchain import Compiler
 from .x86 import decode, decoder_name
+
+if TYPE_CHECKING:  # the assembler and its toolchain only where a check runs one
+    from .toolchain import Compiler
 
 KNOWN_ENCODINGS = Path(__file__).resolve().parent / "data" / "known_encodings.yaml"
 
 
-@dataclass(frozen=True)
+@record
 class KnownEncoding(Node):
     mnemonic: Identifier
     bytes: tuple[Byte, ...]
@@ -32,7 +34,7 @@ class KnownEncoding(Node):
     source: Annotated[Literal["asm", "sheet"], Doc("where the bytes come from (see the file)")]
 
 
-@dataclass(frozen=True)
+@record
 class KnownEncodings(Node):
     encodings: tuple[KnownEncoding, ...]
 
@@ -54,7 +56,7 @@ def _where(mark: Mark) -> str:
     return f"{shown_path(mark.path)}:{mark.line}"
 
 
-@dataclass(frozen=True)
+@record
 class Findings:
     problems: list[Diagnostic]
     notes: list[Diagnostic]
@@ -64,6 +66,8 @@ class Findings:
 
 def assembler_check(specs: list[Spec], compiler: Compiler) -> Findings:
     """Each spec's bytes against what ``compiler`` assembles for its mnemonic."""
+    from .assembler import assemble
+
     problems, notes = [], []
     for spec in specs:
         insn = spec.instruction

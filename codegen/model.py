@@ -15,11 +15,12 @@ retry codes), and flag outputs with their software meaning.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import cached_property
 from typing import Annotated, Literal
 
 from .diagnostics import Mark, quote
+from .record import record
 
 FORMAT_VERSION = 1
 
@@ -131,7 +132,7 @@ def text_problem(kind: str, value: str) -> str | None:
 # --- constraints carried by typing.Annotated --------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Range:
     """An integer between ``lo`` and ``hi`` inclusive (``hi`` None: unbounded)."""
 
@@ -139,24 +140,24 @@ class Range:
     hi: int | None = None
 
 
-@dataclass(frozen=True)
+@record
 class Text:
     """A string with a character rule; ``kind`` names the rule for messages."""
 
     kind: Literal["identifier", "comment", "c-string", "path", "version", "module", "label"]
 
 
-@dataclass(frozen=True)
+@record
 class PowerOfTwo:
     """An integer that is a power of two."""
 
 
-@dataclass(frozen=True)
+@record
 class SizeLiteral:
     """An integer, or a string such as ``1G`` or ``2T`` (binary units)."""
 
 
-@dataclass(frozen=True)
+@record
 class Doc:
     """What a key means, shown in the JSON Schema and the format reference."""
 
@@ -199,7 +200,7 @@ OPERAND_BITS = {"u8": 8, "bool": 8, "u16": 16, "u32": 32, "int": 32}  # others: 
 # --- the spec ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Node:
     """Base of every spec object: remembers where each of its keys was written."""
 
@@ -212,7 +213,7 @@ class Node:
         return self.marks.get(key or "", self.marks.get("", Mark("<spec>", 0, 0)))
 
 
-@dataclass(frozen=True)
+@record
 class EncodingByte(Node):
     byte: Annotated[Byte, Doc("the byte value, 0x00..0xff")]
     role: Annotated[
@@ -225,20 +226,20 @@ class EncodingByte(Node):
     ]
 
 
-@dataclass(frozen=True)
+@record
 class Fault(Node):
     exception: Annotated[Literal["UD", "GP", "PF", "VC", "NPF"], Doc("exception mnemonic")]
     when: Annotated[CommentText, Doc("condition that raises it")]
     unsure: Annotated[bool, Doc("true when the fact is not yet confirmed")] = False
 
 
-@dataclass(frozen=True)
+@record
 class Privilege(Node):
     cpl: Annotated[int, Range(0, 3), Doc("highest current privilege level allowed")]
     faults: tuple[Fault, ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class Input(Node):
     register: Annotated[GeneralRegister, Doc("register that carries the operand")]
     name: Annotated[Identifier, Doc("C parameter name in the low-level helper")]
@@ -267,7 +268,7 @@ class Input(Node):
     ] = None
 
 
-@dataclass(frozen=True)
+@record
 class ReturnCode(Node):
     name: Annotated[Identifier, Doc("kernel constant for the code")]
     value: U64
@@ -275,7 +276,7 @@ class ReturnCode(Node):
     retry: Annotated[bool, Doc("software retries the instruction on this code")] = False
 
 
-@dataclass(frozen=True)
+@record
 class Output(Node):
     name: Annotated[Identifier, Doc("name of the result in C")]
     type: Annotated[Literal["bool", "int", "u64"], Doc("C type of the result")]
@@ -303,7 +304,7 @@ class Output(Node):
         return self.flag
 
 
-@dataclass(frozen=True)
+@record
 class FunctionCode(Node):
     name: Annotated[Identifier, Doc("lower-case name; the enum constant is PREFIX + NAME")]
     value: Annotated[int, Range(0)]
@@ -314,13 +315,13 @@ class FunctionCode(Node):
     description: CommentText
 
 
-@dataclass(frozen=True)
+@record
 class FunctionCodes(Node):
     operand: Annotated[GeneralRegister, Doc("input register that carries the code")]
     codes: tuple[FunctionCode, ...]
 
 
-@dataclass(frozen=True)
+@record
 class Cpuid(Node):
     leaf: U32
     register: CpuidRegister
@@ -331,20 +332,20 @@ class Cpuid(Node):
     subleaf: U32 | None = None
 
 
-@dataclass(frozen=True)
+@record
 class MsrBit(Node):
     name: Identifier
     bit: BitIndex64
 
 
-@dataclass(frozen=True)
+@record
 class MsrField(Node):
     low_bit: BitIndex64
     high_bit: BitIndex64
     description: CommentText
 
 
-@dataclass(frozen=True)
+@record
 class Msr(Node):
     name: Identifier
     number: U32
@@ -370,7 +371,7 @@ class Msr(Node):
     ] = None
 
 
-@dataclass(frozen=True)
+@record
 class Table(Node):
     region_size: Annotated[Size, Doc("bytes covered by one table bit, e.g. 1G")]
     entries: Annotated[
@@ -379,13 +380,13 @@ class Table(Node):
     coverage: Annotated[Size, Doc("bytes one table covers from its base, e.g. 2T")]
 
 
-@dataclass(frozen=True)
+@record
 class Assembler(Node):
     binutils: Annotated[VersionText | None, Doc("first binutils that knows the mnemonic")] = None
     llvm: Annotated[VersionText | None, Doc("first LLVM that knows the mnemonic")] = None
 
 
-@dataclass(frozen=True)
+@record
 class Instruction(Node):
     mnemonic: Annotated[Identifier, Doc("lower-case assembler mnemonic")]
     title: CommentText
@@ -421,7 +422,7 @@ class Instruction(Node):
         return PointerOperand(i, i.bytes, i.access)
 
 
-@dataclass(frozen=True)
+@record
 class PointerOperand:
     """A pointer input and the memory the instruction reaches through it."""
 
@@ -430,7 +431,7 @@ class PointerOperand:
     access: Literal["read", "write", "read-write"]
 
 
-@dataclass(frozen=True)
+@record
 class RawHelper(Node):
     name: Annotated[Identifier, Doc("low-level helper that mirrors the instruction reference")]
     header: Annotated[TreePath, Doc("kernel file the helpers belong in")]
@@ -440,7 +441,7 @@ class RawHelper(Node):
     ] = None
 
 
-@dataclass(frozen=True)
+@record
 class KernelArgument(Node):
     name: Annotated[Identifier, Doc("the kernel function's parameter, in order")]
     input: Annotated[Identifier, Doc("the instruction input it carries (an inputs[].name)")]
@@ -453,7 +454,7 @@ class KernelArgument(Node):
     ] = 0
 
 
-@dataclass(frozen=True)
+@record
 class OutOfLine(Node):
     name: Annotated[Identifier, Doc("the kernel's own function that executes the instruction")]
     source: Annotated[TreePath, Doc("file of the kernel tree that defines it")]
@@ -469,20 +470,20 @@ class OutOfLine(Node):
     ] = None
 
 
-@dataclass(frozen=True)
+@record
 class Helper(Node):
     name: Annotated[Identifier, Doc("higher-level helper")]
     parameter: Annotated[Identifier, Doc("its one parameter, e.g. pa")]
     function: Annotated[Identifier, Doc("function code the helper passes")]
 
 
-@dataclass(frozen=True)
+@record
 class KernelEnum(Node):
     name: Annotated[Identifier, Doc("enum tag for the function codes")]
     prefix: Annotated[Identifier, Doc("constant prefix, e.g. RMPOPT_FUNC_")]
 
 
-@dataclass(frozen=True)
+@record
 class Worker(Node):
     kind: Annotated[Literal["kthread", "delayed-work"], Doc("how the sweep is driven")]
     name: Annotated[Identifier, Doc("worker function (and thread) name")]
@@ -496,7 +497,7 @@ class Worker(Node):
     ] = None
 
 
-@dataclass(frozen=True)
+@record
 class Sweep(Node):
     source: Annotated[TreePath, Doc("kernel file the sweep belongs in")]
     pass_name: Annotated[Identifier, Doc("function that runs one pass over all regions")]
@@ -528,7 +529,7 @@ PREREQUISITE_CHECKS = {
 }
 
 
-@dataclass(frozen=True)
+@record
 class Prerequisite(Node):
     name: Annotated[
         Label, Doc("what the platform must have, e.g. snp-host; kgen sweep --without NAME")
@@ -542,7 +543,7 @@ class Prerequisite(Node):
     ]
 
 
-@dataclass(frozen=True)
+@record
 class CallSite(Node):
     call: Annotated[
         Literal["setup", "trigger", "teardown"], Doc("which of the worker's functions is called")
@@ -565,7 +566,7 @@ class CallSite(Node):
     ] = None
 
 
-@dataclass(frozen=True)
+@record
 class Hotplug(Node):
     state: Annotated[
         Literal["CPUHP_AP_ONLINE_DYN"],
@@ -580,7 +581,7 @@ class Hotplug(Node):
     ]
 
 
-@dataclass(frozen=True)
+@record
 class Enable(Node):
     check: Annotated[
         Literal["cpu_feature_enabled"],
@@ -619,18 +620,18 @@ class Enable(Node):
     ] = ()
 
 
-@dataclass(frozen=True)
+@record
 class SkippedRule(Node):
     rule: Annotated[CommentText, Doc("a kernel review rule, by name (e.g. byte-comment)")]
     reason: Annotated[CommentText, Doc("why it does not hold for this spec; shown in every report")]
 
 
-@dataclass(frozen=True)
+@record
 class Review(Node):
     skip: Annotated[tuple[SkippedRule, ...], Doc("review rules not applied to this spec")]
 
 
-@dataclass(frozen=True)
+@record
 class Kernel(Node):
     raw_helper: RawHelper
     helper: Helper | None = None
@@ -650,7 +651,7 @@ class Kernel(Node):
     ] = None
 
 
-@dataclass(frozen=True)
+@record
 class Spec(Node):
     format: Annotated[Literal[1], Doc("spec format version")]
     instruction: Instruction
@@ -738,7 +739,7 @@ class SectionMissing(ValueError):
                          + ", ".join(missing))  # fmt: skip
 
 
-@dataclass(frozen=True)
+@record
 class HelperSpec:
     """A spec with a higher-level helper and the function codes it passes one of."""
 
@@ -747,7 +748,7 @@ class HelperSpec:
     function_codes: FunctionCodes
 
 
-@dataclass(frozen=True)
+@record
 class EnumSpec:
     """A spec with a kernel enum of its function codes (the loader requires the codes)."""
 
@@ -756,7 +757,7 @@ class EnumSpec:
     function_codes: FunctionCodes
 
 
-@dataclass(frozen=True)
+@record
 class TableSpec:
     """A spec with an RMPOPT-style table of regions, which the mirror's hardware models."""
 
@@ -765,7 +766,7 @@ class TableSpec:
     function_codes: FunctionCodes | None
 
 
-@dataclass(frozen=True)
+@record
 class SweepSpec(HelperSpec):
     """A spec with a sweep worker, with every section a sweep needs present: the loader
     refuses a sweep without instruction.table, kernel.helper (whose function code needs

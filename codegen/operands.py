@@ -24,6 +24,7 @@ from typing import Annotated
 from .conflicts import Findings, _where
 from .diagnostics import Diagnostic
 from .model import CommentText, Doc, Identifier, Node, Spec, VersionText
+from .record import record
 from .x86 import decode, decoder_name, hex_bytes
 
 ASSEMBLER_VERSIONS = Path(__file__).resolve().parent / "data" / "assembler_versions.yaml"
@@ -150,14 +151,14 @@ def operand_check(specs: list[Spec]) -> Findings:
 # --- assembler versions -----------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class KnownVersion(Node):
     mnemonic: Identifier
     binutils: Annotated[VersionText | None, Doc("first binutils that knows it, or null: none does")]
     source: Annotated[CommentText, Doc("where that is stated")]
 
 
-@dataclass(frozen=True)
+@record
 class KnownVersions(Node):
     versions: tuple[KnownVersion, ...]
 
