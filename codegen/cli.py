@@ -21,7 +21,7 @@ import click
 from . import __version__
 from .diagnostics import Diagnostic, Mark, SpecError, plural, shown_path
 from .kernelapi import PROFILES as PROFILE_NAMES
-from .mirror import MAX_CPUS, PAGE_SHIFT, PHYS_BITS
+from .limits import MAX_CPUS, PAGE_SHIFT, PHYS_BITS
 from .model import Spec
 from .mutation_ops import OPERATORS as MUTATION_OPERATORS
 from .report import (
@@ -37,7 +37,6 @@ from .report import (
     sweep_summary,
 )
 from .spec import load_all
-from .toolchain import ToolchainError
 
 DEFAULT_ISA_DIR = Path("isa")
 MAX_CASES = 10**6  # cases one compare may ask for (codegen.cases generates about 40 000 a second)
@@ -430,7 +429,7 @@ def _independent_findings(specs: list[Spec], found) -> None:
     """The specs against tools kgen did not write: clang's assembler, iced-x86, binutils."""
     try:
         from .conflicts import assembler_check
-        from .toolchain import find_clang
+        from .toolchain import ToolchainError, find_clang
 
         by_assembler = assembler_check(specs, find_clang())
         found.problems.extend(by_assembler.problems)
@@ -1002,7 +1001,7 @@ def mutate(specs, operators, sample, seed, jobs, equivalents, as_json) -> None:
     fails compare.
     """
     from . import mutate as mut
-    from .toolchain import find_clang, find_gcc
+    from .toolchain import ToolchainError, find_clang, find_gcc
 
     loaded = load_specs(specs)
     path = equivalents or DEFAULT_EQUIVALENTS

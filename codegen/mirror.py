@@ -41,12 +41,10 @@ from operator import itemgetter
 from typing import Literal, NamedTuple
 
 from .diagnostics import plural
+from .limits import MAX_CPUS, PAGE_SHIFT, PHYS_BITS
 from .model import Spec
 
-PAGE_SHIFT = 12
 # What the mirror simulates, so that every run ends in bounded time and memory.
-PHYS_BITS = 52  # x86-64's architectural limit of physical addresses
-MAX_CPUS = 4096
 MAX_EXECUTIONS = 1 << 20  # in one pass: twice a 2 TB sweep on 256 cores (about 3 s)
 # The kernel's timers count jiffies: at HZ = 250 a jiffy is 4 ms, and msecs_to_jiffies() rounds
 # up.  Not 1000, where a delay passed in milliseconds instead of jiffies would go unseen.

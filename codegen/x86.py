@@ -136,20 +136,21 @@ def encoding_problem(data: bytes, mnemonic: str) -> tuple[int | None, str] | Non
     or None when the bytes are exactly one instruction or nothing the decoder knows.
     """
     d = decode(data)
-    name, shown = decoder_name(), hex_bytes(data)
+    shown = hex_bytes(data)  # decoder_name() only in a message: its version lookup is slow
     if d.status == "truncated":
         what = (f"a {d.length}-byte {d.mnemonic} when zero bytes follow" if d.length
                 else "longer, whatever follows")  # fmt: skip
-        return None, (f"{name} reads {shown} as the start of a longer instruction ({what}): "
+        return None, (f"{decoder_name()} reads {shown} as the start of a longer instruction ({what}): "
                       "it would consume the bytes after the .byte line")  # fmt: skip
     if d.status == "instruction" and d.length < len(data):
         return d.length, (
-            f"byte {d.length + 1} ({data[d.length]:#04x}) follows a whole instruction: {name} "
+            f"byte {d.length + 1} ({data[d.length]:#04x}) follows a whole instruction: "
+            f"{decoder_name()} "
             f"decodes {hex_bytes(data[: d.length])} as {d.mnemonic}, and the rest would run as "
             "another instruction"
         )
     if d.status == "instruction" and d.mnemonic != mnemonic and not d.ignored_prefixes:
         what = "a privileged instruction" if d.privileged else "an instruction user mode may run"
-        return None, (f"{name} decodes {shown} as {d.mnemonic} ({what}), not {mnemonic}: "
+        return None, (f"{decoder_name()} decodes {shown} as {d.mnemonic} ({what}), not {mnemonic}: "
                       "the bytes are a known instruction under another name")  # fmt: skip
     return None
