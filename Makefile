@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --progress-bar off --disable-pip-version-check \
 		-c constraints.txt -e '.[test]'
+	$(BIN)/python -m compileall -q codegen
 	touch $@
 
 venv: $(STAMP)

@@ -150,6 +150,9 @@ def main() -> None:
     unknown = [r for r in args.rows if r not in ROWS]
     if unknown:
         ap.error(f"unknown row {unknown[0]!r}: one of {', '.join(ROWS)}")
+    # the baseline's libraries were byte-compiled when pip installed them; kgen's sources are
+    # too (an environment with PYTHONDONTWRITEBYTECODE would otherwise compile them every run)
+    subprocess.run([PY, "-m", "compileall", "-q", str(ROOT / "codegen")], check=True)
     print(f"{time.strftime('%Y-%m-%d %H:%M')}, load {os.getloadavg()[0]:.1f}, "
           f"{os.cpu_count()} CPUs")  # fmt: skip
     print(f"| {'what':62} | {'now':>16} | {'detail':42} | target |")
