@@ -390,7 +390,7 @@ class Hardware:
             raise MachineError(f"RMPOPT base {self.base:#x} is not aligned to {t.region_size:#x}")
         self.region_size, self.entries = t.region_size, t.entries
         self.marks: dict[int, int] = {}  # region index -> CPUs whose table marks it (bit n: CPU n)
-        self._cpu_bits: dict[tuple[int, ...], int] = {}
+        self._known: dict[tuple[int, ...], tuple[int, frozenset[int]]] = {}  # see _cpus
         fc = self.spec.instruction.function_codes
         self.effects = {c.value: c.effect for c in fc.codes} if fc else {}
         self._starts: list[int] = []  # sorted, disjoint assigned ranges
@@ -435,11 +435,10 @@ class Hardware:
         else:
             self.enabled.discard(owner)
 
-    def ready(self, cpus: Iterable[int]) -> bool:
+    def ready(self, cpus: tuple[int, ...]) -> bool:
         """Whether each of ``cpus`` can execute the instruction: the feature, and an MSR that
         enables it."""
-        owners = self.owners
-        return owners is None or (self.feature and {owners[cpu] for cpu in cpus} <= self.enabled)
+        return self.owners is None or (self.feature and self._cpus(cpus)[1] <= self.enabled)
 
     def check(self, cpu: int, rax: int, rcx: int) -> None:
         """Raise Faulted when ``cpu`` cannot execute the instruction: no feature, or MSR off."""
@@ -470,17 +469,20 @@ class Hardware:
         if index is None:
             return [0] * len(cpus)
         if effect == "scan-and-set" and not self._blocked[index]:
-            self.marks[index] = self.marks.get(index, 0) | self._bits(cpus)
+            self.marks[index] = self.marks.get(index, 0) | self._cpus(cpus)[0]
             return [1] * len(cpus)
         marked = self.marks.get(index, 0)
         return [marked >> cpu & 1 for cpu in cpus]
 
-    def _bits(self, cpus: tuple[int, ...]) -> int:
-        """``cpus`` as marks, one bit each (a pass's rounds all go to the same CPUs)."""
-        bits = self._cpu_bits.get(cpus)
-        if bits is None:
-            bits = self._cpu_bits[cpus] = reduce(or_, map((1).__lshift__, cpus), 0)
-        return bits
+    def _cpus(self, cpus: tuple[int, ...]) -> tuple[int, frozenset[int]]:
+        """``cpus`` as marks (one bit each), and the CPUs whose MSRs enable them: worked out
+        once, as a pass's rounds all go to the same CPUs."""
+        known = self._known.get(cpus)
+        if known is None:
+            owners = cpus if self.owners is None else map(self.owners.__getitem__, cpus)
+            known = reduce(or_, map((1).__lshift__, cpus), 0), frozenset(owners)
+            self._known[cpus] = known
+        return known
 
     def optimized(self, cpu: int) -> list[int]:
         """Start addresses of the regions ``cpu``'s table marks optimized, ascending."""

@@ -790,7 +790,8 @@ def mirror_cases(spec):
 # Each breaks the rounds alone: the path of one execution at a time stays right.
 ROUND_MUTANTS = {
     "marks only the first CPU of a round": (
-        mirror.Hardware, "_bits", lambda self, cpus: 1 << cpus[0]),
+        mirror.Hardware, "_cpus",
+        lambda self, cpus, known=mirror.Hardware._cpus: (1 << cpus[0], known(self, cpus)[1])),
     "runs a round on CPUs that cannot execute": (
         mirror.Hardware, "ready",
         lambda self, cpus, ready=mirror.Hardware.ready: len(cpus) > 1 or ready(self, cpus)),
