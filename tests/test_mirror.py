@@ -696,7 +696,7 @@ def _tables(hw, cpus):
     return [sorted(hw.base + i * step for i, m in hw.marks.items() if m >> cpu & 1) for cpu in cpus]
 
 
-def _plain_sweep(spec, machine, hw, batched):
+def _pass_to_fault(spec, machine, hw, batched):
     """The events of a pass on ``hw`` up to its fault (None if none), then the fault."""
     out = []
     try:
@@ -741,7 +741,7 @@ def check_rounds(spec, machine, enabled):
         hw = mirror.hardware_for(spec, machine, enabled=False)
         for cpu in enabled:
             hw.wrmsr(cpu, mirror.msr_value(spec, machine))
-        runs.append((*_plain_sweep(spec, machine, hw, batched), _tables(hw, cpus)))
+        runs.append((*_pass_to_fault(spec, machine, hw, batched), _tables(hw, cpus)))
     assert runs[0] == runs[1]
 
 
@@ -759,6 +759,14 @@ def round_machines(draw):
 @given(round_machines())
 def test_the_rounds_give_what_one_execution_at_a_time_gives(rmpopt, machine_enabled):
     check_rounds(rmpopt, *machine_enabled)
+
+
+def mirror_cases(spec):
+    """The compare cases of a worker (setup, requests, teardown, hotplug) of one seed."""
+    from codegen import cases
+
+    workers = {w.kind for w in spec.kernel.sweep.workers}
+    return [c for c in cases.generate(spec, 7, 120) if c.form in workers]
 
 
 def test_the_compare_cases_trace_the_same_with_and_without_rounds(rmpopt):
@@ -780,13 +788,7 @@ def test_the_compare_cases_trace_the_same_with_and_without_rounds(rmpopt):
     assert traced > 50
 
 
-def mirror_cases(spec):
-    from codegen import cases
-
-    workers = {w.kind for w in spec.kernel.sweep.workers}
-    return [c for c in cases.generate(spec, 7, 120) if c.form in workers]
-
-
+ROUND_EVENTS = mirror.Rmpopts.events
 # Each breaks the rounds alone: the path of one execution at a time stays right.
 ROUND_MUTANTS = {
     "marks only the first CPU of a round": (
@@ -799,12 +801,11 @@ ROUND_MUTANTS = {
         mirror.Rmpopts, "events", lambda self: iter(list(ROUND_EVENTS(self))[:-1])),
     "loses the last JSON line of a round": (
         mirror, "round_lines",
-        lambda r, lines=mirror.round_lines: lines(r).split("\n", len(r.cpus) - 1)[-1]),
+        lambda r, lines=mirror.round_lines: lines(r).rsplit("\n", 2)[0] + "\n"),
     "gives every CPU the first CPU's table": (
         mirror.Hardware, "optimized_of",
         lambda self, cpus, of=mirror.Hardware.optimized_of: of(self, cpus[:1]) * len(cpus)),
 }  # fmt: skip
-ROUND_EVENTS = mirror.Rmpopts.events
 
 
 @pytest.mark.parametrize("mutant", sorted(ROUND_MUTANTS))
