@@ -9,6 +9,11 @@ against each other.
   RMPOPT table per CPU, with the instruction's and RMPUPDATE's effects.
 - :func:`sweep`: the ordered trace of one pass of the kernel's sweep on a
   :class:`Machine`, executing each RMPOPT on the hardware model.
+- :func:`sweep_items`, :func:`feature_items`, :func:`setup_pass_teardown_items`: the same
+  traces with each round of the followers' executions as one :class:`Rmpopts`, which
+  ``kgen sweep`` counts and prints without an event per execution; :func:`events` expands
+  them, and is how :func:`sweep`, :func:`feature_trace` and :func:`setup_pass_teardown` give
+  their events.
 
 Trace events (also the JSON lines of ``kgen sweep --json``):
 
@@ -34,11 +39,12 @@ import bisect
 import dataclasses
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache, reduce
 from itertools import repeat
-from operator import itemgetter
-from typing import Literal, NamedTuple
+from operator import itemgetter, or_
+from typing import Any, Literal, NamedTuple
 
 from .diagnostics import plural
 from .limits import MAX_CPUS, PAGE_SHIFT, PHYS_BITS
@@ -144,6 +150,36 @@ class Fault(NamedTuple):
 Event = Rmpopt | Resched | Ipi | Log | Wrmsr | Fault
 
 
+class Rmpopts(NamedTuple):
+    """One round of executions: the same RMPOPT on each of ``cpus`` in turn, with the CF each
+    returned.  Not an event: it stands for the Rmpopt events :meth:`events` gives, so that a
+    pass's rounds reach the summary and the JSON lines without an object per execution."""
+
+    cpus: tuple[int, ...]
+    rax: int
+    rcx: int
+    cfs: list[int]
+    kind: Literal["rmpopts"] = "rmpopts"
+
+    def events(self) -> Iterator[Rmpopt]:
+        # Rmpopt(cpu, rax, rcx, cf) for each CPU, built without a Python call each
+        kind = Rmpopt._field_defaults["kind"]
+        return map(tuple.__new__, repeat(Rmpopt),
+                   zip(self.cpus, repeat(self.rax), repeat(self.rcx), self.cfs, repeat(kind)))  # fmt: skip
+
+
+Item = Event | Rmpopts  # what the *_items generators yield
+
+
+def events(items: Iterable[Item]) -> Iterator[Event]:
+    """The events ``items`` stand for, in order."""
+    for item in items:
+        if isinstance(item, Rmpopts):
+            yield from item.events()
+        else:
+            yield item
+
+
 class Faulted(Exception):
     """An execution raised an exception: ``event`` (a Fault) ends the trace."""
 
@@ -165,14 +201,21 @@ def _ints(values) -> str:
     return "[" + ",".join(map(str, values)) + "]"
 
 
+@lru_cache(maxsize=8)
+def _ipi_line(e: Ipi) -> str:
+    # made once for a pass, which sends the same call for every region
+    return f'{{"kind":"ipi","cpu":{e.cpu},"targets":{_ints(e.targets)}}}'
+
+
 # Each kind's JSON line, written directly: byte for byte json.dumps(event_json(event),
 # separators=(",", ":")) (the tests hold them to it), without a dict and an encoder per event.
-_LINES = {
+_RMPOPT_HEAD, _RMPOPT_TAIL = '{"kind":"rmpopt","cpu":', ',"rax":%d,"rcx":%d,"cf":%d}'
+_LINES: dict[type, Callable[[Any], str]] = {
     # the event itself is the % operand: "%.0s" takes its last field, the kind, and prints nothing
-    Rmpopt: '{"kind":"rmpopt","cpu":%d,"rax":%d,"rcx":%d,"cf":%d}%.0s'.__mod__,
+    Rmpopt: (_RMPOPT_HEAD + "%d" + _RMPOPT_TAIL + "%.0s").__mod__,
     Resched: '{"kind":"resched","cpu":%d}%.0s'.__mod__,
     Wrmsr: '{"kind":"wrmsr","cpu":%d,"msr":%d,"value":%d}%.0s'.__mod__,
-    Ipi: lambda e: f'{{"kind":"ipi","cpu":{e.cpu},"targets":{_ints(e.targets)}}}',
+    Ipi: _ipi_line,
 }
 
 
@@ -184,17 +227,39 @@ def event_line(event: Event) -> str:
     return line(event)
 
 
+def round_lines(r: Rmpopts) -> str:
+    """The JSON lines of a round's events, each with its newline: where every CPU returned the
+    same CF, the lines differ only in the CPU, so they are one join over the CPUs."""
+    cf = r.cfs[0]
+    if r.cfs.count(cf) != len(r.cfs):
+        return "".join(_LINES[Rmpopt](e) + "\n" for e in r.events())
+    tail = _RMPOPT_TAIL % (r.rax, r.rcx, cf) + "\n"
+    return "".join((_RMPOPT_HEAD, (tail + _RMPOPT_HEAD).join(_cpu_texts(r.cpus)), tail))
+
+
+@lru_cache(maxsize=8)
+def _cpu_texts(cpus: tuple[int, ...]) -> tuple[str, ...]:
+    """The decimal text of each CPU of a round (a pass's rounds all go to the same CPUs)."""
+    return tuple(map(str, cpus))
+
+
 def json_lines(spec: Spec, machine: Machine, hw: Hardware | None = None) -> Iterator[str]:
     """The text of ``kgen sweep --json`` in chunks: the events of setup, one pass and
     teardown, then one ``table`` line per online CPU."""
     hw = hw if hw is not None else hardware_for(spec, machine, enabled=False)
-    # a run of events of one kind is formatted in one go (a pass is mostly such runs)
-    for kind, run in itertools.groupby(setup_pass_teardown(spec, machine, hw), type):
+    # a run of items of one kind is formatted in one go
+    for kind, run in itertools.groupby(setup_pass_teardown_items(spec, machine, hw), type):
+        if kind is Rmpopts:
+            yield "".join(round_lines(r) for r in run if isinstance(r, Rmpopts))
+            continue
         line = _LINES.get(kind, event_line)
         yield "\n".join(map(line, run)) + "\n"
-    for cpu in machine.online:
-        regions = hw.optimized(cpu)
-        yield f'{{"kind":"table","cpu":{cpu},"optimized":{len(regions)},"regions":{_ints(regions)}}}\n'
+    online = machine.online
+    texts: dict[int, str] = {}  # CPUs with the same table share its list, and its text
+    for cpu, regions in zip(online, hw.optimized_of(online), strict=True):
+        if id(regions) not in texts:
+            texts[id(regions)] = f'"optimized":{len(regions)},"regions":{_ints(regions)}}}\n'
+        yield f'{{"kind":"table","cpu":{cpu},' + texts[id(regions)]
 
 
 class MachineError(ValueError):
@@ -304,12 +369,14 @@ class Hardware:
     marks the region in this CPU's table when no page in it is assigned and
     reports the bit in CF; ``read`` only reports the bit.  Regions outside
     ``[base, base + coverage)`` are never optimized.
+
+    The tables are kept by region: for each marked region, the CPUs whose tables mark it,
+    one bit a CPU, so that a round marks a region on many CPUs at once.
     """
 
     spec: Spec
     nr_cpus: int
     base: int  # every CPU's RMPOPT_BASE (region aligned)
-    tables: list[set[int]] = field(default_factory=list)  # per CPU: optimized region indices
     # per CPU: the CPU whose MSR enables it (one per core for a per-core MSR); None: no MSR model
     owners: list[int] | None = None
     enabled: set[int] = field(default_factory=set)  # owners whose MSR has the enable bit set
@@ -320,7 +387,8 @@ class Hardware:
         if self.base % t.region_size:
             raise MachineError(f"RMPOPT base {self.base:#x} is not aligned to {t.region_size:#x}")
         self.region_size, self.entries = t.region_size, t.entries
-        self.tables = [set() for _ in range(self.nr_cpus)]
+        self.marks: dict[int, int] = {}  # region index -> CPUs whose table marks it (bit n: CPU n)
+        self._known: dict[tuple[int, ...], tuple[int, frozenset[int]]] = {}  # see _cpus
         fc = self.spec.instruction.function_codes
         self.effects = {c.value: c.effect for c in fc.codes} if fc else {}
         self._starts: list[int] = []  # sorted, disjoint assigned ranges
@@ -342,8 +410,8 @@ class Hardware:
         self._blocked.clear()
         first = (start - self.base) // self.region_size
         last = (end - 1 - self.base) // self.region_size
-        for table in self.tables:
-            table.difference_update([i for i in table if first <= i <= last])
+        for index in [i for i in self.marks if first <= i <= last]:
+            del self.marks[index]
 
     def region_has_assigned(self, region_start: int) -> bool:
         """Whether any assigned page lies in [region_start, region_start + region size)."""
@@ -365,16 +433,15 @@ class Hardware:
         else:
             self.enabled.discard(owner)
 
-    def ready(self, cpu: int) -> bool:
-        """Whether ``cpu`` can execute the instruction."""
-        return self.owners is None or (self.feature and self.owners[cpu] in self.enabled)
+    def ready(self, cpus: tuple[int, ...]) -> bool:
+        """Whether each of ``cpus`` can execute the instruction: the feature, and an MSR that
+        enables it."""
+        return self.owners is None or (self.feature and self._cpus(cpus)[1] <= self.enabled)
 
     def check(self, cpu: int, rax: int, rcx: int) -> None:
         """Raise Faulted when ``cpu`` cannot execute the instruction: no feature, or MSR off."""
         msr = self.spec.instruction.msr
-        if self.owners is None or msr is None:
-            return
-        if not self.feature or self.owners[cpu] not in self.enabled:
+        if msr is not None and not self.ready((cpu,)):
             raise Faulted(Fault(cpu, rax, rcx, msr.fault or "UD"))
 
     # the instruction
@@ -394,21 +461,45 @@ class Hardware:
         self.check(cpu, rax, rcx)
         return self.execute_on((cpu,), rax, rcx)[0]
 
-    def execute_on(self, cpus: list[int] | tuple[int, ...], rax: int, rcx: int) -> list[int]:
+    def execute_on(self, cpus: tuple[int, ...], rax: int, rcx: int) -> list[int]:
         """The same execution on each of ``cpus`` in turn: their CFs."""
         index, effect = self._region(rax, rcx)
         if index is None:
             return [0] * len(cpus)
-        tables = self.tables
         if effect == "scan-and-set" and not self._blocked[index]:
-            for cpu in cpus:
-                tables[cpu].add(index)
+            self.marks[index] = self.marks.get(index, 0) | self._cpus(cpus)[0]
             return [1] * len(cpus)
-        return [int(index in tables[cpu]) for cpu in cpus]
+        marked = self.marks.get(index, 0)
+        return [marked >> cpu & 1 for cpu in cpus]
+
+    def _cpus(self, cpus: tuple[int, ...]) -> tuple[int, frozenset[int]]:
+        """``cpus`` as marks (one bit each), and the CPUs whose MSRs enable them: worked out
+        once, as a pass's rounds all go to the same CPUs."""
+        known = self._known.get(cpus)
+        if known is None:
+            owners = cpus if self.owners is None else map(self.owners.__getitem__, cpus)
+            known = reduce(or_, map((1).__lshift__, cpus), 0), frozenset(owners)
+            self._known[cpus] = known
+        return known
 
     def optimized(self, cpu: int) -> list[int]:
-        """Start addresses of the regions ``cpu``'s table marks optimized."""
-        return sorted(self.base + i * self.region_size for i in self.tables[cpu])
+        """Start addresses of the regions ``cpu``'s table marks optimized, ascending."""
+        return self.optimized_of([cpu])[0]
+
+    def optimized_of(self, cpus: list[int]) -> list[list[int]]:
+        """:meth:`optimized` of each of ``cpus``: CPUs whose tables mark the same regions get
+        the same list."""
+        regions: dict[int, list[int]] = {}  # CPUs (as marks) -> the regions they all mark
+        for index in sorted(self.marks):
+            regions.setdefault(self.marks[index], []).append(self.base + index * self.region_size)
+        shared: dict[tuple[int, ...], list[int]] = {}  # which of those hold a CPU -> its list
+        out = []
+        for cpu in cpus:
+            key = tuple(marks for marks in regions if marks >> cpu & 1)
+            if key not in shared:
+                shared[key] = sorted(itertools.chain.from_iterable(map(regions.__getitem__, key)))
+            out.append(shared[key])
+        return out
 
 
 # --- the sweep --------------------------------------------------------------
@@ -488,6 +579,14 @@ def cap_log(spec: Spec, r: Range) -> Log:
 
 def sweep(spec: Spec, machine: Machine, hw: Hardware | None = None) -> Iterator[Event]:
     """The ordered events of one pass, executing each RMPOPT on ``hw``."""
+    return events(sweep_items(spec, machine, hw))
+
+
+def sweep_items(spec: Spec, machine: Machine, hw: Hardware | None = None,
+                batched: bool = True) -> Iterator[Item]:  # fmt: skip
+    """:func:`sweep` with each round of the followers' executions as one :class:`Rmpopts`
+    while every follower can execute (``batched``); otherwise one event each, in turn, up to
+    the one that faults (``batched=False``: always, the plain path the rounds are held to)."""
     sw = spec.as_sweep()
     s, t = sw.sweep, sw.table
     hw = hw if hw is not None else hardware_for(spec, machine)
@@ -505,19 +604,13 @@ def sweep(spec: Spec, machine: Machine, hw: Hardware | None = None) -> Iterator[
     if not targets:
         return
     ipi, resched = Ipi(leader, targets), Resched(leader)
-    # hw.ready(cpu) for every target, as one set comparison: the MSRs that enable them
-    owners = None if hw.owners is None else {hw.owners[cpu] for cpu in targets}
-    kind = repeat(Rmpopt._field_defaults["kind"])
     for pa in regions:
         yield ipi
-        if owners is not None and not (hw.feature and owners <= hw.enabled):
-            for cpu in targets:  # in turn, up to the one that faults
+        if batched and hw.ready(targets):
+            yield Rmpopts(targets, pa, rcx, hw.execute_on(targets, pa, rcx))
+        else:
+            for cpu in targets:
                 yield Rmpopt(cpu, pa, rcx, hw.execute(cpu, pa, rcx))
-        cfs = hw.execute_on(targets, pa, rcx)
-        # Rmpopt(cpu, pa, rcx, cf) for each target, built without a Python call each
-        yield from map(
-            tuple.__new__, repeat(Rmpopt), zip(targets, repeat(pa), repeat(rcx), cfs, kind)
-        )
         yield resched
 
 
@@ -538,20 +631,21 @@ def summarize(spec: Spec, machine: Machine) -> tuple[Summary, Hardware]:
     hw = hardware_for(spec, machine, enabled=False)
     counts = {"rmpopt": 0, "ipi": 0, "resched": 0, "wrmsr": 0, "fault": 0}
     cf_set, logs = 0, []
-    # a run of events of one kind at a time (a pass is mostly such runs), not each in turn
-    for kind, run in itertools.groupby(setup_pass_teardown(spec, machine, hw), type):
-        events = list(run)
-        if kind is Log:
-            logs += [e.text for e in events if isinstance(e, Log)]
-            continue
-        counts[events[0].kind] += len(events)
-        if kind is Rmpopt:
-            cf_set += sum(map(itemgetter(3), events))
+    for item in setup_pass_teardown_items(spec, machine, hw):
+        if isinstance(item, Rmpopts):  # a round: an Rmpopt event per CPU, with its CF
+            counts["rmpopt"] += len(item.cpus)
+            cf_set += sum(item.cfs)
+        elif isinstance(item, Log):
+            logs.append(item.text)
+        else:
+            counts[item.kind] += 1
+            if isinstance(item, Rmpopt):
+                cf_set += item.cf
     r = sweep_range(spec, machine)
     regions = len(range(r.pa_start, r.pa_end, spec.as_table().table.region_size))
     if not counts["rmpopt"]:
         regions = 0  # the pass never ran (no feature)
-    optimized = {cpu: len(hw.tables[cpu]) for cpu in machine.online}
+    optimized = dict(zip(machine.online, map(len, hw.optimized_of(machine.online)), strict=True))
     return (
         Summary(
             regions,
@@ -657,7 +751,20 @@ def _write_all(spec: Spec, machine: Machine, hw: Hardware, value: int) -> Iterat
 
 def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
                   hw: Hardware | None = None) -> Iterator[tuple[Event, int]]:  # fmt: skip
-    """(event, time in ms) of the whole feature driven by ``actions``, in order.
+    """(event, time in ms) of the whole feature driven by ``actions``, in order
+    (:func:`feature_items`, each round of executions as its events)."""
+    for item, at in feature_items(spec, worker, machine, actions, hw):
+        if isinstance(item, Rmpopts):
+            yield from zip(item.events(), repeat(at))
+        else:
+            yield item, at
+
+
+def feature_items(spec: Spec, worker, machine: Machine, actions: list[str],
+                  hw: Hardware | None = None,
+                  batched: bool = True) -> Iterator[tuple[Item, int]]:  # fmt: skip
+    """(item, time in ms) of the whole feature driven by ``actions``, in order: passes as
+    :func:`sweep_items` gives them (``batched`` as there).
 
     Actions: ``setup``, ``trigger``, ``teardown``; ``run`` lets a woken kthread run
     until it sleeps again; ``a:MS`` advances time by MS milliseconds; ``teardown-at:N``
@@ -748,15 +855,15 @@ def feature_trace(spec: Spec, worker, machine: Machine, actions: list[str],
             op, during = during, None
             yield from hotplug(*op)
 
-    def one_pass(at: int) -> Iterator[tuple[Event, int]]:
+    def one_pass(at: int) -> Iterator[tuple[Item, int]]:
         """A pass, and the teardown or hotplug that arrives during it once the pass is over."""
         nonlocal alive, pending, expires, arrives, hp_arrives, tr_arrives
         arrived = hp_arrived = False
         if arrives is None and hp_arrives is None and tr_arrives is None:
-            # nothing to count: hand the pass's events on as they come
-            yield from zip(sweep(spec, machine, hw), repeat(at))
+            # nothing to count: hand the pass's items on as they come
+            yield from zip(sweep_items(spec, machine, hw, batched), repeat(at))
             return
-        for ev in sweep(spec, machine, hw):
+        for ev in sweep_items(spec, machine, hw, batched):
             yield ev, at
             if ev.kind == "resched" and tr_arrives is not None:
                 tr_arrives -= 1
@@ -851,10 +958,16 @@ def setup_pass_teardown(spec: Spec, machine: Machine, hw: Hardware) -> Iterator[
 
     Without the feature or a prerequisite, setup returns first: nothing is written and
     nothing runs."""
+    return events(setup_pass_teardown_items(spec, machine, hw))
+
+
+def setup_pass_teardown_items(spec: Spec, machine: Machine, hw: Hardware,
+                              batched: bool = True) -> Iterator[Item]:  # fmt: skip
+    """:func:`setup_pass_teardown` with the pass as :func:`sweep_items` gives it."""
     if spec.kernel.enable is None or spec.instruction.msr is None:
-        yield from sweep(spec, machine, hw)
+        yield from sweep_items(spec, machine, hw, batched)
         return
     worker = spec.as_sweep().sweep.workers[0]
     actions = ["setup", "run" if worker.kind == "kthread" else f"a:{worker.first_delay_ms}",
                "teardown"]  # fmt: skip
-    yield from map(itemgetter(0), feature_trace(spec, worker, machine, actions, hw))
+    yield from map(itemgetter(0), feature_items(spec, worker, machine, actions, hw, batched))

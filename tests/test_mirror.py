@@ -685,3 +685,142 @@ def test_the_summary_counts_the_trace(rmpopt, machine, feature):
     )
     assert summary.cf_set == sum(e.cf for e in events if e.kind == "rmpopt")
     assert summary.logs == tuple(e.text for e in events if e.kind == "log")
+
+
+# --- the rounds: kgen sweep's fast path against one event per execution ----------------------
+
+
+def _tables(hw, cpus):
+    """Each CPU's optimized regions, read bit by bit from the hardware's marks."""
+    step = hw.region_size
+    return [sorted(hw.base + i * step for i, m in hw.marks.items() if m >> cpu & 1) for cpu in cpus]
+
+
+def _pass_to_fault(spec, machine, hw, batched):
+    """The events of a pass on ``hw`` up to its fault (None if none), then the fault."""
+    out = []
+    try:
+        for e in mirror.events(mirror.sweep_items(spec, machine, hw, batched)):
+            out.append(e)
+    except mirror.Faulted as exc:
+        return out, exc.event
+    return out, None
+
+
+def check_rounds(spec, machine, enabled):
+    """Rounds (the fast path) and one execution at a time (the plain one) give the same
+    events, tables, ``kgen sweep --json`` text and summary: for setup, one pass and teardown,
+    and for a pass on hardware whose MSRs enable only the cores of ``enabled``."""
+    cpus = list(range(machine.nr_cpus))
+    fast_hw = mirror.hardware_for(spec, machine, enabled=False)
+    plain_hw = mirror.hardware_for(spec, machine, enabled=False)
+    items = list(mirror.setup_pass_teardown_items(spec, machine, fast_hw))
+    plain = list(mirror.setup_pass_teardown_items(spec, machine, plain_hw, batched=False))
+    assert not any(type(i) is mirror.Rmpopts for i in plain)
+    assert list(mirror.events(items)) == plain
+    tables = _tables(plain_hw, cpus)
+    assert fast_hw.optimized_of(cpus) == tables
+    assert [fast_hw.optimized(c) for c in cpus] == tables
+    expected = "".join(_dumps(mirror.event_json(e)) + "\n" for e in plain) + "".join(
+        _dumps({"kind": "table", "cpu": c, "optimized": len(tables[c]), "regions": tables[c]})
+        + "\n"
+        for c in machine.online
+    )
+    assert "".join(mirror.json_lines(spec, machine)) == expected
+    summary, _ = mirror.summarize(spec, machine)
+    kinds = [e.kind for e in plain]
+    assert (summary.rmpopt, summary.ipis, summary.rescheds, summary.wrmsrs) == (
+        kinds.count("rmpopt"), kinds.count("ipi"), kinds.count("resched"), kinds.count("wrmsr"),
+    )  # fmt: skip
+    assert summary.cf_set == sum(e.cf for e in plain if e.kind == "rmpopt")
+    assert summary.logs == tuple(e.text for e in plain if e.kind == "log")
+    assert summary.optimized == {c: len(tables[c]) for c in machine.online}
+    # a pass without setup, on MSRs some cores' of which do not enable the instruction
+    runs = []
+    for batched in (True, False):
+        hw = mirror.hardware_for(spec, machine, enabled=False)
+        for cpu in enabled:
+            hw.wrmsr(cpu, mirror.msr_value(spec, machine))
+        runs.append((*_pass_to_fault(spec, machine, hw, batched), _tables(hw, cpus)))
+    assert runs[0] == runs[1]
+
+
+@st.composite
+def round_machines(draw):
+    machine = draw(machines())
+    base = draw(st.one_of(st.none(), st.integers(0, 8).map(lambda n: n << 30)))
+    return dataclasses.replace(
+        machine, table_base=base, feature=draw(st.booleans()),
+        without=draw(st.sampled_from([frozenset(), frozenset({"snp-host"})])),
+    ), draw(st.sets(st.integers(0, machine.nr_cpus - 1)))  # fmt: skip
+
+
+@settings(max_examples=120, deadline=None)
+@given(round_machines())
+def test_the_rounds_give_what_one_execution_at_a_time_gives(rmpopt, machine_enabled):
+    check_rounds(rmpopt, *machine_enabled)
+
+
+def mirror_cases(spec):
+    """The compare cases of a worker (setup, requests, teardown, hotplug) of one seed."""
+    from codegen import cases
+
+    workers = {w.kind for w in spec.kernel.sweep.workers}
+    return [c for c in cases.generate(spec, 7, 120) if c.form in workers]
+
+
+def test_the_compare_cases_trace_the_same_with_and_without_rounds(rmpopt):
+    traced = 0
+    for case in mirror_cases(rmpopt):
+        worker = next(w for w in rmpopt.kernel.sweep.workers if w.kind == case.form)
+        runs = []
+        for batched in (True, False):
+            hw = mirror.hardware_for(rmpopt, case.machine, enabled=False)
+            items = mirror.feature_items(rmpopt, worker, case.machine, list(case.actions), hw,
+                                         batched)  # fmt: skip
+            trace = [(e, at) for item, at in items for e in mirror.events([item])]
+            runs.append((trace, _tables(hw, range(case.machine.nr_cpus))))
+        assert runs[0] == runs[1], case.id
+        hw = mirror.hardware_for(rmpopt, case.machine, enabled=False)
+        assert list(mirror.feature_trace(rmpopt, worker, case.machine, list(case.actions),
+                                         hw)) == runs[1][0]  # fmt: skip
+        traced += 1
+    assert traced > 50
+
+
+ROUND_EVENTS = mirror.Rmpopts.events
+# Each breaks the rounds alone: the path of one execution at a time stays right.
+ROUND_MUTANTS = {
+    "marks only the first CPU of a round": (
+        mirror.Hardware, "_cpus",
+        lambda self, cpus, known=mirror.Hardware._cpus: (1 << cpus[0], known(self, cpus)[1])),
+    "runs a round on CPUs that cannot execute": (
+        mirror.Hardware, "ready",
+        lambda self, cpus, ready=mirror.Hardware.ready: len(cpus) > 1 or ready(self, cpus)),
+    "loses the last execution of a round": (
+        mirror.Rmpopts, "events", lambda self: iter(list(ROUND_EVENTS(self))[:-1])),
+    "loses the last JSON line of a round": (
+        mirror, "round_lines",
+        lambda r, lines=mirror.round_lines: lines(r).rsplit("\n", 2)[0] + "\n"),
+    "gives every CPU the first CPU's table": (
+        mirror.Hardware, "optimized_of",
+        lambda self, cpus, of=mirror.Hardware.optimized_of: of(self, cpus[:1]) * len(cpus)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mutant", sorted(ROUND_MUTANTS))
+def test_the_rounds_check_catches_a_broken_round(rmpopt, mutant, monkeypatch):
+    # 3 cores x 2 threads, the leader on core 1; its MSR and core 2's enable the instruction,
+    # core 0's does not
+    machine = Machine(0, 3 << 18, cores=3, threads_per_core=2, leader=4,
+                      assigned=((1 << 30, (1 << 30) + 4096),))  # fmt: skip
+    check_rounds(rmpopt, machine, {2, 4})  # holds for the real mirror
+    monkeypatch.setattr(*ROUND_MUTANTS[mutant])
+    with pytest.raises(AssertionError):
+        check_rounds(rmpopt, machine, {2, 4})
+
+
+@pytest.mark.parametrize("cfs", [[1, 1, 1], [0, 0, 0], [1, 0, 1], [0, 1, 1], [1]])
+def test_a_rounds_json_lines_are_its_events_lines(cfs):
+    r = mirror.Rmpopts((0, 7, 4095)[: len(cfs)], (1 << 52) - (1 << 30), 1, cfs)
+    assert mirror.round_lines(r) == "".join(mirror.event_line(e) + "\n" for e in r.events())
