@@ -12,13 +12,13 @@ import os
 import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from . import cache_root
 from .diagnostics import shown_path
 from .model import Spec
+from .record import record
 from .render import include_split, outputs
 from .toolchain import Compiler
 
@@ -51,7 +51,7 @@ def quoted_include(path: Path) -> str:
     return f'#include "{text}"'
 
 
-@dataclass(frozen=True)
+@record
 class Unit:
     """A translation unit that compiles one generated sweep form with its header."""
 
@@ -212,7 +212,7 @@ def compile_object(compiler: Compiler, unit: Unit, spec: Spec, gen_root: Path,
     return obj
 
 
-@dataclass(frozen=True)
+@record
 class Harness:
     """The harness built at one optimisation level: a native program and a bare ELF."""
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import cache
 from itertools import islice
 
@@ -23,11 +22,12 @@ from .diagnostics import plural
 from .host import GUARD_TOP
 from .mirror import Machine
 from .model import Spec, Worker
+from .record import record
 
 HELPERS = "helpers"
 
 
-@dataclass(frozen=True)
+@record
 class Case:
     id: int
     form: str  # a worker kind, or "helpers"

@@ -35,6 +35,7 @@ from .diagnostics import SpecError
 from .execcheck import UnsafeCode
 from .host import EngineChoice, check_engine
 from .model import Spec
+from .record import record
 from .spec import encoding_problems, parse
 from .toolchain import Compiler
 
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 DEFAULT_OPTS = ("-O0", "-O2", "-Os")
 
 
-@dataclass(frozen=True)
+@record
 class Mismatch:
     spec: str
     opt: str  # the level, with the compiler that built it: "gcc -O2"
@@ -116,7 +117,7 @@ class Result:
         return sum(s.executions for s in self.stats.values())
 
 
-@dataclass(frozen=True)
+@record
 class Job:
     """One chunk of cases, run at every optimisation level by one worker process."""
 

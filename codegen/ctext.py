@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+
+from .record import record
 
 IDENT = re.compile(r"[A-Za-z_]\w*")
 _ATTRIBUTES = {
@@ -34,7 +35,7 @@ class CTextError(ValueError):
         self.offset = offset
 
 
-@dataclass(frozen=True)
+@record
 class _Condition:
     """One open #if (its line and branch) and the ones around it: shared, not copied, by the
     items inside, so that deep nesting costs no more memory than shallow."""
@@ -45,7 +46,7 @@ class _Condition:
     depth: int
 
 
-@dataclass(frozen=True)
+@record
 class Item:
     """One top-level item: ``text[start:end]`` is the item with its attached comment."""
 
@@ -359,7 +360,7 @@ def find(found: list[Item], kind: str, name: str) -> list[Item]:
     return [i for i in found if i.kind == kind and i.name == name]
 
 
-@dataclass(frozen=True)
+@record
 class Statement:
     start: int  # line start of the statement (with a comment directly above it)
     code: int

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .record import record
+
 
 @dataclass(frozen=True, order=True)
 class Mark:
@@ -33,7 +35,7 @@ def quote(value: object, limit: int = 48) -> str:
     return text if len(text) <= limit else text[: limit - 4] + "...'"
 
 
-@dataclass(frozen=True)
+@record
 class Diagnostic:
     """One problem, printed as gcc prints one: ``path:line:col: error: message``."""
 

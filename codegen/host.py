@@ -15,16 +15,17 @@ else runs in the emulator.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+
+from .record import record
 
 # Native runs on a CLZERO CPU reserve [64 KiB, GUARD_TOP) with no access; every
 # address a case hands the instruction stays below it.
 GUARD_TOP = 1 << 46
 
 
-@dataclass(frozen=True)
+@record
 class HostCpu:
     vendor: str
     clzero: bool
@@ -46,7 +47,7 @@ def host_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> HostCpu:
     return HostCpu(vendor, "clzero" in flags)
 
 
-@dataclass(frozen=True)
+@record
 class EngineChoice:
     engine: str  # "native" or "emulator"
     guard: int | None  # top of the no-access reservation, for native on CLZERO CPUs
@@ -58,7 +59,7 @@ class EngineRefused(Exception):
     """The native engine cannot prove that the spec's bytes fault; the message says why."""
 
 
-@dataclass(frozen=True)
+@record
 class NativePlan:
     """Whether the native engine may execute the spec's bytes, and with which guard."""
 

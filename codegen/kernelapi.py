@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
+from .record import record
 from .treeio import read_regular
 
 
-@dataclass(frozen=True)
+@record
 class Profile:
     name: str
     guard: bool  # guard(mutex)(&lock) from <linux/cleanup.h>; else mutex_lock()/mutex_unlock()

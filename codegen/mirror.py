@@ -49,6 +49,7 @@ from typing import Any, Literal, NamedTuple
 from .diagnostics import plural
 from .limits import MAX_CPUS, PAGE_SHIFT, PHYS_BITS
 from .model import Spec
+from .record import record
 
 # What the mirror simulates, so that every run ends in bounded time and memory.
 MAX_EXECUTIONS = 1 << 20  # in one pass: twice a 2 TB sweep on 256 cores (about 3 s)
@@ -270,7 +271,7 @@ class MachineTooLarge(MachineError):
     """A pass larger than the mirror simulates (see MAX_EXECUTIONS)."""
 
 
-@dataclass(frozen=True)
+@record
 class Machine:
     """What the sweep sees: memory bounds, CPUs and their SMT topology.
 
@@ -505,7 +506,7 @@ class Hardware:
 # --- the sweep --------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Range:
     pa_start: int
     pa_end: int  # after the cap
@@ -614,7 +615,7 @@ def sweep_items(spec: Spec, machine: Machine, hw: Hardware | None = None,
         yield resched
 
 
-@dataclass(frozen=True)
+@record
 class Summary:
     regions: int
     rmpopt: int

@@ -29,6 +29,7 @@ from . import ctext
 from .diagnostics import Diagnostic, Mark, SpecError, plural
 from .model import Spec
 from .mutation_ops import OPERATORS
+from .record import record
 
 # What each mutant runs: seed and case count of tests/test_mutants.py, whose hand-written
 # defects are all caught at this count (every boundary case comes first), at -O2.
@@ -41,7 +42,7 @@ MUTANT_TIMEOUT = 180  # seconds a mutant may take in all; past that it is a hang
 # --- a small C tokenizer ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Tok:
     kind: str  # ident, number, string, char, punct
     text: str
@@ -95,7 +96,7 @@ def tokenize(text: str) -> list[Tok]:
 # --- mutants ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Mutant:
     id: str  # file:anchor:operator:n (the item around it: see _anchors)
     spec: str  # the spec's path
@@ -472,7 +473,7 @@ def spec_mutants(spec: Spec, files: dict[str, str]) -> list[Mutant]:
 # --- the reviewed equivalents -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Equivalent:
     id: str
     diff: tuple[str, ...]  # the - and + lines of the mutant's diff

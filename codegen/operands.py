@@ -16,7 +16,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Annotated
@@ -33,7 +32,7 @@ ASSEMBLER_VERSIONS = Path(__file__).resolve().parent / "data" / "assembler_versi
 # --- iced-x86 ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Facts:
     """What the decoder's database says one instruction does with its operands."""
 
@@ -178,7 +177,7 @@ def version_key(text: str) -> tuple[int, ...]:
     return tuple(int(n) for n in re.findall(r"\d+", text))
 
 
-@dataclass(frozen=True)
+@record
 class Gas:
     path: str
     version: str

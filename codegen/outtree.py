@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 
 from . import __version__
 from .diagnostics import shown_path
+from .record import record
 from .render import DIGEST_LEN, RenderError, render_spec, spec_digest
 from .treeio import git_env
 
@@ -54,7 +55,7 @@ class TreeError(Exception):
         super().__init__(f"{shown_path(self.path)}: error: {message}")
 
 
-@dataclass(frozen=True)
+@record
 class Banner:
     """What a generated file's banner says: kgen's version, the spec's name and hash."""
 
@@ -93,7 +94,7 @@ def parse_banner(data: bytes) -> Banner | None:
     return Banner(m.group(1), m.group(2), m.group(3), dest.group(1) if dest else None)
 
 
-@dataclass(frozen=True)
+@record
 class Stale:
     """A file with kgen's banner below the output directory that no current spec renders."""
 

@@ -22,11 +22,11 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from .build import SHIM_DIR, BuildError, quoted_include, unit_flags, units, write_files
 from .model import Spec
+from .record import record
 from .render import include_split
 from .toolchain import Compiler
 
@@ -35,7 +35,7 @@ class ReferenceProblem(BuildError):
     """A --reference directory that cannot be what the comparison tests."""
 
 
-@dataclass(frozen=True)
+@record
 class Reference:
     """One reference directory and what the helper unit took from it."""
 
@@ -205,7 +205,7 @@ def tree_of(reference: tuple[Path, ...]) -> Path | None:
     return trees[0] if trees else None
 
 
-@dataclass(frozen=True)
+@record
 class KernelFunction:
     """The kernel function a tree reference runs, and how it takes the spec's inputs."""
 
@@ -353,7 +353,7 @@ def _start_of(blank: str, name_at: int) -> int:
     return start
 
 
-@dataclass(frozen=True)
+@record
 class Extracted:
     path: Path
     line: int
@@ -422,7 +422,7 @@ def _line_directive(e: Extracted) -> str:
     return f"#line {e.line} {quoted_include(e.path)[len('#include ') :]}\n"
 
 
-@dataclass(frozen=True)
+@record
 class TreeUnit:
     source: str  # the C of the reference unit
     function: Extracted

@@ -16,7 +16,6 @@ import os
 import textwrap
 import traceback
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -33,6 +32,7 @@ from .model import (
     retry_limit_name,
     text_problem,
 )
+from .record import record
 
 
 def _templates_dir() -> Path:
@@ -290,7 +290,7 @@ def environment(
     return env
 
 
-@dataclass(frozen=True)
+@record
 class Output:
     """One generated file: where it is written and where it goes in a kernel tree."""
 
@@ -370,7 +370,7 @@ def worker_functions(worker: Worker, pass_name: str = "") -> dict[str, str]:
     }
 
 
-@dataclass(frozen=True)
+@record
 class EnableShape:
     """The C of enabling, computed for one kernel profile; the template places it."""
 
@@ -515,7 +515,7 @@ def _include_order(header: str) -> tuple[int, str]:
     return (0 if header.startswith("linux/") else 1, header)
 
 
-@dataclass(frozen=True)
+@record
 class RawShape:
     """The C shape of the low-level helper: what it takes, returns and defines."""
 
@@ -652,7 +652,7 @@ def raw_shape(spec: Spec, profile: Profile = NEWEST) -> RawShape:
     )  # fmt: skip
 
 
-@dataclass(frozen=True)
+@record
 class HelperShape:
     """The C of the higher-level helper, computed from the spec; the template places it."""
 

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from .diagnostics import Mark
 from .model import CONSTRAINT_LETTER, Spec, retry_limit_name
+from .record import record
 from .render import f_sz, f_upper_ident, outputs, setup_conditions, worker_functions
 
 Files = dict[str, str]
 
 
-@dataclass(frozen=True)
+@record
 class Rule:
     name: str
     summary: str

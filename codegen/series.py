@@ -14,13 +14,13 @@ import re
 import shutil
 import tempfile
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 from types import EllipsisType
 
 from . import __version__
 from .diagnostics import size_text
 from .outtree import signals_blocked
+from .record import record
 from .render import spec_digest
 from .tree import SCATTERED, Call, FeatureBit, Patch, Plan, default_worker
 from .treeio import GitNotFound, git
@@ -39,7 +39,7 @@ class OutputError(SeriesError):
         super().__init__(f"{path}: error: {message}")
 
 
-@dataclass(frozen=True)
+@record
 class Identity:
     name: str
     email: str

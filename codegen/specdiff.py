@@ -12,13 +12,13 @@ import dataclasses
 import difflib
 import os
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import mirror
 from .diagnostics import size_text
 from .model import Spec
+from .record import record
 from .spec import yaml_fields
 from .treeio import git_env
 from .yamlsource import MAX_FILE_BYTES, decode_text, read_limited, read_text
@@ -110,7 +110,7 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-@dataclass(frozen=True)
+@record
 class Change:
     group: str
     message: str

@@ -15,8 +15,9 @@ import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from functools import cache
+
+from .record import record
 
 _CLANG = re.compile(r"clang version (\d+(?:\.\d+)*)")
 
@@ -25,7 +26,7 @@ class ToolchainError(Exception):
     """No usable compiler; the message says what was tried."""
 
 
-@dataclass(frozen=True)
+@record
 class Compiler:
     family: str  # "clang" or "gcc"
     argv: tuple[str, ...]  # the command and the arguments it always needs

@@ -24,6 +24,7 @@ from pathlib import Path
 from . import ctext
 from .kernelapi import Profile, detect
 from .model import CONSTRAINT_LETTER, CallSite, Spec
+from .record import record
 from .render import TEMPLATES, outputs, render_spec, worker_functions
 from .treeio import Refused, read_below, read_regular
 
@@ -119,7 +120,7 @@ def encode(text: str, form: tuple[bool, bool]) -> bytes:
 # --- operations --------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Patch:
     """One commit of the series: which spec, which step, and what it is about."""
 
@@ -128,7 +129,7 @@ class Patch:
     order: int
 
 
-@dataclass(frozen=True)
+@record
 class Op:
     patch: Patch
     path: str
@@ -172,7 +173,7 @@ def _insert(text: str, at: int, block: str, gap: bool) -> str:
     return before + lead + block + trail + after
 
 
-@dataclass(frozen=True)
+@record
 class Upsert(Op):
     """One item found by kind and name: replaced when it differs, inserted when absent."""
 
@@ -248,7 +249,7 @@ def _define_value(text: str) -> list[str]:
     return toks[3:] if toks[:2] == ["#", "define"] else toks
 
 
-@dataclass(frozen=True)
+@record
 class Block(Op):
     """A conditional block of declarations (#ifdef CONFIG_X / #else / #endif), merged into the
     tree's block of the same condition, or added whole when the tree has none."""
@@ -334,7 +335,7 @@ def _with_block_place(op: Upsert, condition: str, branch: str, opener_at: int) -
     return dataclasses.replace(op, gap=False, block=(condition, branch), place=place)
 
 
-@dataclass(frozen=True)
+@record
 class Include(Op):
     header: str = ""
 
@@ -372,7 +373,7 @@ class Include(Op):
         )
 
 
-@dataclass(frozen=True)
+@record
 class FeatureBit(Op):
     """X86_FEATURE_*: the spec's slot when the tree has it free, else a free scattered slot."""
 
@@ -454,7 +455,7 @@ def _tabs_to(col: int, target: int) -> str:
     return tabs or " "
 
 
-@dataclass(frozen=True)
+@record
 class ScatteredEntry(Op):
     """The entry of scattered.c's cpuid_bits[] that sets the feature from CPUID."""
 
@@ -496,7 +497,7 @@ class ScatteredEntry(Op):
         return "".join(lines)
 
 
-@dataclass(frozen=True)
+@record
 class MsrDefine(Op):
     """The MSR's #defines, placed after the tree's MSR with the nearest lower number."""
 
@@ -527,7 +528,7 @@ def _indent(text: str, at: int) -> str:
     return rest[: len(rest) - len(rest.lstrip(" \t"))]
 
 
-@dataclass(frozen=True)
+@record
 class Call(Op):
     """A call statement in a named function, after a named statement."""
 
@@ -576,7 +577,7 @@ def _function_statements(op: Op, text: str, tree: KernelTree, name: str):
     return ctext.statements(text, *ctext.function_body(text, item))
 
 
-@dataclass(frozen=True)
+@record
 class AsmToHelper(Op):
     """The hand-written asm of the instruction in a kernel function becomes a call of the
     generated low-level helper (a retry loop the helper now does goes with it)."""

@@ -9,9 +9,10 @@ bytes are an instruction that user mode may execute.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
 from typing import Literal
+
+from .record import record
 
 MAX_LENGTH = 15  # bytes of one x86 instruction, at most
 # The legacy prefixes the format allows: they select an instruction in the 0F maps
@@ -61,7 +62,7 @@ def decoder_name() -> str:
     return f"iced-x86 {version('iced-x86')}"
 
 
-@dataclass(frozen=True)
+@record
 class Decoded:
     """The decoder's reading of some bytes in 64-bit mode.
 
