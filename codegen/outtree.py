@@ -13,10 +13,8 @@ import difflib
 import errno
 import os
 import re
-import secrets
 import signal
 import stat
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -398,7 +396,7 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 def _temp_name(name: str, kind: str = "new") -> str:
-    return f"{TEMP_PREFIX}{name}.{kind}.{secrets.token_hex(4)}"
+    return f"{TEMP_PREFIX}{name}.{kind}.{os.urandom(4).hex()}"
 
 
 def _sweep_temps(tree: _Tree, dirs: Iterable[str]) -> None:
@@ -575,6 +573,8 @@ def _commit(tree: _Tree, staged: list[_Staged], then: Callable[[], None] | None 
 def find_spec_source(name: str, digest: str, dirs: Iterable[Path]) -> tuple[Path, bytes] | None:
     """A spec file called ``name`` whose bytes hash to ``digest``: in one of ``dirs``, or in
     their git history (every version of that path on every branch)."""
+    import subprocess
+
     name = PurePosixPath(name).name
     dirs = list(dict.fromkeys(dirs))
     for d in dirs:

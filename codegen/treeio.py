@@ -13,8 +13,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # run only where git is: not every command starts one
+    import subprocess
 
 READ_LIMIT = 4 << 20  # bytes: no kernel source file kgen reads is near this
 _FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
@@ -121,6 +124,8 @@ def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 def git(repo: Path, *args: str, env: dict[str, str] | None = None, text: bool = True,
         ) -> subprocess.CompletedProcess:  # fmt: skip
     """``git -C repo args`` with :func:`git_env`; :class:`GitNotFound` when there is no git."""
+    import subprocess
+
     try:
         return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=text,
                               env=git_env(env), stdin=subprocess.DEVNULL)  # fmt: skip
