@@ -98,6 +98,31 @@ def test_the_emulator_translates_the_harness_once(harness):
     assert not generated
 
 
+def test_the_emulated_harness_stores_little_per_case(tmp_path):
+    """Every store costs the emulator a check for code written to: a case clears only the MSRs
+    the last one wrote and sets its CPUs online a word at a time, and a trap writes its text
+    and the pointer memory a word at a time (measured on 512 CPUs: 908 stores a case and 203
+    a call before, 148 and 131 now)."""
+    from unicorn import UC_HOOK_MEM_WRITE
+
+    spec = load(ISA / "rmpread.yaml")  # a 16-byte pointer operand the instruction writes
+    (h,) = build.build_harness(toolchain.find_clang(), spec, render_spec(spec), tmp_path, ("-O2",),
+                               ("emulated",))  # fmt: skip
+    emu = Emulator(h.emulated)
+    emu.run(cases.spec_line(spec).encode())
+    stores = []
+    emu.uc.hook_add(UC_HOOK_MEM_WRITE, lambda *_: stores.append(1))
+
+    def cost(actions: str) -> int:
+        stores.clear()
+        emu.run(f"case id=0 form=helpers cores=256 threads=2 actions={actions}\n".encode())
+        return len(stores)
+
+    cost("r:0:0x1:0x2")  # a machine of every CPU first: the next case starts after it
+    assert cost("") < 200
+    assert cost("r:0:0x1:0x2,r:0:0x1:0x2") - cost("r:0:0x1:0x2") < 160
+
+
 def _run_one(harness, line: str) -> list[str]:
     text = cases.spec_line(SPEC) + line
     return Emulator(harness.emulated).run(text.encode()).decode().splitlines()
