@@ -826,6 +826,8 @@ def compare_each(plans: Iterable, progress=None,
                 assert head.run is not None
                 yield head.run.finish()
                 continue
+            # the head is fed whole (only the last spec is fed at a time), so it waits on jobs
+            assert pending, "a spec that is not done has no job running"
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
                 entry, n = pending.pop(fut)
