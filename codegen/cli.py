@@ -318,17 +318,24 @@ def _compare_all(specs: list[Spec], count: int) -> list:
         raise click.exceptions.Exit(1) from None
     from .oracle import harness_limit
 
-    results = []
-    for spec in specs:  # every spec validated is compared: none is reported ok untested
+    def plan(spec: Spec):
         why = harness_limit(spec)
         if why:
-            click.echo(f"kgen: {shown_path(spec.path)}: error: not compared: the harness cannot run this "
-                       f"helper: {why}", err=True)  # fmt: skip
-            raise click.exceptions.Exit(1) from None
+            raise _Refused(f"kgen: {shown_path(spec.path)}: error: not compared: the harness cannot "
+                           f"run this helper: {why}")  # fmt: skip
+        return cmp.Comparison(spec, compiler, choose_engine("auto", spec), 1, count)
+
+    results: list = []
+    # every spec validated is compared (none is reported ok untested), overlapped as compare does
+    with contextlib.closing(cmp.compare_each(functools.partial(plan, s) for s in specs)) as each:
         try:
-            results.append(cmp.compare(spec, compiler, choose_engine("auto", spec), 1, count))
+            for result in each:
+                results.append(result)
+        except _Refused as exc:
+            click.echo(str(exc), err=True)
+            raise click.exceptions.Exit(1) from None
         except (BuildError, RuntimeError, UnsafeCode, EngineRefused) as exc:
-            click.echo(f"kgen: {shown_path(spec.path)}: {exc}", err=True)
+            click.echo(f"kgen: {shown_path(specs[len(results)].path)}: {exc}", err=True)
             raise click.exceptions.Exit(1) from None
     return results
 
@@ -848,29 +855,26 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
     except ToolchainError as exc:
         click.echo(f"kgen: {exc}", err=True)
         sys.exit(1)
-    reports, failed = [], False
-    for spec in loaded:
+
+    def plan(spec: Spec):
+        """The compare of one spec, made when its turn comes; _Refused says why it cannot run."""
         why = harness_limit(spec)
         if why:
-            click.echo(
-                f"kgen: {shown_path(spec.path)}: the harness cannot run this helper: {why}",
-                err=True,
+            raise _Refused(
+                f"kgen: {shown_path(spec.path)}: the harness cannot run this helper: {why}"
             )
-            sys.exit(1)
         try:
             choice = choose_engine(engine, spec)
         except EngineRefused as exc:
-            click.echo(f"{spec.instruction.mark('encoding')}: error: {exc}", err=True)
-            sys.exit(1)
+            raise _Refused(f"{spec.instruction.mark('encoding')}: error: {exc}") from None
         files = None
         if coverage and choice.engine != "native":
             try:
                 choice = choose_engine("native", spec)
             except EngineRefused as exc:
-                click.echo(f"{spec.instruction.mark('encoding')}: error: --coverage needs the native "
-                           f"engine (the emulated harness cannot write gcov's counts): {exc}",
-                           err=True)  # fmt: skip
-                sys.exit(1)
+                raise _Refused(f"{spec.instruction.mark('encoding')}: error: --coverage needs the "
+                               "native engine (the emulated harness cannot write gcov's counts): "
+                               f"{exc}") from None  # fmt: skip
         if generated is not None:
             from .outtree import read_tree
             from .render import outputs
@@ -878,34 +882,49 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
             files = read_tree(generated, [spec.instruction.mnemonic])
             missing = [o.path for o in outputs(spec) if o.path not in files]
             if missing:
-                click.echo(f"kgen: {generated}/{missing[0]}: no such generated file", err=True)
-                sys.exit(1)
-        stream = _progress_stream()
-        bar = _progress_bar(spec.path, stream) if stream.isatty() and not as_json else None
+                raise _Refused(f"kgen: {generated}/{missing[0]}: no such generated file")
+        return cmp.Comparison(spec, tuple(compilers), choice, seed, count, opts, only, files,
+                              generated, keep_going, tuple(reference), coverage, profile,
+                              profile_option)  # fmt: skip
+
+    stream = _progress_stream()
+    bars: dict[int, _ProgressBar] = {}
+
+    def progress(done: int, total: int, result) -> None:
+        if id(result) not in bars:
+            bars[id(result)] = _progress_bar(result.spec, stream)
+        bars[id(result)](done, total, result)
+
+    show = progress if stream.isatty() and not as_json else None
+    reports, failed = [], False
+    # the specs overlap (the next one builds while the last cases of those before it run), and
+    # each report comes in order, once it and those before it are done
+    plans = (functools.partial(plan, spec) for spec in loaded)
+    with contextlib.closing(cmp.compare_each(plans, show)) as each:
         try:
-            result = cmp.compare(spec, tuple(compilers), choice, seed, count, opts, only, files=files,
-                                 generated_dir=generated, keep_going=keep_going,
-                                 progress=bar, reference=tuple(reference),
-                                 coverage=coverage, profile=profile,
-                                 profile_option=profile_option)  # fmt: skip
+            for result in each:
+                if id(result) in bars:
+                    bars.pop(id(result)).close()
+                failed |= not result.ok
+                reports.append(result)
+                if not as_json:
+                    print_compare(result)
+        except _Refused as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(1)
         except SpecError as exc:
             report_problems(exc)
             sys.exit(1)
         except ReferenceProblem as exc:
-            click.echo(f"kgen: {shown_path(spec.path)}: error: {exc}", err=True)
+            click.echo(f"kgen: {shown_path(loaded[len(reports)].path)}: error: {exc}", err=True)
             sys.exit(1)
         except (BuildError, ValueError, RuntimeError, UnsafeCode, EngineRefused) as exc:
-            click.echo(
-                f"kgen: {shown_path(spec.path)}: {_in_generated(str(exc), generated)}", err=True
-            )
+            click.echo(f"kgen: {shown_path(loaded[len(reports)].path)}: "
+                       f"{_in_generated(str(exc), generated)}", err=True)  # fmt: skip
             sys.exit(1)
         finally:
-            if bar:
+            for bar in bars.values():
                 bar.close()
-        failed |= not result.ok
-        reports.append(result)
-        if not as_json:
-            print_compare(result)
     if as_json:
         click.echo(
             json.dumps(
@@ -913,6 +932,10 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
             )
         )
     sys.exit(1 if failed else 0)
+
+
+class _Refused(Exception):
+    """A spec compare cannot run: the message, as printed."""
 
 
 def _compare_profile(name: str | None, tree: Path | None, generated: Path | None):

@@ -22,7 +22,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import chain, islice
@@ -512,6 +512,168 @@ def _stop_pool(pool: ProcessPoolExecutor, grace: float = 0.3) -> None:
             proc.join(1)
 
 
+class Comparison:
+    """One spec's compare, in steps: :meth:`start` builds the harness and makes the jobs, a
+    pool runs them into :attr:`result`, :meth:`finish` ends it (the build directory goes).
+
+    :func:`compare` takes the steps for one spec; :func:`compare_each` overlaps those of
+    several.
+    """
+
+    def __init__(self, spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: EngineChoice,
+                 seed: int, count: int, opts: tuple[str, ...] = DEFAULT_OPTS, only: int | None = None,
+                 files: dict[str, str] | None = None, generated_dir: Path | None = None,
+                 keep_going: bool = False, reference: tuple[Path, ...] = (), coverage: bool = False,
+                 profile=None, profile_option: str = "", parts: int | None = None) -> None:  # fmt: skip
+        self.spec, self.engine, self.seed, self.count = spec, engine, seed, count
+        self.compilers = (compiler,) if isinstance(compiler, Compiler) else tuple(compiler)
+        self.opts, self.only, self.files, self.generated_dir = opts, only, files, generated_dir
+        self.keep_going, self.reference, self.coverage = keep_going, reference, coverage
+        self.profile, self.profile_option = profile, profile_option
+        self.parts = parts or 8 * (os.cpu_count() or 1)  # chunks per LOOKAHEAD cases
+        self.result = Result(spec.path, engine, self.compilers, seed, opts, 0)
+        self.jobs: Iterator[Job] = iter(())
+        self.levels: tuple[tuple[str, Path], ...] = ()
+        self._counted: tuple[str, ...] = ()
+        self._harnesses: list[Harness] = []
+        self._tmp: Path | None = None
+        self._files: dict[str, str] = {}
+        self._stack = contextlib.ExitStack()
+        self._start = 0.0
+        self._ended: float | None = None  # when the last results came
+
+    def start(self) -> None:
+        """Check, render and build; then :attr:`jobs` yields the cases in chunks (lazily)."""
+        try:
+            self._build()
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _build(self) -> None:
+        from .execcheck import check_objects, check_sources
+        from .kernelapi import NEWEST
+        from .render import render_spec
+
+        spec, engine, seed, count, only = self.spec, self.engine, self.seed, self.count, self.only
+        compilers, opts, reference = self.compilers, self.opts, self.reference
+        # The spec may not come from the loader (an in-memory object), and the engine may not
+        # come from choose_engine: hold both to the rules before anything is compiled or run.
+        problems = encoding_problems(spec)
+        if problems:
+            raise SpecError(problems)
+        check_engine(spec, engine)
+        files = self.files
+        rendered = files is None  # the spec's own code, which the next run builds again: cached
+        if files is None:
+            files = render_spec(spec, profile=self.profile or NEWEST)
+        native = engine.engine == "native"
+        if native:
+            check_sources(spec, files)
+        counted = _coverage_levels(compilers, engine, opts, reference) if self.coverage else ()
+        self._counted, self._files = counted, files
+        self._start = start = time.perf_counter()
+        result = self.result
+        result.profile = (self.profile or NEWEST).name
+        reproduce = f"kgen compare {spec.path} --seed {seed} --cases {count}"
+        reproduce += f" --engine {engine.engine}"
+        if self.generated_dir is not None:
+            reproduce += f" --generated {self.generated_dir}"
+        reproduce += "".join(f" --reference {d}" for d in reference)
+        reproduce += f" {self.profile_option}" if self.profile_option else ""
+        kernel = False
+        if reference:
+            from .reference import prove, tree_of
+
+            result.references = prove(compilers[0], spec, files, reference)
+            kernel = tree_of(reference) is not None
+        if only is not None and not 0 <= only < count:
+            raise ValueError(f"case {only} does not exist: seed {seed} has cases 0..{count - 1}")
+        stream: Iterator[case_gen.Case] = islice(case_gen.stream(spec, seed), count)
+        if kernel:  # the cases as the kernel function's parameters can carry them
+            from .reference import kernel_case
+
+            stream = (kernel_case(spec, c) for c in stream)
+        if only is not None:
+            stream = islice(stream, only, only + 1)
+        result.cases = 1 if only is not None else count
+        tmp = self._tmp = Path(self._stack.enter_context(_work_dir()))
+
+        def build(front_end: str) -> list[Harness]:
+            return [
+                h for c in compilers for h in build_harness(
+                    c, spec, files, tmp, opts, (front_end,), reference,
+                    counted if c.family == "gcc" else (), cache=rendered,
+                )
+            ]  # fmt: skip
+
+        harnesses = build("native" if native else "emulated")
+        if native and engine.fallback and harnesses and not counted:
+            try:  # the harness's own start-up check of the guard, before any case
+                _run_native(harnesses[0].native, engine.guard, case_gen.spec_line(spec))
+            except RuntimeError as exc:
+                engine = EngineChoice("emulator", None, f"{exc}: emulating")
+                native, result.engine = False, engine
+                reproduce = reproduce.replace(" --engine native", " --engine emulator", 1)
+                harnesses = build("emulated")
+        for h in harnesses if native else ():
+            runtime = GCOV_RUNTIME if h.coverage else ()
+            if not check_objects(spec, list(h.units), list(h.harness), runtime):
+                raise UnsafeCode(f"the compiled code at {h.label} does not hold the spec's bytes")
+        result.build_seconds = time.perf_counter() - start
+        self._harnesses = harnesses
+        self.levels = levels = tuple(
+            (h.label, h.native if engine.engine == "native" else h.emulated) for h in harnesses
+        )
+        self.jobs = (
+            Job(spec.path, spec.source, levels, engine.engine, engine.guard, chunk, reproduce,
+                self.keep_going, kernel)
+            for chunk in _chunks(spec, stream, self.parts)
+        )  # fmt: skip
+        for label, _ in levels:
+            result.stats[label] = LevelStats()
+
+    def add(self, results: list[tuple[str, LevelStats, Mismatch | None]],
+            at: float | None = None) -> None:  # fmt: skip
+        """Count a job's ``results``, which came ``at`` (time.perf_counter(); now by default)."""
+        _add_results(self.result, results)
+        self._ended = max(self._ended or 0.0, at or time.perf_counter())
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the rest of the cases are not run: a mismatch, without keep_going."""
+        return bool(self.result.mismatches) and not self.keep_going
+
+    def finish(self) -> Result:
+        """Measure coverage where asked, order the mismatches, time the whole; the build
+        directory goes."""
+        result = self.result
+        ended = self._ended or time.perf_counter()
+        measured = time.perf_counter()
+        try:
+            if self._counted:
+                from .coverage import measure
+
+                assert self._tmp is not None
+                gcc = next(c for c in self.compilers if c.family == "gcc")
+                result.coverage = measure(
+                    gcc, [o for h in self._harnesses if h.coverage for o in h.units],
+                    self._tmp / "gen", self._files, self._tmp,
+                )  # fmt: skip
+        finally:
+            self._stack.close()
+        order = [label for label, _ in self.levels]
+        result.mismatches.sort(key=lambda m: (m.case, order.index(m.opt)))
+        # from the build to the last results, and the coverage measured since: not the time
+        # it waited for the specs before it to be done
+        result.seconds = ended - self._start + time.perf_counter() - measured
+        return result
+
+    def close(self) -> None:
+        """End it unfinished: the build directory goes."""
+        self._stack.close()
+
+
 def compare(spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: EngineChoice, seed: int,
             count: int, opts: tuple[str, ...] = DEFAULT_OPTS, only: int | None = None,
             files: dict[str, str] | None = None, generated_dir: Path | None = None,
@@ -531,106 +693,25 @@ def compare(spec: Spec, compiler: Compiler | tuple[Compiler, ...], engine: Engin
     kernel rather than the newest; ``profile_option`` is how the command
     line chose it, for the reproduce lines.
     """
-    from .execcheck import check_objects, check_sources
-    from .kernelapi import NEWEST
-    from .render import render_spec
-
-    # The spec may not come from the loader (an in-memory object), and the engine may not
-    # come from choose_engine: hold both to the rules before anything is compiled or run.
-    problems = encoding_problems(spec)
-    if problems:
-        raise SpecError(problems)
-    check_engine(spec, engine)
-    rendered = files is None  # the spec's own code, which the next run builds again: cached
-    files = files if files is not None else render_spec(spec, profile=profile or NEWEST)
-    native = engine.engine == "native"
-    if native:
-        check_sources(spec, files)
-    compilers = (compiler,) if isinstance(compiler, Compiler) else tuple(compiler)
-    counted = _coverage_levels(compilers, engine, opts, reference) if coverage else ()
-    start = time.perf_counter()
-    result = Result(spec.path, engine, compilers, seed, opts, 0)
-    result.profile = (profile or NEWEST).name
-    reproduce = f"kgen compare {spec.path} --seed {seed} --cases {count} --engine {engine.engine}"
-    if generated_dir is not None:
-        reproduce += f" --generated {generated_dir}"
-    reproduce += "".join(f" --reference {d}" for d in reference)
-    reproduce += f" {profile_option}" if profile_option else ""
-    kernel = False
-    if reference:
-        from .reference import prove, tree_of
-
-        result.references = prove(compilers[0], spec, files, reference)
-        kernel = tree_of(reference) is not None
-    if only is not None and not 0 <= only < count:
-        raise ValueError(f"case {only} does not exist: seed {seed} has cases 0..{count - 1}")
-    stream: Iterator[case_gen.Case] = islice(case_gen.stream(spec, seed), count)
-    if kernel:  # the cases as the kernel function's parameters can carry them
-        from .reference import kernel_case
-
-        stream = (kernel_case(spec, c) for c in stream)
-    if only is not None:
-        stream = islice(stream, only, only + 1)
-    result.cases = 1 if only is not None else count
     # workers=0: the caller is itself one of many workers (kgen mutate): one chunk, run here
     parts = 1 if workers == 0 else 8 * (workers or os.cpu_count() or 1)
-    with _work_dir() as tmp:
-
-        def build(front_end: str) -> list[Harness]:
-            return [
-                h for c in compilers for h in build_harness(
-                    c, spec, files, Path(tmp), opts, (front_end,), reference,
-                    counted if c.family == "gcc" else (), cache=rendered,
-                )
-            ]  # fmt: skip
-
-        harnesses = build("native" if native else "emulated")
-        if native and engine.fallback and harnesses and not counted:
-            try:  # the harness's own start-up check of the guard, before any case
-                _run_native(harnesses[0].native, engine.guard, case_gen.spec_line(spec))
-            except RuntimeError as exc:
-                engine = EngineChoice("emulator", None, f"{exc}: emulating")
-                native, result.engine = False, engine
-                reproduce = reproduce.replace(" --engine native", " --engine emulator", 1)
-                harnesses = build("emulated")
-        for h in harnesses if native else ():
-            runtime = GCOV_RUNTIME if h.coverage else ()
-            if not check_objects(spec, list(h.units), list(h.harness), runtime):
-                raise UnsafeCode(f"the compiled code at {h.label} does not hold the spec's bytes")
-        result.build_seconds = time.perf_counter() - start
-        levels = tuple(
-            (h.label, h.native if engine.engine == "native" else h.emulated) for h in harnesses
-        )
-        jobs = (
-            Job(spec.path, spec.source, levels, engine.engine, engine.guard, chunk, reproduce, keep_going,
-                kernel)
-            for chunk in _chunks(spec, stream, parts)
-        )  # fmt: skip
-        for label, _ in levels:
-            result.stats[label] = LevelStats()
-        if workers == 0:
-            try:
-                for job in jobs:
-                    _add_results(result, run_job(job))
-            finally:
-                for _, path in levels:
-                    if path in _EMULATORS:
-                        _EMULATORS.pop(path).close()
-        else:
-            _run_jobs(jobs, result, keep_going, progress, workers or min(parts, os.cpu_count() or 1),
-                      in_flight=parts)  # fmt: skip
-        if counted:
-            from .coverage import measure
-
-            gen_root = Path(tmp) / "gen"
-            gcc = next(c for c in compilers if c.family == "gcc")
-            result.coverage = measure(
-                gcc, [o for h in harnesses if h.coverage for o in h.units], gen_root, files, Path(tmp)
-            )  # fmt: skip
-    order = [label for label, _ in levels]
-    result.mismatches.sort(key=lambda m: (m.case, order.index(m.opt)))
-    result.seconds = time.perf_counter() - start
-    return result
+    run = Comparison(spec, compiler, engine, seed, count, opts, only, files, generated_dir,
+                     keep_going, reference, coverage, profile, profile_option, parts)  # fmt: skip
+    if workers != 0:
+        with contextlib.closing(compare_each([lambda: run], progress, workers)) as each:
+            return next(each)
+    try:
+        run.start()
+        try:
+            for job in run.jobs:
+                run.add(run_job(job))
+        finally:
+            for _, path in run.levels:
+                if path in _EMULATORS:
+                    _EMULATORS.pop(path).close()
+        return run.finish()
+    finally:
+        run.close()
 
 
 GCOV_RUNTIME = ("__gcov_init", "__gcov_exit", "__gcov_merge_add")  # what --coverage code calls
@@ -651,38 +732,145 @@ def _coverage_levels(compilers: tuple[Compiler, ...], engine: EngineChoice, opts
     return ("-O0",)
 
 
-def _run_jobs(jobs: Iterable[Job], result: Result, keep_going: bool, progress, workers: int,
-              in_flight: int) -> None:  # fmt: skip
-    """Run ``jobs`` in a pool, at most ``in_flight`` submitted at a time, into ``result``.
+@dataclass
+class _Entry:
+    """A spec in compare_each: its compare, or why it could not run, and its pool."""
 
-    However it ends (done, a mismatch without ``keep_going``, Ctrl-C, SIGTERM,
-    an error), no worker or harness outlives it.
+    run: Comparison | None = None
+    error: Exception | None = None
+    pool: ProcessPoolExecutor | None = None
+    fed: bool = False  # every job it will run has gone to its pool
+    outstanding: int = 0  # jobs in its pool
+    done_cases: int = 0
+
+    @property
+    def done(self) -> bool:
+        if self.error is not None:
+            return True
+        assert self.run is not None
+        return self.run.stopped or (self.fed and not self.outstanding)
+
+
+def compare_each(plans: Iterable, progress=None,
+                 workers: int | None = None) -> Generator[Result, None, None]:  # fmt: skip
+    """Run the compares that ``plans`` make, overlapped, and yield each result in order.
+
+    A plan is called (it makes a :class:`Comparison`, or refuses by raising) once the specs
+    before it have handed all their jobs to their pools, so its build runs while their last
+    cases do, and their pools' workers do not wait for it: about two jobs a worker are given
+    out at a time, over every spec, to the earliest that has any left.  Each spec has its own
+    pool, so a mismatch (without keep_going) stops that spec's workers and harnesses at once,
+    as a spec compared alone.  A result comes as soon as it and those before it are done;
+    its ``seconds`` run from its build to its last case, so the times of specs that overlap
+    overlap.  ``progress(done, total, result)`` follows the spec whose result comes next.
+    A spec that fails (its plan, its build or a job raises) ends it as it would one spec at a
+    time: the results before it come first, then its exception, and nothing after it is
+    reported.  However it ends (done, a failure, Ctrl-C, SIGTERM, the caller stopping), no
+    worker or harness outlives it and no build directory stays.
     """
-    jobs = iter(jobs)
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init)
+    plans = iter(plans)
+    workers = workers or os.cpu_count() or 1
+    cap = 2 * workers  # jobs given out at once: one running and one waiting, for each worker
+    entries: list[_Entry] = []  # started (or refused), in order, not yet handed back
+    pending: dict = {}  # future -> its entry and its number of cases
+    more = True  # plans left
+    shown: _Entry | None = None  # the entry progress last followed
+
+    def feed() -> None:
+        nonlocal more
+        while len(pending) < cap and not any(e.error for e in entries):
+            entry = next((e for e in entries if not e.fed), None)
+            if entry is None:
+                plan = next(plans, None) if more else None
+                if plan is None:
+                    more = False
+                    return
+                entry = _Entry()
+                entries.append(entry)
+                try:
+                    entry.run = plan()
+                    entry.run.start()
+                except Exception as exc:
+                    entry.error, entry.fed = exc, True
+                    return
+                entry.pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init)
+                continue
+            assert entry.run is not None and entry.pool is not None
+            try:
+                job = None if entry.run.stopped else next(entry.run.jobs, None)
+            except Exception as exc:  # the cases could not be made
+                entry.error, entry.fed = exc, True
+                return
+            if job is None:
+                entry.fed = True
+                continue
+            fut = entry.pool.submit(run_job, job)
+            fut.add_done_callback(_stamp)
+            pending[fut] = (entry, len(job.cases))
+            entry.outstanding += 1
+
     try:
-        pending: dict = {}  # future -> its number of cases
-        done_cases = 0
         while True:
-            while len(pending) < in_flight and (job := next(jobs, None)) is not None:
-                pending[pool.submit(run_job, job)] = len(job.cases)
-            if not pending:
-                break
+            feed()
+            if not entries:
+                return
+            head = entries[0]
+            if progress and head is not shown and head.run is not None and head.done_cases:
+                progress(head.done_cases, head.run.result.cases, head.run.result)
+            shown = head
+            if head.done:
+                entries.pop(0)
+                _end_pool(head, pending)
+                if head.error is not None:
+                    raise head.error
+                assert head.run is not None
+                yield head.run.finish()
+                continue
+            # the head is fed whole (only the last spec is fed at a time), so it waits on jobs
+            assert pending, "a spec that is not done has no job running"
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
-                _add_results(result, fut.result())
-                done_cases += pending.pop(fut)
-                if progress:
-                    progress(done_cases, result.cases, result)
-            if result.mismatches and not keep_going:
-                break
+                entry, n = pending.pop(fut)
+                entry.outstanding -= 1
+                if entry.error is not None or entry.run is None or entry.run.stopped:
+                    continue  # what still ran of a spec that stopped is not reported
+                try:
+                    entry.run.add(fut.result(), getattr(fut, "kgen_done", None))
+                except Exception as exc:
+                    entry.error = exc
+                    continue
+                entry.done_cases += n
+                if progress and entry is head:
+                    progress(entry.done_cases, entry.run.result.cases, entry.run.result)
     except BaseException:
-        _stop_pool(pool)
+        for entry in entries:
+            _end_pool(entry, pending, stop=True)
         raise
-    if pending:
-        _stop_pool(pool)  # a mismatch ends the run: what is still running is not reported
+    finally:
+        for entry in entries:
+            if entry.run is not None:
+                entry.run.close()
+
+
+def _stamp(fut) -> None:
+    """When a job's results came, though they are counted later (a build may run then; the
+    stamp may come just after the waiter wakes, and then the time it is counted stands)."""
+    fut.kgen_done = time.perf_counter()
+
+
+def _end_pool(entry: _Entry, pending: dict, stop: bool = False) -> None:
+    """Shut a spec's pool down; stop it at once (workers and harnesses killed) where jobs of
+    it are still there, which nothing will report."""
+    for fut in [f for f, (e, _) in pending.items() if e is entry]:
+        del pending[fut]
+        stop = True
+    if entry.pool is None:
+        return
+    if stop:
+        _stop_pool(entry.pool)
     else:
-        pool.shutdown()
+        entry.pool.shutdown()
+    entry.pool = None
 
 
 def _add_results(result: Result, results: list[tuple[str, LevelStats, Mismatch | None]]) -> None:

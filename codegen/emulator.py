@@ -84,18 +84,24 @@ class Emulator:
             if not isinstance(symtab, SymbolTableSection):
                 raise EmulatorError(f"{elf_path} has no symbol table")
             symbols = {s.name: s["st_value"] for s in symtab.iter_symbols()}
-        mapped: list[tuple[int, int]] = []
-        for vaddr, memsz, data in spans:
+        regions: list[tuple[int, int]] = []
+        for vaddr, memsz, _ in spans:
             lo, hi = _page_down(vaddr), _page_up(vaddr + memsz)
-            for mlo, mhi in mapped:  # segments may share a page
+            for mlo, mhi in regions:  # segments may share a page
                 if lo < mhi and mlo < hi:
                     lo = max(lo, mhi)
             if lo < hi:
-                self.uc.mem_map(lo, hi - lo)
-                mapped.append((lo, hi))
+                regions.append((lo, hi))
+        regions += [(STACK_TOP - STACK_SIZE, STACK_TOP), (SENTINEL, SENTINEL + PAGE)]
+        # Largest first: Unicorn 2.1 places each new region's RAM after the smallest one mapped
+        # so far, so a smaller region mapped before a larger one shares RAM offsets with it.
+        # Translated code is tracked by RAM offset: every write to .bss then threw away the
+        # translations of the .text page it shared offsets with (a case translated its code
+        # again, most of an emulated run's time).
+        for lo, hi in sorted(regions, key=lambda r: r[0] - r[1]):
+            self.uc.mem_map(lo, hi - lo)
+        for vaddr, _, data in spans:
             self.uc.mem_write(vaddr, data)
-        self.uc.mem_map(STACK_TOP - STACK_SIZE, STACK_SIZE)
-        self.uc.mem_map(SENTINEL, PAGE)
         self.run_addr = symbols["kgen_emu_run"]
         self.stub = symbols["kgen_emu_trap_stub"]
         self.in_addr = symbols["kgen_emu_in"]

@@ -62,8 +62,10 @@ def mix(x: int) -> int:
 
 
 def stream(seed: int, count: int) -> bytes:
-    """``count`` bytes drawn from ``seed``: how the harness fills pointer memory."""
-    return bytes((mix((seed + i // 8) & MASK64) >> (8 * (i % 8))) & 0xFF for i in range(count))
+    """``count`` bytes drawn from ``seed``: how the harness fills pointer memory (byte i is
+    byte i % 8 of mix(seed + i // 8), little-endian: a word at a time)."""
+    words = (mix((seed + k) & MASK64).to_bytes(8, "little") for k in range((count + 7) // 8))
+    return b"".join(words)[:count]
 
 
 def memory_hash(data: bytes) -> int:

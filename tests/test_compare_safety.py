@@ -488,3 +488,43 @@ def test_a_worker_running_emulated_jobs_stays_bounded(tmp_path, monkeypatch):
     for job in jobs[4:]:
         assert all(mismatch is None for _, _, mismatch in compare.run_job(job))
     assert _rss_kib(os.getpid()) - before < 5 << 10  # measured: 0-3 MB; 8 MB without a collection
+
+
+def test_specs_stopped_between_them_leave_nothing(tmp_path, monkeypatch):
+    """Closed after the first result, while the next spec's pool runs cases (as Ctrl-C or an
+    error in the caller closes it): every worker and harness is gone, and every build
+    directory."""
+    import multiprocessing
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    clang = toolchain.find_clang()
+
+    def plan(name: str, count: int):
+        spec = load(ISA / f"{name}.yaml")
+        return lambda: compare.Comparison(spec, clang, host.choose_engine("auto", spec), 1, count,
+                                          ("-O2",), parts=8)  # fmt: skip
+
+    each = compare.compare_each([plan("psmash", 40), plan("pvalidate", 100_000)], workers=1)
+    assert next(each).ok
+    assert multiprocessing.active_children()  # the second spec's workers run its cases
+    deadline = time.monotonic() + 10
+    while not _running_from(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _running_from(tmp_path)  # and its harnesses
+    each.close()
+    assert multiprocessing.active_children() == []
+    assert _running_from(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def _running_from(directory: Path) -> list[int]:
+    """Processes running a program from below ``directory``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(directory).encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            pass
+    return found

@@ -75,7 +75,41 @@ static void out_str(const char *s)
 		out_char(*s++);
 }
 
-/* Hex with "0x", at least @digits digits; needs 18 bytes of room. */
+/*
+ * Text is made a word at a time: the emulator pays for every store (each goes through its
+ * check for code written to), so eight bytes go out in one store, not eight.
+ */
+typedef u64 __attribute__((may_alias, aligned(1))) unaligned_u64;
+typedef u32 __attribute__((may_alias, aligned(1))) unaligned_u32;
+
+static void store8(void *p, u64 v)
+{
+	*(unaligned_u64 *)p = v;
+}
+
+static u64 load8(const void *p)
+{
+	return *(const unaligned_u64 *)p;
+}
+
+static u32 load4(const void *p)
+{
+	return *(const unaligned_u32 *)p;
+}
+
+/* The 8 hex digits of the 4 bytes of @x, in memory order, as they lie in memory. */
+static u64 hex8(u32 x)
+{
+	u64 y = (x & 0xffULL) | (x & 0xff00ULL) << 8 | (x & 0xff0000ULL) << 16 |
+		(x & 0xff000000ULL) << 24;	/* byte k in bits 16k..16k+7 */
+	u64 z = (y >> 4 & 0x000f000f000f000fULL) | (y & 0x000f000f000f000fULL) << 8;
+
+	/* a nibble per byte, the high one first: '0'..'9', then 'a'..'f' (39 further) */
+	return z + 0x3030303030303030ULL +
+	       ((z + 0x0606060606060606ULL) >> 4 & 0x0101010101010101ULL) * 39;
+}
+
+/* Hex with "0x", at least @digits digits; needs 18 bytes of room (all of it written). */
 static void put_hex(u64 v, int digits)
 {
 	int n = 1;
@@ -86,8 +120,10 @@ static void put_hex(u64 v, int digits)
 		n = digits;
 	*op++ = '0';
 	*op++ = 'x';
-	for (int i = n - 1; i >= 0; i--)
-		*op++ = "0123456789abcdef"[(v >> (4 * i)) & 15];
+	v <<= 4 * (16 - n);	/* the first digit on top */
+	store8(op, hex8(__builtin_bswap32((u32)(v >> 32))));
+	store8(op + 8, hex8(__builtin_bswap32((u32)v)));
+	op += n;
 }
 
 /* Decimal; needs 20 bytes of room. */
@@ -199,6 +235,7 @@ static bool m_feature;		/* the CPUs have the instruction */
 static bool m_absent[MAX_PREREQS];	/* "absent=NAME,...": prerequisites the machine lacks */
 static u64 table_base;		/* the RMPOPT_BASE the CPUs' tables start at */
 static u64 msr_val[NR_CPUS];	/* per core (or per CPU): the enabling MSR */
+static unsigned int msr_used;	/* msr_val[] past this was not written since it was cleared */
 static int mutexes_held, hotplug_depth;
 static int in_hp_cb;	/* a CPU hotplug callback runs, with the hotplug lock held */
 #define MAX_MUTEXES	4
@@ -268,6 +305,15 @@ void migrate_enable(void)
 static unsigned int msr_slot(unsigned int cpu)
 {
 	return msr_per_core ? core_of(cpu) : cpu;
+}
+
+static void set_msr(unsigned int cpu, u64 value)
+{
+	unsigned int slot = msr_slot(cpu);
+
+	msr_val[slot] = value;
+	if (slot >= msr_used)
+		msr_used = slot + 1;	/* the next case clears it */
 }
 
 unsigned int cpumask_first_and(const struct cpumask *a, const struct cpumask *b)
@@ -364,7 +410,7 @@ static int wrmsr_on_cpu(unsigned int cpu, u32 msr_no, u64 q)
 	out_char(' ');
 	out_hex(q, 0);
 	out_char('\n');
-	msr_val[msr_slot(cpu)] = q;
+	set_msr(cpu, q);
 	if (msr_base_mask && ((q >> msr_enable_bit) & 1))
 		table_base = q & msr_base_mask;
 	return 0;
@@ -685,10 +731,20 @@ static u8 stream_byte(u64 seed, unsigned long i)
 	return (u8)(mix(seed + i / 8) >> (8 * (i % 8)));
 }
 
+/* The pointer memory drawn from @seed: byte i is stream_byte(seed, i), eight at a time. */
+static void fill_mem(u64 seed)
+{
+	unsigned long i = 0;
+
+	for (; i + 8 <= ptr_bytes; i += 8)
+		store8(kgen_mem + i, mix(seed + i / 8));
+	for (; i < ptr_bytes; i++)
+		kgen_mem[i] = stream_byte(seed, i);
+}
+
 void *kgen_pointer_arg(u64 seed)
 {
-	for (unsigned long i = 0; i < ptr_bytes; i++)
-		kgen_mem[i] = stream_byte(seed, i);
+	fill_mem(seed);
 	return kgen_mem;
 }
 
@@ -699,8 +755,11 @@ static u64 mem_hash(void)
 	for (unsigned long i = 0; i < ptr_bytes; i += 8) {
 		u64 chunk = 0;
 
-		for (unsigned long j = 0; j < 8 && i + j < ptr_bytes; j++)
-			chunk |= (u64)kgen_mem[i + j] << (8 * j);
+		if (i + 8 <= ptr_bytes)
+			chunk = load8(kgen_mem + i);
+		else
+			for (unsigned long j = 0; i + j < ptr_bytes; j++)
+				chunk |= (u64)kgen_mem[i + j] << (8 * j);
 		h = mix(h ^ chunk);
 	}
 	return h;
@@ -713,11 +772,15 @@ static u64 *reg_of(struct kgen_regs *regs, char r)
 
 static void put_mem(void)
 {
+	unsigned long i;
+
 	if (!room(2 * ptr_bytes + 2))
 		kgen_abort_case("output buffer full");
 	*op++ = ' ';
 	*op++ = '@';
-	for (unsigned long i = 0; i < ptr_bytes; i++) {
+	for (i = 0; i + 4 <= ptr_bytes; i += 4, op += 8)
+		store8(op, hex8(load4(kgen_mem + i)));
+	for (; i < ptr_bytes; i++) {
 		*op++ = "0123456789abcdef"[kgen_mem[i] >> 4];
 		*op++ = "0123456789abcdef"[kgen_mem[i] & 15];
 	}
@@ -779,8 +842,7 @@ static void oracle_trap(struct kgen_regs *regs)
 	}
 	flags = flag_mask & mix(h ^ 2) & mix(h ^ 3);
 	if (ptr_reg && ptr_access != 'r')
-		for (unsigned long i = 0; i < ptr_bytes; i++)
-			kgen_mem[i] = stream_byte(h ^ 4, i);
+		fill_mem(h ^ 4);
 	out_str(" =");
 	if (rc_out) {
 		out_char(' ');
@@ -1577,8 +1639,9 @@ static void reset_case(void)
 	m_feature = true;
 	for (int i = 0; i < MAX_PREREQS; i++)
 		m_absent[i] = false;
-	for (int i = 0; i < NR_CPUS; i++)
+	for (unsigned int i = 0; i < msr_used; i++)
 		msr_val[i] = 0;
+	msr_used = 0;
 	for (int i = 0; i < mutexes_held; i++)
 		locked[i]->locked = false;	/* held by a case that stopped midway */
 	mutexes_held = hotplug_depth = in_work = 0;
@@ -1787,8 +1850,10 @@ static void run_case(struct cursor *c)
 	}
 	for (unsigned long i = 0; i < table_stride * nr_cpu_ids; i++)
 		tables[i] = 0;
-	for (unsigned int cpu = 0; cpu < nr_cpu_ids; cpu++)
-		__cpumask_set_cpu(cpu, &__cpu_online_mask);
+	for (unsigned int i = 0; i < nr_cpu_ids / BITS_PER_LONG; i++)	/* a word at a time */
+		__cpu_online_mask.bits[i] = ~0UL;
+	if (nr_cpu_ids % BITS_PER_LONG)
+		__cpu_online_mask.bits[nr_cpu_ids / BITS_PER_LONG] = (1UL << nr_cpu_ids % BITS_PER_LONG) - 1;
 	for (const char *p = offline, *end = offline + offlen; p && p < end; p++) {
 		u64 cpu = number(&p, end);
 
@@ -1797,7 +1862,7 @@ static void run_case(struct cursor *c)
 	}
 	cur_cpu = m_leader = leader;
 	for (unsigned int cpu = 0; msr_on && cpu < nr_cpu_ids; cpu++)
-		msr_val[msr_slot(cpu)] = table_base | (1ULL << msr_enable_bit);
+		set_msr(cpu, table_base | (1ULL << msr_enable_bit));
 
 	case_running = true;
 	if (__builtin_setjmp(case_jmp) == 0) {
