@@ -170,67 +170,79 @@ def test_a_copy_patched_and_built_leaves_the_cache_alone(tmp_path):
 # --- build --------------------------------------------------------------------------------
 
 
+# Each test below edits one copy and builds it with both compilers (each has its own build
+# dir in the copy): a copy of the tree costs seconds, and one serves both builds.
+
+
 @needs_tree
-@pytest.mark.parametrize("cc", COMPILERS)
-def test_a_broken_edit_fails_the_build(cc, tmp_path):
+def test_a_broken_edit_fails_the_build(tmp_path):
     tree = fresh_tree(tmp_path)
     edit(tree, SEV, "#include <linux/cc_platform.h>\n",
          "#include <linux/cc_platform.h>\n\nint kgen_broken(void) { return kgen_undeclared; }\n")  # fmt: skip
-    built = build(tree, [SEV_O], cc)
-    assert not built.ok
-    assert any(f"{SEV}:" in e and "kgen_undeclared" in e for e in built.errors), built.output
+    for cc in COMPILERS:
+        built = build(tree, [SEV_O], cc)
+        assert not built.ok, cc
+        assert any(f"{SEV}:" in e and "kgen_undeclared" in e for e in built.errors), (
+            cc,
+            built.output,
+        )
 
 
 @needs_tree
-@pytest.mark.parametrize("cc", COMPILERS)
-def test_an_unused_static_function_warns(cc, tmp_path):
+def test_an_unused_static_function_warns(tmp_path):
     tree = fresh_tree(tmp_path)
     edit(tree, SEV, "#include <linux/cc_platform.h>\n",
          "#include <linux/cc_platform.h>\n\nstatic int kgen_unused(void) { return 0; }\n")  # fmt: skip
-    ok, warnings = build(tree, [SEV_O], cc)
-    assert ok
-    assert (
-        len(warnings) == 1 and "kgen_unused" in warnings[0] and "-Wunused-function" in warnings[0]
-    ), warnings
+    for cc in COMPILERS:
+        ok, warnings = build(tree, [SEV_O], cc)
+        assert ok, cc
+        assert (
+            len(warnings) == 1
+            and "kgen_unused" in warnings[0]
+            and "-Wunused-function" in warnings[0]
+        ), (cc, warnings)
 
 
 @needs_tree
-@pytest.mark.parametrize("cc", COMPILERS)
-def test_objtool_s_messages_are_reported(cc, tmp_path):
+def test_objtool_s_messages_are_reported(tmp_path):
     tree = fresh_tree(tmp_path)
     text = (tree.src / SEV).read_text()
     write(tree, SEV, text + '\nvoid kgen_ret(void);\nvoid kgen_ret(void)\n{\n\tasm volatile("ret");\n}\n'
           "EXPORT_SYMBOL_GPL(kgen_ret);\n")  # fmt: skip
-    ok, warnings = build(tree, [SEV_O], cc)
-    assert ok and any(w.startswith(SEV_O + ":") and "objtool: kgen_ret" in w for w in warnings), (
-        warnings
-    )
+    for cc in COMPILERS:
+        ok, warnings = build(tree, [SEV_O], cc)
+        assert ok and any(
+            w.startswith(SEV_O + ":") and "objtool: kgen_ret" in w for w in warnings
+        ), (
+            cc,
+            warnings,
+        )
 
 
 @needs_tree
-@pytest.mark.parametrize("cc", COMPILERS)
-def test_a_touched_header_s_warning_in_an_untouched_file_is_kept_apart(cc, tmp_path):
+def test_a_touched_header_s_warning_in_an_untouched_file_is_kept_apart(tmp_path):
     """A warning at the use of a touched header is the change's doing, but not in its files."""
     tree = fresh_tree(tmp_path)
     edit(tree, "include/linux/cc_platform.h", "bool cc_platform_has(enum cc_attr attr);",
          'bool __attribute__((__warning__("kgen"))) cc_platform_has(enum cc_attr attr);')  # fmt: skip
-    built = build(tree, [SEV_O], cc)
-    assert built.ok and built.warnings == [], built.output
-    assert built.elsewhere and all(
-        w.startswith(f"{SEV}:") and "kgen" in w for w in built.elsewhere
-    ), built.output
+    for cc in COMPILERS:
+        built = build(tree, [SEV_O], cc)
+        assert built.ok and built.warnings == [], (cc, built.output)
+        assert built.elsewhere and all(
+            w.startswith(f"{SEV}:") and "kgen" in w for w in built.elsewhere
+        ), (cc, built.output)
 
 
 @needs_tree
-@pytest.mark.parametrize("cc", COMPILERS)
-def test_the_pristine_objects_build_without_any_warning(cc, tmp_path):
+def test_the_pristine_objects_build_without_any_warning(tmp_path):
     """Linux 6.12 builds these with W=1 and no warning: any warning at all is a change's."""
     tree = fresh_tree(tmp_path)
-    for obj in OBJECTS:
-        (tree.build_dir(cc) / obj).unlink()  # built again, not found up to date
-    built = build(tree, OBJECTS, cc)
-    assert built.ok and built.warnings == [] and built.elsewhere == [], built.output
-    assert all((tree.build_dir(cc) / obj).exists() for obj in OBJECTS)
+    for cc in COMPILERS:
+        for obj in OBJECTS:
+            (tree.build_dir(cc) / obj).unlink()  # built again, not found up to date
+        built = build(tree, OBJECTS, cc)
+        assert built.ok and built.warnings == [] and built.elsewhere == [], (cc, built.output)
+        assert all((tree.build_dir(cc) / obj).exists() for obj in OBJECTS), cc
 
 
 # --- checkpatch and git am ----------------------------------------------------------------
