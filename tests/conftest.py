@@ -130,3 +130,14 @@ def run_kgen(monkeypatch):
         return result
 
     return run
+
+
+@pytest.fixture
+def tree612(tmp_path_factory):
+    """A private copy of the prepared Linux 6.12 tree (tests/kernel/tree.py): one a worker,
+    made by the first test that asks for it and reset to pristine for each later one."""
+    from tests.kernel import tree as kt
+
+    home = tmp_path_factory.getbasetemp() / "tree612"
+    home.mkdir(exist_ok=True)
+    return kt.reused_tree(home)

@@ -25,6 +25,7 @@ from tests.kernel.tree import (
     git,
     git_am,
     missing_reason,
+    reset,
     touched,
     write,
 )
@@ -142,6 +143,40 @@ def test_a_copy_on_another_file_system_is_a_real_copy(tmp_path):
         assert git(Path(other) / "copy", "status", "--porcelain").stdout == ""
 
 
+def test_a_reset_copy_is_what_a_new_copy_is(tmp_path):
+    """What the tests do to a copy (commit, git am, edit, add, delete, build, a failed am),
+    reset() undoes: the same commit and branch, files that are the original's again (its
+    inodes, so its mtimes), nothing new, and the build dir as the original's."""
+    orig = mini_repo(tmp_path)
+    before = snapshot(orig.src)
+    copy_tree(orig.src, tmp_path / "copy")
+    tree = Tree(tmp_path / "copy", tmp_path / "copy" / "build", orig.build_clang, orig.base, "")
+    branch = git(orig.src, "symbolic-ref", "--short", "HEAD").stdout
+    patch = commit_patch(tree, "b.c", "int b = 1;\n", "b: set", tmp_path / "patches")
+    assert git_am(tree, [patch]) == ""
+    write(tree, "lib/a.c", "int a = 2;\n")
+    (tree.src / "new.c").write_text("int n;\n")
+    (tree.src / "lib" / "gone").mkdir()
+    (tree.src / "b.c").unlink()
+    (tree.build / "a.o").write_text("rebuilt\n")
+    (tree.build / "b.o").write_text("new\n")
+    git(tree.src, "checkout", "-q", "-b", "other")
+    git(tree.src, "am", str(patch), check=False)  # does not apply: an am left in progress
+    assert (tree.src / ".git" / "rebase-apply").exists()
+    reset(tree, orig.src)
+    assert git(tree.src, "rev-parse", "HEAD").stdout.strip() == orig.base
+    assert git(tree.src, "symbolic-ref", "--short", "HEAD").stdout == branch
+    assert pristine_status(tree.src) == [] and not (tree.src / ".git" / "rebase-apply").exists()
+    assert touched(tree) == set()
+    for rel in ("b.c", "lib/a.c"):
+        assert (tree.src / rel).stat().st_ino == (orig.src / rel).stat().st_ino, rel
+    copy = snapshot(tree.src)
+    assert {k: v for k, v in copy.items() if not k.startswith(".git/")} == {
+        k: v for k, v in before.items() if not k.startswith(".git/")
+    }
+    assert snapshot(orig.src) == before
+
+
 @needs_tree
 def test_a_copy_patched_and_built_leaves_the_cache_alone(tmp_path):
     pristine = cache() / "src"
@@ -171,12 +206,13 @@ def test_a_copy_patched_and_built_leaves_the_cache_alone(tmp_path):
 
 
 # Each test below edits one copy and builds it with both compilers (each has its own build
-# dir in the copy): a copy of the tree costs seconds, and one serves both builds.
+# dir in the copy): a copy of the tree costs seconds, and one serves both builds.  The copy
+# is the worker's reused one (the tree612 fixture), reset to pristine for each test.
 
 
 @needs_tree
-def test_a_broken_edit_fails_the_build(tmp_path):
-    tree = fresh_tree(tmp_path)
+def test_a_broken_edit_fails_the_build(tree612):
+    tree = tree612
     edit(tree, SEV, "#include <linux/cc_platform.h>\n",
          "#include <linux/cc_platform.h>\n\nint kgen_broken(void) { return kgen_undeclared; }\n")  # fmt: skip
     for cc in COMPILERS:
@@ -189,8 +225,8 @@ def test_a_broken_edit_fails_the_build(tmp_path):
 
 
 @needs_tree
-def test_an_unused_static_function_warns(tmp_path):
-    tree = fresh_tree(tmp_path)
+def test_an_unused_static_function_warns(tree612):
+    tree = tree612
     edit(tree, SEV, "#include <linux/cc_platform.h>\n",
          "#include <linux/cc_platform.h>\n\nstatic int kgen_unused(void) { return 0; }\n")  # fmt: skip
     for cc in COMPILERS:
@@ -204,8 +240,8 @@ def test_an_unused_static_function_warns(tmp_path):
 
 
 @needs_tree
-def test_objtool_s_messages_are_reported(tmp_path):
-    tree = fresh_tree(tmp_path)
+def test_objtool_s_messages_are_reported(tree612):
+    tree = tree612
     text = (tree.src / SEV).read_text()
     write(tree, SEV, text + '\nvoid kgen_ret(void);\nvoid kgen_ret(void)\n{\n\tasm volatile("ret");\n}\n'
           "EXPORT_SYMBOL_GPL(kgen_ret);\n")  # fmt: skip
@@ -220,9 +256,9 @@ def test_objtool_s_messages_are_reported(tmp_path):
 
 
 @needs_tree
-def test_a_touched_header_s_warning_in_an_untouched_file_is_kept_apart(tmp_path):
+def test_a_touched_header_s_warning_in_an_untouched_file_is_kept_apart(tree612):
     """A warning at the use of a touched header is the change's doing, but not in its files."""
-    tree = fresh_tree(tmp_path)
+    tree = tree612
     edit(tree, "include/linux/cc_platform.h", "bool cc_platform_has(enum cc_attr attr);",
          'bool __attribute__((__warning__("kgen"))) cc_platform_has(enum cc_attr attr);')  # fmt: skip
     for cc in COMPILERS:
@@ -234,9 +270,9 @@ def test_a_touched_header_s_warning_in_an_untouched_file_is_kept_apart(tmp_path)
 
 
 @needs_tree
-def test_the_pristine_objects_build_without_any_warning(tmp_path):
+def test_the_pristine_objects_build_without_any_warning(tree612):
     """Linux 6.12 builds these with W=1 and no warning: any warning at all is a change's."""
-    tree = fresh_tree(tmp_path)
+    tree = tree612
     for cc in COMPILERS:
         for obj in OBJECTS:
             (tree.build_dir(cc) / obj).unlink()  # built again, not found up to date
@@ -249,8 +285,8 @@ def test_the_pristine_objects_build_without_any_warning(tmp_path):
 
 
 @needs_tree
-def test_checkpatch_flags_trailing_whitespace(tmp_path):
-    tree = fresh_tree(tmp_path)
+def test_checkpatch_flags_trailing_whitespace(tree612, tmp_path):
+    tree = tree612
     text = (tree.src / SEV).read_text()
     clean = commit_patch(
         tree, SEV, text + "\n/* kgen test */\n", "x86/sev: Add a comment", tmp_path / "a"
@@ -266,8 +302,8 @@ def test_checkpatch_flags_trailing_whitespace(tmp_path):
 
 
 @needs_tree
-def test_git_am_of_a_patch_that_does_not_apply_fails(tmp_path):
-    tree = fresh_tree(tmp_path)
+def test_git_am_of_a_patch_that_does_not_apply_fails(tree612, tmp_path):
+    tree = tree612
     text = (tree.src / SEV).read_text()
     patch = commit_patch(
         tree, SEV, text.replace("#include", "#include  ", 1), "x86/sev: test", tmp_path / "p"

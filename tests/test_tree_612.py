@@ -90,9 +90,9 @@ def test_every_touched_object_builds_without_a_warning(applied, cc):
     assert built.warnings == [], built.warnings
 
 
-def test_apply_equals_the_series_and_check_tree_agrees(applied, tmp_path):
+def test_apply_equals_the_series_and_check_tree_agrees(applied, tree612, tmp_path):
     tree, _, _, _ = applied
-    other = kt.fresh_tree(tmp_path)
+    other = tree612
     from click.testing import CliRunner
 
     from codegen.cli import main
@@ -117,14 +117,14 @@ def test_apply_equals_the_series_and_check_tree_agrees(applied, tmp_path):
     assert again.exit_code == 1 and "RMPOPT_FIRST_DELAY_MS\t100" in again.output
 
 
-def test_a_broken_template_is_caught_by_the_build(tmp_path):
+def test_a_broken_template_is_caught_by_the_build(tree612, tmp_path):
     templates = tmp_path / "templates"
     shutil.copytree(TEMPLATES, templates)
     sweep = templates / "sweep.c.j2"
     text = sweep.read_text()
     assert "unsigned int cpu, leader;" in text
     sweep.write_text(text.replace("unsigned int cpu, leader;", "unsigned int cpu;", 1))
-    tree = kt.fresh_tree(tmp_path)
+    tree = tree612
     files = series(tree, tmp_path / "patches", templates)
     assert kt.git_am(tree, files[1:]) == ""
     built = kt.build(tree, ["arch/x86/virt/svm/sev.o"], "gcc")
