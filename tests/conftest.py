@@ -67,45 +67,55 @@ LONGEST = {
     "test_kernel_reference::test_the_kernel_helper_gives_the_mirror_trace": 5,
     "test_install::test_installed_kgen_runs_every_command_outside_the_checkout": 3,
 }  # fmt: skip
-# Module fixtures that take seconds to build: the tests that use one run on one worker
-# (xdist_group, with --dist loadgroup in pyproject.toml), so it is built once, not once a worker.
-SHARED_FIXTURES = {"installed", "applied", "harness"}
+# Modules whose module fixture takes many seconds (a wheel installed into a new venv, the
+# 6.12 tree with the series applied step by step): each runs whole on one worker, so that
+# the fixture is built once, not once a worker.
+SHARED_MODULES = {"test_install", "test_tree_612"}
+
+
+def _module(item) -> str:
+    return item.module.__name__.rsplit(".", 1)[-1]
 
 
 def _seconds(item) -> float:
-    module = item.module.__name__.rsplit(".", 1)[-1]
     name = getattr(item, "originalname", item.name)
-    return LONGEST.get(f"{module}::{name}", 1.0 if item.get_closest_marker("slow") else 0.1)
+    return LONGEST.get(f"{_module(item)}::{name}", 1.0 if item.get_closest_marker("slow") else 0.1)
 
 
-def _group(item) -> str | None:
-    shared = sorted(SHARED_FIXTURES.intersection(getattr(item, "fixturenames", ())))
-    return f"{item.module.__name__}:{shared[0]}" if shared else None
+def _unit(item) -> str:
+    """What one worker runs as a whole: a shared module, else the test alone."""
+    return _module(item) if _module(item) in SHARED_MODULES else item.nodeid
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if (item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES
+        if (_module(item) in SLOW_MODULES
                 or getattr(item, "originalname", item.name) in SLOW_TESTS):  # fmt: skip
             item.add_marker(pytest.mark.slow)
-    # longest first: a group of tests that share a fixture counts as one, the sum of its tests
+    # longest first; a shared module counts as one unit, the sum of its tests
     weight: dict[str, float] = {}
-    for item in items:
-        group = _group(item)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-            weight[group] = weight.get(group, 0.0) + _seconds(item)
-    position = {id(item): i for i, item in enumerate(items)}
     first: dict[str, int] = {}
-    for item in items:
-        first.setdefault(_group(item) or item.nodeid, position[id(item)])
+    for i, item in enumerate(items):
+        weight[_unit(item)] = weight.get(_unit(item), 0.0) + _seconds(item)
+        first.setdefault(_unit(item), i)
+    position = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (-weight[_unit(item)], first[_unit(item)], position[id(item)]))
 
-    def key(item):
-        group = _group(item)
-        unit = group or item.nodeid
-        return (-(weight[group] if group else _seconds(item)), first[unit], position[id(item)])
 
-    items.sort(key=key)
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadgroup (pyproject.toml) as this suite means it: the units of _unit(), in the
+    order collected (longest first), each to the next worker that runs short of work.
+    (xdist's own loadgroup marks a group by renaming the test, which pytest 9 ignores.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Units(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = Path(nodeid.split("::", 1)[0]).stem
+            return module if module in SHARED_MODULES else nodeid
+
+    return Units(config, log)
 
 
 ROOT = Path(__file__).resolve().parent.parent

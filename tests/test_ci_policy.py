@@ -103,16 +103,16 @@ class _Item:
         return name if name in self.markers else None
 
 
-def test_the_longest_tests_go_first_and_a_shared_fixture_s_tests_together():
+def test_the_longest_tests_go_first_and_a_shared_module_s_tests_together():
     from tests.conftest import LONGEST, pytest_collection_modifyitems
 
     longest = max(LONGEST, key=LONGEST.get).split("::")
     items = [
         _Item("test_a", "test_quick"),
-        _Item("test_tree_612", "test_x", ["applied"]),
+        _Item("test_tree_612", "test_x"),
         _Item("test_b", "test_other_quick"),
         _Item(*longest),
-        _Item("test_tree_612", "test_y", ["applied"]),
+        _Item("test_tree_612", "test_y"),
         _Item("test_c", "test_slow_one", slow=True),
     ]
     pytest_collection_modifyitems(items)
@@ -120,5 +120,22 @@ def test_the_longest_tests_go_first_and_a_shared_fixture_s_tests_together():
     # than the one slow test, and kept together
     assert [i.name for i in items] == [longest[1], "test_x", "test_y", "test_slow_one", "test_quick",
                                        "test_other_quick"]  # fmt: skip
-    assert "xdist_group" in items[1].markers and "xdist_group" in items[2].markers
-    assert "xdist_group" not in items[0].markers and "xdist_group" not in items[3].markers
+
+
+def test_a_shared_module_is_one_unit_of_work_for_xdist():
+    from xdist.scheduler import LoadScopeScheduling
+
+    from tests.conftest import SHARED_MODULES, pytest_xdist_make_scheduler
+
+    options = {"dist": "loadgroup", "tx": ["popen"] * 2, "numprocesses": 2}
+    config = SimpleNamespace(
+        getvalue=options.get, getoption=options.get, option=SimpleNamespace(**options)
+    )
+    sched = pytest_xdist_make_scheduler(config, None)
+    assert isinstance(sched, LoadScopeScheduling)
+    shared = sorted(SHARED_MODULES)[0]
+    split = sched._split_scope
+    assert split(f"tests/{shared}.py::test_x[gcc]") == split(f"tests/{shared}.py::test_y") == shared
+    assert split("tests/test_cli.py::test_a") != split("tests/test_cli.py::test_b")
+    other = SimpleNamespace(getvalue={"dist": "load"}.get)
+    assert pytest_xdist_make_scheduler(other, None) is None

@@ -15,6 +15,9 @@ writer used here replaces a file instead (git am, git checkout and git apply unl
 create; `write()` renames a temporary file over it; make writes only below the build
 dirs, which are real copies). Opening an existing source file for writing, or appending
 to one, would change the cache for every later test: use `write()`.
+
+`reused_tree()` (the tree612 fixture) gives a test a copy that an earlier test of the same
+worker used, put back by `reset()` as `fresh_tree()` makes it, in about a second.
 """
 
 from __future__ import annotations
