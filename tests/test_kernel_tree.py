@@ -160,6 +160,8 @@ def test_a_reset_copy_is_what_a_new_copy_is(tmp_path):
     (tree.src / "b.c").unlink()
     (tree.build / "a.o").write_text("rebuilt\n")
     (tree.build / "b.o").write_text("new\n")
+    (tree.build / "sub").mkdir()
+    (tree.build / "sub" / "c.o").write_text("new\n")
     git(tree.src, "checkout", "-q", "-b", "other")
     git(tree.src, "am", str(patch), check=False)  # does not apply: an am left in progress
     assert (tree.src / ".git" / "rebase-apply").exists()
@@ -170,6 +172,7 @@ def test_a_reset_copy_is_what_a_new_copy_is(tmp_path):
     assert touched(tree) == set()
     for rel in ("b.c", "lib/a.c"):
         assert (tree.src / rel).stat().st_ino == (orig.src / rel).stat().st_ino, rel
+    assert (tree.build / "a.o").stat().st_mtime_ns == (orig.build / "a.o").stat().st_mtime_ns
     copy = snapshot(tree.src)
     assert {k: v for k, v in copy.items() if not k.startswith(".git/")} == {
         k: v for k, v in before.items() if not k.startswith(".git/")

@@ -25,6 +25,8 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -161,13 +163,51 @@ def reset(tree: Tree, pristine: Path, built_in: str = "") -> None:
             os.replace(link, src / rel)
     git(src, "update-index", "-q", "--refresh", check=False)  # the links' new stat, once
     for name in BUILD_DIRS.values():
-        if (src / name).exists():
+        if (pristine / name).is_dir():
+            _restore(pristine / name, src / name)
+        elif (src / name).exists():
             subprocess.run(["rm", "-rf", str(src / name)], check=True)
-    copied = [pristine / d for d in BUILD_DIRS.values() if (pristine / d).exists()]
-    if copied:
-        _cp("-a", "-t", src, *copied)
     if built_in:
         _own_build_dirs(src, built_in)
+
+
+def _restore(orig: Path, copy: Path) -> None:
+    """Make `copy` a copy of the directory `orig` again (as `cp -a` made it), copying only the
+    files whose type, size or mtime differ and removing what `orig` does not have: a build
+    changes a few of a build dir's 2 000 files."""
+    if copy.is_symlink() or (copy.exists() and not copy.is_dir()):
+        copy.unlink()
+    copy.mkdir(exist_ok=True)
+    theirs = {e.name: e for e in os.scandir(orig)}
+    for entry in os.scandir(copy):
+        if entry.name not in theirs:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+    for name, entry in theirs.items():
+        target = copy / name
+        if entry.is_dir(follow_symlinks=False):
+            _restore(Path(entry.path), target)
+            continue
+        want = entry.stat(follow_symlinks=False)
+        try:
+            have = target.lstat()
+        except FileNotFoundError:
+            have = None
+        if have is not None and (stat.S_IFMT(have.st_mode), have.st_size, have.st_mtime_ns) == (
+            stat.S_IFMT(want.st_mode), want.st_size, want.st_mtime_ns
+        ) and (not entry.is_symlink() or os.readlink(target) == os.readlink(entry.path)):
+            continue
+        if have is not None:
+            if stat.S_ISDIR(have.st_mode):
+                shutil.rmtree(target)
+            else:
+                target.unlink()
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry.path), target)
+        else:
+            shutil.copy2(entry.path, target)
 
 
 def reused_tree(home: Path) -> Tree:
