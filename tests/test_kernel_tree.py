@@ -20,6 +20,7 @@ from tests.kernel.tree import (
     build,
     cache,
     checkpatch,
+    checkpatch_all,
     copy_tree,
     fresh_tree,
     git,
@@ -302,6 +303,11 @@ def test_checkpatch_flags_trailing_whitespace(tree612, tmp_path):
     assert not report.ok and report.errors == 1 and "trailing whitespace" in report.text, (
         report.text
     )
+    # one run over several patches reports each as a run of its own does
+    alone = [checkpatch(tree, clean), report]
+    for one, two in zip(checkpatch_all(tree, [clean, dirty]), alone, strict=True):
+        assert (one.ok, one.errors, one.warnings, one.checks) == (two.ok, two.errors, two.warnings,
+                                                                  two.checks), one.text  # fmt: skip
 
 
 @needs_tree

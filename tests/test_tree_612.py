@@ -77,8 +77,7 @@ def test_the_series_applies(applied):
 
 def test_checkpatch_strict_with_the_tree(applied):
     tree, files, _, _ = applied
-    for f in files[1:]:
-        report = kt.checkpatch(tree, f)
+    for report in kt.checkpatch_all(tree, files[1:]):
         assert (report.errors, report.warnings, report.checks) == (0, 0, 0), report.text
 
 
