@@ -33,8 +33,9 @@ SLOW_TESTS = {
 
 
 # The longest tests, each with about the seconds one of its items takes under `make test`
-# (pytest --durations=60 on 2 cores).  They run first, longest first, so that the two
-# workers finish together instead of one waiting for a long test picked up at the end.
+# (pytest --durations on 2 cores; only their order matters).  They run first, longest
+# first, so that the two workers finish together instead of one waiting for a long test
+# picked up at the end.  test_ci_policy.py checks that each name is a test.
 LONGEST = {
     "test_compare_safety::test_a_worker_running_emulated_jobs_stays_bounded": 60,
     "test_tree_612::test_the_series_applies": 45,  # sets up the module's tree: the step builds
