@@ -20,11 +20,13 @@ from tests.kernel.tree import (
     build,
     cache,
     checkpatch,
+    checkpatch_all,
     copy_tree,
     fresh_tree,
     git,
     git_am,
     missing_reason,
+    reset,
     touched,
     write,
 )
@@ -142,6 +144,43 @@ def test_a_copy_on_another_file_system_is_a_real_copy(tmp_path):
         assert git(Path(other) / "copy", "status", "--porcelain").stdout == ""
 
 
+def test_a_reset_copy_is_what_a_new_copy_is(tmp_path):
+    """What the tests do to a copy (commit, git am, edit, add, delete, build, a failed am),
+    reset() undoes: the same commit and branch, files that are the original's again (its
+    inodes, so its mtimes), nothing new, and the build dir as the original's."""
+    orig = mini_repo(tmp_path)
+    before = snapshot(orig.src)
+    copy_tree(orig.src, tmp_path / "copy")
+    tree = Tree(tmp_path / "copy", tmp_path / "copy" / "build", orig.build_clang, orig.base, "")
+    branch = git(orig.src, "symbolic-ref", "--short", "HEAD").stdout
+    patch = commit_patch(tree, "b.c", "int b = 1;\n", "b: set", tmp_path / "patches")
+    assert git_am(tree, [patch]) == ""
+    write(tree, "lib/a.c", "int a = 2;\n")
+    (tree.src / "new.c").write_text("int n;\n")
+    (tree.src / "lib" / "gone").mkdir()
+    (tree.src / "b.c").unlink()
+    (tree.build / "a.o").write_text("rebuilt\n")
+    (tree.build / "b.o").write_text("new\n")
+    (tree.build / "sub").mkdir()
+    (tree.build / "sub" / "c.o").write_text("new\n")
+    git(tree.src, "checkout", "-q", "-b", "other")
+    git(tree.src, "am", str(patch), check=False)  # does not apply: an am left in progress
+    assert (tree.src / ".git" / "rebase-apply").exists()
+    reset(tree, orig.src)
+    assert git(tree.src, "rev-parse", "HEAD").stdout.strip() == orig.base
+    assert git(tree.src, "symbolic-ref", "--short", "HEAD").stdout == branch
+    assert pristine_status(tree.src) == [] and not (tree.src / ".git" / "rebase-apply").exists()
+    assert touched(tree) == set()
+    for rel in ("b.c", "lib/a.c"):
+        assert (tree.src / rel).stat().st_ino == (orig.src / rel).stat().st_ino, rel
+    assert (tree.build / "a.o").stat().st_mtime_ns == (orig.build / "a.o").stat().st_mtime_ns
+    copy = snapshot(tree.src)
+    assert {k: v for k, v in copy.items() if not k.startswith(".git/")} == {
+        k: v for k, v in before.items() if not k.startswith(".git/")
+    }
+    assert snapshot(orig.src) == before
+
+
 @needs_tree
 def test_a_copy_patched_and_built_leaves_the_cache_alone(tmp_path):
     pristine = cache() / "src"
@@ -170,75 +209,88 @@ def test_a_copy_patched_and_built_leaves_the_cache_alone(tmp_path):
 # --- build --------------------------------------------------------------------------------
 
 
+# Each test below edits one copy and builds it with both compilers (each has its own build
+# dir in the copy): a copy of the tree costs seconds, and one serves both builds.  The copy
+# is the worker's reused one (the tree612 fixture), reset to pristine for each test.
+
+
 @needs_tree
-@pytest.mark.parametrize("cc", COMPILERS)
-def test_a_broken_edit_fails_the_build(cc, tmp_path):
-    tree = fresh_tree(tmp_path)
+def test_a_broken_edit_fails_the_build(tree612):
+    tree = tree612
     edit(tree, SEV, "#include <linux/cc_platform.h>\n",
          "#include <linux/cc_platform.h>\n\nint kgen_broken(void) { return kgen_undeclared; }\n")  # fmt: skip
-    built = build(tree, [SEV_O], cc)
-    assert not built.ok
-    assert any(f"{SEV}:" in e and "kgen_undeclared" in e for e in built.errors), built.output
+    for cc in COMPILERS:
+        built = build(tree, [SEV_O], cc)
+        assert not built.ok, cc
+        assert any(f"{SEV}:" in e and "kgen_undeclared" in e for e in built.errors), (
+            cc,
+            built.output,
+        )
 
 
 @needs_tree
-@pytest.mark.parametrize("cc", COMPILERS)
-def test_an_unused_static_function_warns(cc, tmp_path):
-    tree = fresh_tree(tmp_path)
+def test_an_unused_static_function_warns(tree612):
+    tree = tree612
     edit(tree, SEV, "#include <linux/cc_platform.h>\n",
          "#include <linux/cc_platform.h>\n\nstatic int kgen_unused(void) { return 0; }\n")  # fmt: skip
-    ok, warnings = build(tree, [SEV_O], cc)
-    assert ok
-    assert (
-        len(warnings) == 1 and "kgen_unused" in warnings[0] and "-Wunused-function" in warnings[0]
-    ), warnings
+    for cc in COMPILERS:
+        ok, warnings = build(tree, [SEV_O], cc)
+        assert ok, cc
+        assert (
+            len(warnings) == 1
+            and "kgen_unused" in warnings[0]
+            and "-Wunused-function" in warnings[0]
+        ), (cc, warnings)
 
 
 @needs_tree
-@pytest.mark.parametrize("cc", COMPILERS)
-def test_objtool_s_messages_are_reported(cc, tmp_path):
-    tree = fresh_tree(tmp_path)
+def test_objtool_s_messages_are_reported(tree612):
+    tree = tree612
     text = (tree.src / SEV).read_text()
     write(tree, SEV, text + '\nvoid kgen_ret(void);\nvoid kgen_ret(void)\n{\n\tasm volatile("ret");\n}\n'
           "EXPORT_SYMBOL_GPL(kgen_ret);\n")  # fmt: skip
-    ok, warnings = build(tree, [SEV_O], cc)
-    assert ok and any(w.startswith(SEV_O + ":") and "objtool: kgen_ret" in w for w in warnings), (
-        warnings
-    )
+    for cc in COMPILERS:
+        ok, warnings = build(tree, [SEV_O], cc)
+        assert ok and any(
+            w.startswith(SEV_O + ":") and "objtool: kgen_ret" in w for w in warnings
+        ), (
+            cc,
+            warnings,
+        )
 
 
 @needs_tree
-@pytest.mark.parametrize("cc", COMPILERS)
-def test_a_touched_header_s_warning_in_an_untouched_file_is_kept_apart(cc, tmp_path):
+def test_a_touched_header_s_warning_in_an_untouched_file_is_kept_apart(tree612):
     """A warning at the use of a touched header is the change's doing, but not in its files."""
-    tree = fresh_tree(tmp_path)
+    tree = tree612
     edit(tree, "include/linux/cc_platform.h", "bool cc_platform_has(enum cc_attr attr);",
          'bool __attribute__((__warning__("kgen"))) cc_platform_has(enum cc_attr attr);')  # fmt: skip
-    built = build(tree, [SEV_O], cc)
-    assert built.ok and built.warnings == [], built.output
-    assert built.elsewhere and all(
-        w.startswith(f"{SEV}:") and "kgen" in w for w in built.elsewhere
-    ), built.output
+    for cc in COMPILERS:
+        built = build(tree, [SEV_O], cc)
+        assert built.ok and built.warnings == [], (cc, built.output)
+        assert built.elsewhere and all(
+            w.startswith(f"{SEV}:") and "kgen" in w for w in built.elsewhere
+        ), (cc, built.output)
 
 
 @needs_tree
-@pytest.mark.parametrize("cc", COMPILERS)
-def test_the_pristine_objects_build_without_any_warning(cc, tmp_path):
+def test_the_pristine_objects_build_without_any_warning(tree612):
     """Linux 6.12 builds these with W=1 and no warning: any warning at all is a change's."""
-    tree = fresh_tree(tmp_path)
-    for obj in OBJECTS:
-        (tree.build_dir(cc) / obj).unlink()  # built again, not found up to date
-    built = build(tree, OBJECTS, cc)
-    assert built.ok and built.warnings == [] and built.elsewhere == [], built.output
-    assert all((tree.build_dir(cc) / obj).exists() for obj in OBJECTS)
+    tree = tree612
+    for cc in COMPILERS:
+        for obj in OBJECTS:
+            (tree.build_dir(cc) / obj).unlink()  # built again, not found up to date
+        built = build(tree, OBJECTS, cc)
+        assert built.ok and built.warnings == [] and built.elsewhere == [], (cc, built.output)
+        assert all((tree.build_dir(cc) / obj).exists() for obj in OBJECTS), cc
 
 
 # --- checkpatch and git am ----------------------------------------------------------------
 
 
 @needs_tree
-def test_checkpatch_flags_trailing_whitespace(tmp_path):
-    tree = fresh_tree(tmp_path)
+def test_checkpatch_flags_trailing_whitespace(tree612, tmp_path):
+    tree = tree612
     text = (tree.src / SEV).read_text()
     clean = commit_patch(
         tree, SEV, text + "\n/* kgen test */\n", "x86/sev: Add a comment", tmp_path / "a"
@@ -251,11 +303,16 @@ def test_checkpatch_flags_trailing_whitespace(tmp_path):
     assert not report.ok and report.errors == 1 and "trailing whitespace" in report.text, (
         report.text
     )
+    # one run over several patches reports each as a run of its own does
+    alone = [checkpatch(tree, clean), report]
+    for one, two in zip(checkpatch_all(tree, [clean, dirty]), alone, strict=True):
+        assert (one.ok, one.errors, one.warnings, one.checks) == (two.ok, two.errors, two.warnings,
+                                                                  two.checks), one.text  # fmt: skip
 
 
 @needs_tree
-def test_git_am_of_a_patch_that_does_not_apply_fails(tmp_path):
-    tree = fresh_tree(tmp_path)
+def test_git_am_of_a_patch_that_does_not_apply_fails(tree612, tmp_path):
+    tree = tree612
     text = (tree.src / SEV).read_text()
     patch = commit_patch(
         tree, SEV, text.replace("#include", "#include  ", 1), "x86/sev: test", tmp_path / "p"
