@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 
-from . import cache_root
+from . import cache_root, cachedir
 from .diagnostics import shown_path
 from .model import Spec
 from .record import record
@@ -252,6 +252,7 @@ def _cached_object(compiler: Compiler, name: str, cmd_tail: list[str], work: Pat
     ).hexdigest()[:24]
     cache = _cache_dir() / f"{name}-{key}.o"
     if _valid_entry(cache):
+        cachedir.used(cache)
         return cache
     cache.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{cache.name}.", suffix=".tmp", dir=cache.parent)
@@ -265,6 +266,7 @@ def _cached_object(compiler: Compiler, name: str, cmd_tail: list[str], work: Pat
             raise BuildError(f"{compiler.name} wrote no object file for the harness's {name}.c")
         os.replace(tmp, cache)
         _write_atomic(_digest_path(cache), hashlib.sha256(data).hexdigest() + "\n")
+        cachedir.prune(cache.parent, sidecars=(".sha256",))
     finally:
         tmp.unlink(missing_ok=True)
     return cache
@@ -410,6 +412,7 @@ def _cached_level(key: str | None, compiler: Compiler, opt: str, tus: list[Unit]
         return None
     if any(f"{u.name}.o" not in data for u in tus):
         return None
+    cachedir.used(entry)
     for name, content in data.items():
         names[name].write_bytes(content)
         if name.startswith("harness"):
@@ -439,6 +442,7 @@ def _store_level(key: str, harness: Harness, tus: list[Unit]) -> None:
                 lines.append(f"{hashlib.sha256(src.read_bytes()).hexdigest()} {names[src]}")
             (tmp / "MANIFEST").write_text("\n".join(lines) + "\n")
             os.rename(tmp, entry)  # whole, or (another build stored it first) not at all
+            cachedir.prune(root)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     except OSError:

@@ -1,0 +1,68 @@
+"""Keeping kgen's caches (below :func:`codegen.cache_root`) to a bounded size.
+
+Each cache directory holds entries (a file, a directory, or a file with sidecars named
+``<entry>.<suffix>``).  An entry taken from a cache is marked used; when a store makes a
+directory hold more than its limit, the entries used longest ago are removed.  Another
+kgen may be storing or reading meanwhile: what it finds gone is a cache miss, never an
+error, and removal never follows a link out of the directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+# entries kept in each cache directory: a level is ~200 KB (a spec's units and harnesses at
+# one optimisation level, per compiler), a harness object ~50 KB
+LIMITS = {"levels": 256, "objects": 256}
+
+
+def used(entry: Path) -> None:
+    """Mark ``entry`` as just used (its modification time), so pruning keeps it longest."""
+    with contextlib.suppress(OSError):
+        os.utime(entry)
+
+
+def _group(name: str, suffixes: tuple[str, ...]) -> str:
+    for suffix in suffixes:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def prune(directory: Path, keep: int | None = None, sidecars: tuple[str, ...] = ()) -> list[str]:
+    """Remove all but the ``keep`` most recently used entries of ``directory`` (its limit in
+    :data:`LIMITS` by default); returns the names removed.  Names starting with a dot (an
+    entry being written) are left alone, and a file ``<entry><sidecar>`` goes with its entry.
+    """
+    keep = LIMITS[directory.name] if keep is None else keep
+    groups: dict[str, list[os.DirEntry]] = {}
+    try:
+        with os.scandir(directory) as it:
+            for e in it:
+                if not e.name.startswith("."):
+                    groups.setdefault(_group(e.name, sidecars), []).append(e)
+    except OSError:
+        return []
+    if len(groups) <= keep:
+        return []
+
+    def last_used(name: str) -> float:
+        times = []
+        for e in groups[name]:
+            with contextlib.suppress(OSError):
+                times.append(e.stat(follow_symlinks=False).st_mtime)
+        return max(times, default=0.0)
+
+    removed = []
+    for name in sorted(groups, key=last_used)[: len(groups) - keep]:
+        for e in groups[name]:
+            with contextlib.suppress(OSError):
+                if e.is_dir(follow_symlinks=False):
+                    shutil.rmtree(e.path)
+                else:
+                    os.unlink(e.path)
+        removed.append(name)
+    return removed

@@ -1,0 +1,63 @@
+"""kgen's caches stay bounded: the entries used longest ago go first, nothing else does."""
+
+from __future__ import annotations
+
+import os
+
+from codegen import cachedir
+
+
+def entry(root, name, when, kind="file"):
+    path = root / name
+    if kind == "dir":
+        path.mkdir()
+        (path / "MANIFEST").write_text("x")
+    else:
+        path.write_text("x")
+    os.utime(path, (when, when))
+    return path
+
+
+def test_the_least_recently_used_entries_go_first(tmp_path):
+    for i in range(6):
+        entry(tmp_path, f"e{i}", 1000 + i, "dir" if i % 2 else "file")
+    assert cachedir.prune(tmp_path, keep=4) == ["e0", "e1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e2", "e3", "e4", "e5"]
+    assert cachedir.prune(tmp_path, keep=4) == []
+
+
+def test_an_entry_used_again_is_kept(tmp_path):
+    old = entry(tmp_path, "old", 1000)
+    for i in range(3):
+        entry(tmp_path, f"new{i}", 2000 + i)
+    cachedir.used(old)
+    cachedir.prune(tmp_path, keep=3)
+    assert old.exists() and not (tmp_path / "new0").exists()
+
+
+def test_sidecars_go_with_their_entry_and_entries_being_written_stay(tmp_path):
+    entry(tmp_path, "core-1.o", 1000)
+    entry(tmp_path, "core-1.o.sha256", 3000)  # the newest time of a group counts
+    entry(tmp_path, "core-2.o", 2000)
+    entry(tmp_path, "core-2.o.sha256", 2000)
+    entry(tmp_path, ".core-3.o.tmp", 0)
+    assert cachedir.prune(tmp_path, keep=1, sidecars=(".sha256",)) == ["core-2.o"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".core-3.o.tmp", "core-1.o",
+                                                          "core-1.o.sha256"]  # fmt: skip
+
+
+def test_a_link_is_removed_not_followed(tmp_path):
+    cache, outside = tmp_path / "levels", tmp_path / "outside"
+    cache.mkdir()
+    outside.mkdir()
+    (outside / "keep").write_text("x")
+    (cache / "link").symlink_to(outside, target_is_directory=True)
+    os.utime(cache / "link", (1000, 1000), follow_symlinks=False)
+    entry(cache, "new", 2000)
+    assert cachedir.prune(cache, keep=1) == ["link"]
+    assert (outside / "keep").exists() and not (cache / "link").exists()
+
+
+def test_a_missing_directory_is_no_error(tmp_path):
+    assert cachedir.prune(tmp_path / "levels") == []
+    assert set(cachedir.LIMITS) == {"levels", "objects"}
