@@ -70,7 +70,14 @@ def interruptible(command):
     """Ctrl-C (SIGINT) or SIGTERM stops ``command`` promptly and quietly: what it started is
     stopped and its temporary files go as the exception unwinds, then kgen exits 130 or 143."""
 
+    owner: list[int] = []  # the process that runs the command
+
     def stop(signum, _frame):
+        if owner and os.getpid() != owner[-1]:
+            # a worker forked before it set its own handlers: the command stops it
+            if signum == signal.SIGINT:
+                return
+            os._exit(128 + signum)
         for sig in (signal.SIGINT, signal.SIGTERM):  # the cleanup is not interrupted in turn
             signal.signal(sig, signal.SIG_IGN)
         if signum == signal.SIGINT:
@@ -79,12 +86,14 @@ def interruptible(command):
 
     @functools.wraps(command)
     def run(*args, **kwargs):
+        owner.append(os.getpid())
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             return command(*args, **kwargs)
         except KeyboardInterrupt:
             raise click.exceptions.Exit(128 + signal.SIGINT) from None
         finally:
+            owner.pop()
             for sig, handler in previous.items():
                 with contextlib.suppress(TypeError):
                     signal.signal(sig, handler)
