@@ -578,13 +578,11 @@ def render(specs: tuple[str, ...], out: Path, prune: bool) -> None:
             sys.exit(1)
 
 
-tree_option = click.option(
-    "--tree",
-    "tree_dir",
-    metavar="DIR",
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="A Linux kernel tree (a git repository or a plain tree).",
-)
+def tree_option(help: str = "A Linux kernel tree (a git repository or a plain tree).",
+                required: bool = False):  # fmt: skip
+    """``--tree DIR``, an existing directory, as every command that takes a kernel tree has it."""
+    return click.option("--tree", "tree_dir", metavar="DIR", required=required, help=help,
+                        type=click.Path(file_okay=False, exists=True, path_type=Path))  # fmt: skip
 
 
 @main.command()
@@ -592,7 +590,7 @@ tree_option = click.option(
     "specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value)
 )
 @out_option
-@tree_option
+@tree_option()
 def check(specs: tuple[str, ...], out: Path, tree_dir: Path | None) -> None:
     """Exit 1 with a unified diff when the output directory differs from a fresh render.
 
@@ -806,15 +804,11 @@ def sweep(spec_path, min_pfn, max_pfn, memory, cores, threads_per_core, numberin
 @click.option("--profile", "profile_name", type=click.Choice(sorted(PROFILE_NAMES)),
               help="Render for this kernel's spellings (e.g. 6.12: CC_SET/CC_OUT flag outputs) "
                    "[default: newest].")  # fmt: skip
-@click.option(
-    "--tree",
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="Render for the profile detected from this kernel tree's top directory.",
-)
+@tree_option("Render for the profile detected from this kernel tree's top directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
 @interruptible
 def compare(specs, count, seed, only, engine, opts, keep_going, generated, reference, cc,
-            coverage, profile_name, tree, as_json) -> None:  # fmt: skip
+            coverage, profile_name, tree_dir, as_json) -> None:  # fmt: skip
     """Compile the generated C with clang and gcc and check it against the mirror.
 
     The generated code runs in a trap harness that executes the real
@@ -851,7 +845,7 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
     if coverage and engine == "emulator":
         raise click.BadParameter("the emulated harness cannot write gcov's counts: use the native "
                                  "engine", param_hint="--coverage")  # fmt: skip
-    profile, profile_option = _compare_profile(profile_name, tree, generated)
+    profile, profile_option = _compare_profile(profile_name, tree_dir, generated)
     try:
         compilers = []
         if cc in (None, "both", "clang"):
@@ -1137,14 +1131,7 @@ def _doctor_engines() -> None:
 @click.argument(
     "specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value)
 )
-@click.option(
-    "--tree",
-    "tree_dir",
-    metavar="DIR",
-    required=True,
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="The Linux kernel tree to change (a git repository or a plain tree).",
-)
+@tree_option("The Linux kernel tree to change (a git repository or a plain tree).", required=True)
 @click.option(
     "--force", is_flag=True, help="Overwrite generated parts edited since kgen wrote them."
 )
@@ -1167,14 +1154,7 @@ def apply(specs: tuple[str, ...], tree_dir: Path, force: bool) -> None:
 @click.argument(
     "specs", nargs=-1, metavar="[SPEC]...", callback=lambda ctx, param, value: _existing(value)
 )
-@click.option(
-    "--tree",
-    "tree_dir",
-    metavar="DIR",
-    required=True,
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="The Linux kernel tree the series applies to.",
-)
+@tree_option("The Linux kernel tree the series applies to.", required=True)
 @click.option(
     "-o",
     "--output-directory",
