@@ -15,8 +15,8 @@ import shutil
 from pathlib import Path
 
 # entries kept in each cache directory: a level is ~200 KB (a spec's units and harnesses at
-# one optimisation level, per compiler), a harness object ~50 KB
-LIMITS = {"levels": 256, "objects": 256}
+# one optimisation level, per compiler), a harness object ~50 KB, a checked spec ~10 KB
+LIMITS = {"levels": 256, "objects": 256, "loaded": 512}
 
 
 def used(entry: Path) -> None:

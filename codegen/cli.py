@@ -104,7 +104,7 @@ def interruptible(command):
 def load_specs(paths: tuple[str, ...]) -> list[Spec]:
     """Load the named specs (or every bundled one); exit 1 on any problem."""
     try:
-        return load_all(paths or default_spec_paths())
+        return load_all(paths or default_spec_paths(), cached=True)
     except SpecError as exc:
         report_problems(exc)
         raise click.exceptions.Exit(1) from None
@@ -178,7 +178,7 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
     whether the change is ready: 0 yes, 1 a finding.
     """
     try:
-        loaded = load_all(specs or default_spec_paths())
+        loaded = load_all(specs or default_spec_paths(), cached=True)
     except SpecError as exc:
         if as_json:
             click.echo(json.dumps(json_head("validate") | json_report([], exc), indent=2))
@@ -394,7 +394,7 @@ def review_findings(specs: list[Spec], skips: dict | None = None) -> list[tuple[
     return findings
 
 
-def cross_findings(specs: list[Spec], independent: bool = True):
+def cross_findings(specs: list[Spec], independent: bool = True, notes_too: bool = True):
     """Collisions and repeated names between the specs and every other valid spec beside them.
 
     The others are the specs in each named spec's directory and in isa/.  Every
@@ -414,14 +414,14 @@ def cross_findings(specs: list[Spec], independent: bool = True):
             if path.resolve() in named:
                 continue
             with contextlib.suppress(SpecError):  # reported when that spec itself is validated
-                others += load_all([_shown(path)])
+                others += load_all([_shown(path)], cached=True)
     # a spec of the same instruction elsewhere is a version of the named one, not a rival;
     # beside it, it is a second spec rendering into the same place
     own = {(s.instruction.mnemonic, Path(s.path).parent.resolve()) for s in specs}
     mnemonics = {m for m, _ in own}
     others = [o for o in others if o.instruction.mnemonic not in mnemonics
               or (o.instruction.mnemonic, Path(o.path).parent.resolve()) in own]  # fmt: skip
-    found = cross_check(specs + others)
+    found = cross_check(specs + others, notes_too=notes_too)
     if independent:
         _independent_findings(specs, found)
     keep = {s.path for s in specs}
@@ -434,7 +434,7 @@ def cross_findings(specs: list[Spec], independent: bool = True):
 def refuse_clashes(loaded: list[Spec]) -> list[Spec]:
     """Specs that would clash in a kernel tree (with each other or a spec beside them) are
     neither rendered nor written into a tree: exit 1 with the problems."""
-    clashes = cross_findings(loaded, independent=False).problems
+    clashes = cross_findings(loaded, independent=False, notes_too=False).problems
     if clashes:
         report_problems(SpecError(clashes))
         raise click.exceptions.Exit(1) from None
@@ -1099,7 +1099,7 @@ def doctor() -> None:
         ]
         for path in sorted(DEFAULT_ISA_DIR.glob("*.yaml")):  # and the bundled specs'
             with contextlib.suppress(SpecError):
-                snp += [s.instruction.mnemonic for s in load_all([path])]
+                snp += [s.instruction.mnemonic for s in load_all([path], cached=True)]
         for mnemonic in dict.fromkeys(snp):
             (known if assemble(clang, mnemonic) else unknown).append(mnemonic)
         click.echo(f"SNP mnemonics clang assembles: {' '.join(known) or 'none'}")
@@ -1120,7 +1120,7 @@ def _doctor_engines() -> None:
                f"bytes decoded by {decoder_name()}")  # fmt: skip
     for path in sorted(DEFAULT_ISA_DIR.glob("*.yaml")):
         try:
-            (spec,) = load_all([path])
+            (spec,) = load_all([path], cached=True)
         except SpecError:
             continue
         choice = choose_engine("auto", spec, cpu)

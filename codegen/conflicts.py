@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from .diagnostics import Diagnostic, Mark, shown_path
+from .loadcache import remembered
 from .model import Byte, Doc, Identifier, Node, Spec, global_names
 from .record import record
 from .spec import convert_document
@@ -45,7 +46,8 @@ def known_encodings(path: Path = KNOWN_ENCODINGS) -> tuple[KnownEncoding, ...]:
         rel = str(path.relative_to(Path.cwd()))
     except ValueError:
         rel = str(path)
-    return convert_document(path.read_text(), rel, KnownEncodings).encodings
+    return remembered("known-encodings", rel, path.read_text(),
+                      lambda text, shown: convert_document(text, shown, KnownEncodings).encodings)  # fmt: skip
 
 
 def _hex(data: tuple[int, ...]) -> str:
@@ -54,6 +56,10 @@ def _hex(data: tuple[int, ...]) -> str:
 
 def _where(mark: Mark) -> str:
     return f"{shown_path(mark.path)}:{mark.line}"
+
+
+def _source(entry: KnownEncoding) -> str:
+    return f"{_where(entry.mark('mnemonic'))}, source: {entry.source}"
 
 
 @record
@@ -83,8 +89,11 @@ def assembler_check(specs: list[Spec], compiler: Compiler) -> Findings:
     return Findings(problems, notes)
 
 
-def cross_check(specs: list[Spec], known: tuple[KnownEncoding, ...] | None = None) -> Findings:
-    """Collisions and repeated names among ``specs`` and against the known encodings."""
+def cross_check(
+    specs: list[Spec], known: tuple[KnownEncoding, ...] | None = None, notes_too: bool = True
+) -> Findings:
+    """Collisions and repeated names among ``specs`` and against the known encodings; with
+    ``notes_too``, also the notes (the decoder's reading is asked only for those)."""
     known = known_encodings() if known is None else known
     problems, notes, others = [], [], []
     encoded = [(s, tuple(b.byte for b in s.instruction.encoding)) for s in specs]
@@ -100,22 +109,23 @@ def cross_check(specs: list[Spec], known: tuple[KnownEncoding, ...] | None = Non
                     f"{mnemonic} ({_where(mark)}) also has"), "note")))  # fmt: skip
         prefixes = [b.byte for b in spec.instruction.encoding if b.role == "prefix"]
         for entry in known:
-            where = f"{_where(entry.mark('mnemonic'))}, source: {entry.source}"
             if entry.mnemonic == mnemonic and entry.bytes != data:
                 problems.append(Diagnostic(mark, (
-                    f"{mnemonic} is {_hex(entry.bytes)} in the known encodings ({where}), "
+                    f"{mnemonic} is {_hex(entry.bytes)} in the known encodings ({_source(entry)}), "
                     f"not {_hex(data)}")))  # fmt: skip
             elif entry.mnemonic != mnemonic and entry.bytes == data:
                 problems.append(Diagnostic(mark, (
                     f"encoding {_hex(data)} of {mnemonic} collides with {entry.mnemonic} "
-                    f"({where})")))  # fmt: skip
+                    f"({_source(entry)})")))  # fmt: skip
             elif prefixes and entry.bytes == data[len(prefixes) :]:
                 notes.append(Diagnostic(mark, (
                     f"without its {_hex(tuple(prefixes))} prefix, {mnemonic} is "
-                    f"{entry.mnemonic} ({where}): a CPU that ignores the prefix runs "
+                    f"{entry.mnemonic} ({_source(entry)}): a CPU that ignores the prefix runs "
                     f"{entry.mnemonic.upper()}"), "note"))  # fmt: skip
         # the decoder's reading, where it is another instruction whose prefix it ignores;
         # a note from the table above that names it already says so (one note per hazard)
+        if not notes_too:
+            continue
         d = decode(bytes(data))
         named = [n for n in notes if n.mark == mark and f" is {d.mnemonic} (" in n.message]
         if d.exact and d.mnemonic and d.mnemonic != mnemonic and d.ignored_prefixes and not named:
@@ -140,4 +150,4 @@ def cross_check(specs: list[Spec], known: tuple[KnownEncoding, ...] | None = Non
             others.append((spec.path, Diagnostic(rival[1], (
                 f"kernel name '{name}' of {rival[0].instruction.mnemonic}, which "
                 f"{spec.instruction.mnemonic} ({_where(mark)}) also defines"), "note")))  # fmt: skip
-    return Findings(problems, notes, others)
+    return Findings(problems, notes if notes_too else [], others)

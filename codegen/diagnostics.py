@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from functools import total_ordering
 
 from .record import record
 
 
-@dataclass(frozen=True, order=True)
+@total_ordering
+@record
 class Mark:
-    """A 1-based line and column in a file; line 0 stands for the whole file."""
+    """A 1-based line and column in a file; line 0 stands for the whole file.
+
+    Marks sort by path, then line, then column (problems are reported in that order)."""
 
     path: str
     line: int
     col: int
+
+    def __lt__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Mark)
+        return (self.path, self.line, self.col) < (other.path, other.line, other.col)
 
     def __str__(self) -> str:
         path = shown_path(self.path)

@@ -9,7 +9,6 @@ all-or-nothing across the files of one run.
 
 from __future__ import annotations
 
-import difflib
 import errno
 import os
 import re
@@ -368,6 +367,8 @@ def drift(expected: dict[str, str], root: Path, scope: Iterable[str] | None = No
                 result.diffs.append(f"--- {a}\n+++ {b}\n@@ line endings differ: the file has CR or "
                                     "CRLF line endings, kgen writes LF @@\n")  # fmt: skip
                 continue
+            import difflib  # only for a file that drifted
+
             result.diffs.append("".join(difflib.unified_diff(
                 (old or b"").decode(errors="replace").splitlines(keepends=True),
                 text.splitlines(keepends=True), fromfile=a, tofile=b,
@@ -497,7 +498,10 @@ def _stage(
                 if old is not None:
                     os.fchmod(fd, old[1])
                 write_all(fd, data)
-                os.fsync(fd)
+                if old is not None:
+                    # the bytes that replace a file reach the disk before the rename that
+                    # drops the old ones; a new file has nothing to lose to a power cut
+                    os.fsync(fd)
             except OSError as exc:
                 raise TreeError(tree.path(rel), f"cannot write: {exc.strerror}") from None
             finally:

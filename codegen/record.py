@@ -56,15 +56,42 @@ def _delattr(self: Any, name: str) -> None:
     raise FrozenInstanceError(f"cannot delete field {name!r}")
 
 
+class _LazyInit:
+    """A record's ``__init__``, compiled when the class is first called or inspected.
+
+    A command uses few of the records it imports (a cached spec is unpickled, which calls
+    no ``__init__``), so compiling each at import time was most of what defining one cost.
+    The standard decorator compiles it from the class body as written, on a twin of the
+    class made from that body: the same fields, defaults, factories and ``__post_init__``.
+    """
+
+    def __init__(self, cls: type, body: dict[str, Any]) -> None:
+        self.cls, self.body = cls, body
+
+    def compile(self) -> Callable[..., None]:
+        twin = type(self.cls.__name__, self.cls.__bases__, dict(self.body))
+        init = dataclass(twin, eq=False, repr=False).__init__  # type: ignore[misc]
+        init.__qualname__ = f"{self.cls.__qualname__}.__init__"
+        type.__setattr__(self.cls, "__init__", init)
+        return init
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        init = self.cls.__dict__["__init__"]
+        if init is self:
+            init = self.compile()
+        return init if obj is None else init.__get__(obj, owner)
+
+
 @dataclass_transform(frozen_default=True, field_specifiers=(field, Field))
 def record(cls: T) -> T:
-    """``@dataclass(frozen=True)``, with one method compiled instead of six."""
-    for name in ("__eq__", "__hash__", "__repr__", "__setattr__", "__delattr__"):
+    """``@dataclass(frozen=True)``, with one method compiled instead of six, when first used."""
+    for name in ("__eq__", "__hash__", "__repr__", "__setattr__", "__delattr__", "__init__"):
         if name in cls.__dict__:
             raise TypeError(f"{cls.__qualname__} defines {name}, which a record provides")
     if not cls.__doc__:  # dataclass would build one from inspect.signature(), slowly
         cls.__doc__ = f"{cls.__name__}({', '.join(cls.__dict__.get('__annotations__', ()))})"
-    dataclass(cls, eq=False, repr=False)
+    body = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+    dataclass(cls, init=False, eq=False, repr=False)
     every = fields(cls)
     methods: dict[str, Any] = {
         # static: a lambda kept on the class would be bound to the instance
@@ -78,6 +105,7 @@ def record(cls: T) -> T:
         "__repr__": _repr,
         "__setattr__": _setattr,
         "__delattr__": _delattr,
+        "__init__": _LazyInit(cls, body),
     }
     for name, value in methods.items():
         setattr(cls, name, value)

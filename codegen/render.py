@@ -14,7 +14,6 @@ import functools
 import hashlib
 import os
 import textwrap
-import traceback
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -756,6 +755,8 @@ def _template_place(exc: jinja2.TemplateError, template: str) -> str:
     name = getattr(exc, "filename", None) or template
     line = getattr(exc, "lineno", None)
     if line is None:
+        import traceback  # only for a template that fails
+
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.endswith(name)]
         line = frames[-1].lineno if frames else "?"
     return f"{Path(name).name}:{line}"

@@ -15,7 +15,6 @@ and column of the value at fault.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import types
 import typing
@@ -94,6 +93,13 @@ def field_type(cls: type, name: str) -> Any:
     return _hints(cls)[name]
 
 
+def _close_matches(word: str, choices: list[str], n: int) -> list[str]:
+    """difflib's closest ``n`` of ``choices`` (imported only for a message that offers one)."""
+    import difflib
+
+    return difflib.get_close_matches(word, choices, n)
+
+
 def is_optional_field(f: dataclasses.Field) -> bool:
     return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
 
@@ -164,7 +170,7 @@ class _Converter:
         wanted = ", ".join(repr(c) for c in choices)
         hint = ""
         if isinstance(node, ScalarNode):
-            close = difflib.get_close_matches(str(node.value), [str(c) for c in choices], 1)
+            close = _close_matches(str(node.value), [str(c) for c in choices], 1)
             hint = f" (did you mean {quote(close[0])}?)" if close else ""
         return self.error(node, f"expected one of {wanted}, got {_describe(node)}{hint}")
 
@@ -223,7 +229,7 @@ class _Converter:
             key = key_node.value if isinstance(key_node, ScalarNode) else None
             if not isinstance(key, str) or key not in known:
                 shown = key if isinstance(key, str) else _describe(key_node)
-                close = difflib.get_close_matches(str(shown), list(known), 1)
+                close = _close_matches(str(shown), list(known), 1)
                 hint = f" (did you mean {quote(close[0])}?)" if close else ""
                 allowed = ", ".join(known)
                 self.error(
@@ -651,18 +657,23 @@ def parse(text: str, path: str) -> Spec:
     return dataclasses.replace(spec, path=path, source=text)
 
 
-def load(path: str | Path) -> Spec:
-    """Load and check one spec file."""
+def load(path: str | Path, cached: bool = False) -> Spec:
+    """Load and check one spec file; with ``cached``, through :mod:`codegen.loadcache`."""
     display = str(path)
-    return parse(read_text(Path(path), display), display)
+    text = read_text(Path(path), display)
+    if cached:
+        from .loadcache import remembered
+
+        return remembered("spec", display, text, parse)
+    return parse(text, display)
 
 
-def load_all(paths: Iterable[str | Path]) -> list[Spec]:
+def load_all(paths: Iterable[str | Path], cached: bool = False) -> list[Spec]:
     """Load several spec files, reporting the problems of all of them at once."""
     specs, problems = [], []
     for p in paths:
         try:
-            specs.append(load(p))
+            specs.append(load(p, cached))
         except SpecError as exc:
             problems += exc.diagnostics
     if problems:

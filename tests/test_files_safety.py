@@ -594,3 +594,32 @@ def test_a_real_process_exits_130_or_143_and_leaves_no_temp_file(
     assert result.returncode == status, result.stderr
     assert "Traceback" not in result.stderr
     assert tree(project / "generated") == before and not temps(project)
+
+
+def test_a_replaced_file_reaches_the_disk_before_its_rename(tmp_path, monkeypatch):
+    """The bytes that replace a file are synced before the rename drops the old ones; a new
+    file, with nothing before it to lose, is not (a first render writes many)."""
+    events = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}").rpartition("/")[2]))
+        return real_fsync(fd)
+
+    def rename(src, dst, **kw):
+        events.append(("rename", src))
+        return real_rename(src, dst, **kw)
+
+    monkeypatch.setattr(outtree.os, "fsync", fsync)
+    monkeypatch.setattr(outtree.os, "rename", rename)
+    files = render_all(load_all([ROOT / "isa" / "rmpopt.yaml"]))
+    n = len(files)
+    assert n > 1
+    outtree.write_tree(files, tmp_path)
+    assert [kind for kind, _ in events] == ["rename"] * n  # all new: no fsync
+    events.clear()
+    changed = {rel: text.replace("do not edit.", "do not edit!") for rel, text in files.items()}
+    outtree.write_tree(changed, tmp_path)
+    assert [kind for kind, _ in events] == ["fsync"] * n + ["rename"] * n
+    assert sorted(name for _, name in events[:n]) == sorted(name for _, name in events[n:])
+    assert {rel: (tmp_path / rel).read_text() for rel in files} == changed

@@ -96,13 +96,43 @@ def test_a_record_refuses_a_method_it_would_replace():
                 return True
 
 
-def test_a_record_compiles_only_init(monkeypatch):
+def test_a_record_compiles_only_init_and_only_when_first_used(monkeypatch):
     compiled = []
     create = dataclasses._create_fn
     monkeypatch.setattr(dataclasses, "_create_fn", lambda name, *a, **k: compiled.append(name)
                         or create(name, *a, **k))  # fmt: skip
-    ours()
-    assert compiled == ["__init__", "__init__"]  # the standard decorator: six for each class
+    thing = ours()
+    assert compiled == []  # the standard decorator: six for each class, at once
+    thing(1), thing(2)
+    assert compiled == ["__init__"]  # Thing's, once; Base was never made
+    assert thing.__init__.__qualname__ == "Thing.__init__"
+    assert inspect.signature(thing.__mro__[1]).parameters.keys() == {"marks"}
+    assert compiled == ["__init__", "__init__"]  # asking for Base's signature compiled it
+
+
+def test_a_record_init_runs_post_init_and_factories():
+    @record
+    class Base:
+        items: list = field(default_factory=list)
+
+        def __post_init__(self):
+            object.__setattr__(self, "seen", len(self.items))
+
+    @record
+    class Child(Base):
+        n: int = 0
+
+    a, b = Child(), Child([1, 2], n=3)
+    assert (a.items, a.seen, b.items, b.seen, b.n) == ([], 0, [1, 2], 2, 3)
+    assert a.items is not Child().items  # a new list each time
+    with pytest.raises(TypeError, match="defines __init__"):
+
+        @record
+        class Own:
+            a: int
+
+            def __init__(self, a):
+                pass
 
 
 def spec_objects():

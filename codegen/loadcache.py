@@ -1,0 +1,163 @@
+"""Checked documents kept between runs, so that a command starts without re-reading them.
+
+Reading a spec (or the table of known encodings) is a pure function of its text, the
+path it is shown as, kgen's code and the libraries that read it (PyYAML and iced-x86).
+:func:`remembered` keeps a result under :func:`codegen.cache_root`/``loaded``, keyed by
+every one of those, and returns it when the same key comes again: a changed byte in the
+document, in any of kgen's modules or data files, or another library version or Python is
+another key.  Only documents without a problem are kept: a spec that fails is read again,
+so its messages are always the loader's own.
+
+An entry names its key and holds the sha256 of its payload; it is used only when both
+match, it is a regular file of the user who runs kgen, and nobody else may write it;
+anything else is a miss.  A cache that cannot be read or written is no cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import pickle
+import stat
+import sys
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import TypeVar
+
+from . import cache_root, cachedir
+
+T = TypeVar("T")
+PACKAGE = Path(__file__).resolve().parent
+MAGIC = b"kgen-loaded 1\n"
+MAX_ENTRY = 64 << 20  # bytes: a checked spec is ~10 KB; anything this big is not kgen's
+
+
+def _library(name: str) -> str:
+    """Which installed copy of a library ``name`` is, found without importing it: where it
+    is, the versions its directory's dist-info entries name, and its files' sizes and times."""
+    from importlib.machinery import PathFinder
+
+    found = PathFinder.find_spec(name)
+    if found is None or not found.origin:
+        return f"{name}: none"
+    origin = Path(found.origin)
+    home = origin.parent.parent if found.submodule_search_locations else origin.parent
+    parts = [str(origin)]
+    try:
+        parts += sorted(
+            e
+            for e in os.listdir(home)
+            if e.endswith(".dist-info") and e.lower().startswith(f"{name.lower()}-")
+        )
+        with os.scandir(origin.parent) as entries:
+            parts += sorted(f"{e.name}:{e.stat().st_size}:{e.stat().st_mtime_ns}"
+                            for e in entries if e.is_file())  # fmt: skip
+    except OSError:
+        pass
+    return "\0".join(parts)
+
+
+def package_digest(package: Path = PACKAGE) -> str:
+    """sha256 over the bytes of a package's modules and its data/ files, with their names."""
+    h = hashlib.sha256()
+    for sub in ("", "data/"):
+        with contextlib.suppress(FileNotFoundError):
+            for name in sorted(os.listdir(package / sub)):
+                if name.endswith((".py", ".yaml")):
+                    with open(package / sub / name, "rb") as f:
+                        h.update(f"{sub}{name}".encode() + b"\0" + f.read() + b"\0")
+    return h.hexdigest()
+
+
+@cache
+def code_digest() -> str:
+    """What reading a document depends on besides the document: kgen's modules and data
+    (their bytes), Python, PyYAML and iced-x86 (where they are, their versions and files)."""
+    import yaml
+
+    h = hashlib.sha256()
+    for part in (sys.version, sys.implementation.cache_tag, yaml.__version__,
+                 str(yaml.__with_libyaml__), _library("yaml"), _library("iced_x86"),
+                 package_digest()):  # fmt: skip
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()
+
+
+def _directory() -> Path:
+    return cache_root() / "loaded"
+
+
+def _key(kind: str, path: str, text: str) -> str:
+    h = hashlib.sha256()
+    for part in (code_digest(), kind, path, text):
+        h.update(part.encode("utf-8", "surrogatepass") + b"\0")
+    return h.hexdigest()[:32]
+
+
+def _read(entry: Path) -> bytes | None:
+    """The payload of ``entry`` if it is whole and only its owner (this user) could write it."""
+    try:
+        fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid()
+                or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or st.st_size > MAX_ENTRY):  # fmt: skip
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    head, _, rest = data.partition(b"\n")
+    key, _, rest = rest.partition(b"\n")
+    digest, _, payload = rest.partition(b"\n")
+    if (head + b"\n" != MAGIC or key != entry.name.encode()
+            or hashlib.sha256(payload).hexdigest().encode() != digest):  # fmt: skip
+        return None  # not whole, or another key's entry under this name
+    return payload
+
+
+def _store(entry: Path, value: object) -> None:
+    try:
+        payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001 - a value pickle cannot keep is not kept
+        return
+    data = b"%s%s\n%s\n%s" % (MAGIC, entry.name.encode(), hashlib.sha256(payload).hexdigest().encode(),
+                              payload)  # fmt: skip
+    directory = entry.parent
+    tmp = directory / f".{entry.name}.{os.urandom(4).hex()}.tmp"
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)  # fmt: skip
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, entry)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return
+    cachedir.prune(directory)
+
+
+def remembered(kind: str, path: str, text: str, read: Callable[[str, str], T]) -> T:
+    """``read(text, path)``, or what it returned last time for the same ``kind`` of document,
+    ``path``, ``text`` and code.  Whatever ``read`` raises is raised, and nothing kept."""
+    entry = _directory() / _key(kind, path, text)
+    payload = _read(entry)
+    if payload is not None:
+        try:
+            value = pickle.loads(payload)
+        except Exception:  # noqa: BLE001 - an entry of another kgen's classes: read again
+            pass
+        else:
+            cachedir.used(entry)
+            return value
+    value = read(text, path)
+    _store(entry, value)
+    return value

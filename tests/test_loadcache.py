@@ -1,0 +1,209 @@
+"""Checked specs kept between runs (codegen/loadcache.py).
+
+A spec from the cache must be the spec the loader reads, whatever was cached before it:
+each test compares against a fresh parse, and the last ones break the key or the entry
+check on purpose and see the comparison fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from codegen import loadcache, spec
+from codegen.diagnostics import SpecError
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLED = sorted((ROOT / "isa").glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch) -> Path:
+    """A cache of this test's own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path / "xdg" / "kgen" / "loaded"
+
+
+def entries(cache: Path) -> list[Path]:
+    return (
+        sorted(p for p in cache.iterdir() if not p.name.startswith(".")) if cache.is_dir() else []
+    )
+
+
+def test_every_bundled_spec_comes_back_as_the_loader_reads_it(cache, monkeypatch):
+    fresh = spec.load_all(BUNDLED)
+    first = spec.load_all(BUNDLED, cached=True)
+    assert len(entries(cache)) == len(BUNDLED)
+    monkeypatch.setattr(spec, "parse", lambda text, path: pytest.fail(f"{path} was parsed"))
+    again = spec.load_all(BUNDLED, cached=True)
+    for a, b, c in zip(fresh, first, again, strict=True):
+        assert a == b == c
+        # what equality leaves out (marks, path, source) must match as well
+        assert (a.path, a.source, a.marks) == (c.path, c.source, c.marks)
+        assert repr(a) == repr(c)
+
+
+def same_text_two_paths(tmp_path: Path) -> None:
+    """One text at two paths: each spec names its own path, in its marks and messages."""
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    text = (ROOT / "isa" / "rmpopt.yaml").read_text()
+    a.write_text(text)
+    b.write_text(text)
+    (sa,) = spec.load_all([a], cached=True)
+    (sb,) = spec.load_all([b], cached=True)
+    assert sa.path == str(a) and sb.path == str(b)
+    assert sb.instruction.mark("mnemonic").path == str(b)
+
+
+def test_the_path_is_part_of_the_key(tmp_path):
+    same_text_two_paths(tmp_path)
+
+
+def test_a_key_without_the_path_is_caught(tmp_path, monkeypatch):
+    key = loadcache._key
+    monkeypatch.setattr(loadcache, "_key", lambda kind, path, text: key(kind, "", text))
+    with pytest.raises(AssertionError):
+        same_text_two_paths(tmp_path)
+
+
+def edited_text_is_read_again(tmp_path: Path) -> None:
+    path = tmp_path / "rmpopt.yaml"
+    text = (ROOT / "isa" / "rmpopt.yaml").read_text()
+    path.write_text(text)
+    spec.load_all([path], cached=True)
+    path.write_text(text.replace("mnemonic: rmpopt", "mnemonic: rmpoptx", 1))
+    (edited,) = spec.load_all([path], cached=True)
+    assert edited.instruction.mnemonic == "rmpoptx"
+
+
+def test_an_edited_spec_is_read_again(tmp_path):
+    edited_text_is_read_again(tmp_path)
+
+
+def test_a_key_without_the_text_is_caught(tmp_path, monkeypatch):
+    key = loadcache._key
+    monkeypatch.setattr(loadcache, "_key", lambda kind, path, text: key(kind, path, ""))
+    with pytest.raises(AssertionError):
+        edited_text_is_read_again(tmp_path)
+
+
+def test_other_code_is_another_key(cache, monkeypatch):
+    spec.load_all(BUNDLED[:1], cached=True)
+    monkeypatch.setattr(loadcache, "code_digest", lambda: "another kgen")
+    spec.load_all(BUNDLED[:1], cached=True)
+    assert len(entries(cache)) == 2
+
+
+def test_the_code_digest_follows_every_module_and_data_file(tmp_path):
+    package = tmp_path / "pkg"
+    shutil.copytree(loadcache.PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
+    before = loadcache.package_digest(package)
+    assert before == loadcache.package_digest(loadcache.PACKAGE)
+    for edited in (package / "x86.py", package / "data" / "known_encodings.yaml"):
+        original = edited.read_bytes()
+        edited.write_bytes(original + b"\n")
+        assert loadcache.package_digest(package) != before, edited
+        edited.write_bytes(original)
+    assert loadcache.package_digest(package) == before
+
+
+def test_a_library_is_known_by_its_files(tmp_path, monkeypatch):
+    lib = tmp_path / "somelib"
+    lib.mkdir()
+    (lib / "__init__.py").write_text("")
+    (lib / "_ext.so").write_bytes(b"x" * 10)
+    (tmp_path / "somelib-1.0.dist-info").mkdir()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = loadcache._library("somelib")
+    assert "somelib-1.0.dist-info" in before
+    (lib / "_ext.so").write_bytes(b"y" * 11)  # an upgrade rewrites its files
+    assert loadcache._library("somelib") != before
+    assert loadcache._library("no_such_library_here") == "no_such_library_here: none"
+
+
+def test_a_spec_with_a_problem_is_never_kept(cache, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        (ROOT / "isa" / "rmpopt.yaml").read_text().replace("mnemonic: rmpopt", "mnemonic: 1x", 1)
+    )
+    for _ in range(2):
+        with pytest.raises(SpecError) as exc:
+            spec.load_all([bad], cached=True)
+        assert "'1x' is not a C identifier" in str(exc.value.diagnostics[0])
+    assert entries(cache) == []
+
+
+def damage(entry: Path, how: str, other: Path) -> None:
+    data = entry.read_bytes()
+    if how == "truncated":
+        entry.write_bytes(data[:-10])
+    elif how == "flipped":
+        entry.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    elif how == "empty":
+        entry.write_bytes(b"")
+    elif how == "group-writable":
+        entry.chmod(0o664)
+    elif how == "link":
+        target = entry.with_name("elsewhere")
+        entry.rename(target)
+        entry.symlink_to(target)
+    elif how == "another key's":  # whole, and this user's: another spec's entry
+        entry.write_bytes(other.read_bytes())
+
+
+@pytest.mark.parametrize(
+    "how", ["truncated", "flipped", "empty", "group-writable", "link", "another key's"]
+)
+def test_a_damaged_entry_is_read_again(cache, tmp_path, how):
+    other = tmp_path / "psmash.yaml"
+    other.write_text((ROOT / "isa" / "psmash.yaml").read_text())
+    spec.load_all([other], cached=True)
+    (other_entry,) = entries(cache)
+    path = tmp_path / "rmpopt.yaml"
+    path.write_text((ROOT / "isa" / "rmpopt.yaml").read_text())
+    (first,) = spec.load_all([path], cached=True)
+    (entry,) = set(entries(cache)) - {other_entry}
+    damage(entry, how, other_entry)
+    (again,) = spec.load_all([path], cached=True)
+    assert again == first and again.source == first.source and again.path == first.path
+
+
+def test_a_swapped_entry_is_caught_only_by_its_key(cache, tmp_path, monkeypatch):
+    """Without the key in the entry, another spec's entry would be taken: the test above sees it."""
+    real = loadcache._read
+
+    def unchecked(entry):
+        payload = real(entry)
+        if payload is None and entry.is_file():
+            return entry.read_bytes().split(b"\n", 3)[3]
+        return payload
+
+    monkeypatch.setattr(loadcache, "_read", unchecked)
+    with pytest.raises(AssertionError):
+        test_a_damaged_entry_is_read_again(cache, tmp_path, "another key's")
+
+
+def test_a_cache_that_cannot_be_written_is_no_cache(tmp_path, monkeypatch):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    assert spec.load_all(BUNDLED, cached=True) == spec.load_all(BUNDLED)
+
+
+def test_render_through_the_cache_is_byte_identical(tmp_path):
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "xdg"), PYTHONPATH=str(ROOT))
+    outs = []
+    for run in ("cold", "warm"):
+        out = tmp_path / run
+        subprocess.run([sys.executable, "-m", "codegen.cli", "render", "--out", str(out)],
+                       cwd=ROOT, env=env, check=True, capture_output=True)  # fmt: skip
+        outs.append({p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()})
+    assert (tmp_path / "xdg" / "kgen" / "loaded").is_dir()
+    assert outs[0] == outs[1] and len(outs[0]) >= len(BUNDLED)
+    assert outs[0] == {p.relative_to(ROOT / "generated"): p.read_bytes()
+                       for p in (ROOT / "generated").rglob("*") if p.is_file()}  # fmt: skip
