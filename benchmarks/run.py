@@ -62,17 +62,17 @@ def paired(cmd_for, runs: int) -> tuple[float, float, float]:
 
 def row_render(runs: int):
     r, t, b = paired(lambda tmp, i: ([*KGEN, "render", "--out", str(tmp / f"out{i}")], None), runs)
-    return f"{r:.1f}x", f"{t:.2f} s vs {b:.2f} s", "<= 1.5x"
+    return f"{r:.2f}x", f"{t:.3f} s vs {b:.3f} s", "<= 1.5x"
 
 
 def row_sweep_json(runs: int):
     r, t, b = paired(lambda tmp, i: ([*SWEEP, "--json"], tmp / "trace.jsonl"), runs)
-    return f"{r:.1f}x", f"{t:.2f} s vs {b:.2f} s", "<= 5x"
+    return f"{r:.2f}x", f"{t:.3f} s vs {b:.3f} s", "<= 5x"
 
 
 def row_sweep_summary(runs: int):
     r, t, b = paired(lambda tmp, i: (SWEEP, None), runs)
-    return f"{r:.1f}x", f"{t:.2f} s vs {b:.2f} s", "<= 2x"
+    return f"{r:.2f}x", f"{t:.3f} s vs {b:.3f} s", "<= 2x"
 
 
 def _cpu() -> float:

@@ -468,11 +468,22 @@ def _shown(path: Path) -> Path:
         return path
 
 
-def render_specs(specs: list[Spec]) -> dict[str, str]:
-    """Render in memory; exit 1 with the reason when a template cannot express a spec."""
-    from .render import RenderError, render_all
+def render_specs(specs: list[Spec], cached: bool = False) -> dict[str, str]:
+    """Render in memory; exit 1 with the reason when a template cannot express a spec.
+
+    With ``cached``, a render of the same inputs kept by :mod:`codegen.loadcache` is used
+    (only `kgen render` does: `kgen check` and every other command render afresh, so a
+    check after a render compares the two)."""
+    from . import render
+    from .render import RenderError, render_all, render_inputs
 
     try:
+        if cached:
+            from .loadcache import remembered
+
+            templates = render.TEMPLATES  # what is rendered with is what the key names
+            return remembered("render", render_inputs(specs, templates),
+                              lambda: render_all(specs, templates))  # fmt: skip
         return render_all(specs)
     except RenderError as exc:
         where = getattr(exc, "spec_path", None)
@@ -553,7 +564,7 @@ def render(specs: tuple[str, ...], out: Path, prune: bool) -> None:
 
     with _interruptible():
         loaded = refuse_clashes(load_specs(specs))
-        files = render_specs(loaded)
+        files = render_specs(loaded, cached=True)
         try:
             changed = write_tree(files, out)
         except TreeError as exc:

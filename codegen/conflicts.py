@@ -46,8 +46,9 @@ def known_encodings(path: Path = KNOWN_ENCODINGS) -> tuple[KnownEncoding, ...]:
         rel = str(path.relative_to(Path.cwd()))
     except ValueError:
         rel = str(path)
-    return remembered("known-encodings", rel, path.read_text(),
-                      lambda text, shown: convert_document(text, shown, KnownEncodings).encodings)  # fmt: skip
+    text = path.read_text()
+    return remembered("known-encodings", (rel, text),
+                      lambda: convert_document(text, rel, KnownEncodings).encodings)  # fmt: skip
 
 
 def _hex(data: tuple[int, ...]) -> str:

@@ -10,7 +10,8 @@ so its messages are always the loader's own.
 
 An entry names its key and holds the sha256 of its payload; it is used only when both
 match, it is a regular file of the user who runs kgen, and nobody else may write it;
-anything else is a miss.  A cache that cannot be read or written is no cache.
+anything else is a miss.  A cache that cannot be read or written is no cache, and with
+``KGEN_NO_LOAD_CACHE`` set (not empty) there is none.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ from . import cache_root, cachedir
 T = TypeVar("T")
 PACKAGE = Path(__file__).resolve().parent
 MAGIC = b"kgen-loaded 1\n"
+OFF = "KGEN_NO_LOAD_CACHE"  # set and not empty: nothing is kept or taken from the cache
 MAX_ENTRY = 64 << 20  # bytes: a checked spec is ~10 KB; anything this big is not kgen's
 
 
-def _library(name: str) -> str:
+def library(name: str) -> str:
     """Which installed copy of a library ``name`` is, found without importing it: where it
     is, the versions its directory's dist-info entries name, and its files' sizes and times."""
     from importlib.machinery import PathFinder
@@ -59,6 +61,15 @@ def _library(name: str) -> str:
     return "\0".join(parts)
 
 
+def files_digest(directory: Path) -> str:
+    """sha256 over the names and bytes of every file below ``directory``."""
+    h = hashlib.sha256()
+    for path in sorted(directory.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            h.update(str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def package_digest(package: Path = PACKAGE) -> str:
     """sha256 over the bytes of a package's modules and its data/ files, with their names."""
     h = hashlib.sha256()
@@ -79,7 +90,7 @@ def code_digest() -> str:
 
     h = hashlib.sha256()
     for part in (sys.version, sys.implementation.cache_tag, yaml.__version__,
-                 str(yaml.__with_libyaml__), _library("yaml"), _library("iced_x86"),
+                 str(yaml.__with_libyaml__), library("yaml"), library("iced_x86"),
                  package_digest()):  # fmt: skip
         h.update(part.encode() + b"\0")
     return h.hexdigest()
@@ -89,9 +100,9 @@ def _directory() -> Path:
     return cache_root() / "loaded"
 
 
-def _key(kind: str, path: str, text: str) -> str:
+def _key(kind: str, parts: tuple[str, ...]) -> str:
     h = hashlib.sha256()
-    for part in (code_digest(), kind, path, text):
+    for part in (code_digest(), kind, *parts):
         h.update(part.encode("utf-8", "surrogatepass") + b"\0")
     return h.hexdigest()[:32]
 
@@ -145,19 +156,22 @@ def _store(entry: Path, value: object) -> None:
     cachedir.prune(directory)
 
 
-def remembered(kind: str, path: str, text: str, read: Callable[[str, str], T]) -> T:
-    """``read(text, path)``, or what it returned last time for the same ``kind`` of document,
-    ``path``, ``text`` and code.  Whatever ``read`` raises is raised, and nothing kept."""
-    entry = _directory() / _key(kind, path, text)
+def remembered(kind: str, parts: tuple[str, ...], compute: Callable[[], T]) -> T:
+    """``compute()``, or what it returned last time for the same ``kind`` of result, ``parts``
+    (everything it depends on besides kgen's code) and code.  Whatever ``compute`` raises is
+    raised, and nothing kept."""
+    if os.environ.get(OFF):
+        return compute()
+    entry = _directory() / _key(kind, parts)
     payload = _read(entry)
     if payload is not None:
         try:
             value = pickle.loads(payload)
-        except Exception:  # noqa: BLE001 - an entry of another kgen's classes: read again
+        except Exception:  # noqa: BLE001 - an entry of another kgen's classes: compute again
             pass
         else:
             cachedir.used(entry)
             return value
-    value = read(text, path)
+    value = compute()
     _store(entry, value)
     return value

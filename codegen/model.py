@@ -58,6 +58,16 @@ _LABEL = re.compile(r"[a-z][a-z0-9-]{0,31}\Z")
 WORKER_NAME_KEYS = ("name", "workqueue", "trigger", "setup", "teardown")
 
 
+def _control(value: str, allowed: str) -> str | None:
+    """The first character of ``value`` that is neither printable nor in ``allowed``."""
+    rest = value
+    for c in allowed:
+        rest = rest.replace(c, "")
+    if rest.isprintable():  # one pass in C for the text that has none
+        return None
+    return next(c for c in value if not (c.isprintable() or c in allowed))
+
+
 def text_problem(kind: str, value: str) -> str | None:
     """Why ``value`` breaks the character rule ``kind``, or None."""
     if kind == "identifier":
@@ -80,8 +90,7 @@ def text_problem(kind: str, value: str) -> str | None:
             return "text must not be empty"
         if "*/" in value or "/*" in value:
             return "text must not contain '/*' or '*/': it is written into a C comment"
-        bad = next((c for c in value if not (c.isprintable() or c == "\n")), None)
-        if bad is not None:
+        if (bad := _control(value, "\n")) is not None:
             return f"text must not contain the control character {bad!r}"
         if not value.isascii():
             return "text must be ASCII: it is written into C source"
@@ -98,8 +107,7 @@ def text_problem(kind: str, value: str) -> str | None:
     if kind == "code":
         if not value.strip():
             return "code must not be empty"
-        bad = next((c for c in value if not (c.isprintable() or c in "\n\t")), None)
-        if bad is not None:
+        if (bad := _control(value, "\n\t")) is not None:
             return f"code must not contain the control character {bad!r}"
         if not value.isascii():
             return "code must be ASCII: it is C source"

@@ -844,6 +844,17 @@ def check_paths(paths: Iterable[str]) -> None:
             raise RenderError(f"{path} would be both a file and the directory of {dirs[path]}")
 
 
+def render_inputs(specs: Iterable[Spec], templates: Path = TEMPLATES) -> tuple[str, ...]:
+    """What :func:`render_all` depends on besides kgen's code: each spec (a spec is its path
+    and text read by that code), every file of ``templates``, Jinja and MarkupSafe."""
+    from .loadcache import files_digest, library
+
+    parts = [str(templates), files_digest(templates), library("jinja2"), library("markupsafe")]
+    for spec in specs:
+        parts += [spec.path, spec.source]
+    return tuple(parts)
+
+
 def render_all(specs: Iterable[Spec], templates: Path = TEMPLATES) -> dict[str, str]:
     """Every generated file of the specs; a RenderError names the spec (``spec_path``)."""
     files: dict[str, str] = {}

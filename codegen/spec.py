@@ -664,7 +664,7 @@ def load(path: str | Path, cached: bool = False) -> Spec:
     if cached:
         from .loadcache import remembered
 
-        return remembered("spec", display, text, parse)
+        return remembered("spec", (display, text), lambda: parse(text, display))
     return parse(text, display)
 
 

@@ -133,6 +133,9 @@ def rmpopt():
 def run_kgen(monkeypatch):
     """Run the CLI in-process from the project root; returns click's Result."""
 
+    # a test may patch kgen's code in this process, which no cache key can see
+    monkeypatch.setenv("KGEN_NO_LOAD_CACHE", "1")
+
     def run(*args: str, cwd: Path = ROOT):
         monkeypatch.chdir(cwd)
         result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=True)

@@ -26,6 +26,7 @@ BUNDLED = sorted((ROOT / "isa").glob("*.yaml"))
 def cache(tmp_path, monkeypatch) -> Path:
     """A cache of this test's own."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv(loadcache.OFF, raising=False)
     return tmp_path / "xdg" / "kgen" / "loaded"
 
 
@@ -66,7 +67,7 @@ def test_the_path_is_part_of_the_key(tmp_path):
 
 def test_a_key_without_the_path_is_caught(tmp_path, monkeypatch):
     key = loadcache._key
-    monkeypatch.setattr(loadcache, "_key", lambda kind, path, text: key(kind, "", text))
+    monkeypatch.setattr(loadcache, "_key", lambda kind, parts: key(kind, ("", parts[1])))
     with pytest.raises(AssertionError):
         same_text_two_paths(tmp_path)
 
@@ -87,7 +88,7 @@ def test_an_edited_spec_is_read_again(tmp_path):
 
 def test_a_key_without_the_text_is_caught(tmp_path, monkeypatch):
     key = loadcache._key
-    monkeypatch.setattr(loadcache, "_key", lambda kind, path, text: key(kind, path, ""))
+    monkeypatch.setattr(loadcache, "_key", lambda kind, parts: key(kind, (parts[0], "")))
     with pytest.raises(AssertionError):
         edited_text_is_read_again(tmp_path)
 
@@ -119,11 +120,11 @@ def test_a_library_is_known_by_its_files(tmp_path, monkeypatch):
     (lib / "_ext.so").write_bytes(b"x" * 10)
     (tmp_path / "somelib-1.0.dist-info").mkdir()
     monkeypatch.syspath_prepend(str(tmp_path))
-    before = loadcache._library("somelib")
+    before = loadcache.library("somelib")
     assert "somelib-1.0.dist-info" in before
     (lib / "_ext.so").write_bytes(b"y" * 11)  # an upgrade rewrites its files
-    assert loadcache._library("somelib") != before
-    assert loadcache._library("no_such_library_here") == "no_such_library_here: none"
+    assert loadcache.library("somelib") != before
+    assert loadcache.library("no_such_library_here") == "no_such_library_here: none"
 
 
 def test_a_spec_with_a_problem_is_never_kept(cache, tmp_path):
@@ -207,3 +208,44 @@ def test_render_through_the_cache_is_byte_identical(tmp_path):
     assert outs[0] == outs[1] and len(outs[0]) >= len(BUNDLED)
     assert outs[0] == {p.relative_to(ROOT / "generated"): p.read_bytes()
                        for p in (ROOT / "generated").rglob("*") if p.is_file()}  # fmt: skip
+
+
+def render_follows_templates(tmp_path: Path, monkeypatch) -> None:
+    """`kgen render` keeps its renders: one with other templates is rendered again."""
+    import click
+
+    from codegen import cli, render
+
+    templates = tmp_path / "templates"
+    shutil.copytree(render.TEMPLATES, templates)
+    monkeypatch.setattr(render, "TEMPLATES", templates)
+    specs = spec.load_all(BUNDLED)
+    assert cli.render_specs(specs, cached=True) == render.render_all(specs, templates)
+    (templates / "helpers.h.j2").write_text("{{ insn.mnemonic }}\n")  # no longer renders
+    with pytest.raises(click.exceptions.Exit):
+        cli.render_specs(specs, cached=True)
+
+
+def test_a_render_is_kept_only_for_the_same_templates(tmp_path, monkeypatch):
+    render_follows_templates(tmp_path, monkeypatch)
+
+
+def test_a_render_key_without_the_templates_is_caught(tmp_path, monkeypatch):
+    from codegen import render
+
+    inputs = render.render_inputs
+    monkeypatch.setattr(render, "render_inputs", lambda specs, templates: inputs(specs)[4:])
+    with pytest.raises(pytest.fail.Exception):
+        render_follows_templates(tmp_path, monkeypatch)
+
+
+def test_render_inputs_name_every_spec_and_template(tmp_path):
+    from codegen import render
+
+    templates = tmp_path / "templates"
+    shutil.copytree(render.TEMPLATES, templates)
+    specs = spec.load_all(BUNDLED)
+    before = render.render_inputs(specs, templates)
+    assert render.render_inputs(specs[:-1], templates) != before
+    (templates / "_banner.j2").write_text((templates / "_banner.j2").read_text() + " ")
+    assert render.render_inputs(specs, templates) != before
