@@ -123,10 +123,10 @@ def cross_check(
                     f"without its {_hex(tuple(prefixes))} prefix, {mnemonic} is "
                     f"{entry.mnemonic} ({_source(entry)}): a CPU that ignores the prefix runs "
                     f"{entry.mnemonic.upper()}"), "note"))  # fmt: skip
-        # the decoder's reading, where it is another instruction whose prefix it ignores;
-        # a note from the table above that names it already says so (one note per hazard)
         if not notes_too:
             continue
+        # the decoder's reading, where it is another instruction whose prefix it ignores;
+        # a note from the table above that names it already says so (one note per hazard)
         d = decode(bytes(data))
         named = [n for n in notes if n.mark == mark and f" is {d.mnemonic} (" in n.message]
         if d.exact and d.mnemonic and d.mnemonic != mnemonic and d.ignored_prefixes and not named:

@@ -70,28 +70,36 @@ def files_digest(directory: Path) -> str:
     return h.hexdigest()
 
 
-def package_digest(package: Path = PACKAGE) -> str:
-    """sha256 over the bytes of a package's modules and its data/ files, with their names."""
+def package_digest(package: Path = PACKAGE) -> str | None:
+    """sha256 over the bytes of a package's modules and its data/ files, with their names;
+    None when its modules cannot be read as files (then nothing may be cached)."""
     h = hashlib.sha256()
-    for sub in ("", "data/"):
-        with contextlib.suppress(FileNotFoundError):
+    modules = 0
+    try:
+        for sub in ("", "data/"):
             for name in sorted(os.listdir(package / sub)):
                 if name.endswith((".py", ".yaml")):
+                    modules += name.endswith(".py")
                     with open(package / sub / name, "rb") as f:
                         h.update(f"{sub}{name}".encode() + b"\0" + f.read() + b"\0")
-    return h.hexdigest()
+    except OSError:
+        return None
+    return h.hexdigest() if modules else None
 
 
 @cache
-def code_digest() -> str:
+def code_digest() -> str | None:
     """What reading a document depends on besides the document: kgen's modules and data
-    (their bytes), Python, PyYAML and iced-x86 (where they are, their versions and files)."""
+    (their bytes), Python, PyYAML and iced-x86 (where they are, their versions and files);
+    None when kgen's own modules cannot be read."""
     import yaml
 
+    package = package_digest()
+    if package is None:
+        return None
     h = hashlib.sha256()
     for part in (sys.version, sys.implementation.cache_tag, yaml.__version__,
-                 str(yaml.__with_libyaml__), library("yaml"), library("iced_x86"),
-                 package_digest()):  # fmt: skip
+                 str(yaml.__with_libyaml__), library("yaml"), library("iced_x86"), package):  # fmt: skip
         h.update(part.encode() + b"\0")
     return h.hexdigest()
 
@@ -100,9 +108,9 @@ def _directory() -> Path:
     return cache_root() / "loaded"
 
 
-def _key(kind: str, parts: tuple[str, ...]) -> str:
+def _key(code: str, kind: str, parts: tuple[str, ...]) -> str:
     h = hashlib.sha256()
-    for part in (code_digest(), kind, *parts):
+    for part in (code, kind, *parts):
         h.update(part.encode("utf-8", "surrogatepass") + b"\0")
     return h.hexdigest()[:32]
 
@@ -160,9 +168,10 @@ def remembered(kind: str, parts: tuple[str, ...], compute: Callable[[], T]) -> T
     """``compute()``, or what it returned last time for the same ``kind`` of result, ``parts``
     (everything it depends on besides kgen's code) and code.  Whatever ``compute`` raises is
     raised, and nothing kept."""
-    if os.environ.get(OFF):
+    code = code_digest()
+    if code is None or os.environ.get(OFF):
         return compute()
-    entry = _directory() / _key(kind, parts)
+    entry = _directory() / _key(code, kind, parts)
     payload = _read(entry)
     if payload is not None:
         try:

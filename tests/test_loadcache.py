@@ -67,7 +67,9 @@ def test_the_path_is_part_of_the_key(tmp_path):
 
 def test_a_key_without_the_path_is_caught(tmp_path, monkeypatch):
     key = loadcache._key
-    monkeypatch.setattr(loadcache, "_key", lambda kind, parts: key(kind, ("", parts[1])))
+    monkeypatch.setattr(
+        loadcache, "_key", lambda code, kind, parts: key(code, kind, ("", parts[1]))
+    )
     with pytest.raises(AssertionError):
         same_text_two_paths(tmp_path)
 
@@ -88,7 +90,9 @@ def test_an_edited_spec_is_read_again(tmp_path):
 
 def test_a_key_without_the_text_is_caught(tmp_path, monkeypatch):
     key = loadcache._key
-    monkeypatch.setattr(loadcache, "_key", lambda kind, parts: key(kind, (parts[0], "")))
+    monkeypatch.setattr(
+        loadcache, "_key", lambda code, kind, parts: key(code, kind, (parts[0], ""))
+    )
     with pytest.raises(AssertionError):
         edited_text_is_read_again(tmp_path)
 
@@ -111,6 +115,7 @@ def test_the_code_digest_follows_every_module_and_data_file(tmp_path):
         assert loadcache.package_digest(package) != before, edited
         edited.write_bytes(original)
     assert loadcache.package_digest(package) == before
+    assert loadcache.package_digest(tmp_path / "nothing") is None  # then nothing is cached
 
 
 def test_a_library_is_known_by_its_files(tmp_path, monkeypatch):
@@ -249,3 +254,18 @@ def test_render_inputs_name_every_spec_and_template(tmp_path):
     assert render.render_inputs(specs[:-1], templates) != before
     (templates / "_banner.j2").write_text((templates / "_banner.j2").read_text() + " ")
     assert render.render_inputs(specs, templates) != before
+
+
+def test_kgen_whose_modules_cannot_be_read_keeps_nothing(cache, monkeypatch):
+    monkeypatch.setattr(loadcache, "code_digest", lambda: None)
+    assert spec.load_all(BUNDLED, cached=True) == spec.load_all(BUNDLED)
+    assert entries(cache) == []
+
+
+def test_the_switch_turns_the_cache_off(cache, monkeypatch):
+    monkeypatch.setenv(loadcache.OFF, "1")
+    spec.load_all(BUNDLED, cached=True)
+    assert entries(cache) == []
+    monkeypatch.setenv(loadcache.OFF, "")  # set but empty: on
+    spec.load_all(BUNDLED, cached=True)
+    assert len(entries(cache)) == len(BUNDLED)
