@@ -143,7 +143,7 @@ ROWS = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("rows", nargs="*", metavar="ROW", help=", ".join(ROWS))
-    ap.add_argument("--runs", type=int, default=7, help="paired runs of a start-up row")
+    ap.add_argument("--runs", type=int, default=21, help="paired runs of a start-up row")
     ap.add_argument("--compare-runs", type=int, default=1, help="runs of a compare row")
     ap.add_argument("--suite", action="store_true", help="also time make quick and make test")
     args = ap.parse_args()
