@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import os
 import pickle
-import stat
 import sys
 from collections.abc import Callable
 from functools import cache
@@ -109,21 +108,9 @@ def _key(kind: str, parts: tuple[str, ...]) -> str:
 
 def _read(entry: Path) -> bytes | None:
     """The payload of ``entry`` if it is whole and only its owner (this user) could write it."""
-    try:
-        fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
+    data = cachedir.read_own(entry, MAX_ENTRY)
+    if data is None:
         return None
-    try:
-        st = os.fstat(fd)
-        if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid()
-                or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or st.st_size > MAX_ENTRY):  # fmt: skip
-            return None
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
     head, _, rest = data.partition(b"\n")
     key, _, rest = rest.partition(b"\n")
     digest, _, payload = rest.partition(b"\n")
@@ -150,9 +137,10 @@ def _store(entry: Path, value: object) -> None:
             f.write(data)
         os.replace(tmp, entry)
     except OSError:
+        return
+    finally:  # also on Ctrl-C or SIGTERM: pruning leaves names with a dot to their writer
         with contextlib.suppress(OSError):
             tmp.unlink()
-        return
     cachedir.prune(directory)
 
 

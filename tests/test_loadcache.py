@@ -249,3 +249,39 @@ def test_render_inputs_name_every_spec_and_template(tmp_path):
     assert render.render_inputs(specs[:-1], templates) != before
     (templates / "_banner.j2").write_text((templates / "_banner.j2").read_text() + " ")
     assert render.render_inputs(specs, templates) != before
+
+
+def test_a_fifo_in_place_of_an_entry_is_a_miss_not_a_hang(cache, tmp_path):
+    """Opening a FIFO for reading waits for a writer: an entry that is one must not block kgen."""
+    import threading
+
+    path = tmp_path / "rmpopt.yaml"
+    path.write_text((ROOT / "isa" / "rmpopt.yaml").read_text())
+    (first,) = spec.load_all([path], cached=True)
+    (entry,) = entries(cache)
+    entry.unlink()
+    os.mkfifo(entry)
+    got: list = []
+    reader = threading.Thread(target=lambda: got.extend(spec.load_all([path], cached=True)))
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():
+        with open(entry, "wb"):  # a writer lets the blocked open return, and the thread end
+            pass
+        reader.join()
+        pytest.fail("a FIFO in the cache blocked the load")
+    assert got == [first] and got[0].source == first.source
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit])
+def test_a_store_stopped_midway_leaves_nothing_behind(cache, tmp_path, monkeypatch, stop):
+    """Ctrl-C (KeyboardInterrupt) or SIGTERM (an exception the command raises) while an entry
+    is written: its temporary file is removed, since pruning never removes a name with a dot."""
+
+    def interrupted(src, dst):
+        raise stop
+
+    monkeypatch.setattr(loadcache.os, "replace", interrupted)
+    with pytest.raises(stop):
+        spec.load_all(BUNDLED[:1], cached=True)
+    assert list(cache.iterdir()) == []
