@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import os
 import textwrap
 from collections.abc import Iterable
@@ -20,7 +21,7 @@ from typing import Any
 
 import jinja2
 
-from . import __version__, cache_root
+from . import __version__, cache_root, cachedir
 from .diagnostics import quote, size_text
 from .kernelapi import NEWEST, Profile
 from .model import (
@@ -242,6 +243,9 @@ _OPTIONS: dict[str, Any] = dict(
 )
 
 
+MAX_COMPILED = 16 << 20  # bytes: a compiled template is ~20 KB
+
+
 class _TemplateCache(jinja2.FileSystemBytecodeCache):
     """Compiled bundled templates kept between runs, beside the harness objects.
 
@@ -256,8 +260,12 @@ class _TemplateCache(jinja2.FileSystemBytecodeCache):
         super().__init__(str(cache_root() / "templates"), f"{tag}-%s.cache")
 
     def load_bytecode(self, bucket: Any) -> None:
+        # code that render runs: only from a regular file that no other user could write
+        data = cachedir.read_own(self._get_cache_filename(bucket), MAX_COMPILED)
+        if data is None:
+            return
         try:
-            super().load_bytecode(bucket)
+            bucket.load_bytecode(io.BytesIO(data))
         except Exception:  # noqa: BLE001 - an unreadable or foreign entry: compile again
             bucket.reset()
 

@@ -7,6 +7,7 @@ check on purpose and see the comparison fail.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -285,3 +286,64 @@ def test_a_store_stopped_midway_leaves_nothing_behind(cache, tmp_path, monkeypat
     with pytest.raises(stop):
         spec.load_all(BUNDLED[:1], cached=True)
     assert list(cache.iterdir()) == []
+
+
+def kgen_render(out: Path, xdg: Path, timeout: float = 60) -> dict[Path, bytes]:
+    """`kgen render` of rmpopt into ``out`` with the cache ``xdg``, its renders not kept (the
+    compiled templates are), and the files it wrote."""
+    env = dict(os.environ, XDG_CACHE_HOME=str(xdg), PYTHONPATH=str(ROOT), KGEN_NO_LOAD_CACHE="1")
+    shutil.rmtree(out, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "codegen.cli", "render", "--out", str(out), "isa/rmpopt.yaml"],
+                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=timeout)  # fmt: skip
+    return {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+def test_a_fifo_in_the_template_cache_is_a_miss_not_a_hang(tmp_path):
+    xdg = tmp_path / "xdg"
+    first = kgen_render(tmp_path / "out", xdg)
+    compiled = sorted((xdg / "kgen" / "templates").iterdir())
+    assert compiled
+    for entry in compiled:
+        entry.unlink()
+        os.mkfifo(entry)
+    try:
+        assert kgen_render(tmp_path / "out", xdg, timeout=30) == first
+    finally:
+        for entry in compiled:  # nothing waits on them any more, whatever happened
+            with contextlib.suppress(OSError):
+                fd = os.open(entry, os.O_WRONLY | os.O_NONBLOCK)
+                os.close(fd)
+
+
+@pytest.mark.parametrize("how", ["world-writable", "another user's"])
+def test_a_compiled_template_anyone_could_have_written_is_not_run(tmp_path, how):
+    """The template cache holds code that render runs: one that another user wrote (or could
+    have) is compiled again, as loaded/ refuses such an entry."""
+    from jinja2.bccache import Bucket
+
+    from codegen import render
+
+    xdg = tmp_path / "xdg"
+    first = kgen_render(tmp_path / "out", xdg)
+    env = render.environment()
+    source = (render.TEMPLATES / "helpers.h.j2").read_text()
+    cache = render._TemplateCache()
+    filename = os.path.normpath(render.TEMPLATES / "helpers.h.j2")  # as Jinja's loader names it
+    bucket = Bucket(
+        env, cache.get_cache_key("helpers.h.j2", filename), cache.get_source_checksum(source)
+    )
+    bucket.code = env.compile("planted\n", "helpers.h.j2")  # right checksum, other code
+    entry = Path(cache._get_cache_filename(bucket))
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with open(entry, "wb") as f:
+        bucket.write_bytecode(f)
+    assert entry.is_file()
+    planted = kgen_render(tmp_path / "out", xdg)  # this user's own entry is run: the plant works
+    assert planted != first and b"planted\n" in planted.values()
+    if how == "world-writable":
+        entry.chmod(0o666)
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("only root can give a file to another user")
+        os.chown(entry, 65534, 65534)
+    assert kgen_render(tmp_path / "out", xdg) == first
