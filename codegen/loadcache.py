@@ -61,11 +61,26 @@ def library(name: str) -> str:
 
 
 def files_digest(directory: Path) -> str:
-    """sha256 over the names and bytes of every file below ``directory``."""
+    """sha256 over the names and bytes of every file below ``directory``, also through a link
+    to a directory (as Jinja's loader reads them); a directory reached twice is read once."""
     h = hashlib.sha256()
-    for path in sorted(directory.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
-            h.update(str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes() + b"\0")
+    seen: set[tuple[int, int]] = set()
+    for root, dirs, files in os.walk(directory, followlinks=True):
+        try:
+            st = os.stat(root)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(set(dirs) - {"__pycache__"})
+        for name in sorted(files):
+            path = Path(root, name)
+            if path.is_file():
+                h.update(
+                    str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes() + b"\0"
+                )
     return h.hexdigest()
 
 

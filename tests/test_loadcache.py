@@ -347,3 +347,18 @@ def test_a_compiled_template_anyone_could_have_written_is_not_run(tmp_path, how)
             pytest.skip("only root can give a file to another user")
         os.chown(entry, 65534, 65534)
     assert kgen_render(tmp_path / "out", xdg) == first
+
+
+def test_a_template_in_a_linked_directory_is_in_the_render_key(tmp_path):
+    """Jinja reads a template through a link to a directory, so the key must too."""
+    from codegen import render
+
+    templates, elsewhere = tmp_path / "templates", tmp_path / "elsewhere"
+    shutil.copytree(render.TEMPLATES, templates)
+    elsewhere.mkdir()
+    (elsewhere / "part.j2").write_text("one\n")
+    (templates / "parts").symlink_to(elsewhere)
+    (templates / "loop").symlink_to(templates)  # a link back up is read once, not without end
+    before = loadcache.files_digest(templates)
+    (elsewhere / "part.j2").write_text("two\n")
+    assert loadcache.files_digest(templates) != before
