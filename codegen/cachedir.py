@@ -16,8 +16,9 @@ import stat
 from pathlib import Path
 
 # entries kept in each cache directory: a level is ~200 KB (a spec's units and harnesses at
-# one optimisation level, per compiler), a harness object ~50 KB, a checked spec ~10 KB
-LIMITS = {"levels": 256, "objects": 256, "loaded": 512}
+# one optimisation level, per compiler), a harness object ~50 KB, a checked spec ~10 KB, a
+# compiled template ~20 KB (seven of them for each version of kgen's code)
+LIMITS = {"levels": 256, "objects": 256, "loaded": 512, "templates": 64}
 
 
 def read_own(path: Path | str, limit: int) -> bytes | None:

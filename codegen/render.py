@@ -250,12 +250,14 @@ class _TemplateCache(jinja2.FileSystemBytecodeCache):
     """Compiled bundled templates kept between runs, beside the harness objects.
 
     Jinja checks each entry against the template's source; the file name pattern
-    holds what else the compiled code depends on (Jinja's and kgen's versions and
+    holds what else the compiled code depends on (Jinja's version, kgen's code and
     the environment's options).  A cache that cannot be read or written is no cache.
     """
 
     def __init__(self) -> None:
-        tag = hashlib.sha256(repr((jinja2.__version__, __version__, sorted(_OPTIONS.items())))
+        from .loadcache import code_digest  # kgen's modules: the filters the code was compiled with
+
+        tag = hashlib.sha256(repr((jinja2.__version__, code_digest(), sorted(_OPTIONS.items())))
                              .encode()).hexdigest()[:12]  # fmt: skip
         super().__init__(str(cache_root() / "templates"), f"{tag}-%s.cache")
 
@@ -268,13 +270,16 @@ class _TemplateCache(jinja2.FileSystemBytecodeCache):
             bucket.load_bytecode(io.BytesIO(data))
         except Exception:  # noqa: BLE001 - an unreadable or foreign entry: compile again
             bucket.reset()
+        else:
+            cachedir.used(Path(self._get_cache_filename(bucket)))
 
     def dump_bytecode(self, bucket: Any) -> None:
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
             super().dump_bytecode(bucket)
         except OSError:
-            pass
+            return
+        cachedir.prune(Path(self.directory))  # each change of kgen's code compiles them anew
 
 
 @functools.lru_cache(maxsize=8)

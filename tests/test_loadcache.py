@@ -362,3 +362,43 @@ def test_a_template_in_a_linked_directory_is_in_the_render_key(tmp_path):
     before = loadcache.files_digest(templates)
     (elsewhere / "part.j2").write_text("two\n")
     assert loadcache.files_digest(templates) != before
+
+
+def test_a_template_compiled_by_other_code_is_compiled_again(tmp_path, monkeypatch):
+    """Compiled template code depends on kgen's code too (the filters it names, and any it
+    folds into constants): a template compiled before kgen changed is compiled again."""
+    from codegen import render
+
+    (rmpopt,) = spec.load_all([ROOT / "isa" / "rmpopt.yaml"])
+    try:
+        render.environment.cache_clear()
+        render.render_spec(rmpopt)  # compiles the templates, and keeps them
+        assert list((tmp_path / "xdg" / "kgen" / "templates").iterdir())
+        monkeypatch.delitem(render.FILTERS, "hex")  # another kgen: one without this filter
+        monkeypatch.setattr(loadcache, "code_digest", lambda: "another kgen")
+        render.environment.cache_clear()
+        with pytest.raises(render.RenderError) as kept:
+            render.render_spec(rmpopt)
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty"))
+        render.environment.cache_clear()
+        with pytest.raises(render.RenderError) as fresh:
+            render.render_spec(rmpopt)
+        assert str(kept.value) == str(fresh.value)
+    finally:
+        render.environment.cache_clear()  # its filters are this test's
+
+
+def test_compiled_templates_stay_bounded(tmp_path, monkeypatch):
+    """Each change of kgen's code compiles the templates anew: the old ones are pruned."""
+    from codegen import cachedir, render
+
+    monkeypatch.setitem(cachedir.LIMITS, "templates", 2)
+    (rmpopt,) = spec.load_all([ROOT / "isa" / "rmpopt.yaml"])
+    try:
+        render.environment.cache_clear()
+        first = render.render_spec(rmpopt)
+        assert len(list((tmp_path / "xdg" / "kgen" / "templates").iterdir())) == 2
+        render.environment.cache_clear()
+        assert render.render_spec(rmpopt) == first
+    finally:
+        render.environment.cache_clear()
