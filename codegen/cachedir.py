@@ -12,11 +12,35 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 from pathlib import Path
 
 # entries kept in each cache directory: a level is ~200 KB (a spec's units and harnesses at
-# one optimisation level, per compiler), a harness object ~50 KB, a checked spec ~10 KB
-LIMITS = {"levels": 256, "objects": 256, "loaded": 512}
+# one optimisation level, per compiler), a harness object ~50 KB, a checked spec ~10 KB, a
+# compiled template ~20 KB (seven of them for each version of kgen's code)
+LIMITS = {"levels": 256, "objects": 256, "loaded": 512, "templates": 64}
+
+
+def read_own(path: Path | str, limit: int) -> bytes | None:
+    """The bytes of the cache file ``path`` when it is a regular file of this user that nobody
+    else may write, at most ``limit`` bytes long; otherwise (or unreadable) None.  A link is
+    not followed, and a FIFO or device is refused without waiting for a writer."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid()
+                or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or st.st_size > limit):  # fmt: skip
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(limit + 1)  # a file that grew since fstat is not read without end
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data if len(data) <= limit else None
 
 
 def used(entry: Path) -> None:

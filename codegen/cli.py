@@ -1111,8 +1111,12 @@ def doctor() -> None:
         for path in sorted(DEFAULT_ISA_DIR.glob("*.yaml")):  # and the bundled specs'
             with contextlib.suppress(SpecError):
                 snp += [s.instruction.mnemonic for s in load_all([path], cached=True)]
-        for mnemonic in dict.fromkeys(snp):
-            (known if assemble(clang, mnemonic) else unknown).append(mnemonic)
+        try:
+            for mnemonic in dict.fromkeys(snp):
+                (known if assemble(clang, mnemonic) else unknown).append(mnemonic)
+        except ToolchainError as exc:
+            click.echo(f"clang: cannot assemble: {exc}", err=True)
+            sys.exit(1)
         click.echo(f"SNP mnemonics clang assembles: {' '.join(known) or 'none'}")
         click.echo(
             f"SNP mnemonics it does not:     {' '.join(unknown) or 'none'} (kgen emits .byte)"

@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import os
 import pickle
-import stat
 import sys
 from collections.abc import Callable
 from functools import cache
@@ -62,11 +61,26 @@ def library(name: str) -> str:
 
 
 def files_digest(directory: Path) -> str:
-    """sha256 over the names and bytes of every file below ``directory``."""
+    """sha256 over the names and bytes of every file below ``directory``, also through a link
+    to a directory (as Jinja's loader reads them); a directory reached twice is read once."""
     h = hashlib.sha256()
-    for path in sorted(directory.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
-            h.update(str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes() + b"\0")
+    seen: set[tuple[int, int]] = set()
+    for root, dirs, files in os.walk(directory, followlinks=True):
+        try:
+            st = os.stat(root)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(set(dirs) - {"__pycache__"})
+        for name in sorted(files):
+            path = Path(root, name)
+            if path.is_file():
+                h.update(
+                    str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes() + b"\0"
+                )
     return h.hexdigest()
 
 
@@ -117,21 +131,9 @@ def _key(code: str, kind: str, parts: tuple[str, ...]) -> str:
 
 def _read(entry: Path) -> bytes | None:
     """The payload of ``entry`` if it is whole and only its owner (this user) could write it."""
-    try:
-        fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
+    data = cachedir.read_own(entry, MAX_ENTRY)
+    if data is None:
         return None
-    try:
-        st = os.fstat(fd)
-        if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid()
-                or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or st.st_size > MAX_ENTRY):  # fmt: skip
-            return None
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
     head, _, rest = data.partition(b"\n")
     key, _, rest = rest.partition(b"\n")
     digest, _, payload = rest.partition(b"\n")
@@ -158,9 +160,10 @@ def _store(entry: Path, value: object) -> None:
             f.write(data)
         os.replace(tmp, entry)
     except OSError:
+        return
+    finally:  # also on Ctrl-C or SIGTERM: pruning leaves names with a dot to their writer
         with contextlib.suppress(OSError):
             tmp.unlink()
-        return
     cachedir.prune(directory)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import os
 import textwrap
 from collections.abc import Iterable
@@ -20,7 +21,7 @@ from typing import Any
 
 import jinja2
 
-from . import __version__, cache_root
+from . import __version__, cache_root, cachedir
 from .diagnostics import quote, size_text
 from .kernelapi import NEWEST, Profile
 from .model import (
@@ -242,31 +243,43 @@ _OPTIONS: dict[str, Any] = dict(
 )
 
 
+MAX_COMPILED = 16 << 20  # bytes: a compiled template is ~20 KB
+
+
 class _TemplateCache(jinja2.FileSystemBytecodeCache):
     """Compiled bundled templates kept between runs, beside the harness objects.
 
     Jinja checks each entry against the template's source; the file name pattern
-    holds what else the compiled code depends on (Jinja's and kgen's versions and
+    holds what else the compiled code depends on (Jinja's version, kgen's code and
     the environment's options).  A cache that cannot be read or written is no cache.
     """
 
     def __init__(self) -> None:
-        tag = hashlib.sha256(repr((jinja2.__version__, __version__, sorted(_OPTIONS.items())))
+        from .loadcache import code_digest  # kgen's modules: the filters the code was compiled with
+
+        tag = hashlib.sha256(repr((jinja2.__version__, code_digest(), sorted(_OPTIONS.items())))
                              .encode()).hexdigest()[:12]  # fmt: skip
         super().__init__(str(cache_root() / "templates"), f"{tag}-%s.cache")
 
     def load_bytecode(self, bucket: Any) -> None:
+        # code that render runs: only from a regular file that no other user could write
+        data = cachedir.read_own(self._get_cache_filename(bucket), MAX_COMPILED)
+        if data is None:
+            return
         try:
-            super().load_bytecode(bucket)
+            bucket.load_bytecode(io.BytesIO(data))
         except Exception:  # noqa: BLE001 - an unreadable or foreign entry: compile again
             bucket.reset()
+        else:
+            cachedir.used(Path(self._get_cache_filename(bucket)))
 
     def dump_bytecode(self, bucket: Any) -> None:
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
             super().dump_bytecode(bucket)
         except OSError:
-            pass
+            return
+        cachedir.prune(Path(self.directory))  # each change of kgen's code compiles them anew
 
 
 @functools.lru_cache(maxsize=8)

@@ -60,4 +60,4 @@ def test_a_link_is_removed_not_followed(tmp_path):
 
 def test_a_missing_directory_is_no_error(tmp_path):
     assert cachedir.prune(tmp_path / "levels") == []
-    assert set(cachedir.LIMITS) == {"levels", "objects", "loaded"}
+    assert set(cachedir.LIMITS) == {"levels", "objects", "loaded", "templates"}

@@ -7,6 +7,7 @@ check on purpose and see the comparison fail.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -269,3 +270,155 @@ def test_the_switch_turns_the_cache_off(cache, monkeypatch):
     monkeypatch.setenv(loadcache.OFF, "")  # set but empty: on
     spec.load_all(BUNDLED, cached=True)
     assert len(entries(cache)) == len(BUNDLED)
+
+
+def test_a_fifo_in_place_of_an_entry_is_a_miss_not_a_hang(cache, tmp_path):
+    """Opening a FIFO for reading waits for a writer: an entry that is one must not block kgen."""
+    import threading
+
+    path = tmp_path / "rmpopt.yaml"
+    path.write_text((ROOT / "isa" / "rmpopt.yaml").read_text())
+    (first,) = spec.load_all([path], cached=True)
+    (entry,) = entries(cache)
+    entry.unlink()
+    os.mkfifo(entry)
+    got: list = []
+    reader = threading.Thread(target=lambda: got.extend(spec.load_all([path], cached=True)))
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():
+        with open(entry, "wb"):  # a writer lets the blocked open return, and the thread end
+            pass
+        reader.join()
+        pytest.fail("a FIFO in the cache blocked the load")
+    assert got == [first] and got[0].source == first.source
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit])
+def test_a_store_stopped_midway_leaves_nothing_behind(cache, tmp_path, monkeypatch, stop):
+    """Ctrl-C (KeyboardInterrupt) or SIGTERM (an exception the command raises) while an entry
+    is written: its temporary file is removed, since pruning never removes a name with a dot."""
+
+    def interrupted(src, dst):
+        raise stop
+
+    monkeypatch.setattr(loadcache.os, "replace", interrupted)
+    with pytest.raises(stop):
+        spec.load_all(BUNDLED[:1], cached=True)
+    assert list(cache.iterdir()) == []
+
+
+def kgen_render(out: Path, xdg: Path, timeout: float = 60) -> dict[Path, bytes]:
+    """`kgen render` of rmpopt into ``out`` with the cache ``xdg``, its renders not kept (the
+    compiled templates are), and the files it wrote."""
+    env = dict(os.environ, XDG_CACHE_HOME=str(xdg), PYTHONPATH=str(ROOT), KGEN_NO_LOAD_CACHE="1")
+    shutil.rmtree(out, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "codegen.cli", "render", "--out", str(out), "isa/rmpopt.yaml"],
+                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=timeout)  # fmt: skip
+    return {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+def test_a_fifo_in_the_template_cache_is_a_miss_not_a_hang(tmp_path):
+    xdg = tmp_path / "xdg"
+    first = kgen_render(tmp_path / "out", xdg)
+    compiled = sorted((xdg / "kgen" / "templates").iterdir())
+    assert compiled
+    for entry in compiled:
+        entry.unlink()
+        os.mkfifo(entry)
+    try:
+        assert kgen_render(tmp_path / "out", xdg, timeout=30) == first
+    finally:
+        for entry in compiled:  # nothing waits on them any more, whatever happened
+            with contextlib.suppress(OSError):
+                fd = os.open(entry, os.O_WRONLY | os.O_NONBLOCK)
+                os.close(fd)
+
+
+@pytest.mark.parametrize("how", ["world-writable", "another user's"])
+def test_a_compiled_template_anyone_could_have_written_is_not_run(tmp_path, how):
+    """The template cache holds code that render runs: one that another user wrote (or could
+    have) is compiled again, as loaded/ refuses such an entry."""
+    from jinja2.bccache import Bucket
+
+    from codegen import render
+
+    xdg = tmp_path / "xdg"
+    first = kgen_render(tmp_path / "out", xdg)
+    env = render.environment()
+    source = (render.TEMPLATES / "helpers.h.j2").read_text()
+    cache = render._TemplateCache()
+    filename = os.path.normpath(render.TEMPLATES / "helpers.h.j2")  # as Jinja's loader names it
+    bucket = Bucket(
+        env, cache.get_cache_key("helpers.h.j2", filename), cache.get_source_checksum(source)
+    )
+    bucket.code = env.compile("planted\n", "helpers.h.j2")  # right checksum, other code
+    entry = Path(cache._get_cache_filename(bucket))
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with open(entry, "wb") as f:
+        bucket.write_bytecode(f)
+    assert entry.is_file()
+    planted = kgen_render(tmp_path / "out", xdg)  # this user's own entry is run: the plant works
+    assert planted != first and b"planted\n" in planted.values()
+    if how == "world-writable":
+        entry.chmod(0o666)
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("only root can give a file to another user")
+        os.chown(entry, 65534, 65534)
+    assert kgen_render(tmp_path / "out", xdg) == first
+
+
+def test_a_template_in_a_linked_directory_is_in_the_render_key(tmp_path):
+    """Jinja reads a template through a link to a directory, so the key must too."""
+    from codegen import render
+
+    templates, elsewhere = tmp_path / "templates", tmp_path / "elsewhere"
+    shutil.copytree(render.TEMPLATES, templates)
+    elsewhere.mkdir()
+    (elsewhere / "part.j2").write_text("one\n")
+    (templates / "parts").symlink_to(elsewhere)
+    (templates / "loop").symlink_to(templates)  # a link back up is read once, not without end
+    before = loadcache.files_digest(templates)
+    (elsewhere / "part.j2").write_text("two\n")
+    assert loadcache.files_digest(templates) != before
+
+
+def test_a_template_compiled_by_other_code_is_compiled_again(tmp_path, monkeypatch):
+    """Compiled template code depends on kgen's code too (the filters it names, and any it
+    folds into constants): a template compiled before kgen changed is compiled again."""
+    from codegen import render
+
+    (rmpopt,) = spec.load_all([ROOT / "isa" / "rmpopt.yaml"])
+    try:
+        render.environment.cache_clear()
+        render.render_spec(rmpopt)  # compiles the templates, and keeps them
+        assert list((tmp_path / "xdg" / "kgen" / "templates").iterdir())
+        monkeypatch.delitem(render.FILTERS, "hex")  # another kgen: one without this filter
+        monkeypatch.setattr(loadcache, "code_digest", lambda: "another kgen")
+        render.environment.cache_clear()
+        with pytest.raises(render.RenderError) as kept:
+            render.render_spec(rmpopt)
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty"))
+        render.environment.cache_clear()
+        with pytest.raises(render.RenderError) as fresh:
+            render.render_spec(rmpopt)
+        assert str(kept.value) == str(fresh.value)
+    finally:
+        render.environment.cache_clear()  # its filters are this test's
+
+
+def test_compiled_templates_stay_bounded(tmp_path, monkeypatch):
+    """Each change of kgen's code compiles the templates anew: the old ones are pruned."""
+    from codegen import cachedir, render
+
+    monkeypatch.setitem(cachedir.LIMITS, "templates", 2)
+    (rmpopt,) = spec.load_all([ROOT / "isa" / "rmpopt.yaml"])
+    try:
+        render.environment.cache_clear()
+        first = render.render_spec(rmpopt)
+        assert len(list((tmp_path / "xdg" / "kgen" / "templates").iterdir())) == 2
+        render.environment.cache_clear()
+        assert render.render_spec(rmpopt) == first
+    finally:
+        render.environment.cache_clear()
