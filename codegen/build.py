@@ -242,7 +242,9 @@ def _cached_object(compiler: Compiler, name: str, cmd_tail: list[str], work: Pat
     Each entry is written beside its final name and renamed into place (so
     the cache may be on another filesystem than the build), with the sha256
     of its bytes recorded in ``<entry>.sha256``; an entry that does not match
-    its record (empty, truncated, overwritten) is rebuilt, never used.
+    its record (empty, truncated, overwritten), or that is not a regular file
+    only this user can write, is rebuilt, never used.  What is linked is a copy
+    in ``work`` of the bytes checked, not the cache's file.
     """
     sources = [HARNESS_DIR / f"{name}.c", HARNESS_DIR / "kharness.h", SHIM_HEADER]
     key = hashlib.sha256(
@@ -251,9 +253,12 @@ def _cached_object(compiler: Compiler, name: str, cmd_tail: list[str], work: Pat
         ).encode()
     ).hexdigest()[:24]
     cache = _cache_dir() / f"{name}-{key}.o"
-    if _valid_entry(cache):
+    local = work / f"{name}.harness.o"  # beside the units, named unlike any of them
+    data = _valid_entry(cache)
+    if data is not None:
         cachedir.used(cache)
-        return cache
+        local.write_bytes(data)
+        return local
     cache.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{cache.name}.", suffix=".tmp", dir=cache.parent)
     os.close(fd)
@@ -264,29 +269,32 @@ def _cached_object(compiler: Compiler, name: str, cmd_tail: list[str], work: Pat
         data = tmp.read_bytes()
         if not data.startswith(ELF_MAGIC):
             raise BuildError(f"{compiler.name} wrote no object file for the harness's {name}.c")
+        tmp.chmod(0o600)
         os.replace(tmp, cache)
         _write_atomic(_digest_path(cache), hashlib.sha256(data).hexdigest() + "\n")
         cachedir.prune(cache.parent, sidecars=(".sha256",))
     finally:
         tmp.unlink(missing_ok=True)
-    return cache
+    local.write_bytes(data)
+    return local
 
 
 ELF_MAGIC = b"\x7fELF"
+MAX_ENTRY_FILE = 256 << 20  # bytes: no object or program of a harness comes near
 
 
 def _digest_path(entry: Path) -> Path:
     return entry.with_name(entry.name + ".sha256")
 
 
-def _valid_entry(entry: Path) -> bool:
-    """Whether a cached object is there, an ELF file, and the bytes that were recorded."""
-    try:
-        data = entry.read_bytes()
-        recorded = _digest_path(entry).read_text().strip()
-    except OSError:
-        return False
-    return data.startswith(ELF_MAGIC) and hashlib.sha256(data).hexdigest() == recorded
+def _valid_entry(entry: Path) -> bytes | None:
+    """A cached object's bytes, when it is there, this user's own (a regular file nobody else
+    may write), an ELF file, and the bytes that were recorded; otherwise None."""
+    data = cachedir.read_own(entry, MAX_ENTRY_FILE)
+    recorded = cachedir.read_own(_digest_path(entry), 1024)
+    if data is None or recorded is None or not data.startswith(ELF_MAGIC):
+        return None
+    return data if hashlib.sha256(data).hexdigest().encode() == recorded.strip() else None
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -401,19 +409,23 @@ def _cached_level(key: str | None, compiler: Compiler, opt: str, tus: list[Unit]
     names.update({"harness": work / f"harness{opt}.{compiler.family}",
                   "harness.elf": work / f"harness{opt}.{compiler.family}.elf"})  # fmt: skip
     entry = _cache_dir().parent / "levels" / key
-    try:
-        manifest = [line.partition(" ") for line in (entry / "MANIFEST").read_text().splitlines()]
-        if any(name not in names for _, _, name in manifest):
-            return None
-        data = {name: (entry / name).read_bytes() for _, _, name in manifest}
-    except OSError:
+    listed = cachedir.read_own(entry / "MANIFEST", 1 << 16)
+    if listed is None:
         return None
-    if any(hashlib.sha256(data[name]).hexdigest() != digest for digest, _, name in manifest):
+    manifest = [line.partition(" ") for line in listed.decode(errors="replace").splitlines()]
+    if any(name not in names for _, _, name in manifest):
+        return None
+    data = {name: cachedir.read_own(entry / name, MAX_ENTRY_FILE) for _, _, name in manifest}
+    if any(
+        content is None or hashlib.sha256(content).hexdigest() != digest
+        for (digest, _, name), content in zip(manifest, data.values(), strict=True)
+    ):
         return None
     if any(f"{u.name}.o" not in data for u in tus):
         return None
     cachedir.used(entry)
     for name, content in data.items():
+        assert content is not None  # checked above
         names[name].write_bytes(content)
         if name.startswith("harness"):
             names[name].chmod(0o700)
@@ -427,9 +439,7 @@ def _store_level(key: str, harness: Harness, tus: list[Unit]) -> None:
     import shutil
 
     root = _cache_dir().parent / "levels"
-    entry = root / key
-    if entry.exists():
-        return
+    entry = root / key  # if it is there, it was refused (damaged, or not only ours): replaced
     names = {obj: f"{u.name}.o" for obj, u in zip(harness.units, tus, strict=True)}
     names.update({harness.native: "harness", harness.emulated: "harness.elf"})
     try:
@@ -438,10 +448,18 @@ def _store_level(key: str, harness: Harness, tus: list[Unit]) -> None:
         try:
             lines = []
             for src in _level_files(harness):
-                shutil.copy2(src, tmp / names[src])
+                shutil.copyfile(src, tmp / names[src])
                 lines.append(f"{hashlib.sha256(src.read_bytes()).hexdigest()} {names[src]}")
             (tmp / "MANIFEST").write_text("\n".join(lines) + "\n")
-            os.rename(tmp, entry)  # whole, or (another build stored it first) not at all
+            for f in tmp.iterdir():
+                f.chmod(0o600)  # read only as this user's own (whatever the umask)
+            try:
+                os.rename(tmp, entry)  # whole, or (another build stored it first) not at all
+            except OSError:
+                if not entry.is_dir() or entry.is_symlink():
+                    raise
+                shutil.rmtree(entry, ignore_errors=True)
+                os.rename(tmp, entry)
             cachedir.prune(root)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -13,12 +13,14 @@ import contextlib
 import os
 import shutil
 import stat
+import time
 from pathlib import Path
 
 # entries kept in each cache directory: a level is ~200 KB (a spec's units and harnesses at
 # one optimisation level, per compiler), a harness object ~50 KB, a checked spec ~10 KB, a
 # compiled template ~20 KB (seven of them for each version of kgen's code)
 LIMITS = {"levels": 256, "objects": 256, "loaded": 512, "templates": 64}
+ABANDONED = 24 * 3600  # seconds after which a temporary name (a dot name) is a dead store's
 
 
 def read_own(path: Path | str, limit: int) -> bytes | None:
@@ -44,9 +46,10 @@ def read_own(path: Path | str, limit: int) -> bytes | None:
 
 
 def used(entry: Path) -> None:
-    """Mark ``entry`` as just used (its modification time), so pruning keeps it longest."""
-    with contextlib.suppress(OSError):
-        os.utime(entry)
+    """Mark ``entry`` as just used (its modification time), so pruning keeps it longest; a
+    link's own time, never its target's."""
+    with contextlib.suppress(OSError, NotImplementedError):
+        os.utime(entry, follow_symlinks=False)
 
 
 def _group(name: str, suffixes: tuple[str, ...]) -> str:
@@ -58,17 +61,25 @@ def _group(name: str, suffixes: tuple[str, ...]) -> str:
 
 def prune(directory: Path, keep: int | None = None, sidecars: tuple[str, ...] = ()) -> list[str]:
     """Remove all but the ``keep`` most recently used entries of ``directory`` (its limit in
-    :data:`LIMITS` by default); returns the names removed.  Names starting with a dot (an
-    entry being written) are left alone, and a file ``<entry><sidecar>`` goes with its entry.
+    :data:`LIMITS` by default); returns the names removed.  A name starting with a dot (an
+    entry being written) is left alone unless it is older than :data:`ABANDONED` (a store
+    killed before it could clean up), and a file ``<entry><sidecar>`` goes with its entry.
     """
     keep = LIMITS[directory.name] if keep is None else keep
     groups: dict[str, list[os.DirEntry]] = {}
+    abandoned: list[os.DirEntry] = []
     try:
         with os.scandir(directory) as it:
             for e in it:
                 if not e.name.startswith("."):
                     groups.setdefault(_group(e.name, sidecars), []).append(e)
+                elif _age(e) > ABANDONED:
+                    abandoned.append(e)
     except OSError:
+        return []
+    for e in abandoned:
+        _remove(e)
+    if len(groups) <= keep:
         return []
     if len(groups) <= keep:
         return []
@@ -83,10 +94,21 @@ def prune(directory: Path, keep: int | None = None, sidecars: tuple[str, ...] = 
     removed = []
     for name in sorted(groups, key=last_used)[: len(groups) - keep]:
         for e in groups[name]:
-            with contextlib.suppress(OSError):
-                if e.is_dir(follow_symlinks=False):
-                    shutil.rmtree(e.path)
-                else:
-                    os.unlink(e.path)
+            _remove(e)
         removed.append(name)
     return removed
+
+
+def _age(e: os.DirEntry) -> float:
+    try:
+        return time.time() - e.stat(follow_symlinks=False).st_mtime
+    except OSError:
+        return 0.0
+
+
+def _remove(e: os.DirEntry) -> None:
+    with contextlib.suppress(OSError):
+        if e.is_dir(follow_symlinks=False):
+            shutil.rmtree(e.path)
+        else:
+            os.unlink(e.path)

@@ -124,8 +124,9 @@ def _directory() -> Path:
 
 def _key(code: str, kind: str, parts: tuple[str, ...]) -> str:
     h = hashlib.sha256()
-    for part in (code, kind, *parts):
-        h.update(part.encode("utf-8", "surrogatepass") + b"\0")
+    for part in (code, kind, *parts):  # each with its length: no two lists of parts meet
+        data = part.encode("utf-8", "surrogatepass")
+        h.update(b"%d:%s" % (len(data), data))
     return h.hexdigest()[:32]
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
 from codegen import cachedir
 
@@ -40,10 +42,19 @@ def test_sidecars_go_with_their_entry_and_entries_being_written_stay(tmp_path):
     entry(tmp_path, "core-1.o.sha256", 3000)  # the newest time of a group counts
     entry(tmp_path, "core-2.o", 2000)
     entry(tmp_path, "core-2.o.sha256", 2000)
-    entry(tmp_path, ".core-3.o.tmp", 0)
+    entry(tmp_path, ".core-3.o.tmp", time.time() - 60)  # being written now
+    entry(tmp_path, ".core-4.o.tmp", time.time() - cachedir.ABANDONED - 60)  # a killed store's
     assert cachedir.prune(tmp_path, keep=1, sidecars=(".sha256",)) == ["core-2.o"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".core-3.o.tmp", "core-1.o",
                                                           "core-1.o.sha256"]  # fmt: skip
+
+
+def test_used_marks_a_link_not_what_it_points_at(tmp_path):
+    target = entry(tmp_path, "target", 1000)
+    (tmp_path / "link").symlink_to(target)
+    cachedir.used(tmp_path / "link")
+    assert target.stat().st_mtime == 1000
+    assert (tmp_path / "link").lstat().st_mtime > 1000
 
 
 def test_a_link_is_removed_not_followed(tmp_path):
@@ -61,3 +72,12 @@ def test_a_link_is_removed_not_followed(tmp_path):
 def test_a_missing_directory_is_no_error(tmp_path):
     assert cachedir.prune(tmp_path / "levels") == []
     assert set(cachedir.LIMITS) == {"levels", "objects", "loaded", "templates"}
+
+
+def test_a_relative_xdg_cache_home_is_ignored(monkeypatch, tmp_path):
+    from codegen import cache_root
+
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/dir")
+    assert cache_root() == Path(os.path.expanduser("~")) / ".cache" / "kgen"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache_root() == tmp_path / "kgen"

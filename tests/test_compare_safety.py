@@ -6,6 +6,8 @@ import gc
 import os
 import re
 import signal
+import stat
+import threading
 import time
 from pathlib import Path
 
@@ -73,6 +75,45 @@ def test_a_bad_cached_object_is_rebuilt(cache_dir, tmp_path, bad):
     core.write_bytes(bad)
     (h,) = _build(tmp_path / "b")  # links: the bad entry was noticed and rebuilt
     assert core.read_bytes() == good and h.native.exists()
+
+
+def test_a_cached_object_is_linked_from_a_checked_copy_and_only_if_it_is_ours(cache_dir, tmp_path):
+    (h,) = _build(tmp_path / "a")
+    assert h.harness and all(tmp_path / "a" in p.parents for p in h.harness)  # not the cache's file
+    (core,) = cache_dir.glob("core-*.o")
+    assert stat.S_IMODE(core.stat().st_mode) == 0o600
+    good = core.read_bytes()
+    core.chmod(0o666)  # anyone could have written it: not taken
+    (h,) = _build(tmp_path / "b")
+    assert stat.S_IMODE(core.stat().st_mode) == 0o600 and core.read_bytes() == good
+    core.unlink()
+    os.mkfifo(core)  # a FIFO is a miss at once, never a wait for a writer
+    done = []
+    worker = threading.Thread(target=lambda: done.append(_build(tmp_path / "c")), daemon=True)
+    worker.start()
+    worker.join(120)
+    assert done and core.read_bytes() == good
+
+
+def test_a_level_kept_under_a_shared_umask_is_taken_and_a_refused_one_replaced(
+    cache_dir, tmp_path, monkeypatch
+):
+    old = os.umask(0o002)
+    try:
+        _cached_build(tmp_path / "a", opts=("-O2",))
+    finally:
+        os.umask(old)
+    (entry,) = (cache_dir.parent / "levels").iterdir()
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in entry.iterdir())
+    seen = _compiles(monkeypatch)
+    _cached_build(tmp_path / "b", opts=("-O2",))
+    assert seen == []  # taken
+    (entry / "MANIFEST").chmod(0o664)  # refused from now on, so built again and replaced
+    _cached_build(tmp_path / "c", opts=("-O2",))
+    assert seen
+    seen.clear()
+    _cached_build(tmp_path / "d", opts=("-O2",))
+    assert seen == []
 
 
 def _cached_build(work: Path, files=None, opts=("-O2", "-Os")):

@@ -422,3 +422,8 @@ def test_compiled_templates_stay_bounded(tmp_path, monkeypatch):
         assert render.render_spec(rmpopt) == first
     finally:
         render.environment.cache_clear()
+
+
+def test_key_parts_cannot_run_into_each_other():
+    assert loadcache._key("c", "k", ("a\0b", "c")) != loadcache._key("c", "k", ("a", "b\0c"))
+    assert loadcache._key("c", "k", ("ab",)) != loadcache._key("c", "k", ("a", "b"))
