@@ -282,6 +282,14 @@ class _TemplateCache(jinja2.FileSystemBytecodeCache):
         cachedir.prune(Path(self.directory))  # each change of kgen's code compiles them anew
 
 
+def _template_cache() -> _TemplateCache | None:
+    """The compiled templates' cache, or none when kgen's own code cannot be read (its
+    compiled templates could then outlive a change of the filters they were compiled with)."""
+    from .loadcache import code_digest
+
+    return _TemplateCache() if code_digest() is not None else None
+
+
 @functools.lru_cache(maxsize=8)
 def environment(
     templates: Path = TEMPLATES, sizes: frozenset[str] | None = None
@@ -292,7 +300,7 @@ def environment(
         loader=jinja2.FileSystemLoader(str(templates)),
         undefined=jinja2.StrictUndefined,
         finalize=_finalize,
-        bytecode_cache=_TemplateCache() if templates == TEMPLATES else None,
+        bytecode_cache=_template_cache() if templates == TEMPLATES else None,
         **_OPTIONS,
     )
     env.filters.update({name: _strict(fn) for name, fn in FILTERS.items()})

@@ -427,3 +427,12 @@ def test_compiled_templates_stay_bounded(tmp_path, monkeypatch):
 def test_key_parts_cannot_run_into_each_other():
     assert loadcache._key("c", "k", ("a\0b", "c")) != loadcache._key("c", "k", ("a", "b\0c"))
     assert loadcache._key("c", "k", ("ab",)) != loadcache._key("c", "k", ("a", "b"))
+
+
+def test_no_template_cache_when_kgen_s_code_cannot_be_read(monkeypatch):
+    from codegen import render
+
+    monkeypatch.setattr(loadcache, "code_digest", lambda: None)
+    assert render._template_cache() is None
+    monkeypatch.setattr(loadcache, "code_digest", lambda: "some kgen")
+    assert render._template_cache() is not None
