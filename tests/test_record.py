@@ -245,3 +245,28 @@ def test_a_record_whose_init_cannot_be_written_fails_where_it_is_defined():
             object.__setattr__(self, "e", d)
 
     assert (Fine(c=2, d=5).c, Fine().e) == (2, 1)
+
+
+def test_a_mark_orders_and_hashes_as_the_ordered_dataclass_it_was():
+    from codegen.diagnostics import Mark
+
+    @dataclass(frozen=True, order=True)
+    class Old:
+        path: str
+        line: int
+        col: int
+
+    grid = [
+        (p, line, col) for p in ("a.yaml", "b.yaml", "") for line in (0, 1, 10) for col in (0, 2)
+    ]
+    for x in grid:
+        assert hash(Mark(*x)) == hash(Old(*x))
+        for y in grid:
+            new, old = (Mark(*x), Mark(*y)), (Old(*x), Old(*y))
+            for op in ("__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__"):
+                assert getattr(new[0], op)(new[1]) == getattr(old[0], op)(old[1]), (x, op, y)
+    assert sorted(Mark(*x) for x in reversed(grid)) == [Mark(*x) for x in sorted(grid)]
+    for op in ("__lt__", "__le__", "__gt__", "__ge__"):
+        assert getattr(Mark("a", 1, 1), op)(("a", 1, 1)) is NotImplemented
+    with pytest.raises(TypeError):
+        Mark("a", 1, 1) < Old("a", 1, 1)  # noqa: B015 - the comparison is what is tested
