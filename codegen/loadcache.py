@@ -154,7 +154,7 @@ def _store(entry: Path, value: object) -> None:
     directory = entry.parent
     tmp = directory / f".{entry.name}.{os.urandom(4).hex()}.tmp"
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        cachedir.make_dir(directory)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600)  # fmt: skip
         with os.fdopen(fd, "wb") as f:
