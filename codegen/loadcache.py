@@ -78,9 +78,11 @@ def files_digest(directory: Path) -> str:
         for name in sorted(files):
             path = Path(root, name)
             if path.is_file():
-                h.update(
-                    str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes() + b"\0"
-                )
+                try:
+                    data = b"=" + path.read_bytes()
+                except OSError as exc:  # gone since it was listed, or unreadable, as for Jinja
+                    data = b"?%d" % (exc.errno or 0)
+                h.update(str(path.relative_to(directory)).encode() + b"\0" + data + b"\0")
     return h.hexdigest()
 
 

@@ -427,3 +427,24 @@ def test_compiled_templates_stay_bounded(tmp_path, monkeypatch):
 def test_key_parts_cannot_run_into_each_other():
     assert loadcache._key("c", "k", ("a\0b", "c")) != loadcache._key("c", "k", ("a", "b\0c"))
     assert loadcache._key("c", "k", ("ab",)) != loadcache._key("c", "k", ("a", "b"))
+
+
+def test_a_template_file_gone_while_it_is_listed_is_no_crash(tmp_path, monkeypatch):
+    """An editor's swap file removed between listing the templates and reading them (or a file
+    that cannot be read) is part of the key as such, not a traceback of `kgen render`."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "a.j2").write_text("a\n")
+    swap = templates / ".a.j2.swp"
+    swap.write_text("x")
+    before = loadcache.files_digest(templates)
+    is_file = Path.is_file
+
+    def racing(path):
+        found = is_file(path)
+        if path.name == swap.name:
+            swap.unlink(missing_ok=True)
+        return found
+
+    monkeypatch.setattr(Path, "is_file", racing)
+    assert loadcache.files_digest(templates) != before
