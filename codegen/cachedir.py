@@ -95,8 +95,6 @@ def prune(directory: Path, keep: int | None = None, sidecars: tuple[str, ...] = 
         _remove(e)
     if len(groups) <= keep:
         return []
-    if len(groups) <= keep:
-        return []
 
     def last_used(name: str) -> float:
         times = []
