@@ -259,7 +259,7 @@ def _cached_object(compiler: Compiler, name: str, cmd_tail: list[str], work: Pat
         cachedir.used(cache)
         local.write_bytes(data)
         return local
-    cache.parent.mkdir(parents=True, exist_ok=True)
+    cachedir.make_dir(cache.parent)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{cache.name}.", suffix=".tmp", dir=cache.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -271,7 +271,7 @@ def _cached_object(compiler: Compiler, name: str, cmd_tail: list[str], work: Pat
             raise BuildError(f"{compiler.name} wrote no object file for the harness's {name}.c")
         tmp.chmod(0o600)
         os.replace(tmp, cache)
-        _write_atomic(_digest_path(cache), hashlib.sha256(data).hexdigest() + "\n")
+        _write_atomic(_digest_path(cache), f"{hashlib.sha256(data).hexdigest()} {cache.name}\n")
         cachedir.prune(cache.parent, sidecars=(".sha256",))
     finally:
         tmp.unlink(missing_ok=True)
@@ -289,12 +289,14 @@ def _digest_path(entry: Path) -> Path:
 
 def _valid_entry(entry: Path) -> bytes | None:
     """A cached object's bytes, when it is there, this user's own (a regular file nobody else
-    may write), an ELF file, and the bytes that were recorded; otherwise None."""
+    may write), an ELF file, and the bytes that were recorded under this entry's name (not
+    another entry's, moved here); otherwise None."""
     data = cachedir.read_own(entry, MAX_ENTRY_FILE)
     recorded = cachedir.read_own(_digest_path(entry), 1024)
     if data is None or recorded is None or not data.startswith(ELF_MAGIC):
         return None
-    return data if hashlib.sha256(data).hexdigest().encode() == recorded.strip() else None
+    expected = f"{hashlib.sha256(data).hexdigest()} {entry.name}".encode()
+    return data if recorded.strip() == expected else None
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -412,7 +414,10 @@ def _cached_level(key: str | None, compiler: Compiler, opt: str, tus: list[Unit]
     listed = cachedir.read_own(entry / "MANIFEST", 1 << 16)
     if listed is None:
         return None
-    manifest = [line.partition(" ") for line in listed.decode(errors="replace").splitlines()]
+    stored_as, *lines = listed.decode(errors="replace").splitlines() or [""]
+    if stored_as != key:  # another key's level, moved here
+        return None
+    manifest = [line.partition(" ") for line in lines]
     if any(name not in names for _, _, name in manifest):
         return None
     data = {name: cachedir.read_own(entry / name, MAX_ENTRY_FILE) for _, _, name in manifest}
@@ -443,10 +448,10 @@ def _store_level(key: str, harness: Harness, tus: list[Unit]) -> None:
     names = {obj: f"{u.name}.o" for obj, u in zip(harness.units, tus, strict=True)}
     names.update({harness.native: "harness", harness.emulated: "harness.elf"})
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        cachedir.make_dir(root)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
         try:
-            lines = []
+            lines = [key]  # the level names its key
             for src in _level_files(harness):
                 shutil.copyfile(src, tmp / names[src])
                 lines.append(f"{hashlib.sha256(src.read_bytes()).hexdigest()} {names[src]}")

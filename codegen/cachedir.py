@@ -45,6 +45,20 @@ def read_own(path: Path | str, limit: int) -> bytes | None:
     return data if len(data) <= limit else None
 
 
+def make_dir(directory: Path | str) -> None:
+    """Make ``directory`` and whichever of its parents are missing, each 0700 whatever the
+    umask (in a directory another user may write, that user may rename or replace an
+    entry); OSError when it cannot be made."""
+    missing = []
+    path = Path(directory)
+    while not path.is_dir() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+
+
 def used(entry: Path) -> None:
     """Mark ``entry`` as just used (its modification time), so pruning keeps it longest; a
     link's own time, never its target's."""
@@ -79,8 +93,6 @@ def prune(directory: Path, keep: int | None = None, sidecars: tuple[str, ...] = 
         return []
     for e in abandoned:
         _remove(e)
-    if len(groups) <= keep:
-        return []
     if len(groups) <= keep:
         return []
 

@@ -78,9 +78,11 @@ def files_digest(directory: Path) -> str:
         for name in sorted(files):
             path = Path(root, name)
             if path.is_file():
-                h.update(
-                    str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes() + b"\0"
-                )
+                try:
+                    data = b"=" + path.read_bytes()
+                except OSError as exc:  # gone since it was listed, or unreadable, as for Jinja
+                    data = b"?%d" % (exc.errno or 0)
+                h.update(str(path.relative_to(directory)).encode() + b"\0" + data + b"\0")
     return h.hexdigest()
 
 
@@ -154,7 +156,7 @@ def _store(entry: Path, value: object) -> None:
     directory = entry.parent
     tmp = directory / f".{entry.name}.{os.urandom(4).hex()}.tmp"
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        cachedir.make_dir(directory)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600)  # fmt: skip
         with os.fdopen(fd, "wb") as f:

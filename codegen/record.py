@@ -12,7 +12,7 @@ of a record is a record too (``@dataclass(frozen=True)`` refuses a base it sees 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import Field, FrozenInstanceError, dataclass, field, fields
+from dataclasses import MISSING, Field, FrozenInstanceError, dataclass, field, fields
 from operator import attrgetter
 from typing import Any, TypeVar, dataclass_transform
 
@@ -61,18 +61,26 @@ class _LazyInit:
 
     A command uses few of the records it imports (a cached spec is unpickled, which calls
     no ``__init__``), so compiling each at import time was most of what defining one cost.
-    The standard decorator compiles it from the class body as written, on a twin of the
-    class made from that body: the same fields, defaults, factories and ``__post_init__``.
+    The standard decorator compiles it on a twin that holds only the class's fields (its
+    own and inherited, in order) and whether it has a ``__post_init__``: the twin has no
+    base and no other attribute, so no ``__init_subclass__`` or ``__set_name__`` runs again.
     """
 
-    def __init__(self, cls: type, body: dict[str, Any]) -> None:
-        self.cls, self.body = cls, body
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
 
     def compile(self) -> Callable[..., None]:
-        twin = type(self.cls.__name__, self.cls.__bases__, dict(self.body))
+        cls = self.cls
+        known: dict[str, Field] = cls.__dataclass_fields__  # type: ignore[attr-defined]
+        twin = type(cls.__name__, (), {"__module__": cls.__module__, "__doc__": cls.__doc__,
+                                       "__annotations__": {n: f.type for n, f in known.items()}})  # fmt: skip
+        for name, f in known.items():  # set after the class is made: no __set_name__
+            type.__setattr__(twin, name, f)
+        if hasattr(cls, "__post_init__"):
+            type.__setattr__(twin, "__post_init__", cls.__post_init__)
         init = dataclass(twin, eq=False, repr=False).__init__  # type: ignore[misc]
-        init.__qualname__ = f"{self.cls.__qualname__}.__init__"
-        type.__setattr__(self.cls, "__init__", init)
+        init.__qualname__ = f"{cls.__qualname__}.__init__"
+        type.__setattr__(cls, "__init__", init)
         return init
 
     def __get__(self, obj: Any, owner: type | None = None) -> Any:
@@ -80,6 +88,19 @@ class _LazyInit:
         if init is self:
             init = self.compile()
         return init if obj is None else init.__get__(obj, owner)
+
+
+def _check_order(cls: type) -> None:
+    """Refuse, when the class is defined, the ``__init__`` the standard decorator refuses to
+    write: a positional parameter without a default after one with a default."""
+    after = None
+    for f in cls.__dataclass_fields__.values():  # type: ignore[attr-defined]
+        if f.kw_only is MISSING or f.kw_only or not f.init:
+            continue  # a ClassVar (the only entry whose kw_only stays MISSING), or no parameter
+        if f.default is not MISSING or f.default_factory is not MISSING:
+            after = f.name
+        elif after is not None:
+            raise TypeError(f"non-default argument {f.name!r} follows default argument {after!r}")
 
 
 @dataclass_transform(frozen_default=True, field_specifiers=(field, Field))
@@ -90,8 +111,8 @@ def record(cls: T) -> T:
             raise TypeError(f"{cls.__qualname__} defines {name}, which a record provides")
     if not cls.__doc__:  # dataclass would build one from inspect.signature(), slowly
         cls.__doc__ = f"{cls.__name__}({', '.join(cls.__dict__.get('__annotations__', ()))})"
-    body = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
     dataclass(cls, init=False, eq=False, repr=False)
+    _check_order(cls)
     every = fields(cls)
     methods: dict[str, Any] = {
         # static: a lambda kept on the class would be bound to the instance
@@ -105,7 +126,7 @@ def record(cls: T) -> T:
         "__repr__": _repr,
         "__setattr__": _setattr,
         "__delattr__": _delattr,
-        "__init__": _LazyInit(cls, body),
+        "__init__": _LazyInit(cls),
     }
     for name, value in methods.items():
         setattr(cls, name, value)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import os
 import textwrap
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
@@ -275,7 +274,7 @@ class _TemplateCache(jinja2.FileSystemBytecodeCache):
 
     def dump_bytecode(self, bucket: Any) -> None:
         try:
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            cachedir.make_dir(self.directory)
             super().dump_bytecode(bucket)
         except OSError:
             return

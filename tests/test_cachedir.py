@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import stat
 import time
 from pathlib import Path
+
+import pytest
 
 from codegen import cachedir
 
@@ -81,3 +84,19 @@ def test_a_relative_xdg_cache_home_is_ignored(monkeypatch, tmp_path):
     assert cache_root() == Path(os.path.expanduser("~")) / ".cache" / "kgen"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert cache_root() == tmp_path / "kgen"
+
+
+def test_a_cache_directory_and_its_missing_parents_are_made_0700(tmp_path):
+    (tmp_path / "home").mkdir(mode=0o755)
+    old = os.umask(0o002)
+    try:
+        cachedir.make_dir(tmp_path / "home" / ".cache" / "kgen" / "loaded")
+        cachedir.make_dir(tmp_path / "home" / ".cache" / "kgen" / "loaded")  # there: no error
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "home").rglob("*")}
+    assert modes == {".cache": 0o700, "kgen": 0o700, "loaded": 0o700}
+    assert stat.S_IMODE((tmp_path / "home").stat().st_mode) == 0o755  # not made: left alone
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError):
+        cachedir.make_dir(tmp_path / "file" / "kgen")

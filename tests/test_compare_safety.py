@@ -175,6 +175,48 @@ def test_a_damaged_cached_level_is_built_again(cache_dir, tmp_path, monkeypatch)
     assert seen and h.native.read_bytes().startswith(b"\x7fELF")
 
 
+def test_the_cache_directories_are_the_user_s_alone_whatever_the_umask(cache_dir, tmp_path):
+    """Nobody else may rename or replace an entry: every directory kgen makes is 0700, also
+    under a shared umask (its parents were 0775 under umask 002, and so were objects/ and
+    levels/ themselves)."""
+    old = os.umask(0o002)
+    try:
+        _cached_build(tmp_path / "a", opts=("-O2",))
+    finally:
+        os.umask(old)
+    made = [cache_dir.parent.parent, cache_dir.parent, cache_dir, cache_dir.parent / "levels"]
+    assert {d.name: oct(stat.S_IMODE(d.stat().st_mode)) for d in made} == {
+        d.name: "0o700" for d in made
+    }
+
+
+def test_an_entry_moved_under_another_key_is_not_taken(cache_dir, tmp_path, monkeypatch):
+    """Each object and each level names the key it was stored under: one moved under another
+    key's name (by anyone who could write the directory) is built again, never linked or run."""
+    _build(tmp_path / "a")
+    (core,) = cache_dir.glob("core-*.o")
+    (native,) = cache_dir.glob("native-*.o")
+    good = native.read_bytes()
+    for suffix in ("", ".sha256"):  # core's object, with its record, under native's name
+        os.replace(f"{core}{suffix}", f"{native}{suffix}")
+    _build(tmp_path / "b")
+    assert native.read_bytes() == good
+    files = render_spec(SPEC)
+    _cached_build(tmp_path / "c", files, opts=("-O2",))
+    path = next(p for p in files if p.endswith("sev-kthread.c"))
+    changed = files | {path: files[path] + "/* changed */\n"}
+    _cached_build(tmp_path / "d", changed, opts=("-O2",))
+    levels = cache_dir.parent / "levels"
+    first, second = sorted(levels.iterdir(), key=lambda e: e.stat().st_mtime_ns)
+    import shutil
+
+    shutil.rmtree(second)
+    first.rename(second)  # the level of the first files under the key of the changed ones
+    seen = _compiles(monkeypatch)
+    _cached_build(tmp_path / "e", changed, opts=("-O2",))
+    assert seen
+
+
 def test_only_a_spec_s_own_render_is_kept(cache_dir, tmp_path):
     build.build_harness(
         toolchain.find_clang(), SPEC, render_spec(SPEC), tmp_path, ("-O2",), ("native",)

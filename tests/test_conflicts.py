@@ -235,3 +235,20 @@ def test_render_refuses_a_spec_that_clashes_with_one_beside_it(run_kgen, tmp_pat
     assert result.exit_code == 1
     assert "error: kernel name '__rmpopt' is also defined by rmpbar" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_without_notes_every_problem_is_still_found():
+    """render's check (notes_too=False) skips only the notes: the same problems, and the same
+    notes for the other specs, on every case above that has a problem."""
+    clzero = TEXT.replace("{byte: 0xf2, role: prefix}", "{byte: 0xf3, role: prefix}")
+    twin = TEXT.replace("mnemonic: rmpopt", "mnemonic: rmpopt2")
+    psmash = TEXT.replace("mnemonic: rmpopt", "mnemonic: psmash")
+    fake = TEXT.replace("{byte: 0xfc, role: modrm}", "{byte: 0xfb, role: modrm}").replace(
+        "mnemonic: rmpopt", "mnemonic: rmpfake")  # fmt: skip
+    rmpopt = spec_with(TEXT, "isa/rmpopt.yaml")
+    cases = [[spec_with(clzero)], [rmpopt, spec_with(twin, "isa/rmpopt2.yaml")],
+             [spec_with(psmash)], [rmpopt, spec_with(fake)], [spec_with(psmash), rmpopt]]  # fmt: skip
+    for specs in cases:
+        full, fast = cross_check(specs), cross_check(specs, notes_too=False)
+        assert full.problems and fast.problems == full.problems
+        assert fast.others == full.others and fast.notes == []

@@ -436,3 +436,24 @@ def test_no_template_cache_when_kgen_s_code_cannot_be_read(monkeypatch):
     assert render._template_cache() is None
     monkeypatch.setattr(loadcache, "code_digest", lambda: "some kgen")
     assert render._template_cache() is not None
+
+
+def test_a_template_file_gone_while_it_is_listed_is_no_crash(tmp_path, monkeypatch):
+    """An editor's swap file removed between listing the templates and reading them (or a file
+    that cannot be read) is part of the key as such, not a traceback of `kgen render`."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "a.j2").write_text("a\n")
+    swap = templates / ".a.j2.swp"
+    swap.write_text("x")
+    before = loadcache.files_digest(templates)
+    is_file = Path.is_file
+
+    def racing(path):
+        found = is_file(path)
+        if path.name == swap.name:
+            swap.unlink(missing_ok=True)
+        return found
+
+    monkeypatch.setattr(Path, "is_file", racing)
+    assert loadcache.files_digest(templates) != before

@@ -192,3 +192,81 @@ def test_the_check_sees_a_broken_record(monkeypatch):
     monkeypatch.setattr(model.Instruction, "__setattr__", object.__setattr__)
     with pytest.raises(pytest.fail.Exception):
         check_frozen_dataclass(spec.instruction)
+
+
+def test_compiling_init_runs_no_class_hook_again():
+    """The class is made once: its bases' __init_subclass__ (with the class's keywords) and
+    its attributes' __set_name__ run when it is defined, as for the standard decorator, and
+    never again when its __init__ is compiled."""
+    made, named = [], []
+
+    class Registered:
+        def __init_subclass__(cls, tag: str, **kw):
+            super().__init_subclass__(**kw)
+            made.append((cls.__name__, tag))
+
+    class Named:
+        def __set_name__(self, owner, name):
+            named.append((owner.__name__, name))
+
+    for decorate in (dataclass(frozen=True), record):
+        made.clear(), named.clear()
+
+        @decorate
+        class Thing(Registered, tag="t"):
+            a: int
+            b: int = field(default=0, kw_only=True)
+            helper = Named()
+
+        assert (Thing(1, b=2).a, Thing(3).b) == (1, 0), decorate
+        assert made == [("Thing", "t")] and named == [("Thing", "helper")], decorate
+
+
+def test_a_record_whose_init_cannot_be_written_fails_where_it_is_defined():
+    """A field without a default after one with a default is refused when the class is
+    defined, as the standard decorator refuses it, not when it is first called."""
+    for decorate in (dataclass(frozen=True), record):
+        with pytest.raises(TypeError, match="non-default argument 'b' follows default"):
+
+            @decorate
+            class Base:
+                a: int = 0
+
+            @decorate
+            class Thing(Base):
+                b: int
+
+    @record
+    class Fine(Base):  # after keyword-only fields and InitVars, a default may come first
+        c: int = field(default=0, kw_only=True)
+        d: dataclasses.InitVar[int] = 1
+
+        def __post_init__(self, d):
+            object.__setattr__(self, "e", d)
+
+    assert (Fine(c=2, d=5).c, Fine().e) == (2, 1)
+
+
+def test_a_mark_orders_and_hashes_as_the_ordered_dataclass_it_was():
+    from codegen.diagnostics import Mark
+
+    @dataclass(frozen=True, order=True)
+    class Old:
+        path: str
+        line: int
+        col: int
+
+    grid = [
+        (p, line, col) for p in ("a.yaml", "b.yaml", "") for line in (0, 1, 10) for col in (0, 2)
+    ]
+    for x in grid:
+        assert hash(Mark(*x)) == hash(Old(*x))
+        for y in grid:
+            new, old = (Mark(*x), Mark(*y)), (Old(*x), Old(*y))
+            for op in ("__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__"):
+                assert getattr(new[0], op)(new[1]) == getattr(old[0], op)(old[1]), (x, op, y)
+    assert sorted(Mark(*x) for x in reversed(grid)) == [Mark(*x) for x in sorted(grid)]
+    for op in ("__lt__", "__le__", "__gt__", "__ge__"):
+        assert getattr(Mark("a", 1, 1), op)(("a", 1, 1)) is NotImplemented
+    with pytest.raises(TypeError):
+        Mark("a", 1, 1) < Old("a", 1, 1)  # noqa: B015 - the comparison is what is tested
