@@ -498,10 +498,9 @@ def _stage(
                 if old is not None:
                     os.fchmod(fd, old[1])
                 write_all(fd, data)
-                if old is not None:
-                    # the bytes that replace a file reach the disk before the rename that
-                    # drops the old ones; a new file has nothing to lose to a power cut
-                    os.fsync(fd)
+                # on the disk before the rename: after a power cut, a file renamed but not
+                # written would come back empty, and kgen would refuse to replace it
+                os.fsync(fd)
             except OSError as exc:
                 raise TreeError(tree.path(rel), f"cannot write: {exc.strerror}") from None
             finally:

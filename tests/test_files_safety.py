@@ -596,9 +596,9 @@ def test_a_real_process_exits_130_or_143_and_leaves_no_temp_file(
     assert tree(project / "generated") == before and not temps(project)
 
 
-def test_a_replaced_file_reaches_the_disk_before_its_rename(tmp_path, monkeypatch):
-    """The bytes that replace a file are synced before the rename drops the old ones; a new
-    file, with nothing before it to lose, is not (a first render writes many)."""
+def test_every_file_reaches_the_disk_before_its_rename(tmp_path, monkeypatch):
+    """A new file and one that replaces another are synced before their renames: an empty
+    file left by a power cut would be one kgen refuses to replace."""
     events = []
     real_fsync, real_rename = os.fsync, os.rename
 
@@ -615,11 +615,10 @@ def test_a_replaced_file_reaches_the_disk_before_its_rename(tmp_path, monkeypatc
     files = render_all(load_all([ROOT / "isa" / "rmpopt.yaml"]))
     n = len(files)
     assert n > 1
-    outtree.write_tree(files, tmp_path)
-    assert [kind for kind, _ in events] == ["rename"] * n  # all new: no fsync
-    events.clear()
     changed = {rel: text.replace("do not edit.", "do not edit!") for rel, text in files.items()}
-    outtree.write_tree(changed, tmp_path)
-    assert [kind for kind, _ in events] == ["fsync"] * n + ["rename"] * n
-    assert sorted(name for _, name in events[:n]) == sorted(name for _, name in events[n:])
+    for written in (files, changed):  # new files, then files that replace them
+        events.clear()
+        outtree.write_tree(written, tmp_path)
+        assert [kind for kind, _ in events] == ["fsync"] * n + ["rename"] * n
+        assert sorted(name for _, name in events[:n]) == sorted(name for _, name in events[n:])
     assert {rel: (tmp_path / rel).read_text() for rel in files} == changed
