@@ -418,8 +418,9 @@ def _cached_level(key: str | None, compiler: Compiler, opt: str, tus: list[Unit]
     if stored_as != key:  # another key's level, moved here
         return None
     manifest = [line.partition(" ") for line in lines]
-    if any(name not in names for _, _, name in manifest):
-        return None
+    listed_names = [name for _, _, name in manifest]
+    if any(n not in names for n in listed_names) or len(set(listed_names)) != len(listed_names):
+        return None  # a name it does not build, or one listed twice: not kgen's
     data = {name: cachedir.read_own(entry / name, MAX_ENTRY_FILE) for _, _, name in manifest}
     if any(
         content is None or hashlib.sha256(content).hexdigest() != digest
@@ -461,9 +462,10 @@ def _store_level(key: str, harness: Harness, tus: list[Unit]) -> None:
             try:
                 os.rename(tmp, entry)  # whole, or (another build stored it first) not at all
             except OSError:
-                if not entry.is_dir() or entry.is_symlink():
-                    raise
-                shutil.rmtree(entry, ignore_errors=True)
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:  # a file or a link where the level goes: never taken, so replaced
+                    entry.unlink(missing_ok=True)
                 os.rename(tmp, entry)
             cachedir.prune(root)
         finally:

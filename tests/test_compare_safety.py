@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import re
+import shutil
 import signal
 import stat
 import threading
@@ -93,6 +94,26 @@ def test_a_cached_object_is_linked_from_a_checked_copy_and_only_if_it_is_ours(ca
     worker.start()
     worker.join(120)
     assert done and core.read_bytes() == good
+
+
+def test_a_level_that_is_not_a_directory_or_lists_a_file_twice_is_built_again(
+    cache_dir, tmp_path, monkeypatch
+):
+    _cached_build(tmp_path / "a", opts=("-O2",))
+    (entry,) = (cache_dir.parent / "levels").iterdir()
+    manifest = (entry / "MANIFEST").read_text().splitlines()
+    (entry / "MANIFEST").write_text("\n".join([*manifest, manifest[-1]]) + "\n")
+    seen = _compiles(monkeypatch)
+    _cached_build(tmp_path / "b", opts=("-O2",))  # not a crash: built, and the level replaced
+    assert seen
+    shutil.rmtree(entry)
+    entry.write_text("a file where the level goes")
+    seen.clear()
+    _cached_build(tmp_path / "c", opts=("-O2",))
+    assert seen and entry.is_dir()
+    seen.clear()
+    _cached_build(tmp_path / "d", opts=("-O2",))
+    assert seen == []  # taken from now on
 
 
 def test_a_level_kept_under_a_shared_umask_is_taken_and_a_refused_one_replaced(
