@@ -239,12 +239,13 @@ def _run(cmd: list[str], what: str) -> None:
 def _cached_object(compiler: Compiler, name: str, cmd_tail: list[str], work: Path) -> Path:
     """Compile a harness source once per compiler and content; reuse it afterwards.
 
-    Each entry is written beside its final name and renamed into place (so
-    the cache may be on another filesystem than the build), with the sha256
-    of its bytes recorded in ``<entry>.sha256``; an entry that does not match
-    its record (empty, truncated, overwritten), or that is not a regular file
-    only this user can write, is rebuilt, never used.  What is linked is a copy
-    in ``work`` of the bytes checked, not the cache's file.
+    The object is compiled into ``work`` and a copy kept in the cache, written
+    beside its final name and renamed into place (so the cache may be on another
+    filesystem than the build), with the sha256 of its bytes recorded in
+    ``<entry>.sha256``; an entry that does not match its record (empty, truncated,
+    overwritten), or that is not a regular file only this user can write, is
+    rebuilt, never used, and a cache that cannot be written is no cache.  What is
+    linked is a copy in ``work`` of the bytes checked, not the cache's file.
     """
     sources = [HARNESS_DIR / f"{name}.c", HARNESS_DIR / "kharness.h", SHIM_HEADER]
     key = hashlib.sha256(
@@ -259,23 +260,18 @@ def _cached_object(compiler: Compiler, name: str, cmd_tail: list[str], work: Pat
         cachedir.used(cache)
         local.write_bytes(data)
         return local
-    cachedir.make_dir(cache.parent)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{cache.name}.", suffix=".tmp", dir=cache.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        _run(compiler.command(*cmd_tail, "-c", str(sources[0]), "-o", str(tmp)),
-             f"{compiler.name} rejected the harness's {name}.c")  # fmt: skip
-        data = tmp.read_bytes()
-        if not data.startswith(ELF_MAGIC):
-            raise BuildError(f"{compiler.name} wrote no object file for the harness's {name}.c")
-        tmp.chmod(0o600)
-        os.replace(tmp, cache)
+    _run(compiler.command(*cmd_tail, "-c", str(sources[0]), "-o", str(local)),
+         f"{compiler.name} rejected the harness's {name}.c")  # fmt: skip
+    data = local.read_bytes() if local.is_file() else b""
+    if not data.startswith(ELF_MAGIC):
+        raise BuildError(f"{compiler.name} wrote no object file for the harness's {name}.c")
+    try:  # kept for later builds; a cache that cannot be written is no cache
+        cachedir.make_dir(cache.parent)
+        _write_atomic(cache, data)
         _write_atomic(_digest_path(cache), f"{hashlib.sha256(data).hexdigest()} {cache.name}\n")
         cachedir.prune(cache.parent, sidecars=(".sha256",))
-    finally:
-        tmp.unlink(missing_ok=True)
-    local.write_bytes(data)
+    except OSError:
+        pass
     return local
 
 
@@ -299,11 +295,12 @@ def _valid_entry(entry: Path) -> bytes | None:
     return data if recorded.strip() == expected else None
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, content: str | bytes) -> None:
+    """``content`` at ``path``, whole or not at all: written beside it (0600) and renamed."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(content.encode() if isinstance(content, str) else content)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

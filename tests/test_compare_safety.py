@@ -137,6 +137,16 @@ def test_a_level_kept_under_a_shared_umask_is_taken_and_a_refused_one_replaced(
     assert seen == []
 
 
+def test_a_cache_that_cannot_be_made_is_no_cache(tmp_path, monkeypatch):
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the cache would go")
+    monkeypatch.setattr(build, "_cache_dir", lambda: blocked / "objects")
+    for work in ("a", "b"):  # built each time, from nothing kept
+        (h,) = _build(tmp_path / work)
+        assert h.native.read_bytes().startswith(b"\x7fELF")
+    assert blocked.read_text() == "a file where the cache would go"
+
+
 def _cached_build(work: Path, files=None, opts=("-O2", "-Os")):
     work.mkdir(parents=True, exist_ok=True)
     return build.build_harness(toolchain.find_clang(), SPEC, files or render_spec(SPEC), work, opts,
