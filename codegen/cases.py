@@ -316,8 +316,9 @@ def _hotplug_sequences(
 def _hotplug_actions(
     rng: random.Random, machine: Machine, script: tuple[str, ...]
 ) -> tuple[str, ...]:
-    """``script`` with one to three CPUs going offline or coming online at random places,
-    between the actions or at a cond_resched() of a pass; never the leader."""
+    """``script`` with one to three CPUs going offline or coming online at random places:
+    between the actions, at a cond_resched() of a pass, or while the next setup, request or
+    teardown holds the hotplug lock; never the leader."""
     others = [c for c in range(machine.nr_cpus) if c != machine.leader]
     if not others:
         return script
@@ -325,7 +326,9 @@ def _hotplug_actions(
     for _ in range(rng.randint(1, 3)):
         cpu = rng.choice(others)
         word = "online" if rng.random() < 0.5 else "offline"
-        action = f"{word}:{cpu}" if rng.random() < 0.7 else f"{word}-at:{rng.randint(1, 4)}:{cpu}"
+        where = rng.random()
+        action = (f"{word}:{cpu}" if where < 0.55 else f"{word}-at:{rng.randint(1, 4)}:{cpu}"
+                  if where < 0.8 else f"{word}-during:{cpu}")  # fmt: skip
         out.insert(rng.randint(0, len(out)), action)
     return tuple(out)
 
