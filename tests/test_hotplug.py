@@ -252,3 +252,17 @@ def test_a_cpu_that_leaves_between_the_state_removal_and_the_clear_keeps_its_msr
         "hotplug: a core's last online thread goes offline while teardown runs, and comes back"
     )
     assert first.expected == f"M 2 {MSR:#x} 0x0"
+
+
+def test_random_cases_draw_every_kind_of_hotplug_operation():
+    """Random hotplug lands between actions, at a pass's cond_resched(), and while an entry
+    point holds the hotplug lock, on machines of every shape, not only the fixed sequences'."""
+    import re
+
+    drawn = [c for c in cases.generate(SPEC, 1, 3000) if c.label.endswith("CPU hotplug")]
+    kinds = {re.sub(r"[:\d]+", "", a) for c in drawn for a in c.actions if "line" in a}
+    assert kinds == {"online", "offline", "online-at", "offline-at", "online-during",
+                     "offline-during"}  # fmt: skip
+    during = {(c.machine.cores, c.machine.threads_per_core) for c in drawn
+              if any("-during:" in a for a in c.actions)}  # fmt: skip
+    assert len(during) > 3
