@@ -111,6 +111,30 @@ def prune(directory: Path, keep: int | None = None, sidecars: tuple[str, ...] = 
     return removed
 
 
+def usage(root: Path) -> list[tuple[str, int, int]]:
+    """(name, entries, bytes) of each cache directory below ``root`` that exists, counted as
+    :func:`prune` counts them (an object's ``.sha256`` goes with it; a name being written,
+    starting with a dot, is not an entry)."""
+    found = []
+    for name in LIMITS:
+        directory = root / name
+        groups: set[str] = set()
+        size = 0
+        try:
+            for dirpath, dirnames, filenames in os.walk(directory):
+                if dirpath == str(directory):
+                    groups.update(_group(n, (".sha256",)) for n in [*dirnames, *filenames]
+                                  if not n.startswith("."))  # fmt: skip
+                for f in filenames:
+                    with contextlib.suppress(OSError):
+                        size += os.lstat(os.path.join(dirpath, f)).st_size
+        except OSError:
+            continue
+        if directory.is_dir():
+            found.append((name, len(groups), size))
+    return found
+
+
 def _age(e: os.DirEntry) -> float:
     try:
         return time.time() - e.stat(follow_symlinks=False).st_mtime

@@ -1122,7 +1122,21 @@ def doctor() -> None:
             f"SNP mnemonics it does not:     {' '.join(unknown) or 'none'} (kgen emits .byte)"
         )
     _doctor_engines()
+    _doctor_caches()
     sys.exit(status)
+
+
+def _doctor_caches() -> None:
+    """Where kgen keeps what it built or read before, and how much of it there is."""
+    from . import cache_root, cachedir
+    from .loadcache import OFF
+
+    root = cache_root()
+    held = ", ".join(f"{name} {plural(n, 'entry', 'entries')} ({size / 1e6:.1f} MB)"
+                     for name, n, size in cachedir.usage(root))  # fmt: skip
+    click.echo(f"cache: {root}: {held or 'empty'}")
+    if os.environ.get(OFF):
+        click.echo(f"cache: checked specs and renders are neither kept nor taken ({OFF} is set)")
 
 
 def _doctor_engines() -> None:

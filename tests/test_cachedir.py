@@ -100,3 +100,35 @@ def test_a_cache_directory_and_its_missing_parents_are_made_0700(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(OSError):
         cachedir.make_dir(tmp_path / "file" / "kgen")
+
+
+def test_usage_counts_entries_as_prune_does(tmp_path):
+    (tmp_path / "objects").mkdir()
+    (tmp_path / "objects" / "core-1.o").write_bytes(b"x" * 100)
+    (tmp_path / "objects" / "core-1.o.sha256").write_bytes(b"y" * 10)  # goes with its entry
+    (tmp_path / "objects" / ".core-2.o.tmp").write_bytes(b"z")  # being written: no entry
+    level = tmp_path / "levels" / "k1"
+    level.mkdir(parents=True)
+    (level / "MANIFEST").write_bytes(b"m" * 10)
+    (level / "harness").write_bytes(b"h" * 5)
+    (tmp_path / "loaded").mkdir()
+    assert cachedir.usage(tmp_path) == [("levels", 1, 15), ("objects", 1, 111), ("loaded", 0, 0)]
+    assert cachedir.usage(tmp_path / "none") == []
+
+
+def test_doctor_says_where_the_caches_are_and_whether_one_is_off(tmp_path, monkeypatch, capsys):
+    import codegen
+    from codegen import cli, loadcache
+
+    monkeypatch.setattr(codegen, "cache_root", lambda: tmp_path / "kgen")
+    monkeypatch.delenv(loadcache.OFF, raising=False)
+    cli._doctor_caches()
+    assert capsys.readouterr().out == f"cache: {tmp_path / 'kgen'}: empty\n"
+    (tmp_path / "kgen" / "loaded").mkdir(parents=True)
+    (tmp_path / "kgen" / "loaded" / "e1").write_bytes(b"x" * 2_000_000)
+    monkeypatch.setenv(loadcache.OFF, "1")
+    cli._doctor_caches()
+    assert capsys.readouterr().out == (
+        f"cache: {tmp_path / 'kgen'}: loaded 1 entry (2.0 MB)\n"
+        "cache: checked specs and renders are neither kept nor taken (KGEN_NO_LOAD_CACHE is set)\n"
+    )
