@@ -18,8 +18,9 @@ from pathlib import Path
 
 # entries kept in each cache directory: a level is ~200 KB (a spec's units and harnesses at
 # one optimisation level, per compiler), a harness object ~50 KB, a checked spec ~10 KB, a
-# compiled template ~20 KB (seven of them for each version of kgen's code)
-LIMITS = {"levels": 256, "objects": 256, "loaded": 512, "templates": 64}
+# compiled template ~20 KB (seven of them for each version of kgen's code), a decoder's
+# reading of some bytes ~200 bytes
+LIMITS = {"levels": 256, "objects": 256, "loaded": 512, "decoded": 512, "templates": 64}
 ABANDONED = 24 * 3600  # seconds after which a temporary name (a dot name) is a dead store's
 
 
@@ -74,8 +75,9 @@ def _group(name: str, suffixes: tuple[str, ...]) -> str:
 
 
 def prune(directory: Path, keep: int | None = None, sidecars: tuple[str, ...] = ()) -> list[str]:
-    """Remove all but the ``keep`` most recently used entries of ``directory`` (its limit in
-    :data:`LIMITS` by default); returns the names removed.  A name starting with a dot (an
+    """When ``directory`` holds more than ``keep`` entries (its limit in :data:`LIMITS` by
+    default), remove the entries used longest ago until a tenth fewer than ``keep`` are left
+    (all but ``keep`` below 10); returns the names removed.  A name starting with a dot (an
     entry being written) is left alone unless it is older than :data:`ABANDONED` (a store
     killed before it could clean up), and a file ``<entry><sidecar>`` goes with its entry.
     """
@@ -95,6 +97,7 @@ def prune(directory: Path, keep: int | None = None, sidecars: tuple[str, ...] = 
         _remove(e)
     if len(groups) <= keep:
         return []
+    keep -= keep // 10  # then down a tenth below the limit: the next stores need not look
 
     def last_used(name: str) -> float:
         times = []

@@ -471,19 +471,27 @@ def _shown(path: Path) -> Path:
 def render_specs(specs: list[Spec], cached: bool = False) -> dict[str, str]:
     """Render in memory; exit 1 with the reason when a template cannot express a spec.
 
-    With ``cached``, a render of the same inputs kept by :mod:`codegen.loadcache` is used
-    (only `kgen render` does: `kgen check` and every other command render afresh, so a
-    check after a render compares the two)."""
+    With ``cached``, each spec's render of the same inputs kept by :mod:`codegen.loadcache`
+    is used, so that after an edit only the spec edited renders again (only `kgen render`
+    does: `kgen check` and every other command render afresh, so a check after a render
+    compares the two)."""
     from . import render
-    from .render import RenderError, render_all, render_inputs
+    from .render import RenderError, render_all, render_spec, spec_inputs, template_inputs
 
     try:
         if cached:
             from .loadcache import remembered
 
             templates = render.TEMPLATES  # what is rendered with is what the key names
-            return remembered("render", render_inputs(specs, templates),
-                              lambda: render_all(specs, templates))  # fmt: skip
+            common = template_inputs(templates)  # read once for all the specs
+
+            def render_one(spec: Spec) -> dict[str, str]:
+                return remembered("render", common + spec_inputs([spec]),
+                                  lambda: render_spec(spec, templates))  # fmt: skip
+
+            # the whole render in one entry, for the run that changed nothing
+            return remembered("renders", common + spec_inputs(specs),
+                              lambda: render_all(specs, templates, render_one))  # fmt: skip
         return render_all(specs)
     except RenderError as exc:
         where = getattr(exc, "spec_path", None)

@@ -87,17 +87,22 @@ def files_digest(directory: Path) -> str:
 
 
 def package_digest(package: Path = PACKAGE) -> str | None:
-    """sha256 over the bytes of a package's modules and its data/ files, with their names;
-    None when its modules cannot be read as files (then nothing may be cached)."""
+    """sha256 over what identifies the state of each of a package's modules and data/ files:
+    its name, size, inode and modification and change times, as Python's own cache of
+    compiled modules does (which trusts the time and size alone).  Any write to a file moves
+    its change time, which nobody can set back; None when the modules cannot be listed
+    (then nothing may be cached)."""
     h = hashlib.sha256()
     modules = 0
     try:
         for sub in ("", "data/"):
-            for name in sorted(os.listdir(package / sub)):
-                if name.endswith((".py", ".yaml")):
-                    modules += name.endswith(".py")
-                    with open(package / sub / name, "rb") as f:
-                        h.update(f"{sub}{name}".encode() + b"\0" + f.read() + b"\0")
+            with os.scandir(package / sub) as entries:
+                for e in sorted(entries, key=lambda e: e.name):
+                    if e.name.endswith((".py", ".yaml")):
+                        modules += e.name.endswith(".py")
+                        st = e.stat()
+                        h.update(f"{sub}{e.name}\0{st.st_size}\0{st.st_ino}\0{st.st_mtime_ns}\0"
+                                 f"{st.st_ctime_ns}\0".encode())  # fmt: skip
     except OSError:
         return None
     return h.hexdigest() if modules else None
@@ -106,7 +111,7 @@ def package_digest(package: Path = PACKAGE) -> str | None:
 @cache
 def code_digest() -> str | None:
     """What reading a document depends on besides the document: kgen's modules and data
-    (their bytes), Python, PyYAML and iced-x86 (where they are, their versions and files);
+    (each file's state), Python, PyYAML and iced-x86 (where they are, their versions and files);
     None when kgen's own modules cannot be read."""
     import yaml
 
@@ -120,8 +125,8 @@ def code_digest() -> str | None:
     return h.hexdigest()
 
 
-def _directory() -> Path:
-    return cache_root() / "loaded"
+def _directory(name: str) -> Path:
+    return cache_root() / name
 
 
 def _key(code: str, kind: str, parts: tuple[str, ...]) -> str:
@@ -170,14 +175,17 @@ def _store(entry: Path, value: object) -> None:
     cachedir.prune(directory)
 
 
-def remembered(kind: str, parts: tuple[str, ...], compute: Callable[[], T]) -> T:
+def remembered(
+    kind: str, parts: tuple[str, ...], compute: Callable[[], T], directory: str = "loaded"
+) -> T:
     """``compute()``, or what it returned last time for the same ``kind`` of result, ``parts``
-    (everything it depends on besides kgen's code) and code.  Whatever ``compute`` raises is
-    raised, and nothing kept."""
+    (everything it depends on besides kgen's code) and code, kept in the cache ``directory``
+    (one of :data:`codegen.cachedir.LIMITS`).  Whatever ``compute`` raises is raised, and
+    nothing kept."""
     code = code_digest()
     if code is None or os.environ.get(OFF):
         return compute()
-    entry = _directory() / _key(code, kind, parts)
+    entry = _directory(directory) / _key(code, kind, parts)
     payload = _read(entry)
     if payload is not None:
         try:

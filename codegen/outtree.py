@@ -498,13 +498,23 @@ def _stage(
                 if old is not None:
                     os.fchmod(fd, old[1])
                 write_all(fd, data)
-                # on the disk before the rename: after a power cut, a file renamed but not
-                # written would come back empty, and kgen would refuse to replace it
-                os.fsync(fd)
             except OSError as exc:
                 raise TreeError(tree.path(rel), f"cannot write: {exc.strerror}") from None
             finally:
                 os.close(fd)
+        # on the disk before any rename: after a power cut, a file renamed but not written
+        # would come back empty, and kgen would refuse to replace it (all written first, so
+        # that the file system commits them together)
+        for item in staged:
+            try:
+                fd = os.open(item.temp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             dir_fd=item.dir_fd)  # fmt: skip
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise TreeError(tree.path(item.rel), f"cannot write: {exc.strerror}") from None
     except BaseException:
         with _signals_blocked():
             _discard(staged)

@@ -14,7 +14,7 @@ import functools
 import hashlib
 import io
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -864,23 +864,35 @@ def check_paths(paths: Iterable[str]) -> None:
             raise RenderError(f"{path} would be both a file and the directory of {dirs[path]}")
 
 
-def render_inputs(specs: Iterable[Spec], templates: Path = TEMPLATES) -> tuple[str, ...]:
-    """What :func:`render_all` depends on besides kgen's code: each spec (a spec is its path
-    and text read by that code), every file of ``templates``, Jinja and MarkupSafe."""
+def template_inputs(templates: Path = TEMPLATES) -> tuple[str, ...]:
+    """What rendering any spec depends on besides the spec and kgen's code: every file of
+    ``templates``, Jinja and MarkupSafe."""
     from .loadcache import files_digest, library
 
-    parts = [str(templates), files_digest(templates), library("jinja2"), library("markupsafe")]
-    for spec in specs:
-        parts += [spec.path, spec.source]
-    return tuple(parts)
+    return (str(templates), files_digest(templates), library("jinja2"), library("markupsafe"))
 
 
-def render_all(specs: Iterable[Spec], templates: Path = TEMPLATES) -> dict[str, str]:
-    """Every generated file of the specs; a RenderError names the spec (``spec_path``)."""
+def spec_inputs(specs: Iterable[Spec]) -> tuple[str, ...]:
+    """What a render depends on of the specs: a spec is its path and text, read by kgen's code."""
+    return tuple(part for spec in specs for part in (spec.path, spec.source))
+
+
+def render_inputs(specs: Iterable[Spec], templates: Path = TEMPLATES) -> tuple[str, ...]:
+    """What rendering ``specs`` depends on besides kgen's code."""
+    return template_inputs(templates) + spec_inputs(specs)
+
+
+def render_all(
+    specs: Iterable[Spec],
+    templates: Path = TEMPLATES,
+    render_one: Callable[[Spec], dict[str, str]] | None = None,
+) -> dict[str, str]:
+    """Every generated file of the specs; a RenderError names the spec (``spec_path``).
+    ``render_one`` renders a spec in place of :func:`render_spec` with ``templates``."""
     files: dict[str, str] = {}
     for spec in specs:
         try:
-            rendered = render_spec(spec, templates)
+            rendered = render_one(spec) if render_one else render_spec(spec, templates)
             for path, text in rendered.items():
                 if path in files:
                     raise RenderError(f"two specs render {path}")

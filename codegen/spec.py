@@ -664,7 +664,8 @@ def load(path: str | Path, cached: bool = False) -> Spec:
     if cached:
         from .loadcache import remembered
 
-        return remembered("spec", (display, text), lambda: parse(text, display))
+        with x86.remembered_decodes():  # a spec edited but for its bytes needs no decoder
+            return remembered("spec", (display, text), lambda: parse(text, display))
     return parse(text, display)
 
 

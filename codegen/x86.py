@@ -9,6 +9,9 @@ bytes are an instruction that user mode may execute.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 from typing import Literal
 
@@ -104,12 +107,35 @@ def _first(data: bytes):
     return insn, decoder.last_error
 
 
-@cache
+_REMEMBER = ContextVar("decodes kept between runs", default=False)
+
+
+@contextmanager
+def remembered_decodes() -> Iterator[None]:
+    """Within it, :func:`decode` keeps its readings through :mod:`codegen.loadcache` (keyed by
+    the bytes, kgen's code and iced-x86's files), so that reading a spec whose bytes were read
+    before does not import the decoder."""
+    token = _REMEMBER.set(True)
+    try:
+        yield
+    finally:
+        _REMEMBER.reset(token)
+
+
 def decode(data: bytes) -> Decoded:
     """What the decoder reads at the start of ``data`` in 64-bit mode."""
+    data = bytes(data)
+    if _REMEMBER.get():
+        from .loadcache import remembered
+
+        return remembered("decode", (data.hex(),), lambda: _decode(data), "decoded")
+    return _decode(data)
+
+
+@cache
+def _decode(data: bytes) -> Decoded:
     import iced_x86
 
-    data = bytes(data)
     insn, error = _first(data)
     if error == iced_x86.DecoderError.NO_MORE_BYTES:
         padded, _ = _first(data + bytes(MAX_LENGTH))

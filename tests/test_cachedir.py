@@ -74,7 +74,7 @@ def test_a_link_is_removed_not_followed(tmp_path):
 
 def test_a_missing_directory_is_no_error(tmp_path):
     assert cachedir.prune(tmp_path / "levels") == []
-    assert set(cachedir.LIMITS) == {"levels", "objects", "loaded", "templates"}
+    assert set(cachedir.LIMITS) == {"levels", "objects", "loaded", "decoded", "templates"}
 
 
 def test_a_relative_xdg_cache_home_is_ignored(monkeypatch, tmp_path):
@@ -132,3 +132,11 @@ def test_doctor_says_where_the_caches_are_and_whether_one_is_off(tmp_path, monke
         f"cache: {tmp_path / 'kgen'}: loaded 1 entry (2.0 MB)\n"
         "cache: checked specs and renders are neither kept nor taken (KGEN_NO_LOAD_CACHE is set)\n"
     )
+
+
+def test_a_full_cache_is_pruned_a_tenth_below_its_limit(tmp_path):
+    for i in range(21):
+        entry(tmp_path, f"e{i:02}", 1000 + i)
+    assert cachedir.prune(tmp_path, keep=20) == ["e00", "e01", "e02"]  # down to 18
+    entry(tmp_path, "e21", 2000)
+    assert cachedir.prune(tmp_path, keep=20) == []  # room again: nothing is looked at
