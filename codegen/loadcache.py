@@ -87,22 +87,19 @@ def files_digest(directory: Path) -> str:
 
 
 def package_digest(package: Path = PACKAGE) -> str | None:
-    """sha256 over what identifies the state of each of a package's modules and data/ files:
-    its name, size, inode and modification and change times, as Python's own cache of
-    compiled modules does (which trusts the time and size alone).  Any write to a file moves
-    its change time, which nobody can set back; None when the modules cannot be listed
-    (then nothing may be cached)."""
+    """sha256 over the bytes of a package's modules and its data/ files, with their names;
+    None when its modules cannot be read as files (then nothing may be cached).  Not their
+    times: a write through a shared mapping moves none, and on some file systems (sshfs,
+    FAT, squashfs) the change time is the modification time, which anyone may set back."""
     h = hashlib.sha256()
     modules = 0
     try:
         for sub in ("", "data/"):
-            with os.scandir(package / sub) as entries:
-                for e in sorted(entries, key=lambda e: e.name):
-                    if e.name.endswith((".py", ".yaml")):
-                        modules += e.name.endswith(".py")
-                        st = e.stat()
-                        h.update(f"{sub}{e.name}\0{st.st_size}\0{st.st_ino}\0{st.st_mtime_ns}\0"
-                                 f"{st.st_ctime_ns}\0".encode())  # fmt: skip
+            for name in sorted(os.listdir(package / sub)):
+                if name.endswith((".py", ".yaml")):
+                    modules += name.endswith(".py")
+                    with open(package / sub / name, "rb") as f:
+                        h.update(f"{sub}{name}".encode() + b"\0" + f.read() + b"\0")
     except OSError:
         return None
     return h.hexdigest() if modules else None
@@ -111,7 +108,7 @@ def package_digest(package: Path = PACKAGE) -> str | None:
 @cache
 def code_digest() -> str | None:
     """What reading a document depends on besides the document: kgen's modules and data
-    (each file's state), Python, PyYAML and iced-x86 (where they are, their versions and files);
+    (their bytes), Python, PyYAML and iced-x86 (where they are, their versions and files);
     None when kgen's own modules cannot be read."""
     import yaml
 

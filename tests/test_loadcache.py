@@ -115,11 +115,30 @@ def test_the_code_digest_follows_every_module_and_data_file(tmp_path):
         st = edited.stat()
         edited.write_bytes(edited.read_bytes().replace(b"a", b"b", 1))  # the same size
         os.utime(edited, ns=(st.st_atime_ns, st.st_mtime_ns))  # and time, set back
-        assert loadcache.package_digest(package) != now, edited  # its change time moved
+        assert loadcache.package_digest(package) != now, edited  # its bytes changed
     (package / "new.py").write_text("")
     assert loadcache.package_digest(package) != now
     assert loadcache.package_digest(tmp_path / "nothing") is None  # then nothing is cached
 
+
+
+def test_the_code_digest_follows_a_change_that_leaves_every_time_alone(tmp_path):
+    """A file's times are not its contents: a write through a shared mapping to a page
+    already written moves neither time, and some file systems (sshfs, FAT, squashfs) give
+    a change time that is the modification time, which anyone may set back."""
+    import mmap
+
+    package = tmp_path / "pkg"
+    shutil.copytree(loadcache.PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
+    module = package / "x86.py"
+    with open(module, "r+b") as f, mmap.mmap(f.fileno(), 0) as m:
+        at = m.find(b"MAX_LENGTH = 15")
+        assert at >= 0
+        m[at + 14 : at + 15] = b"6"
+        before, code = loadcache.package_digest(package), module.read_bytes()
+        m[at + 14 : at + 15] = b"7"
+        assert module.read_bytes() != code  # kgen's code changed
+        assert loadcache.package_digest(package) != before
 
 def test_a_library_is_known_by_its_files(tmp_path, monkeypatch):
     lib = tmp_path / "somelib"
