@@ -387,6 +387,7 @@ class _Staged:
     temp: str
     old: tuple[bytes, int] | None
     backup: str | None = None
+    written: tuple[int, int] | None = None  # (device, inode) of the file kgen wrote
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -498,6 +499,8 @@ def _stage(
                 if old is not None:
                     os.fchmod(fd, old[1])
                 write_all(fd, data)
+                st = os.fstat(fd)
+                item.written = (st.st_dev, st.st_ino)
             except OSError as exc:
                 raise TreeError(tree.path(rel), f"cannot write: {exc.strerror}") from None
             finally:
@@ -506,10 +509,14 @@ def _stage(
         # would come back empty, and kgen would refuse to replace it (all written first, so
         # that the file system commits them together)
         for item in staged:
-            try:
-                fd = os.open(item.temp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+            try:  # never waiting on a FIFO, nor syncing a file put in the temporary's place
+                fd = os.open(item.temp, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                              dir_fd=item.dir_fd)  # fmt: skip
                 try:
+                    st = os.fstat(fd)
+                    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != item.written:
+                        raise TreeError(tree.path(item.rel), "cannot write: its temporary file "
+                                        f"{item.temp} was replaced meanwhile")  # fmt: skip
                     os.fsync(fd)
                 finally:
                     os.close(fd)

@@ -622,3 +622,33 @@ def test_every_file_reaches_the_disk_before_its_rename(tmp_path, monkeypatch):
         assert [kind for kind, _ in events] == ["fsync"] * n + ["rename"] * n
         assert sorted(name for _, name in events[:n]) == sorted(name for _, name in events[n:])
     assert {rel: (tmp_path / rel).read_text() for rel in files} == changed
+
+
+def test_a_file_replaced_before_it_is_synced_is_refused_not_waited_on(tmp_path, monkeypatch):
+    """Each file is reopened to be synced once all are written: one that another process
+    put in its place meanwhile (here a FIFO) is refused, with every file left as it was."""
+    files = render_all(load_all([ROOT / "isa" / "rmpopt.yaml"]))
+    real_write = outtree.write_all
+    written: list[int] = []
+
+    def write_all(fd, data):
+        real_write(fd, data)
+        written.append(fd)
+        if len(written) == len(files):  # the last file: the first one is swapped meanwhile
+            (first,) = [p for p in temps(tmp_path) if p.stat().st_size][:1]
+            first.unlink()
+            os.mkfifo(first)
+
+    def hung(signum, frame):
+        pytest.fail("kgen waited for a writer of the FIFO")
+
+    monkeypatch.setattr(outtree, "write_all", write_all)
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    try:
+        with pytest.raises(outtree.TreeError, match="error: .*replaced"):
+            outtree.write_tree(files, tmp_path / "out")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert not temps(tmp_path) and not [p for p in tmp_path.rglob("*") if p.is_file()]
