@@ -514,3 +514,16 @@ def test_after_an_edit_only_the_spec_edited_renders_again(tmp_path, monkeypatch)
     files = cli.render_specs(specs, cached=True)
     assert rendered == [str(paths[1])]
     assert files == render.render_all(specs)
+
+
+def test_a_render_kept_names_its_own_spec_file(tmp_path):
+    """One text in two files renders two banners, each naming its file: a spec's render is
+    kept under its path too, alone and in a whole render."""
+    from codegen import cli, render
+
+    text = (ROOT / "isa" / "rmpopt.yaml").read_text()
+    for name in ("a.yaml", "b.yaml"):
+        (tmp_path / name).write_text(text)
+        specs = spec.load_all([tmp_path / name], cached=True)
+        assert cli.render_specs(specs, cached=True) == render.render_all(specs)
+        assert f"from {name} (sha256" in "".join(cli.render_specs(specs, cached=True).values())
