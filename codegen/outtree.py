@@ -495,16 +495,17 @@ def _stage(
             except OSError as exc:
                 raise TreeError(tree.path(rel), f"cannot write: {exc.strerror}") from None
             staged.append(item)
-            try:
-                if old is not None:
-                    os.fchmod(fd, old[1])
-                write_all(fd, data)
-                st = os.fstat(fd)
-                item.written = (st.st_dev, st.st_ino)
+            try:  # on NFS, close() sends the data and reports what the server refused
+                try:
+                    if old is not None:
+                        os.fchmod(fd, old[1])
+                    write_all(fd, data)
+                    st = os.fstat(fd)
+                    item.written = (st.st_dev, st.st_ino)
+                finally:
+                    os.close(fd)
             except OSError as exc:
                 raise TreeError(tree.path(rel), f"cannot write: {exc.strerror}") from None
-            finally:
-                os.close(fd)
         # on the disk before any rename: after a power cut, a file renamed but not written
         # would come back empty, and kgen would refuse to replace it (all written first, so
         # that the file system commits them together)

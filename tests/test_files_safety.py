@@ -652,3 +652,26 @@ def test_a_file_replaced_before_it_is_synced_is_refused_not_waited_on(tmp_path, 
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
     assert not temps(tmp_path) and not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_an_error_closing_a_written_file_names_the_file(tmp_path, run_kgen, monkeypatch):
+    """On NFS, close() sends what was written and reports what the server refused (no
+    space, quota): the file is named, as for an error in a write, and nothing is left."""
+    project = fresh(tmp_path)
+    real_close = os.close
+    failed = []
+
+    def close(fd):
+        name = os.readlink(f"/proc/self/fd/{fd}").rpartition("/")[2]
+        real_close(fd)
+        if name.startswith(outtree.TEMP_PREFIX) and not failed:
+            failed.append(name)
+            raise OSError(errno.EDQUOT, "Disk quota exceeded")
+
+    monkeypatch.setattr(outtree.os, "close", close)
+    result = run_kgen("render", cwd=project)
+    monkeypatch.undo()
+    assert failed and result.exit_code == 1
+    name = failed[0][len(outtree.TEMP_PREFIX) :].rsplit(".", 2)[0]
+    assert f"/{name}: error: cannot write: Disk quota exceeded" in result.stderr
+    assert not temps(project) and not (project / "generated").exists()
