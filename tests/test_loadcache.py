@@ -121,7 +121,6 @@ def test_the_code_digest_follows_every_module_and_data_file(tmp_path):
     assert loadcache.package_digest(tmp_path / "nothing") is None  # then nothing is cached
 
 
-
 def test_the_code_digest_follows_a_change_that_leaves_every_time_alone(tmp_path):
     """A file's times are not its contents: a write through a shared mapping to a page
     already written moves neither time, and some file systems (sshfs, FAT, squashfs) give
@@ -139,6 +138,7 @@ def test_the_code_digest_follows_a_change_that_leaves_every_time_alone(tmp_path)
         m[at + 14 : at + 15] = b"7"
         assert module.read_bytes() != code  # kgen's code changed
         assert loadcache.package_digest(package) != before
+
 
 def test_a_library_is_known_by_its_files(tmp_path, monkeypatch):
     lib = tmp_path / "somelib"
