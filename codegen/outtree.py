@@ -479,10 +479,22 @@ def update_files(root: Path, changes: dict[str, tuple[bytes, str]],
         tree.close()
 
 
+_SYNC_BATCH = 64  # files written and held open before they are synced together
+
+
 def _stage(
     tree: _Tree, plan: Sequence[tuple[str, bytes, tuple[bytes, int] | None]]
 ) -> list[_Staged]:
+    """Write each planned file to a temporary file beside it and sync it to the disk.
+
+    Files are synced a batch at a time, once all of the batch are written, so that the file
+    system commits them together; each stays open until then, so that fsync() reports any
+    error the writes met (an error of a file closed and opened again may be lost), and
+    close() what a network file system refused.  Before any rename: after a power cut, a
+    file renamed but not written would come back empty, and kgen would refuse to replace it.
+    """
     staged: list[_Staged] = []
+    unsynced: list[tuple[_Staged, int]] = []
     try:
         for rel, data, old in plan:
             parent_rel, _, name = rel.rpartition("/")
@@ -495,40 +507,42 @@ def _stage(
             except OSError as exc:
                 raise TreeError(tree.path(rel), f"cannot write: {exc.strerror}") from None
             staged.append(item)
-            try:  # on NFS, close() sends the data and reports what the server refused
-                try:
-                    if old is not None:
-                        os.fchmod(fd, old[1])
-                    write_all(fd, data)
-                    st = os.fstat(fd)
-                    item.written = (st.st_dev, st.st_ino)
-                finally:
-                    os.close(fd)
+            unsynced.append((item, fd))
+            try:
+                if old is not None:
+                    os.fchmod(fd, old[1])
+                write_all(fd, data)
+                st = os.fstat(fd)
+                item.written = (st.st_dev, st.st_ino)
             except OSError as exc:
                 raise TreeError(tree.path(rel), f"cannot write: {exc.strerror}") from None
-        # on the disk before any rename: after a power cut, a file renamed but not written
-        # would come back empty, and kgen would refuse to replace it (all written first, so
-        # that the file system commits them together)
-        for item in staged:
-            try:  # never waiting on a FIFO, nor syncing a file put in the temporary's place
-                fd = os.open(item.temp, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                             dir_fd=item.dir_fd)  # fmt: skip
-                try:
-                    st = os.fstat(fd)
-                    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != item.written:
-                        raise TreeError(tree.path(item.rel), "cannot write: its temporary file "
-                                        f"{item.temp} was replaced meanwhile")  # fmt: skip
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            except OSError as exc:
-                raise TreeError(tree.path(item.rel), f"cannot write: {exc.strerror}") from None
+            if len(unsynced) == _SYNC_BATCH:
+                _sync(tree, unsynced)
+        _sync(tree, unsynced)
     except BaseException:
+        for _, fd in unsynced:
+            with suppress(OSError):
+                os.close(fd)
         with _signals_blocked():
             _discard(staged)
             tree.remove_created()
         raise
     return staged
+
+
+def _sync(tree: _Tree, unsynced: list[tuple[_Staged, int]]) -> None:
+    """fsync() and close() each written file, in order; what fails is named."""
+    while unsynced:
+        item, fd = unsynced[0]
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise TreeError(tree.path(item.rel), f"cannot write: {exc.strerror}") from None
+        del unsynced[0]
+        try:  # on NFS, close() sends the data and reports what the server refused
+            os.close(fd)
+        except OSError as exc:
+            raise TreeError(tree.path(item.rel), f"cannot write: {exc.strerror}") from None
 
 
 def _discard(staged: list[_Staged]) -> None:
@@ -562,6 +576,10 @@ def _commit(tree: _Tree, staged: list[_Staged], then: Callable[[], None] | None 
         try:
             for item in staged:
                 current = item
+                st = os.stat(item.temp, dir_fd=item.dir_fd, follow_symlinks=False)
+                if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != item.written:
+                    raise TreeError(tree.path(item.rel), "cannot write: its temporary file "
+                                    f"{item.temp} was replaced meanwhile")  # fmt: skip
                 if item.old is not None:
                     _backup(tree, item, item.old)
                 os.rename(item.temp, item.name, src_dir_fd=item.dir_fd, dst_dir_fd=item.dir_fd)

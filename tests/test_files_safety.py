@@ -625,8 +625,8 @@ def test_every_file_reaches_the_disk_before_its_rename(tmp_path, monkeypatch):
 
 
 def test_a_file_replaced_before_it_is_synced_is_refused_not_waited_on(tmp_path, monkeypatch):
-    """Each file is reopened to be synced once all are written: one that another process
-    put in its place meanwhile (here a FIFO) is refused, with every file left as it was."""
+    """A temporary file that another process put in its place after kgen wrote it (here a
+    FIFO) is refused before any rename, never waited on, with every file left as it was."""
     files = render_all(load_all([ROOT / "isa" / "rmpopt.yaml"]))
     real_write = outtree.write_all
     written: list[int] = []
@@ -675,3 +675,32 @@ def test_an_error_closing_a_written_file_names_the_file(tmp_path, run_kgen, monk
     name = failed[0][len(outtree.TEMP_PREFIX) :].rsplit(".", 2)[0]
     assert f"/{name}: error: cannot write: Disk quota exceeded" in result.stderr
     assert not temps(project) and not (project / "generated").exists()
+
+
+def test_each_file_is_synced_through_the_descriptor_it_was_written_with(tmp_path, monkeypatch):
+    """An error the writes met is reported by fsync() on that descriptor only: a file closed
+    and opened again to be synced may report nothing. A failing sync names the file."""
+    files = render_all(load_all([ROOT / "isa" / "rmpopt.yaml"]))
+    opened, written, synced = [], [], []
+    real_open, real_write, real_fsync = os.open, outtree.write_all, os.fsync
+
+    def counting_open(path, *args, **kwargs):
+        if str(path).startswith(outtree.TEMP_PREFIX):
+            opened.append(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(outtree.os, "open", counting_open)
+    monkeypatch.setattr(outtree, "write_all", lambda fd, data: written.append(fd)
+                        or real_write(fd, data))  # fmt: skip
+    monkeypatch.setattr(outtree.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    outtree.write_tree(files, tmp_path / "a")
+    assert len(opened) == len(set(opened)) == len(files)  # each temporary file opened once
+    assert synced == written  # and synced through that descriptor
+
+    def failing(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(outtree.os, "fsync", failing)
+    with pytest.raises(outtree.TreeError, match=r"error: cannot write: Input/output error"):
+        outtree.write_tree(files, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
