@@ -1144,7 +1144,8 @@ def _doctor_caches() -> None:
                      for name, n, size in cachedir.usage(root))  # fmt: skip
     click.echo(f"cache: {root}: {held or 'empty'}")
     if os.environ.get(OFF):
-        click.echo(f"cache: checked specs and renders are neither kept nor taken ({OFF} is set)")
+        click.echo(f"cache: checked specs, renders and decodings are neither kept nor taken "
+                   f"({OFF} is set)")  # fmt: skip
 
 
 def _doctor_engines() -> None:

@@ -130,7 +130,8 @@ def test_doctor_says_where_the_caches_are_and_whether_one_is_off(tmp_path, monke
     cli._doctor_caches()
     assert capsys.readouterr().out == (
         f"cache: {tmp_path / 'kgen'}: loaded 1 entry (2.0 MB)\n"
-        "cache: checked specs and renders are neither kept nor taken (KGEN_NO_LOAD_CACHE is set)\n"
+        "cache: checked specs, renders and decodings are neither kept nor taken "
+        "(KGEN_NO_LOAD_CACHE is set)\n"
     )
 
 
