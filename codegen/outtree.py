@@ -444,8 +444,7 @@ def write_tree(files: dict[str, str], root: Path) -> list[str]:
                                                 "banner): kgen does not overwrite it; move it away")  # fmt: skip
             plan.append((rel, data, old))
         _sweep_temps(tree, (rel.rpartition("/")[0] for rel in files))
-        staged = _stage(tree, plan)
-        _commit(tree, staged)
+        _stage_and_commit(tree, plan)
         return [rel for rel, _, _ in plan]
     finally:
         tree.close()
@@ -473,18 +472,38 @@ def update_files(root: Path, changes: dict[str, tuple[bytes, str]],
             if data != before:
                 plan.append((rel, data, old))
         _sweep_temps(tree, (rel.rpartition("/")[0] for rel, _, _ in plan))
-        _commit(tree, _stage(tree, plan), then)
+        _stage_and_commit(tree, plan, then)
         return [rel for rel, _, _ in plan]
     finally:
         tree.close()
+
+
+def _stage_and_commit(
+    tree: _Tree,
+    plan: Sequence[tuple[str, bytes, tuple[bytes, int] | None]],
+    then: Callable[[], None] | None = None,
+) -> None:
+    """:func:`_stage`, then :func:`_commit`; a signal that arrives between the two (before
+    the renames hold signals) leaves no temporary file or directory behind either."""
+    staged: list[_Staged] = []  # filled as each is written, so that it is seen whatever stops
+    try:
+        _stage(tree, plan, staged)
+        _commit(tree, staged, then)
+    except BaseException:
+        with _signals_blocked():  # what the two already cleaned up is gone: no-ops then
+            _discard([item for item in staged if item.temp])
+            tree.remove_created()
+        raise
 
 
 _SYNC_BATCH = 64  # files written and held open before they are synced together
 
 
 def _stage(
-    tree: _Tree, plan: Sequence[tuple[str, bytes, tuple[bytes, int] | None]]
-) -> list[_Staged]:
+    tree: _Tree,
+    plan: Sequence[tuple[str, bytes, tuple[bytes, int] | None]],
+    staged: list[_Staged],
+) -> None:
     """Write each planned file to a temporary file beside it and sync it to the disk.
 
     Files are synced a batch at a time, once all of the batch are written, so that the file
@@ -492,8 +511,8 @@ def _stage(
     error the writes met (an error of a file closed and opened again may be lost), and
     close() what a network file system refused.  Before any rename: after a power cut, a
     file renamed but not written would come back empty, and kgen would refuse to replace it.
+    Each file goes into ``staged`` as it is made.
     """
-    staged: list[_Staged] = []
     unsynced: list[tuple[_Staged, int]] = []
     try:
         for rel, data, old in plan:
@@ -527,7 +546,6 @@ def _stage(
             _discard(staged)
             tree.remove_created()
         raise
-    return staged
 
 
 def _sync(tree: _Tree, unsynced: list[tuple[_Staged, int]]) -> None:

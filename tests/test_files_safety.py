@@ -704,3 +704,21 @@ def test_each_file_is_synced_through_the_descriptor_it_was_written_with(tmp_path
     with pytest.raises(outtree.TreeError, match=r"error: cannot write: Input/output error"):
         outtree.write_tree(files, tmp_path / "b")
     assert not (tmp_path / "b").exists()
+
+
+def test_a_signal_between_staging_and_renaming_leaves_nothing(tmp_path, monkeypatch):
+    """Ctrl-C after every file is written and synced but before the renames hold signals:
+    no temporary file and no directory kgen made is left (the next run's sweep would only
+    take them after ten minutes)."""
+    files = render_all(load_all([ROOT / "isa" / "rmpopt.yaml"]))
+    real = outtree._stage
+
+    def then_interrupted(tree, plan, staged):
+        real(tree, plan, staged)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(outtree, "_stage", then_interrupted)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        outtree.write_tree(files, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
