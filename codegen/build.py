@@ -266,9 +266,9 @@ def _cached_object(compiler: Compiler, name: str, cmd_tail: list[str], work: Pat
     if not data.startswith(ELF_MAGIC):
         raise BuildError(f"{compiler.name} wrote no object file for the harness's {name}.c")
     try:  # kept for later builds; a cache that cannot be written is no cache
-        cachedir.make_dir(cache.parent)
-        _write_atomic(cache, data)
-        _write_atomic(_digest_path(cache), f"{hashlib.sha256(data).hexdigest()} {cache.name}\n")
+        cachedir.write_own(cache, data)
+        cachedir.write_own(_digest_path(cache),
+                           f"{hashlib.sha256(data).hexdigest()} {cache.name}\n".encode())  # fmt: skip
         cachedir.prune(cache.parent, sidecars=(".sha256",))
     except OSError:
         pass
@@ -293,17 +293,6 @@ def _valid_entry(entry: Path) -> bytes | None:
         return None
     expected = f"{hashlib.sha256(data).hexdigest()} {entry.name}".encode()
     return data if recorded.strip() == expected else None
-
-
-def _write_atomic(path: Path, content: str | bytes) -> None:
-    """``content`` at ``path``, whole or not at all: written beside it (0600) and renamed."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content.encode() if isinstance(content, str) else content)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _cache_dir() -> Path:

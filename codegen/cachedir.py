@@ -60,6 +60,25 @@ def make_dir(directory: Path | str) -> None:
             os.mkdir(path, 0o700)
 
 
+def write_own(path: Path | str, data: bytes) -> None:
+    """``data`` at the cache file ``path``, whole or not at all: written to a temporary name
+    beside it (a dot name, 0600, never through a link), then renamed; the directory and its
+    missing parents are made 0700.  The temporary file goes on any exit, Ctrl-C included
+    (pruning leaves a dot name to its writer for a day).  OSError when it cannot be kept."""
+    path = Path(path)
+    make_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)  # fmt: skip
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 def used(entry: Path) -> None:
     """Mark ``entry`` as just used (its modification time), so pruning keeps it longest; a
     link's own time, never its target's."""

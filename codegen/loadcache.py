@@ -16,7 +16,6 @@ anything else is a miss.  A cache that cannot be read or written is no cache, an
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import pickle
@@ -155,21 +154,11 @@ def _store(entry: Path, value: object) -> None:
         return
     data = b"%s%s\n%s\n%s" % (MAGIC, entry.name.encode(), hashlib.sha256(payload).hexdigest().encode(),
                               payload)  # fmt: skip
-    directory = entry.parent
-    tmp = directory / f".{entry.name}.{os.urandom(4).hex()}.tmp"
     try:
-        cachedir.make_dir(directory)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)  # fmt: skip
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, entry)
+        cachedir.write_own(entry, data)
     except OSError:
         return
-    finally:  # also on Ctrl-C or SIGTERM: pruning leaves names with a dot to their writer
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-    cachedir.prune(directory)
+    cachedir.prune(entry.parent)
 
 
 def remembered(

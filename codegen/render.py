@@ -273,9 +273,10 @@ class _TemplateCache(jinja2.FileSystemBytecodeCache):
             cachedir.used(Path(self._get_cache_filename(bucket)))
 
     def dump_bytecode(self, bucket: Any) -> None:
-        try:
-            cachedir.make_dir(self.directory)
-            super().dump_bytecode(bucket)
+        out = io.BytesIO()
+        bucket.write_bytecode(out)
+        try:  # as every cache entry is written (Jinja's own temporary names have no dot)
+            cachedir.write_own(self._get_cache_filename(bucket), out.getvalue())
         except OSError:
             return
         cachedir.prune(Path(self.directory))  # each change of kgen's code compiles them anew

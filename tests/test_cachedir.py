@@ -141,3 +141,44 @@ def test_a_full_cache_is_pruned_a_tenth_below_its_limit(tmp_path):
     assert cachedir.prune(tmp_path, keep=20) == ["e00", "e01", "e02"]  # down to 18
     entry(tmp_path, "e21", 2000)
     assert cachedir.prune(tmp_path, keep=20) == []  # room again: nothing is looked at
+
+
+def test_write_own_is_whole_private_and_leaves_nothing_when_stopped(tmp_path, monkeypatch):
+    path = tmp_path / "a" / "b" / "entry"
+    cachedir.write_own(path, b"data")
+    assert path.read_bytes() == b"data" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o700
+    real = os.replace
+
+    def stopped(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cachedir.os, "replace", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        cachedir.write_own(path, b"other")
+    monkeypatch.setattr(cachedir.os, "replace", real)
+    assert path.read_bytes() == b"data" and sorted(p.name for p in path.parent.iterdir()) == [
+        "entry"
+    ]
+
+
+def test_every_cache_writes_through_write_own(tmp_path, monkeypatch):
+    """Spec entries, compiled templates and harness objects: one writer, one set of rules."""
+    from codegen import loadcache, render, spec
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv(loadcache.OFF, raising=False)
+    kept = []
+    real = cachedir.write_own
+    monkeypatch.setattr(cachedir, "write_own", lambda p, d: kept.append(Path(p).parent.name)
+                        or real(p, d))  # fmt: skip
+    (rmpopt,) = spec.load_all([Path(__file__).parent.parent / "isa" / "rmpopt.yaml"], cached=True)
+    render.environment.cache_clear()
+    try:
+        render.render_spec(rmpopt)
+    finally:
+        render.environment.cache_clear()
+    assert {"loaded", "decoded", "templates"} <= set(kept)
+    for p in (tmp_path / "kgen").rglob("*"):
+        assert not p.name.startswith(".")  # no temporary file left
+        assert stat.S_IMODE(p.stat().st_mode) == (0o700 if p.is_dir() else 0o600), p
