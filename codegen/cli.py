@@ -71,6 +71,7 @@ def interruptible(command):
     stopped and its temporary files go as the exception unwinds, then kgen exits 130 or 143."""
 
     owner: list[int] = []  # the process that runs the command
+    raised: list[tuple[int, BaseException]] = []  # what stop raised, until the command sees it
 
     def stop(signum, _frame):
         if owner and os.getpid() != owner[-1]:
@@ -80,19 +81,46 @@ def interruptible(command):
             os._exit(128 + signum)
         for sig in (signal.SIGINT, signal.SIGTERM):  # the cleanup is not interrupted in turn
             signal.signal(sig, signal.SIG_IGN)
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise SystemExit(128 + signum)
+        exc = KeyboardInterrupt() if signum == signal.SIGINT else SystemExit(128 + signum)
+        raised[:] = [(signum, exc)]
+        raise exc
+
+    def dropped(unraisable) -> None:
+        """Python drops an exception raised where it cannot propagate (an at-fork callback
+        such as logging's lock release, a __del__): when that was stop's, the signal comes
+        again a moment later, from a thread (sent from here, its handler would run here and
+        be dropped in turn), and stops the command wherever it lands."""
+        if raised and unraisable.exc_value is raised[0][1] and owner and os.getpid() == owner[-1]:
+            import threading
+            import time
+
+            signum, pid = raised.pop()[0], os.getpid()
+
+            def again() -> None:
+                time.sleep(0.01)
+                os.kill(pid, signum)
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, stop)
+            threading.Thread(target=again, daemon=True).start()
+            return
+        hook(unraisable)
+
+    hook = sys.unraisablehook
 
     @functools.wraps(command)
     def run(*args, **kwargs):
+        nonlocal hook
         owner.append(os.getpid())
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        hook, sys.unraisablehook = sys.unraisablehook, dropped
         try:
             return command(*args, **kwargs)
         except KeyboardInterrupt:
             raise click.exceptions.Exit(128 + signal.SIGINT) from None
         finally:
+            raised.clear()
+            sys.unraisablehook = hook
             owner.pop()
             for sig, handler in previous.items():
                 with contextlib.suppress(TypeError):

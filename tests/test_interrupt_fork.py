@@ -31,3 +31,41 @@ def test_ctrl_c_in_a_fresh_fork_is_left_to_the_command():
 
 def test_sigterm_in_a_fresh_fork_ends_it_quietly():
     assert _forked_exit(signal.SIGTERM) == 128 + signal.SIGTERM
+
+
+class _Interrupting:
+    """An object whose finaliser takes a signal: Python drops what a __del__ raises, as it
+    does in an at-fork callback (logging's lock release, where a real Ctrl-C was lost)."""
+
+    def __init__(self, sig: int) -> None:
+        self.sig = sig
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), self.sig)
+        for _ in range(1000):  # the handler runs here, inside the finaliser
+            pass
+
+
+def _dropped_exit(sig: int) -> str:
+    import time
+
+    @interruptible
+    def command() -> str:
+        _Interrupting(sig)  # finalised at once
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # a command that would otherwise run on
+            time.sleep(0.01)
+        return "finished"
+
+    try:
+        return command()
+    except BaseException as exc:  # noqa: BLE001 - how the command ended
+        return f"{type(exc).__name__} {getattr(exc, 'exit_code', getattr(exc, 'code', ''))}"
+
+
+def test_ctrl_c_dropped_in_a_finaliser_still_stops_the_command():
+    assert _dropped_exit(signal.SIGINT) == "Exit 130"
+
+
+def test_sigterm_dropped_in_a_finaliser_still_stops_the_command():
+    assert _dropped_exit(signal.SIGTERM) == "SystemExit 143"
