@@ -111,13 +111,22 @@ def interruptible(command):
     @functools.wraps(command)
     def run(*args, **kwargs):
         nonlocal hook
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return command(*args, **kwargs)  # only the main thread takes signals
         owner.append(os.getpid())
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         hook, sys.unraisablehook = sys.unraisablehook, dropped
         try:
             return command(*args, **kwargs)
         except KeyboardInterrupt:
+            click.echo("kgen: interrupted", err=True)
             raise click.exceptions.Exit(128 + signal.SIGINT) from None
+        except SystemExit as exc:
+            if raised and exc is raised[0][1]:
+                click.echo("kgen: terminated", err=True)
+            raise
         finally:
             raised.clear()
             sys.unraisablehook = hook
@@ -539,38 +548,6 @@ def spec_dirs(specs: list[Spec]) -> list[Path]:
     return list(dict.fromkeys(dirs + ([DEFAULT_ISA_DIR] if DEFAULT_ISA_DIR.is_dir() else [])))
 
 
-class _Terminated(BaseException):
-    """SIGTERM, raised where the render command is, so that it can clean up."""
-
-
-@contextlib.contextmanager
-def _interruptible():
-    """Ctrl-C exits 130 and SIGTERM 143, after the render has put every file back or in place."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def terminate(signum, frame):
-        raise _Terminated()
-
-    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
-    old_term = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    except KeyboardInterrupt:
-        click.echo("kgen: interrupted", err=True)
-        raise click.exceptions.Exit(130) from None
-    except _Terminated:
-        click.echo("kgen: terminated", err=True)
-        raise click.exceptions.Exit(143) from None
-    finally:
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
-
-
 out_option = click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -588,6 +565,7 @@ out_option = click.option(
 @click.option("--prune", is_flag=True,
               help="Also remove generated files that no spec renders any more, each only when "
                    "a render of the spec its banner names reproduces it byte for byte.")  # fmt: skip
+@interruptible
 def render(specs: tuple[str, ...], out: Path, prune: bool) -> None:
     """Render kernel C from specs into the output directory.
 
@@ -598,31 +576,30 @@ def render(specs: tuple[str, ...], out: Path, prune: bool) -> None:
     """
     from .outtree import TreeError, prune as prune_files, stale_files, write_tree
 
-    with _interruptible():
-        loaded = refuse_clashes(load_specs(specs))
-        files = render_specs(loaded, cached=True)
-        try:
-            changed = write_tree(files, out)
-        except TreeError as exc:
-            click.echo(str(exc), err=True)
-            sys.exit(1)
-        for path in changed:
-            click.echo(f"  wrote {out / path}")
-        stale = stale_files(out, files, render_scope(specs, loaded))
-        removed, refused = prune_files(out, stale, spec_dirs(loaded)) if prune else ([], [])
-        for path in removed:
-            click.echo(f"  removed {out / path}")
-        for refusal in refused:
-            click.echo(str(refusal), err=True)
-        if not prune:
-            for s in stale:
-                click.echo(stale_line(out, s))
-        n = len(loaded)
-        gone = f", {len(removed)} removed" if removed else ""
-        click.echo(f"rendered {plural(len(files), 'file')} from {plural(n, 'spec')} into {out}/ "
-                   f"({len(changed)} changed{gone})")  # fmt: skip
-        if refused:
-            sys.exit(1)
+    loaded = refuse_clashes(load_specs(specs))
+    files = render_specs(loaded, cached=True)
+    try:
+        changed = write_tree(files, out)
+    except TreeError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    for path in changed:
+        click.echo(f"  wrote {out / path}")
+    stale = stale_files(out, files, render_scope(specs, loaded))
+    removed, refused = prune_files(out, stale, spec_dirs(loaded)) if prune else ([], [])
+    for path in removed:
+        click.echo(f"  removed {out / path}")
+    for refusal in refused:
+        click.echo(str(refusal), err=True)
+    if not prune:
+        for s in stale:
+            click.echo(stale_line(out, s))
+    n = len(loaded)
+    gone = f", {len(removed)} removed" if removed else ""
+    click.echo(f"rendered {plural(len(files), 'file')} from {plural(n, 'spec')} into {out}/ "
+               f"({len(changed)} changed{gone})")  # fmt: skip
+    if refused:
+        sys.exit(1)
 
 
 def tree_option(help: str = "A Linux kernel tree (a git repository or a plain tree).",
