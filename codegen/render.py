@@ -878,11 +878,6 @@ def spec_inputs(specs: Iterable[Spec]) -> tuple[str, ...]:
     return tuple(part for spec in specs for part in (spec.path, spec.source))
 
 
-def render_inputs(specs: Iterable[Spec], templates: Path = TEMPLATES) -> tuple[str, ...]:
-    """What rendering ``specs`` depends on besides kgen's code."""
-    return template_inputs(templates) + spec_inputs(specs)
-
-
 def render_all(
     specs: Iterable[Spec],
     templates: Path = TEMPLATES,

@@ -271,10 +271,10 @@ def test_render_inputs_name_every_spec_and_template(tmp_path):
     templates = tmp_path / "templates"
     shutil.copytree(render.TEMPLATES, templates)
     specs = spec.load_all(BUNDLED)
-    before = render.render_inputs(specs, templates)
-    assert render.render_inputs(specs[:-1], templates) != before
+    assert render.spec_inputs(specs[:-1]) != render.spec_inputs(specs)
+    before = render.template_inputs(templates)
     (templates / "_banner.j2").write_text((templates / "_banner.j2").read_text() + " ")
-    assert render.render_inputs(specs, templates) != before
+    assert render.template_inputs(templates) != before
 
 
 def test_kgen_whose_modules_cannot_be_read_keeps_nothing(cache, monkeypatch):
