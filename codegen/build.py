@@ -409,8 +409,8 @@ def _cached_level(key: str | None, compiler: Compiler, opt: str, tus: list[Unit]
         return None  # a name it does not build, or one listed twice: not kgen's
     data = {name: cachedir.read_own(entry / name, MAX_ENTRY_FILE) for _, _, name in manifest}
     if any(
-        content is None or hashlib.sha256(content).hexdigest() != digest
-        for (digest, _, name), content in zip(manifest, data.values(), strict=True)
+        (content := data[name]) is None or hashlib.sha256(content).hexdigest() != digest
+        for digest, _, name in manifest
     ):
         return None
     if any(f"{u.name}.o" not in data for u in tus):
