@@ -483,8 +483,9 @@ def _stage_and_commit(
     plan: Sequence[tuple[str, bytes, tuple[bytes, int] | None]],
     then: Callable[[], None] | None = None,
 ) -> None:
-    """:func:`_stage`, then :func:`_commit`; a signal that arrives between the two (before
-    the renames hold signals) leaves no temporary file or directory behind either."""
+    """:func:`_stage`, then :func:`_commit`; whatever stops staging, or a signal that
+    arrives between the two (before the renames hold signals), leaves no temporary file or
+    directory behind."""
     staged: list[_Staged] = []  # filled as each is written, so that it is seen whatever stops
     try:
         _stage(tree, plan, staged)
@@ -538,13 +539,10 @@ def _stage(
             if len(unsynced) == _SYNC_BATCH:
                 _sync(tree, unsynced)
         _sync(tree, unsynced)
-    except BaseException:
+    except BaseException:  # the caller removes what was made (see _stage_and_commit)
         for _, fd in unsynced:
             with suppress(OSError):
                 os.close(fd)
-        with _signals_blocked():
-            _discard(staged)
-            tree.remove_created()
         raise
 
 
