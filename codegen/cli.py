@@ -121,8 +121,7 @@ def interruptible(command):
         try:
             return command(*args, **kwargs)
         except KeyboardInterrupt:
-            click.echo("kgen: interrupted", err=True)
-            raise click.exceptions.Exit(128 + signal.SIGINT) from None
+            raise _interrupted() from None
         except SystemExit as exc:
             if raised and exc is raised[0][1]:
                 click.echo("kgen: terminated", err=True)
@@ -147,6 +146,12 @@ def load_specs(paths: tuple[str, ...]) -> list[Spec]:
         raise click.exceptions.Exit(1) from None
 
 
+def _interrupted() -> click.exceptions.Exit:
+    """What Ctrl-C ends a command with: a word on stderr, then 130, as a shell reports it."""
+    click.echo("kgen: interrupted", err=True)
+    return click.exceptions.Exit(128 + signal.SIGINT)
+
+
 class _Commands(click.Group):
     """kgen's commands: Ctrl-C exits 130 from any of them (click alone says "Aborted!", 1)."""
 
@@ -154,8 +159,7 @@ class _Commands(click.Group):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
-            click.echo("kgen: interrupted", err=True)
-            raise click.exceptions.Exit(128 + signal.SIGINT) from None
+            raise _interrupted() from None
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
