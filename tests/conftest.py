@@ -83,9 +83,10 @@ def _seconds(item) -> float:
     return LONGEST.get(f"{_module(item)}::{name}", 1.0 if item.get_closest_marker("slow") else 0.1)
 
 
-def _unit(item) -> str:
+def _unit(nodeid: str) -> str:
     """What one worker runs as a whole: a shared module, else the test alone."""
-    return _module(item) if _module(item) in SHARED_MODULES else item.nodeid
+    module = Path(nodeid.split("::", 1)[0]).stem
+    return module if module in SHARED_MODULES else nodeid
 
 
 def pytest_collection_modifyitems(items):
@@ -97,10 +98,12 @@ def pytest_collection_modifyitems(items):
     weight: dict[str, float] = {}
     first: dict[str, int] = {}
     for i, item in enumerate(items):
-        weight[_unit(item)] = weight.get(_unit(item), 0.0) + _seconds(item)
-        first.setdefault(_unit(item), i)
+        unit = _unit(item.nodeid)
+        weight[unit] = weight.get(unit, 0.0) + _seconds(item)
+        first.setdefault(unit, i)
     position = {id(item): i for i, item in enumerate(items)}
-    items.sort(key=lambda item: (-weight[_unit(item)], first[_unit(item)], position[id(item)]))
+    items.sort(key=lambda item: (-weight[_unit(item.nodeid)], first[_unit(item.nodeid)],
+                                 position[id(item)]))  # fmt: skip
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -113,8 +116,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class Units(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            module = Path(nodeid.split("::", 1)[0]).stem
-            return module if module in SHARED_MODULES else nodeid
+            return _unit(nodeid)
 
     return Units(config, log)
 
