@@ -614,14 +614,28 @@ def test_specs_stopped_between_them_leave_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     clang = toolchain.find_clang()
+    specs = [load(ISA / f"{name}.yaml") for name in ("psmash", "pvalidate")]
+    # The second spec's harnesses are held before their cases, so one is surely running when
+    # the compare is closed: a job's harness runs for milliseconds, and the two jobs given out
+    # before the generator pauses could end unseen by a poll on a loaded machine.
+    held = cases.spec_line(specs[1]).encode()
+    exchange = compare._exchange
 
-    def plan(name: str, count: int):
-        spec = load(ISA / f"{name}.yaml")
-        return lambda: compare.Comparison(spec, clang, host.choose_engine("auto", spec), 1, count,
-                                          ("-O2",), parts=8)  # fmt: skip
+    def held_exchange(proc, data, *rest):
+        if data.startswith(held):
+            time.sleep(600)  # ended by the worker's SIGTERM, as a running harness would be
+        return exchange(proc, data, *rest)
 
-    each = compare.compare_each([plan("psmash", 40), plan("pvalidate", 100_000)], workers=1)
-    assert next(each).ok
+    monkeypatch.setattr(compare, "_exchange", held_exchange)  # forked into the workers
+
+    def plan(spec, count: int):
+        # native, whatever this host's auto picks: an emulated harness is no process of its own
+        return lambda: compare.Comparison(spec, clang, host.choose_engine("native", spec), 1,
+                                          count, ("-O2",), parts=8)  # fmt: skip
+
+    each = compare.compare_each([plan(specs[0], 40), plan(specs[1], 100_000)], workers=1)
+    first = next(each)
+    assert first.ok and first.cases == 40
     assert multiprocessing.active_children()  # the second spec's workers run its cases
     deadline = time.monotonic() + 60  # seconds under a loaded machine's builds; ~1 s alone
     while not _running_from(tmp_path) and time.monotonic() < deadline:
