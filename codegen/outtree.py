@@ -138,6 +138,24 @@ class _Tree:
             os.close(fd)
         self.fds.clear()
 
+    def sync(self, dir_fds: Iterable[int]) -> None:
+        """fsync() the directories whose entries changed: those given (renames into them) and
+        the parents of those kgen made, so that after a power cut the tree holds the new files,
+        not a mix of old and new.  Best effort: the files themselves are already on disk, and
+        some file systems refuse fsync() on a directory."""
+        parents = [self.fds.get(rel.rpartition("/")[0]) for rel in self.created]
+        for fd in dict.fromkeys([*dir_fds, *parents]):
+            if fd is not None:
+                with suppress(OSError):
+                    os.fsync(fd)
+        for p in self.created_root:
+            with suppress(OSError):
+                fd = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
     def path(self, rel: str) -> Path:
         return self.root / rel if rel else self.root
 
@@ -617,6 +635,7 @@ def _commit(tree: _Tree, staged: list[_Staged], then: Callable[[], None] | None 
             if isinstance(exc, OSError) and current is not None:
                 raise TreeError(tree.path(current.rel), f"cannot replace: {exc.strerror}") from None
             raise
+        tree.sync({item.dir_fd: None for item in done})
         _discard(staged)  # the backups
         if then is not None:
             then()

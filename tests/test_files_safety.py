@@ -598,12 +598,16 @@ def test_a_real_process_exits_130_or_143_and_leaves_no_temp_file(
 
 def test_every_file_reaches_the_disk_before_its_rename(tmp_path, monkeypatch):
     """A new file and one that replaces another are synced before their renames: an empty
-    file left by a power cut would be one kgen refuses to replace."""
+    file left by a power cut would be one kgen refuses to replace.  After the renames every
+    directory they changed is synced, and the parent of every directory kgen made, so that
+    the tree does not come back from a power cut with old and new files mixed."""
     events = []
     real_fsync, real_rename = os.fsync, os.rename
 
     def fsync(fd):
-        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}").rpartition("/")[2]))
+        where = os.readlink(f"/proc/self/fd/{fd}")
+        kind = "dirsync" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync"
+        events.append((kind, where if kind == "dirsync" else where.rpartition("/")[2]))
         return real_fsync(fd)
 
     def rename(src, dst, **kw):
@@ -615,13 +619,25 @@ def test_every_file_reaches_the_disk_before_its_rename(tmp_path, monkeypatch):
     files = render_all(load_all([ROOT / "isa" / "rmpopt.yaml"]))
     n = len(files)
     assert n > 1
+    out = tmp_path / "a" / "out"  # made by kgen, with its parent
     changed = {rel: text.replace("do not edit.", "do not edit!") for rel, text in files.items()}
     for written in (files, changed):  # new files, then files that replace them
         events.clear()
-        outtree.write_tree(written, tmp_path)
-        assert [kind for kind, _ in events] == ["fsync"] * n + ["rename"] * n
-        assert sorted(name for _, name in events[:n]) == sorted(name for _, name in events[n:])
-    assert {rel: (tmp_path / rel).read_text() for rel in files} == changed
+        outtree.write_tree(written, out)
+        kinds = [kind for kind, _ in events]
+        assert kinds[: 2 * n] == ["fsync"] * n + ["rename"] * n
+        assert sorted(name for _, name in events[:n]) == sorted(
+            name for _, name in events[n : 2 * n]
+        )
+        assert set(kinds[2 * n :]) == {"dirsync"}
+        synced = {where for _, where in events[2 * n :]}
+        assert {str((out / rel).parent) for rel in written} <= synced
+        made = {str(p.parent) for p in out.rglob("*") if p.is_dir()} | {
+            str(tmp_path),
+            str(out.parent),
+        }
+        assert (made <= synced) == (written is files)  # a directory made is in its parent
+    assert {rel: (out / rel).read_text() for rel in files} == changed
 
 
 def test_a_file_replaced_before_it_is_synced_is_refused_not_waited_on(tmp_path, monkeypatch):
@@ -695,7 +711,7 @@ def test_each_file_is_synced_through_the_descriptor_it_was_written_with(tmp_path
     monkeypatch.setattr(outtree.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
     outtree.write_tree(files, tmp_path / "a")
     assert len(opened) == len(set(opened)) == len(files)  # each temporary file opened once
-    assert synced == written  # and synced through that descriptor
+    assert synced[: len(written)] == written  # and synced through that descriptor
 
     def failing(fd):
         raise OSError(errno.EIO, "Input/output error")
