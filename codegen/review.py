@@ -304,12 +304,15 @@ def no_pud_size(spec: Spec, files: Files) -> list[str]:
 def cap_plain_if(spec: Spec, kind: str, text: str) -> list[str]:
     sw = spec.as_sweep()
     cov = f_sz(sw.table.coverage)
+    body = _function(text, sw.sweep.pass_name) or ""
     problems = []
-    if re.search(r"\?[^\n]*:", _function(text, sw.sweep.pass_name) or ""):
+    if re.search(r"\?[^\n]*:", body):
         problems.append("the sweep uses a ternary")
-    if f"\tif (pa_end - pa_start > {cov}) {{\n" not in text:
+    if not re.search(rf"\n\tif \(pa_end - pa_start > {cov}\)( \{{)?\n", body):
         problems.append(f"no plain 'if (pa_end - pa_start > {cov})' cap")
-    if "pa_end = pa_cap;" not in text or f"pa_cap = pa_start + {cov};" not in text:
+    direct = f"\n\t\tpa_end = pa_start + {cov};\n" in body
+    named = "\n\t\tpa_end = pa_cap;\n" in body and f" pa_cap = pa_start + {cov};\n" in body
+    if not (direct or named):
         problems.append(f"the cap does not set pa_end to pa_start + {cov}")
     return problems
 

@@ -39,6 +39,7 @@ def catalogue(spec: Spec) -> list[Mutant]:
     w = {x.kind: x for x in s.workers}
     kt, dw = w["kthread"], w["delayed-work"]
     rearm = f"#define {h.upper()}_REARM_DELAY_MS\t"
+    cap = "pa_cap" if s.cap_log == "every-pass" else "pa_end"  # what the pass caps
     M = Mutant
     return [
         M("swap the RAX and RCX constraints", "header", f'"a" ({a}), "c" ({c})',
@@ -67,8 +68,8 @@ def catalogue(spec: Spec) -> list[Mutant]:
           f"pa_end - pa_start > {cov}" + (")\n\t\tpr_info(" if s.cap_log == "at-setup" else ""),
           f"pa_end - pa_start >= {cov}" + (")\n\t\tpr_info(" if s.cap_log == "at-setup" else ""),
           "compare"),
-        M("off by one region at the cap", "sweeps", f"pa_cap = pa_start + {cov};",
-          f"pa_cap = pa_start + {cov} - {region};", "compare"),
+        M("off by one region at the cap", "sweeps", f"{cap} = pa_start + {cov};",
+          f"{cap} = pa_start + {cov} - {region};", "compare"),
         M("the start rounded up", "sweeps", f"ALIGN_DOWN(PFN_PHYS(min_low_pfn), {region})",
           f"ALIGN(PFN_PHYS(min_low_pfn), {region})", "compare"),
         M("the end rounded down", "sweeps", f"ALIGN(PFN_PHYS(max_pfn), {region})",

@@ -47,9 +47,11 @@ MUTANTS = [
      "{{ enum_const[code.name] }},"),
     ("no-pud-size", "sweep.c.j2", "pa < pa_end; pa += {{ region | sz }}) {\n\t\t{{ h.name",
      "pa < pa_end; pa += PUD_SIZE) {\n\t\t{{ h.name"),
-    ("cap-plain-if", "sweep.c.j2", "\tif (pa_end - pa_start > {{ coverage | sz }}) {",
+    ("cap-plain-if", "sweep.c.j2", "\tif (pa_end - pa_start > {{ coverage | sz }})\n\t\tpa_end =",
      "\tpa_end = (pa_end - pa_start) <= {{ coverage | sz }} ? pa_end : pa_start + {{ coverage | sz }};"
-     "\n\tif (0) {"),
+     "\n\tif (0)\n\t\tpa_end ="),
+    ("cap-plain-if", "sweep.c.j2", "\t\tpa_end = pa_start + {{ coverage | sz }};",
+     "\t\tpa_end = pa_start + {{ coverage | sz }} - 1;"),
     ("aligned-range", "sweep.c.j2", "\tpa_end   = ALIGN(", "\tpa_end = ALIGN("),
     ("log-attempts", "sweep.c.j2", 'pr_info("{{ sweep.log_message | cstring }}',
      'pr_info("RMP optimizations enabled on'),

@@ -52,11 +52,8 @@ static void rmpopt_sweep(void)
 	pa_end   = ALIGN(PFN_PHYS(max_pfn), SZ_1G);
 
 	/* Each CPU's RMPOPT table covers 2 TB from its base. */
-	if (pa_end - pa_start > SZ_2T) {
-		phys_addr_t pa_cap = pa_start + SZ_2T;
-
-		pa_end = pa_cap;
-	}
+	if (pa_end - pa_start > SZ_2T)
+		pa_end = pa_start + SZ_2T;
 
 	pr_info("Attempt RMP optimizations on physical address range [%pa - %pa]\n",
 		&pa_start, &pa_end);
