@@ -556,6 +556,7 @@ class RawShape:
     ] = ()  # lines after the instruction's string: CC_SET(c) where the profile needs them
     x86_64_only: bool = False  # the helpers pass a u64 in one register: x86-64 only
     doc: tuple[C, ...] = ()  # the kernel-doc below the title, one paragraph line each ("": blank)
+    locals: tuple[C, ...] = ()  # its local declarations, longest first (reverse fir tree)
 
 
 def raw_doc(spec: Spec, retry: tuple[C, ...] = (), limit: C | None = None) -> tuple[C, ...]:
@@ -664,11 +665,14 @@ def raw_shape(spec: Spec, profile: Profile = NEWEST) -> RawShape:
         test = f"({test})" if len(retry) > 1 else test
         retry_while = _c(f"{test} && retries++ < {limit}")
     ret = return_type(spec)
+    declared = [f"bool {f_ident(o.name)};" for o in flags]
+    declared += [f"{ret} {f_ident(rc.name)};"] if rc is not None else []
+    declared += ["unsigned int retries = 0;"] if retry_while else []
     return RawShape(
         ret, _c(", ".join(c_parameter(i) for i in insn.inputs)), structs, tuple(defines), rc, flags,
         retry, limit, retry_while, _c(", ".join(outs)), _c(", ".join(ins)), _c(clobbers),
         tuple(_c(line) for line in profile.flag_sets(o.required_flag for o in flags)), needs_x86_64(spec),
-        raw_doc(spec, retry, limit),
+        raw_doc(spec, retry, limit), tuple(_c(d) for d in sorted(declared, key=len, reverse=True)),
     )  # fmt: skip
 
 

@@ -475,6 +475,37 @@ def no_warn_on_success(spec: Spec, files: Files) -> list[str]:
     ]  # fmt: skip
 
 
+_FUNCTION = re.compile(r"^[^\n;*#]*\b(\w+)\([^;{\n]*\)\n\{\n(.*?)^\}\n", re.M | re.S)
+# a local declaration: a type of one or more words, then names (each maybe with an initialiser)
+_DECLARATION = re.compile(r"\t(?!return\b|goto\b)[a-z_][\w ]*?[\w*] \**(\w+)(\[\w*\])?( = [^;]+)?"
+                          r"(, \**\w+( = [^;,]+)?)*;")  # fmt: skip
+_REGISTERS = frozenset("rax rbx rcx rdx rsi rdi r8 r9 r10 r11 eax ebx ecx edx esi edi".split())
+
+
+@rule(
+    "reverse-fir-tree",
+    "a function's local declarations are longest first, as the x86 tree asks (register-named "
+    "values may keep the register order)",
+)
+def reverse_fir_tree(spec: Spec, files: Files) -> list[str]:
+    problems = []
+    for path, text in files.items():
+        for fn in _FUNCTION.finditer(text):
+            block = []
+            for line in fn.group(2).split("\n"):
+                m = _DECLARATION.fullmatch(line)
+                if not m:
+                    break
+                block.append((line, m.group(1)))
+            if all(name in _REGISTERS for _, name in block):
+                continue
+            widths = [len(line.expandtabs(8)) for line, _ in block]
+            if widths != sorted(widths, reverse=True):
+                problems.append(f"{path}: {fn.group(1)}() declares "
+                                f"{', '.join(n for _, n in block)}: longest first, please")  # fmt: skip
+    return problems
+
+
 def review(spec: Spec, files: Files, skip: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
     """(rule name, problem) for every rule a spec's rendered files break, but those skipped."""
     return [

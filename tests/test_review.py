@@ -77,6 +77,12 @@ MUTANTS = [
      "_REARM_DELAY_MS\t{{ (worker.rearm_delay_ms - 1) | ms }}"),
     ("no-warn-on-success", "sweep.c.j2", "\t\t{{ h.name | ident }}(pa);\n",
      "\t\tWARN_ON_ONCE({{ h.name | ident }}(pa));\n"),
+    ("reverse-fir-tree", "helpers.h.j2", "{% for line in raw.locals %}",
+     "{% for line in raw.locals | reverse %}", "rmpupdate"),
+    ("reverse-fir-tree", "helpers.h.j2", "{% for line in raw.locals %}",
+     "{% for line in raw.locals | reverse %}", "pvalidate"),
+    ("reverse-fir-tree", "sweep.c.j2", "\tphys_addr_t pa_start, pa_end, pa;\n\tunsigned int cpu, leader;\n",
+     "\tunsigned int cpu, leader;\n\tphys_addr_t pa_start, pa_end, pa;\n"),
 ]  # fmt: skip
 
 

@@ -28,8 +28,8 @@ struct rmp_state;
  */
 static inline int __rmpupdate(u64 paddr, struct rmp_state *state)
 {
-	int rc;
 	unsigned int retries = 0;
+	int rc;
 
 	do {
 		asm volatile(".byte 0xf2, 0x0f, 0x01, 0xfe"
