@@ -858,6 +858,8 @@ def operations(
                 return patch("trigger")
             return patch(key)
 
+        if key == "setup":
+            trigger_names |= _used_only_by(body, text, trigger_names)
         first = patch(key)
         for header in includes:
             ops.append(Include(first, dest, f"#include <{header}>", header))
@@ -870,6 +872,26 @@ def operations(
             ops.append(_call_op(patch, site, worker))
     ops.sort(key=lambda op: op.patch.order)
     return ops
+
+
+def _used_only_by(body: list[tuple[ctext.Item, bool]], text: str, names: set[str]) -> set[str]:
+    """The items of a fragment that only the items `names` use, directly or through each
+    other (a delay #define only the request reads): they belong to the patch of `names`, not
+    to an earlier one that would add them unused."""
+    items = [i for i, _ in body if i.kind != "pp" and i.name]
+    owned = set(names)
+    changed = True
+    while changed:
+        changed = False
+        for item in items:
+            if item.name in owned:
+                continue
+            word = re.compile(rf"\b{re.escape(item.name)}\b")
+            users = {i.name for i in items if i is not item and word.search(i.code_text(text))}
+            if users and users <= owned:
+                owned.add(item.name)
+                changed = True
+    return owned - names
 
 
 def _call_op(patch, site: CallSite, worker) -> Call:

@@ -325,6 +325,31 @@ def test_every_step_of_the_series_is_a_tree_the_plan_makes(tree):
             assert "snp_rmpopt_all_physmem" not in texts["arch/x86/virt/svm/sev.c"]
 
 
+def test_a_patch_adds_no_file_local_name_that_only_a_later_patch_uses(tree):
+    """A #define or static a patch adds to a .c file is used in that file by the same patch:
+    one that only the trigger uses comes with the trigger, not a patch before it."""
+    kt = KernelTree.open(tree)
+    p = plan([load(s) for s in SPECS], kt)
+    done: list = []
+    before, _ = p.result(done)
+    for patch in p.patches():
+        done.append(patch)
+        texts, _ = p.result(done)
+        for path, text in texts.items():
+            if not path.endswith(".c"):
+                continue
+            old = before.get(path, "")
+            added = re.findall(r"^#define\s+(\w+)", text, re.M)
+            added += re.findall(r"^static\s+[\w\s*]+?\b(\w+)\s*[;=(\[]", text, re.M)
+            added += re.findall(r"^static\s+[A-Z_]+\((\w+)", text, re.M)  # DEFINE_MUTEX(name)
+            for name in added:
+                if re.search(rf"\b{name}\b", old):
+                    continue
+                uses = len(re.findall(rf"\b{name}\b", text))
+                assert uses > 1, f"{patch.key}: {path} adds {name}, which nothing uses yet"
+        before = texts
+
+
 def test_no_signoff_is_invented(tree, tmp_path):
     out = tmp_path / "p"
     assert kgen("patch", ISA / "pvalidate.yaml", "--tree", tree, "-o", out).exit_code == 0
