@@ -17,12 +17,12 @@ import textwrap
 from pathlib import Path
 from types import EllipsisType
 
-from . import __version__
+from . import __version__, ctext
 from .diagnostics import size_text
 from .outtree import signals_blocked
 from .record import record
 from .render import spec_digest
-from .tree import SCATTERED, Call, FeatureBit, Patch, Plan, default_worker
+from .tree import SCATTERED, Call, FeatureBit, Patch, Plan, Upsert, default_worker
 from .treeio import GitNotFound, git
 
 WIDTH = 75  # commit message lines, as checkpatch wants them
@@ -224,7 +224,13 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
             f"registers and return value."
             if ool
             else f"Give {raw.name}() kernel-doc that states the encoding, the registers and the return "
-            f"value. The instruction bytes, the operands and the result are unchanged."
+            + (
+                "value. It also rewrites the asm statement as the other helpers generated from "
+                "instruction specs write it; the instruction bytes, the operands and the result "
+                "are unchanged."
+                if _code_changes(patch, plan, raw.name)
+                else "value. The code is unchanged."
+            )
         ),
         (
             f"{raw.name}() executes {mn} again while it returns a retry code, at most "
@@ -237,6 +243,17 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
     if ool:
         return f"{pre}Move the {mn} instruction into {raw.name}()", wrap(body)
     return f"{pre}Add kernel-doc to {raw.name}()", wrap(body)
+
+
+def _code_changes(patch: Patch, plan: Plan, name: str) -> bool:
+    """Whether the patch changes the code of function `name`, not only its comments and
+    layout: the tree's old text and the new compared token for token."""
+    for op in plan.ops:
+        if op.patch is patch and isinstance(op, Upsert) and op.name == name:
+            text = plan.tree.text(op.path)
+            old = op._found(text, ctext.items(text), plan.tree)
+            return old is None or ctext.tokens(old.code_text(text)) != ctext.tokens(op.body)
+    return True
 
 
 def _with_subject(mnemonic: str, description: str) -> str:

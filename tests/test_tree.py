@@ -350,6 +350,33 @@ def test_a_patch_adds_no_file_local_name_that_only_a_later_patch_uses(tree):
         before = texts
 
 
+def test_a_kernel_doc_patch_says_when_it_rewrites_the_code_too(tree, tmp_path):
+    """"Add kernel-doc" is what a reviewer expects; a patch that also rewrites the asm
+    statement (the tree's upper-case bytes and trailing "\\n\\t") says so in its changelog,
+    and one that leaves the code token for token as it was says only kernel-doc."""
+    from codegen.series import message
+
+    def body_of(tree_dir: Path) -> str:
+        p = plan([load(ISA / "pvalidate.yaml")], KernelTree.open(tree_dir))
+        (patch,) = p.patches()
+        subject, body = message(patch, p)
+        assert subject == "x86/sev: Add kernel-doc to pvalidate()"
+        return " ".join(body.split())
+
+    said = body_of(tree)
+    assert "rewrites the asm statement" in said, said
+    # the tree's pvalidate() already written as kgen writes it: only the kernel-doc is new
+    same = tmp_path / "same"
+    shutil.copytree(tree, same)
+    assert kgen("apply", ISA / "pvalidate.yaml", "--tree", same).exit_code == 0
+    sev = same / "arch/x86/include/asm/sev.h"
+    text = sev.read_text()
+    start = text.index("/**\n * pvalidate()")
+    sev.write_text(text[:start] + text[text.index("static inline int pvalidate(", start):])
+    said = body_of(same)
+    assert "rewrites the asm statement" not in said and "code is unchanged" in said, said
+
+
 def test_no_signoff_is_invented(tree, tmp_path):
     out = tmp_path / "p"
     assert kgen("patch", ISA / "pvalidate.yaml", "--tree", tree, "-o", out).exit_code == 0
