@@ -859,7 +859,7 @@ def operations(
             return patch(key)
 
         if key == "setup":
-            trigger_names |= _used_only_by(body, text, trigger_names)
+            trigger_names.update(_used_only_by(body, text, trigger_names))
         first = patch(key)
         for header in includes:
             ops.append(Include(first, dest, f"#include <{header}>", header))

@@ -351,7 +351,7 @@ def test_a_patch_adds_no_file_local_name_that_only_a_later_patch_uses(tree):
 
 
 def test_a_kernel_doc_patch_says_when_it_rewrites_the_code_too(tree, tmp_path):
-    """"Add kernel-doc" is what a reviewer expects; a patch that also rewrites the asm
+    """An "Add kernel-doc" patch is what a reviewer expects; a patch that also rewrites the asm
     statement (the tree's upper-case bytes and trailing "\\n\\t") says so in its changelog,
     and one that leaves the code token for token as it was says only kernel-doc."""
     from codegen.series import message
@@ -372,7 +372,7 @@ def test_a_kernel_doc_patch_says_when_it_rewrites_the_code_too(tree, tmp_path):
     sev = same / "arch/x86/include/asm/sev.h"
     text = sev.read_text()
     start = text.index("/**\n * pvalidate()")
-    sev.write_text(text[:start] + text[text.index("static inline int pvalidate(", start):])
+    sev.write_text(text[:start] + text[text.index("static inline int pvalidate(", start) :])
     said = body_of(same)
     assert "rewrites the asm statement" not in said and "code is unchanged" in said, said
 
