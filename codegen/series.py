@@ -154,22 +154,37 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
         sw = spec.as_sweep()
         en = sw.enable
         reqs = "".join(f" and {r.check}({r.argument})" for r in en.requires)
+        per_core = sw.msr.scope == "core"
+        unit = "core" if per_core else "CPU"
+        start = "allocates the workqueue" if w.kind == "delayed-work" else "starts the thread"
         body = [
             _with_subject(mn, insn.description),
             f"{w.setup}() enables {mn} and starts a worker that runs one pass over all memory "
             f"shortly after. It does nothing unless cpu_feature_enabled({sw.cpuid.feature})"
-            f"{reqs}. It allocates the workqueue before it writes {sw.msr.name} on one thread "
-            f"of every core, so that a failed allocation leaves the MSRs untouched, and it runs "
-            f"once: a second call finds the worker and returns.",
+            f"{reqs}. It {start} first, so that a failure leaves the MSRs untouched, and it "
+            f"runs once: a second call finds the worker and returns.",
+            f"The MSRs are written by a CPU hotplug state ({en.hotplug.state}, "
+            f'"{en.hotplug.name}") that setup registers: its callback writes {sw.msr.name} on '
+            + ("the first online thread of each core" if per_core else "each CPU")
+            + f", at once on those online and later on each {unit} that comes online"
+            + (
+                f"; its teardown callback writes 0 when the last online thread of a {unit} goes "
+                f"offline, as INIT leaves the MSR as it is and a {unit} offline at teardown would "
+                f"come back with {mn} enabled."
+                if en.msr_on_teardown == "clear"
+                else "."
+            ),
             f"A pass runs {mn} on every {size_text(sw.table.region_size)} region from the lowest "
             f"to the highest page of memory, first on the current CPU and then on the primary "
             f"thread of every other core, so that the others find the scan result cached. The "
             f"table covers {size_text(sw.table.coverage)}: memory above that is not optimized, "
             f"and setup says so once.",
-            f"{w.teardown}() cancels a pending pass, waits for a running one, destroys the "
-            f"workqueue and "
+            f"{w.teardown}() cancels a pending pass, waits for a running one, "
+            + ("destroys the workqueue" if w.kind == "delayed-work" else "stops the thread")
+            + ", removes the hotplug state and "
             + (
-                "clears the MSR on every core."
+                f"clears the MSR on every {unit}, under one cpus_read_lock() so that no CPU "
+                "comes or goes in between."
                 if en.msr_on_teardown == "clear"
                 else "leaves the MSRs as they are."
             )

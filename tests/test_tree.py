@@ -377,6 +377,24 @@ def test_a_kernel_doc_patch_says_when_it_rewrites_the_code_too(tree, tmp_path):
     assert "rewrites the asm statement" not in said and "code is unchanged" in said, said
 
 
+@pytest.mark.parametrize("teardown", ["clear", "keep"])
+def test_the_setup_changelog_names_the_cpu_hotplug_state(tree, tmp_path, teardown):
+    """The MSRs are written by a CPU hotplug state's callbacks, the part of the setup patch a
+    reviewer checks hardest: its changelog says so, and what the teardown callback does."""
+    from codegen.series import message
+
+    spec = tmp_path / "rmpopt.yaml"
+    text = (ISA / "rmpopt.yaml").read_text()
+    assert "msr_on_teardown: clear" in text
+    spec.write_text(text.replace("msr_on_teardown: clear", f"msr_on_teardown: {teardown}"))
+    p = plan([load(spec)], KernelTree.open(tree))
+    setup = next(x for x in p.patches() if x.key == "setup")
+    said = " ".join(message(setup, p)[1].split())
+    assert 'CPU hotplug state (CPUHP_AP_ONLINE_DYN, "x86/rmpopt:online")' in said, said
+    assert "on each core that comes online" in said, said
+    assert ("last online thread of a core goes offline" in said) == (teardown == "clear"), said
+
+
 def test_no_signoff_is_invented(tree, tmp_path):
     out = tmp_path / "p"
     assert kgen("patch", ISA / "pvalidate.yaml", "--tree", tree, "-o", out).exit_code == 0
