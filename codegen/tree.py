@@ -215,6 +215,9 @@ class Upsert(Op):
             ):
                 return text
             body = self.body
+            if self.kind == "define":
+                before = [i for i in found if i.end <= hit.start]
+                body = _aligned_define(body, text, before[-1] if before else None)
             if self.kind in ("function", "struct", "enum") and self.body.count("\n") > 1:
                 # a blank line on either side, as checkpatch wants after a function
                 if _starts_item(text, hit.end):
@@ -227,7 +230,10 @@ class Upsert(Op):
         for kind, name in reversed(self.after):
             prev = [i for i in found if i.kind == kind and i.name == name and self._eligible(i)]
             if prev:
-                return _insert(text, prev[-1].end, self.body, self.gap)
+                body = self.body
+                if self.kind == "define":
+                    body = _aligned_define(body, text, prev[-1])
+                return _insert(text, prev[-1].end, body, self.gap)
         place = self.place or default_place(self.path)
         return _insert(text, place(text, found), self.body, self.gap)
 
@@ -242,6 +248,28 @@ def _ends_item(text: str, at: int) -> bool:
     """The line before ``at`` closes a function, struct or enum."""
     start = text.rfind("\n", 0, max(at - 1, 0)) + 1
     return text[start:at].strip() in ("}", "};")
+
+
+_DEFINE_LINE = re.compile(r"^(#define[ \t]+\w+)([ \t]+)(\S.*)$", re.M)
+
+
+def _aligned_define(body: str, text: str, neighbour: ctext.Item | None) -> str:
+    """``body``'s #define with its value at the column of the #define it follows in the tree,
+    where that one aligns its value with tabs and the name leaves room: a new line among the
+    tree's defines keeps their column, not the one its own fragment chose."""
+    if neighbour is None or neighbour.kind != "define":
+        return body
+    theirs = _DEFINE_LINE.search(neighbour.code_text(text))
+    mine = _DEFINE_LINE.search(body)
+    if theirs is None or mine is None or theirs.group(2).strip("\t"):
+        return body
+    column = len((theirs.group(1) + theirs.group(2)).expandtabs(8))
+    head = mine.group(1)
+    width = len(head.expandtabs(8))
+    if column % 8 or width >= column:
+        return body
+    tabs = "\t" * (column // 8 - width // 8)
+    return body[: mine.start()] + head + tabs + mine.group(3) + body[mine.end() :]
 
 
 def _define_value(text: str) -> list[str]:
