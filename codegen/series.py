@@ -239,13 +239,12 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
             f"registers and return value."
             if ool
             else f"Give {raw.name}() kernel-doc that states the encoding, the registers and the return "
-            + (
-                "value. It also rewrites the asm statement as the other helpers generated from "
-                "instruction specs write it; the instruction bytes, the operands and the result "
-                "are unchanged."
-                if _code_changes(patch, plan, raw.name)
-                else "value. The code is unchanged."
-            )
+            + {
+                "none": "value. The code is unchanged.",
+                "layout": "value. It also reformats the asm statement; the instruction bytes, "
+                "the operands and the result are unchanged.",
+                "code": f"value. It also changes the code of {raw.name}().",
+            }[_code_change(patch, plan, raw.name)]
         ),
         (
             f"{raw.name}() executes {mn} again while it returns a retry code, at most "
@@ -260,15 +259,26 @@ def message(patch: Patch, plan: Plan) -> tuple[str, str]:
     return f"{pre}Add kernel-doc to {raw.name}()", wrap(body)
 
 
-def _code_changes(patch: Patch, plan: Plan, name: str) -> bool:
-    """Whether the patch changes the code of function `name`, not only its comments and
-    layout: the tree's old text and the new compared token for token."""
+def _code_change(patch: Patch, plan: Plan, name: str) -> str:
+    """What the patch changes in the code of function `name`, beyond its comments: "none",
+    "layout" (the same tokens once the asm text is read as the assembler reads it: case,
+    blanks and line breaks aside) or "code"."""
     for op in plan.ops:
         if op.patch is patch and isinstance(op, Upsert) and op.name == name:
             text = plan.tree.text(op.path)
             old = op._found(text, ctext.items(text), plan.tree)
-            return old is None or ctext.tokens(old.code_text(text)) != ctext.tokens(op.body)
-    return True
+            if old is None:
+                return "code"
+            was, now = ctext.tokens(old.code_text(text)), ctext.tokens(op.body)
+            if was == now:
+                return "none"
+            return "layout" if _asm_read(was) == _asm_read(now) else "code"
+    return "code"
+
+
+def _asm_read(tokens: list[str]) -> list[str]:
+    """String literals as the assembler reads them: case, blanks and line breaks aside."""
+    return [re.sub(r"\s|\\n|\\t", "", t).lower() if t.startswith('"') else t for t in tokens]
 
 
 def _with_subject(mnemonic: str, description: str) -> str:

@@ -353,7 +353,8 @@ def test_a_patch_adds_no_file_local_name_that_only_a_later_patch_uses(tree):
 def test_a_kernel_doc_patch_says_when_it_rewrites_the_code_too(tree, tmp_path):
     """An "Add kernel-doc" patch is what a reviewer expects; a patch that also rewrites the asm
     statement (the tree's upper-case bytes and trailing "\\n\\t") says so in its changelog,
-    and one that leaves the code token for token as it was says only kernel-doc."""
+    one that leaves the code token for token as it was says only kernel-doc, and one that
+    changes what the asm does does not call it unchanged."""
     from codegen.series import message
 
     def body_of(tree_dir: Path) -> str:
@@ -364,7 +365,7 @@ def test_a_kernel_doc_patch_says_when_it_rewrites_the_code_too(tree, tmp_path):
         return " ".join(body.split())
 
     said = body_of(tree)
-    assert "rewrites the asm statement" in said, said
+    assert "reformats the asm statement" in said, said
     # the tree's pvalidate() already written as kgen writes it: only the kernel-doc is new
     same = tmp_path / "same"
     shutil.copytree(tree, same)
@@ -374,7 +375,11 @@ def test_a_kernel_doc_patch_says_when_it_rewrites_the_code_too(tree, tmp_path):
     start = text.index("/**\n * pvalidate()")
     sev.write_text(text[:start] + text[text.index("static inline int pvalidate(", start) :])
     said = body_of(same)
-    assert "rewrites the asm statement" not in said and "code is unchanged" in said, said
+    assert "reformats the asm statement" not in said and "code is unchanged" in said, said
+    # an operand the tree's helper does not pass is a change of the code, not of its layout
+    sev.write_text(sev.read_text().replace('"d" (validate)', '"d" (0)'))
+    said = body_of(same)
+    assert "It also changes the code of pvalidate()" in said and "unchanged" not in said, said
 
 
 @pytest.mark.parametrize("teardown", ["clear", "keep"])
@@ -393,6 +398,22 @@ def test_the_setup_changelog_names_the_cpu_hotplug_state(tree, tmp_path, teardow
     assert 'CPU hotplug state (CPUHP_AP_ONLINE_DYN, "x86/rmpopt:online")' in said, said
     assert "on each core that comes online" in said, said
     assert ("last online thread of a core goes offline" in said) == (teardown == "clear"), said
+
+
+def test_a_new_define_takes_the_column_of_the_define_it_follows(tree):
+    """RMPUPDATE_MAX_RETRIES goes after the tree's RMPUPDATE_FAIL_OVERLAP, whose value is at
+    column 40: its value goes there too, not where a single tab after its shorter name would
+    put it; and a second apply changes nothing."""
+    assert kgen("apply", ISA / "rmpupdate.yaml", "--tree", tree).exit_code == 0
+    text = (tree / "arch/x86/include/asm/sev.h").read_text()
+    lines = [line for line in text.splitlines() if line.startswith("#define RMPUPDATE_")]
+    names = [line.split()[1] for line in lines]
+    assert names == ["RMPUPDATE_FAIL_OVERLAP", "RMPUPDATE_MAX_RETRIES"]
+    assert {line.expandtabs(8).index(line.split()[2]) for line in lines} == {40}, lines
+    before = snapshot(tree)
+    assert kgen("apply", ISA / "rmpupdate.yaml", "--tree", tree).exit_code == 0
+    assert snapshot(tree) == before
+    assert kgen("check", ISA / "rmpupdate.yaml", "--tree", tree).exit_code == 0
 
 
 def test_no_signoff_is_invented(tree, tmp_path):
