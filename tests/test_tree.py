@@ -416,6 +416,16 @@ def test_a_new_define_takes_the_column_of_the_define_it_follows(tree):
     assert kgen("check", ISA / "rmpupdate.yaml", "--tree", tree).exit_code == 0
 
 
+def test_the_cover_letter_says_what_the_feature_is(tree, tmp_path):
+    """A maintainer reads the cover letter first: it says what the instruction the series
+    enables does, and lists the siblings as a sentence does ("A, B and C")."""
+    out = tmp_path / "patches"
+    assert kgen("patch", *SPECS, "--tree", tree, "-o", out).exit_code == 0
+    cover = " ".join((out / "0000-cover-letter.patch").read_text().split())
+    assert "RMPOPT checks whether a 1 GB region of system physical memory" in cover, cover
+    assert "hand-written PSMASH, PVALIDATE, RMPADJUST and RMPUPDATE code" in cover, cover
+
+
 def test_no_signoff_is_invented(tree, tmp_path):
     out = tmp_path / "p"
     assert kgen("patch", ISA / "pvalidate.yaml", "--tree", tree, "-o", out).exit_code == 0
