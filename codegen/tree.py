@@ -631,7 +631,7 @@ class AsmToHelper(Op):
                                   f"bytes {' '.join(f'{b:02X}' for b in want)} and found {found}")  # fmt: skip
         asm = asms[0]
         outs, ins = _asm_operands(text[asm.code : asm.end])
-        call = self._call(outs, ins, tree)
+        result, call = self._call(outs, ins, tree)
         target = asm
         # the retry loop the generated helper does itself
         for s in flat:
@@ -643,9 +643,16 @@ class AsmToHelper(Op):
         comment = text[target.start : target.code]
         if comment.strip() and not re.search(r"mnemonic|binutils", comment, re.I):
             start = target.code - len(_indent(text, target.code))
-        return text[:start] + indent + call + "\n" + text[target.end :]
+        end, line = target.end, f"{result} = {call};"
+        drop: tuple[int, int] | None = None
+        only_returned = _only_returned(text, stmts, target, result)
+        if only_returned is not None:
+            # `ret = helper(...); return ret;` is `return helper(...);`, without ret
+            (end, drop), line = only_returned, f"return {call};"
+        text = text[:start] + indent + line + "\n" + text[end:]
+        return text if drop is None else text[: drop[0]] + text[drop[1] :]
 
-    def _call(self, outs: dict[str, str], ins: dict[str, str], tree: KernelTree) -> str:
+    def _call(self, outs: dict[str, str], ins: dict[str, str], tree: KernelTree) -> tuple[str, str]:
         spec = self.patch.spec
         raw = spec.kernel.raw_helper
         args = []
@@ -661,7 +668,39 @@ class AsmToHelper(Op):
         if result is None:
             raise self.fail(tree, f"in {self.function}(), the asm writes no RAX output to assign "
                                   f"from {raw.name}()")  # fmt: skip
-        return f"{result} = {raw.name}({', '.join(args)});"
+        return result, f"{raw.name}({', '.join(args)})"
+
+
+def _only_returned(text: str, stmts, target, result: str) -> tuple[int, tuple[int, int]] | None:
+    """Where a function's asm result is only returned (`ret = ...; return ret;`, and `ret`
+    declared alone and used nowhere else): the end of that return statement, and the lines of
+    the declaration to drop (with the blank line after it when it was the only one)."""
+    top = list(stmts)
+    if target not in top or top.index(target) + 1 >= len(top) or not re.fullmatch(r"\w+", result):
+        return None
+    after = top[top.index(target) + 1]
+    if ctext.tokens(text[after.code : after.end]) != ["return", result, ";"]:
+        return None
+    decls = [s for s in top if s.keyword not in ("return", "") and s is not after
+             and (toks := ctext.tokens(text[s.code : s.end]))[-2:] == [result, ";"]
+             and all(re.fullmatch(r"[A-Za-z_]\w*", t) for t in toks[:-1])]  # fmt: skip
+    if len(decls) != 1:
+        return None
+    others = [s for s in ctext.walk(stmts) if s not in (target, after, decls[0])
+              and not _inside(s, target) and result in ctext.tokens(text[s.code : s.end])]  # fmt: skip
+    if others:
+        return None
+    decl = decls[0]
+    drop_end = decl.end
+    if top.index(decl) == 0 and text.startswith("\n", drop_end):
+        drop_end += 1  # it was the only declaration: no blank line opens the body
+    if decl.start < target.start:
+        return after.end, (decl.start, drop_end)
+    return None
+
+
+def _inside(s, outer) -> bool:
+    return outer.start <= s.start and s.end <= outer.end
 
 
 def _asm_bytes(stmt: str) -> list[int]:
