@@ -506,6 +506,21 @@ def reverse_fir_tree(spec: Spec, files: Files) -> list[str]:
     return problems
 
 
+_UNUSED_MARK = re.compile(r"^\w[^;{}]*\([^;{}]*\b(__always_unused|__maybe_unused)\b[^;{}]*\)\s*\{",
+                          re.M)  # fmt: skip
+
+
+@rule(
+    "no-unused-parameter-mark",
+    "no parameter is marked __always_unused or __maybe_unused: the kernel builds with "
+    "-Wno-unused-parameter (W=1 too), so the mark is noise a reviewer asks to drop",
+)
+def no_unused_parameter_mark(spec: Spec, files: Files) -> list[str]:
+    return [f"{path}: {m.group(0).split('(')[0].split()[-1]}() marks a parameter {m.group(1)}: "
+            "the kernel does not warn of unused parameters"
+            for path, text in files.items() for m in _UNUSED_MARK.finditer(text)]  # fmt: skip
+
+
 def review(spec: Spec, files: Files, skip: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
     """(rule name, problem) for every rule a spec's rendered files break, but those skipped."""
     return [

@@ -83,6 +83,8 @@ MUTANTS = [
      "{% for line in raw.locals | reverse %}", "pvalidate"),
     ("reverse-fir-tree", "sweep.c.j2", "\tphys_addr_t pa_start, pa_end, pa;\n\tunsigned int cpu, leader;\n",
      "\tunsigned int cpu, leader;\n\tphys_addr_t pa_start, pa_end, pa;\n"),
+    ("no-unused-parameter-mark", "sweep.c.j2", "_fn(struct work_struct *work)",
+     "_fn(struct work_struct *work __always_unused)"),
 ]  # fmt: skip
 
 

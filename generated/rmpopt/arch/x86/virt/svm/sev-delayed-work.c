@@ -146,7 +146,7 @@ static int rmpopt_cpu_offline(unsigned int cpu)
 
 static struct workqueue_struct *rmpopt_wq;
 
-static void rmpopt_work_fn(struct work_struct *work __always_unused)
+static void rmpopt_work_fn(struct work_struct *work)
 {
 	rmpopt_sweep();
 }

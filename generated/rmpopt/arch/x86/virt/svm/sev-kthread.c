@@ -147,7 +147,7 @@ static struct task_struct *rmpopt_kthread_task;
 static unsigned long rmpopt_kthread_pending;
 
 /* One pass per request, then sleep until the next request or kthread_stop(). */
-static int rmpopt_kthread(void *data __always_unused)
+static int rmpopt_kthread(void *data)
 {
 	for (;;) {
 		set_current_state(TASK_INTERRUPTIBLE);
