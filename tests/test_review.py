@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -170,3 +171,11 @@ def test_an_input_the_helper_does_not_compute_is_passed_through_by_name():
         "helper-aligns",
         "frobopt() passes 2 arguments to __frobopt(), which takes 3",
     ) in review(spec, files)
+
+
+def test_the_readme_names_every_rule():
+    """The README's list of review rules is the list kgen applies."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Kernel review rules", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([a-z0-9]+(?:-[a-z0-9]+)+)`", section))
+    assert {r.name for r in RULES} <= named
