@@ -153,13 +153,22 @@ def _interrupted() -> click.exceptions.Exit:
 
 
 class _Commands(click.Group):
-    """kgen's commands: Ctrl-C exits 130 from any of them (click alone says "Aborted!", 1)."""
+    """kgen's commands: Ctrl-C exits 130 from any of them (click alone says "Aborted!", 1),
+    and a spec the templates cannot express is one message naming it and exit status 1,
+    whichever command rendered it."""
 
     def invoke(self, ctx):
+        from .render import RenderError
+
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
             raise _interrupted() from None
+        except RenderError as exc:
+            where = exc.spec_path
+            click.echo(f"{Mark(where, 0, 0)}: error: cannot render: {exc}" if where
+                       else f"kgen: cannot render: {exc}", err=True)  # fmt: skip
+            raise click.exceptions.Exit(1) from None
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -517,28 +526,22 @@ def render_specs(specs: list[Spec], cached: bool = False) -> dict[str, str]:
     does: `kgen check` and every other command render afresh, so a check after a render
     compares the two)."""
     from . import render
-    from .render import RenderError, render_all, render_spec, spec_inputs, template_inputs
+    from .render import render_all, render_spec, spec_inputs, template_inputs
 
-    try:
-        if cached:
-            from .loadcache import remembered
+    if cached:
+        from .loadcache import remembered
 
-            templates = render.TEMPLATES  # what is rendered with is what the key names
-            common = template_inputs(templates)  # read once for all the specs
+        templates = render.TEMPLATES  # what is rendered with is what the key names
+        common = template_inputs(templates)  # read once for all the specs
 
-            def render_one(spec: Spec) -> dict[str, str]:
-                return remembered("render", common + spec_inputs([spec]),
-                                  lambda: render_spec(spec, templates))  # fmt: skip
+        def render_one(spec: Spec) -> dict[str, str]:
+            return remembered("render", common + spec_inputs([spec]),
+                              lambda: render_spec(spec, templates))  # fmt: skip
 
-            # the whole render in one entry, for the run that changed nothing
-            return remembered("renders", common + spec_inputs(specs),
-                              lambda: render_all(specs, templates, render_one))  # fmt: skip
-        return render_all(specs)
-    except RenderError as exc:
-        where = getattr(exc, "spec_path", None)
-        click.echo(f"{Mark(where, 0, 0)}: error: cannot render: {exc}" if where
-                   else f"kgen: cannot render: {exc}", err=True)  # fmt: skip
-        raise click.exceptions.Exit(1) from None
+        # the whole render in one entry, for the run that changed nothing
+        return remembered("renders", common + spec_inputs(specs),
+                          lambda: render_all(specs, templates, render_one))  # fmt: skip
+    return render_all(specs)
 
 
 def render_scope(named: tuple[str, ...], specs: list[Spec]) -> list[str] | None:

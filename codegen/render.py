@@ -53,7 +53,7 @@ _SIZE_SUFFIX = ((40, "T"), (30, "G"), (20, "M"), (10, "K"), (0, ""))
 class RenderError(Exception):
     """A spec value that the templates cannot express, or a template bug."""
 
-    spec_path = ""  # the spec being rendered, set by render_all
+    spec_path = ""  # the spec being rendered, set by render_spec
 
 
 class C(str):
@@ -790,7 +790,16 @@ def _template_place(exc: jinja2.TemplateError, template: str) -> str:
 def render_spec(
     spec: Spec, templates: Path = TEMPLATES, profile: Profile = NEWEST
 ) -> dict[str, str]:
-    """Every generated file of one spec, as ``{relative path: text}``, for a kernel ``profile``."""
+    """Every generated file of one spec, as ``{relative path: text}``, for a kernel ``profile``;
+    a RenderError names the spec (``spec_path``)."""
+    try:
+        return _render_spec(spec, templates, profile)
+    except RenderError as exc:
+        exc.spec_path = exc.spec_path or spec.path
+        raise
+
+
+def _render_spec(spec: Spec, templates: Path, profile: Profile) -> dict[str, str]:
     env = environment(templates, profile.sizes)
     insn, k = spec.instruction, spec.kernel
     result = {}
@@ -899,7 +908,7 @@ def render_all(
                 files[path] = text
             check_paths(files)
         except RenderError as exc:
-            exc.spec_path = spec.path
+            exc.spec_path = exc.spec_path or spec.path
             raise
     return files
 
