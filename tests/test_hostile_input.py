@@ -50,3 +50,63 @@ def test_a_spec_that_cannot_be_rendered_is_one_message_for_every_command(tmp_pat
     assert isinstance(result.exception, SystemExit), repr(result.exception)
     assert f"{isa / 'rmpopt.yaml'}: error: cannot render: " in result.output, result.output
     assert "line longer than 100 columns" in result.output
+
+
+URL = "https://www.amd.com/content/dam/amd/en/documents/processor-tech-docs/24594.pdf"
+DESCRIPTION = "    Checks whether a 1 GB region"  # the first words of rmpopt.yaml's description
+
+
+def _description(first: str = "", after_url: str = ""):
+    """rmpopt.yaml's description with ``first`` before it, and ``after_url`` after a word too
+    long for a line of a commit message (so that ``after_url`` starts the next line)."""
+
+    def edit(text: str) -> str:
+        if first:
+            text = text.replace(DESCRIPTION, f"    {first}\n{DESCRIPTION}", 1)
+        if after_url:
+            text = text.replace("    checks are skipped for it.\n",
+                                f"    checks are skipped for it; see\n    {URL}\n    {after_url}\n", 1)  # fmt: skip
+        return text
+
+    return edit
+
+
+@pytest.mark.parametrize("edit", [
+    _description(first="From: Eve <eve@example.org>"),  # an in-body header: the author
+    _description(first="Subject: something else"),
+    _description(first="[PATCH] something else"),
+    _description(first="From 0123 Mon Sep 17 00:00:00 2001"),  # an mbox separator
+    _description(after_url="--- volume 3, RMPOPT; these words are kept."),  # where the diff starts
+    _description(after_url="From 0123 Mon Sep 17 00:00:00 2001, these words are kept."),
+    _description(after_url="diff -u of the two tables; these words are kept."),
+    _description(after_url="Index: RMPOPT; these words are kept."),
+])  # fmt: skip
+def test_git_am_gives_back_every_word_of_each_commit_message(tmp_path, edit):
+    import re
+
+    import yaml
+
+    from tests.test_tree import GIT_ENV, git, make_tree
+
+    isa = project(tmp_path, edit)
+    tree = make_tree(tmp_path)
+    out = tmp_path / "patches"
+    result = CliRunner().invoke(main, ["patch", str(isa / "rmpopt.yaml"), "--tree", str(tree),
+                                       "-o", str(out), "--signoff"], env=GIT_ENV)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    files = sorted(out.iterdir())[1:]
+    git(tree, "am", "-q", *map(str, files))
+    log = git(tree, "log", "--reverse", "--format=%an <%ae>%x01%B%x02", f"HEAD~{len(files)}..HEAD")
+    commits = [c.strip("\n").split("\x01") for c in log.split("\x02") if c.strip()]
+    assert len(commits) == len(files)
+    description = yaml.safe_load((isa / "rmpopt.yaml").read_text())["instruction"]["description"]
+    words = " ".join(description.split()[1:])  # the first may be joined to the mnemonic
+    said = 0
+    for (author, msg), f in zip(commits, files, strict=True):
+        subject = " ".join(re.search(r"^Subject: \[PATCH \d+/\d+\] (.*(?:\n .*)*)", f.read_text(),
+                                     re.M).group(1).split())  # fmt: skip
+        assert author == "Ada Example <ada@example.org>", (f.name, author)
+        assert msg.splitlines()[0] == subject, f.name
+        assert msg.rstrip().endswith("Signed-off-by: Ada Example <ada@example.org>"), msg
+        said += words in " ".join(msg.split())
+    assert said == 2, log  # the helpers and the setup say what the instruction does
