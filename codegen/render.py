@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import re
 import textwrap
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
@@ -143,9 +144,41 @@ def f_comment(value: str, first: str = "", indent: str = " * ", width: int = LIN
 
     Tabs count as 8 columns, as the kernel's 100-column rule counts them.
     """
-    words = _checked("comment", value).split()
     cols = width - len(indent.expandtabs(8))
-    return _c(("\n" + indent).join(wrap_words(words, cols, first)))
+    words = _keep_with_previous(_checked("comment", value).split(), cols - len(first))
+    lines = wrap_words(words, cols, first)
+    for line in lines[1:]:
+        if _opens(line.split()):
+            raise RenderError(f"the comment line {quote(line)} would open a kernel-doc section: "
+                              f"the word before {quote(line.split()[0])} is too long to keep it "
+                              "company on a line")  # fmt: skip
+    return _c(("\n" + indent).join(lines))
+
+
+# A word that opens a kernel-doc section or parameter where it starts a comment line
+# (scripts/kernel-doc's $doc_sect reads every line of a /** comment so, indented or not).
+_DOC_SECTION = re.compile(r"(@[.\w]+|@\.\.\.|description|context|returns?|notes?|examples?)(:(?!:)|$)",
+                          re.I)  # fmt: skip
+
+
+def _opens(words: list[str]) -> bool:
+    """Whether ``words`` at the start of a comment line open a kernel-doc section."""
+    m = _DOC_SECTION.match(words[0]) if words else None
+    return m is not None and (m.group(2) == ":" or words[1:2] != [] and words[1].startswith(":"))
+
+
+def _keep_with_previous(words: list[str], room: int) -> list[str]:
+    """``words``, each one that could open a kernel-doc section (``Return:``, ``@name:``, ...)
+    joined to the word before it where the two fit on a line (``room`` columns), so that no
+    line break puts it at the start of a line: in the prose of a spec it is text, and
+    kernel-doc would take it for a section of its own."""
+    out: list[str] = []
+    for n, word in enumerate(words):
+        if out and _opens(words[n:]) and len(out[-1]) + 1 + len(word) <= room:
+            out[-1] += " " + word
+        else:
+            out.append(word)
+    return out
 
 
 def wrap_words(words: list[str], width: int, first: str = "") -> list[str]:

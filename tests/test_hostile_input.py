@@ -4,6 +4,7 @@ says, never a traceback."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -110,3 +111,39 @@ def test_git_am_gives_back_every_word_of_each_commit_message(tmp_path, edit):
         assert msg.rstrip().endswith("Signed-off-by: Ada Example <ada@example.org>"), msg
         said += words in " ".join(msg.split())
     assert said == 2, log  # the helpers and the setup say what the instruction does
+
+
+KERNEL_DOC_SECTION = re.compile(  # scripts/kernel-doc's $doc_sect, as it reads every line
+    r"^\s*\*\s*(@[.\w]+|@\.\.\.|description|context|returns?|notes?|examples?)\s*:([^:].*)?$",
+    re.I,
+)
+
+
+@pytest.mark.parametrize("word", ["Return:", "returns:", "@validate:", "Context:", "Note:",
+                                  "Example:", "Description:", "@...:"])  # fmt: skip
+def test_spec_words_never_open_a_kernel_doc_section(word):
+    """Wherever the line breaks before the word, it stays text; where the word before it is
+    too long to share a line with it, rendering says so."""
+    from codegen.render import RenderError, render_spec
+    from codegen.spec import parse
+
+    text = (ISA / "pvalidate.yaml").read_text()
+    refused = []
+    for length in range(40, 120):
+        url = "https://example.org/" + "x" * (length - 20)
+        spec = parse(text.replace("description: Guest virtual address of the page\n",
+                                  f'description: "{url} {word} the words after it"\n', 1),
+                     "pvalidate.yaml")  # fmt: skip
+        try:
+            (header,) = render_spec(spec).values()
+        except RenderError as exc:
+            assert "would open a kernel-doc section" in str(exc), exc
+            refused.append(length)
+            continue
+        doc = header[header.index("/**") : header.index("*/", header.index("/**"))]
+        sections = [m.group(1) for m in map(KERNEL_DOC_SECTION.match, doc.splitlines()) if m]
+        assert sections == ["@vaddr", "@rmp_psize", "@validate", "Return"], (length, doc)
+    # only where the word before it fits the first line, the two do not, and it is too short
+    # to be broken: 100 columns less " * @vaddr: "
+    room = 100 - len(" * @vaddr: ")
+    assert refused == [n for n in range(40, 120) if n <= room < n + 1 + len(word)], refused
