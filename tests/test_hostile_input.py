@@ -147,3 +147,24 @@ def test_spec_words_never_open_a_kernel_doc_section(word):
     # to be broken: 100 columns less " * @vaddr: "
     room = 100 - len(" * @vaddr: ")
     assert refused == [n for n in range(40, 120) if n <= room < n + 1 + len(word)], refused
+
+
+@pytest.mark.parametrize("xdg", ["relative/dir", "/dev/null"])
+def test_the_cache_variables_leave_the_working_directory_alone_and_clang_found(tmp_path, xdg):
+    """The ziglang clang keeps a cache of its own where XDG_CACHE_HOME says, relative or not:
+    a relative one was a directory made in the working directory, and one that cannot be
+    made was 'no clang found'."""
+    import os
+    import subprocess
+    import sys
+
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("CC", "ZIG_GLOBAL_CACHE_DIR")}
+    env.update(XDG_CACHE_HOME=xdg, PYTHONPATH=str(ROOT), PATH="/usr/bin:/bin")
+    proc = subprocess.run([sys.executable, "-m", "codegen.cli", "validate", str(ISA / "psmash.yaml")],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 0, said
+    assert "no clang found" not in said and "encodings not checked" not in said, said
+    assert os.listdir(work) == []
