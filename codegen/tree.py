@@ -940,6 +940,8 @@ def _unreadable(tree: KernelTree, path: str, text: str, exc: ctext.CTextError) -
 
 
 def plan(specs: list[Spec], tree: KernelTree, templates: Path = TEMPLATES) -> Plan:
+    """What ``specs`` change in ``tree``; a TreeError when a file kgen reads to plan (a
+    sibling's header) is missing, refused or not C it can read."""
     ops: list[Op] = []
     skipped: list[tuple[Spec, str]] = []
     # RMPOPT-like specs (with a sweep) first, then the siblings, each in file order
@@ -961,9 +963,12 @@ def _nothing_to_replace(spec: Spec, tree: KernelTree) -> str | None:
     if k.sweep is not None or k.out_of_line is not None:
         return None
     header = k.raw_helper.header
-    if any(
-        i.kind == "function" and i.name == k.raw_helper.name for i in ctext.items(tree.text(header))
-    ):
+    text = tree.text(header)
+    try:
+        items = ctext.items(text)
+    except ctext.CTextError as exc:
+        raise _unreadable(tree, header, text, exc) from None
+    if any(i.kind == "function" and i.name == k.raw_helper.name for i in items):
         return None
     return (
         f"{header} has no {k.raw_helper.name}() to replace and the spec names no kernel function "

@@ -22,11 +22,10 @@ def _plan(specs, tree_dir: Path):
     from .tree import KernelTree, TreeError, plan
 
     try:
-        tree = KernelTree.open(tree_dir)
+        return plan(specs, KernelTree.open(tree_dir))
     except TreeError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
-    return plan(specs, tree)
 
 
 def _result(p, failed: str = "nothing was written"):

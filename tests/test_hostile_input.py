@@ -168,3 +168,48 @@ def test_the_cache_variables_leave_the_working_directory_alone_and_clang_found(t
     assert proc.returncode == 0, said
     assert "no clang found" not in said and "encodings not checked" not in said, said
     assert os.listdir(work) == []
+
+
+def _latin1(tree: Path) -> None:
+    p = tree / "arch/x86/include/asm/sev.h"
+    p.write_bytes(p.read_bytes().replace(b"#endif", b"/* caf\xe9 */\n#endif", 1))
+
+
+def _unterminated(tree: Path) -> None:
+    p = tree / "arch/x86/include/asm/sev.h"
+    p.write_bytes(p.read_bytes() + b"/* never closed\n")
+
+
+def _missing(tree: Path) -> None:
+    (tree / "arch/x86/include/asm/sev.h").unlink()
+
+
+def _link(tree: Path) -> None:
+    p = tree / "arch/x86/include/asm/sev.h"
+    p.unlink()
+    p.symlink_to("/etc/passwd")
+
+
+@pytest.mark.parametrize("damage, said", [
+    (_latin1, "sev.h: error: is not UTF-8 text"),
+    (_unterminated, "sev.h:65:1: error: kgen cannot read this C: unterminated comment"),
+    (_missing, "sev.h: error: kgen must change this file, but it is not in the tree"),
+    (_link, "sev.h: error: kgen must change this file, but it is a symbolic link"),
+])  # fmt: skip
+@pytest.mark.parametrize("command", [["apply"], ["check"], ["patch", "-o", "OUT"]])
+def test_a_header_kgen_reads_first_is_one_message_when_it_cannot(tmp_path, damage, said, command):
+    """The sibling specs look in the tree's header for the helper they replace before any
+    change is planned: what the header holds that kgen cannot read is named as the changes
+    name it, never a traceback, and nothing is written."""
+    from tests.test_tree import GIT_ENV, make_tree, snapshot
+
+    tree = make_tree(tmp_path)
+    damage(tree)
+    before = snapshot(tree)
+    args = [str(tmp_path / "out") if a == "OUT" else a for a in command]
+    result = CliRunner().invoke(main, [*args, "--tree", str(tree), *map(str, sorted(ISA.glob("*.yaml")))],
+                                env=GIT_ENV)  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert said in result.output, result.output
+    assert snapshot(tree) == before and not (tmp_path / "out").exists()
