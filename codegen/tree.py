@@ -538,12 +538,14 @@ class Call(Op):
     unless: str | None = None
 
     def apply(self, text: str, tree: KernelTree) -> str:
-        stmts = _function_statements(self, text, tree, self.function)
         statement = self.call if self.unless is None else f"if (!{self.unless})\n\t{self.call}"
         want = ctext.tokens(statement)
+        anchor = ctext.tokens(self.after)
+        stmts = _function_statements(self, text, tree, self.function,
+                                     lambda flat: any(ctext.tokens(text[s.code : s.end]) in (want, anchor)
+                                                      for s in flat))  # fmt: skip
         if any(ctext.tokens(text[s.code : s.end]) == want for s in ctext.walk(stmts)):
             return text
-        anchor = ctext.tokens(self.after)
         hits = [s for s in ctext.walk(stmts) if ctext.tokens(text[s.code : s.end]) == anchor]
         if len(hits) != 1:
             found = "is not there" if not hits else f"is there {len(hits)} times"
@@ -567,14 +569,26 @@ class Call(Op):
         return text[:end] + line + text[end:]
 
 
-def _function_statements(op: Op, text: str, tree: KernelTree, name: str):
+def _function_statements(op: Op, text: str, tree: KernelTree, name: str, holds):
+    """The statements of the function ``name``.  Of several definitions (the branches of an
+    #ifdef, a stub and the real one in either order) the one whose statements ``holds``
+    what ``op`` changes (or has changed); where none does, the first outside an #else, so
+    that the message says what is missing; where more than one does, an error."""
     found = [i for i in ctext.items(text) if i.kind == "function" and i.name == name]
     if not found:
         raise op.fail(tree, f"has no function {name}(): kgen looked for it to change it")
-    if len(found) > 1:
-        found = [i for i in found if not any(b == "else" for _, b in i.conditions)] or found
-    item = found[0]
-    return ctext.statements(text, *ctext.function_body(text, item))
+    bodies = [ctext.statements(text, *ctext.function_body(text, i)) for i in found]
+    if len(found) == 1:
+        return bodies[0]
+    holding = [n for n, stmts in enumerate(bodies) if holds(list(ctext.walk(stmts)))]
+    if len(holding) > 1:
+        lines = ", ".join(str(ctext.line_of(text, found[n].code)) for n in holding)
+        raise op.fail(tree, f"{name}() is defined {len(holding)} times (lines {lines}) with what "
+                            "kgen changes in each: kgen cannot tell which one it owns")  # fmt: skip
+    if holding:
+        return bodies[holding[0]]
+    return next((b for i, b in zip(found, bodies, strict=True)
+                 if not any(branch == "else" for _, branch in i.conditions)), bodies[0])  # fmt: skip
 
 
 @record
@@ -587,11 +601,17 @@ class AsmToHelper(Op):
     def apply(self, text: str, tree: KernelTree) -> str:
         spec = self.patch.spec
         raw = spec.kernel.raw_helper
-        stmts = _function_statements(self, text, tree, self.function)
+        want = [b.byte for b in spec.instruction.encoding]
+
+        def holds(flat) -> bool:
+            return any(raw.name in ctext.tokens(text[s.code : s.end])
+                       or s.keyword in ("asm", "__asm__") and _asm_bytes(text[s.code : s.end]) == want
+                       for s in flat)  # fmt: skip
+
+        stmts = _function_statements(self, text, tree, self.function, holds)
         flat = list(ctext.walk(stmts))
         if any(raw.name in ctext.tokens(text[s.code : s.end]) for s in flat):
             return text
-        want = [b.byte for b in spec.instruction.encoding]
         asms = [
             s
             for s in flat

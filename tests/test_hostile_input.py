@@ -213,3 +213,52 @@ def test_a_header_kgen_reads_first_is_one_message_when_it_cannot(tmp_path, damag
     assert isinstance(result.exception, SystemExit), repr(result.exception)
     assert said in result.output, result.output
     assert snapshot(tree) == before and not (tmp_path / "out").exists()
+
+
+def _stub_first(tree: Path, path: str, function: str, stub: str) -> str:
+    """The tree's ``function`` in the #else of an #ifdef whose branch defines ``stub`` first."""
+    p = tree / path
+    text = p.read_text()
+    start = re.search(rf"^\w[^\n]*\b{function}\([^;\n]*\)\n{{", text, re.M).start()
+    end = text.index("\n}\n", start) + 3
+    p.write_text(text[:start] + f"#ifdef CONFIG_KGEN_TEST_STUB\n{stub}#else\n" + text[start:end]
+                 + "#endif\n" + text[end:])  # fmt: skip
+    return p.read_text()
+
+
+@pytest.mark.parametrize("path, function, stub, spec", [
+    ("arch/x86/virt/svm/sev.c", "psmash", "int psmash(u64 pfn)\n{\n\treturn -ENODEV;\n}\n",
+     "psmash.yaml"),
+    ("arch/x86/kvm/svm/sev.c", "sev_vm_destroy", "void sev_vm_destroy(struct kvm *kvm)\n{\n}\n",
+     "rmpopt.yaml"),
+])  # fmt: skip
+def test_of_two_definitions_the_one_that_holds_what_kgen_changes_is_changed(tmp_path, path, function,
+                                                                             stub, spec):  # fmt: skip
+    """A function defined in both branches of an #ifdef (a stub and the real one, in either
+    order) is changed where it holds the asm or the statement kgen looks for."""
+    from tests.test_tree import GIT_ENV, make_tree
+
+    tree = make_tree(tmp_path)
+    before = _stub_first(tree, path, function, stub)
+    assert before.count(f" {function}(") >= 2
+    result = CliRunner().invoke(main, ["apply", "--tree", str(tree), str(ISA / spec)], env=GIT_ENV)
+    assert result.exit_code == 0, result.output
+    after = (tree / path).read_text()
+    assert after != before and stub in after  # the stub as it was
+    assert f"#ifdef CONFIG_KGEN_TEST_STUB\n{stub}#else\n" in after
+
+
+def test_two_definitions_that_both_hold_it_are_refused(tmp_path):
+    from tests.test_tree import GIT_ENV, make_tree
+
+    tree = make_tree(tmp_path)
+    p = tree / "arch/x86/virt/svm/sev.c"
+    text = p.read_text()
+    start = text.index("int psmash(u64 pfn)")
+    end = text.index("\n}\n", start) + 3
+    p.write_text(text[:start] + "#ifdef CONFIG_KGEN_TEST_STUB\n" + text[start:end] + "#else\n"
+                 + text[start:end] + "#endif\n" + text[end:])  # fmt: skip
+    result = CliRunner().invoke(main, ["apply", "--tree", str(tree), str(ISA / "psmash.yaml")],
+                                env=GIT_ENV)  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "psmash() is defined 2 times (lines 17, 34)" in result.output, result.output
