@@ -447,6 +447,14 @@ DEFECTS: list[tuple[str, str, str, str, str]] = [
     ("hotplug-name-quote", "a CPU hotplug state name with a double quote",
      'name: "frob:online"', 'name: «"frob\\"online"',
      "message must not contain a double quote: it is written into a C format string"),
+    ("yaml11-underscore", "a table size with a digit separator, which YAML 1.2 reads as text",
+     "    entries: 512", "    entries: «5_12",
+     "'5_12' is an integer only in YAML 1.1 (512): YAML 1.2 reads it as text; write 512 or "
+     "0x200"),
+    ("yaml11-binary", "a table size in binary, which YAML 1.2 reads as text",
+     "    entries: 512", "    entries: «0b1000000000",
+     "'0b1000000000' is an integer only in YAML 1.1 (512): YAML 1.2 reads it as text; write 512 "
+     "or 0x200"),
 ]
 # Defects whose expected text is not a single replacement.
 SPECIAL = {
