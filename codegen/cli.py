@@ -319,7 +319,7 @@ def _changes_since(spec: Spec, base: str) -> dict:
         # render under the spec's own path: the banners then differ by the hash alone
         old = dataclasses.replace(parse(text, label), path=spec.path)
     except BaseError as exc:
-        report["problems"] = [f"{shown_path(spec.path)}: cannot read the base: {exc}"]
+        report["problems"] = [f"{shown_path(spec.path)}: error: cannot read the base: {exc}"]
         return report
     except SpecError as exc:
         report["problems"] = [f"{d} (the base of {shown_path(spec.path)})" for d in exc.diagnostics]
@@ -328,7 +328,7 @@ def _changes_since(spec: Spec, base: str) -> dict:
     try:
         report["diff"] = code_diff(render_spec(old), render_spec(spec))
     except RenderError as exc:
-        report["problems"] = [f"{shown_path(spec.path)}: cannot render: {exc}"]
+        report["problems"] = [f"{shown_path(spec.path)}: error: cannot render: {exc}"]
         report["diff"] = ""
     report["behaviour"] = behaviour_changes(old, spec)
     return report
@@ -775,7 +775,7 @@ def sweep(spec_path, min_pfn, max_pfn, memory, cores, threads_per_core, numberin
                                f"at most {MAX_CPUS} CPUs")  # fmt: skip
     (spec,) = load_specs((spec_path,))
     if spec.kernel.sweep is None:
-        click.echo(f"{shown_path(spec.path)}: the spec describes no sweep", err=True)
+        click.echo(f"{shown_path(spec.path)}: error: the spec describes no sweep", err=True)
         sys.exit(1)
     if max_pfn is None:
         max_pfn = -(-memory // (1 << mirror.PAGE_SHIFT))
@@ -916,7 +916,7 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
             files = read_tree(generated, [spec.instruction.mnemonic])
             missing = [o.path for o in outputs(spec) if o.path not in files]
             if missing:
-                raise _Refused(f"kgen: {generated}/{missing[0]}: no such generated file")
+                raise _Refused(f"{generated}/{missing[0]}: error: no such generated file")
         return cmp.Comparison(spec, tuple(compilers), choice, seed, count, opts, only, files,
                               generated, keep_going, tuple(reference), coverage, profile,
                               profile_option)  # fmt: skip

@@ -262,3 +262,18 @@ def test_two_definitions_that_both_hold_it_are_refused(tmp_path):
                                 env=GIT_ENV)  # fmt: skip
     assert result.exit_code == 1, result.output
     assert "psmash() is defined 2 times (lines 17, 34)" in result.output, result.output
+
+
+@pytest.mark.parametrize("args, said", [
+    (["validate", "isa/psmash.yaml", "--base", "no-such-revision"],
+     "isa/psmash.yaml: error: cannot read the base: "),
+    (["sweep", "isa/psmash.yaml", "--memory", "1G"], "isa/psmash.yaml: error: the spec describes no sweep"),
+    (["compare", "isa/psmash.yaml", "--cases", "1", "--generated", "GEN"],
+     "/psmash/arch/x86/include/asm/sev.h: error: no such generated file"),
+])  # fmt: skip
+def test_a_finding_is_a_line_that_says_error(run_kgen, tmp_path, args, said):
+    """Every problem a user can cause reads `path: error: message`, as a compiler says it."""
+    args = [str(tmp_path) if a == "GEN" else a for a in args]
+    result = run_kgen(*args)
+    assert result.exit_code == 1, result.output
+    assert said in result.output, result.output
