@@ -15,6 +15,7 @@ neighbours by number; includes go into the tree's include block in its order.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -944,7 +945,30 @@ class Plan:
                 errors.append(exc)
             except ctext.CTextError as exc:
                 errors.append(_unreadable(self.tree, op.path, texts[op.path], exc))
+        if not errors:
+            for path, text in texts.items():
+                errors += _added_again(self.tree, path, text)
         return texts, errors
+
+
+_NAMED = ("function", "prototype", "define", "macro", "variable")  # items that define a C name
+
+
+def _added_again(tree: KernelTree, path: str, text: str) -> list[TreeError]:
+    """A C name the file has already (in another #if branch, or as another kind of item than
+    the one kgen replaces) and that kgen adds once more: a second definition breaks the
+    build, and kgen said it had changed the file."""
+    old = [i for i in ctext.items(tree.text(path)) if i.kind in _NAMED and i.name]
+    before = collections.Counter(i.name for i in old)
+    after = collections.Counter(i.name for i in ctext.items(text) if i.kind in _NAMED and i.name)
+    errors = []
+    for name in after:
+        if before[name] and after[name] > before[name]:
+            first = next(i for i in old if i.name == name)
+            errors.append(TreeError(str(tree.root / path), f"{name} is in this file already: kgen "
+                                    "would add another; choose another name in the spec",
+                                    ctext.line_of(tree.text(path), first.code), 1))  # fmt: skip
+    return errors
 
 
 def _unreadable(tree: KernelTree, path: str, text: str, exc: ctext.CTextError) -> TreeError:

@@ -277,3 +277,23 @@ def test_a_finding_is_a_line_that_says_error(run_kgen, tmp_path, args, said):
     result = run_kgen(*args)
     assert result.exit_code == 1, result.output
     assert said in result.output, result.output
+
+
+@pytest.mark.parametrize("name, line", [("snp_fixup_e820_tables", 58), ("setup_ghcb", 49)])
+def test_a_name_the_file_has_already_is_not_added_again(tmp_path, name, line):
+    """A spec's helper named as something the header already declares or defines (in either
+    branch of an #ifdef) would be a second definition that breaks the build: refused, and
+    nothing is written."""
+    from tests.test_tree import GIT_ENV, make_tree, snapshot
+
+    isa = tmp_path / "isa"
+    isa.mkdir()
+    spec = isa / "psmash.yaml"
+    spec.write_text((ISA / "psmash.yaml").read_text().replace("name: __psmash", f"name: {name}", 1))
+    tree = make_tree(tmp_path)
+    before = snapshot(tree)
+    result = CliRunner().invoke(main, ["apply", "--tree", str(tree), str(spec)], env=GIT_ENV)
+    assert result.exit_code == 1, result.output
+    assert (f"arch/x86/include/asm/sev.h:{line}:1: error: {name} is in this file already: kgen "
+            "would add another") in result.output, result.output  # fmt: skip
+    assert snapshot(tree) == before
