@@ -455,6 +455,13 @@ DEFECTS: list[tuple[str, str, str, str, str]] = [
      "    entries: 512", "    entries: «0b1000000000",
      "'0b1000000000' is an integer only in YAML 1.1 (512): YAML 1.2 reads it as text; write 512 "
      "or 0x200"),
+    ("text-trigraph", "a description with a trigraph, which gcc -Wall warns of (or, at a line end, "
+     "one that would continue the comment)",
+     "      description: Frob mode\n", "      description: «Frob mode??/\n",
+     "text must not contain the trigraph '??/': gcc warns of it in C (write '? ?/')"),
+    ("cstring-trigraph", "a log message with a trigraph, which gcc -Wall warns of",
+     "    cap_message: Beyond the frob table", "    cap_message: «Beyond the frob table??!",
+     "message must not contain the trigraph '??!': gcc warns of it in C (write '? ?!')"),
 ]
 # Defects whose expected text is not a single replacement.
 SPECIAL = {
