@@ -462,6 +462,14 @@ DEFECTS: list[tuple[str, str, str, str, str]] = [
     ("cstring-trigraph", "a log message with a trigraph, which gcc -Wall warns of",
      "    cap_message: Beyond the frob table", "    cap_message: «Beyond the frob table??!",
      "message must not contain the trigraph '??!': gcc warns of it in C (write '? ?!')"),
+    ("name-is-the-feature", "a software code named as the CPUID feature bit's #define",
+     "software_code: {name: FROB_STALE,", "software_code: {name: «X86_FEATURE_FROB,",
+     "kernel name 'X86_FEATURE_FROB' is also the name of the CPUID feature (line "
+     "{line:feature: X86_FEATURE_FROB})"),
+    ("name-is-the-msr-bit", "a return code named as the MSR's enable bit",
+     "- {name: FROB_OK, value: 0,", "- {name: «MSR_FROB_ENABLE, value: 0,",
+     "kernel name 'MSR_FROB_ENABLE' is also the name of the MSR's enable bit (line "
+     "{line:enable: {name: MSR_FROB_ENABLE})"),
 ]
 # Defects whose expected text is not a single replacement.
 SPECIAL = {
