@@ -85,26 +85,36 @@ def f_upper_ident(value: str) -> C:
     return f_ident(value.upper())
 
 
+_LARGEST_SZ = 46  # SZ_64T, the largest constant of <linux/sizes.h> (and of codegen/shim/kshim.h)
+
+
+def _sz_name(shift: int) -> str:
+    for unit_shift, unit in _SIZE_SUFFIX:
+        if shift >= unit_shift and (unit_shift == 40 or shift - unit_shift < 10):
+            return f"SZ_{1 << (shift - unit_shift)}{unit}"
+    raise AssertionError(shift)
+
+
 def f_sz(value: int, available: frozenset[str] | None = None) -> C:
     """A power-of-two size as the kernel's <linux/sizes.h> constant (SZ_1G, SZ_2T, ...).
 
-    ``available``: the names a kernel's sizes.h has; a size it lacks is the largest
-    smaller one it has, times a factor (``(SZ_1T * 2)``).
+    ``available``: the names a kernel's sizes.h has (None: SZ_1 to SZ_64T, as the newest
+    has them); a size it lacks is the largest smaller one it has, times a factor
+    (``(SZ_1T * 2)``).
     """
     if value <= 0 or value & (value - 1):
         raise RenderError(f"{value:#x} is not a power of two: no SZ_ constant names it")
     shift = value.bit_length() - 1
-    for unit_shift, unit in _SIZE_SUFFIX:
-        if shift >= unit_shift and (unit_shift == 40 or shift - unit_shift < 10):
-            name = f"SZ_{1 << (shift - unit_shift)}{unit}"
-            if available is None or name in available:
-                return _c(name)
-            for smaller in range(shift - 1, -1, -1):
-                base = f_sz(1 << smaller)
-                if base in available:
-                    return _c(f"({base} * {1 << (shift - smaller)})")
-            raise RenderError(f"the kernel's <linux/sizes.h> names no size up to {name}")
-    raise AssertionError(value)
+
+    def has(shift: int) -> bool:
+        return shift <= _LARGEST_SZ if available is None else _sz_name(shift) in available
+
+    if has(shift):
+        return _c(_sz_name(shift))
+    for smaller in range(shift - 1, -1, -1):
+        if has(smaller):
+            return _c(f"({_sz_name(smaller)} * {1 << (shift - smaller)})")
+    raise RenderError(f"the kernel's <linux/sizes.h> names no size up to {_sz_name(shift)}")
 
 
 def f_human_size(value: int) -> C:

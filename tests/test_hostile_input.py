@@ -297,3 +297,44 @@ def test_a_name_the_file_has_already_is_not_added_again(tmp_path, name, line):
     assert (f"arch/x86/include/asm/sev.h:{line}:1: error: {name} is in this file already: kgen "
             "would add another") in result.output, result.output  # fmt: skip
     assert snapshot(tree) == before
+
+
+@pytest.mark.parametrize("profile", ["newest", "6.1", "6.12"])
+def test_every_size_is_named_with_constants_the_kernel_has(profile):
+    """A region or coverage beyond the largest <linux/sizes.h> constant (64T) was named
+    SZ_128T ... SZ_8388608T, which no header defines: the generated C did not compile."""
+    from codegen.kernelapi import PROFILES
+    from codegen.render import f_sz
+
+    shim = (ROOT / "codegen" / "shim" / "kshim.h").read_text()
+    defined = set(re.findall(r"^#define\s+(SZ_\w+)", shim, re.M))
+    for shift in range(64):
+        named = set(re.findall(r"SZ_\w+", f_sz(1 << shift, PROFILES[profile].sizes)))
+        assert named and named <= defined, (shift, named - defined)
+
+
+@pytest.mark.parametrize(
+    "coverage, entries, native", [("32T", 32768, True), ("128T", 131072, False)]
+)
+def test_clzero_runs_natively_only_where_every_address_is_behind_the_guard(
+    coverage, entries, native
+):
+    """RMPOPT's bytes are CLZERO to a CPU that ignores the prefix: natively they fault only
+    below the guard (64 TB).  A table whose passes reach above it ran natively anyway and
+    zeroed 64 bytes wherever the harness had memory there (a case of the 128T table showed
+    executions missing); such a spec is emulated, and --engine native is refused."""
+    from codegen.host import EngineRefused, HostCpu, check_engine, choose_engine
+    from codegen.spec import parse
+
+    text = (ISA / "rmpopt.yaml").read_text()
+    text = text.replace("entries: 2048", f"entries: {entries}").replace(
+        "coverage: 2T", f"coverage: {coverage}"
+    )
+    spec = parse(text, "rmpopt.yaml")
+    amd = HostCpu("AuthenticAMD", True)
+    assert (choose_engine("auto", spec, amd).engine == "native") == native
+    if native:
+        check_engine(spec, choose_engine("native", spec, amd))
+    else:
+        with pytest.raises(EngineRefused, match="above the guard"):
+            choose_engine("native", spec, amd)
