@@ -338,3 +338,15 @@ def test_clzero_runs_natively_only_where_every_address_is_behind_the_guard(
     else:
         with pytest.raises(EngineRefused, match="above the guard"):
             choose_engine("native", spec, amd)
+
+
+def test_a_coverage_named_by_an_expression_passes_the_cap_review():
+    """Above SZ_64T the coverage is an expression, (SZ_64T * 2): the cap review rule read it
+    as a regular expression and found no cap in code that has one."""
+    from codegen.cli import review_findings
+    from codegen.spec import parse
+
+    text = (ISA / "rmpopt.yaml").read_text()
+    spec = parse(text.replace("entries: 2048", "entries: 131072").replace("coverage: 2T", "coverage: 128T"),
+                 "rmpopt.yaml")  # fmt: skip
+    assert [f for f in review_findings([spec]) if f[1] == "cap-plain-if"] == []
