@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import json
 import os
@@ -169,6 +170,34 @@ class _Commands(click.Group):
             click.echo(f"{Mark(where, 0, 0)}: error: cannot render: {exc}" if where
                        else f"kgen: cannot render: {exc}", err=True)  # fmt: skip
             raise click.exceptions.Exit(1) from None
+        except OSError as exc:
+            if not _stdout_failed(exc):
+                raise
+            if (
+                exc.errno != errno.EPIPE
+            ):  # a reader that went away wants no word, as click says none
+                click.echo(f"kgen: error: cannot write the output: {exc.strerror}", err=True)
+            raise click.exceptions.Exit(1) from None
+
+
+def _stdout_failed(exc: OSError) -> bool:
+    """Whether ``exc`` is standard output refusing what was written to it (by click.echo, or
+    to sys.stdout itself) on a full disk or a closed pipe; if so it goes to /dev/null, so
+    that exit does not fail flushing it again."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    frame = tb.tb_frame
+    echo = frame.f_code.co_name == "echo" and frame.f_globals.get("__name__") == "click.utils"
+    if not (echo and not frame.f_locals.get("err")
+            or any(v is sys.stdout for v in frame.f_locals.values())):  # fmt: skip
+        return False
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return True
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})

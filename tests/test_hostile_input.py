@@ -350,3 +350,20 @@ def test_a_coverage_named_by_an_expression_passes_the_cap_review():
     spec = parse(text.replace("entries: 2048", "entries: 131072").replace("coverage: 2T", "coverage: 128T"),
                  "rmpopt.yaml")  # fmt: skip
     assert [f for f in review_findings([spec]) if f[1] == "cap-plain-if"] == []
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full to write to")
+@pytest.mark.parametrize("args", [["schema"], ["validate", "-q", "--json", "isa/psmash.yaml"],
+                                  ["sweep", "isa/rmpopt.yaml", "--memory", "3T", "--json"]])  # fmt: skip
+def test_output_that_cannot_be_written_is_a_message(args):
+    """Standard output on a full disk (/dev/full) was a traceback from every command."""
+    import os
+    import subprocess
+    import sys
+
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "codegen.cli", *args], cwd=ROOT, stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == "kgen: error: cannot write the output: No space left on device\n"
