@@ -323,8 +323,15 @@ def base_commit(root: Path, files: list[str]) -> tuple[str | None, list[str]]:
     head = tree_head(root)
     if head is None:
         return None, []
-    proc = git(root, "status", "--porcelain", "-z", "--untracked-files=all", "--", *files)
-    dirty = sorted({entry[3:] for entry in proc.stdout.split("\0") if len(entry) > 3} & set(files))
+    # told by blob ids, not `git status`: that runs the tree's core.fsmonitor and the clean
+    # filters its .gitattributes name, commands a tree handed to kgen would choose
+    listed = git(root, "ls-tree", "-r", "-z", "--full-tree", head, "--", *files).stdout
+    committed = {entry.split("\t", 1)[1]: entry.split()[2]
+                 for entry in listed.split("\0") if "\t" in entry}  # fmt: skip
+    present = [f for f in files if (root / f).is_file()]
+    hashed = git(root, "hash-object", "--no-filters", "--", *present).stdout.split()
+    now = dict(zip(present, hashed, strict=False))
+    dirty = sorted(f for f in files if committed.get(f) is None or now.get(f) != committed[f])
     return (None if dirty else head), dirty
 
 

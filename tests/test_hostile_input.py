@@ -367,3 +367,23 @@ def test_output_that_cannot_be_written_is_a_message(args):
                               env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr == "kgen: error: cannot write the output: No space left on device\n"
+
+
+def test_patch_runs_no_command_the_tree_s_git_config_names(tmp_path):
+    """`git status` in the tree ran its core.fsmonitor and the clean filters its
+    .gitattributes name: a tree handed to kgen ran code of its own."""
+    from tests.test_tree import GIT_ENV, git, make_tree
+
+    tree = make_tree(tmp_path)
+    ran = tmp_path / "ran"
+    git(tree, "config", "core.fsmonitor", f"touch {ran}-fsmonitor; false #")
+    git(tree, "config", "filter.evil.clean", f"touch {ran}-filter; cat")
+    (tree / ".gitattributes").write_text("* filter=evil\n")
+    sev = tree / "arch/x86/virt/svm/sev.c"
+    sev.write_text(sev.read_text() + "\n")  # an uncommitted change: the series names no base
+    result = CliRunner().invoke(main, ["patch", "--tree", str(tree), "-o", str(tmp_path / "p"),
+                                       *map(str, sorted(ISA.glob("*.yaml")))], env=GIT_ENV)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("ran")) == []
+    assert "arch/x86/virt/svm/sev.c" in result.output  # still told from the last commit
+    assert "base-commit" not in (tmp_path / "p" / "0000-cover-letter.patch").read_text()
