@@ -86,6 +86,20 @@ def used(entry: Path) -> None:
         os.utime(entry, follow_symlinks=False)
 
 
+def _followable(directory: Path) -> bool:
+    """Whether ``directory`` may be walked as a cache directory: one kgen made, or a link to
+    a directory of this user's that nobody else may enter (0700, as kgen makes them).  A
+    link to anything else (the user's own files, /) is no cache: its files are neither
+    counted nor removed."""
+    try:
+        if not stat.S_ISLNK(os.lstat(directory).st_mode):
+            return True
+        st = os.stat(directory)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
+
+
 def _group(name: str, suffixes: tuple[str, ...]) -> str:
     for suffix in suffixes:
         if name.endswith(suffix):
@@ -101,6 +115,8 @@ def prune(directory: Path, keep: int | None = None, sidecars: tuple[str, ...] = 
     killed before it could clean up), and a file ``<entry><sidecar>`` goes with its entry.
     """
     keep = LIMITS[directory.name] if keep is None else keep
+    if not _followable(directory):
+        return []
     groups: dict[str, list[os.DirEntry]] = {}
     abandoned: list[os.DirEntry] = []
     try:
@@ -140,6 +156,8 @@ def usage(root: Path) -> list[tuple[str, int, int]]:
     found = []
     for name in LIMITS:
         directory = root / name
+        if not _followable(directory):
+            continue
         groups: set[str] = set()
         size = 0
         try:

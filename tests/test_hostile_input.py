@@ -387,3 +387,28 @@ def test_patch_runs_no_command_the_tree_s_git_config_names(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("ran")) == []
     assert "arch/x86/virt/svm/sev.c" in result.output  # still told from the last commit
     assert "base-commit" not in (tmp_path / "p" / "0000-cover-letter.patch").read_text()
+
+
+def test_pruning_never_follows_a_link_to_files_not_kept_for_kgen(tmp_path):
+    """A cache directory that is a link to a directory of the user's (levels -> ~/notes) was
+    pruned as if every file there were a cache entry: the oldest were removed.  A link to a
+    private directory (0700, as kgen makes its own) is still a cache."""
+    import os
+
+    from codegen import cachedir
+
+    notes = tmp_path / "notes"
+    notes.mkdir(mode=0o755)
+    notes.chmod(0o755)
+    for n in range(40):
+        (notes / f"note-{n}.txt").write_text("mine")
+        os.utime(notes / f"note-{n}.txt", (n, n))
+    cache = tmp_path / "cache" / "kgen"
+    cache.mkdir(parents=True)
+    (cache / "levels").symlink_to(notes)
+    assert cachedir.prune(cache / "levels", keep=10) == []
+    assert len(list(notes.iterdir())) == 40
+    assert cachedir.usage(cache) == []
+    notes.chmod(0o700)  # now a private directory: a cache kept elsewhere
+    assert len(cachedir.prune(cache / "levels", keep=10)) == 31
+    assert cachedir.usage(cache) == [("levels", 9, 36)]
