@@ -49,7 +49,8 @@ def read_own(path: Path | str, limit: int) -> bytes | None:
 def make_dir(directory: Path | str) -> None:
     """Make ``directory`` and whichever of its parents are missing, each 0700 whatever the
     umask (in a directory another user may write, that user may rename or replace an
-    entry); OSError when it cannot be made."""
+    entry); OSError when it cannot be made, or is a link to a directory that is no cache
+    (see :func:`_followable`)."""
     missing = []
     path = Path(directory)
     while not path.is_dir() and path != path.parent:
@@ -58,6 +59,8 @@ def make_dir(directory: Path | str) -> None:
     for path in reversed(missing):
         with contextlib.suppress(FileExistsError):
             os.mkdir(path, 0o700)
+    if not _followable(Path(directory)):
+        raise NotADirectoryError(f"{directory}: a link to a directory that is not kgen's")
 
 
 def write_own(path: Path | str, data: bytes) -> None:

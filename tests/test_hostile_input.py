@@ -409,6 +409,9 @@ def test_pruning_never_follows_a_link_to_files_not_kept_for_kgen(tmp_path):
     assert cachedir.prune(cache / "levels", keep=10) == []
     assert len(list(notes.iterdir())) == 40
     assert cachedir.usage(cache) == []
+    with pytest.raises(OSError):  # nor is anything stored there
+        cachedir.write_own(cache / "levels" / ("0" * 24), b"level")
+    assert len(list(notes.iterdir())) == 40
     notes.chmod(0o700)  # now a private directory: a cache kept elsewhere
     assert len(cachedir.prune(cache / "levels", keep=10)) == 31
     assert cachedir.usage(cache) == [("levels", 9, 36)]
