@@ -49,7 +49,8 @@ def read_own(path: Path | str, limit: int) -> bytes | None:
 def make_dir(directory: Path | str) -> None:
     """Make ``directory`` and whichever of its parents are missing, each 0700 whatever the
     umask (in a directory another user may write, that user may rename or replace an
-    entry); OSError when it cannot be made."""
+    entry); OSError when it cannot be made, or is a link to a directory that is no cache
+    (see :func:`_followable`)."""
     missing = []
     path = Path(directory)
     while not path.is_dir() and path != path.parent:
@@ -58,6 +59,8 @@ def make_dir(directory: Path | str) -> None:
     for path in reversed(missing):
         with contextlib.suppress(FileExistsError):
             os.mkdir(path, 0o700)
+    if not _followable(Path(directory)):
+        raise NotADirectoryError(f"{directory}: a link to a directory that is not kgen's")
 
 
 def write_own(path: Path | str, data: bytes) -> None:
@@ -86,6 +89,20 @@ def used(entry: Path) -> None:
         os.utime(entry, follow_symlinks=False)
 
 
+def _followable(directory: Path) -> bool:
+    """Whether ``directory`` may be walked as a cache directory: one kgen made, or a link to
+    a directory of this user's that nobody else may enter (0700, as kgen makes them).  A
+    link to anything else (the user's own files, /) is no cache: its files are neither
+    counted nor removed."""
+    try:
+        if not stat.S_ISLNK(os.lstat(directory).st_mode):
+            return True
+        st = os.stat(directory)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
+
+
 def _group(name: str, suffixes: tuple[str, ...]) -> str:
     for suffix in suffixes:
         if name.endswith(suffix):
@@ -101,6 +118,8 @@ def prune(directory: Path, keep: int | None = None, sidecars: tuple[str, ...] = 
     killed before it could clean up), and a file ``<entry><sidecar>`` goes with its entry.
     """
     keep = LIMITS[directory.name] if keep is None else keep
+    if not _followable(directory):
+        return []
     groups: dict[str, list[os.DirEntry]] = {}
     abandoned: list[os.DirEntry] = []
     try:
@@ -140,6 +159,8 @@ def usage(root: Path) -> list[tuple[str, int, int]]:
     found = []
     for name in LIMITS:
         directory = root / name
+        if not _followable(directory):
+            continue
         groups: set[str] = set()
         size = 0
         try:

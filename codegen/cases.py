@@ -341,6 +341,14 @@ def _without_script(worker) -> tuple[str, ...]:
     return ("setup", first, "trigger", go, "teardown")
 
 
+def highest_address(spec: Spec) -> int:
+    """A bound on every address a case of a table spec hands the instruction: a pass starts
+    below 9 regions (the random machines' starts, the boundaries' unaligned ones) and covers
+    at most the coverage; a direct helper call stays below 8 regions or below the guard."""
+    t = spec.as_table().table
+    return 9 * t.region_size + t.coverage
+
+
 def _helper_script(rng: random.Random, spec: Spec, machine: Machine, calls: int) -> tuple[str, ...]:
     tv = spec.as_table()
     t = tv.table

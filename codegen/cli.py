@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import json
 import os
@@ -153,13 +154,50 @@ def _interrupted() -> click.exceptions.Exit:
 
 
 class _Commands(click.Group):
-    """kgen's commands: Ctrl-C exits 130 from any of them (click alone says "Aborted!", 1)."""
+    """kgen's commands: Ctrl-C exits 130 from any of them (click alone says "Aborted!", 1),
+    and a spec the templates cannot express is one message naming it and exit status 1,
+    whichever command rendered it."""
 
     def invoke(self, ctx):
+        from .render import RenderError
+
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
             raise _interrupted() from None
+        except RenderError as exc:
+            where = exc.spec_path
+            click.echo(f"{Mark(where, 0, 0)}: error: cannot render: {exc}" if where
+                       else f"kgen: cannot render: {exc}", err=True)  # fmt: skip
+            raise click.exceptions.Exit(1) from None
+        except OSError as exc:
+            if not _stdout_failed(exc):
+                raise
+            if (
+                exc.errno != errno.EPIPE
+            ):  # a reader that went away wants no word, as click says none
+                click.echo(f"kgen: error: cannot write the output: {exc.strerror}", err=True)
+            raise click.exceptions.Exit(1) from None
+
+
+def _stdout_failed(exc: OSError) -> bool:
+    """Whether ``exc`` is standard output refusing what was written to it (by click.echo, or
+    to sys.stdout itself) on a full disk or a closed pipe; if so it goes to /dev/null, so
+    that exit does not fail flushing it again."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    frame = tb.tb_frame
+    echo = frame.f_code.co_name == "echo" and frame.f_globals.get("__name__") == "click.utils"
+    if not (echo and not frame.f_locals.get("err")
+            or any(v is sys.stdout for v in frame.f_locals.values())):  # fmt: skip
+        return False
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return True
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -310,7 +348,7 @@ def _changes_since(spec: Spec, base: str) -> dict:
         # render under the spec's own path: the banners then differ by the hash alone
         old = dataclasses.replace(parse(text, label), path=spec.path)
     except BaseError as exc:
-        report["problems"] = [f"{shown_path(spec.path)}: cannot read the base: {exc}"]
+        report["problems"] = [f"{shown_path(spec.path)}: error: cannot read the base: {exc}"]
         return report
     except SpecError as exc:
         report["problems"] = [f"{d} (the base of {shown_path(spec.path)})" for d in exc.diagnostics]
@@ -319,7 +357,7 @@ def _changes_since(spec: Spec, base: str) -> dict:
     try:
         report["diff"] = code_diff(render_spec(old), render_spec(spec))
     except RenderError as exc:
-        report["problems"] = [f"{shown_path(spec.path)}: cannot render: {exc}"]
+        report["problems"] = [f"{shown_path(spec.path)}: error: cannot render: {exc}"]
         report["diff"] = ""
     report["behaviour"] = behaviour_changes(old, spec)
     return report
@@ -517,28 +555,22 @@ def render_specs(specs: list[Spec], cached: bool = False) -> dict[str, str]:
     does: `kgen check` and every other command render afresh, so a check after a render
     compares the two)."""
     from . import render
-    from .render import RenderError, render_all, render_spec, spec_inputs, template_inputs
+    from .render import render_all, render_spec, spec_inputs, template_inputs
 
-    try:
-        if cached:
-            from .loadcache import remembered
+    if cached:
+        from .loadcache import remembered
 
-            templates = render.TEMPLATES  # what is rendered with is what the key names
-            common = template_inputs(templates)  # read once for all the specs
+        templates = render.TEMPLATES  # what is rendered with is what the key names
+        common = template_inputs(templates)  # read once for all the specs
 
-            def render_one(spec: Spec) -> dict[str, str]:
-                return remembered("render", common + spec_inputs([spec]),
-                                  lambda: render_spec(spec, templates))  # fmt: skip
+        def render_one(spec: Spec) -> dict[str, str]:
+            return remembered("render", common + spec_inputs([spec]),
+                              lambda: render_spec(spec, templates))  # fmt: skip
 
-            # the whole render in one entry, for the run that changed nothing
-            return remembered("renders", common + spec_inputs(specs),
-                              lambda: render_all(specs, templates, render_one))  # fmt: skip
-        return render_all(specs)
-    except RenderError as exc:
-        where = getattr(exc, "spec_path", None)
-        click.echo(f"{Mark(where, 0, 0)}: error: cannot render: {exc}" if where
-                   else f"kgen: cannot render: {exc}", err=True)  # fmt: skip
-        raise click.exceptions.Exit(1) from None
+        # the whole render in one entry, for the run that changed nothing
+        return remembered("renders", common + spec_inputs(specs),
+                          lambda: render_all(specs, templates, render_one))  # fmt: skip
+    return render_all(specs)
 
 
 def render_scope(named: tuple[str, ...], specs: list[Spec]) -> list[str] | None:
@@ -772,7 +804,7 @@ def sweep(spec_path, min_pfn, max_pfn, memory, cores, threads_per_core, numberin
                                f"at most {MAX_CPUS} CPUs")  # fmt: skip
     (spec,) = load_specs((spec_path,))
     if spec.kernel.sweep is None:
-        click.echo(f"{shown_path(spec.path)}: the spec describes no sweep", err=True)
+        click.echo(f"{shown_path(spec.path)}: error: the spec describes no sweep", err=True)
         sys.exit(1)
     if max_pfn is None:
         max_pfn = -(-memory // (1 << mirror.PAGE_SHIFT))
@@ -913,7 +945,7 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
             files = read_tree(generated, [spec.instruction.mnemonic])
             missing = [o.path for o in outputs(spec) if o.path not in files]
             if missing:
-                raise _Refused(f"kgen: {generated}/{missing[0]}: no such generated file")
+                raise _Refused(f"{generated}/{missing[0]}: error: no such generated file")
         return cmp.Comparison(spec, tuple(compilers), choice, seed, count, opts, only, files,
                               generated, keep_going, tuple(reference), coverage, profile,
                               profile_option)  # fmt: skip

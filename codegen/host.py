@@ -110,6 +110,13 @@ def native_plan(spec) -> NativePlan:
     else:
         what = f"{name} decodes {shown} as {d.mnemonic}, which user mode may execute"
     if d.mnemonic in GUARDED and not uses_oracle(spec):
+        from .cases import highest_address
+
+        top = highest_address(spec)
+        if top >= GUARD_TOP:
+            return NativePlan(False, None, f"{what}, and the spec's cases pass addresses up to "
+                              f"{top:#x}, above the guard at {GUARD_TOP:#x} that makes it fault",
+                              d.mnemonic)  # fmt: skip
         return NativePlan(True, GUARD_TOP, f"{what}: the address space below {GUARD_TOP:#x} is "
                           "reserved with no access, so every execution faults (SIGSEGV)",
                           d.mnemonic)  # fmt: skip

@@ -25,9 +25,17 @@ _TEXT_RULES: dict[str, dict[str, Any]] = {
         "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$",
         "not": {"enum": sorted(C_KEYWORDS)},
     },
-    "comment": {"type": "string", "not": {"pattern": r"(\*/|/\*)"}},
-    "code": {"type": "string", "pattern": r"^[\t\n\x20-\x7e]*\S[\t\n\x20-\x7e]*$"},
-    "c-string": {"type": "string", "pattern": r"^[ !#-$&-\[\]-~]*$"},
+    "comment": {"type": "string", "not": {"pattern": r"(\*/|/\*|\?\?[=/'()!<>-])"}},
+    "code": {
+        "type": "string",
+        "pattern": r"^[\t\n\x20-\x7e]*\S[\t\n\x20-\x7e]*$",
+        "not": {"pattern": r"\?\?[=/'()!<>-]"},  # a trigraph
+    },
+    "c-string": {
+        "type": "string",
+        "pattern": r"^[ !#-$&-\[\]-~]*$",
+        "not": {"pattern": r"\?\?[=/'()!<>-]"},
+    },
     "path": {
         "type": "string",
         "pattern": r"^[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*$",

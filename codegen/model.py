@@ -68,6 +68,20 @@ def _control(value: str, allowed: str) -> str | None:
     return next(c for c in value if not (c.isprintable() or c in allowed))
 
 
+_TRIGRAPH = re.compile(r"\?\?[=/'()!<>-]")
+
+
+def _trigraph(value: str, what: str) -> str | None:
+    """Why ``value`` holds a trigraph, or None: gcc -Wall (-Wtrigraphs) warns of one in a
+    string or, where a line ends with ??/ as a wrapped comment may, in a comment."""
+    m = _TRIGRAPH.search(value)
+    if m is None:
+        return None
+    tri = m.group()
+    return (f"{what} must not contain the trigraph {quote(tri)}: gcc warns of it in C "
+            f"(write {quote(tri[0] + ' ' + tri[1:])})")  # fmt: skip
+
+
 def text_problem(kind: str, value: str) -> str | None:
     """Why ``value`` breaks the character rule ``kind``, or None."""
     if kind == "identifier":
@@ -94,7 +108,7 @@ def text_problem(kind: str, value: str) -> str | None:
             return f"text must not contain the control character {bad!r}"
         if not value.isascii():
             return "text must be ASCII: it is written into C source"
-        return None
+        return _trigraph(value, "text")
     if kind == "c-string":
         if not value.strip():
             return "message must not be empty"
@@ -103,7 +117,7 @@ def text_problem(kind: str, value: str) -> str | None:
         for c, why in (('"', "a double quote"), ("\\", "a backslash"), ("%", "a '%'")):
             if c in value:
                 return f"message must not contain {why}: it is written into a C format string"
-        return None
+        return _trigraph(value, "message")
     if kind == "code":
         if not value.strip():
             return "code must not be empty"
@@ -111,7 +125,7 @@ def text_problem(kind: str, value: str) -> str | None:
             return f"code must not contain the control character {bad!r}"
         if not value.isascii():
             return "code must be ASCII: it is C source"
-        return None
+        return _trigraph(value, "code")
     if kind == "path":
         # no '.', '..' or hidden component: each names a file or directory of its own
         if not _PATH.match(value) or any(part.startswith(".") for part in value.split("/")):

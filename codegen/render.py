@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import re
 import textwrap
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
@@ -53,7 +54,7 @@ _SIZE_SUFFIX = ((40, "T"), (30, "G"), (20, "M"), (10, "K"), (0, ""))
 class RenderError(Exception):
     """A spec value that the templates cannot express, or a template bug."""
 
-    spec_path = ""  # the spec being rendered, set by render_all
+    spec_path = ""  # the spec being rendered, set by render_spec
 
 
 class C(str):
@@ -84,26 +85,36 @@ def f_upper_ident(value: str) -> C:
     return f_ident(value.upper())
 
 
+_LARGEST_SZ = 46  # SZ_64T, the largest constant of <linux/sizes.h> (and of codegen/shim/kshim.h)
+
+
+def _sz_name(shift: int) -> str:
+    for unit_shift, unit in _SIZE_SUFFIX:
+        if shift >= unit_shift and (unit_shift == 40 or shift - unit_shift < 10):
+            return f"SZ_{1 << (shift - unit_shift)}{unit}"
+    raise AssertionError(shift)
+
+
 def f_sz(value: int, available: frozenset[str] | None = None) -> C:
     """A power-of-two size as the kernel's <linux/sizes.h> constant (SZ_1G, SZ_2T, ...).
 
-    ``available``: the names a kernel's sizes.h has; a size it lacks is the largest
-    smaller one it has, times a factor (``(SZ_1T * 2)``).
+    ``available``: the names a kernel's sizes.h has (None: SZ_1 to SZ_64T, as the newest
+    has them); a size it lacks is the largest smaller one it has, times a factor
+    (``(SZ_1T * 2)``).
     """
     if value <= 0 or value & (value - 1):
         raise RenderError(f"{value:#x} is not a power of two: no SZ_ constant names it")
     shift = value.bit_length() - 1
-    for unit_shift, unit in _SIZE_SUFFIX:
-        if shift >= unit_shift and (unit_shift == 40 or shift - unit_shift < 10):
-            name = f"SZ_{1 << (shift - unit_shift)}{unit}"
-            if available is None or name in available:
-                return _c(name)
-            for smaller in range(shift - 1, -1, -1):
-                base = f_sz(1 << smaller)
-                if base in available:
-                    return _c(f"({base} * {1 << (shift - smaller)})")
-            raise RenderError(f"the kernel's <linux/sizes.h> names no size up to {name}")
-    raise AssertionError(value)
+
+    def has(shift: int) -> bool:
+        return shift <= _LARGEST_SZ if available is None else _sz_name(shift) in available
+
+    if has(shift):
+        return _c(_sz_name(shift))
+    for smaller in range(shift - 1, -1, -1):
+        if has(smaller):
+            return _c(f"({_sz_name(smaller)} * {1 << (shift - smaller)})")
+    raise RenderError(f"the kernel's <linux/sizes.h> names no size up to {_sz_name(shift)}")
 
 
 def f_human_size(value: int) -> C:
@@ -143,9 +154,41 @@ def f_comment(value: str, first: str = "", indent: str = " * ", width: int = LIN
 
     Tabs count as 8 columns, as the kernel's 100-column rule counts them.
     """
-    words = _checked("comment", value).split()
     cols = width - len(indent.expandtabs(8))
-    return _c(("\n" + indent).join(wrap_words(words, cols, first)))
+    words = _keep_with_previous(_checked("comment", value).split(), cols - len(first))
+    lines = wrap_words(words, cols, first)
+    for line in lines[1:]:
+        if _opens(line.split()):
+            raise RenderError(f"the comment line {quote(line)} would open a kernel-doc section: "
+                              f"the word before {quote(line.split()[0])} is too long to keep it "
+                              "company on a line")  # fmt: skip
+    return _c(("\n" + indent).join(lines))
+
+
+# A word that opens a kernel-doc section or parameter where it starts a comment line
+# (scripts/kernel-doc's $doc_sect reads every line of a /** comment so, indented or not).
+_DOC_SECTION = re.compile(r"(@[.\w]+|@\.\.\.|description|context|returns?|notes?|examples?)(:(?!:)|$)",
+                          re.I)  # fmt: skip
+
+
+def _opens(words: list[str]) -> bool:
+    """Whether ``words`` at the start of a comment line open a kernel-doc section."""
+    m = _DOC_SECTION.match(words[0]) if words else None
+    return m is not None and (m.group(2) == ":" or words[1:2] != [] and words[1].startswith(":"))
+
+
+def _keep_with_previous(words: list[str], room: int) -> list[str]:
+    """``words``, each one that could open a kernel-doc section (``Return:``, ``@name:``, ...)
+    joined to the word before it where the two fit on a line (``room`` columns), so that no
+    line break puts it at the start of a line: in the prose of a spec it is text, and
+    kernel-doc would take it for a section of its own."""
+    out: list[str] = []
+    for n, word in enumerate(words):
+        if out and _opens(words[n:]) and len(out[-1]) + 1 + len(word) <= room:
+            out[-1] += " " + word
+        else:
+            out.append(word)
+    return out
 
 
 def wrap_words(words: list[str], width: int, first: str = "") -> list[str]:
@@ -790,7 +833,16 @@ def _template_place(exc: jinja2.TemplateError, template: str) -> str:
 def render_spec(
     spec: Spec, templates: Path = TEMPLATES, profile: Profile = NEWEST
 ) -> dict[str, str]:
-    """Every generated file of one spec, as ``{relative path: text}``, for a kernel ``profile``."""
+    """Every generated file of one spec, as ``{relative path: text}``, for a kernel ``profile``;
+    a RenderError names the spec (``spec_path``)."""
+    try:
+        return _render_spec(spec, templates, profile)
+    except RenderError as exc:
+        exc.spec_path = exc.spec_path or spec.path
+        raise
+
+
+def _render_spec(spec: Spec, templates: Path, profile: Profile) -> dict[str, str]:
     env = environment(templates, profile.sizes)
     insn, k = spec.instruction, spec.kernel
     result = {}
@@ -899,7 +951,7 @@ def render_all(
                 files[path] = text
             check_paths(files)
         except RenderError as exc:
-            exc.spec_path = spec.path
+            exc.spec_path = exc.spec_path or spec.path
             raise
     return files
 

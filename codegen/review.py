@@ -308,7 +308,7 @@ def cap_plain_if(spec: Spec, kind: str, text: str) -> list[str]:
     problems = []
     if re.search(r"\?[^\n]*:", body):
         problems.append("the sweep uses a ternary")
-    if not re.search(rf"\n\tif \(pa_end - pa_start > {cov}\)( \{{)?\n", body):
+    if not re.search(rf"\n\tif \(pa_end - pa_start > {re.escape(cov)}\)( \{{)?\n", body):
         problems.append(f"no plain 'if (pa_end - pa_start > {cov})' cap")
     direct = f"\n\t\tpa_end = pa_start + {cov};\n" in body
     named = "\n\t\tpa_end = pa_cap;\n" in body and f" pa_cap = pa_start + {cov};\n" in body

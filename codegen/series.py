@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import tempfile
-import textwrap
 from pathlib import Path
 from types import EllipsisType
 
@@ -81,9 +80,32 @@ def prefix(paths: list[str]) -> str:
     return "x86/sev: "
 
 
+# The start of a line that `git am` reads as other than message text: an mbox separator
+# ("From " and a date), an in-body header at the top of the body (From:, Subject:, Date:,
+# "[PATCH]", ">From"), and where the patch starts ("---", "diff -", "Index: ").  Matched
+# loosely (a line that only looks like one is indented too): a spec's words may land at the
+# start of any line.
+_MAIL_SYNTAX = re.compile(r"From |>From|\[PATCH|---|diff -|Index: |(?i:from|subject|date):")
+
+
 def wrap(paragraphs: list[str]) -> str:
-    return "\n\n".join(textwrap.fill(p, WIDTH, break_long_words=False, break_on_hyphens=False)
-                       for p in paragraphs if p)  # fmt: skip
+    """The paragraphs filled to WIDTH columns, words never broken; a line that would start
+    with what git's mail tools read as a header, a separator or the patch starts with a
+    space instead, so `git am` gives back every word as it was written."""
+    return "\n\n".join("\n".join(_fill(p)) for p in paragraphs if p)
+
+
+def _fill(paragraph: str) -> list[str]:
+    lines: list[str] = []
+    line = ""
+    for word in paragraph.split():
+        if line and len(line) + 1 + len(word) > WIDTH:
+            lines.append(line)
+            line = ""
+        line = f"{line} {word}" if line else word
+        if _MAIL_SYNTAX.match(line):
+            line = " " + line
+    return [*lines, line] if line else lines
 
 
 def message(patch: Patch, plan: Plan) -> tuple[str, str]:
@@ -348,8 +370,15 @@ def base_commit(root: Path, files: list[str]) -> tuple[str | None, list[str]]:
     head = tree_head(root)
     if head is None:
         return None, []
-    proc = git(root, "status", "--porcelain", "-z", "--untracked-files=all", "--", *files)
-    dirty = sorted({entry[3:] for entry in proc.stdout.split("\0") if len(entry) > 3} & set(files))
+    # told by blob ids, not `git status`: that runs the tree's core.fsmonitor and the clean
+    # filters its .gitattributes name, commands a tree handed to kgen would choose
+    listed = git(root, "ls-tree", "-r", "-z", "--full-tree", head, "--", *files).stdout
+    committed = {entry.split("\t", 1)[1]: entry.split()[2]
+                 for entry in listed.split("\0") if "\t" in entry}  # fmt: skip
+    present = [f for f in files if (root / f).is_file()]
+    hashed = git(root, "hash-object", "--no-filters", "--", *present).stdout.split()
+    now = dict(zip(present, hashed, strict=False))
+    dirty = sorted(f for f in files if committed.get(f) is None or now.get(f) != committed[f])
     return (None if dirty else head), dirty
 
 

@@ -580,6 +580,21 @@ class _Rules:
                 if name in common:
                     self.error(mark, f"kernel name {quote(name)} is already used by the helpers")
             self.unique(own, "worker name")
+        # the feature bit's and the MSR's #defines are names of the kernel's too: a helper, a
+        # code or a worker of the same name would be macro-expanded into them
+        defines = []
+        if insn.cpuid is not None:
+            defines.append((insn.cpuid.feature, insn.cpuid.mark("feature"), "the CPUID feature"))
+        if insn.msr is not None:
+            defines += [(insn.msr.name, insn.msr.mark("name"), "the MSR"),
+                        (insn.msr.enable.name, insn.msr.enable.mark("name"), "the MSR's enable bit")]  # fmt: skip
+        workers = [(getattr(w, key), w.mark(key)) for w in (k.sweep.workers if k.sweep else ())
+                   for key in WORKER_NAME_KEYS if getattr(w, key)]  # fmt: skip
+        for name, mark, what in defines:
+            for other, where in names + workers:
+                if other == name:
+                    self.error(where, f"kernel name {quote(name)} is also the name of {what} "
+                                      f"(line {mark.line})")  # fmt: skip
 
     def enable(self, e: model.Enable, insn: model.Instruction, k: model.Kernel) -> None:
         """Enabling needs the feature bit and the MSR, with the facts that say how to program it."""

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 from functools import cache
+from pathlib import Path
 
 from .record import record
 
@@ -69,9 +70,49 @@ def _ziglang_argv() -> list[str] | None:
     zig = next((os.path.join(d, "zig") for d in spec.submodule_search_locations or ()
                 if os.access(os.path.join(d, "zig"), os.X_OK)), None)  # fmt: skip
     command = [zig] if zig else [sys.executable, "-m", "ziglang"]
+    _zig_cache()
     # without an explicit target zig tunes for the host CPU and the code would
     # differ from machine to machine
     return [*command, "cc", "-target", "x86_64-linux-gnu"]
+
+
+def _zig_cache() -> None:
+    """Give zig a cache directory it can use, in ZIG_GLOBAL_CACHE_DIR (inherited by every
+    compile) unless the caller set one.
+
+    zig keeps its cache in ``$XDG_CACHE_HOME/zig``, relative or not (a relative one is a
+    directory made in the working directory), else ``~/.cache/zig``; where that cannot be
+    made it does not run, which read as "no clang found".  kgen names the directory the XDG
+    Base Directory specification means (a relative XDG_CACHE_HOME ignored, as
+    :func:`codegen.cache_root` does), and where that cannot be made or written a private
+    temporary one, removed when kgen exits.
+    """
+    if os.environ.get("ZIG_GLOBAL_CACHE_DIR"):
+        return
+    import atexit
+    import tempfile
+
+    from . import cache_root
+    from .cachedir import make_dir
+
+    where = cache_root().parent / "zig"
+    try:
+        make_dir(where)
+        usable = os.access(where, os.W_OK | os.X_OK)
+    except OSError:
+        usable = False
+    if not usable:
+        try:
+            where = Path(tempfile.mkdtemp(prefix="kgen-zig-"))
+        except OSError:
+            return  # zig says what it lacks
+        atexit.register(_remove_own, os.getpid(), where)
+    os.environ["ZIG_GLOBAL_CACHE_DIR"] = str(where)
+
+
+def _remove_own(owner: int, directory: Path) -> None:
+    if os.getpid() == owner:  # not at a forked worker's exit: the directory is its parent's
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _origin(where: str, skipped: list[str]) -> str:

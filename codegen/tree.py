@@ -15,6 +15,7 @@ neighbours by number; includes go into the tree's include block in its order.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -566,12 +567,14 @@ class Call(Op):
     unless: str | None = None
 
     def apply(self, text: str, tree: KernelTree) -> str:
-        stmts = _function_statements(self, text, tree, self.function)
         statement = self.call if self.unless is None else f"if (!{self.unless})\n\t{self.call}"
         want = ctext.tokens(statement)
+        anchor = ctext.tokens(self.after)
+        stmts = _function_statements(self, text, tree, self.function,
+                                     lambda flat: any(ctext.tokens(text[s.code : s.end]) in (want, anchor)
+                                                      for s in flat))  # fmt: skip
         if any(ctext.tokens(text[s.code : s.end]) == want for s in ctext.walk(stmts)):
             return text
-        anchor = ctext.tokens(self.after)
         hits = [s for s in ctext.walk(stmts) if ctext.tokens(text[s.code : s.end]) == anchor]
         if len(hits) != 1:
             found = "is not there" if not hits else f"is there {len(hits)} times"
@@ -595,14 +598,26 @@ class Call(Op):
         return text[:end] + line + text[end:]
 
 
-def _function_statements(op: Op, text: str, tree: KernelTree, name: str):
+def _function_statements(op: Op, text: str, tree: KernelTree, name: str, holds):
+    """The statements of the function ``name``.  Of several definitions (the branches of an
+    #ifdef, a stub and the real one in either order) the one whose statements ``holds``
+    what ``op`` changes (or has changed); where none does, the first outside an #else, so
+    that the message says what is missing; where more than one does, an error."""
     found = [i for i in ctext.items(text) if i.kind == "function" and i.name == name]
     if not found:
         raise op.fail(tree, f"has no function {name}(): kgen looked for it to change it")
-    if len(found) > 1:
-        found = [i for i in found if not any(b == "else" for _, b in i.conditions)] or found
-    item = found[0]
-    return ctext.statements(text, *ctext.function_body(text, item))
+    bodies = [ctext.statements(text, *ctext.function_body(text, i)) for i in found]
+    if len(found) == 1:
+        return bodies[0]
+    holding = [n for n, stmts in enumerate(bodies) if holds(list(ctext.walk(stmts)))]
+    if len(holding) > 1:
+        lines = ", ".join(str(ctext.line_of(text, found[n].code)) for n in holding)
+        raise op.fail(tree, f"{name}() is defined {len(holding)} times (lines {lines}) with what "
+                            "kgen changes in each: kgen cannot tell which one it owns")  # fmt: skip
+    if holding:
+        return bodies[holding[0]]
+    return next((b for i, b in zip(found, bodies, strict=True)
+                 if not any(branch == "else" for _, branch in i.conditions)), bodies[0])  # fmt: skip
 
 
 @record
@@ -615,11 +630,17 @@ class AsmToHelper(Op):
     def apply(self, text: str, tree: KernelTree) -> str:
         spec = self.patch.spec
         raw = spec.kernel.raw_helper
-        stmts = _function_statements(self, text, tree, self.function)
+        want = [b.byte for b in spec.instruction.encoding]
+
+        def holds(flat) -> bool:
+            return any(raw.name in ctext.tokens(text[s.code : s.end])
+                       or s.keyword in ("asm", "__asm__") and _asm_bytes(text[s.code : s.end]) == want
+                       for s in flat)  # fmt: skip
+
+        stmts = _function_statements(self, text, tree, self.function, holds)
         flat = list(ctext.walk(stmts))
         if any(raw.name in ctext.tokens(text[s.code : s.end]) for s in flat):
             return text
-        want = [b.byte for b in spec.instruction.encoding]
         asms = [
             s
             for s in flat
@@ -1013,7 +1034,30 @@ class Plan:
                 errors.append(exc)
             except ctext.CTextError as exc:
                 errors.append(_unreadable(self.tree, op.path, texts[op.path], exc))
+        if not errors:
+            for path, text in texts.items():
+                errors += _added_again(self.tree, path, text)
         return texts, errors
+
+
+_NAMED = ("function", "prototype", "define", "macro", "variable")  # items that define a C name
+
+
+def _added_again(tree: KernelTree, path: str, text: str) -> list[TreeError]:
+    """A C name the file has already (in another #if branch, or as another kind of item than
+    the one kgen replaces) and that kgen adds once more: a second definition breaks the
+    build, and kgen said it had changed the file."""
+    old = [i for i in ctext.items(tree.text(path)) if i.kind in _NAMED and i.name]
+    before = collections.Counter(i.name for i in old)
+    after = collections.Counter(i.name for i in ctext.items(text) if i.kind in _NAMED and i.name)
+    errors = []
+    for name in after:
+        if before[name] and after[name] > before[name]:
+            first = next(i for i in old if i.name == name)
+            errors.append(TreeError(str(tree.root / path), f"{name} is in this file already: kgen "
+                                    "would add another; choose another name in the spec",
+                                    ctext.line_of(tree.text(path), first.code), 1))  # fmt: skip
+    return errors
 
 
 def _unreadable(tree: KernelTree, path: str, text: str, exc: ctext.CTextError) -> TreeError:
@@ -1029,6 +1073,8 @@ def _unreadable(tree: KernelTree, path: str, text: str, exc: ctext.CTextError) -
 
 
 def plan(specs: list[Spec], tree: KernelTree, templates: Path = TEMPLATES) -> Plan:
+    """What ``specs`` change in ``tree``; a TreeError when a file kgen reads to plan (a
+    sibling's header) is missing, refused or not C it can read."""
     ops: list[Op] = []
     skipped: list[tuple[Spec, str]] = []
     # RMPOPT-like specs (with a sweep) first, then the siblings, each in file order
@@ -1050,9 +1096,12 @@ def _nothing_to_replace(spec: Spec, tree: KernelTree) -> str | None:
     if k.sweep is not None or k.out_of_line is not None:
         return None
     header = k.raw_helper.header
-    if any(
-        i.kind == "function" and i.name == k.raw_helper.name for i in ctext.items(tree.text(header))
-    ):
+    text = tree.text(header)
+    try:
+        items = ctext.items(text)
+    except ctext.CTextError as exc:
+        raise _unreadable(tree, header, text, exc) from None
+    if any(i.kind == "function" and i.name == k.raw_helper.name for i in items):
         return None
     return (
         f"{header} has no {k.raw_helper.name}() to replace and the spec names no kernel function "

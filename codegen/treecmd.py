@@ -22,11 +22,10 @@ def _plan(specs, tree_dir: Path):
     from .tree import KernelTree, TreeError, plan
 
     try:
-        tree = KernelTree.open(tree_dir)
+        return plan(specs, KernelTree.open(tree_dir))
     except TreeError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
-    return plan(specs, tree)
 
 
 def _result(p, failed: str = "nothing was written"):
@@ -151,7 +150,7 @@ def _read_record(state_dir: Path) -> dict[str, dict[str, str]]:
         raise RecordError(state_dir / RECORD, f"cannot read: {exc.strerror}") from None
     try:
         recorded = json.loads(data.decode("utf-8"))
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python recurses
         recorded = None
     if not (isinstance(recorded, dict) and all(
             isinstance(items, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in items.items())

@@ -127,7 +127,10 @@ def git(repo: Path, *args: str, env: dict[str, str] | None = None, text: bool = 
     import subprocess
 
     try:
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=text,
-                              env=git_env(env), stdin=subprocess.DEVNULL)  # fmt: skip
+        # core.fsmonitor is a command the repository's config names, run by any git that
+        # looks at the work tree: a tree handed to kgen does not choose what kgen runs
+        return subprocess.run(["git", "-c", "core.fsmonitor=false", "-C", str(repo), *args],
+                              capture_output=True, text=text, env=git_env(env),
+                              stdin=subprocess.DEVNULL)  # fmt: skip
     except FileNotFoundError:
         raise GitNotFound(errno.ENOENT, "git is not on PATH") from None

@@ -322,6 +322,8 @@ _YAML11_BOOL = re.compile(r"(?i:yes|no|on|off|y|n)\Z")
 _YAML11_OCTAL = re.compile(r"[-+]?0[0-7_]+\Z")
 _BASE60 = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?\Z")
 _OCTAL_12 = re.compile(r"([-+]?)0o([0-7_]+)\Z")  # YAML 1.2's octal, which PyYAML reads as text
+# an integer in YAML 1.2's core schema: no digit separators, no 0b, no sign on 0x or 0o
+_INT_12 = re.compile(r"[-+]?[0-9]+\Z|0o[0-7]+\Z|0x[0-9a-fA-F]+\Z")
 _INT_TEXT = 2 + INT_BITS + INT_BITS // 4  # sign, 0b, 64 binary digits and underscores
 
 
@@ -351,6 +353,22 @@ def yaml11_problem(node: ScalarNode) -> str | None:
         return (
             f"{quote(text)} is a base-60 number in YAML 1.1: write a plain number "
             "(or quote it for text)"
+        )
+    octal = _OCTAL_12.match(text)
+    if (node.tag.endswith(":int") or octal) and len(text) <= _INT_TEXT and not _INT_12.match(text):
+        try:
+            value = (
+                int(octal.group(1) + octal.group(2).replace("_", ""), 8)
+                if octal
+                else _construct(node)
+            )
+        except ValueError:
+            return None  # not an integer in either: the reader says why
+        if not -(1 << INT_BITS) < value < 1 << INT_BITS:
+            return None  # the reader says it does not fit
+        return (
+            f"{quote(text)} is an integer only in YAML 1.1 ({value}): YAML 1.2 reads it as text; "
+            f"write {value}" + (f" or {value:#x}" if value >= 0 else "")
         )
     return None
 

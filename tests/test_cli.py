@@ -118,7 +118,7 @@ STRUCTURAL = [
     "literal-vendor", "literal-role-typo", "literal-format-2", "byte-too-large", "byte-negative",
     "size-bad-unit", "cpuid-bit-32", "msr-number-too-large", "name-not-identifier",
     "name-c-keyword", "name-bad-prefix", "text-closes-comment", "cstring-quote",
-    "cstring-percent", "path-dotdot", "delay-out-of-range",
+    "cstring-percent", "path-dotdot", "delay-out-of-range", "text-trigraph", "cstring-trigraph",
 ]  # fmt: skip
 
 

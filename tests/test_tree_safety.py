@@ -83,7 +83,8 @@ def test_patch_on_an_up_to_date_tree_has_nothing_to_do(tree, tmp_path):
 # --- 3. the record of what kgen wrote -----------------------------------------------------
 
 
-@pytest.mark.parametrize("content", ["[]", '{"a": 1}', '{"a": {"b": 2}}', "not json", "\xff"])
+@pytest.mark.parametrize("content", ["[]", '{"a": 1}', '{"a": {"b": 2}}', "not json", "\xff",
+                                     "[" * 100_000 + "]" * 100_000])  # fmt: skip
 def test_a_malformed_record_is_ignored_with_a_warning(tree, content):
     clean(kgen("apply", PV, "--tree", tree), 0)
     record = tree / ".git/kgen/applied.json"

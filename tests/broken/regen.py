@@ -447,6 +447,29 @@ DEFECTS: list[tuple[str, str, str, str, str]] = [
     ("hotplug-name-quote", "a CPU hotplug state name with a double quote",
      'name: "frob:online"', 'name: «"frob\\"online"',
      "message must not contain a double quote: it is written into a C format string"),
+    ("yaml11-underscore", "a table size with a digit separator, which YAML 1.2 reads as text",
+     "    entries: 512", "    entries: «5_12",
+     "'5_12' is an integer only in YAML 1.1 (512): YAML 1.2 reads it as text; write 512 or "
+     "0x200"),
+    ("yaml11-binary", "a table size in binary, which YAML 1.2 reads as text",
+     "    entries: 512", "    entries: «0b1000000000",
+     "'0b1000000000' is an integer only in YAML 1.1 (512): YAML 1.2 reads it as text; write 512 "
+     "or 0x200"),
+    ("text-trigraph", "a description with a trigraph, which gcc -Wall warns of (or, at a line end, "
+     "one that would continue the comment)",
+     "      description: Frob mode\n", "      description: «Frob mode??/\n",
+     "text must not contain the trigraph '??/': gcc warns of it in C (write '? ?/')"),
+    ("cstring-trigraph", "a log message with a trigraph, which gcc -Wall warns of",
+     "    cap_message: Beyond the frob table", "    cap_message: «Beyond the frob table??!",
+     "message must not contain the trigraph '??!': gcc warns of it in C (write '? ?!')"),
+    ("name-is-the-feature", "a software code named as the CPUID feature bit's #define",
+     "software_code: {name: FROB_STALE,", "software_code: {name: «X86_FEATURE_FROB,",
+     "kernel name 'X86_FEATURE_FROB' is also the name of the CPUID feature (line "
+     "{line:feature: X86_FEATURE_FROB})"),
+    ("name-is-the-msr-bit", "a return code named as the MSR's enable bit",
+     "- {name: FROB_OK, value: 0,", "- {name: «MSR_FROB_ENABLE, value: 0,",
+     "kernel name 'MSR_FROB_ENABLE' is also the name of the MSR's enable bit (line "
+     "{line:enable: {name: MSR_FROB_ENABLE})"),
 ]
 # Defects whose expected text is not a single replacement.
 SPECIAL = {
