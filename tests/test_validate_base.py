@@ -106,7 +106,8 @@ def test_coverage_of_4t_instead_of_2t(run_kgen, tmp_path):
     out = result.output
     assert "3 TB, 8 cores x 2 threads: regions swept 2048 -> 3072" in out
     assert "3 TB, 8 cores x 2 threads: memory above the cap 1 TB -> none" in out
-    assert "+\tif (pa_end - pa_start > SZ_4T) {" in out
+    assert "+\tif (pa_end - pa_start > SZ_4T)\n" in out
+    assert "+\t\tpa_end = pa_start + SZ_4T;\n" in out
 
 
 def test_renamed_enum(run_kgen, tmp_path):
