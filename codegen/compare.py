@@ -176,7 +176,9 @@ def _run_native(harness: Path, guard: int | None, text: str, limit: float | None
     limit = limit or CASE_TIMEOUT * max(text.count("\n"), 1)
     out_cap = out_cap or 64 * len(text) + OUT_SLACK
     # the CPU limit is a second line: the wall-clock one below speaks first
-    cmd = [str(harness), "--timeout", str(CASE_TIMEOUT), "--cpu", str(math.ceil(limit) + 2)]
+    # --parent: the harness dies with this process from before any code under test runs
+    cmd = [str(harness), "--parent", str(os.getpid()), "--timeout", str(CASE_TIMEOUT),
+           "--cpu", str(math.ceil(limit) + 2)]  # fmt: skip
     cmd += ["--guard", hex(guard)] if guard else []
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip

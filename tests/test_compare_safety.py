@@ -660,3 +660,62 @@ def _running_from(directory: Path) -> list[int]:
         except OSError:
             pass
     return found
+
+
+SPINS_BEFORE_MAIN = """
+__attribute__((constructor)) static void spin_before_main(void)
+{
+	for (;;)
+		__asm__ volatile("");
+}
+"""
+
+
+def test_a_harness_spinning_before_its_main_dies_with_its_worker(tmp_path):
+    """Code the harness runs before main() (a constructor in a --reference header) is
+    confined as main() confines the rest: it has the CPU limit, and when the worker running
+    it is killed outright it dies too, instead of spinning on in a session of its own."""
+    import multiprocessing
+
+    files = render_spec(SPEC)
+    header = next(path for path in files if path.endswith(".h"))
+    files = {**files, header: files[header] + SPINS_BEFORE_MAIN}
+    (h,) = build.build_harness(toolchain.find_clang(), SPEC, files, tmp_path, ("-O2",), ("native",))
+    worker = multiprocessing.get_context("fork").Process(
+        target=compare._run_native, args=(h.native, None, cases.spec_line(SPEC), 60.0)
+    )
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not _running_from(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        (spinning,) = _running_from(tmp_path)
+        time.sleep(0.2)  # well into the constructor
+        limits = Path(f"/proc/{spinning}/limits").read_text()
+        assert re.search(r"Max cpu time\s+62\s+62 ", limits), limits
+        os.kill(worker.pid, signal.SIGKILL)  # nothing of the worker can clean up
+        worker.join()
+        deadline = time.monotonic() + 3
+        while _running_from(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _running_from(tmp_path) == []
+    finally:
+        for pid in _running_from(tmp_path):
+            os.kill(pid, signal.SIGKILL)
+        if worker.is_alive():
+            worker.kill()
+
+
+def test_a_harness_whose_parent_is_gone_before_it_starts_does_not_run(tmp_path):
+    """A worker killed between starting the harness and the harness asking to die with it:
+    the harness sees another parent than --parent names and exits before any code runs."""
+    import subprocess
+
+    (h,) = build.build_harness(toolchain.find_clang(), SPEC, render_spec(SPEC), tmp_path, ("-O2",),
+                               ("native",))  # fmt: skip
+    line = cases.spec_line(SPEC).encode()
+    mine = [str(h.native), "--parent", str(os.getpid())]
+    assert subprocess.run(mine, input=line, capture_output=True, timeout=30).returncode == 0
+    other = [str(h.native), "--parent", str(os.getpid() + 1)]
+    gone = subprocess.run(other, input=line, capture_output=True, timeout=30)
+    assert (gone.returncode, gone.stdout) == (127, b"")

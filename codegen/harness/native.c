@@ -20,7 +20,8 @@
  * the first case the harness confines itself: it dies with its parent, may
  * write no file larger than 1 MiB, use no more than --cpu seconds of CPU
  * time, and may not create processes or run programs (a seccomp filter,
- * since RLIMIT_NPROC does not hold for root).  Its caller also runs it in a
+ * since RLIMIT_NPROC does not hold for root).  Dying with the parent and
+ * the CPU limit hold from before any constructor runs.  Its caller also runs it in a
  * process group of its own and kills the group when done.
  */
 #define _GNU_SOURCE
@@ -169,9 +170,30 @@ static void forbid_processes(void)
 	prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
 }
 
+/*
+ * First of all the executable's initialisers (.preinit_array, which glibc calls with argc and
+ * argv), before any constructor of the code under test runs (one in a --reference header,
+ * which main() would come too late to confine): die with the parent that --parent names,
+ * now if it is gone already, and take --cpu's limit.
+ */
+static void confine_early(int argc, char **argv, char **envp __always_unused)
+{
+	int i;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	for (i = 1; i + 1 < argc; i++) {
+		if (!strcmp(argv[i], "--parent") && getppid() != (pid_t)strtol(argv[i + 1], NULL, 0))
+			_exit(127);
+		if (!strcmp(argv[i], "--cpu"))
+			set_limit(RLIMIT_CPU, strtoul(argv[i + 1], NULL, 0));
+	}
+}
+
+__attribute__((used, section(".preinit_array")))
+static void (*const early_confinement)(int, char **, char **) = confine_early;
+
 static void confine(unsigned long cpu_seconds)
 {
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	set_limit(RLIMIT_FSIZE, FILE_CAP);
 	set_limit(RLIMIT_CORE, 0);
 	set_limit(RLIMIT_NPROC, 0);
@@ -190,6 +212,10 @@ int main(int argc, char **argv)
 	size_t cap = 0;
 	ssize_t len;
 
+	if (argc >= 3 && !strcmp(argv[1], "--parent")) { /* taken by confine_early() */
+		argc -= 2;
+		argv += 2;
+	}
 	if (argc >= 3 && !strcmp(argv[1], "--timeout")) {
 		timeout = (unsigned int)strtoul(argv[2], NULL, 0);
 		argc -= 2;
