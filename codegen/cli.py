@@ -45,6 +45,16 @@ DEFAULT_OUT_DIR = Path("generated")
 DEFAULT_EQUIVALENTS = Path("tests/mutation/equivalent.yaml")
 
 
+class PathParam(click.Path):
+    """click.Path that refuses an empty value: Path("") is the working directory, so
+    ``--out ''`` (an unset shell variable) would have written there."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value:
+            self.fail("an empty path ('.' is this directory)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def default_spec_paths() -> list[Path]:
     """Every spec in ./isa, sorted, or a usage error when there is none."""
     paths = sorted(DEFAULT_ISA_DIR.glob("*.yaml"))
@@ -235,7 +245,7 @@ def main() -> None:
     show_default=True,
     help="Configurations for --compare.",
 )
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", type=PathParam(file_okay=False, path_type=Path), default=None,
               help="With --base: the generated files to hold to a fresh render [default: "
                    "generated/ beside the spec's directory, e.g. generated/ for isa/*.yaml].")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
@@ -586,7 +596,7 @@ def spec_dirs(specs: list[Spec]) -> list[Path]:
 
 out_option = click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=PathParam(file_okay=False, path_type=Path),
     default=DEFAULT_OUT_DIR,
     show_default=True,
     help="Directory of the generated files (it may be a link; nothing below it may).",
@@ -642,7 +652,7 @@ def tree_option(help: str = "A Linux kernel tree (a git repository or a plain tr
                 required: bool = False):  # fmt: skip
     """``--tree DIR``, an existing directory, as every command that takes a kernel tree has it."""
     return click.option("--tree", "tree_dir", metavar="DIR", required=required, help=help,
-                        type=click.Path(file_okay=False, exists=True, path_type=Path))  # fmt: skip
+                        type=PathParam(file_okay=False, exists=True, path_type=Path))  # fmt: skip
 
 
 @main.command()
@@ -847,10 +857,10 @@ def sweep(spec_path, min_pfn, max_pfn, memory, cores, threads_per_core, numberin
 @click.option("--opt", "opts", multiple=True, type=click.Choice(["-O0", "-O1", "-O2", "-O3", "-Os"]),
               help="Optimisation level (repeat) [default: -O0 -O2 -Os].")  # fmt: skip
 @click.option("--keep-going", is_flag=True, help="Report every mismatching level, not the first.")
-@click.option("--generated", type=click.Path(file_okay=False, exists=True, path_type=Path),
+@click.option("--generated", type=PathParam(file_okay=False, exists=True, path_type=Path),
               help="Compile the files in this directory (as kgen render writes them) "
                    "instead of a fresh render.")  # fmt: skip
-@click.option("--reference", multiple=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+@click.option("--reference", multiple=True, type=PathParam(file_okay=False, exists=True, path_type=Path),
               help="Run the kernel's own helper instead: an include directory (repeat) where "
                    "the spec's header, e.g. asm/sev.h, and what it includes are found; or a "
                    "kernel tree's top directory, whose function (the spec's out_of_line, else "
@@ -1073,7 +1083,7 @@ def _progress_bar(label: str, stream) -> _ProgressBar:
 @click.option(
     "--jobs", type=click.IntRange(1), help="Mutants compared at once [default: the cores]."
 )
-@click.option("--equivalents", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--equivalents", type=PathParam(dir_okay=False, path_type=Path),
               help="The reviewed equivalent mutants [default: tests/mutation/equivalent.yaml "
                    "when it exists].")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
@@ -1241,7 +1251,7 @@ def apply(specs: tuple[str, ...], tree_dir: Path, force: bool) -> None:
     metavar="OUTDIR",
     default=Path("patches"),
     show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=PathParam(file_okay=False, path_type=Path),
     help="Where the numbered patch files go.",
 )
 @click.option(

@@ -415,3 +415,36 @@ def test_pruning_never_follows_a_link_to_files_not_kept_for_kgen(tmp_path):
     notes.chmod(0o700)  # now a private directory: a cache kept elsewhere
     assert len(cachedir.prune(cache / "levels", keep=10)) == 31
     assert cachedir.usage(cache) == [("levels", 9, 36)]
+
+
+def _path_options():
+    """(command, option) for every option of every command that takes a path."""
+    import click
+
+    from codegen.cli import PathParam
+
+    found = []
+    for name, command in sorted(main.commands.items()):
+        for param in command.params:
+            if isinstance(param, click.Option) and isinstance(param.type, click.Path):
+                assert isinstance(param.type, PathParam), f"kgen {name} {param.opts[0]} takes ''"
+                found.append((name, max(param.opts, key=len)))
+    return found
+
+
+PATH_OPTIONS = _path_options()
+
+
+def test_every_path_option_is_found():
+    assert ("render", "--out") in PATH_OPTIONS and ("compare", "--reference") in PATH_OPTIONS
+    assert len(PATH_OPTIONS) >= 7
+
+
+@pytest.mark.parametrize("command, option", PATH_OPTIONS, ids=[" ".join(o) for o in PATH_OPTIONS])
+def test_an_empty_path_is_a_usage_error_not_the_working_directory(run_kgen, tmp_path, command,
+                                                                  option):  # fmt: skip
+    shutil.copytree(ISA, tmp_path / "isa")
+    result = run_kgen(command, f"{option}=", cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "an empty path" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["isa"]
