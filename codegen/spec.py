@@ -595,6 +595,16 @@ class _Rules:
                 if other == name:
                     self.error(where, f"kernel name {quote(name)} is also the name of {what} "
                                       f"(line {mark.line})")  # fmt: skip
+        # a name the kernel's headers define as a macro is rewritten wherever the code uses it
+        from .kernel_macros import NAMES as MACROS
+
+        local = [(i.name, i.mark("name")) for i in insn.inputs]
+        local += [(o.name, o.mark("name")) for o in insn.outputs]
+        local += [(k.helper.parameter, k.helper.mark("parameter"))] if k.helper else []
+        for name, where in names + workers + local:
+            if name in MACROS:
+                self.error(where, f"{quote(name)} is a macro of the kernel's headers: the "
+                                  "preprocessor would rewrite it wherever the code uses it")  # fmt: skip
 
     def enable(self, e: model.Enable, insn: model.Instruction, k: model.Kernel) -> None:
         """Enabling needs the feature bit and the MSR, with the facts that say how to program it."""

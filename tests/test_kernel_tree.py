@@ -25,6 +25,7 @@ from tests.kernel.tree import (
     fresh_tree,
     git,
     git_am,
+    lowercase_macros,
     missing_reason,
     reset,
     touched,
@@ -340,3 +341,16 @@ def test_missing_material_fails_only_under_ci(ci, tmp_path):
     assert proc.returncode == (1 if ci else 0), proc.stdout + proc.stderr
     assert "cannot create the cache /dev/null/cache" in (tmp_path / "STATUS612").read_text()
     assert not (tmp_path / "TREE612").exists()
+
+
+@needs_tree
+def test_the_kernel_macro_list_is_the_trees():
+    """codegen/kernel_macros.py, which the loader holds spec names to, is what the units kgen
+    changes in the prepared 6.12 tree see: computed again here, it must be the same list."""
+    from codegen.kernel_macros import NAMES
+
+    tree = cache()
+    assert tree is not None
+    found = lowercase_macros(tree / "src")
+    assert {"current", "likely", "min", "for_each_online_cpu"} <= found  # the list is real
+    assert sorted(found - NAMES) == [] and sorted(NAMES - found) == []

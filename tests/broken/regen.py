@@ -470,6 +470,14 @@ DEFECTS: list[tuple[str, str, str, str, str]] = [
      "- {name: FROB_OK, value: 0,", "- {name: «MSR_FROB_ENABLE, value: 0,",
      "kernel name 'MSR_FROB_ENABLE' is also the name of the MSR's enable bit (line "
      "{line:enable: {name: MSR_FROB_ENABLE})"),
+    ("name-is-a-kernel-macro", "a helper named as a macro of the kernel's headers",
+     "helper: {name: frobopt,", "helper: {name: «current,",
+     "'current' is a macro of the kernel's headers: the preprocessor would rewrite it wherever "
+     "the code uses it"),
+    ("input-is-a-kernel-macro", "an input named as a macro of the kernel's headers",
+     "      name: base_pa\n", "      name: «likely\n",
+     "'likely' is a macro of the kernel's headers: the preprocessor would rewrite it wherever "
+     "the code uses it"),
 ]
 # Defects whose expected text is not a single replacement.
 SPECIAL = {

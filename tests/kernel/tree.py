@@ -344,3 +344,27 @@ def git_am(tree: Tree, patches: list[Path]) -> str:
         return ""
     git(tree.src, "am", "--abort", check=False)
     return (proc.stdout + proc.stderr).strip() or f"git am exited {proc.returncode}"
+
+
+# The objects whose sources kgen changes in 6.12: the macros their headers define are names
+# every generated line is preprocessed with.
+TOUCHED_OBJECTS = ("arch/x86/virt/svm/sev.o", "drivers/crypto/ccp/sev-dev.o",
+                   "arch/x86/kvm/svm/sev.o", "arch/x86/coco/sev/core.o")  # fmt: skip
+
+
+def lowercase_macros(src: Path, objects: tuple[str, ...] = TOUCHED_OBJECTS) -> set[str]:
+    """The macros starting with a lower-case letter that the units of ``objects`` see, as
+    gcc's -dM lists them, each unit preprocessed with the command kbuild compiled it with
+    (read from the gcc build dir's .o.cmd files)."""
+    names: set[str] = set()
+    build_dir = src / BUILD_DIRS["gcc"]
+    for obj in objects:
+        cmd_file = build_dir / Path(obj).parent / f".{Path(obj).name}.cmd"
+        line = cmd_file.read_text().splitlines()[0]
+        command = line.split(" := ", 1)[1].split(" ; ", 1)[0]
+        argv = [a for a in shlex.split(command) if not a.startswith("-Wp,-MMD")]
+        at = argv.index("-c")
+        argv[at : at + 3] = ["-E", "-dM"]  # -c -o OBJ
+        out = subprocess.run(argv, cwd=build_dir, capture_output=True, text=True, check=True).stdout
+        names |= {m.group(1) for m in re.finditer(r"^#define ([a-z]\w*)", out, re.M)}
+    return names
