@@ -412,7 +412,7 @@ def _compare_all(specs: list[Spec], count: int) -> list:
     try:
         compiler = find_clang()
     except ToolchainError as exc:
-        click.echo(f"kgen: {exc}", err=True)
+        click.echo(f"kgen: error: {exc}", err=True)
         raise click.exceptions.Exit(1) from None
     from .oracle import harness_limit
 
@@ -433,7 +433,7 @@ def _compare_all(specs: list[Spec], count: int) -> list:
             click.echo(str(exc), err=True)
             raise click.exceptions.Exit(1) from None
         except (BuildError, RuntimeError, UnsafeCode, EngineRefused) as exc:
-            click.echo(f"kgen: {shown_path(specs[len(results)].path)}: {exc}", err=True)
+            click.echo(f"kgen: {shown_path(specs[len(results)].path)}: error: {exc}", err=True)
             raise click.exceptions.Exit(1) from None
     return results
 
@@ -926,7 +926,7 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
                 raise ToolchainError("no gcc found (tried $GCC, then gcc on PATH)")
             compilers += [gcc] if gcc else []
     except ToolchainError as exc:
-        click.echo(f"kgen: {exc}", err=True)
+        click.echo(f"kgen: error: {exc}", err=True)
         sys.exit(1)
 
     def plan(spec: Spec):
@@ -934,7 +934,7 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
         why = harness_limit(spec)
         if why:
             raise _Refused(
-                f"kgen: {shown_path(spec.path)}: the harness cannot run this helper: {why}"
+                f"kgen: {shown_path(spec.path)}: error: the harness cannot run this helper: {why}"
             )
         try:
             choice = choose_engine(engine, spec)
@@ -992,7 +992,7 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
             click.echo(f"kgen: {shown_path(loaded[len(reports)].path)}: error: {exc}", err=True)
             sys.exit(1)
         except (BuildError, ValueError, RuntimeError, UnsafeCode, EngineRefused) as exc:
-            click.echo(f"kgen: {shown_path(loaded[len(reports)].path)}: "
+            click.echo(f"kgen: {shown_path(loaded[len(reports)].path)}: error: "
                        f"{_in_generated(str(exc), generated)}", err=True)  # fmt: skip
             sys.exit(1)
         finally:
@@ -1113,7 +1113,7 @@ def mutate(specs, operators, sample, seed, jobs, equivalents, as_json) -> None:
         report_problems(exc)
         sys.exit(1)
     except ToolchainError as exc:
-        click.echo(f"kgen: {exc}", err=True)
+        click.echo(f"kgen: error: {exc}", err=True)
         sys.exit(1)
     stream = _progress_stream()
     bar = _progress_bar("mutants", stream) if stream.isatty() and not as_json else None

@@ -796,7 +796,7 @@ def baseline(
     failed = [o for o in run(work, plan, jobs or os.cpu_count() or 1) if o.status != "survived"]
     if failed:
         raise BaselineFailed("\n".join(
-            f"{o.mutant.spec}: the unmutated code does not pass what each mutant runs "
+            f"{o.mutant.spec}: error: the unmutated code does not pass what each mutant runs "
             f"({o.status}: {o.detail}); every mutant would count as killed" for o in failed))  # fmt: skip
 
 

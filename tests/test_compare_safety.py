@@ -431,6 +431,7 @@ def test_the_object_check_refuses_a_helper_that_calls_libc(run_kgen, tmp_path):
                       "--generated", gen)  # fmt: skip
     assert result.exit_code == 1
     assert "calls alarm, which neither the harness nor the generated code defines" in result.stderr
+    assert result.stderr.startswith("kgen: isa/rmpopt.yaml: error: "), result.stderr  # as a finding
 
 
 @pytest.mark.usefixtures("sandbox_only")

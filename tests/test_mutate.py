@@ -369,7 +369,7 @@ def test_code_that_fails_compare_unmutated_is_no_score(run_kgen, monkeypatch):
     assert result.exit_code == 1, result.output
     assert "100.0 %" not in result.output
     assert (
-        "kgen: isa/pvalidate.yaml: the unmutated code does not pass what each mutant runs "
+        "kgen: isa/pvalidate.yaml: error: the unmutated code does not pass what each mutant runs "
         "(killed: case 3 at -O2: expected 'E 0', got 'B broken')"
     ) in result.stderr
 
