@@ -85,9 +85,14 @@ class KernelTree:
     def text(self, rel: str) -> str:
         """The file as text with LF line endings and no byte order mark: see :func:`decode`."""
         try:
-            return decode(self.data(rel))[0]
+            text = decode(self.data(rel))[0]
         except UnicodeDecodeError:
             raise TreeError(str(self.root / rel), "is not UTF-8 text") from None
+        if (at := _LONE_CR.search(text)) is not None:
+            line = text.count("\n", 0, at.start()) + 1
+            raise TreeError(f"{self.root / rel}:{line}", "has a carriage return that ends no CRLF "
+                            "line: the compiler breaks the line there and kgen would not")  # fmt: skip
+        return text
 
     def encode(self, rel: str, text: str) -> bytes:
         """``text`` (as :meth:`text` gives it) in the file's own form: its line ending, its BOM."""
@@ -95,6 +100,7 @@ class KernelTree:
 
 
 BOM = "\ufeff"
+_LONE_CR = re.compile(r"\r(?!\n)")
 
 
 def decode(data: bytes) -> tuple[str, tuple[bool, bool]]:

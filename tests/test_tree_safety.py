@@ -373,6 +373,28 @@ def test_a_tree_with_uncommitted_changes_gives_no_base_commit(tree, tmp_path):
 # --- 10, 12. line endings and byte order marks --------------------------------------------------
 
 
+@pytest.mark.parametrize("where", ["every-line", "one-comment"])
+def test_a_carriage_return_that_ends_no_crlf_line_is_refused(tree, tmp_path, where):
+    """A lone CR ends a line for the compiler, not for kgen's reading: a file of them (old Mac
+    line endings) read as one line, so the helpers in it were not found and the sibling
+    patches said nothing to do. Such a file is named, at the line, and nothing is written."""
+    path = tree / SEV
+    data = path.read_bytes()
+    if where == "every-line":
+        data, line = data.replace(b"\n", b"\r"), 1
+    else:
+        head = data.split(b"\n", 3)
+        data = b"\n".join([*head[:3], b"/* one\rtwo */\n" + head[3]])
+        line = 4
+    path.write_bytes(data)
+    before = snapshot(tree)
+    for command in (("apply",), ("patch", "-o", tmp_path / "p"), ("check",)):
+        result = kgen(*command[:1], *SPECS, "--tree", tree, *command[1:])
+        clean(result, 1)
+        assert f"{SEV}:{line}: error: has a carriage return that ends no CRLF line" in result.output
+    assert snapshot(tree) == before and not (tmp_path / "p").exists()
+
+
 @pytest.mark.parametrize("form", ["crlf", "bom", "both"])
 def test_a_file_keeps_its_line_endings_and_bom(tree, tmp_path, form):
     path = tree / SEV
