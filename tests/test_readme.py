@@ -82,14 +82,31 @@ def _param(line, command, expected, why, setup):
     return pytest.param(command, expected, setup, marks=marks, id=f"README.md:{line}")
 
 
+def _steps(steps: str) -> list[list[str]]:
+    """The words of each step of ``steps``: separated by ';' outside quotes."""
+    lexer = shlex.shlex(steps, posix=True, punctuation_chars=";")
+    lexer.whitespace_split = True
+    found: list[list[str]] = [[]]
+    for token in lexer:
+        if token == ";":
+            found.append([])
+        else:
+            found[-1].append(token)
+    return [words for words in found if words]
+
+
+def test_setup_steps_split_at_semicolons_outside_quotes():
+    assert _steps('edit f "a;" "b"; kgen render') == [["edit", "f", "a;", "b"], ["kgen", "render"]]
+
+
 def _set_up(steps: str, where, run_kgen) -> None:
     import shutil
     import subprocess
 
     shutil.copytree(ROOT / "isa", where / "isa")
     shutil.copytree(ROOT / "generated", where / "generated")
-    for step in steps.split(";"):
-        words = shlex.split(step)
+    for words in _steps(steps):
+        step = shlex.join(words)
         if words == ["git", "commit"]:
             git = ["git", "-c", "user.name=kgen", "-c", "user.email=kgen@localhost"]
             for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "before"]):
