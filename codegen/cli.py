@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -288,8 +288,9 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
             change.setdefault("problems", []).extend(found["problems"])
             change["generated"] = found
         base_problems += [p for found in generated for p in found["problems"]]
-    compared = _compare_all(loaded, count) if run_compare else []
-    ok = not findings and not cross.problems and not base_problems and all(r.ok for r in compared)
+    compared, stopped = _compare_all(loaded, count) if run_compare else ([], None)
+    ok = (not findings and not cross.problems and not base_problems and stopped is None
+          and all(r.ok for r in compared))  # fmt: skip
     if as_json:
         report = json_report(loaded, SpecError(cross.problems) if cross.problems else None)
         report["review"] = [{"path": p, "rule": r, "message": m} for p, r, m in findings]
@@ -302,6 +303,12 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
             report["compare"] = (
                 compare_report(compared, 1, compared[0].compilers) if compared else None
             )
+            if stopped is not None:
+                where = (
+                    shown_path(loaded[len(compared)].path) if len(compared) < len(loaded) else None
+                )
+                report["compare"] = (report["compare"] or {}) | {
+                    "ok": False, "error": {"spec": where, "message": stopped}}  # fmt: skip
         report["ok"] = ok
         click.echo(json.dumps(json_head("validate") | report, indent=2))
         sys.exit(0 if ok else 1)
@@ -319,6 +326,8 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
         print_changes(change)
     for result in compared:
         print_compare(result)
+    if stopped is not None:
+        click.echo(stopped, err=True)
     if not ok:
         sys.exit(1)
     for spec in loaded:
@@ -402,7 +411,9 @@ def _generated_drift(specs: list[Spec], out: Path | None) -> list[dict]:
     return reports
 
 
-def _compare_all(specs: list[Spec], count: int) -> list:
+def _compare_all(specs: list[Spec], count: int) -> tuple[list, str | None]:
+    """validate --compare: each spec's result, in order, and why the run stopped early (the
+    message), or None."""
     from . import compare as cmp
     from .build import BuildError
     from .execcheck import UnsafeCode
@@ -412,15 +423,11 @@ def _compare_all(specs: list[Spec], count: int) -> list:
     try:
         compiler = find_clang()
     except ToolchainError as exc:
-        click.echo(f"kgen: error: {exc}", err=True)
-        raise click.exceptions.Exit(1) from None
-    from .oracle import harness_limit
+        return [], f"kgen: error: {exc}"
 
     def plan(spec: Spec):
-        why = harness_limit(spec)
-        if why:
-            raise _Refused(f"kgen: {shown_path(spec.path)}: error: not compared: the harness cannot "
-                           f"run this helper: {why}")  # fmt: skip
+        if why := _cannot_run(spec, "compared"):
+            raise _Refused(why)
         return cmp.Comparison(spec, compiler, choose_engine("auto", spec), 1, count)
 
     results: list = []
@@ -430,12 +437,10 @@ def _compare_all(specs: list[Spec], count: int) -> list:
             for result in each:
                 results.append(result)
         except _Refused as exc:
-            click.echo(str(exc), err=True)
-            raise click.exceptions.Exit(1) from None
+            return results, str(exc)
         except (BuildError, RuntimeError, UnsafeCode, EngineRefused) as exc:
-            click.echo(f"kgen: {shown_path(specs[len(results)].path)}: error: {exc}", err=True)
-            raise click.exceptions.Exit(1) from None
-    return results
+            return results, f"kgen: {shown_path(specs[len(results)].path)}: error: {exc}"
+    return results, None
 
 
 def _rules(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -893,7 +898,6 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
     from .build import BuildError
     from .execcheck import UnsafeCode
     from .host import EngineRefused, choose_engine
-    from .oracle import harness_limit
     from .reference import ReferenceProblem
     from .toolchain import ToolchainError, find_clang, find_gcc
 
@@ -931,11 +935,8 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
 
     def plan(spec: Spec):
         """The compare of one spec, made when its turn comes; _Refused says why it cannot run."""
-        why = harness_limit(spec)
-        if why:
-            raise _Refused(
-                f"kgen: {shown_path(spec.path)}: error: the harness cannot run this helper: {why}"
-            )
+        if why := _cannot_run(spec, "compared"):
+            raise _Refused(why)
         try:
             choice = choose_engine(engine, spec)
         except EngineRefused as exc:
@@ -969,10 +970,23 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
         bars[id(result)](done, total, result)
 
     show = progress if stream.isatty() and not as_json else None
-    reports, failed = [], False
+    reports: list = []
+    failed = False
     # the specs overlap (the next one builds while the last cases of those before it run), and
     # each report comes in order, once it and those before it are done
     plans = (functools.partial(plan, spec) for spec in loaded)
+
+    def stopped(message: str) -> NoReturn:
+        """A spec that could not be compared ends the command: said on stderr, and with
+        --json also in the report, after the specs compared before it."""
+        click.echo(message, err=True)
+        if as_json:
+            report = json_head("compare") | compare_report(reports, seed, tuple(compilers))
+            spec = shown_path(loaded[len(reports)].path)
+            report |= {"ok": False, "error": {"spec": spec, "message": message}}
+            click.echo(json.dumps(report, indent=2))
+        sys.exit(1)
+
     with contextlib.closing(cmp.compare_each(plans, show)) as each:
         try:
             for result in each:
@@ -983,18 +997,17 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
                 if not as_json:
                     print_compare(result)
         except _Refused as exc:
-            click.echo(str(exc), err=True)
-            sys.exit(1)
+            stopped(str(exc))
         except SpecError as exc:
+            if as_json:
+                stopped(str(exc))
             report_problems(exc)
             sys.exit(1)
         except ReferenceProblem as exc:
-            click.echo(f"kgen: {shown_path(loaded[len(reports)].path)}: error: {exc}", err=True)
-            sys.exit(1)
+            stopped(f"kgen: {shown_path(loaded[len(reports)].path)}: error: {exc}")
         except (BuildError, ValueError, RuntimeError, UnsafeCode, EngineRefused) as exc:
-            click.echo(f"kgen: {shown_path(loaded[len(reports)].path)}: error: "
-                       f"{_in_generated(str(exc), generated)}", err=True)  # fmt: skip
-            sys.exit(1)
+            stopped(f"kgen: {shown_path(loaded[len(reports)].path)}: error: "
+                    f"{_in_generated(str(exc), generated)}")  # fmt: skip
         finally:
             for bar in bars.values():
                 bar.close()
@@ -1009,6 +1022,17 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
 
 class _Refused(Exception):
     """A spec compare cannot run: the message, as printed."""
+
+
+def _cannot_run(spec: Spec, what: str) -> str | None:
+    """The message when the harness cannot run ``spec``'s helper (it is then not ``what``:
+    compared, mutated), or None."""
+    from .oracle import harness_limit
+
+    why = harness_limit(spec)
+    if why is None:
+        return None
+    return f"kgen: {shown_path(spec.path)}: error: not {what}: the harness cannot run this helper: {why}"
 
 
 def _compare_profile(name: str | None, tree: Path | None, generated: Path | None):
@@ -1100,6 +1124,10 @@ def mutate(specs, operators, sample, seed, jobs, equivalents, as_json) -> None:
     from .toolchain import ToolchainError, find_clang, find_gcc
 
     loaded = load_specs(specs)
+    for spec in loaded:
+        if why := _cannot_run(spec, "mutated"):
+            click.echo(why, err=True)
+            sys.exit(1)
     path = equivalents or DEFAULT_EQUIVALENTS
     if equivalents is not None and not equivalents.is_file():
         why = "not a regular file" if os.path.lexists(equivalents) else "no such file"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import RMPOPT_YAML, ROOT
 
@@ -289,3 +292,39 @@ def test_a_hand_edited_generated_file_is_not_ready(run_kgen, tmp_path):
     result = run_kgen("validate", "isa/rmpopt.yaml", "--base", "base.yaml", "--out", out, cwd=root)
     assert result.exit_code == 1
     assert f"error: {header} is out of date with the spec" in result.stderr
+
+
+def _rsi_spec(tmp_path) -> Path:
+    """PVALIDATE with an input the harness cannot pass: a spec compare must refuse."""
+    path = tmp_path / "pvalidate.yaml"
+    text = (RMPOPT_YAML.parent / "pvalidate.yaml").read_text()
+    path.write_text(text.replace("register: rdx", "register: rsi"))
+    return path
+
+
+@pytest.mark.parametrize("command", ["compare", "validate"])
+def test_a_refused_spec_still_gives_one_json_object(run_kgen, tmp_path, command):
+    """--json prints one object whatever happens: the specs compared before the one refused,
+    ok false, and the refusal (it printed nothing at all, losing the passing spec's result)."""
+    bad = _rsi_spec(tmp_path)
+    args = ("--compare",) if command == "validate" else ()
+    result = run_kgen(command, "isa/psmash.yaml", bad, *args, "--cases", "20", "--json")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["command"] == command and report["ok"] is False
+    compared = report["compare"] if command == "validate" else report
+    assert [s["spec"] for s in compared["specs"]] == ["isa/psmash.yaml"]
+    assert compared["specs"][0]["ok"] is True and compared["ok"] is False
+    assert compared["error"]["spec"] == str(bad)
+    assert "the harness cannot run this helper" in compared["error"]["message"]
+    if command == "compare":  # as without --json; validate --json reports in the object only
+        assert "the harness cannot run this helper" in result.stderr
+
+
+def test_mutate_refuses_a_spec_the_harness_cannot_run(run_kgen, tmp_path):
+    """It ran the unmutated code and reported the harness's KeyError as the code failing."""
+    bad = _rsi_spec(tmp_path)
+    result = run_kgen("mutate", bad, "--sample", "2")
+    assert result.exit_code == 1
+    assert result.stderr == (f"kgen: {bad}: error: not mutated: the harness cannot run this helper: "
+                             "input validate is in RSI; the harness passes RAX, RCX and RDX\n")  # fmt: skip
