@@ -68,6 +68,16 @@ def base_text(spec_path: str, base: str) -> tuple[str, str]:
         top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path.parent, env=git_env(),
                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
         rel = path.relative_to(Path(top).resolve()).as_posix()
+
+        def git_ok(*args: str) -> bool:
+            return subprocess.run(["git", *args], cwd=top, env=git_env(),
+                                  capture_output=True, check=False).returncode == 0  # fmt: skip
+
+        if not git_ok("rev-parse", "--verify", "--quiet", "--end-of-options", f"{base}^{{commit}}"):
+            raise BaseError(f"{base!r} is neither a file nor a revision of the git tree at {top}")
+        if not git_ok("cat-file", "-e", "--end-of-options", f"{base}:{rel}"):
+            raise BaseError(f"{rel} is not in {base}: a new spec has no older version to compare "
+                            "with; validate it without --base")  # fmt: skip
         with subprocess.Popen(["git", "show", "--end-of-options", f"{base}:{rel}"], cwd=top, env=git_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) as git:  # fmt: skip
             stdout, stderr = git.stdout, git.stderr

@@ -45,7 +45,25 @@ def test_git_of_a_hook_does_not_lead_validate_astray(run_kgen, monkeypatch):
 
 def test_a_bad_revision_is_a_clear_finding(run_kgen):
     result = run_kgen("validate", "isa/rmpopt.yaml", "--base", "no-such-rev")
-    assert result.exit_code == 1 and "cannot read the base" in result.stderr
+    assert result.exit_code == 1
+    assert ("isa/rmpopt.yaml: error: cannot read the base: 'no-such-rev' is neither a file nor a "
+            "revision of the git tree at ") in result.stderr  # fmt: skip
+    assert "fatal:" not in result.stderr  # git's own words are not kgen's message
+
+
+def test_a_new_spec_at_the_base_says_so(run_kgen, tmp_path):
+    """A spec the base revision does not have (a new instruction) gets what to do, not git's
+    "exists on disk, but not in 'HEAD'"."""
+    git = ["git", "-c", "user.name=kgen", "-c", "user.email=kgen@localhost"]
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "old.yaml").write_text("x: 1\n")
+    subprocess.run([*git, "add", "old.yaml"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "old"], cwd=tmp_path, check=True)
+    (tmp_path / "rmpopt.yaml").write_text(TEXT)
+    result = run_kgen("validate", "rmpopt.yaml", "--base", "HEAD", cwd=tmp_path)
+    assert result.exit_code == 1
+    assert ("rmpopt.yaml: error: cannot read the base: rmpopt.yaml is not in HEAD: a new spec has "
+            "no older version to compare with; validate it without --base") in result.stderr  # fmt: skip
 
 
 def test_new_function_code(run_kgen, tmp_path):
