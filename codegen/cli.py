@@ -945,10 +945,12 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
         if coverage and choice.engine != "native":
             try:
                 choice = choose_engine("native", spec)
-            except EngineRefused as exc:
+            except EngineRefused:
+                from .host import native_plan
+
                 raise _Refused(f"{spec.instruction.mark('encoding')}: error: --coverage needs the "
-                               "native engine (the emulated harness cannot write gcov's counts): "
-                               f"{exc}") from None  # fmt: skip
+                               "native engine (the emulated harness cannot write gcov's counts), "
+                               f"which does not run these bytes: {native_plan(spec).why}") from None  # fmt: skip
         if generated is not None:
             from .outtree import read_tree
             from .render import outputs

@@ -322,7 +322,8 @@ def check(specs, tree_dir: Path) -> None:
     diffs = diff(p, texts)
     if diffs:
         click.echo("".join(diffs), nl=False)
-        click.echo(f"kgen: {plural(len(diffs), 'file')} of {shown_path(str(p.tree.root))} differ from a "
+        verb = "differs" if len(diffs) == 1 else "differ"
+        click.echo(f"kgen: {plural(len(diffs), 'file')} of {shown_path(str(p.tree.root))} {verb} from a "
                    "fresh render; run `kgen apply --tree`", err=True)  # fmt: skip
         sys.exit(1)
     click.echo(f"{shown_path(str(p.tree.root))} (Linux {p.tree.version}) is up to date with "

@@ -144,6 +144,7 @@ def test_coverage_refuses_what_cannot_be_measured(run_kgen, args, message):
 def test_coverage_refuses_a_spec_only_the_emulator_can_run(run_kgen):
     result = run_kgen("compare", "isa/rmpread.yaml", "--cases", "5", "--coverage")
     assert result.exit_code == 1 and "--coverage needs the native engine" in result.output
+    assert "use --engine emulator" not in result.output  # which cannot measure coverage
 
 
 UNREACHABLE = ISA.parent / "tests" / "coverage" / "unreachable.txt"

@@ -81,7 +81,10 @@ def test_check_tree_reports_a_diff_and_writes_nothing(tree):
     assert result.exit_code == 1
     assert "+++ b/arch/x86/include/asm/special_insns.h" in result.output
     assert "+static inline bool __rmpopt(u64 pa_start, u64 op_type)" in result.output
+    assert re.search(r"kgen: \d+ files of \S+ differ from a fresh render", result.output)
     assert snapshot(tree) == before
+    one = kgen("check", str(ISA / "pvalidate.yaml"), "--tree", tree)
+    assert one.exit_code == 1 and re.search(r"kgen: 1 file of \S+ differs from a", one.output)
 
 
 def test_what_apply_puts_where(tree):
