@@ -418,17 +418,17 @@ def _compare_all(specs: list[Spec], count: int) -> tuple[list, str | None]:
     from .build import BuildError
     from .execcheck import UnsafeCode
     from .host import EngineRefused, choose_engine
-    from .toolchain import ToolchainError, find_clang
+    from .toolchain import ToolchainError, find_clang, find_gcc
 
-    try:
-        compiler = find_clang()
+    try:  # the compilers compare uses by default: clang, and gcc where there is one
+        compilers = (find_clang(), *filter(None, [find_gcc()]))
     except ToolchainError as exc:
         return [], f"kgen: error: {exc}"
 
     def plan(spec: Spec):
         if why := _cannot_run(spec, "compared"):
             raise _Refused(why)
-        return cmp.Comparison(spec, compiler, choose_engine("auto", spec), 1, count)
+        return cmp.Comparison(spec, compilers, choose_engine("auto", spec), 1, count)
 
     results: list = []
     # every spec validated is compared (none is reported ok untested), overlapped as compare does
