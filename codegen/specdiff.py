@@ -97,7 +97,10 @@ def base_text(spec_path: str, base: str) -> tuple[str, str]:
 
 
 def _flatten(obj: Any, prefix: str, out: dict[str, tuple[Any, Any]], owner: Any = None) -> None:
-    """Leaves of a spec as {dotted path: (value, object holding its mark)}."""
+    """Leaves of a spec as {dotted path: (value, object holding its mark)}; a field that is not
+    there (None) is no leaf, so a section added or removed is said leaf by leaf."""
+    if obj is None:
+        return
     if dataclasses.is_dataclass(obj):
         for f in yaml_fields(type(obj)):
             _flatten(getattr(obj, f.name), f"{prefix}.{f.name}" if prefix else f.name, out, obj)

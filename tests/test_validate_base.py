@@ -347,3 +347,10 @@ def test_mutate_refuses_a_spec_the_harness_cannot_run(run_kgen, tmp_path):
     assert result.exit_code == 1
     assert result.stderr == (f"kgen: {bad}: error: not mutated: the harness cannot run this helper: "
                              "input validate is in RSI; the harness passes RAX, RCX and RDX\n")  # fmt: skip
+
+
+def test_a_section_removed_is_said_leaf_by_leaf_not_added_as_none(run_kgen):
+    """PSMASH -> RMPADJUST drops kernel.out_of_line: it read 'kernel.out_of_line added: none'."""
+    result = run_kgen("validate", "-q", "isa/rmpadjust.yaml", "--base", "isa/psmash.yaml")
+    assert "kernel.out_of_line.name removed (was 'psmash') (isa/psmash.yaml:" in result.output
+    assert "added: none" not in result.output and "(was none)" not in result.output
