@@ -1054,7 +1054,10 @@ def _compare_profile(name: str | None, tree: Path | None, generated: Path | None
         raise click.BadParameter(f"{shown_path(str(tree))} is not the top directory of a kernel tree (no "
                                  "scripts/min-tool-version.sh naming a GCC, or no include and "
                                  "arch/x86/include)", param_hint="--tree")  # fmt: skip
-    profile = dataclasses.replace(detect(root=tree), name=f"detected from {shown_path(str(tree))}")
+    found = detect(root=tree)
+    profile = dataclasses.replace(
+        found, name=f"detected from {shown_path(str(tree))}: {found.summary()}"
+    )
     return profile, f"--tree {tree}"
 
 

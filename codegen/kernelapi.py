@@ -47,6 +47,15 @@ class Profile:
             lines += ["", f"return {result};"]
         return "\n".join(f"\t{line}" if line else "" for line in lines)
 
+    def summary(self) -> str:
+        """What the profile chooses, as a reader of the generated code sees it."""
+        return ", ".join((
+            "guard(mutex)" if self.guard else "mutex_lock()",
+            f"{self.wrmsr_on_cpu}()",
+            "EXPORT_SYMBOL_FOR_MODULES()" if self.export_for_modules else "EXPORT_SYMBOL_GPL()",
+            '"=@ccc" flag outputs' if self.flag_outputs else "CC_SET()/CC_OUT()",
+        ))  # fmt: skip
+
     def export(self, symbol: str, module: str) -> str:
         if self.export_for_modules:
             return f'EXPORT_SYMBOL_FOR_MODULES({symbol}, "{module}");'

@@ -10,6 +10,7 @@ __GCC_ASM_FLAG_OUTPUTS__) and without them, as GCC 5 builds it (setc).
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from codegen.kernelapi import LINUX_6_1, LINUX_6_12, NEWEST, detect, min_gcc
 from codegen.render import outputs, render_spec
 from codegen.spec import load
 from tests import k612
-from tests.conftest import ISA
+from tests.conftest import ISA, ROOT
 
 K612, K612_MISSING = k612.tree()
 FLAG_SPECS = ["pvalidate", "rmpopt"]  # the specs with a flag output
@@ -126,6 +127,12 @@ def test_compare_takes_a_profile_and_a_tree(run_kgen, tmp_path):
     assert "rendered for kernel profile 6.12" in r.output
     r = run_kgen("compare", ISA / "pvalidate.yaml", "--cases", "20", "--tree", tmp_path)
     assert r.exit_code == 2 and "is not the top directory of a kernel tree" in r.output
+    r = run_kgen("compare", ISA / "pvalidate.yaml", "--cases", "20", "--cc", "clang", "--opt=-O2",
+                 "--tree", ROOT / "tests" / "minitree")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    # the profile is named by what it chose, not only where it came from
+    assert re.search(r"rendered for kernel profile detected from \S*tests/minitree: guard\(mutex\), "
+                     r"wrmsrl_on_cpu\(\), EXPORT_SYMBOL_GPL\(\), CC_SET\(\)/CC_OUT\(\)\n", r.output)  # fmt: skip
     r = run_kgen("compare", ISA / "pvalidate.yaml", "--profile", "6.12", "--tree", tmp_path)
     assert r.exit_code == 2 and "not both" in r.output
 
