@@ -340,7 +340,7 @@ def patch(specs, tree_dir: Path, out: Path, signoff: bool) -> None:
 
     def nothing_to_do() -> None:
         click.echo(f"nothing to do: {shown_path(str(p.tree.root))} (Linux {p.tree.version}) is up to "
-                   f"date with {plural(len(specs), 'spec')}; no patches written")  # fmt: skip
+                   f"date with {_specs_done(specs, p)}; no patches written")  # fmt: skip
 
     if not changed(p, texts):
         return nothing_to_do()

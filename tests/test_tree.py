@@ -73,6 +73,12 @@ def test_apply_writes_then_changes_nothing(tree):
     check = kgen("check", *SPECS, "--tree", tree)
     assert check.exit_code == 0, check.output
     assert "is up to date with 5 specs (1 more with nothing to do here)" in check.output
+    patch = kgen("patch", *SPECS, "--tree", tree, "-o", tree.parent / "patches")
+    assert patch.exit_code == 0, patch.output  # counted as check counts them
+    assert (
+        "is up to date with 5 specs (1 more with nothing to do here); no patches written"
+        in patch.output
+    )
 
 
 def test_check_tree_reports_a_diff_and_writes_nothing(tree):
