@@ -21,8 +21,9 @@
  * write no file larger than 1 MiB, use no more than --cpu seconds of CPU
  * time, and may not create processes or run programs (a seccomp filter,
  * since RLIMIT_NPROC does not hold for root).  Dying with the parent and
- * the CPU limit hold from before any constructor runs.  Its caller also runs it in a
- * process group of its own and kills the group when done.
+ * the CPU limit hold from before any constructor runs (confine_early()).
+ * Its caller also runs it in a process group of its own and kills the group
+ * when done.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -192,13 +193,12 @@ static void confine_early(int argc, char **argv, char **envp __always_unused)
 __attribute__((used, section(".preinit_array")))
 static void (*const early_confinement)(int, char **, char **) = confine_early;
 
-static void confine(unsigned long cpu_seconds)
+/* The rest of the confinement: --cpu's limit is confine_early()'s. */
+static void confine(void)
 {
 	set_limit(RLIMIT_FSIZE, FILE_CAP);
 	set_limit(RLIMIT_CORE, 0);
 	set_limit(RLIMIT_NPROC, 0);
-	if (cpu_seconds)
-		set_limit(RLIMIT_CPU, cpu_seconds);
 	forbid_processes();
 }
 
@@ -207,7 +207,6 @@ int main(int argc, char **argv)
 	struct sigaction sa = { .sa_sigaction = on_trap, .sa_flags = SA_SIGINFO | SA_NODEFER };
 	struct sigaction alarm_sa = { .sa_handler = on_alarm, .sa_flags = SA_NODEFER };
 	unsigned int timeout = 20, seconds;
-	unsigned long cpu = 0;
 	char *line = NULL, *out;
 	size_t cap = 0;
 	ssize_t len;
@@ -222,8 +221,7 @@ int main(int argc, char **argv)
 		argv += 2;
 	}
 	if (argc >= 3 && !strcmp(argv[1], "--cpu")) {
-		cpu = strtoul(argv[2], NULL, 0);
-		argc -= 2;
+		argc -= 2; /* the limit is taken by confine_early() */
 		argv += 2;
 	}
 	if (argc == 3 && !strcmp(argv[1], "--guard")) {
@@ -252,7 +250,7 @@ int main(int argc, char **argv)
 	sigaction(SIGSEGV, &sa, NULL);
 	sigaction(SIGBUS, &sa, NULL);
 	sigaction(SIGALRM, &alarm_sa, NULL);
-	confine(cpu);
+	confine();
 	while (!timed_out && (len = getline(&line, &cap, stdin)) > 0) {
 		seconds = case_timeout(line, timeout);
 		snprintf(timeout_why, sizeof(timeout_why),
