@@ -183,9 +183,8 @@ class _Commands(click.Group):
         except OSError as exc:
             if not _stdout_failed(exc):
                 raise
-            if (
-                exc.errno != errno.EPIPE
-            ):  # a reader that went away wants no word, as click says none
+            # a reader that went away wants no word, as click says none
+            if exc.errno != errno.EPIPE:
                 click.echo(f"kgen: error: cannot write the output: {exc.strerror}", err=True)
             raise click.exceptions.Exit(1) from None
 

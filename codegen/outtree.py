@@ -635,7 +635,7 @@ def _commit(tree: _Tree, staged: list[_Staged], then: Callable[[], None] | None 
             if isinstance(exc, OSError) and current is not None:
                 raise TreeError(tree.path(current.rel), f"cannot replace: {exc.strerror}") from None
             raise
-        tree.sync({item.dir_fd: None for item in done})
+        tree.sync(item.dir_fd for item in done)
         _discard(staged)  # the backups
         if then is not None:
             then()
