@@ -303,11 +303,9 @@ def validate(specs: tuple[str, ...], base: str | None, run_compare: bool, count:
                 compare_report(compared, 1, compared[0].compilers) if compared else None
             )
             if stopped is not None:
-                where = (
-                    shown_path(loaded[len(compared)].path) if len(compared) < len(loaded) else None
+                report["compare"] = (report["compare"] or {}) | _stopped_json(
+                    loaded, compared, stopped
                 )
-                report["compare"] = (report["compare"] or {}) | {
-                    "ok": False, "error": {"spec": where, "message": stopped}}  # fmt: skip
         report["ok"] = ok
         click.echo(json.dumps(json_head("validate") | report, indent=2))
         sys.exit(0 if ok else 1)
@@ -983,9 +981,7 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
         click.echo(message, err=True)
         if as_json:
             report = json_head("compare") | compare_report(reports, seed, tuple(compilers))
-            spec = shown_path(loaded[len(reports)].path)
-            report |= {"ok": False, "error": {"spec": spec, "message": message}}
-            click.echo(json.dumps(report, indent=2))
+            click.echo(json.dumps(report | _stopped_json(loaded, reports, message), indent=2))
         sys.exit(1)
 
     with contextlib.closing(cmp.compare_each(plans, show)) as each:
@@ -1023,6 +1019,13 @@ def compare(specs, count, seed, only, engine, opts, keep_going, generated, refer
 
 class _Refused(Exception):
     """A spec compare cannot run: the message, as printed."""
+
+
+def _stopped_json(specs: list[Spec], done: list, message: str) -> dict:
+    """What a compare's JSON report (compare's, or validate --compare's part) says when the
+    spec after those ``done`` stopped it (None where every spec was done)."""
+    spec = shown_path(specs[len(done)].path) if len(done) < len(specs) else None
+    return {"ok": False, "error": {"spec": spec, "message": message}}
 
 
 def _cannot_run(spec: Spec, what: str) -> str | None:
