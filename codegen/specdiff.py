@@ -68,16 +68,6 @@ def base_text(spec_path: str, base: str) -> tuple[str, str]:
         top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path.parent, env=git_env(),
                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
         rel = path.relative_to(Path(top).resolve()).as_posix()
-
-        def git_ok(*args: str) -> bool:
-            return subprocess.run(["git", *args], cwd=top, env=git_env(),
-                                  capture_output=True, check=False).returncode == 0  # fmt: skip
-
-        if not git_ok("rev-parse", "--verify", "--quiet", "--end-of-options", f"{base}^{{commit}}"):
-            raise BaseError(f"{base!r} is neither a file nor a revision of the git tree at {top}")
-        if not git_ok("cat-file", "-e", "--end-of-options", f"{base}:{rel}"):
-            raise BaseError(f"{rel} is not in {base}: a new spec has no older version to compare "
-                            "with; validate it without --base")  # fmt: skip
         with subprocess.Popen(["git", "show", "--end-of-options", f"{base}:{rel}"], cwd=top, env=git_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) as git:  # fmt: skip
             stdout, stderr = git.stdout, git.stderr
@@ -92,8 +82,27 @@ def base_text(spec_path: str, base: str) -> tuple[str, str]:
         ) from None
     label = f"{base}:{rel}"
     if status != 0 and len(data) <= MAX_FILE_BYTES:
-        raise BaseError(f"{rel} at {base}: {err.strip() or 'not found'}")
+        raise BaseError(_not_shown(top, base, rel, err))
     return label, decode_text(data, label)
+
+
+def _not_shown(top: str, base: str, rel: str, err: str) -> str:
+    """Why `git show BASE:REL` failed, in kgen's words where git's would puzzle: no such
+    revision, or a spec the revision does not have (a new one); else git's own."""
+
+    def git_ok(*args: str) -> bool:
+        try:
+            return subprocess.run(["git", *args], cwd=top, env=git_env(), capture_output=True,
+                                  check=False).returncode == 0  # fmt: skip
+        except OSError:
+            return True  # cannot tell: git's words then
+
+    if not git_ok("rev-parse", "--verify", "--quiet", "--end-of-options", f"{base}^{{commit}}"):
+        return f"{base!r} is neither a file nor a revision of the git tree at {top}"
+    if not git_ok("cat-file", "-e", "--end-of-options", f"{base}:{rel}"):
+        return (f"{rel} is not in {base}: a new spec has no older version to compare with; "
+                "validate it without --base")  # fmt: skip
+    return f"{rel} at {base}: {err.strip() or 'not found'}"
 
 
 def _flatten(obj: Any, prefix: str, out: dict[str, tuple[Any, Any]], owner: Any = None) -> None:
