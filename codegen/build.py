@@ -442,8 +442,9 @@ def _store_level(key: str, harness: Harness, tus: list[Unit]) -> None:
         try:
             lines = [key]  # the level names its key
             for src in _level_files(harness):
-                shutil.copyfile(src, tmp / names[src])
-                lines.append(f"{hashlib.sha256(src.read_bytes()).hexdigest()} {names[src]}")
+                data = src.read_bytes()  # read once: what is kept is what is hashed
+                (tmp / names[src]).write_bytes(data)
+                lines.append(f"{hashlib.sha256(data).hexdigest()} {names[src]}")
             (tmp / "MANIFEST").write_text("\n".join(lines) + "\n")
             for f in tmp.iterdir():
                 f.chmod(0o600)  # read only as this user's own (whatever the umask)
